@@ -1,0 +1,91 @@
+"""The one mapping from errors to HTTP. Every error body has the same shape:
+{"error": {"code", "message", "param", "details"}}."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from penny.errors import (
+    IdempotencyConflict,
+    InputFileError,
+    InvalidRequest,
+    NotFound,
+    PennyError,
+    Unauthorized,
+    UnknownModel,
+)
+
+STATUS_BY_ERROR: dict[type[PennyError], int] = {
+    InvalidRequest: 422,
+    InputFileError: 422,
+    UnknownModel: 404,
+    NotFound: 404,
+    IdempotencyConflict: 409,
+    Unauthorized: 401,
+}
+
+
+def error_body(
+    code: str, message: str, param: str | None = None, details: list[dict[str, object]] | None = None
+) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, "param": param,
+                      "details": details or []}}
+
+
+def _status_for(error: PennyError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[kind]
+    return 400
+
+
+async def _penny_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, PennyError)
+    return JSONResponse(
+        error_body(error.code, error.message, error.param, error.details),
+        status_code=_status_for(error),
+    )
+
+
+def _location(loc: tuple[object, ...]) -> str:
+    # Drop the leading "body" FastAPI adds; what is left is the field path the client sent.
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+async def _validation_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = list(error.errors())
+    if any(p.get("type") == "json_invalid" for p in problems):
+        detail = problems[0].get("ctx", {}).get("error", "")
+        return JSONResponse(
+            error_body("invalid_json", f"the request body is not valid JSON: {detail}".strip()),
+            status_code=400,
+        )
+    details: list[dict[str, object]] = [
+        {"param": _location(tuple(p["loc"])), "message": p["msg"], "type": p["type"]}
+        for p in problems
+    ]
+    first = details[0]
+    return JSONResponse(
+        error_body("invalid_request", f"{first['param']}: {first['message']}",
+                   str(first["param"]), details),
+        status_code=422,
+    )
+
+
+async def _http_error(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+        error.status_code, "http_error")
+    return JSONResponse(error_body(code, str(error.detail)), status_code=error.status_code,
+                        headers=getattr(error, "headers", None))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(PennyError, _penny_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

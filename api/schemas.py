@@ -1,0 +1,107 @@
+"""Wire shapes of the native jobs API (the job request itself is `intake.schema.JobRequest`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from intake.schema import JobRequest
+from models.submissions import JobView
+from models.tables import Submission
+
+
+class BulkJobsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobRequest] = Field(min_length=1)
+
+
+class JobAccepted(BaseModel):
+    id: str
+    object: str = "job"
+    status: str
+    submission_id: str
+
+
+class BulkAccepted(BaseModel):
+    object: str = "submission"
+    submission_id: str
+    job_ids: list[str]
+    count: int
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+
+
+class Cost(BaseModel):
+    usd: str
+    list_usd: str
+    engine_seconds: float
+
+
+class JobResultBody(BaseModel):
+    text: str
+    finish_reason: str
+    mean_logprob: float | None
+
+
+class JobOut(BaseModel):
+    id: str
+    object: str = "job"
+    submission_id: str
+    status: str
+    model: str
+    custom_id: str | None
+    metadata: dict[str, JsonValue]
+    attempts: int
+    created_at: datetime
+    finished_at: datetime | None
+    result: JobResultBody | None
+    usage: Usage | None
+    cost: Cost | None
+    error: dict[str, Any] | None
+
+    @classmethod
+    def from_view(cls, view: JobView) -> JobOut:
+        job, result, ledger = view.job, view.result, view.ledger
+        return cls(
+            id=str(job.id),
+            submission_id=str(job.submission_id),
+            status=job.status,
+            model=job.model,
+            custom_id=job.custom_id,
+            metadata=job.tags,
+            attempts=job.attempts,
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+            result=JobResultBody(text=result.text, finish_reason=result.finish_reason,
+                                 mean_logprob=result.mean_logprob) if result else None,
+            usage=Usage(prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens,
+                        completion_tokens=result.output_tokens) if result else None,
+            cost=Cost(usd=str(ledger.cost_usd), list_usd=str(ledger.list_cost_usd),
+                      engine_seconds=ledger.engine_seconds) if ledger else None,
+            error=job.error,
+        )
+
+
+class SubmissionOut(BaseModel):
+    id: str
+    object: str = "submission"
+    kind: str
+    status: str
+    total_jobs: int
+    counts: dict[str, int]
+    outputs: dict[str, str] | None
+    created_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Submission, counts: dict[str, int]) -> SubmissionOut:
+        return cls(id=str(row.id), kind=row.kind, status=row.status, total_jobs=row.total_jobs,
+                   counts=counts, outputs=row.outputs, created_at=row.created_at,
+                   completed_at=row.completed_at)

@@ -1,0 +1,12 @@
+"""The dispatch port: how a written batch reaches a worker (Celery, or an in-process queue)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Protocol
+
+
+class Dispatcher(Protocol):
+    def dispatch(self, batch_id: uuid.UUID, model: str) -> None:
+        """Ring the worker's doorbell. Losing the ring is fine: the sweeper rings again."""
+        ...

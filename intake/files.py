@@ -1,0 +1,128 @@
+"""Turns an input file (JSONL or CSV) into job requests, one outcome per line.
+
+A bad line never sinks the file: it becomes a `LineError` that names the line, and the
+submission carries it through to the results as a failed job.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from intake.schema import JobRequest
+from penny.errors import InputFileError
+
+# CSV columns that map onto request fields; every other column becomes a metadata tag.
+_CSV_NUMBER_FIELDS = {"max_tokens": int, "temperature": float, "top_p": float, "seed": int}
+_CSV_TEXT_FIELDS = {"prompt", "system", "model", "custom_id"}
+
+
+@dataclass(frozen=True)
+class ParsedLine:
+    line_no: int
+    request: JobRequest
+
+
+@dataclass(frozen=True)
+class LineError:
+    line_no: int
+    code: str
+    message: str
+    raw: str
+
+
+LineOutcome = ParsedLine | LineError
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(p) for p in item["loc"]) or "line"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _validated(line_no: int, raw: str, payload: Any) -> LineOutcome:
+    if not isinstance(payload, dict):
+        return LineError(line_no, "invalid_line", "each line must be a JSON object", raw)
+    try:
+        return ParsedLine(line_no, JobRequest.model_validate(payload))
+    except ValidationError as error:
+        return LineError(line_no, "invalid_line", describe_validation_error(error), raw)
+
+
+def parse_jsonl(text: str) -> Iterator[LineOutcome]:
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            payload = json.loads(raw)
+        except json.JSONDecodeError as error:
+            yield LineError(line_no, "invalid_json", f"not valid JSON: {error.msg}", raw)
+            continue
+        yield _validated(line_no, raw, payload)
+
+
+def _csv_row_to_payload(row: dict[str, str]) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    tags: dict[str, str] = {}
+    system = (row.get("system") or "").strip()
+    prompt = row.get("prompt") or ""
+    for column, value in row.items():
+        if column in _CSV_TEXT_FIELDS - {"prompt", "system"} and value:
+            payload[column] = value
+        elif column in _CSV_NUMBER_FIELDS and value.strip():
+            try:
+                payload[column] = _CSV_NUMBER_FIELDS[column](value)
+            except ValueError:
+                payload[column] = value  # left for the schema to reject with its own message
+        elif column not in _CSV_TEXT_FIELDS and column not in _CSV_NUMBER_FIELDS and value:
+            tags[column] = value
+    if system:
+        payload["messages"] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": prompt},
+        ]
+    else:
+        payload["messages"] = [{"role": "user", "content": prompt}]
+    if tags:
+        payload["metadata"] = tags
+    return payload
+
+
+def parse_csv(text: str) -> Iterator[LineOutcome]:
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or "prompt" not in reader.fieldnames:
+        raise InputFileError("a CSV input needs a header row with a 'prompt' column")
+    for row in reader:
+        # Line numbers count the header as line 1, as a spreadsheet shows them.
+        line_no = reader.line_num
+        if None in row:
+            raw = ",".join(str(v) for v in row.values())
+            yield LineError(line_no, "invalid_line", "row has more fields than the header", raw)
+            continue
+        raw = ",".join(row.values())
+        yield _validated(line_no, raw, _csv_row_to_payload(row))
+
+
+def parse_input_file(name: str, data: bytes) -> list[LineOutcome]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputFileError(f"{name} is not UTF-8 text (byte {error.start})") from error
+    lowered = name.lower()
+    if lowered.endswith(".csv"):
+        outcomes = list(parse_csv(text))
+    elif lowered.endswith((".jsonl", ".ndjson", ".json")):
+        outcomes = list(parse_jsonl(text))
+    else:
+        raise InputFileError(f"{name}: input files must end in .jsonl or .csv")
+    if not outcomes:
+        raise InputFileError(f"{name} holds no jobs")
+    return outcomes

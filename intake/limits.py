@@ -1,0 +1,37 @@
+"""Checks a job request against what this deployment serves and allows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from intake.schema import JobRequest
+from penny.errors import InvalidRequest, UnknownModel
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    models: frozenset[str]
+    default_model: str
+    max_output_tokens: int
+    max_prompt_chars: int
+
+
+def resolve_model(request: JobRequest, limits: IntakeLimits) -> str:
+    """Return the model the job will run on, or raise a precise error."""
+    model = request.model or limits.default_model
+    if model not in limits.models:
+        served = ", ".join(sorted(limits.models))
+        raise UnknownModel(f"model '{model}' is not served here (served: {served})", param="model")
+    if request.max_tokens > limits.max_output_tokens:
+        raise InvalidRequest(
+            f"max_tokens {request.max_tokens} exceeds this deployment's limit of "
+            f"{limits.max_output_tokens}",
+            param="max_tokens",
+        )
+    if request.prompt_chars() > limits.max_prompt_chars:
+        raise InvalidRequest(
+            f"the prompt has {request.prompt_chars()} characters; the limit is "
+            f"{limits.max_prompt_chars}",
+            param="messages" if request.messages is not None else "prompt",
+        )
+    return model

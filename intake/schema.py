@@ -1,0 +1,77 @@
+"""The job request as clients send it: over HTTP, in a JSONL line or in a CSV row.
+
+One pydantic model validates every path in, so a field means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+MAX_STOP_SEQUENCES = 4
+MAX_TAGS = 16
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class JobRequest(BaseModel):
+    """One generation job: chat `messages` or a plain `prompt`, plus sampling parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=256)
+    prompt: str | None = Field(default=None, min_length=1)
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: list[str] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    priority: int = Field(default=0, ge=-100, le=100)
+    custom_id: str | None = Field(default=None, min_length=1, max_length=500)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict, max_length=MAX_TAGS)
+
+    @model_validator(mode="after")
+    def _exactly_one_input(self) -> JobRequest:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("give exactly one of 'messages' or 'prompt'")
+        if self.stop is not None and any(not s for s in self.stop):
+            raise ValueError("stop sequences must be non-empty strings")
+        return self
+
+    def prompt_chars(self) -> int:
+        if self.messages is not None:
+            return sum(len(m.content) for m in self.messages)
+        return len(self.prompt or "")
+
+    def engine_request(self) -> dict[str, Any]:
+        """What the worker needs to run the job, as stored on the job row."""
+        body: dict[str, Any] = {
+            "sampling": {
+                "max_tokens": self.max_tokens,
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+                "stop": self.stop or [],
+                "seed": self.seed,
+            }
+        }
+        if self.messages is not None:
+            body["messages"] = [m.model_dump() for m in self.messages]
+        else:
+            body["prompt"] = self.prompt
+        return body
+
+
+def estimate_tokens(request: JobRequest) -> int:
+    """A cheap upper-ish bound used to size batches before any tokenizer has run.
+
+    Roughly 3 characters per token for English text plus the whole output allowance; the
+    worker counts exactly.
+    """
+    return request.prompt_chars() // 3 + 8 + request.max_tokens

@@ -1,0 +1,141 @@
+"""Writing validated work to the queue. The job rows are committed before intake answers,
+so an accepted job can never be lost and a retried request can never be billed twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from intake.files import LineError, LineOutcome
+from intake.limits import IntakeLimits, resolve_model
+from intake.schema import JobRequest, estimate_tokens
+from models.submissions import (
+    NewJob,
+    StoredSubmission,
+    find_by_idempotency_key,
+    insert_submission,
+    job_ids_of,
+    tenant_id_for,
+)
+from penny.errors import IdempotencyConflict, InvalidRequest, PennyError
+
+
+def request_hash(payload: Any) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _new_job(line_no: int, request: JobRequest, model: str) -> NewJob:
+    return NewJob(
+        line_no=line_no,
+        model=model,
+        request=request.engine_request(),
+        estimated_tokens=estimate_tokens(request),
+        custom_id=request.custom_id,
+        tags=dict(request.metadata),
+        priority=request.priority,
+    )
+
+
+def _failed_line(line_no: int, model: str, code: str, message: str, raw: str) -> NewJob:
+    return NewJob(
+        line_no=line_no,
+        model=model,
+        request={"raw": raw[:2000]},
+        estimated_tokens=0,
+        error={"code": code, "message": message, "line": line_no},
+    )
+
+
+def jobs_for_requests(requests: Sequence[JobRequest], limits: IntakeLimits) -> list[NewJob]:
+    """All or nothing: any bad item rejects the request, naming every bad item."""
+    jobs: list[NewJob] = []
+    problems: list[dict[str, object]] = []
+    for index, request in enumerate(requests):
+        try:
+            jobs.append(_new_job(index, request, resolve_model(request, limits)))
+        except PennyError as error:
+            problems.append(
+                {"index": index, "code": error.code, "message": error.message,
+                 "param": error.param}
+            )
+    if problems:
+        if len(requests) == 1:
+            only = problems[0]
+            raise InvalidRequest(str(only["message"]), param=str(only["param"]))
+        raise InvalidRequest(
+            f"{len(problems)} of {len(requests)} jobs are invalid; nothing was queued",
+            param="jobs",
+            details=problems,
+        )
+    return jobs
+
+
+def jobs_for_file(outcomes: Sequence[LineOutcome], limits: IntakeLimits) -> list[NewJob]:
+    """Every line becomes a job; a bad line becomes a failed job that names its line."""
+    jobs: list[NewJob] = []
+    for outcome in outcomes:
+        if isinstance(outcome, LineError):
+            jobs.append(
+                _failed_line(
+                    outcome.line_no, limits.default_model, outcome.code, outcome.message,
+                    outcome.raw,
+                )
+            )
+            continue
+        try:
+            model = resolve_model(outcome.request, limits)
+        except PennyError as error:
+            jobs.append(
+                _failed_line(
+                    outcome.line_no, outcome.request.model or limits.default_model,
+                    error.code, error.message, outcome.request.model_dump_json(),
+                )
+            )
+            continue
+        job = _new_job(outcome.line_no, outcome.request, model)
+        jobs.append(job)
+    return jobs
+
+
+def submit(
+    session: Session,
+    *,
+    tenant: str,
+    kind: str,
+    jobs: Sequence[NewJob],
+    payload_hash: str,
+    idempotency_key: str | None = None,
+    source_name: str | None = None,
+) -> StoredSubmission:
+    """Queue `jobs` as one submission and commit; replay the original on a repeated key."""
+    tenant_id = tenant_id_for(session, tenant)
+    stored = insert_submission(
+        session,
+        tenant_id=tenant_id,
+        kind=kind,
+        request_hash=payload_hash,
+        jobs=jobs,
+        idempotency_key=idempotency_key,
+        source_name=source_name,
+    )
+    if stored is not None:
+        session.commit()
+        return stored
+    session.rollback()
+    assert idempotency_key is not None, "only a taken idempotency key makes the insert a no-op"
+    existing = find_by_idempotency_key(session, tenant_id, idempotency_key)
+    if existing is None:  # pragma: no cover - the conflicting row cannot vanish
+        raise PennyError("idempotent submission disappeared")
+    if existing.request_hash != payload_hash:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used with a different request body",
+            param="Idempotency-Key",
+        )
+    return StoredSubmission(
+        submission=existing, job_ids=job_ids_of(session, existing.id), replayed=True
+    )

@@ -1,0 +1,61 @@
+"""Pure pricing: how a batch's engine time is shared out, and what each job cost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from penny.settings import ModelPrice
+
+_MILLION = Decimal(1_000_000)
+_SECONDS_PER_HOUR = Decimal(3600)
+# Ten decimal places: the ledger column's scale. Sums stay exact at that precision.
+_QUANTUM = Decimal("0.0000000001")
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+
+    @property
+    def computed_tokens(self) -> int:
+        """Tokens the engine actually had to process: uncached prompt plus output."""
+        return self.prompt_tokens - self.cached_tokens + self.output_tokens
+
+
+def share_engine_seconds(total_seconds: float, usages: Sequence[TokenUsage]) -> list[float]:
+    """Split a batch's engine seconds across its jobs by the tokens each made the engine
+    compute, so a job whose prompt came from the prefix cache pays less.
+
+    The shares add up to `total_seconds` (up to float rounding); a batch where nothing was
+    computed is split evenly.
+    """
+    if not usages:
+        return []
+    weights = [max(u.computed_tokens, 0) for u in usages]
+    weight_sum = sum(weights)
+    if weight_sum == 0:
+        return [total_seconds / len(usages)] * len(usages)
+    return [total_seconds * w / weight_sum for w in weights]
+
+
+@dataclass(frozen=True)
+class JobCost:
+    cost_usd: Decimal
+    list_cost_usd: Decimal
+
+
+def price_job(usage: TokenUsage, engine_seconds: float, price: ModelPrice) -> JobCost:
+    """The job's real cost (its engine time at the hardware rate) and what the same tokens
+    would cost at the list prices of a hosted API."""
+    cost = Decimal(repr(engine_seconds)) * price.engine_hour_usd / _SECONDS_PER_HOUR
+    uncached = usage.prompt_tokens - usage.cached_tokens
+    list_cost = (
+        Decimal(uncached) * price.list_input_usd_per_mtok
+        + Decimal(usage.cached_tokens) * price.list_cached_input_usd_per_mtok
+        + Decimal(usage.output_tokens) * price.list_output_usd_per_mtok
+    ) / _MILLION
+    return JobCost(cost_usd=cost.quantize(_QUANTUM), list_cost_usd=list_cost.quantize(_QUANTUM))

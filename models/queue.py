@@ -1,0 +1,281 @@
+"""Queries that move work through the queue: claim, batch, lease, record, sweep.
+
+Every time comparison uses the database clock, so leases mean the same thing to every
+process whatever its own clock says.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from coalescer.planning import PlannedBatch, QueuedJob
+from models.status import BatchStatus, JobStatus
+from models.tables import Batch, Job, LedgerEntry, Result
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    jobs: int
+    tokens: int
+
+
+def queued_snapshot(session: Session, models: Sequence[str]) -> QueueSnapshot:
+    jobs, tokens = session.execute(
+        select(func.count(), func.coalesce(func.sum(Job.estimated_tokens), 0)).where(
+            Job.status == JobStatus.QUEUED, Job.model.in_(models)
+        )
+    ).one()
+    return QueueSnapshot(jobs=int(jobs), tokens=int(tokens))
+
+
+def queued_models(session: Session) -> list[str]:
+    return list(
+        session.execute(
+            select(Job.model).where(Job.status == JobStatus.QUEUED).distinct()
+        ).scalars()
+    )
+
+
+def pending_batch_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(Batch.model, func.count())
+        .where(Batch.status == BatchStatus.PENDING)
+        .group_by(Batch.model)
+    )
+    return {model: int(n) for model, n in rows.tuples()}
+
+
+def claim_queued_jobs(session: Session, models: Sequence[str], limit: int) -> list[QueuedJob]:
+    """Lock up to `limit` queued jobs; concurrent coalescers skip each other's rows."""
+    rows = session.execute(
+        select(Job.id, Job.model, Job.estimated_tokens, Job.priority, Job.created_at)
+        .where(Job.status == JobStatus.QUEUED, Job.model.in_(models))
+        .order_by(Job.priority, Job.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [
+        QueuedJob(str(r.id), r.model, r.estimated_tokens, r.priority, r.created_at)
+        for r in rows
+    ]
+
+
+def create_batches(session: Session, planned: Sequence[PlannedBatch]) -> list[uuid.UUID]:
+    """Write one batch row per plan and move its jobs to `batched`. The caller commits."""
+    batch_ids: list[uuid.UUID] = []
+    for plan in planned:
+        batch_id = uuid.uuid4()
+        session.execute(
+            insert(Batch).values(
+                id=batch_id,
+                model=plan.model,
+                status=BatchStatus.PENDING,
+                job_count=len(plan.job_ids),
+                dispatched_at=func.now(),
+            )
+        )
+        session.execute(
+            update(Job)
+            .where(Job.id.in_([uuid.UUID(j) for j in plan.job_ids]))
+            .values(status=JobStatus.BATCHED, batch_id=batch_id, updated_at=func.now())
+        )
+        batch_ids.append(batch_id)
+    return batch_ids
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    submission_id: uuid.UUID
+    request: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    id: uuid.UUID
+    model: str
+    claim_token: uuid.UUID
+    jobs: list[ClaimedJob]
+
+
+def claim_batch(
+    session: Session, batch_id: uuid.UUID, worker_id: str, lease_seconds: float
+) -> ClaimedBatch | None:
+    """Take a pending batch for this worker; None if someone else has it or it is done.
+
+    This conditional update is what makes a redelivered or duplicated task harmless.
+    """
+    token = uuid.uuid4()
+    model = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status == BatchStatus.PENDING)
+        .values(
+            status=BatchStatus.RUNNING,
+            claim_token=token,
+            worker_id=worker_id,
+            attempts=Batch.attempts + 1,
+            lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
+            started_at=func.now(),
+        )
+        .returning(Batch.model)
+    ).scalar_one_or_none()
+    if model is None:
+        session.rollback()
+        return None
+    rows = session.execute(
+        update(Job)
+        .where(Job.batch_id == batch_id, Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
+        .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, updated_at=func.now())
+        .returning(Job.id, Job.tenant_id, Job.submission_id, Job.request)
+    )
+    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request) for r in rows]
+    session.commit()
+    return ClaimedBatch(id=batch_id, model=model, claim_token=token, jobs=jobs)
+
+
+def renew_lease(
+    session: Session, batch_id: uuid.UUID, claim_token: uuid.UUID, lease_seconds: float
+) -> bool:
+    renewed = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.claim_token == claim_token,
+               Batch.status == BatchStatus.RUNNING)
+        .values(lease_expires_at=func.now() + timedelta(seconds=lease_seconds))
+        .returning(Batch.id)
+    ).scalar_one_or_none()
+    session.commit()
+    return renewed is not None
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What the worker writes for one job: a result and ledger row, or an error."""
+
+    job: ClaimedJob
+    result: dict[str, Any] | None
+    ledger: dict[str, Any] | None
+    error: dict[str, Any] | None
+
+
+def record_batch(
+    session: Session, batch: ClaimedBatch, outcomes: Sequence[JobOutcome], engine_seconds: float
+) -> bool:
+    """Write results, ledger rows and job states in one transaction, if we still hold the
+    batch. Returns False (writing nothing) when our lease was lost to another worker."""
+    held = session.execute(
+        select(Batch.id)
+        .where(Batch.id == batch.id, Batch.claim_token == batch.claim_token,
+               Batch.status == BatchStatus.RUNNING)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if held is None:
+        session.rollback()
+        return False
+    succeeded = [o for o in outcomes if o.result is not None]
+    if succeeded:
+        session.execute(insert(Result), [{**o.result, "job_id": o.job.id, "batch_id": batch.id}
+                                         for o in succeeded if o.result is not None])
+        session.execute(insert(LedgerEntry), [
+            {**o.ledger, "job_id": o.job.id, "tenant_id": o.job.tenant_id,
+             "submission_id": o.job.submission_id, "batch_id": batch.id}
+            for o in succeeded if o.ledger is not None
+        ])
+        session.execute(
+            update(Job)
+            .where(Job.id.in_([o.job.id for o in succeeded]), Job.status == JobStatus.RUNNING)
+            .values(status=JobStatus.SUCCEEDED, finished_at=func.now(), updated_at=func.now())
+        )
+    for outcome in outcomes:
+        if outcome.error is not None:
+            session.execute(
+                update(Job)
+                .where(Job.id == outcome.job.id, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.FAILED, error=outcome.error,
+                        finished_at=func.now(), updated_at=func.now())
+            )
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch.id)
+        .values(status=BatchStatus.DONE, engine_seconds=engine_seconds, finished_at=func.now(),
+                lease_expires_at=None)
+    )
+    session.commit()
+    return True
+
+
+def mark_dispatched(session: Session, batch_ids: Sequence[uuid.UUID]) -> None:
+    session.execute(
+        update(Batch).where(Batch.id.in_(batch_ids)).values(dispatched_at=func.now())
+    )
+    session.commit()
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    requeued: list[tuple[uuid.UUID, str]]  # (batch id, model) to dispatch again
+    failed: list[uuid.UUID]
+
+
+def sweep_expired_leases(
+    session: Session, max_attempts: int, redispatch_after_seconds: float
+) -> SweepResult:
+    """Hand back batches whose worker stopped renewing its lease, and re-send batches whose
+    task message seems lost. A batch out of attempts fails its jobs instead."""
+    now = func.now()
+    expired = session.execute(
+        select(Batch.id, Batch.model, Batch.attempts)
+        .where(Batch.status == BatchStatus.RUNNING, Batch.lease_expires_at < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    requeued: list[tuple[uuid.UUID, str]] = []
+    failed: list[uuid.UUID] = []
+    for batch_id, model, attempts in expired:
+        if attempts >= max_attempts:
+            failed.append(batch_id)
+            session.execute(
+                update(Batch).where(Batch.id == batch_id)
+                .values(status=BatchStatus.FAILED, claim_token=None, finished_at=now)
+            )
+            session.execute(
+                update(Job)
+                .where(Job.batch_id == batch_id,
+                       Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
+                .values(status=JobStatus.FAILED, finished_at=now, updated_at=now,
+                        error={"code": "max_attempts_exceeded",
+                               "message": f"the batch was attempted {attempts} times and its "
+                                          "worker was lost each time"})
+            )
+        else:
+            requeued.append((batch_id, model))
+            session.execute(
+                update(Batch).where(Batch.id == batch_id)
+                .values(status=BatchStatus.PENDING, claim_token=None, worker_id=None,
+                        lease_expires_at=None, dispatched_at=now)
+            )
+            session.execute(
+                update(Job)
+                .where(Job.batch_id == batch_id, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.BATCHED, updated_at=now)
+            )
+    stale = session.execute(
+        update(Batch)
+        .where(
+            and_(
+                Batch.status == BatchStatus.PENDING,
+                Batch.dispatched_at < now - timedelta(seconds=redispatch_after_seconds),
+            )
+        )
+        .values(dispatched_at=now)
+        .returning(Batch.id, Batch.model)
+    ).all()
+    requeued.extend((row[0], row[1]) for row in stale)
+    session.commit()
+    return SweepResult(requeued=requeued, failed=failed)

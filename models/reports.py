@@ -1,0 +1,87 @@
+"""Queries behind outputs and progress: which submissions are done, and their records."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session
+
+from ledger.report import JobRecord
+from models.status import TERMINAL_JOB_STATUSES, SubmissionStatus
+from models.tables import Job, LedgerEntry, Result, Submission
+
+
+def take_finished_submissions(
+    session: Session,
+    submission_ids: Sequence[uuid.UUID] | None = None,
+    stuck_after_seconds: float = 300.0,
+) -> list[uuid.UUID]:
+    """Mark submissions whose jobs are all terminal as finalizing and return them.
+
+    Also takes back submissions left in `finalizing` by a process that died mid-write.
+    Only one caller wins each submission.
+    """
+    unfinished = exists().where(
+        Job.submission_id == Submission.id, Job.status.not_in(list(TERMINAL_JOB_STATUSES))
+    )
+    open_or_stuck = (Submission.status == SubmissionStatus.OPEN) | (
+        (Submission.status == SubmissionStatus.FINALIZING)
+        & (Submission.finalizing_since < func.now() - timedelta(seconds=stuck_after_seconds))
+    )
+    query = update(Submission).where(open_or_stuck, ~unfinished)
+    if submission_ids is not None:
+        query = query.where(Submission.id.in_(submission_ids))
+    taken = session.execute(
+        query.values(status=SubmissionStatus.FINALIZING, finalizing_since=func.now())
+        .returning(Submission.id)
+    ).scalars().all()
+    session.commit()
+    return list(taken)
+
+
+def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
+    rows = session.execute(
+        select(Job, Result, LedgerEntry)
+        .outerjoin(Result, Result.job_id == Job.id)
+        .outerjoin(LedgerEntry, LedgerEntry.job_id == Job.id)
+        .where(Job.submission_id == submission_id)
+        .order_by(Job.line_no)
+    ).tuples()
+    records = []
+    for job, result, ledger in rows:
+        records.append(
+            JobRecord(
+                job_id=str(job.id),
+                line=job.line_no,
+                custom_id=job.custom_id,
+                model=job.model,
+                status=job.status,
+                tags=job.tags,
+                text=result.text if result else None,
+                finish_reason=result.finish_reason if result else None,
+                error=job.error,
+                input_tokens=ledger.input_tokens if ledger else 0,
+                cached_tokens=ledger.cached_tokens if ledger else 0,
+                output_tokens=ledger.output_tokens if ledger else 0,
+                engine_seconds=ledger.engine_seconds if ledger else 0.0,
+                cost_usd=ledger.cost_usd if ledger else Decimal(0),
+                list_cost_usd=ledger.list_cost_usd if ledger else Decimal(0),
+                billed=ledger is not None,
+            )
+        )
+    return records
+
+
+def complete_submission(
+    session: Session, submission_id: uuid.UUID, outputs: dict[str, str]
+) -> None:
+    session.execute(
+        update(Submission)
+        .where(Submission.id == submission_id)
+        .values(status=SubmissionStatus.COMPLETED, outputs=outputs, completed_at=func.now())
+    )
+    session.commit()

@@ -1,0 +1,61 @@
+"""Job and batch states, and which moves between them are legal."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    BATCHED = "batched"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATUSES
+
+
+TERMINAL_JOB_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
+
+# A job moves forward only; "batched -> queued" and "running -> batched" are the sweeper
+# handing work back after a lost lease.
+JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset(
+        {JobStatus.BATCHED, JobStatus.CANCELLED, JobStatus.EXPIRED, JobStatus.FAILED}
+    ),
+    JobStatus.BATCHED: frozenset(
+        {JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.CANCELLED, JobStatus.EXPIRED,
+         JobStatus.FAILED}
+    ),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.BATCHED, JobStatus.CANCELLED,
+         JobStatus.EXPIRED}
+    ),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+    JobStatus.EXPIRED: frozenset(),
+}
+
+
+def can_move(current: JobStatus, target: JobStatus) -> bool:
+    return target in JOB_TRANSITIONS[current]
+
+
+class BatchStatus(StrEnum):
+    PENDING = "pending"  # written and dispatched, no worker holds it
+    RUNNING = "running"  # a worker holds the lease
+    DONE = "done"
+    FAILED = "failed"  # gave up after max attempts
+
+
+class SubmissionStatus(StrEnum):
+    OPEN = "open"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"

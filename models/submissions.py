@@ -1,0 +1,158 @@
+"""Queries for intake: tenants, submissions and their jobs, and reading them back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from models.status import TERMINAL_JOB_STATUSES, JobStatus
+from models.tables import Job, LedgerEntry, Result, Submission, Tenant
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job ready to be queued, or (with `error`) a line that failed validation."""
+
+    line_no: int
+    model: str
+    request: dict[str, Any]
+    estimated_tokens: int
+    custom_id: str | None = None
+    tags: dict[str, Any] | None = None
+    priority: int = 0
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StoredSubmission:
+    submission: Submission
+    job_ids: list[uuid.UUID]
+    replayed: bool
+
+
+def tenant_id_for(session: Session, name: str) -> uuid.UUID:
+    session.execute(insert(Tenant).values(id=uuid.uuid4(), name=name).on_conflict_do_nothing())
+    return session.execute(select(Tenant.id).where(Tenant.name == name)).scalar_one()
+
+
+def find_by_idempotency_key(
+    session: Session, tenant_id: uuid.UUID, key: str
+) -> Submission | None:
+    return session.execute(
+        select(Submission).where(
+            Submission.tenant_id == tenant_id, Submission.idempotency_key == key
+        )
+    ).scalar_one_or_none()
+
+
+def job_ids_of(session: Session, submission_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = session.execute(
+        select(Job.id).where(Job.submission_id == submission_id).order_by(Job.line_no)
+    )
+    return list(rows.scalars())
+
+
+def insert_submission(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    kind: str,
+    request_hash: str,
+    jobs: Sequence[NewJob],
+    idempotency_key: str | None,
+    source_name: str | None = None,
+) -> StoredSubmission | None:
+    """Insert a submission and its jobs; None when the idempotency key is already taken.
+
+    The caller commits. The insert races safely with a concurrent twin: the unique
+    (tenant, idempotency key) constraint lets exactly one of them in.
+    """
+    submission_id = uuid.uuid4()
+    inserted = session.execute(
+        insert(Submission)
+        .values(
+            id=submission_id,
+            tenant_id=tenant_id,
+            kind=kind,
+            request_hash=request_hash,
+            total_jobs=len(jobs),
+            idempotency_key=idempotency_key,
+            source_name=source_name,
+        )
+        .on_conflict_do_nothing()
+        .returning(Submission.id)
+    ).scalar_one_or_none()
+    if inserted is None:
+        return None
+    job_ids = [uuid.uuid4() for _ in jobs]
+    session.execute(
+        insert(Job),
+        [
+            {
+                "id": job_id,
+                "submission_id": submission_id,
+                "tenant_id": tenant_id,
+                "line_no": job.line_no,
+                "custom_id": job.custom_id,
+                "model": job.model,
+                "request": job.request,
+                "tags": job.tags or {},
+                "priority": job.priority,
+                "estimated_tokens": job.estimated_tokens,
+                "status": JobStatus.FAILED if job.error else JobStatus.QUEUED,
+                "error": job.error,
+                "finished_at": func.now() if job.error else None,
+            }
+            for job_id, job in zip(job_ids, jobs, strict=True)
+        ],
+    )
+    submission = session.get_one(Submission, submission_id)
+    return StoredSubmission(submission=submission, job_ids=job_ids, replayed=False)
+
+
+@dataclass(frozen=True)
+class JobView:
+    job: Job
+    result: Result | None
+    ledger: LedgerEntry | None
+
+
+def get_job(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> JobView | None:
+    row = session.execute(
+        select(Job, Result, LedgerEntry)
+        .outerjoin(Result, Result.job_id == Job.id)
+        .outerjoin(LedgerEntry, LedgerEntry.job_id == Job.id)
+        .where(Job.id == job_id, Job.tenant_id == tenant_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    return JobView(job=row[0], result=row[1], ledger=row[2])
+
+
+def get_submission(
+    session: Session, tenant_id: uuid.UUID, submission_id: uuid.UUID
+) -> Submission | None:
+    return session.execute(
+        select(Submission).where(
+            Submission.id == submission_id, Submission.tenant_id == tenant_id
+        )
+    ).scalar_one_or_none()
+
+
+def status_counts(session: Session, submission_id: uuid.UUID) -> dict[str, int]:
+    rows = session.execute(
+        select(Job.status, func.count())
+        .where(Job.submission_id == submission_id)
+        .group_by(Job.status)
+    )
+    return {status: count for status, count in rows.tuples()}
+
+
+def count_unfinished(counts: dict[str, int]) -> int:
+    return sum(n for status, n in counts.items() if JobStatus(status) not in TERMINAL_JOB_STATUSES)

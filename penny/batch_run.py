@@ -1,0 +1,107 @@
+"""`penny run FILE`: one file through the whole pipeline on the embedded default."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from intake.files import parse_input_file
+from intake.limits import IntakeLimits
+from intake.service import jobs_for_file, request_hash, submit
+from ledger.report import LedgerTotals, totals
+from models.reports import job_records
+from models.submissions import count_unfinished, get_submission, status_counts
+from penny.runtime import open_runtime
+from penny.settings import Settings
+from workers.inprocess import InProcessPipeline
+
+CLI_TENANT = "cli"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    submission_id: str
+    totals: LedgerTotals
+    outputs: dict[str, str]
+    engine_startup_seconds: float
+
+    @property
+    def failed(self) -> int:
+        return self.totals.failed
+
+    def print(self, wall_seconds: float) -> None:
+        console = Console()
+        t = self.totals
+        table = Table(title=f"penny run — submission {self.submission_id}")
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        table.add_row("jobs (succeeded / failed)", f"{t.jobs} ({t.succeeded} / {t.failed})")
+        table.add_row("input tokens (cached)", f"{t.input_tokens} ({t.cached_tokens}, "
+                                                f"{t.cached_share:.0%})")
+        table.add_row("output tokens", str(t.output_tokens))
+        table.add_row("engine seconds", f"{t.engine_seconds:.2f}")
+        if t.engine_seconds:
+            table.add_row("output tokens / engine second", f"{t.output_tokens / t.engine_seconds:.1f}")
+        table.add_row("cost (engine time)", f"${t.cost_usd:.6f}")
+        table.add_row("same tokens at list price", f"${t.list_cost_usd:.6f}")
+        if t.list_cost_usd:
+            saved = (t.list_cost_usd - t.cost_usd) / t.list_cost_usd
+            table.add_row("saved vs list price", f"{saved:.0%}")
+        table.add_row("engine start-up seconds", f"{self.engine_startup_seconds:.1f}")
+        table.add_row("wall seconds", f"{wall_seconds:.1f}")
+        console.print(table)
+        for name, uri in sorted(self.outputs.items()):
+            print(f"{name}: {uri}")  # plain print: a URI must not be wrapped
+
+
+def run_file(settings: Settings, path: Path) -> RunSummary:
+    from workers.vllm_engine import VllmEngine
+
+    outcomes = parse_input_file(path.name, path.read_bytes())
+    limits = IntakeLimits(
+        models=frozenset(settings.models), default_model=settings.default_model,
+        max_output_tokens=settings.max_output_tokens, max_prompt_chars=settings.max_prompt_chars,
+    )
+    jobs = jobs_for_file(outcomes, limits)
+    runtime = open_runtime(settings)
+    try:
+        models_needed = sorted({job.model for job in jobs if job.error is None})
+        engines = [VllmEngine(settings, model) for model in models_needed]
+        with runtime.sessions() as session:
+            stored = submit(session, tenant=CLI_TENANT, kind="file", jobs=jobs,
+                            payload_hash=request_hash([path.name, time.time_ns()]),
+                            source_name=path.name)
+        submission_id = stored.submission.id
+        with InProcessPipeline(runtime, engines), Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        ) as progress:
+            task = progress.add_task(path.name, total=len(jobs))
+            while True:
+                with runtime.sessions() as session:
+                    counts = status_counts(session, submission_id)
+                    row = get_submission(session, stored.submission.tenant_id, submission_id)
+                    done = row is not None and row.status == "completed"
+                progress.update(task, completed=len(jobs) - count_unfinished(counts))
+                if done:
+                    break
+                time.sleep(0.2)
+        with runtime.sessions() as session:
+            records = job_records(session, submission_id)
+            row = get_submission(session, stored.submission.tenant_id, submission_id)
+            outputs = dict(row.outputs or {}) if row else {}
+        return RunSummary(
+            submission_id=str(submission_id),
+            totals=totals(records),
+            outputs=outputs,
+            engine_startup_seconds=sum(e.startup_seconds for e in engines),
+        )
+    finally:
+        runtime.close()
+
+

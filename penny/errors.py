@@ -1,0 +1,54 @@
+"""The one error root. Domain errors know nothing of HTTP; `api/errors.py` maps them."""
+
+from __future__ import annotations
+
+
+class PennyError(Exception):
+    """Base of every error penny raises on purpose."""
+
+    code = "penny_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        details: list[dict[str, object]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        # Per-item problems (e.g. every bad entry of a bulk request), each naming its item.
+        self.details = details or []
+
+
+class InvalidRequest(PennyError):
+    """The request is well-formed JSON but breaks a rule (a limit, a field's range)."""
+
+    code = "invalid_request"
+
+
+class UnknownModel(PennyError):
+    """The request names a model penny does not serve."""
+
+    code = "model_not_found"
+
+
+class IdempotencyConflict(PennyError):
+    """An Idempotency-Key was reused with a different request body."""
+
+    code = "idempotency_key_reused"
+
+
+class NotFound(PennyError):
+    code = "not_found"
+
+
+class Unauthorized(PennyError):
+    code = "invalid_api_key"
+
+
+class InputFileError(PennyError):
+    """A whole input file is unusable (unreadable, wrong format, empty, too large)."""
+
+    code = "invalid_file"

@@ -1,0 +1,53 @@
+"""Long-running roles: all-in-one (`penny up`), API, coalescer."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import uvicorn
+
+from penny.runtime import open_runtime
+from penny.settings import Settings
+
+
+def serve_api(settings: Settings) -> None:
+    from api.app import create_app
+
+    runtime = open_runtime(settings)
+    try:
+        uvicorn.run(create_app(runtime), host=settings.api_host, port=settings.api_port,
+                    log_level="info")
+    finally:
+        runtime.close()
+
+
+def serve_coalescer(settings: Settings) -> None:
+    from coalescer.runner import Coalescer
+    from workers.celery_app import CeleryDispatcher, make_celery
+
+    runtime = open_runtime(settings)
+    coalescer = Coalescer(settings, runtime.sessions, CeleryDispatcher(make_celery(settings)),
+                          runtime.store, list(settings.models))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        coalescer.run(stop)
+    finally:
+        runtime.close()
+
+
+def serve_all_in_one(settings: Settings) -> None:
+    from api.app import create_app
+    from workers.inprocess import InProcessPipeline
+    from workers.vllm_engine import VllmEngine
+
+    runtime = open_runtime(settings)
+    engines = [VllmEngine(settings, model) for model in settings.models]
+    try:
+        with InProcessPipeline(runtime, engines):
+            uvicorn.run(create_app(runtime), host=settings.api_host, port=settings.api_port,
+                        log_level="info")
+    finally:
+        runtime.close()

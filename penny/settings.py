@@ -1,0 +1,96 @@
+"""The one settings object. Every knob is a `PENNY_*` environment variable."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OFFLINE_MODEL_NAME = "smollm2-135m-instruct"
+# A model source of this form names a model penny builds itself from a wheel on disk.
+OFFLINE_SOURCE = "offline:smollm2"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "penny"
+
+
+class ModelPrice(BaseModel):
+    """What one model costs to run, and what a hosted API would charge for the same tokens.
+
+    `engine_hour_usd` is the cost basis of the hardware an engine occupies; a job's cost is
+    its share of engine seconds at that rate. The list prices are the comparison the ledger
+    shows next to it ("what this would have cost at list price").
+    """
+
+    engine_hour_usd: Decimal = Decimal("0.10")
+    list_input_usd_per_mtok: Decimal = Decimal("0.15")
+    list_cached_input_usd_per_mtok: Decimal = Decimal("0.075")
+    list_output_usd_per_mtok: Decimal = Decimal("0.60")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PENNY_", env_nested_delimiter="__")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    # Unset: penny starts its own embedded Postgres under data_dir.
+    database_url: str | None = None
+    # Unset: no broker; the coalescer and one worker run in-process.
+    redis_url: str | None = None
+    # Unset: results go to data_dir/objects. "s3://bucket/prefix" writes through boto3.
+    object_store_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+    # Served model name -> Hugging Face id, local directory, or the offline default source.
+    models: dict[str, str] = Field(default_factory=lambda: {OFFLINE_MODEL_NAME: OFFLINE_SOURCE})
+    default_model: str = OFFLINE_MODEL_NAME
+    models_dir: Path | None = None
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    default_price: ModelPrice = Field(default_factory=ModelPrice)
+
+    # Engine (vLLM). On CPU, kv_cache_gib is the KV cache size; on GPU the memory fraction.
+    engine_max_model_len: int = 2048
+    engine_kv_cache_gib: int = 1
+    engine_gpu_memory_utilization: float = 0.35
+    engine_enforce_eager: bool = True
+    engine_dtype: str = "auto"
+    engine_seed: int = 0
+
+    # Coalescer: a window opens when work is queued and closes between min and max,
+    # or at once when it holds a full batch.
+    window_min_ms: int = 50
+    window_max_ms: int = 100
+    poll_interval_ms: int = 20
+    max_batch_jobs: int = 64
+    max_batch_tokens: int = 65536
+    # Jobs wait in the queue while this many batches per model are not yet running, so a
+    # busy engine gets one big batch later instead of many small ones now.
+    max_pending_batches: int = 1
+
+    # Leases and retries.
+    lease_seconds: float = 60.0
+    max_attempts: int = 3
+    sweep_interval_seconds: float = 2.0
+    redispatch_after_seconds: float = 30.0
+
+    # API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # API key -> tenant name. Empty: no auth, every request belongs to the "default" tenant.
+    api_keys: dict[str, str] = Field(default_factory=dict)
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_bulk_jobs: int = 5000
+    max_prompt_chars: int = 200_000
+    max_output_tokens: int = 4096
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    def price_for(self, model: str) -> ModelPrice:
+        return self.prices.get(model, self.default_price)

@@ -1,0 +1,13 @@
+"""The object store port."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ObjectStore(Protocol):
+    def put(self, key: str, data: bytes, content_type: str) -> str:
+        """Store `data` under `key` (overwriting) and return the object's URI."""
+        ...
+
+    def get(self, key: str) -> bytes: ...

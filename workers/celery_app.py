@@ -1,0 +1,71 @@
+"""Celery wiring: the doorbell between coalescer and workers. Postgres holds the truth;
+a message only says "batch X is ready", so losing or repeating one is harmless."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+
+from celery import Celery
+
+from penny.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RUN_BATCH_TASK = "penny.run_batch"
+
+
+def queue_for(model: str) -> str:
+    return f"penny.model.{model}"
+
+
+def make_celery(settings: Settings) -> Celery:
+    if not settings.redis_url:
+        raise ValueError("distributed mode needs PENNY_REDIS_URL")
+    app = Celery("penny", broker=settings.redis_url)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+class CeleryDispatcher:
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def dispatch(self, batch_id: uuid.UUID, model: str) -> None:
+        self.app.send_task(RUN_BATCH_TASK, args=[str(batch_id)], queue=queue_for(model))
+
+
+def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> None:
+    """Start one Celery worker process for `model`: the engine loads once, here, before the
+    first message is taken, and every batch runs in this same process (solo pool)."""
+    from penny.runtime import open_runtime
+    from workers.execution import BatchRunner
+    from workers.vllm_engine import VllmEngine
+
+    runtime = open_runtime(settings)
+    engine = VllmEngine(settings, model)
+    worker_id = f"{socket.gethostname()}:{model}:{uuid.uuid4().hex[:8]}"
+    runner = BatchRunner(settings, runtime.sessions, engine, runtime.store, worker_id)
+    app = make_celery(settings)
+
+    @app.task(name=RUN_BATCH_TASK)  # type: ignore[untyped-decorator]
+    def run_batch(batch_id: str) -> None:
+        runner.run(uuid.UUID(batch_id))
+
+    log.info("worker %s consuming %s", worker_id, queue_for(model))
+    app.worker_main([
+        "worker", "--pool=solo", "--concurrency=1", "-Q", queue_for(model),
+        "-n", f"penny-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
+        f"--loglevel={loglevel}",
+    ])

@@ -1,0 +1,84 @@
+"""The engine port: a whole batch in, one generation per job out.
+
+Workers talk to this Protocol only; `workers.vllm_engine` is its one real adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One job as the engine sees it. `key` is echoed back on its generation."""
+
+    key: str
+    sampling: Sampling
+    messages: tuple[tuple[str, str], ...] | None = None  # (role, content) pairs
+    prompt: str | None = None
+    # Requests with different salts never share prefix-cache entries (tenant isolation).
+    cache_salt: str | None = None
+
+    @classmethod
+    def from_stored(cls, key: str, request: dict[str, Any], cache_salt: str) -> GenerationRequest:
+        """Build from a job row's `request` document (see `JobRequest.engine_request`)."""
+        sampling = request["sampling"]
+        messages = request.get("messages")
+        return cls(
+            key=key,
+            sampling=Sampling(
+                max_tokens=int(sampling["max_tokens"]),
+                temperature=float(sampling["temperature"]),
+                top_p=float(sampling["top_p"]),
+                stop=tuple(sampling.get("stop") or ()),
+                seed=sampling.get("seed"),
+            ),
+            messages=tuple((m["role"], m["content"]) for m in messages) if messages else None,
+            prompt=request.get("prompt"),
+            cache_salt=cache_salt,
+        )
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The outcome of one request: either text with its token accounting, or an error."""
+
+    key: str
+    text: str = ""
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    mean_logprob: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None
+
+
+@dataclass(frozen=True)
+class BatchGeneration:
+    generations: tuple[Generation, ...]
+    engine_seconds: float
+
+
+class Engine(Protocol):
+    @property
+    def model_name(self) -> str: ...
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> BatchGeneration:
+        """Run every request in one engine pass; never raise for one bad request."""
+        ...

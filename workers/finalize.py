@@ -1,0 +1,53 @@
+"""Finalize: when every job of a submission is terminal, write its results and ledger to
+the object store. Safe to run twice: it rewrites the same keys with the same content."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.report import ledger_csv, ledger_json, results_jsonl
+from models.reports import complete_submission, job_records, take_finished_submissions
+from storage.port import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def output_keys(submission_id: uuid.UUID) -> dict[str, str]:
+    base = f"submissions/{submission_id}"
+    return {
+        "results": f"{base}/results.jsonl",
+        "ledger_json": f"{base}/ledger.json",
+        "ledger_csv": f"{base}/ledger.csv",
+    }
+
+
+def write_outputs(session: Session, store: ObjectStore, submission_id: uuid.UUID) -> None:
+    records = job_records(session, submission_id)
+    keys = output_keys(submission_id)
+    outputs = {
+        "results": store.put(keys["results"], results_jsonl(records), "application/jsonl"),
+        "ledger_json": store.put(
+            keys["ledger_json"], ledger_json(str(submission_id), records), "application/json"
+        ),
+        "ledger_csv": store.put(keys["ledger_csv"], ledger_csv(records), "text/csv"),
+    }
+    complete_submission(session, submission_id, outputs)
+
+
+def finalize_ready(
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    submission_ids: Sequence[uuid.UUID] | None = None,
+) -> list[uuid.UUID]:
+    """Finalize every finished submission (among `submission_ids`, or all); return them."""
+    with sessions() as session:
+        taken = take_finished_submissions(session, submission_ids)
+    for submission_id in taken:
+        with sessions() as session:
+            write_outputs(session, store, submission_id)
+        log.info("submission %s finalized", submission_id)
+    return taken

@@ -1,0 +1,79 @@
+"""Embedded mode: the same coalescer and batch runner, connected by a local queue instead
+of Redis, each on its own thread in this process."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+
+from coalescer.runner import Coalescer
+from penny.runtime import Runtime
+from workers.engine import Engine
+from workers.execution import BatchRunner
+
+log = logging.getLogger(__name__)
+
+
+class LocalDispatcher:
+    """One queue per model, as Celery has one queue per model."""
+
+    def __init__(self, models: Sequence[str]) -> None:
+        self.queues: dict[str, queue.Queue[uuid.UUID]] = {m: queue.Queue() for m in models}
+
+    def dispatch(self, batch_id: uuid.UUID, model: str) -> None:
+        self.queues[model].put(batch_id)
+
+
+class InProcessPipeline:
+    """A coalescer thread plus one worker thread per engine. Use as a context manager."""
+
+    def __init__(self, runtime: Runtime, engines: Sequence[Engine]) -> None:
+        models = [engine.model_name for engine in engines]
+        self.dispatcher = LocalDispatcher(models)
+        self.coalescer = Coalescer(
+            runtime.settings, runtime.sessions, self.dispatcher, runtime.store, models
+        )
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self.coalescer.run, args=(self._stop,), name="coalescer",
+                             daemon=True)
+        ]
+        for engine in engines:
+            runner = BatchRunner(
+                runtime.settings, runtime.sessions, engine, runtime.store,
+                worker_id=f"in-process:{engine.model_name}",
+            )
+            self._threads.append(threading.Thread(
+                target=self._work, args=(runner, self.dispatcher.queues[engine.model_name]),
+                name=f"worker-{engine.model_name}", daemon=True,
+            ))
+
+    def _work(self, runner: BatchRunner, batches: queue.Queue[uuid.UUID]) -> None:
+        while not self._stop.is_set():
+            try:
+                batch_id = batches.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                runner.run(batch_id)
+            except Exception:  # the sweeper re-dispatches the batch once its lease runs out
+                log.exception("batch %s failed in the in-process worker", batch_id)
+
+    def __enter__(self) -> InProcessPipeline:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()

@@ -1,0 +1,137 @@
+"""The vLLM adapter of the engine port (vLLM's CPU build here, the GPU build elsewhere).
+
+Requests are tokenized here, with the model's own chat template, and handed to
+`LLM.generate` as token prompts in one call with one `SamplingParams` each. Tokenizing
+ourselves gives exact prompt counts and lets an over-long prompt fail alone instead of
+failing the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from penny.settings import Settings
+from workers.engine import BatchGeneration, Generation, GenerationRequest
+from workers.registry import model_source
+
+log = logging.getLogger(__name__)
+
+
+def _configure_vllm_environment(settings: Settings) -> None:
+    # The engine core runs in this process: workers are already one process per engine,
+    # and an extra engine process would need the spawn-safe __main__ guard everywhere.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.engine_kv_cache_gib))
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class VllmEngine:
+    """Loads one `vllm.LLM` at construction; generate() may then be called any number of
+    times. Construct it once per process."""
+
+    def __init__(self, settings: Settings, model: str) -> None:
+        _configure_vllm_environment(settings)
+        from vllm import LLM
+
+        self._model_name = model
+        self._max_model_len = settings.engine_max_model_len
+        started = time.perf_counter()
+        self.llm: Any = LLM(
+            model=model_source(settings, model),
+            enable_prefix_caching=True,
+            enforce_eager=settings.engine_enforce_eager,
+            max_model_len=settings.engine_max_model_len,
+            dtype=settings.engine_dtype,
+            gpu_memory_utilization=settings.engine_gpu_memory_utilization,
+            seed=settings.engine_seed,
+        )
+        self.tokenizer: Any = self.llm.get_tokenizer()
+        self.startup_seconds = time.perf_counter() - started
+        log.info("engine for %s ready in %.1fs", model, self.startup_seconds)
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    def prompt_token_ids(self, request: GenerationRequest) -> list[int]:
+        if request.messages is not None:
+            conversation = [{"role": r, "content": c} for r, c in request.messages]
+            ids = self.tokenizer.apply_chat_template(
+                conversation, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+            return list(ids)
+        return list(self.tokenizer.encode(request.prompt or ""))
+
+    def _sampling_params(self, request: GenerationRequest, prompt_len: int) -> Any:
+        from vllm import SamplingParams
+
+        sampling = request.sampling
+        return SamplingParams(
+            # The context window bounds the answer; finish_reason then says "length".
+            max_tokens=min(sampling.max_tokens, self._max_model_len - prompt_len),
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            stop=list(sampling.stop) or None,
+            seed=sampling.seed,
+            logprobs=0,
+        )
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> BatchGeneration:
+        from vllm.inputs import TokensPrompt
+
+        prompts: list[Any] = []
+        params: list[Any] = []
+        runnable: list[GenerationRequest] = []
+        rejected: dict[str, Generation] = {}
+        for request in requests:
+            ids = self.prompt_token_ids(request)
+            if len(ids) >= self._max_model_len:
+                rejected[request.key] = Generation(
+                    key=request.key,
+                    prompt_tokens=len(ids),
+                    error_code="context_length_exceeded",
+                    error_message=(
+                        f"the prompt has {len(ids)} tokens; model {self._model_name} accepts "
+                        f"at most {self._max_model_len - 1}"
+                    ),
+                )
+                continue
+            prompt = TokensPrompt(prompt_token_ids=ids)
+            if request.cache_salt:
+                prompt["cache_salt"] = request.cache_salt
+            prompts.append(prompt)
+            params.append(self._sampling_params(request, len(ids)))
+            runnable.append(request)
+
+        started = time.perf_counter()
+        outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
+        engine_seconds = time.perf_counter() - started
+
+        by_key = dict(rejected)
+        for request, output in zip(runnable, outputs, strict=True):
+            by_key[request.key] = _to_generation(request.key, output)
+        return BatchGeneration(
+            generations=tuple(by_key[r.key] for r in requests), engine_seconds=engine_seconds
+        )
+
+
+def _to_generation(key: str, output: Any) -> Generation:
+    completion = output.outputs[0]
+    token_count = len(completion.token_ids)
+    mean_logprob = None
+    if completion.cumulative_logprob is not None and token_count:
+        mean_logprob = float(completion.cumulative_logprob) / token_count
+    return Generation(
+        key=key,
+        text=completion.text,
+        finish_reason=str(completion.finish_reason or "stop"),
+        prompt_tokens=len(output.prompt_token_ids or ()),
+        cached_tokens=int(output.num_cached_tokens or 0),
+        output_tokens=token_count,
+        mean_logprob=mean_logprob,
+    )
