@@ -53,6 +53,8 @@ def _failed_line(line_no: int, model: str, code: str, message: str, raw: str) ->
 
 def jobs_for_requests(requests: Sequence[JobRequest], limits: IntakeLimits) -> list[NewJob]:
     """All or nothing: any bad item rejects the request, naming every bad item."""
+    if len(requests) == 1:  # a single job's error is the answer itself, with its own kind
+        return [_new_job(0, requests[0], resolve_model(requests[0], limits))]
     jobs: list[NewJob] = []
     problems: list[dict[str, object]] = []
     for index, request in enumerate(requests):
@@ -64,9 +66,6 @@ def jobs_for_requests(requests: Sequence[JobRequest], limits: IntakeLimits) -> l
                  "param": error.param}
             )
     if problems:
-        if len(requests) == 1:
-            only = problems[0]
-            raise InvalidRequest(str(only["message"]), param=str(only["param"]))
         raise InvalidRequest(
             f"{len(problems)} of {len(requests)} jobs are invalid; nothing was queued",
             param="jobs",

