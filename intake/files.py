@@ -58,7 +58,10 @@ def _validated(line_no: int, raw: str, payload: Any) -> LineOutcome:
 
 
 def parse_jsonl(text: str) -> Iterator[LineOutcome]:
-    for line_no, raw in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() also breaks at U+2028 and friends, which JSON
+    # allows raw inside strings, and would cut one valid line in two.
+    for line_no, raw_line in enumerate(text.split("\n"), start=1):
+        raw = raw_line.removesuffix("\r")
         if not raw.strip():
             continue
         try:
@@ -69,12 +72,13 @@ def parse_jsonl(text: str) -> Iterator[LineOutcome]:
         yield _validated(line_no, raw, payload)
 
 
-def _csv_row_to_payload(row: dict[str, str]) -> dict[str, Any]:
+def _csv_row_to_payload(row: dict[str, str | None]) -> dict[str, Any]:
     payload: dict[str, Any] = {}
     tags: dict[str, str] = {}
     system = (row.get("system") or "").strip()
     prompt = row.get("prompt") or ""
-    for column, value in row.items():
+    for column, cell in row.items():
+        value = cell or ""  # a short row leaves its last cells missing (None)
         if column in _CSV_TEXT_FIELDS - {"prompt", "system"} and value:
             payload[column] = value
         elif column in _CSV_NUMBER_FIELDS and value.strip():
@@ -101,13 +105,15 @@ def parse_csv(text: str) -> Iterator[LineOutcome]:
     if reader.fieldnames is None or "prompt" not in reader.fieldnames:
         raise InputFileError("a CSV input needs a header row with a 'prompt' column")
     for row in reader:
-        # Line numbers count the header as line 1, as a spreadsheet shows them.
-        line_no = reader.line_num
+        # Line numbers count the header as line 1, as a spreadsheet shows them, and name the
+        # line a row starts on: reader.line_num is where it ended, after any quoted newlines.
+        cells = [v for v in row.values() if isinstance(v, str)]
+        line_no = reader.line_num - sum(cell.count("\n") for cell in cells)
         if None in row:
             raw = ",".join(str(v) for v in row.values())
             yield LineError(line_no, "invalid_line", "row has more fields than the header", raw)
             continue
-        raw = ",".join(row.values())
+        raw = ",".join(v or "" for v in row.values())
         yield _validated(line_no, raw, _csv_row_to_payload(row))
 
 

@@ -49,7 +49,7 @@ def pending_batch_counts(session: Session) -> dict[str, int]:
         .where(Batch.status == BatchStatus.PENDING)
         .group_by(Batch.model)
     )
-    return {model: int(n) for model, n in rows.tuples()}
+    return {model: int(n) for model, n in rows}
 
 
 def claim_queued_jobs(session: Session, models: Sequence[str], limit: int) -> list[QueuedJob]:
@@ -134,8 +134,11 @@ def claim_batch(
         update(Job)
         .where(Job.batch_id == batch_id, Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
         .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, updated_at=func.now())
-        .returning(Job.id, Job.tenant_id, Job.submission_id, Job.request)
-    )
+        .returning(Job.id, Job.tenant_id, Job.submission_id, Job.request, Job.priority,
+                   Job.created_at, Job.line_no)
+    ).all()
+    # The engine sees jobs in the order the planner put them (RETURNING has no order).
+    rows.sort(key=lambda r: (r.priority, r.created_at, r.line_no, r.id))
     jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request) for r in rows]
     session.commit()
     return ClaimedBatch(id=batch_id, model=model, claim_token=token, jobs=jobs)

@@ -50,7 +50,7 @@ def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
         .outerjoin(LedgerEntry, LedgerEntry.job_id == Job.id)
         .where(Job.submission_id == submission_id)
         .order_by(Job.line_no)
-    ).tuples()
+    )
     records = []
     for job, result, ledger in rows:
         records.append(

@@ -151,7 +151,7 @@ def status_counts(session: Session, submission_id: uuid.UUID) -> dict[str, int]:
         .where(Job.submission_id == submission_id)
         .group_by(Job.status)
     )
-    return {status: count for status, count in rows.tuples()}
+    return {status: count for status, count in rows}
 
 
 def count_unfinished(counts: dict[str, int]) -> int:

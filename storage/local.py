@@ -14,7 +14,7 @@ class LocalDirectoryStore:
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root):
+        if path == self.root or not path.is_relative_to(self.root):
             raise InvalidRequest(f"object key escapes the store: {key!r}")
         return path
 
