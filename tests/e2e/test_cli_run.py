@@ -1,0 +1,72 @@
+"""`penny run FILE` end to end on the embedded default: its own Postgres under the data
+directory, the in-process pipeline, outputs in the local object store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import MODELS_DIR, REPO
+
+pytestmark = pytest.mark.engine
+
+
+def penny_run(path: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PENNY_")}
+    env.update(PENNY_DATA_DIR=str(data_dir), PENNY_MODELS_DIR=str(MODELS_DIR))
+    penny = Path(sys.executable).with_name("penny")
+    return subprocess.run([str(penny), "run", str(path)], env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def outputs_of(stdout: str) -> dict[str, Path]:
+    found = {}
+    for line in stdout.splitlines():
+        name, _, uri = line.partition(": file://")
+        if uri:
+            found[name.strip()] = Path(uri.strip())
+    return found
+
+
+def test_example_file_runs_end_to_end_on_embedded_postgres(tmp_path: Path) -> None:
+    example = REPO / "examples" / "requests.jsonl"
+    completed = penny_run(example, tmp_path / "data")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "24 (24 / 0)" in completed.stdout
+    assert (tmp_path / "data" / "pg" / "PG_VERSION").is_file()  # the embedded server's data
+    outputs = outputs_of(completed.stdout)
+    assert set(outputs) == {"results", "ledger_json", "ledger_csv"}
+    results = [json.loads(line) for line in outputs["results"].read_text().splitlines()]
+    sent = [json.loads(line) for line in example.read_text().splitlines()]
+    assert [r["custom_id"] for r in results] == [s["custom_id"] for s in sent]
+    assert all(r["response"]["text"] for r in results)
+    assert results[0]["metadata"] == {"team": "travel"}
+    ledger = json.loads(outputs["ledger_json"].read_text())
+    assert ledger["totals"]["jobs"] == 24
+    assert ledger["totals"]["cached_tokens"] > 0  # 20 jobs share one long system prompt
+
+
+def test_bad_csv_rows_become_error_records_naming_their_line(tmp_path: Path) -> None:
+    source = tmp_path / "mixed.csv"
+    source.write_text(
+        "id,prompt,max_tokens\n"
+        "a,What is 2 + 2?,8\n"
+        "b,,8\n"
+        "c,Name a colour.,-5\n"
+        "d,Name a fruit.,8\n"
+    )
+    completed = penny_run(source, tmp_path / "data")
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    results = outputs_of(completed.stdout)["results"].read_text().splitlines()
+    by_line = {r["line"]: r for r in map(json.loads, results)}
+    assert sorted(by_line) == [2, 3, 4, 5]
+    assert by_line[2]["status"] == by_line[5]["status"] == "succeeded"
+    assert by_line[3]["status"] == by_line[4]["status"] == "failed"
+    assert by_line[3]["error"]["line"] == 3
+    assert "max_tokens" in by_line[4]["error"]["message"]
+    assert by_line[2]["metadata"] == {"id": "a"}
