@@ -29,7 +29,10 @@ STATUS_BY_ERROR: dict[type[PennyError], int] = {
 
 
 def error_body(
-    code: str, message: str, param: str | None = None, details: list[dict[str, object]] | None = None
+    code: str,
+    message: str,
+    param: str | None = None,
+    details: list[dict[str, object]] | None = None,
 ) -> dict[str, object]:
     return {"error": {"code": code, "message": message, "param": param,
                       "details": details or []}}

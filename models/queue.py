@@ -138,8 +138,8 @@ def claim_batch(
                    Job.created_at, Job.line_no)
     ).all()
     # The engine sees jobs in the order the planner put them (RETURNING has no order).
-    rows.sort(key=lambda r: (r.priority, r.created_at, r.line_no, r.id))
-    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request) for r in rows]
+    ordered = sorted(rows, key=lambda r: (r.priority, r.created_at, r.line_no, r.id))
+    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request) for r in ordered]
     session.commit()
     return ClaimedBatch(id=batch_id, model=model, claim_token=token, jobs=jobs)
 

