@@ -16,12 +16,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="penny", version="0.1.0")
     app.state.settings = settings
     app.state.sessions = runtime.sessions
-    app.state.intake_limits = IntakeLimits(
-        models=frozenset(settings.models),
-        default_model=settings.default_model,
-        max_output_tokens=settings.max_output_tokens,
-        max_prompt_chars=settings.max_prompt_chars,
-    )
+    app.state.intake_limits = IntakeLimits.from_settings(settings)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)

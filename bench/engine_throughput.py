@@ -77,8 +77,7 @@ def main() -> None:
     engine.llm.reset_prefix_cache()
 
     runtime = open_runtime(settings)
-    limits = IntakeLimits(frozenset(settings.models), settings.default_model,
-                          settings.max_output_tokens, settings.max_prompt_chars)
+    limits = IntakeLimits.from_settings(settings)
     requests = [JobRequest.model_validate({"messages": c, "max_tokens": args.max_tokens})
                 for c in convs]
     jobs = jobs_for_requests(requests, limits)

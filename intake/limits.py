@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from intake.schema import JobRequest
 from penny.errors import InvalidRequest, UnknownModel
+from penny.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,15 @@ class IntakeLimits:
     default_model: str
     max_output_tokens: int
     max_prompt_chars: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IntakeLimits:
+        return cls(
+            models=frozenset(settings.models),
+            default_model=settings.default_model,
+            max_output_tokens=settings.max_output_tokens,
+            max_prompt_chars=settings.max_prompt_chars,
+        )
 
 
 def resolve_model(request: JobRequest, limits: IntakeLimits) -> str:

@@ -64,11 +64,7 @@ def run_file(settings: Settings, path: Path) -> RunSummary:
     from workers.vllm_engine import VllmEngine
 
     outcomes = parse_input_file(path.name, path.read_bytes())
-    limits = IntakeLimits(
-        models=frozenset(settings.models), default_model=settings.default_model,
-        max_output_tokens=settings.max_output_tokens, max_prompt_chars=settings.max_prompt_chars,
-    )
-    jobs = jobs_for_file(outcomes, limits)
+    jobs = jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
     runtime = open_runtime(settings)
     try:
         models_needed = sorted({job.model for job in jobs if job.error is None})
