@@ -42,6 +42,8 @@ class Cost(BaseModel):
     usd: str
     list_usd: str
     engine_seconds: float
+    served_by: str  # "engine", or "single_flight" when an identical job's run answered it
+    saved_usd: str
 
 
 class JobResultBody(BaseModel):
@@ -84,7 +86,8 @@ class JobOut(BaseModel):
             usage=Usage(prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens,
                         completion_tokens=result.output_tokens) if result else None,
             cost=Cost(usd=str(ledger.cost_usd), list_usd=str(ledger.list_cost_usd),
-                      engine_seconds=ledger.engine_seconds) if ledger else None,
+                      engine_seconds=ledger.engine_seconds, served_by=ledger.served_by,
+                      saved_usd=str(ledger.saved_usd)) if ledger else None,
             error=job.error,
         )
 

@@ -7,6 +7,7 @@ from typing import Protocol
 
 
 class Dispatcher(Protocol):
-    def dispatch(self, batch_id: uuid.UUID, model: str) -> None:
-        """Ring the worker's doorbell. Losing the ring is fine: the sweeper rings again."""
+    def dispatch(self, batch_id: uuid.UUID, model: str, worker: str | None = None) -> None:
+        """Ring the doorbell of `worker`, or of any worker of `model` when None. Losing the
+        ring is fine: the sweeper rings again (on the model's shared queue)."""
         ...

@@ -1,14 +1,33 @@
-"""The pure planning core: queued jobs in, batches out. No I/O, no clock.
+"""The pure planning core: queued jobs in, batches out. No I/O, no clock (`now` is given).
 
-Jobs are grouped by model (a batch runs on one engine), kept in priority-then-arrival
-order, and cut into batches bounded by job count and token budget.
+One window's plan, per model:
+1. order jobs by urgency (near their deadline first, then priority, then arrival);
+2. single-flight: identical deterministic requests collapse onto one leader;
+3. prefix grouping: leaders sorted into radix-tree order over their prompt token ids and
+   cut into runs that share a prefix;
+4. packing: runs that fit a batch are never split; a run bigger than a batch is split at
+   its weakest links (its subtrees stay whole), and a flat group bigger than a batch is cut
+   into consecutive full batches; runs are packed into as few batches as the bounds allow;
+5. batches come out most urgent first, each with a prefix key for worker affinity.
+
+With grouping off (the baseline the benchmark compares against) step 3-4 become: cut the
+leaders in urgency order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+
+from coalescer.prefix_groups import PrefixRun, pack_tokens, prefix_runs
+from coalescer.single_flight import collapse
+
+# vLLM caches the KV of whole blocks of 16 tokens: a shorter shared prefix saves nothing.
+DEFAULT_MIN_SHARED_TOKENS = 16
+# How much of a batch's shared prefix names it for worker affinity.
+AFFINITY_KEY_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -18,6 +37,11 @@ class QueuedJob:
     estimated_tokens: int
     priority: int
     created_at: datetime
+    tenant: str = ""
+    deadline_at: datetime | None = None
+    single_flight_key: str | None = None
+    # The exact token ids the engine will see (chat template applied); empty if unknown.
+    prompt_tokens: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -27,82 +51,191 @@ class BatchLimits:
 
 
 @dataclass(frozen=True)
+class PlanOptions:
+    limits: BatchLimits
+    now: datetime
+    # A job whose deadline is this close goes out in the next window, ahead of the rest.
+    urgent_within: timedelta = timedelta(seconds=60)
+    group_prefixes: bool = True
+    single_flight: bool = True
+    min_shared_tokens: int = DEFAULT_MIN_SHARED_TOKENS
+
+
+@dataclass(frozen=True)
 class PlannedBatch:
     model: str
-    job_ids: tuple[str, ...]
+    job_ids: tuple[str, ...]  # what the engine runs, in this order
     estimated_tokens: int
-
-
-@dataclass
-class _Cutter:
-    model: str
-    limits: BatchLimits
-    batches: list[PlannedBatch] = field(default_factory=list)
-    _ids: list[str] = field(default_factory=list)
-    _tokens: int = 0
-
-    def add(self, job: QueuedJob) -> None:
-        would_overflow = (
-            len(self._ids) >= self.limits.max_jobs
-            or self._tokens + job.estimated_tokens > self.limits.max_tokens
-        )
-        # A job bigger than the whole token budget still runs, alone.
-        if self._ids and would_overflow:
-            self.flush()
-        self._ids.append(job.id)
-        self._tokens += job.estimated_tokens
-
-    def flush(self) -> None:
-        if self._ids:
-            self.batches.append(PlannedBatch(self.model, tuple(self._ids), self._tokens))
-            self._ids, self._tokens = [], 0
-
-
-def plan_batches(jobs: Iterable[QueuedJob], limits: BatchLimits) -> list[PlannedBatch]:
-    """Cut `jobs` into batches: one model per batch, every job in exactly one batch."""
-    ordered = sorted(jobs, key=lambda j: (j.priority, j.created_at, j.id))
-    cutters: dict[str, _Cutter] = {}
-    for job in ordered:
-        cutters.setdefault(job.model, _Cutter(job.model, limits)).add(job)
-    planned: list[PlannedBatch] = []
-    for cutter in cutters.values():
-        cutter.flush()
-        planned.extend(cutter.batches)
-    return planned
+    prefix_key: str = ""  # the batch's main shared prefix, for worker affinity
+    shared_prefix_tokens: int = 0
+    # Copies of a leader in this batch: answered from the leader's generation.
+    follower_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
-class WindowState:
-    """What the runner knows about queued work when it decides whether to close a window."""
+class WindowPlan:
+    batches: list[PlannedBatch]
+    followers: dict[str, str] = field(default_factory=dict)  # follower -> leader (in plan)
+    # follower -> leader already batched or running in an earlier window
+    joined_in_flight: dict[str, str] = field(default_factory=dict)
 
-    waited_ms: float  # since the window opened (the first queued job was seen)
-    queued_jobs: int
-    queued_tokens: int
-    grew_since_last_look: bool
+
+def is_urgent(job: QueuedJob, now: datetime, urgent_within: timedelta) -> bool:
+    return job.deadline_at is not None and job.deadline_at - now <= urgent_within
+
+
+def urgency_order(jobs: Iterable[QueuedJob], now: datetime,
+                  urgent_within: timedelta) -> list[QueuedJob]:
+    far_future = datetime.max.replace(tzinfo=now.tzinfo)
+    return sorted(jobs, key=lambda j: (
+        not is_urgent(j, now, urgent_within),
+        j.deadline_at if is_urgent(j, now, urgent_within) and j.deadline_at else far_future,
+        j.priority, j.created_at, j.id,
+    ))
+
+
+def plan_window(
+    jobs: Iterable[QueuedJob], options: PlanOptions, in_flight: Mapping[str, str] | None = None
+) -> WindowPlan:
+    """Plan one window. Every job ends up in exactly one place: a batch, a follower of a
+    leader in the plan, or a follower of a leader in flight (`in_flight`: key -> job id)."""
+    ordered = urgency_order(jobs, options.now, options.urgent_within)
+    if options.single_flight:
+        collapsed = collapse(ordered, in_flight or {})
+    else:
+        collapsed = collapse([_Unkeyed(j.id) for j in ordered], {})
+    by_id = {job.id: job for job in ordered}
+    rank = {job.id: index for index, job in enumerate(ordered)}
+    followers_of: dict[str, list[str]] = {}
+    for follower, leader in collapsed.followers.items():
+        followers_of.setdefault(leader, []).append(follower)
+
+    per_model: dict[str, list[QueuedJob]] = {}
+    for leader_id in collapsed.leaders:
+        per_model.setdefault(by_id[leader_id].model, []).append(by_id[leader_id])
+
+    batches: list[PlannedBatch] = []
+    for model, leaders in per_model.items():
+        if options.group_prefixes:
+            runs = _fit_runs(prefix_runs(leaders, _radix_key, options.min_shared_tokens),
+                             options.limits)
+            batches_of_groups = _pack(runs, options.limits)
+        else:
+            batches_of_groups = [[_Group(tuple(chunk), 0)]
+                                 for chunk in _cut_in_order(leaders, options.limits)]
+        batches.extend(_to_batch(model, groups, followers_of) for groups in batches_of_groups)
+    batches.sort(key=lambda b: min(rank[j] for j in b.job_ids))
+    return WindowPlan(batches, collapsed.followers, collapsed.joined_in_flight)
 
 
 @dataclass(frozen=True)
-class WindowBounds:
-    min_ms: int
-    max_ms: int
+class _Unkeyed:
+    id: str
+    single_flight_key: str | None = None
 
 
-def window_should_close(
-    state: WindowState, bounds: WindowBounds, limits: BatchLimits
-) -> bool:
-    """Close at once when a full batch is waiting; otherwise after `min_ms` if arrivals have
-    stopped, and never later than `max_ms` while they keep coming."""
-    if state.queued_jobs == 0:
-        return False
-    if state.queued_jobs >= limits.max_jobs or state.queued_tokens >= limits.max_tokens:
-        return True
-    if state.waited_ms >= bounds.max_ms:
-        return True
-    return state.waited_ms >= bounds.min_ms and not state.grew_since_last_look
+def _radix_key(job: QueuedJob) -> tuple[str, bytes]:
+    return job.tenant, pack_tokens(job.prompt_tokens)
 
 
-def models_with_room(
-    pending_batches: dict[str, int], models: Sequence[str], max_pending: int
-) -> list[str]:
-    """Models whose engines are not already backed up with batches nobody runs yet."""
-    return [m for m in models if pending_batches.get(m, 0) < max_pending]
+def _fits(jobs: int, tokens: int, limits: BatchLimits) -> bool:
+    return jobs <= limits.max_jobs and tokens <= limits.max_tokens
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Jobs that go to one batch together, and the prefix they share (a single job split
+    off a bigger group still carries that group's prefix, for affinity)."""
+
+    jobs: tuple[QueuedJob, ...]
+    shared_tokens: int
+
+    @property
+    def tokens(self) -> int:
+        return sum(job.estimated_tokens for job in self.jobs)
+
+
+def _fit_runs(runs: Iterable[PrefixRun[QueuedJob]], limits: BatchLimits) -> list[_Group]:
+    """Split runs that no batch can hold: at their weakest links first, so each subtree
+    stays whole, and a flat group into consecutive chunks of a full batch each."""
+    fitted: list[_Group] = []
+    pending = [(run, run.shared_tokens) for run in runs]
+    while pending:
+        run, inherited = pending.pop(0)
+        shared = run.shared_tokens if run.links else inherited
+        group = _Group(run.items, shared)
+        if _fits(len(group.jobs), group.tokens, limits):
+            fitted.append(group)
+            continue
+        parts = run.split_at_weakest_links()
+        if len(parts) > 1:
+            pending[:0] = [(part, shared) for part in parts]
+            continue
+        fitted.extend(_Group(chunk, shared) for chunk in _chunk(run.items, limits))
+    return fitted
+
+
+def _chunk(jobs: Sequence[QueuedJob], limits: BatchLimits) -> list[tuple[QueuedJob, ...]]:
+    return [tuple(chunk) for chunk in _cut_in_order(jobs, limits)]
+
+
+def _pack(groups: Sequence[_Group], limits: BatchLimits) -> list[list[_Group]]:
+    """First-fit decreasing: big groups placed first, each into the first batch with room.
+    Inside a batch the groups keep radix order, so shared prefixes sit next to each other."""
+    order = sorted(range(len(groups)), key=lambda i: (-len(groups[i].jobs), i))
+    bins: list[list[int]] = []
+    used: list[tuple[int, int]] = []
+    for index in order:
+        size, tokens = len(groups[index].jobs), groups[index].tokens
+        for slot, (jobs_used, tokens_used) in enumerate(used):
+            if _fits(jobs_used + size, tokens_used + tokens, limits):
+                bins[slot].append(index)
+                used[slot] = (jobs_used + size, tokens_used + tokens)
+                break
+        else:
+            bins.append([index])
+            used.append((size, tokens))
+    return [[groups[index] for index in sorted(slot)] for slot in bins]
+
+
+def _cut_in_order(leaders: Sequence[QueuedJob], limits: BatchLimits) -> list[list[QueuedJob]]:
+    groups: list[list[QueuedJob]] = []
+    current: list[QueuedJob] = []
+    tokens = 0
+    for job in leaders:
+        if current and not _fits(len(current) + 1, tokens + job.estimated_tokens, limits):
+            groups.append(current)
+            current, tokens = [], 0
+        current.append(job)
+        tokens += job.estimated_tokens
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _to_batch(model: str, groups: Sequence[_Group],
+              followers_of: Mapping[str, list[str]]) -> PlannedBatch:
+    jobs = [job for group in groups for job in group.jobs]
+    key, shared = _main_prefix(groups)
+    return PlannedBatch(
+        model=model,
+        job_ids=tuple(job.id for job in jobs),
+        estimated_tokens=sum(job.estimated_tokens for job in jobs),
+        prefix_key=key,
+        shared_prefix_tokens=shared,
+        follower_ids=tuple(f for job in jobs for f in followers_of.get(job.id, ())),
+    )
+
+
+def _main_prefix(groups: Sequence[_Group]) -> tuple[str, int]:
+    """The batch's affinity key and its most valuable shared prefix (shared tokens times
+    jobs sharing them). The key hashes at most the first AFFINITY_KEY_TOKENS of that
+    prefix: the exact shared length wobbles with each wave's suffixes, its start does not,
+    so the next wave with the same system prompt maps to the same worker."""
+    best = max(groups, key=lambda g: g.shared_tokens * len(g.jobs))
+    first = best.jobs[0]
+    head = first.prompt_tokens[:min(best.shared_tokens or AFFINITY_KEY_TOKENS,
+                                    AFFINITY_KEY_TOKENS)]
+    digest = hashlib.blake2b(first.tenant.encode() + b"\x00" + pack_tokens(head),
+                             digest_size=12)
+    return digest.hexdigest(), best.shared_tokens

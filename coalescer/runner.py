@@ -1,8 +1,10 @@
 """The coalescer loop: the I/O shell around the pure planning core.
 
 Each tick looks at the queue, decides (with `window_should_close`) whether the current
-window is over, claims queued jobs with SKIP LOCKED, plans batches, writes them, and
-dispatches them. Every few seconds it also runs the sweeper.
+window is over, and then per model: claims queued jobs with SKIP LOCKED (a few batches'
+worth ahead), tokenizes them, finds in-flight twins, plans the window, keeps as many
+batches as the engines have room for, routes each to a worker by prefix affinity, writes
+them and dispatches them. Every few seconds it also runs the sweeper.
 """
 
 from __future__ import annotations
@@ -10,30 +12,59 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from coalescer.affinity import assign_workers
 from coalescer.dispatch import Dispatcher
-from coalescer.planning import (
-    BatchLimits,
-    WindowBounds,
-    WindowState,
-    models_with_room,
-    plan_batches,
-    window_should_close,
-)
+from coalescer.planning import BatchLimits, PlannedBatch, PlanOptions, QueuedJob, plan_window
+from coalescer.windows import WindowBounds, WindowState, batch_room, window_should_close
 from models.queue import (
+    QueuedRow,
+    attach_followers,
     claim_queued_jobs,
     create_batches,
+    in_flight_leaders,
     pending_batch_counts,
     queued_snapshot,
 )
+from models.workers import live_workers, worker_loads
 from penny.settings import Settings
 from storage.port import ObjectStore
+from workers.engine import GenerationRequest
 from workers.sweeper import sweep
 
 log = logging.getLogger(__name__)
+TOKEN_CACHE_SIZE = 50_000
+
+
+class PromptTokenizer(Protocol):
+    def prompt_token_ids(self, request: GenerationRequest) -> list[int]: ...
+
+
+@dataclass
+class CoalescerStats:
+    """What the coalescer itself costs, for the benchmark and the logs."""
+
+    jobs_planned: int = 0
+    batches: int = 0
+    copies_collapsed: int = 0
+    planning_seconds: float = 0.0  # the pure plan_window calls
+    tokenizing_seconds: float = 0.0
+    tick_seconds: float = 0.0  # whole ticks that closed a window, database work included
+
+
+@dataclass(frozen=True)
+class _Dispatch:
+    batch_id: uuid.UUID
+    model: str
+    worker: str | None
 
 
 class Coalescer:
@@ -44,14 +75,20 @@ class Coalescer:
         dispatcher: Dispatcher,
         store: ObjectStore,
         models: Sequence[str],
+        tokenizers: Mapping[str, PromptTokenizer] | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.dispatcher = dispatcher
         self.store = store
         self.models = list(models)
+        # Without a tokenizer for a model its jobs are planned without prefix grouping.
+        self.tokenizers = dict(tokenizers or {})
         self.limits = BatchLimits(settings.max_batch_jobs, settings.max_batch_tokens)
         self.bounds = WindowBounds(settings.window_min_ms, settings.window_max_ms)
+        self.urgent_within = timedelta(seconds=settings.urgent_within_seconds)
+        self.stats = CoalescerStats()
+        self._tokens: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._window_opened: float | None = None
         self._last_seen_jobs = 0
         self._last_sweep = 0.0
@@ -63,39 +100,102 @@ class Coalescer:
             self._last_sweep = now
             sweep(self.settings, self.sessions, self.dispatcher, self.store)
         with self.sessions() as session:
-            ready_models = models_with_room(
-                pending_batch_counts(session), self.models, self.settings.max_pending_batches
-            )
-            if not ready_models:
+            workers = live_workers(session, self.settings.worker_heartbeat_seconds * 3)
+            room = batch_room(pending_batch_counts(session),
+                              {m: len(ids) for m, ids in workers.items()},
+                              self.models, self.settings.max_pending_batches)
+            if not room:
                 return 0
-            snapshot = queued_snapshot(session, ready_models)
-            if snapshot.jobs == 0:
-                self._window_opened, self._last_seen_jobs = None, 0
+            if not self._window_closes(session, list(room), now):
                 return 0
-            if self._window_opened is None:
-                self._window_opened = now
-            state = WindowState(
-                waited_ms=(now - self._window_opened) * 1000,
-                queued_jobs=snapshot.jobs,
-                queued_tokens=snapshot.tokens,
-                grew_since_last_look=snapshot.jobs > self._last_seen_jobs,
-            )
-            self._last_seen_jobs = snapshot.jobs
-            if not window_should_close(state, self.bounds, self.limits):
-                return 0
-            claimed = claim_queued_jobs(
-                session, ready_models, self.limits.max_jobs * len(ready_models)
-            )
-            planned = plan_batches(claimed, self.limits)
-            batch_ids = create_batches(session, planned)
+            dispatches: list[_Dispatch] = []
+            for model, free in room.items():
+                dispatches.extend(self._plan_model(session, model, free, workers.get(model, [])))
             session.commit()
         self._window_opened, self._last_seen_jobs = None, 0
+        self.stats.tick_seconds += time.monotonic() - now
         # Dispatch after commit: a worker must find the batch row when the doorbell rings.
-        for batch_id, plan in zip(batch_ids, planned, strict=True):
-            self.dispatcher.dispatch(batch_id, plan.model)
-        if planned:
-            log.info("window closed: %d jobs in %d batches", len(claimed), len(planned))
-        return len(planned)
+        for item in dispatches:
+            self.dispatcher.dispatch(item.batch_id, item.model, item.worker)
+        return len(dispatches)
+
+    def _window_closes(self, session: Session, models: list[str], now: float) -> bool:
+        snapshot = queued_snapshot(session, models, self.urgent_within)
+        if snapshot.jobs == 0:
+            self._window_opened, self._last_seen_jobs = None, 0
+            return False
+        if self._window_opened is None:
+            self._window_opened = now
+        state = WindowState(
+            waited_ms=(now - self._window_opened) * 1000,
+            queued_jobs=snapshot.jobs,
+            queued_tokens=snapshot.tokens,
+            grew_since_last_look=snapshot.jobs > self._last_seen_jobs,
+            urgent_jobs=snapshot.urgent,
+        )
+        self._last_seen_jobs = snapshot.jobs
+        return window_should_close(state, self.bounds, self.limits)
+
+    def _plan_model(
+        self, session: Session, model: str, free: int, workers: list[str]
+    ) -> list[_Dispatch]:
+        horizon = free * self.limits.max_jobs * max(1, self.settings.plan_horizon_batches)
+        rows = claim_queued_jobs(session, model, horizon, self.urgent_within)
+        if not rows:
+            return []
+        jobs = self._with_tokens(model, rows)
+        keys = sorted({j.single_flight_key for j in jobs if j.single_flight_key})
+        in_flight = in_flight_leaders(session, keys) if self.settings.single_flight else {}
+        options = PlanOptions(
+            self.limits, now=datetime.now(UTC), urgent_within=self.urgent_within,
+            group_prefixes=self.settings.prefix_grouping and model in self.tokenizers,
+            single_flight=self.settings.single_flight,
+        )
+        started = time.perf_counter()
+        plan = plan_window(jobs, options, {k: str(v.leader_id) for k, v in in_flight.items()})
+        self.stats.planning_seconds += time.perf_counter() - started
+        # The most urgent batches go now; the rest of the horizon stays queued for later.
+        chosen: list[PlannedBatch] = plan.batches[:free]
+        targets = assign_workers([b.prefix_key for b in chosen], workers,
+                                 worker_loads(session, model) if workers else {},
+                                 self.settings.affinity_load_epsilon)
+        batch_ids = create_batches(session, chosen, targets)
+        leader_batch = {job: batch_id for batch, batch_id in zip(chosen, batch_ids, strict=True)
+                        for job in batch.job_ids}
+        followers = {f: leader for f, leader in plan.followers.items() if leader in leader_batch}
+        attach_followers(session, followers, leader_batch)
+        attach_followers(session, plan.joined_in_flight,
+                         {str(v.leader_id): v.batch_id for v in in_flight.values()})
+        planned_jobs = sum(len(b.job_ids) for b in chosen) + len(followers)
+        self.stats.jobs_planned += planned_jobs + len(plan.joined_in_flight)
+        self.stats.copies_collapsed += len(followers) + len(plan.joined_in_flight)
+        self.stats.batches += len(chosen)
+        for job_id in leader_batch:
+            self._tokens.pop(job_id, None)
+        log.info("window closed for %s: %d jobs in %d batches, %d copies collapsed", model,
+                 planned_jobs, len(chosen), len(followers) + len(plan.joined_in_flight))
+        return [_Dispatch(batch_id, model, target)
+                for batch_id, target in zip(batch_ids, targets, strict=True)]
+
+    def _with_tokens(self, model: str, rows: Sequence[QueuedRow]) -> list[QueuedJob]:
+        """Attach each job's prompt token ids; remembered across ticks, because jobs the
+        plan leaves for later come back next window."""
+        tokenizer = self.tokenizers.get(model)
+        if tokenizer is None or not self.settings.prefix_grouping:
+            return [row.job for row in rows]
+        started = time.perf_counter()
+        jobs = []
+        for row in rows:
+            tokens = self._tokens.get(row.job.id)
+            if tokens is None:
+                request = GenerationRequest.from_stored(row.job.id, row.request, cache_salt="")
+                tokens = tuple(tokenizer.prompt_token_ids(request))
+                self._tokens[row.job.id] = tokens
+                if len(self._tokens) > TOKEN_CACHE_SIZE:
+                    self._tokens.popitem(last=False)
+            jobs.append(replace(row.job, prompt_tokens=tokens))
+        self.stats.tokenizing_seconds += time.perf_counter() - started
+        return jobs
 
     def run(self, stop: threading.Event) -> None:
         interval = self.settings.poll_interval_ms / 1000

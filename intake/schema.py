@@ -5,12 +5,24 @@ One pydantic model validates every path in, so a field means the same thing ever
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 MAX_STOP_SEQUENCES = 4
 MAX_TAGS = 16
+COMPLETION_WINDOW_PATTERN = r"^[1-9][0-9]{0,5}[smh]$"
+MAX_COMPLETION_WINDOW = timedelta(days=7)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_completion_window(text: str) -> timedelta:
+    """"30m" -> 30 minutes. The pattern is checked by the schema; the bound is checked here."""
+    window = timedelta(seconds=int(text[:-1]) * _UNIT_SECONDS[text[-1]])
+    if window > MAX_COMPLETION_WINDOW:
+        raise ValueError(f"completion_window may be at most {MAX_COMPLETION_WINDOW.days} days")
+    return window
 
 
 class ChatMessage(BaseModel):
@@ -33,7 +45,10 @@ class JobRequest(BaseModel):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[str] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    # Lower runs sooner when the engines are backed up; ties go to the older job.
     priority: int = Field(default=0, ge=-100, le=100)
+    # "90s", "30m", "1h", "24h": when the job should be done; near it, it goes out first.
+    completion_window: str | None = Field(default=None, pattern=COMPLETION_WINDOW_PATTERN)
     custom_id: str | None = Field(default=None, min_length=1, max_length=500)
     metadata: dict[str, JsonValue] = Field(default_factory=dict, max_length=MAX_TAGS)
 
@@ -43,7 +58,14 @@ class JobRequest(BaseModel):
             raise ValueError("give exactly one of 'messages' or 'prompt'")
         if self.stop is not None and any(not s for s in self.stop):
             raise ValueError("stop sequences must be non-empty strings")
+        if self.completion_window is not None:
+            parse_completion_window(self.completion_window)
         return self
+
+    def complete_within(self) -> timedelta | None:
+        if self.completion_window is None:
+            return None
+        return parse_completion_window(self.completion_window)
 
     def prompt_chars(self) -> int:
         if self.messages is not None:

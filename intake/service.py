@@ -38,6 +38,7 @@ def _new_job(line_no: int, request: JobRequest, model: str) -> NewJob:
         custom_id=request.custom_id,
         tags=dict(request.metadata),
         priority=request.priority,
+        complete_within=request.complete_within(),
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from penny.settings import ModelPrice
 
@@ -59,3 +61,24 @@ def price_job(usage: TokenUsage, engine_seconds: float, price: ModelPrice) -> Jo
         + Decimal(usage.output_tokens) * price.list_output_usd_per_mtok
     ) / _MILLION
     return JobCost(cost_usd=cost.quantize(_QUANTUM), list_cost_usd=list_cost.quantize(_QUANTUM))
+
+
+SERVED_BY_ENGINE = "engine"
+SERVED_BY_SINGLE_FLIGHT = "single_flight"
+
+
+def copied_answer_ledger(leader: Mapping[str, Any], leader_id: uuid.UUID) -> dict[str, Any]:
+    """The ledger row of a copy answered from its leader's generation (single-flight).
+
+    It used no engine time, so it costs nothing; `saved_usd` is what generating it again
+    would have cost (the leader's cost). The tokens are the leader's, so the list price
+    still says what a hosted API would have charged for this request.
+    """
+    return {
+        **leader,
+        "engine_seconds": 0.0,
+        "cost_usd": Decimal(0),
+        "saved_usd": Decimal(leader["cost_usd"]),
+        "served_by": SERVED_BY_SINGLE_FLIGHT,
+        "source_job_id": leader_id,
+    }

@@ -7,15 +7,16 @@ process whatever its own clock says.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from coalescer.planning import PlannedBatch, QueuedJob
+from ledger.pricing import copied_answer_ledger
 from models.status import BatchStatus, JobStatus
 from models.tables import Batch, Job, LedgerEntry, Result
 
@@ -24,15 +25,24 @@ from models.tables import Batch, Job, LedgerEntry, Result
 class QueueSnapshot:
     jobs: int
     tokens: int
+    urgent: int  # jobs whose deadline is within the urgency horizon
 
 
-def queued_snapshot(session: Session, models: Sequence[str]) -> QueueSnapshot:
-    jobs, tokens = session.execute(
-        select(func.count(), func.coalesce(func.sum(Job.estimated_tokens), 0)).where(
-            Job.status == JobStatus.QUEUED, Job.model.in_(models)
-        )
+def _is_urgent(urgent_within: timedelta) -> ColumnElement[bool]:
+    return and_(Job.deadline_at.is_not(None), Job.deadline_at <= func.now() + urgent_within)
+
+
+def queued_snapshot(
+    session: Session, models: Sequence[str], urgent_within: timedelta
+) -> QueueSnapshot:
+    jobs, tokens, urgent = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(Job.estimated_tokens), 0),
+            func.count().filter(_is_urgent(urgent_within)),
+        ).where(Job.status == JobStatus.QUEUED, Job.model.in_(models))
     ).one()
-    return QueueSnapshot(jobs=int(jobs), tokens=int(tokens))
+    return QueueSnapshot(jobs=int(jobs), tokens=int(tokens), urgent=int(urgent))
 
 
 def queued_models(session: Session) -> list[str]:
@@ -52,25 +62,69 @@ def pending_batch_counts(session: Session) -> dict[str, int]:
     return {model: int(n) for model, n in rows}
 
 
-def claim_queued_jobs(session: Session, models: Sequence[str], limit: int) -> list[QueuedJob]:
-    """Lock up to `limit` queued jobs; concurrent coalescers skip each other's rows."""
+@dataclass(frozen=True)
+class QueuedRow:
+    job: QueuedJob
+    request: dict[str, Any]  # the stored engine request, for the tokenizer
+
+
+def claim_queued_jobs(
+    session: Session, model: str, limit: int, urgent_within: timedelta
+) -> list[QueuedRow]:
+    """Lock up to `limit` queued jobs of one model, near-deadline first, then by priority
+    and age. Concurrent coalescers skip each other's rows; rows the plan does not use are
+    released unchanged at commit."""
     rows = session.execute(
-        select(Job.id, Job.model, Job.estimated_tokens, Job.priority, Job.created_at)
-        .where(Job.status == JobStatus.QUEUED, Job.model.in_(models))
-        .order_by(Job.priority, Job.created_at)
+        select(Job.id, Job.model, Job.estimated_tokens, Job.priority, Job.created_at,
+               Job.tenant_id, Job.deadline_at, Job.single_flight_key, Job.request)
+        .where(Job.status == JobStatus.QUEUED, Job.model == model)
+        .order_by(_is_urgent(urgent_within).desc(), Job.priority, Job.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return [
-        QueuedJob(str(r.id), r.model, r.estimated_tokens, r.priority, r.created_at)
+        QueuedRow(
+            QueuedJob(id=str(r.id), model=r.model, estimated_tokens=r.estimated_tokens,
+                      priority=r.priority, created_at=r.created_at, tenant=str(r.tenant_id),
+                      deadline_at=r.deadline_at, single_flight_key=r.single_flight_key),
+            r.request,
+        )
         for r in rows
     ]
 
 
-def create_batches(session: Session, planned: Sequence[PlannedBatch]) -> list[uuid.UUID]:
-    """Write one batch row per plan and move its jobs to `batched`. The caller commits."""
+@dataclass(frozen=True)
+class InFlight:
+    leader_id: uuid.UUID
+    batch_id: uuid.UUID
+
+
+def in_flight_leaders(session: Session, keys: Sequence[str]) -> dict[str, InFlight]:
+    """Leaders of identical requests that are batched or running, locked so that their
+    batch cannot record (and miss a copy that joins now) until we commit."""
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(Job.single_flight_key, Job.id, Job.batch_id)
+        .where(Job.single_flight_key.in_(keys), Job.leader_job_id.is_(None),
+               Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
+        .order_by(Job.created_at)
+        .with_for_update()
+    ).all()
+    found: dict[str, InFlight] = {}
+    for key, job_id, batch_id in rows:
+        if key is not None and batch_id is not None:
+            found.setdefault(key, InFlight(job_id, batch_id))
+    return found
+
+
+def create_batches(
+    session: Session, planned: Sequence[PlannedBatch], targets: Sequence[str | None]
+) -> list[uuid.UUID]:
+    """Write one batch row per plan, move its jobs to `batched` and attach the copies that
+    single-flight answers from a leader in the batch. The caller commits."""
     batch_ids: list[uuid.UUID] = []
-    for plan in planned:
+    for plan, target in zip(planned, targets, strict=True):
         batch_id = uuid.uuid4()
         session.execute(
             insert(Batch).values(
@@ -78,16 +132,34 @@ def create_batches(session: Session, planned: Sequence[PlannedBatch]) -> list[uu
                 model=plan.model,
                 status=BatchStatus.PENDING,
                 job_count=len(plan.job_ids),
+                prefix_key=plan.prefix_key,
+                shared_prefix_tokens=plan.shared_prefix_tokens,
+                target_worker=target,
                 dispatched_at=func.now(),
             )
         )
-        session.execute(
-            update(Job)
-            .where(Job.id.in_([uuid.UUID(j) for j in plan.job_ids]))
-            .values(status=JobStatus.BATCHED, batch_id=batch_id, updated_at=func.now())
-        )
+        now = datetime.now(UTC)  # SQL now() cannot ride along in an executemany
+        session.execute(update(Job), [
+            {"id": uuid.UUID(job_id), "status": JobStatus.BATCHED, "batch_id": batch_id,
+             "batch_position": position, "updated_at": now}
+            for position, job_id in enumerate(plan.job_ids)
+        ])
         batch_ids.append(batch_id)
     return batch_ids
+
+
+def attach_followers(
+    session: Session, followers: Mapping[str, str], leader_batches: Mapping[str, uuid.UUID]
+) -> None:
+    """Park copies on their leader's batch: they wait there, never run, and get the
+    leader's answer when the batch records."""
+    for follower, leader in followers.items():
+        session.execute(
+            update(Job)
+            .where(Job.id == uuid.UUID(follower), Job.status == JobStatus.QUEUED)
+            .values(status=JobStatus.BATCHED, batch_id=leader_batches[leader],
+                    leader_job_id=uuid.UUID(leader), updated_at=func.now())
+        )
 
 
 @dataclass(frozen=True)
@@ -132,13 +204,15 @@ def claim_batch(
         return None
     rows = session.execute(
         update(Job)
-        .where(Job.batch_id == batch_id, Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
+        .where(Job.batch_id == batch_id, Job.leader_job_id.is_(None),
+               Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
         .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, updated_at=func.now())
-        .returning(Job.id, Job.tenant_id, Job.submission_id, Job.request, Job.priority,
+        .returning(Job.id, Job.tenant_id, Job.submission_id, Job.request, Job.batch_position,
                    Job.created_at, Job.line_no)
     ).all()
     # The engine sees jobs in the order the planner put them (RETURNING has no order).
-    ordered = sorted(rows, key=lambda r: (r.priority, r.created_at, r.line_no, r.id))
+    ordered = sorted(rows, key=lambda r: (r.batch_position or 0, r.created_at, r.line_no,
+                                          r.id))
     jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request) for r in ordered]
     session.commit()
     return ClaimedBatch(id=batch_id, model=model, claim_token=token, jobs=jobs)
@@ -204,6 +278,7 @@ def record_batch(
                 .values(status=JobStatus.FAILED, error=outcome.error,
                         finished_at=func.now(), updated_at=func.now())
             )
+    _answer_followers(session, batch, outcomes)
     session.execute(
         update(Batch)
         .where(Batch.id == batch.id)
@@ -212,6 +287,51 @@ def record_batch(
     )
     session.commit()
     return True
+
+
+def _answer_followers(
+    session: Session, batch: ClaimedBatch, outcomes: Sequence[JobOutcome]
+) -> None:
+    """Give every copy parked on this batch its leader's answer: the same result, and a
+    ledger row that costs nothing and shows what it saved. A copy whose leader did not run
+    (cancelled meanwhile) goes back to the queue to run on its own."""
+    followers = session.execute(
+        select(Job.id, Job.tenant_id, Job.submission_id, Job.leader_job_id)
+        .where(Job.batch_id == batch.id, Job.leader_job_id.is_not(None),
+               Job.status == JobStatus.BATCHED)
+        .with_for_update()
+    ).all()
+    by_leader = {o.job.id: o for o in outcomes}
+    results, ledgers, succeeded = [], [], []
+    for follower_id, tenant_id, submission_id, leader_id in followers:
+        outcome = by_leader.get(leader_id) if leader_id is not None else None
+        if outcome is None or leader_id is None:
+            session.execute(
+                update(Job).where(Job.id == follower_id)
+                .values(status=JobStatus.QUEUED, batch_id=None, leader_job_id=None,
+                        updated_at=func.now())
+            )
+        elif outcome.result is not None and outcome.ledger is not None:
+            results.append({**outcome.result, "job_id": follower_id, "batch_id": batch.id})
+            ledgers.append({
+                **copied_answer_ledger(outcome.ledger, leader_id),
+                "job_id": follower_id, "tenant_id": tenant_id,
+                "submission_id": submission_id, "batch_id": batch.id,
+            })
+            succeeded.append(follower_id)
+        else:
+            session.execute(
+                update(Job).where(Job.id == follower_id)
+                .values(status=JobStatus.FAILED, error=outcome.error, finished_at=func.now(),
+                        updated_at=func.now())
+            )
+    if succeeded:
+        session.execute(insert(Result), results)
+        session.execute(insert(LedgerEntry), ledgers)
+        session.execute(
+            update(Job).where(Job.id.in_(succeeded))
+            .values(status=JobStatus.SUCCEEDED, finished_at=func.now(), updated_at=func.now())
+        )
 
 
 def mark_dispatched(session: Session, batch_ids: Sequence[uuid.UUID]) -> None:

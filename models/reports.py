@@ -71,6 +71,8 @@ def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
                 cost_usd=ledger.cost_usd if ledger else Decimal(0),
                 list_cost_usd=ledger.list_cost_usd if ledger else Decimal(0),
                 billed=ledger is not None,
+                served_by=ledger.served_by if ledger else "engine",
+                saved_usd=ledger.saved_usd if ledger else Decimal(0),
             )
         )
     return records

@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from coalescer.single_flight import single_flight_key
 from models.status import TERMINAL_JOB_STATUSES, JobStatus
 from models.tables import Job, LedgerEntry, Result, Submission, Tenant
 
@@ -28,6 +29,8 @@ class NewJob:
     tags: dict[str, Any] | None = None
     priority: int = 0
     error: dict[str, Any] | None = None
+    # Measured from when the job is queued; None: no deadline.
+    complete_within: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ def insert_submission(
                 "status": JobStatus.FAILED if job.error else JobStatus.QUEUED,
                 "error": job.error,
                 "finished_at": now if job.error else None,
+                "deadline_at": now + job.complete_within if job.complete_within else None,
+                "single_flight_key": None if job.error else single_flight_key(
+                    str(tenant_id), job.model, job.request),
             }
             for job_id, job in zip(job_ids, jobs, strict=True)
         ],

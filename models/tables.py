@@ -79,6 +79,16 @@ class Job(Base):
         ),
         Index("ix_jobs_submission", "submission_id", "line_no"),
         Index("ix_jobs_batch", "batch_id"),
+        # Single-flight looks up leaders of identical requests that are still in flight.
+        Index(
+            "ix_jobs_in_flight_key",
+            "single_flight_key",
+            postgresql_where=text(
+                "status IN ('batched', 'running') AND leader_job_id IS NULL"
+            ),
+        ),
+        Index("ix_jobs_leader", "leader_job_id",
+              postgresql_where=text("leader_job_id IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -94,7 +104,15 @@ class Job(Base):
     estimated_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
+    # Where the planner put the job in its batch: prefix groups sit next to each other.
+    batch_position: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    # The job should be done by then; near it, the coalescer sends the job first.
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Same key = same answer (see coalescer.single_flight); None for sampled requests.
+    single_flight_key: Mapped[str | None] = mapped_column(String(64))
+    # Set on a copy answered from another job's generation instead of running itself.
+    leader_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -113,6 +131,11 @@ class Batch(Base):
     # finds a different token and is discarded.
     claim_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     worker_id: Mapped[str | None] = mapped_column(String(200))
+    # Affinity: the worker whose prefix cache most likely holds this batch's prefix.
+    prefix_key: Mapped[str | None] = mapped_column(String(64))
+    shared_prefix_tokens: Mapped[int] = mapped_column(Integer, nullable=False,
+                                                      server_default="0")
+    target_worker: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     engine_seconds: Mapped[float | None] = mapped_column(Float)
@@ -153,4 +176,21 @@ class LedgerEntry(Base):
     engine_seconds: Mapped[float] = mapped_column(Float, nullable=False)
     cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
     list_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    # "engine": generated for this job. "single_flight": copied from `source_job_id`'s
+    # generation; cost 0 and `saved_usd` is what generating it again would have cost.
+    served_by: Mapped[str] = mapped_column(String(20), nullable=False, server_default="engine")
+    source_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
     created_at: Mapped[datetime] = _now()
+
+
+class Worker(Base):
+    """A live engine worker; it heartbeats so the coalescer knows whom to route to."""
+
+    __tablename__ = "workers"
+    __table_args__ = (Index("ix_workers_model_heartbeat", "model", "heartbeat_at"),)
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    started_at: Mapped[datetime] = _now()
+    heartbeat_at: Mapped[datetime] = _now()

@@ -25,10 +25,13 @@ def serve_api(settings: Settings) -> None:
 def serve_coalescer(settings: Settings) -> None:
     from coalescer.runner import Coalescer
     from workers.celery_app import CeleryDispatcher, make_celery
+    from workers.chat_tokenizer import ChatTokenizer
 
     runtime = open_runtime(settings)
+    # Tokenizers only (no weights): the coalescer groups jobs by their exact token prefix.
+    tokenizers = {model: ChatTokenizer.for_model(settings, model) for model in settings.models}
     coalescer = Coalescer(settings, runtime.sessions, CeleryDispatcher(make_celery(settings)),
-                          runtime.store, list(settings.models))
+                          runtime.store, list(settings.models), tokenizers)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

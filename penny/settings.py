@@ -69,9 +69,20 @@ class Settings(BaseSettings):
     poll_interval_ms: int = 20
     max_batch_jobs: int = 64
     max_batch_tokens: int = 65536
-    # Jobs wait in the queue while this many batches per model are not yet running, so a
-    # busy engine gets one big batch later instead of many small ones now.
+    # Jobs wait in the queue while this many batches per worker are not yet running, so a
+    # busy engine gets one big, well-grouped batch later instead of many small ones now.
     max_pending_batches: int = 1
+    # A job whose completion deadline is this close goes out in the next window, first.
+    urgent_within_seconds: float = 60.0
+    # The planner looks this many batches' worth of queued jobs ahead, so a prefix group
+    # that arrived spread out still lands in one batch.
+    plan_horizon_batches: int = 4
+    # Off only to measure what they buy (the benchmark's baseline).
+    prefix_grouping: bool = True
+    single_flight: bool = True
+    # Bounded-load affinity: no worker holds more than (1 + epsilon) x the average load.
+    affinity_load_epsilon: float = 0.25
+    worker_heartbeat_seconds: float = 5.0
 
     # Leases and retries.
     lease_seconds: float = 60.0

@@ -10,6 +10,7 @@ import uuid
 from celery import Celery
 
 from penny.settings import Settings
+from workers.presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,13 @@ RUN_BATCH_TASK = "penny.run_batch"
 
 
 def queue_for(model: str) -> str:
+    """The queue every worker of `model` reads: batches with no preferred worker."""
     return f"penny.model.{model}"
+
+
+def queue_for_worker(worker_id: str) -> str:
+    """The queue only this worker reads: batches routed to it by prefix affinity."""
+    return f"penny.worker.{worker_id}"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -42,8 +49,9 @@ class CeleryDispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def dispatch(self, batch_id: uuid.UUID, model: str) -> None:
-        self.app.send_task(RUN_BATCH_TASK, args=[str(batch_id)], queue=queue_for(model))
+    def dispatch(self, batch_id: uuid.UUID, model: str, worker: str | None = None) -> None:
+        queue = queue_for_worker(worker) if worker else queue_for(model)
+        self.app.send_task(RUN_BATCH_TASK, args=[str(batch_id)], queue=queue)
 
 
 def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> None:
@@ -55,7 +63,7 @@ def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> Non
 
     runtime = open_runtime(settings)
     engine = VllmEngine(settings, model)
-    worker_id = f"{socket.gethostname()}:{model}:{uuid.uuid4().hex[:8]}"
+    worker_id = f"{socket.gethostname()}-{model}-{uuid.uuid4().hex[:8]}"
     runner = BatchRunner(settings, runtime.sessions, engine, runtime.store, worker_id)
     app = make_celery(settings)
 
@@ -63,9 +71,12 @@ def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> Non
     def run_batch(batch_id: str) -> None:
         runner.run(uuid.UUID(batch_id))
 
-    log.info("worker %s consuming %s", worker_id, queue_for(model))
-    app.worker_main([
-        "worker", "--pool=solo", "--concurrency=1", "-Q", queue_for(model),
-        "-n", f"penny-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
-        f"--loglevel={loglevel}",
-    ])
+    queues = f"{queue_for_worker(worker_id)},{queue_for(model)}"
+    log.info("worker %s consuming %s", worker_id, queues)
+    # Say hello only once the engine is up: the coalescer routes to live workers only.
+    with Presence(runtime.sessions, worker_id, model, settings.worker_heartbeat_seconds):
+        app.worker_main([
+            "worker", "--pool=solo", "--concurrency=1", "-Q", queues,
+            "-n", f"penny-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
+            f"--loglevel={loglevel}",
+        ])

@@ -79,6 +79,10 @@ class Engine(Protocol):
     @property
     def model_name(self) -> str: ...
 
+    def prompt_token_ids(self, request: GenerationRequest) -> list[int]:
+        """The exact prompt the engine runs for `request` (the coalescer groups by it)."""
+        ...
+
     def generate(self, requests: Sequence[GenerationRequest]) -> BatchGeneration:
         """Run every request in one engine pass; never raise for one bad request."""
         ...

@@ -24,8 +24,8 @@ class LocalDispatcher:
     def __init__(self, models: Sequence[str]) -> None:
         self.queues: dict[str, queue.Queue[uuid.UUID]] = {m: queue.Queue() for m in models}
 
-    def dispatch(self, batch_id: uuid.UUID, model: str) -> None:
-        self.queues[model].put(batch_id)
+    def dispatch(self, batch_id: uuid.UUID, model: str, worker: str | None = None) -> None:
+        self.queues[model].put(batch_id)  # one worker per model in process: no routing
 
 
 class InProcessPipeline:
@@ -35,7 +35,8 @@ class InProcessPipeline:
         models = [engine.model_name for engine in engines]
         self.dispatcher = LocalDispatcher(models)
         self.coalescer = Coalescer(
-            runtime.settings, runtime.sessions, self.dispatcher, runtime.store, models
+            runtime.settings, runtime.sessions, self.dispatcher, runtime.store, models,
+            tokenizers={engine.model_name: engine for engine in engines},
         )
         self._stop = threading.Event()
         self._threads = [

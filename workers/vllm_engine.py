@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from penny.settings import Settings
+from workers.chat_tokenizer import ChatTokenizer
 from workers.engine import BatchGeneration, Generation, GenerationRequest
 from workers.registry import model_source
 
@@ -51,6 +52,7 @@ class VllmEngine:
             seed=settings.engine_seed,
         )
         self.tokenizer: Any = self.llm.get_tokenizer()
+        self._chat_tokenizer = ChatTokenizer(self.tokenizer)
         self.startup_seconds = time.perf_counter() - started
         log.info("engine for %s ready in %.1fs", model, self.startup_seconds)
 
@@ -59,13 +61,7 @@ class VllmEngine:
         return self._model_name
 
     def prompt_token_ids(self, request: GenerationRequest) -> list[int]:
-        if request.messages is not None:
-            conversation = [{"role": r, "content": c} for r, c in request.messages]
-            ids = self.tokenizer.apply_chat_template(
-                conversation, add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-            return list(ids)
-        return list(self.tokenizer.encode(request.prompt or ""))
+        return self._chat_tokenizer.prompt_token_ids(request)
 
     def _sampling_params(self, request: GenerationRequest, prompt_len: int) -> Any:
         from vllm import SamplingParams

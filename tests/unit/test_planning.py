@@ -1,246 +1,266 @@
-"""coalescer.planning: cutting queued jobs into batches, and when a window closes."""
+"""coalescer.planning: one window's jobs in, batches out (dedupe, prefix grouping, cuts)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalescer.planning import (
-    BatchLimits,
-    PlannedBatch,
-    QueuedJob,
-    WindowBounds,
-    WindowState,
-    models_with_room,
-    plan_batches,
-    window_should_close,
-)
+from coalescer.planning import BatchLimits, PlanOptions, QueuedJob, WindowPlan, plan_window
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-PROPERTY = settings(database=None, deadline=None, max_examples=300)
+PROPERTY = settings(database=None, deadline=None, max_examples=150)
+SYSTEM_A = tuple(range(100, 140))  # 40-token shared prefixes
+SYSTEM_B = tuple(range(200, 240))
 
 
-def job(
-    job_id: str, model: str = "m", tokens: int = 10, priority: int = 0, second: int = 0
-) -> QueuedJob:
-    return QueuedJob(job_id, model, tokens, priority, T0 + timedelta(seconds=second))
+def job(job_id: str, *, model: str = "m", tokens: int = 10, priority: int = 0, second: int = 0,
+        prompt: tuple[int, ...] = (), key: str | None = None, tenant: str = "t",
+        deadline_in: float | None = None) -> QueuedJob:
+    return QueuedJob(
+        id=job_id, model=model, estimated_tokens=tokens, priority=priority,
+        created_at=T0 + timedelta(seconds=second), tenant=tenant,
+        deadline_at=None if deadline_in is None else T0 + timedelta(seconds=deadline_in),
+        single_flight_key=key, prompt_tokens=prompt or (int(job_id.encode().hex(), 16) % 997,),
+    )
 
 
-def shape(batches: list[PlannedBatch]) -> list[tuple[str, tuple[str, ...], int]]:
-    return [(b.model, b.job_ids, b.estimated_tokens) for b in batches]
+def plan(jobs: list[QueuedJob], max_jobs: int = 10, max_tokens: int = 1000, *,
+         group: bool = True, dedupe: bool = True,
+         in_flight: dict[str, str] | None = None) -> WindowPlan:
+    options = PlanOptions(BatchLimits(max_jobs, max_tokens), now=T0,
+                          group_prefixes=group, single_flight=dedupe)
+    return plan_window(jobs, options, in_flight)
 
 
-@pytest.mark.parametrize(
-    ("jobs", "limits", "expected"),
-    [
-        pytest.param([], BatchLimits(4, 100), [], id="empty"),
-        pytest.param(
-            [job("a", second=0), job("b", second=1), job("c", second=2)],
-            BatchLimits(2, 1000),
-            [("m", ("a", "b"), 20), ("m", ("c",), 10)],
-            id="cut-by-job-count",
-        ),
-        pytest.param(
-            [job("a", tokens=40, second=0), job("b", tokens=40, second=1),
-             job("c", tokens=40, second=2)],
-            BatchLimits(10, 100),
-            [("m", ("a", "b"), 80), ("m", ("c",), 40)],
-            id="cut-by-tokens",
-        ),
-        pytest.param(
-            [job("a", tokens=50, second=0), job("b", tokens=50, second=1)],
-            BatchLimits(10, 100),
-            [("m", ("a", "b"), 100)],
-            id="exact-token-fit",
-        ),
-        pytest.param(
-            [job("a", tokens=60, second=0), job("b", tokens=41, second=1)],
-            BatchLimits(10, 100),
-            [("m", ("a",), 60), ("m", ("b",), 41)],
-            id="one-token-over-cuts",
-        ),
-        pytest.param(
-            [job("a", tokens=10, second=0), job("big", tokens=500, second=1),
-             job("c", tokens=10, second=2)],
-            BatchLimits(10, 100),
-            [("m", ("a",), 10), ("m", ("big",), 500), ("m", ("c",), 10)],
-            id="oversized-job-runs-alone",
-        ),
-        pytest.param(
-            [job("big", tokens=500, second=0), job("a", second=1), job("b", second=2)],
-            BatchLimits(10, 100),
-            [("m", ("big",), 500), ("m", ("a", "b"), 20)],
-            id="oversized-job-first",
-        ),
-        pytest.param(
-            [job("x1", model="x", second=0), job("y1", model="y", second=1),
-             job("x2", model="x", second=2), job("y2", model="y", second=3)],
-            BatchLimits(10, 1000),
-            [("x", ("x1", "x2"), 20), ("y", ("y1", "y2"), 20)],
-            id="one-model-per-batch",
-        ),
-        pytest.param(
-            [job("late", second=5), job("urgent", priority=-5, second=9),
-             job("early", second=1)],
-            BatchLimits(10, 1000),
-            [("m", ("urgent", "early", "late"), 30)],
-            id="priority-then-arrival",
-        ),
-        pytest.param(
-            [job("b", second=3), job("a", second=3)],
-            BatchLimits(10, 1000),
-            [("m", ("a", "b"), 20)],
-            id="id-breaks-ties",
-        ),
-    ],
-)
-def test_plan_batches_table(
-    jobs: list[QueuedJob],
-    limits: BatchLimits,
-    expected: list[tuple[str, tuple[str, ...], int]],
-) -> None:
-    assert shape(plan_batches(jobs, limits)) == expected
+def ids(result: WindowPlan) -> list[tuple[str, ...]]:
+    return [b.job_ids for b in result.batches]
 
 
-def test_plan_batches_accepts_a_generator() -> None:
-    planned = plan_batches((job(str(i), second=i) for i in range(3)), BatchLimits(2, 1000))
-    assert [b.job_ids for b in planned] == [("0", "1"), ("2",)]
+def test_jobs_sharing_a_prefix_are_grouped_and_consecutive() -> None:
+    jobs = [job(f"{'ab'[i % 2]}{i}", second=i, prompt=(SYSTEM_A, SYSTEM_B)[i % 2] + (i,))
+            for i in range(6)]
+    result = plan(jobs, max_jobs=3)
+    assert sorted(ids(result)) == [("a0", "a2", "a4"), ("b1", "b3", "b5")]
+    assert {b.shared_prefix_tokens for b in result.batches} == {40}
+    assert len({b.prefix_key for b in result.batches}) == 2
+
+
+def test_without_grouping_jobs_are_cut_in_arrival_order() -> None:
+    jobs = [job(f"{'ab'[i % 2]}{i}", second=i, prompt=(SYSTEM_A, SYSTEM_B)[i % 2] + (i,))
+            for i in range(6)]
+    assert ids(plan(jobs, max_jobs=3, group=False)) == [("a0", "b1", "a2"), ("b3", "a4", "b5")]
+
+
+def test_a_group_that_fits_is_never_split_even_if_it_arrived_last() -> None:
+    singles = [job(f"s{i}", second=i, prompt=(900 + i,) * 20) for i in range(3)]
+    group = [job(f"g{i}", second=10 + i, prompt=(*SYSTEM_A, i)) for i in range(4)]
+    result = plan(singles + group, max_jobs=4)
+    assert ("g0", "g1", "g2", "g3") in ids(result)
+
+
+def test_a_group_too_big_for_one_batch_splits_at_its_weakest_link() -> None:
+    # Two sub-prompts under one system prompt: A+x (3 jobs) and A+y (3 jobs), batch of 4.
+    deep_x = [job(f"x{i}", second=i, prompt=SYSTEM_A + (7,) * 30 + (i,)) for i in range(3)]
+    deep_y = [job(f"y{i}", second=3 + i, prompt=SYSTEM_A + (8,) * 30 + (i,)) for i in range(3)]
+    result = plan(deep_x + deep_y, max_jobs=4)
+    assert sorted(ids(result)) == [("x0", "x1", "x2"), ("y0", "y1", "y2")]
+
+
+def test_a_flat_group_bigger_than_a_batch_fills_consecutive_full_batches() -> None:
+    jobs = [job(f"j{i}", second=i, prompt=(*SYSTEM_A, i)) for i in range(7)]
+    result = plan(jobs, max_jobs=3)
+    assert [len(b) for b in ids(result)] == [3, 3, 1]
+    assert len({b.prefix_key for b in result.batches}) == 1
+
+
+def test_tenants_never_share_a_group() -> None:
+    jobs = [job(f"{t}{i}", tenant=t, second=i, prompt=(*SYSTEM_A, i))
+            for i in range(2) for t in ("p", "q")]
+    result = plan(jobs, max_jobs=2)
+    assert sorted(ids(result)) == [("p0", "p1"), ("q0", "q1")]
+    assert len({b.prefix_key for b in result.batches}) == 2
+
+
+def test_identical_deterministic_jobs_run_once_and_fan_out() -> None:
+    jobs = [job("a", key="k1", second=0), job("b", key="k1", second=1),
+            job("c", key=None, second=2), job("d", key=None, second=3)]
+    result = plan(jobs)
+    assert ids(result) == [("a", "c", "d")] or sorted(ids(result)[0]) == ["a", "c", "d"]
+    assert result.followers == {"b": "a"}
+    assert result.batches[0].follower_ids == ("b",)
+
+
+def test_copies_of_an_in_flight_request_join_it() -> None:
+    result = plan([job("new", key="k1"), job("other", key="k2")], in_flight={"k1": "old"})
+    assert result.joined_in_flight == {"new": "old"}
+    assert ids(result) == [("other",)]
+
+
+def test_dedupe_off_runs_every_copy() -> None:
+    result = plan([job("a", key="k"), job("b", key="k")], dedupe=False, in_flight={"k": "x"})
+    assert sorted(ids(result)[0]) == ["a", "b"]
+    assert result.followers == {} and result.joined_in_flight == {}
+
+
+def test_the_leader_is_the_most_urgent_copy() -> None:
+    result = plan([job("late", key="k", second=5), job("early", key="k", priority=-1, second=9)])
+    assert result.followers == {"late": "early"}
+
+
+def test_near_deadline_jobs_come_first_then_priority_then_arrival() -> None:
+    jobs = [job("old", second=0, prompt=(1,) * 20), job("vip", priority=-5, second=5,
+                                                          prompt=(2,) * 20),
+            job("due", second=9, deadline_in=30, prompt=(3,) * 20),
+            job("later", second=1, deadline_in=3600, prompt=(4,) * 20)]
+    result = plan(jobs, max_jobs=1)
+    assert [b[0] for b in ids(result)] == ["due", "vip", "old", "later"]
+
+
+def test_models_never_mix() -> None:
+    jobs = [job(f"{m}{i}", model=m, second=i, prompt=(*SYSTEM_A, i))
+            for i in range(2) for m in ("x", "y")]
+    result = plan(jobs)
+    assert sorted((b.model, b.job_ids) for b in result.batches) == [
+        ("x", ("x0", "x1")), ("y", ("y0", "y1"))]
+
+
+def test_an_oversized_job_runs_alone() -> None:
+    result = plan([job("big", tokens=5000), job("a", second=1), job("b", second=2)],
+                  max_tokens=100)
+    assert ("big",) in ids(result)
+    assert all(len(b) == 1 or "big" not in b for b in ids(result))
+
+
+# ---- properties -----------------------------------------------------------------------
+
+PREFIXES = [(), SYSTEM_A, SYSTEM_B, SYSTEM_A + (5,) * 20]
+MODELS, TENANTS = ("alpha", "beta"), ("t1", "t2")
 
 
 @st.composite
-def queues(draw: st.DrawFn) -> tuple[list[QueuedJob], BatchLimits]:
+def windows(draw: st.DrawFn) -> tuple[list[QueuedJob], BatchLimits, dict[str, str]]:
     count = draw(st.integers(min_value=0, max_value=40))
-    jobs = [
-        QueuedJob(
+    jobs = []
+    for i in range(count):
+        prefix = draw(st.sampled_from(PREFIXES))
+        suffix = tuple(draw(st.lists(st.integers(0, 3), min_size=1, max_size=3)))
+        sampled = draw(st.booleans())
+        model, tenant = draw(st.sampled_from(MODELS)), draw(st.sampled_from(TENANTS))
+        jobs.append(QueuedJob(
             id=f"j{i:03d}",
-            model=draw(st.sampled_from(["alpha", "beta", "gamma"])),
-            estimated_tokens=draw(st.integers(min_value=0, max_value=600)),
+            model=model,
+            estimated_tokens=draw(st.integers(min_value=0, max_value=300)),
             priority=draw(st.integers(min_value=-2, max_value=2)),
-            created_at=T0 + timedelta(seconds=draw(st.integers(min_value=0, max_value=5))),
-        )
-        for i in range(count)
-    ]
-    limits = BatchLimits(
-        max_jobs=draw(st.integers(min_value=1, max_value=8)),
-        max_tokens=draw(st.integers(min_value=1, max_value=500)),
-    )
-    return draw(st.permutations(jobs)), limits
+            created_at=T0 + timedelta(seconds=draw(st.integers(0, 5))),
+            tenant=tenant,
+            deadline_at=draw(st.none() | st.just(T0 + timedelta(seconds=10))),
+            # The key stands for the whole request: equal prompts share it unless sampled.
+            single_flight_key=None if sampled else f"{tenant}|{model}|{prefix}{suffix}",
+            prompt_tokens=prefix + suffix,
+        ))
+    limits = BatchLimits(max_jobs=draw(st.integers(1, 8)), max_tokens=draw(st.integers(1, 900)))
+    in_flight = draw(st.dictionaries(st.sampled_from([f"t1|alpha|{p}{(0,)}" for p in PREFIXES]),
+                                     st.just("flying"), max_size=2))
+    return draw(st.permutations(jobs)), limits, in_flight
+
+
+def _plan(case: tuple[list[QueuedJob], BatchLimits, dict[str, str]]) -> WindowPlan:
+    jobs, limits, in_flight = case
+    return plan_window(jobs, PlanOptions(limits, now=T0), in_flight)
 
 
 @PROPERTY
-@given(queues())
-def test_every_job_lands_in_exactly_one_batch(case: tuple[list[QueuedJob], BatchLimits]) -> None:
-    jobs, limits = case
-    planned = plan_batches(jobs, limits)
-    placed = Counter(j for b in planned for j in b.job_ids)
-    assert placed == Counter(j.id for j in jobs)
-    assert all(b.job_ids for b in planned)
-
-
-@PROPERTY
-@given(queues())
-def test_each_batch_holds_one_model_and_sums_its_tokens(
-    case: tuple[list[QueuedJob], BatchLimits],
+@given(windows())
+def test_every_job_is_placed_exactly_once(
+    case: tuple[list[QueuedJob], BatchLimits, dict[str, str]],
 ) -> None:
-    jobs, limits = case
+    result = _plan(case)
+    placed = Counter(j for b in result.batches for j in b.job_ids)
+    placed.update(list(result.followers))
+    placed.update(list(result.joined_in_flight))
+    assert placed == Counter(j.id for j in case[0])
+    in_batches = Counter(f for b in result.batches for f in b.follower_ids)
+    assert in_batches == Counter(list(result.followers))
+    assert all(b.job_ids for b in result.batches)
+
+
+@PROPERTY
+@given(windows())
+def test_batches_respect_bounds_unless_one_job_alone_is_too_big(
+    case: tuple[list[QueuedJob], BatchLimits, dict[str, str]],
+) -> None:
+    jobs, limits, _ = case
     by_id = {j.id: j for j in jobs}
-    for batch in plan_batches(jobs, limits):
-        assert {by_id[j].model for j in batch.job_ids} == {batch.model}
-        assert batch.estimated_tokens == sum(by_id[j].estimated_tokens for j in batch.job_ids)
-
-
-@PROPERTY
-@given(queues())
-def test_batches_respect_limits_unless_one_job_alone_is_too_big(
-    case: tuple[list[QueuedJob], BatchLimits],
-) -> None:
-    jobs, limits = case
-    for batch in plan_batches(jobs, limits):
+    for batch in _plan(case).batches:
         assert len(batch.job_ids) <= limits.max_jobs
+        assert batch.estimated_tokens == sum(by_id[j].estimated_tokens for j in batch.job_ids)
+        assert {by_id[j].model for j in batch.job_ids} == {batch.model}
         if batch.estimated_tokens > limits.max_tokens:
             assert len(batch.job_ids) == 1
 
 
 @PROPERTY
-@given(queues())
-def test_order_within_a_model_follows_priority_then_arrival(
-    case: tuple[list[QueuedJob], BatchLimits],
+@given(windows())
+def test_jobs_sharing_a_prefix_are_contiguous_within_a_batch(
+    case: tuple[list[QueuedJob], BatchLimits, dict[str, str]],
 ) -> None:
-    jobs, limits = case
-    by_id = {j.id: j for j in jobs}
-    for model in {j.model for j in jobs}:
-        placed = [
-            by_id[j] for b in plan_batches(jobs, limits) if b.model == model for j in b.job_ids
-        ]
-        keys = [(j.priority, j.created_at) for j in placed]
-        assert keys == sorted(keys)
-        assert len(placed) == sum(1 for j in jobs if j.model == model)
+    by_id = {j.id: j for j in case[0]}
+    for batch in _plan(case).batches:
+        for prefix in PREFIXES[1:]:
+            positions = [i for i, j in enumerate(batch.job_ids)
+                         if by_id[j].prompt_tokens[:len(prefix)] == prefix]
+            for tenant in ("t1", "t2"):
+                mine = [i for i in positions if by_id[batch.job_ids[i]].tenant == tenant]
+                assert mine == list(range(mine[0], mine[0] + len(mine))) if mine else True
 
 
 @PROPERTY
-@given(queues())
-def test_a_batch_is_only_cut_when_the_next_job_would_not_fit(
-    case: tuple[list[QueuedJob], BatchLimits],
+@given(windows())
+def test_dedupe_only_merges_identical_deterministic_requests(
+    case: tuple[list[QueuedJob], BatchLimits, dict[str, str]],
 ) -> None:
-    jobs, limits = case
+    jobs, _, in_flight = case
     by_id = {j.id: j for j in jobs}
-    planned = plan_batches(jobs, limits)
-    for model in {b.model for b in planned}:
-        mine = [b for b in planned if b.model == model]
-        for batch, following in pairwise(mine):
-            next_tokens = by_id[following.job_ids[0]].estimated_tokens
-            assert (
-                len(batch.job_ids) >= limits.max_jobs
-                or batch.estimated_tokens + next_tokens > limits.max_tokens
-            )
+    result = _plan(case)
+    for follower, leader in result.followers.items():
+        assert by_id[follower].single_flight_key is not None
+        assert by_id[follower].single_flight_key == by_id[leader].single_flight_key
+        assert by_id[follower].model == by_id[leader].model
+    for follower in result.joined_in_flight:
+        assert by_id[follower].single_flight_key in in_flight
+    leaders = [j for b in result.batches for j in b.job_ids]
+    keys = [by_id[j].single_flight_key for j in leaders if by_id[j].single_flight_key]
+    assert len(keys) == len(set(keys))
 
 
-BOUNDS = WindowBounds(min_ms=50, max_ms=100)
-LIMITS = BatchLimits(max_jobs=4, max_tokens=1000)
-
-
-@pytest.mark.parametrize(
-    ("waited_ms", "jobs", "tokens", "grew", "expected"),
-    [
-        pytest.param(10_000, 0, 0, False, False, id="nothing-queued-never-closes"),
-        pytest.param(0, 4, 40, True, True, id="full-by-job-count-closes-at-once"),
-        pytest.param(0, 1, 1000, True, True, id="full-by-tokens-closes-at-once"),
-        pytest.param(0, 3, 999, True, False, id="almost-full-keeps-waiting"),
-        pytest.param(10, 1, 10, False, False, id="before-min-keeps-waiting"),
-        pytest.param(50, 1, 10, False, True, id="at-min-and-quiet-closes"),
-        pytest.param(70, 1, 10, True, False, id="between-min-and-max-still-growing"),
-        pytest.param(99.9, 1, 10, True, False, id="just-before-max-still-growing"),
-        pytest.param(100, 1, 10, True, True, id="at-max-closes-even-while-growing"),
-        pytest.param(5000, 2, 20, True, True, id="past-max-closes"),
-    ],
-)
-def test_window_should_close(
-    waited_ms: float, jobs: int, tokens: int, grew: bool, expected: bool
+@PROPERTY
+@given(windows())
+def test_a_prefix_group_that_fits_one_batch_is_never_split(
+    case: tuple[list[QueuedJob], BatchLimits, dict[str, str]],
 ) -> None:
-    state = WindowState(
-        waited_ms=waited_ms, queued_jobs=jobs, queued_tokens=tokens, grew_since_last_look=grew
-    )
-    assert window_should_close(state, BOUNDS, LIMITS) is expected
+    jobs, limits, _ = case
+    result = _plan(case)
+    leaders = {j for b in result.batches for j in b.job_ids}
+    by_id = {j.id: j for j in jobs}
+    for prefix in PREFIXES[1:]:
+        for tenant in ("t1", "t2"):
+            for model in ("alpha", "beta"):
+                group = [by_id[j] for j in leaders if by_id[j].tenant == tenant
+                         and by_id[j].model == model
+                         and by_id[j].prompt_tokens[:len(prefix)] == prefix]
+                tokens = sum(j.estimated_tokens for j in group)
+                if group and len(group) <= limits.max_jobs and tokens <= limits.max_tokens:
+                    holding = [b for b in result.batches
+                               if any(j.id in b.job_ids for j in group)]
+                    assert len(holding) == 1
 
 
-@pytest.mark.parametrize(
-    ("pending", "models", "max_pending", "expected"),
-    [
-        pytest.param({}, ["a", "b"], 1, ["a", "b"], id="nothing-pending"),
-        pytest.param({"a": 1}, ["a", "b"], 1, ["b"], id="backed-up-model-dropped"),
-        pytest.param({"a": 0, "b": 3}, ["a", "b"], 1, ["a"], id="zero-pending-has-room"),
-        pytest.param({"a": 1}, ["a", "b"], 2, ["a", "b"], id="below-a-higher-limit"),
-        pytest.param({"a": 2}, ["a"], 2, [], id="at-limit-has-no-room"),
-        pytest.param({"z": 9}, ["c", "a"], 1, ["c", "a"], id="keeps-order-ignores-others"),
-        pytest.param({}, [], 1, [], id="no-models"),
-    ],
-)
-def test_models_with_room(
-    pending: dict[str, int], models: list[str], max_pending: int, expected: list[str]
-) -> None:
-    assert models_with_room(pending, models, max_pending) == expected
+@pytest.mark.parametrize("count", [1, 100])
+def test_planning_accepts_a_generator(count: int) -> None:
+    result = plan_window((job(f"j{i}", second=i) for i in range(count)),
+                         PlanOptions(BatchLimits(64, 10**6), now=T0))
+    assert sum(len(b.job_ids) for b in result.batches) == count

@@ -1,0 +1,65 @@
+"""Single-flight: identical deterministic requests in flight together run once.
+
+Two jobs may share one generation only if the engine would give both the same answer:
+same tenant (cache isolation and billing), same model, same prompt and the same sampling
+parameters, and sampling that is deterministic (greedy, or seeded). Sampled requests
+without a seed are never merged: each caller asked for its own draw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+def single_flight_key(tenant: str, model: str, request: Mapping[str, Any]) -> str | None:
+    """A digest of everything that determines the answer, or None when the request is
+    sampled without a seed. `request` is the stored engine request (prompt + sampling)."""
+    sampling = request.get("sampling", {})
+    if float(sampling.get("temperature", 0.0)) > 0 and sampling.get("seed") is None:
+        return None
+    canonical = json.dumps(
+        {"tenant": tenant, "model": model, "request": request},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Collapsible(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def single_flight_key(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Collapsed:
+    leaders: list[str]  # ids of the jobs the engine must run, in the order given
+    followers: dict[str, str]  # follower id -> leader id among `leaders`
+    joined_in_flight: dict[str, str]  # follower id -> id of a leader already batched
+
+
+def collapse(jobs: Sequence[Collapsible], in_flight: Mapping[str, str]) -> Collapsed:
+    """Pick one leader per key. `jobs` come most urgent first, so the leader is the most
+    urgent copy and the group runs as early as its most urgent member needs.
+    `in_flight` maps keys to leaders already batched or running: a new copy joins them."""
+    leaders: list[str] = []
+    followers: dict[str, str] = {}
+    joined: dict[str, str] = {}
+    leader_by_key: dict[str, str] = {}
+    for job in jobs:
+        key = job.single_flight_key
+        if key is None:
+            leaders.append(job.id)
+        elif key in in_flight:
+            joined[job.id] = in_flight[key]
+        elif key in leader_by_key:
+            followers[job.id] = leader_by_key[key]
+        else:
+            leader_by_key[key] = job.id
+            leaders.append(job.id)
+    return Collapsed(leaders, followers, joined)
