@@ -78,7 +78,8 @@ def claim_queued_jobs(
         select(Job.id, Job.model, Job.estimated_tokens, Job.priority, Job.created_at,
                Job.tenant_id, Job.deadline_at, Job.single_flight_key, Job.request)
         .where(Job.status == JobStatus.QUEUED, Job.model == model)
-        .order_by(_is_urgent(urgent_within).desc(), Job.priority, Job.created_at)
+        .order_by(_is_urgent(urgent_within).desc(), Job.priority, Job.created_at,
+                  Job.line_no)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     engine_enforce_eager: bool = True
     engine_dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
     engine_seed: int = 0
+    # Prefix-cache granularity in tokens. vLLM-CPU defaults to 128, so every job would
+    # recompute up to 127 tokens of a prefix it shares; 32 is the finest size its CPU
+    # kernels run at full speed. None: the engine's default.
+    engine_block_size: int | None = 32
+    # Caps the KV cache at this many blocks (None: sized from kv_cache_gib / memory).
+    engine_kv_cache_blocks: int | None = None
 
     # Coalescer: a window opens when work is queued and closes between min and max,
     # or at once when it holds a full batch.

@@ -31,6 +31,15 @@ def _configure_vllm_environment(settings: Settings) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _optional_engine_args(settings: Settings) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if settings.engine_block_size is not None:
+        args["block_size"] = settings.engine_block_size
+    if settings.engine_kv_cache_blocks is not None:
+        args["num_gpu_blocks_override"] = settings.engine_kv_cache_blocks
+    return args
+
+
 class VllmEngine:
     """Loads one `vllm.LLM` at construction; generate() may then be called any number of
     times. Construct it once per process."""
@@ -50,6 +59,7 @@ class VllmEngine:
             dtype=settings.engine_dtype,
             gpu_memory_utilization=settings.engine_gpu_memory_utilization,
             seed=settings.engine_seed,
+            **_optional_engine_args(settings),
         )
         self.tokenizer: Any = self.llm.get_tokenizer()
         self._chat_tokenizer = ChatTokenizer(self.tokenizer)

