@@ -14,6 +14,8 @@ from penny.errors import (
     InvalidRequest,
     NotFound,
     PennyError,
+    StateConflict,
+    TooLarge,
     Unauthorized,
     UnknownModel,
 )
@@ -24,6 +26,8 @@ STATUS_BY_ERROR: dict[type[PennyError], int] = {
     UnknownModel: 404,
     NotFound: 404,
     IdempotencyConflict: 409,
+    StateConflict: 409,
+    TooLarge: 413,
     Unauthorized: 401,
 }
 

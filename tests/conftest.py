@@ -23,7 +23,7 @@ from tests.support import MODELS_DIR, free_port, make_settings
 ADMIN_URL = os.environ.get("PENNY_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 REDIS_DB = int(os.environ.get("PENNY_TEST_REDIS_DB", "13"))
-TABLES = ("ledger_entries", "results", "jobs", "batches", "submissions", "tenants")
+TABLES = ("ledger_entries", "results", "jobs", "batches", "files", "submissions", "tenants")
 
 
 def _postgres_admin_url(tmp_root: Path) -> str:
