@@ -30,7 +30,7 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send, limit: int) -> None:
         body = json.dumps(error_body(
-            "request_too_large", f"the request body is larger than {limit} bytes"
+            "request_too_large", f"the request body is larger than {limit} bytes", status=413
         )).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),

@@ -101,8 +101,10 @@ def test_cancel_list_and_keys(tmp_path: Path, database_url: str) -> None:
     try:
         with LiveServer(create_app(runtime)) as server:
             client = sdk(server, "key-a")
-            with pytest.raises(anthropic.AuthenticationError):
+            with pytest.raises(anthropic.AuthenticationError) as refused:
                 sdk(server, "wrong").messages.batches.list()
+            assert isinstance(refused.value.body, dict)
+            assert refused.value.body["error"]["type"] == "authentication_error"
             ids = [client.messages.batches.create(requests=requests()[:1]).id  # type: ignore[arg-type]
                    for _ in range(3)]
             assert [b.id for b in client.messages.batches.list(limit=2)] == list(reversed(ids))

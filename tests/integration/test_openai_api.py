@@ -153,9 +153,12 @@ def test_create_rejects_unserved_endpoint_window_and_file(client: openai.OpenAI)
     with pytest.raises(openai.UnprocessableEntityError):
         client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
                               completion_window="48h")
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError) as missing:
         client.batches.create(input_file_id="file-missing", endpoint="/v1/chat/completions",
                               completion_window="24h")
+    # The SDK reads code, param and type from penny's error body.
+    assert (missing.value.code, missing.value.param, missing.value.type) == (
+        "not_found", "input_file_id", "not_found_error")
     with pytest.raises(openai.NotFoundError):
         client.batches.retrieve("batch_nope")
 
