@@ -221,3 +221,19 @@ def test_window_runs_out_before_anything_runs(client: openai.OpenAI, runtime: Ru
     assert again.status == "in_progress" and again.id != batch.id
     assert again.request_counts is not None and again.request_counts.total == 2
     assert again.model_extra is not None and again.model_extra["retry_of"] == batch.id
+
+
+def test_callback_url_from_extension_field_or_metadata(client: openai.OpenAI) -> None:
+    file_id = upload(client, [chat_line("a")])
+    by_field = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h",
+        extra_body={"callback_url": "https://hooks.example.test/penny"})
+    by_metadata = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h",
+        metadata={"callback_url": "https://hooks.example.test/meta"})
+    assert (by_field.model_extra or {})["callback_url"] == "https://hooks.example.test/penny"
+    fetched = client.batches.retrieve(by_metadata.id)
+    assert (fetched.model_extra or {})["callback_url"] == "https://hooks.example.test/meta"
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                              completion_window="24h", extra_body={"callback_url": "nope"})
