@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import FastAPI
 
-from api import health, jobs
+from api import anthropic_batches, health, jobs, openai_batches, openai_files
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from intake.limits import IntakeLimits
@@ -17,8 +19,16 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.settings = settings
     app.state.sessions = runtime.sessions
     app.state.intake_limits = IntakeLimits.from_settings(settings)
+    app.state.store = runtime.store
+    app.state.started_at = datetime.now(UTC)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(openai_files.router)
+    app.include_router(openai_batches.router)
+    app.include_router(anthropic_batches.router)
+    upload_limit = settings.max_file_bytes + openai_files.MULTIPART_SLACK_BYTES
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       path_limits={"/v1/files": upload_limit,
+                                    "/v1/messages/batches": settings.max_file_bytes})
     return app

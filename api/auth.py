@@ -17,7 +17,10 @@ def tenant_for_request(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key:
-        raise Unauthorized("send your API key as 'Authorization: Bearer <key>'")
+        # The Anthropic SDK sends its key in x-api-key.
+        key = request.headers.get("x-api-key", "")
+    if not key:
+        raise Unauthorized("send your API key as 'Authorization: Bearer <key>' or 'x-api-key'")
     tenant = settings.api_keys.get(key.strip())
     if tenant is None:
         raise Unauthorized("the API key is not valid")

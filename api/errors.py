@@ -1,5 +1,6 @@
 """The one mapping from errors to HTTP. Every error body has the same shape:
-{"error": {"code", "message", "param", "details"}}."""
+{"type": "error", "error": {"type", "code", "message", "param", "details"}}, which both the
+OpenAI and the Anthropic SDKs read."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from penny.errors import (
     InvalidRequest,
     NotFound,
     PennyError,
+    StateConflict,
+    TooLarge,
     Unauthorized,
     UnknownModel,
 )
@@ -24,8 +27,15 @@ STATUS_BY_ERROR: dict[type[PennyError], int] = {
     UnknownModel: 404,
     NotFound: 404,
     IdempotencyConflict: 409,
+    StateConflict: 409,
+    TooLarge: 413,
     Unauthorized: 401,
 }
+
+
+# The error `type` the OpenAI and Anthropic SDKs expect next to penny's own `code`.
+TYPE_BY_STATUS = {401: "authentication_error", 404: "not_found_error",
+                  413: "request_too_large", 500: "api_error"}
 
 
 def error_body(
@@ -33,9 +43,11 @@ def error_body(
     message: str,
     param: str | None = None,
     details: list[dict[str, object]] | None = None,
+    status: int = 400,
 ) -> dict[str, object]:
-    return {"error": {"code": code, "message": message, "param": param,
-                      "details": details or []}}
+    kind = TYPE_BY_STATUS.get(status, "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "code": code, "message": message,
+                                       "param": param, "details": details or []}}
 
 
 def _status_for(error: PennyError) -> int:
@@ -47,9 +59,10 @@ def _status_for(error: PennyError) -> int:
 
 async def _penny_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, PennyError)
+    status = _status_for(error)
     return JSONResponse(
-        error_body(error.code, error.message, error.param, error.details),
-        status_code=_status_for(error),
+        error_body(error.code, error.message, error.param, error.details, status),
+        status_code=status,
     )
 
 
@@ -75,7 +88,7 @@ async def _validation_error(_: Request, error: Exception) -> JSONResponse:
     first = details[0]
     return JSONResponse(
         error_body("invalid_request", f"{first['param']}: {first['message']}",
-                   str(first["param"]), details),
+                   str(first["param"]), details, 422),
         status_code=422,
     )
 
@@ -84,7 +97,8 @@ async def _http_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
         error.status_code, "http_error")
-    return JSONResponse(error_body(code, str(error.detail)), status_code=error.status_code,
+    return JSONResponse(error_body(code, str(error.detail), status=error.status_code),
+                        status_code=error.status_code,
                         headers=getattr(error, "headers", None))
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response
-from sqlalchemy.orm import Session, sessionmaker
+from fastapi import APIRouter, Header, Request, Response
 
-from api.auth import tenant_for_request
+from api.deps import Tenant, limits_of, sessions_of
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
-from intake.limits import IntakeLimits
 from intake.schema import JobRequest
 from intake.service import jobs_for_requests, request_hash, submit
 from models.submissions import get_job, get_submission, status_counts, tenant_id_for
@@ -19,20 +17,9 @@ from penny.settings import Settings
 
 router = APIRouter(prefix="/v1")
 
-Tenant = Annotated[str, Depends(tenant_for_request)]
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
 ]
-
-
-def _sessions(request: Request) -> sessionmaker[Session]:
-    sessions: sessionmaker[Session] = request.app.state.sessions
-    return sessions
-
-
-def _limits(request: Request) -> IntakeLimits:
-    limits: IntakeLimits = request.app.state.intake_limits
-    return limits
 
 
 def _parse_id(raw: str, what: str) -> uuid.UUID:
@@ -53,8 +40,8 @@ def create_job(
     body: JobRequest, request: Request, response: Response, tenant: Tenant,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
-    jobs = jobs_for_requests([body], _limits(request))
-    with _sessions(request)() as session:
+    jobs = jobs_for_requests([body], limits_of(request))
+    with sessions_of(request)() as session:
         stored = submit(
             session, tenant=tenant, kind="job", jobs=jobs,
             payload_hash=request_hash(body.model_dump(mode="json")),
@@ -80,8 +67,8 @@ def create_jobs(
             f"{len(body.jobs)} jobs in one request; the limit is {settings.max_bulk_jobs}",
             param="jobs",
         )
-    jobs = jobs_for_requests(body.jobs, _limits(request))
-    with _sessions(request)() as session:
+    jobs = jobs_for_requests(body.jobs, limits_of(request))
+    with sessions_of(request)() as session:
         stored = submit(
             session, tenant=tenant, kind="bulk", jobs=jobs,
             payload_hash=request_hash(body.model_dump(mode="json")),
@@ -95,7 +82,7 @@ def create_jobs(
 @router.get("/jobs/{job_id}")
 def read_job(job_id: str, request: Request, tenant: Tenant) -> JobOut:
     parsed = _parse_id(job_id, "job")
-    with _sessions(request)() as session:
+    with sessions_of(request)() as session:
         view = get_job(session, tenant_id_for(session, tenant), parsed)
         session.commit()
     if view is None:
@@ -106,7 +93,7 @@ def read_job(job_id: str, request: Request, tenant: Tenant) -> JobOut:
 @router.get("/submissions/{submission_id}")
 def read_submission(submission_id: str, request: Request, tenant: Tenant) -> SubmissionOut:
     parsed = _parse_id(submission_id, "submission")
-    with _sessions(request)() as session:
+    with sessions_of(request)() as session:
         row = get_submission(session, tenant_id_for(session, tenant), parsed)
         session.commit()
         if row is None:

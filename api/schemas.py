@@ -43,7 +43,7 @@ class Cost(BaseModel):
     list_usd: str
     engine_seconds: float
     served_by: str  # "engine", or "single_flight" when an identical job's run answered it
-    saved_usd: str
+    single_flight_saved_usd: str
 
 
 class JobResultBody(BaseModel):
@@ -87,7 +87,8 @@ class JobOut(BaseModel):
                         completion_tokens=result.output_tokens) if result else None,
             cost=Cost(usd=str(ledger.cost_usd), list_usd=str(ledger.list_cost_usd),
                       engine_seconds=ledger.engine_seconds, served_by=ledger.served_by,
-                      saved_usd=str(ledger.saved_usd)) if ledger else None,
+                      single_flight_saved_usd=str(ledger.single_flight_saved_usd))
+            if ledger else None,
             error=job.error,
         )
 

@@ -27,13 +27,12 @@ from coalescer.planning import BatchLimits, PlannedBatch, PlanOptions, QueuedJob
 from coalescer.windows import WindowBounds, WindowState, batch_room, window_should_close
 from models.queue import (
     QueuedRow,
-    attach_followers,
     claim_queued_jobs,
     create_batches,
-    in_flight_leaders,
     pending_batch_counts,
     queued_snapshot,
 )
+from models.single_flight import attach_followers, in_flight_leaders
 from models.workers import live_workers, worker_loads
 from penny.settings import Settings
 from storage.port import ObjectStore

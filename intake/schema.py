@@ -5,6 +5,7 @@ One pydantic model validates every path in, so a field means the same thing ever
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -17,13 +18,20 @@ MAX_COMPLETION_WINDOW = timedelta(days=7)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 
+def completion_window_length(text: str) -> timedelta | None:
+    """"90s", "30m", "24h" -> its length; None when it is not written that way."""
+    if re.fullmatch(COMPLETION_WINDOW_PATTERN, text) is None:
+        return None
+    return timedelta(seconds=int(text[:-1]) * _UNIT_SECONDS[text[-1]])
+
+
 def parse_completion_window(text: str) -> timedelta:
-    """"30m" -> 30 minutes. The pattern is checked by the schema; the bound is checked here."""
-    window = timedelta(seconds=int(text[:-1]) * _UNIT_SECONDS[text[-1]])
+    window = completion_window_length(text)
+    if window is None:
+        raise ValueError(f"completion_window {text!r} is not like '24h', '30m' or '90s'")
     if window > MAX_COMPLETION_WINDOW:
         raise ValueError(f"completion_window may be at most {MAX_COMPLETION_WINDOW.days} days")
     return window
-
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -29,7 +29,7 @@ def request_hash(payload: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _new_job(line_no: int, request: JobRequest, model: str) -> NewJob:
+def new_job(line_no: int, request: JobRequest, model: str) -> NewJob:
     return NewJob(
         line_no=line_no,
         model=model,
@@ -55,12 +55,12 @@ def _failed_line(line_no: int, model: str, code: str, message: str, raw: str) ->
 def jobs_for_requests(requests: Sequence[JobRequest], limits: IntakeLimits) -> list[NewJob]:
     """All or nothing: any bad item rejects the request, naming every bad item."""
     if len(requests) == 1:  # a single job's error is the answer itself, with its own kind
-        return [_new_job(0, requests[0], resolve_model(requests[0], limits))]
+        return [new_job(0, requests[0], resolve_model(requests[0], limits))]
     jobs: list[NewJob] = []
     problems: list[dict[str, object]] = []
     for index, request in enumerate(requests):
         try:
-            jobs.append(_new_job(index, request, resolve_model(request, limits)))
+            jobs.append(new_job(index, request, resolve_model(request, limits)))
         except PennyError as error:
             problems.append(
                 {"index": index, "code": error.code, "message": error.message,
@@ -97,7 +97,7 @@ def jobs_for_file(outcomes: Sequence[LineOutcome], limits: IntakeLimits) -> list
                 )
             )
             continue
-        job = _new_job(outcome.line_no, outcome.request, model)
+        job = new_job(outcome.line_no, outcome.request, model)
         jobs.append(job)
     return jobs
 
@@ -111,6 +111,7 @@ def submit(
     payload_hash: str,
     idempotency_key: str | None = None,
     source_name: str | None = None,
+    columns: Mapping[str, Any] | None = None,
 ) -> StoredSubmission:
     """Queue `jobs` as one submission and commit; replay the original on a repeated key."""
     tenant_id = tenant_id_for(session, tenant)
@@ -122,6 +123,7 @@ def submit(
         jobs=jobs,
         idempotency_key=idempotency_key,
         source_name=source_name,
+        columns=columns,
     )
     if stored is not None:
         session.commit()

@@ -70,15 +70,15 @@ SERVED_BY_SINGLE_FLIGHT = "single_flight"
 def copied_answer_ledger(leader: Mapping[str, Any], leader_id: uuid.UUID) -> dict[str, Any]:
     """The ledger row of a copy answered from its leader's generation (single-flight).
 
-    It used no engine time, so it costs nothing; `saved_usd` is what generating it again
-    would have cost (the leader's cost). The tokens are the leader's, so the list price
-    still says what a hosted API would have charged for this request.
+    It used no engine time, so it costs nothing; `single_flight_saved_usd` is what
+    generating it again would have cost (the leader's cost). The tokens are the leader's,
+    so the list price still says what a hosted API would have charged for this request.
     """
     return {
         **leader,
         "engine_seconds": 0.0,
         "cost_usd": Decimal(0),
-        "saved_usd": Decimal(leader["cost_usd"]),
+        "single_flight_saved_usd": Decimal(leader["cost_usd"]),
         "served_by": SERVED_BY_SINGLE_FLIGHT,
         "source_job_id": leader_id,
     }

@@ -32,12 +32,13 @@ class JobRecord:
     list_cost_usd: Decimal
     billed: bool  # False when no ledger row exists (the job never ran to completion)
     served_by: str = "engine"  # or "single_flight": answered from an identical job's run
-    saved_usd: Decimal = Decimal(0)  # what penny did not spend thanks to that
+    single_flight_saved_usd: Decimal = Decimal(0)  # what penny did not spend thanks to that
 
 
 LEDGER_COLUMNS = (
     "job_id", "line", "custom_id", "model", "status", "input_tokens", "cached_tokens",
-    "output_tokens", "engine_seconds", "cost_usd", "list_cost_usd", "served_by", "saved_usd",
+    "output_tokens", "engine_seconds", "cost_usd", "list_cost_usd", "served_by",
+    "single_flight_saved_usd",
 )
 
 
@@ -73,7 +74,7 @@ class LedgerTotals:
     engine_seconds: float
     cost_usd: Decimal
     list_cost_usd: Decimal
-    saved_usd: Decimal = Decimal(0)
+    single_flight_saved_usd: Decimal = Decimal(0)
     single_flight_jobs: int = 0
 
     @property
@@ -93,7 +94,7 @@ def totals(records: Sequence[JobRecord]) -> LedgerTotals:
         engine_seconds=sum(r.engine_seconds for r in billed),
         cost_usd=sum((r.cost_usd for r in billed), Decimal(0)),
         list_cost_usd=sum((r.list_cost_usd for r in billed), Decimal(0)),
-        saved_usd=sum((r.saved_usd for r in billed), Decimal(0)),
+        single_flight_saved_usd=sum((r.single_flight_saved_usd for r in billed), Decimal(0)),
         single_flight_jobs=sum(1 for r in billed if r.served_by != "engine"),
     )
 

@@ -72,7 +72,7 @@ def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
                 list_cost_usd=ledger.list_cost_usd if ledger else Decimal(0),
                 billed=ledger is not None,
                 served_by=ledger.served_by if ledger else "engine",
-                saved_usd=ledger.saved_usd if ledger else Decimal(0),
+                single_flight_saved_usd=ledger.single_flight_saved_usd if ledger else Decimal(0),
             )
         )
     return records

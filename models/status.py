@@ -59,3 +59,4 @@ class SubmissionStatus(StrEnum):
     OPEN = "open"
     FINALIZING = "finalizing"
     COMPLETED = "completed"
+    FAILED = "failed"  # a batch whose input failed validation; nothing ran

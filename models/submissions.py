@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,9 +71,11 @@ def insert_submission(
     jobs: Sequence[NewJob],
     idempotency_key: str | None,
     source_name: str | None = None,
+    columns: Mapping[str, Any] | None = None,
 ) -> StoredSubmission | None:
     """Insert a submission and its jobs; None when the idempotency key is already taken.
 
+    `columns` sets further submission columns (a batch API's endpoint, window, ...).
     The caller commits. The insert races safely with a concurrent twin: the unique
     (tenant, idempotency key) constraint lets exactly one of them in.
     """
@@ -88,6 +90,7 @@ def insert_submission(
             total_jobs=len(jobs),
             idempotency_key=idempotency_key,
             source_name=source_name,
+            **(columns or {}),
         )
         .on_conflict_do_nothing()
         .returning(Submission.id)
@@ -96,6 +99,8 @@ def insert_submission(
         return None
     job_ids = [uuid.uuid4() for _ in jobs]
     now = datetime.now(UTC)  # SQL now() cannot ride along in an executemany
+    if not jobs:  # a batch that failed validation has no jobs
+        return StoredSubmission(session.get_one(Submission, submission_id), [], replayed=False)
     session.execute(
         insert(Job),
         [

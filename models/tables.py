@@ -51,7 +51,12 @@ class Submission(Base):
     """One unit of intake: a single job, a bulk request or a file. Outputs are per submission."""
 
     __tablename__ = "submissions"
-    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        Index("ix_submissions_open_expiry", "expires_at",
+              postgresql_where=text("status = 'open' AND expires_at IS NOT NULL")),
+        Index("ix_submissions_tenant_kind_created", "tenant_id", "kind", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), nullable=False)
@@ -65,6 +70,45 @@ class Submission(Base):
     created_at: Mapped[datetime] = _now()
     finalizing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # Batch-API submissions (kind "openai_batch" / "anthropic_batch"); null for the others.
+    endpoint: Mapped[str | None] = mapped_column(String(40))
+    completion_window: Mapped[str | None] = mapped_column(String(10))
+    # When the completion window runs out: the sweeper expires whatever has not started.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    batch_metadata: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
+    input_file_id: Mapped[str | None] = mapped_column(String(64))
+    output_file_id: Mapped[str | None] = mapped_column(String(64))
+    error_file_id: Mapped[str | None] = mapped_column(String(64))
+    output_expires_after_seconds: Mapped[int | None] = mapped_column(Integer)
+    # Validation errors of a batch that failed before anything ran: [{line, code, ...}].
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
+    retry_of: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("submissions.id", name="fk_submissions_retry_of"))
+    cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Deleted batches vanish from the batch APIs; their jobs and ledger rows stay (billing).
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StoredFile(Base):
+    """A file of the OpenAI-compatible Files API; its bytes live in the object store."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    purpose: Mapped[str] = mapped_column(String(40), nullable=False)
+    filename: Mapped[str] = mapped_column(String(500), nullable=False)
+    bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    object_key: Mapped[str] = mapped_column(String(500), nullable=False)
+    # The batch whose output (or error) file this is; null for uploads.
+    submission_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("submissions.id"))
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Job(Base):
@@ -177,10 +221,12 @@ class LedgerEntry(Base):
     cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
     list_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
     # "engine": generated for this job. "single_flight": copied from `source_job_id`'s
-    # generation; cost 0 and `saved_usd` is what generating it again would have cost.
+    # generation; it costs 0 and `single_flight_saved_usd` is what a second run would
+    # have cost.
     served_by: Mapped[str] = mapped_column(String(20), nullable=False, server_default="engine")
     source_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    single_flight_saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                             server_default="0")
     created_at: Mapped[datetime] = _now()
 
 

@@ -52,3 +52,15 @@ class InputFileError(PennyError):
     """A whole input file is unusable (unreadable, wrong format, empty, too large)."""
 
     code = "invalid_file"
+
+
+class StateConflict(PennyError):
+    """The request does not fit the object's current state (cancel an ended batch, ...)."""
+
+    code = "invalid_state"
+
+
+class TooLarge(PennyError):
+    """An upload is over the configured size limit."""
+
+    code = "file_too_large"

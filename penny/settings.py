@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     max_bulk_jobs: int = 5000
     max_prompt_chars: int = 200_000
     max_output_tokens: int = 4096
+    # Batch APIs (OpenAI- and Anthropic-compatible): the hosted APIs' own limits by default.
+    max_file_bytes: int = 200 * 1024 * 1024
+    max_batch_requests: int = 50_000
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -32,3 +32,6 @@ class S3Store:
     def get(self, key: str) -> bytes:
         response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         return response["Body"].read()
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))

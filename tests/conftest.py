@@ -14,16 +14,14 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
-from sqlalchemy import text
 
 from penny.runtime import Runtime, open_runtime
 from penny.settings import Settings
-from tests.support import MODELS_DIR, free_port, make_settings
+from tests.support import MODELS_DIR, free_port, make_settings, reset_tables
 
 ADMIN_URL = os.environ.get("PENNY_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 REDIS_DB = int(os.environ.get("PENNY_TEST_REDIS_DB", "13"))
-TABLES = ("ledger_entries", "results", "jobs", "batches", "submissions", "tenants", "workers")
 
 
 def _postgres_admin_url(tmp_root: Path) -> str:
@@ -90,8 +88,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 @pytest.fixture
 def runtime(settings: Settings) -> Iterator[Runtime]:
     runtime = open_runtime(settings)
-    with runtime.db.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+    reset_tables(runtime)
     yield runtime
     runtime.close()
 

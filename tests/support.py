@@ -10,12 +10,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy import text
 
+from penny.runtime import Runtime
 from penny.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 # The model directory `make install` prepares; tests reuse it instead of converting again.
 MODELS_DIR = Path(os.environ.get("PENNY_TEST_MODELS_DIR", REPO / "var" / "models"))
+
+
+TABLES = ("ledger_entries", "results", "jobs", "batches", "files", "submissions", "tenants",
+          "workers")
+
+
+def reset_tables(runtime: Runtime) -> None:
+    """Empty every table, so a test sees only its own rows (the database is per session)."""
+    with runtime.db.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
 
 
 def free_port() -> int:

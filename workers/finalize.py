@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ledger.report import ledger_csv, ledger_json, results_jsonl
 from models.reports import complete_submission, job_records, take_finished_submissions
 from storage.port import ObjectStore
+from workers.batch_files import write_batch_files
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def write_outputs(session: Session, store: ObjectStore, submission_id: uuid.UUID
         ),
         "ledger_csv": store.put(keys["ledger_csv"], ledger_csv(records), "text/csv"),
     }
+    write_batch_files(session, store, submission_id)  # OpenAI batches: output + error files
     complete_submission(session, submission_id, outputs)
 
 

@@ -1,5 +1,6 @@
 """The sweeper: re-dispatches work whose lease ran out or whose task message was lost,
-fails work that ran out of attempts, and finalizes submissions that were missed."""
+fails work that ran out of attempts, expires batches whose completion window ran out,
+removes expired files, and finalizes submissions that were missed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import logging
 from sqlalchemy.orm import Session, sessionmaker
 
 from coalescer.dispatch import Dispatcher
+from models.batches import expire_overdue_batches
+from models.files import take_expired_files
 from models.queue import sweep_expired_leases
 from penny.settings import Settings
 from storage.port import ObjectStore
@@ -31,4 +34,12 @@ def sweep(
         dispatcher.dispatch(batch_id, model)
     for batch_id in result.failed:
         log.error("batch %s failed: out of attempts", batch_id)
+    with sessions() as session:
+        for submission_id in expire_overdue_batches(session):
+            log.info("batch submission %s expired: its completion window ran out",
+                     submission_id)
+        expired_files = take_expired_files(session)
+        session.commit()  # rows first: a crash now leaves an orphan object, never a dead row
+    for _, object_key in expired_files:
+        store.delete(object_key)
     finalize_ready(sessions, store)

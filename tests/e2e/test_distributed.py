@@ -22,7 +22,7 @@ from models.status import BatchStatus
 from models.tables import Batch, Job, LedgerEntry, Result
 from penny.runtime import Runtime, open_runtime
 from penny.settings import Settings
-from tests.support import make_settings, wait_until
+from tests.support import make_settings, reset_tables, wait_until
 from workers.celery_app import CeleryDispatcher, make_celery
 
 pytestmark = pytest.mark.engine
@@ -35,6 +35,7 @@ def distributed(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[R
     settings = make_settings(tmp_path, database_url, redis_url=redis_url,
                              lease_seconds=LEASE_SECONDS, max_batch_jobs=24)
     runtime = open_runtime(settings)
+    reset_tables(runtime)  # the test counts every job in the database
     coalescer = Coalescer(settings, runtime.sessions, CeleryDispatcher(make_celery(settings)),
                           runtime.store, list(settings.models))
     stop = threading.Event()

@@ -77,7 +77,7 @@ def test_identical_jobs_run_once_and_every_copy_is_answered(
         assert ledger.served_by == "single_flight"
         assert ledger.source_job_id == leader_ledger.job_id
         assert ledger.cost_usd == Decimal(0) and ledger.engine_seconds == 0
-        assert ledger.saved_usd == leader_ledger.cost_usd
+        assert ledger.single_flight_saved_usd == leader_ledger.cost_usd
         assert ledger.list_cost_usd == leader_ledger.list_cost_usd
         assert (result.text, result.output_tokens) == (leader_result.text,
                                                        leader_result.output_tokens)
@@ -119,3 +119,23 @@ def test_a_copy_arriving_while_its_twin_runs_joins_it(
     assert copy_result.text == leader_result.text
     with runtime.sessions() as session:
         assert session.execute(select(func.count()).select_from(Batch)).scalar_one() == 1
+
+
+def test_tenants_never_share_a_prefix_cache_entry(runtime: Runtime, engine: VllmEngine) -> None:
+    system = "You answer questions about the tide tables of small harbours. " * 12
+
+    def ask(tenant: str, question: str) -> Result:
+        ids = queue(runtime, tenant, [{"messages": [{"role": "system", "content": system},
+                                                    {"role": "user", "content": question}],
+                                       "max_tokens": 4}])
+        wait_until(lambda: finished(runtime, ids), timeout=120, what=f"{tenant}'s job")
+        return ledger_of(runtime, ids)[0][1]
+
+    engine.llm.reset_prefix_cache()
+    with InProcessPipeline(runtime, [engine]):
+        first = ask("acme", "When is high tide?")
+        stranger = ask("globex", "When is low tide?")
+        again = ask("acme", "When is the next spring tide?")
+    assert first.cached_tokens == 0
+    assert stranger.cached_tokens == 0  # same prompt prefix, other tenant: no reuse
+    assert again.cached_tokens >= 128  # same tenant: the system prompt came from cache

@@ -143,3 +143,21 @@ def test_price_job_custom_price() -> None:
     assert priced.cost_usd == Decimal("0.0200000000")
     # (1000 * 3 + 1000 * 0.30 + 100 * 15) / 1e6 = 4800 / 1e6
     assert priced.list_cost_usd == Decimal("0.0048000000")
+
+
+def test_a_single_flight_copy_costs_nothing_and_records_what_it_saved() -> None:
+    import uuid
+
+    from ledger.pricing import copied_answer_ledger
+
+    leader_id = uuid.uuid4()
+    leader = {"model": "m", "input_tokens": 100, "cached_tokens": 64, "output_tokens": 9,
+              "engine_seconds": 0.25, "cost_usd": Decimal("0.0000069444"),
+              "list_cost_usd": Decimal("0.0000161")}
+    copy = copied_answer_ledger(leader, leader_id)
+    assert copy["cost_usd"] == 0 and copy["engine_seconds"] == 0
+    assert copy["single_flight_saved_usd"] == leader["cost_usd"]
+    assert copy["list_cost_usd"] == leader["list_cost_usd"]
+    assert (copy["input_tokens"], copy["output_tokens"]) == (100, 9)
+    assert copy["served_by"] == "single_flight" and copy["source_job_id"] == leader_id
+    assert leader["cost_usd"] == Decimal("0.0000069444")  # the leader's row is untouched

@@ -101,7 +101,8 @@ def test_ledger_json_totals() -> None:
     assert summary == {
         "jobs": 4, "succeeded": 2, "failed": 2, "input_tokens": 400, "cached_tokens": 40,
         "output_tokens": 70, "engine_seconds": 1.75, "cost_usd": "0.0000486111",
-        "list_cost_usd": "0.0000990000",
+        "list_cost_usd": "0.0000990000", "single_flight_saved_usd": "0",
+        "single_flight_jobs": 0,
     }
 
 
@@ -110,9 +111,9 @@ def test_ledger_csv_header_and_rows() -> None:
     assert tuple(rows[0]) == LEDGER_COLUMNS
     assert rows[1:] == [
         ["j1", "1", "c-j1", "tiny", "succeeded", "100", "40", "20", "0.5", "0.0000138889",
-         "0.0000240000"],
+         "0.0000240000", "engine", "0"],
         ["j2", "2", "", "tiny", "succeeded", "300", "0", "50", "1.25", "0.0000347222",
-         "0.0000750000"],
+         "0.0000750000", "engine", "0"],
     ]
 
 

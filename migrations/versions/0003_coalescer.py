@@ -1,7 +1,7 @@
 """coalescer: deadlines, single-flight, prefix affinity, worker presence, ledger savings
 
-Revision ID: 0002_coalescer
-Revises: 0001
+Revision ID: 0003_coalescer
+Revises: 0002_openai_batches
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_coalescer"
-down_revision: str | None = "0001"
+revision: str = "0003_coalescer"
+down_revision: str | None = "0002_openai_batches"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -36,7 +36,7 @@ def upgrade() -> None:
     op.add_column("ledger_entries", sa.Column("served_by", sa.String(20),
                                               server_default="engine", nullable=False))
     op.add_column("ledger_entries", sa.Column("source_job_id", sa.Uuid()))
-    op.add_column("ledger_entries", sa.Column("saved_usd", MONEY, server_default="0",
+    op.add_column("ledger_entries", sa.Column("single_flight_saved_usd", MONEY, server_default="0",
                                               nullable=False))
     op.create_table(
         "workers",
@@ -52,7 +52,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("workers")
-    for column in ("saved_usd", "source_job_id", "served_by"):
+    for column in ("single_flight_saved_usd", "source_job_id", "served_by"):
         op.drop_column("ledger_entries", column)
     for column in ("target_worker", "shared_prefix_tokens", "prefix_key"):
         op.drop_column("batches", column)

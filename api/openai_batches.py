@@ -1,0 +1,135 @@
+"""The OpenAI-compatible Batch API (`/v1/batches`), plus penny's `retry` extension."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from sqlalchemy.orm import Session
+
+from api.batch_views import OPENAI_BATCH_PREFIX, openai_batch, openai_list
+from api.deps import Tenant, limits_of, sessions_of, settings_of, store_of
+from intake.batches import OpenAIBatchParams, batch_uuid, create_openai_batch, retry_batch
+from intake.service import request_hash
+from models.batches import OPENAI_KIND, cancel_batch, get_batch, list_batches, progress_of
+from models.submissions import tenant_id_for
+from models.tables import Submission
+from penny.errors import NotFound, StateConflict
+
+router = APIRouter(prefix="/v1")
+
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+]
+
+
+class OutputExpiresAfter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    anchor: Literal["created_at"]
+    seconds: int = Field(ge=3600, le=30 * 24 * 3600)
+
+
+class CreateBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: str = Field(min_length=1, max_length=64)
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None, max_length=16)
+    output_expires_after: OutputExpiresAfter | None = None
+    # penny's extension: where to announce the batch's end (also read from metadata).
+    callback_url: HttpUrl | None = None
+
+
+def _view(session: Session, row: Submission) -> dict[str, Any]:
+    return openai_batch(row, progress_of(session, [row.id])[row.id])
+
+
+def _load(session: Session, tenant: str, batch_id: str) -> Submission:
+    row = get_batch(session, tenant_id_for(session, tenant),
+                    batch_uuid(batch_id, OPENAI_BATCH_PREFIX), OPENAI_KIND)
+    if row is None:
+        raise NotFound(f"no batch with id {batch_id!r}", param="batch_id")
+    return row
+
+
+@router.post("/batches")
+def create_batch(
+    body: CreateBatch, request: Request, response: Response, tenant: Tenant,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    callback = body.callback_url or (body.metadata or {}).get("callback_url")
+    params = OpenAIBatchParams(
+        input_file_id=body.input_file_id,
+        endpoint=body.endpoint,
+        completion_window=body.completion_window,
+        metadata=body.metadata,
+        output_expires_after_seconds=(body.output_expires_after.seconds
+                                      if body.output_expires_after else None),
+        callback_url=str(callback) if callback else None,
+    )
+    with sessions_of(request)() as session:
+        stored = create_openai_batch(
+            session, store_of(request), limits_of(request), tenant=tenant, params=params,
+            max_requests=settings_of(request).max_batch_requests,
+            payload_hash=request_hash(body.model_dump(mode="json")),
+            idempotency_key=idempotency_key,
+        )
+        if stored.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return _view(session, stored.submission)
+
+
+@router.get("/batches")
+def read_batches(
+    request: Request,
+    tenant: Tenant,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    cursor = batch_uuid(after, OPENAI_BATCH_PREFIX) if after else None
+    with sessions_of(request)() as session:
+        page = list_batches(session, tenant_id_for(session, tenant), OPENAI_KIND, limit=limit,
+                            after=cursor)
+        progress = progress_of(session, [b.id for b in page.batches])
+        session.commit()
+    return openai_list([openai_batch(b, progress[b.id]) for b in page.batches], page.has_more)
+
+
+@router.get("/batches/{batch_id}")
+def read_batch(batch_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
+    with sessions_of(request)() as session:
+        view = _view(session, _load(session, tenant, batch_id))
+        session.commit()
+    return view
+
+
+@router.post("/batches/{batch_id}/cancel")
+def cancel(batch_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
+    """Jobs not yet started are cancelled now; running ones finish and stay in the output
+    (and the bill). The batch reads `cancelling` until its last running job is done."""
+    with sessions_of(request)() as session:
+        row = _load(session, tenant, batch_id)
+        if not cancel_batch(session, row.id):
+            session.rollback()
+            raise StateConflict(f"batch {batch_id!r} cannot be cancelled: it is "
+                                f"{_view(session, row)['status']}", param="batch_id")
+        session.commit()
+        session.refresh(row)
+        view = _view(session, row)
+        session.commit()
+    return view
+
+
+@router.post("/batches/{batch_id}/retry")
+def retry(batch_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
+    """penny's extension: a new batch re-running this one's failed, expired and cancelled
+    lines, with the same custom_ids."""
+    with sessions_of(request)() as session:
+        original = _load(session, tenant, batch_id)
+        stored = retry_batch(session, tenant=tenant, original=original,
+                             payload_hash=request_hash(["retry", batch_id]))
+        return _view(session, stored.submission)

@@ -1,0 +1,121 @@
+"""The OpenAI-compatible Files API (`/v1/files`) and model list (`/v1/models`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+
+from api.batch_views import file_object, openai_list, unix
+from api.deps import Tenant, sessions_of, settings_of, store_of
+from models.files import delete_file, get_file, insert_file, list_files, new_file_id
+from models.files import object_key_for as file_key
+from models.submissions import tenant_id_for
+from penny.errors import InvalidRequest, NotFound, TooLarge
+
+router = APIRouter(prefix="/v1")
+
+# Uploads penny accepts: batch inputs. (Outputs are `batch_output`, written by penny.)
+UPLOAD_PURPOSES = frozenset({"batch"})
+MIN_EXPIRY_SECONDS, MAX_EXPIRY_SECONDS = 3600, 30 * 24 * 3600
+# The multipart envelope around the file: boundaries, headers, the purpose field.
+MULTIPART_SLACK_BYTES = 64 * 1024
+
+
+def _expiry_seconds(anchor: str | None, seconds: int | None) -> int | None:
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise InvalidRequest("expires_after[anchor] must be 'created_at'",
+                             param="expires_after.anchor")
+    if seconds is None or not MIN_EXPIRY_SECONDS <= seconds <= MAX_EXPIRY_SECONDS:
+        raise InvalidRequest(
+            f"expires_after[seconds] must be between {MIN_EXPIRY_SECONDS} and "
+            f"{MAX_EXPIRY_SECONDS}", param="expires_after.seconds")
+    return seconds
+
+
+@router.post("/files")
+def upload_file(
+    request: Request,
+    tenant: Tenant,
+    file: Annotated[UploadFile, File()],
+    purpose: Annotated[str, Form()],
+    expires_anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
+    expires_seconds: Annotated[int | None, Form(alias="expires_after[seconds]")] = None,
+) -> dict[str, Any]:
+    if purpose not in UPLOAD_PURPOSES:
+        raise InvalidRequest(f"purpose {purpose!r} is not served here; upload batch inputs "
+                             "with purpose 'batch'", param="purpose")
+    expiry = _expiry_seconds(expires_anchor, expires_seconds)
+    limit = settings_of(request).max_file_bytes
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"the file is larger than {limit} bytes", param="file")
+    file_id = new_file_id()
+    store_of(request).put(file_key(file_id), data, "application/jsonl")
+    with sessions_of(request)() as session:
+        row = insert_file(session, file_id=file_id, tenant_id=tenant_id_for(session, tenant),
+                          purpose=purpose, filename=file.filename or "upload.jsonl",
+                          size=len(data), expires_after_seconds=expiry)
+        session.commit()
+        return file_object(row)
+
+
+@router.get("/files")
+def read_files(
+    request: Request,
+    tenant: Tenant,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+    purpose: str | None = None,
+) -> dict[str, Any]:
+    with sessions_of(request)() as session:
+        page = list_files(session, tenant_id_for(session, tenant), limit=limit, after=after,
+                          newest_first=order == "desc", purpose=purpose)
+        session.commit()
+        return openai_list([file_object(f) for f in page.files], page.has_more)
+
+
+@router.get("/files/{file_id}")
+def read_file(file_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
+    with sessions_of(request)() as session:
+        row = get_file(session, tenant_id_for(session, tenant), file_id)
+        session.commit()
+    if row is None:
+        raise NotFound(f"no file with id {file_id!r}", param="file_id")
+    return file_object(row)
+
+
+@router.get("/files/{file_id}/content")
+def read_file_content(file_id: str, request: Request, tenant: Tenant) -> Response:
+    with sessions_of(request)() as session:
+        row = get_file(session, tenant_id_for(session, tenant), file_id)
+        session.commit()
+    if row is None:
+        raise NotFound(f"no file with id {file_id!r}", param="file_id")
+    return Response(store_of(request).get(row.object_key),
+                    media_type="application/octet-stream")
+
+
+@router.delete("/files/{file_id}")
+def remove_file(file_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
+    with sessions_of(request)() as session:
+        row = delete_file(session, tenant_id_for(session, tenant), file_id)
+        session.commit()
+    if row is None:
+        raise NotFound(f"no file with id {file_id!r}", param="file_id")
+    store_of(request).delete(row.object_key)
+    return {"id": file_id, "object": "file", "deleted": True}
+
+
+@router.get("/models")
+def read_models(request: Request, tenant: Tenant) -> dict[str, Any]:
+    """The served models, in the OpenAI list shape. `created` is when this server started:
+    penny knows no better date for a model it loads from a directory."""
+    started = unix(request.app.state.started_at)
+    return {"object": "list", "data": [
+        {"id": name, "object": "model", "created": started, "owned_by": "penny"}
+        for name in sorted(settings_of(request).models)
+    ]}

@@ -1,0 +1,135 @@
+"""The output and error files of an OpenAI batch. Pure.
+
+Every line is `{id, custom_id, response, error}`: a succeeded request carries a normal
+chat.completion / text_completion body with status 200 in the output file; everything else
+goes to the error file, as an HTTP-style error in `response` when the request itself was
+at fault, or as `error: {code, message}` when the batch stopped it (cancel, expiry, a
+worker lost too often). penny adds `penny_cost` to every line that was billed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from compat.records import LineRecord, line_cost
+from models.status import JobStatus
+
+CHAT_ENDPOINT = "/v1/chat/completions"
+# Job error codes that mean "the batch, not the request, ended this line".
+_BATCH_LEVEL_ERRORS = {
+    JobStatus.CANCELLED: ("batch_cancelled", "the batch was cancelled before this request ran"),
+    JobStatus.EXPIRED: ("batch_expired",
+                        "the batch's completion window ran out before this request ran"),
+}
+_TIMEOUT_CODES = frozenset({"max_attempts_exceeded"})
+# Errors a request brings on itself (400); anything else is the server's fault (500).
+_CLIENT_ERROR_CODES = frozenset({"context_length_exceeded", "invalid_request", "invalid_line",
+                                 "invalid_json", "model_not_found"})
+
+
+@dataclass(frozen=True)
+class BatchFiles:
+    output: bytes
+    errors: bytes
+    output_lines: int
+    error_lines: int
+
+
+def _unix(record: LineRecord) -> int:
+    return int(record.finished_at.timestamp()) if record.finished_at else 0
+
+
+def _usage(record: LineRecord) -> dict[str, Any]:
+    return {
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.output_tokens,
+        "total_tokens": record.prompt_tokens + record.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": record.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+def completion_body(record: LineRecord, endpoint: str) -> dict[str, Any]:
+    """The body the synchronous endpoint would have answered with."""
+    hex_id = record.job_id.replace("-", "")
+    if endpoint == CHAT_ENDPOINT:
+        return {
+            "id": f"chatcmpl-{hex_id}",
+            "object": "chat.completion",
+            "created": _unix(record),
+            "model": record.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": record.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": record.finish_reason,
+            }],
+            "usage": _usage(record),
+            "system_fingerprint": None,
+        }
+    return {
+        "id": f"cmpl-{hex_id}",
+        "object": "text_completion",
+        "created": _unix(record),
+        "model": record.model,
+        "choices": [{"index": 0, "text": record.text, "logprobs": None,
+                     "finish_reason": record.finish_reason}],
+        "usage": _usage(record),
+        "system_fingerprint": None,
+    }
+
+
+def _failure(record: LineRecord) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(response, error) for a line that did not succeed."""
+    batch_level = _BATCH_LEVEL_ERRORS.get(JobStatus(record.status))
+    if batch_level is not None:
+        return None, {"code": batch_level[0], "message": batch_level[1]}
+    error = record.error or {}
+    code = str(error.get("code") or "server_error")
+    message = str(error.get("message") or "the request failed")
+    if code in _TIMEOUT_CODES:
+        return None, {"code": "request_timeout", "message": message}
+    client_fault = code in _CLIENT_ERROR_CODES
+    return {
+        "status_code": 400 if client_fault else 500,
+        "request_id": f"req_{record.job_id.replace('-', '')}",
+        "body": {"error": {
+            "message": message,
+            "type": "invalid_request_error" if client_fault else "server_error",
+            "param": error.get("param"),
+            "code": code,
+        }},
+    }, None
+
+
+def output_line(record: LineRecord, endpoint: str) -> dict[str, Any]:
+    hex_id = record.job_id.replace("-", "")
+    if record.status == JobStatus.SUCCEEDED:
+        response: dict[str, Any] | None = {
+            "status_code": 200,
+            "request_id": f"req_{hex_id}",
+            "body": completion_body(record, endpoint),
+        }
+        error = None
+    else:
+        response, error = _failure(record)
+    line: dict[str, Any] = {"id": f"batch_req_{hex_id}", "custom_id": record.custom_id,
+                            "response": response, "error": error}
+    cost = line_cost(record)
+    line["penny_cost"] = cost.as_dict() if cost else None
+    return line
+
+
+def _jsonl(lines: Sequence[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
+
+
+def render_batch_files(records: Sequence[LineRecord], endpoint: str) -> BatchFiles:
+    """Split a finished batch into its output file and its error file, in line order."""
+    ok = [output_line(r, endpoint) for r in records if r.status == JobStatus.SUCCEEDED]
+    failed = [output_line(r, endpoint) for r in records if r.status != JobStatus.SUCCEEDED]
+    return BatchFiles(output=_jsonl(ok), errors=_jsonl(failed), output_lines=len(ok),
+                      error_lines=len(failed))

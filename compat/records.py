@@ -1,0 +1,70 @@
+"""What the batch APIs say about one line of a batch, and the cost figures penny adds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LineRecord:
+    """One job of a batch with its result and ledger figures (zero when never billed)."""
+
+    job_id: str
+    line: int
+    custom_id: str
+    model: str
+    status: str  # a models.status.JobStatus value
+    text: str | None
+    finish_reason: str | None
+    error: dict[str, Any] | None
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    engine_seconds: float
+    cost_usd: Decimal | None  # None: no ledger row, nothing was billed
+    list_cost_usd: Decimal | None
+    finished_at: datetime | None
+    served_by: str = "engine"  # "single_flight": answered from an identical job's run
+    single_flight_saved_usd: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class CostFigures:
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    engine_seconds: float
+    cost_usd: Decimal
+    list_cost_usd: Decimal
+    # What single-flight did not spend: a copy answered from an identical job's run.
+    single_flight_saved_usd: Decimal = Decimal(0)
+    single_flight_jobs: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `penny_cost` extension field. Money as strings: floats would round it."""
+        saved = self.list_cost_usd - self.cost_usd
+        return {
+            "input_tokens": self.input_tokens,
+            "cached_tokens": self.cached_tokens,
+            "output_tokens": self.output_tokens,
+            "engine_seconds": round(self.engine_seconds, 6),
+            "cost_usd": str(self.cost_usd),
+            "list_cost_usd": str(self.list_cost_usd),
+            "saved_usd": str(saved),
+            "saved_fraction": (round(float(saved / self.list_cost_usd), 4)
+                               if self.list_cost_usd else None),
+            "single_flight_saved_usd": str(self.single_flight_saved_usd),
+            "single_flight_jobs": self.single_flight_jobs,
+        }
+
+
+def line_cost(record: LineRecord) -> CostFigures | None:
+    if record.cost_usd is None or record.list_cost_usd is None:
+        return None
+    return CostFigures(record.prompt_tokens, record.cached_tokens, record.output_tokens,
+                       record.engine_seconds, record.cost_usd, record.list_cost_usd,
+                       record.single_flight_saved_usd,
+                       int(record.served_by != "engine"))

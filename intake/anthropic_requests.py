@@ -1,0 +1,123 @@
+"""Anthropic Message Batches: `requests[]` of `{custom_id, params}` become job requests. Pure.
+
+The shape of the list (ids present, unique, well-formed) is checked up front and rejects
+the whole request, as the hosted API does; a request whose `params` are bad still gets a
+line of its own and ends `errored`, so one bad request never sinks the batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from intake.files import describe_validation_error
+from intake.limits import IntakeLimits, resolve_model
+from intake.schema import JobRequest
+from penny.errors import InvalidRequest, PennyError
+
+_CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_PARAMS = frozenset({"model", "max_tokens", "messages", "system", "temperature", "top_p",
+                     "stop_sequences", "metadata", "stream", "service_tier"})
+
+
+@dataclass(frozen=True)
+class AnthropicRequest:
+    index: int
+    custom_id: str
+    model: str
+    request: JobRequest | None  # None: the params are bad, see `error`
+    error: dict[str, Any] | None = None
+
+
+def _text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+        for b in content
+    ):
+        return "".join(b["text"] for b in content)
+    raise ValueError(f"{where}: only text content is served here")
+
+
+def _payload(params: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(params) - _PARAMS)
+    if unknown:
+        raise ValueError(f"params.{unknown[0]}: not served here")
+    if params.get("stream"):
+        raise ValueError("params.stream: batches do not stream")
+    if "max_tokens" not in params:
+        raise ValueError("params.max_tokens: field required")
+    raw_messages = params.get("messages")
+    if not isinstance(raw_messages, list):
+        raise ValueError("params.messages: must be a list")
+    messages = []
+    if params.get("system") is not None:
+        messages.append({"role": "system", "content": _text(params["system"], "params.system")})
+    for index, message in enumerate(raw_messages):
+        where = f"params.messages.{index}"
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise ValueError(f"{where}.role: must be 'user' or 'assistant'")
+        messages.append({"role": message["role"],
+                         "content": _text(message.get("content"), f"{where}.content")})
+    payload: dict[str, Any] = {"messages": messages, "max_tokens": params["max_tokens"]}
+    for key in ("model", "temperature", "top_p"):
+        if params.get(key) is not None:
+            payload[key] = params[key]
+    if params.get("stop_sequences"):
+        payload["stop"] = params["stop_sequences"]
+    return payload
+
+
+def _one(index: int, custom_id: str, params: Any, limits: IntakeLimits) -> AnthropicRequest:
+    model = limits.default_model
+    if isinstance(params, dict) and isinstance(params.get("model"), str):
+        model = params["model"]
+    try:
+        if not isinstance(params, dict):
+            raise ValueError("params: must be an object")
+        request = JobRequest.model_validate({**_payload(params), "custom_id": custom_id})
+        model = resolve_model(request, limits)
+    except ValidationError as error:
+        message = describe_validation_error(error)
+        return AnthropicRequest(index, custom_id, model, None,
+                                {"code": "invalid_request", "message": f"params: {message}"})
+    except ValueError as error:
+        return AnthropicRequest(index, custom_id, model, None,
+                                {"code": "invalid_request", "message": str(error)})
+    except PennyError as error:
+        return AnthropicRequest(index, custom_id, model, None,
+                                {"code": error.code, "message": error.message})
+    return AnthropicRequest(index, custom_id, model, request)
+
+
+def parse_requests(
+    requests: Sequence[Any], limits: IntakeLimits, max_requests: int
+) -> list[AnthropicRequest]:
+    if not requests:
+        raise InvalidRequest("requests: at least one request is needed", param="requests")
+    if len(requests) > max_requests:
+        raise InvalidRequest(f"{len(requests)} requests; the limit per batch is {max_requests}",
+                             param="requests")
+    problems: list[dict[str, object]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(requests):
+        custom_id = item.get("custom_id") if isinstance(item, dict) else None
+        if not isinstance(custom_id, str) or not _CUSTOM_ID.match(custom_id):
+            problems.append({"index": index, "param": f"requests.{index}.custom_id",
+                             "message": "custom_id must match ^[a-zA-Z0-9_-]{1,64}$"})
+        elif custom_id in seen:
+            problems.append({"index": index, "param": f"requests.{index}.custom_id",
+                             "message": f"duplicate custom_id {custom_id!r}"})
+        else:
+            seen.add(custom_id)
+    if problems:
+        first = problems[0]
+        raise InvalidRequest(f"{first['param']}: {first['message']}", param=str(first["param"]),
+                             details=problems)
+    return [_one(i, item["custom_id"], item.get("params"), limits)
+            for i, item in enumerate(requests)]

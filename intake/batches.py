@@ -1,0 +1,170 @@
+"""Creating batches through the hosted-API-compatible surfaces: an OpenAI batch from an
+uploaded file, an Anthropic message batch from its request list, and a retry of the lines
+of a batch that did not succeed. Each is one penny submission whose jobs are its lines."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.orm import Session
+
+from intake.anthropic_requests import parse_requests
+from intake.limits import IntakeLimits
+from intake.openai_lines import SERVED_ENDPOINTS, parse_batch_file
+from intake.schema import completion_window_length
+from intake.service import new_job, submit
+from models.batches import ANTHROPIC_KIND, OPENAI_KIND, retryable_jobs
+from models.files import get_file
+from models.status import SubmissionStatus
+from models.submissions import NewJob, StoredSubmission, tenant_id_for
+from models.tables import Submission
+from penny.errors import InvalidRequest, NotFound, StateConflict
+from storage.port import ObjectStore
+
+MAX_WINDOW = timedelta(hours=24)
+ANTHROPIC_WINDOW = "24h"
+
+
+def parse_completion_window(window: str) -> timedelta:
+    """"24h" as the hosted API has it, or any shorter window such as "1h", "30m", "90s"."""
+    length = completion_window_length(window)
+    if length is None:
+        raise InvalidRequest(f"completion_window {window!r} is not like '24h', '30m' or '90s'",
+                             param="completion_window")
+    if length > MAX_WINDOW:
+        raise InvalidRequest(f"completion_window {window!r} is longer than 24h",
+                             param="completion_window")
+    return length
+
+
+@dataclass(frozen=True)
+class OpenAIBatchParams:
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, str] | None = None
+    output_expires_after_seconds: int | None = None
+    callback_url: str | None = None
+
+
+def create_openai_batch(
+    session: Session,
+    store: ObjectStore,
+    limits: IntakeLimits,
+    *,
+    tenant: str,
+    params: OpenAIBatchParams,
+    max_requests: int,
+    payload_hash: str,
+    idempotency_key: str | None = None,
+) -> StoredSubmission:
+    """Validate the whole input file, then queue every line, or (any bad line) store the
+    batch as failed with every bad line listed and queue nothing."""
+    if params.endpoint not in SERVED_ENDPOINTS:
+        raise InvalidRequest(
+            f"endpoint {params.endpoint!r} is not served here "
+            f"(served: {', '.join(SERVED_ENDPOINTS)})", param="endpoint")
+    window = parse_completion_window(params.completion_window)
+    tenant_id = tenant_id_for(session, tenant)
+    stored_file = get_file(session, tenant_id, params.input_file_id)
+    if stored_file is None:
+        raise NotFound(f"no file with id {params.input_file_id!r}", param="input_file_id")
+    if stored_file.purpose != "batch":
+        raise InvalidRequest(f"file {params.input_file_id!r} has purpose "
+                             f"{stored_file.purpose!r}; a batch input needs purpose 'batch'",
+                             param="input_file_id")
+    parsed = parse_batch_file(store.get(stored_file.object_key), params.endpoint, limits,
+                              max_requests)
+    columns: dict[str, Any] = {
+        "endpoint": params.endpoint,
+        "completion_window": params.completion_window,
+        "expires_at": func.now() + window,
+        "batch_metadata": params.metadata,
+        "callback_url": params.callback_url,
+        "input_file_id": params.input_file_id,
+        "output_expires_after_seconds": params.output_expires_after_seconds,
+    }
+    jobs: list[NewJob] = []
+    if parsed.errors:
+        columns.update(status=SubmissionStatus.FAILED, failed_at=func.now(),
+                       errors=[e.as_dict() for e in parsed.errors])
+    else:
+        # The window is each job's deadline: the coalescer sends jobs near it first.
+        jobs = [replace(new_job(line.line, line.request, line.model), complete_within=window)
+                for line in parsed.lines]
+    return submit(session, tenant=tenant, kind=OPENAI_KIND, jobs=jobs,
+                  payload_hash=payload_hash, idempotency_key=idempotency_key,
+                  source_name=stored_file.filename, columns=columns)
+
+
+def create_anthropic_batch(
+    session: Session,
+    limits: IntakeLimits,
+    *,
+    tenant: str,
+    requests: list[Any],
+    max_requests: int,
+    payload_hash: str,
+) -> StoredSubmission:
+    parsed = parse_requests(requests, limits, max_requests)
+    jobs = []
+    for item in parsed:
+        if item.request is not None:
+            jobs.append(replace(new_job(item.index, item.request, item.model),
+                                complete_within=parse_completion_window(ANTHROPIC_WINDOW)))
+        else:
+            jobs.append(NewJob(line_no=item.index, model=item.model, request={},
+                               estimated_tokens=0, custom_id=item.custom_id, error=item.error))
+    columns = {
+        "endpoint": "/v1/messages",
+        "completion_window": ANTHROPIC_WINDOW,
+        "expires_at": func.now() + parse_completion_window(ANTHROPIC_WINDOW),
+    }
+    return submit(session, tenant=tenant, kind=ANTHROPIC_KIND, jobs=jobs,
+                  payload_hash=payload_hash, columns=columns)
+
+
+def retry_batch(
+    session: Session, *, tenant: str, original: Submission, payload_hash: str
+) -> StoredSubmission:
+    """A new batch of the original's failed, expired and cancelled lines, with their
+    custom_ids and line numbers (they still name lines of the same input file)."""
+    if original.status != SubmissionStatus.COMPLETED:
+        raise StateConflict(f"batch {original.id.hex} has not ended (or never ran); "
+                            "only an ended batch can be retried", param="batch_id")
+    window = parse_completion_window(original.completion_window or "24h")
+    jobs = [
+        NewJob(line_no=job.line_no, model=job.model, request=job.request,
+               estimated_tokens=job.estimated_tokens, custom_id=job.custom_id, tags=job.tags,
+               priority=job.priority, complete_within=window)
+        for job in retryable_jobs(session, original.id) if job.request
+    ]
+    if not jobs:
+        raise StateConflict("every line of this batch succeeded; there is nothing to retry",
+                            param="batch_id")
+    columns = {
+        "endpoint": original.endpoint,
+        "completion_window": original.completion_window,
+        "expires_at": func.now() + window,
+        "batch_metadata": original.batch_metadata,
+        "callback_url": original.callback_url,
+        "input_file_id": original.input_file_id,
+        "output_expires_after_seconds": original.output_expires_after_seconds,
+        "retry_of": original.id,
+    }
+    return submit(session, tenant=tenant, kind=original.kind, jobs=jobs,
+                  payload_hash=payload_hash, columns=columns)
+
+
+def batch_uuid(public_id: str, prefix: str) -> uuid.UUID:
+    """The submission id inside a public batch id like `batch_<hex>`."""
+    if public_id.startswith(prefix):
+        try:
+            return uuid.UUID(hex=public_id.removeprefix(prefix))
+        except ValueError:
+            pass
+    raise NotFound(f"no batch with id {public_id!r}", param="batch_id")

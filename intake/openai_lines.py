@@ -1,0 +1,256 @@
+"""OpenAI batch input files: each line `{custom_id, method, url, body}` becomes a job request,
+or an error that names its line. Pure.
+
+Unlike penny's own files, a batch with any bad line fails as a whole before anything runs,
+as the hosted Batch API does; so the parser reports every bad line at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from intake.limits import IntakeLimits, resolve_model
+from intake.schema import JobRequest
+from penny.errors import PennyError
+
+CHAT_ENDPOINT = "/v1/chat/completions"
+COMPLETIONS_ENDPOINT = "/v1/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+SERVED_ENDPOINTS = (CHAT_ENDPOINT, COMPLETIONS_ENDPOINT)
+# Endpoints the hosted API knows; a line naming one of these gets "not served here" rather
+# than "no such url".
+KNOWN_ENDPOINTS = (*SERVED_ENDPOINTS, EMBEDDINGS_ENDPOINT, "/v1/responses", "/v1/moderations")
+MAX_CUSTOM_ID_CHARS = 500
+# The hosted API's default for /v1/completions; chat falls back to penny's own default.
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+
+# Body fields that change nothing about the answer penny returns.
+_IGNORED_FIELDS = frozenset({"user", "store", "metadata", "service_tier", "stream_options",
+                             "parallel_tool_calls", "prompt_cache_key", "safety_identifier"})
+# Fields accepted only at the value that means "off": anything else asks for a feature
+# penny does not implement, and silently ignoring it would return a different answer.
+_DEFAULT_ONLY: dict[str, tuple[Any, ...]] = {
+    "n": (1,), "stream": (False,), "logprobs": (False, None), "top_logprobs": (None, 0),
+    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "echo": (False,),
+    "best_of": (1,), "suffix": (None,), "logit_bias": (None, {}),
+    "response_format": (None, {"type": "text"}), "tools": (None, []), "tool_choice": (None, "none"),
+}
+_CHAT_FIELDS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens",
+                          "temperature", "top_p", "stop", "seed"})
+_COMPLETION_FIELDS = frozenset({"model", "prompt", "max_tokens", "temperature", "top_p", "stop",
+                                "seed"})
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    line: int
+    custom_id: str
+    model: str
+    request: JobRequest
+
+
+@dataclass(frozen=True)
+class BatchLineError:
+    line: int | None
+    code: str
+    message: str
+    param: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "code": self.code, "message": self.message,
+                "param": self.param}
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    lines: list[BatchLine]
+    errors: list[BatchLineError]
+
+
+class _LineProblem(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+def _text_content(content: Any, where: str) -> str:
+    """Message content as penny runs it: a string, or a list of text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for index, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(
+                part.get("text"), str
+            ):
+                raise _LineProblem("unsupported_parameter",
+                                   "only text content parts are served here",
+                                   f"{where}.{index}")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise _LineProblem("invalid_request", "content must be a string or a list of text parts",
+                       where)
+
+
+def _messages(raw: Any) -> list[dict[str, str]]:
+    if not isinstance(raw, list):
+        raise _LineProblem("invalid_request", "messages must be a list", "body.messages")
+    messages = []
+    for index, message in enumerate(raw):
+        where = f"body.messages.{index}"
+        if not isinstance(message, dict):
+            raise _LineProblem("invalid_request", "each message must be an object", where)
+        role = _ROLES.get(str(message.get("role")))
+        if role is None:
+            raise _LineProblem("unsupported_parameter",
+                               f"role {message.get('role')!r} is not served here "
+                               "(system, developer, user, assistant)", f"{where}.role")
+        messages.append({"role": role,
+                         "content": _text_content(message.get("content"), f"{where}.content")})
+    return messages
+
+
+def _stop(raw: Any) -> list[str] | None:
+    if raw is None:
+        return None
+    return [raw] if isinstance(raw, str) else raw  # a wrong type is left for the schema
+
+
+def _check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    for key, value in body.items():
+        if key in allowed or key in _IGNORED_FIELDS:
+            continue
+        if key in _DEFAULT_ONLY:
+            if value in _DEFAULT_ONLY[key]:
+                continue
+            raise _LineProblem("unsupported_parameter",
+                               f"{key}={json.dumps(value)} is not served here", f"body.{key}")
+        raise _LineProblem("unsupported_parameter", f"unknown or unsupported parameter {key!r}",
+                           f"body.{key}")
+
+
+def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Map an OpenAI request body onto penny's job request fields."""
+    if url == CHAT_ENDPOINT:
+        _check_fields(body, _CHAT_FIELDS)
+        if "messages" not in body:
+            raise _LineProblem("missing_required_parameter", "messages is required",
+                               "body.messages")
+        payload: dict[str, Any] = {"messages": _messages(body["messages"])}
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    else:
+        _check_fields(body, _COMPLETION_FIELDS)
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise _LineProblem("invalid_request", "prompt must be a string", "body.prompt")
+        payload = {"prompt": prompt}
+        max_tokens = body.get("max_tokens", COMPLETIONS_DEFAULT_MAX_TOKENS)
+    if max_tokens is not None:
+        payload["max_tokens"] = max_tokens
+    for key in ("model", "temperature", "top_p", "seed"):
+        if body.get(key) is not None:
+            payload[key] = body[key]
+    stop = _stop(body.get("stop"))
+    if stop is not None:
+        payload["stop"] = stop
+    return payload
+
+
+def _schema_param(error: ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    location = ".".join(str(p) for p in first["loc"])
+    param = f"body.{location}" if location else "body"
+    return param, f"{param}: {first['msg']}"
+
+
+def _parse_line(
+    raw: str, line: int, endpoint: str, limits: IntakeLimits, first_line_of: dict[str, int]
+) -> BatchLine:
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise _LineProblem("invalid_json_line", f"not valid JSON: {error.msg}") from None
+    if not isinstance(document, dict):
+        raise _LineProblem("invalid_json_line", "each line must be a JSON object")
+    custom_id = document.get("custom_id")
+    if custom_id is None:
+        raise _LineProblem("missing_required_parameter", "custom_id is required", "custom_id")
+    if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_CUSTOM_ID_CHARS:
+        raise _LineProblem("invalid_custom_id",
+                           f"custom_id must be a string of 1 to {MAX_CUSTOM_ID_CHARS} characters",
+                           "custom_id")
+    if custom_id in first_line_of:
+        raise _LineProblem("duplicate_custom_id",
+                           f"custom_id {custom_id!r} was already used on line "
+                           f"{first_line_of[custom_id]}", "custom_id")
+    first_line_of[custom_id] = line
+    if document.get("method") != "POST":
+        raise _LineProblem("invalid_method",
+                           f"method must be POST, not {document.get('method')!r}", "method")
+    url = document.get("url")
+    if url not in KNOWN_ENDPOINTS:
+        raise _LineProblem("invalid_url", f"url {url!r} is not a batch endpoint", "url")
+    if url != endpoint:
+        raise _LineProblem("mismatched_endpoint",
+                           f"url {url!r} differs from the batch's endpoint {endpoint!r}; "
+                           "a batch runs one endpoint", "url")
+    body = document.get("body")
+    if not isinstance(body, dict):
+        raise _LineProblem("invalid_request", "body must be a JSON object", "body")
+    try:
+        request = JobRequest.model_validate(
+            {**_job_payload(url, body), "custom_id": custom_id})
+    except ValidationError as error:
+        param, message = _schema_param(error)
+        raise _LineProblem("invalid_request", message, param) from None
+    try:
+        model = resolve_model(request, limits)
+    except PennyError as error:
+        raise _LineProblem(error.code, error.message,
+                           f"body.{error.param}" if error.param else "body") from None
+    return BatchLine(line=line, custom_id=custom_id, model=model, request=request)
+
+
+def _numbered_lines(text: str) -> Iterator[tuple[int, str]]:
+    # Split on "\n" only: JSON allows U+2028 raw inside strings (see intake.files).
+    for line_no, raw_line in enumerate(text.split("\n"), start=1):
+        raw = raw_line.removesuffix("\r")
+        if raw.strip():
+            yield line_no, raw
+
+
+def parse_batch_file(
+    data: bytes, endpoint: str, limits: IntakeLimits, max_requests: int
+) -> BatchInput:
+    """Every line of an OpenAI batch input file, validated; errors name their line (1-based)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        return BatchInput([], [BatchLineError(None, "invalid_file",
+                                              f"the file is not UTF-8 text (byte {error.start})")])
+    lines: list[BatchLine] = []
+    errors: list[BatchLineError] = []
+    first_line_of: dict[str, int] = {}
+    count = 0
+    for line_no, raw in _numbered_lines(text):
+        count += 1
+        if count > max_requests:
+            errors.append(BatchLineError(
+                line_no, "too_many_requests",
+                f"the file holds more than {max_requests} requests, the limit per batch"))
+            break
+        try:
+            lines.append(_parse_line(raw, line_no, endpoint, limits, first_line_of))
+        except _LineProblem as problem:
+            errors.append(BatchLineError(line_no, problem.code, problem.message, problem.param))
+    if count == 0:
+        errors.append(BatchLineError(None, "empty_file", "the input file holds no requests"))
+    return BatchInput(lines, errors)

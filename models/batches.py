@@ -1,0 +1,218 @@
+"""Queries behind the batch APIs (OpenAI Batch, Anthropic Message Batches): reading batches
+with their progress, listing them, cancelling, expiring, and reading their lines back.
+
+A batch is a submission of kind `openai_batch` or `anthropic_batch`; its jobs are its lines.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from compat.records import CostFigures, LineRecord
+from ledger.pricing import SERVED_BY_ENGINE
+from models.status import JobStatus, SubmissionStatus
+from models.tables import Job, LedgerEntry, Result, Submission
+
+OPENAI_KIND = "openai_batch"
+ANTHROPIC_KIND = "anthropic_batch"
+# A job that has not started yet can still be cancelled or expired; a running one finishes
+# (and is billed), so nothing is ever half-done or billed twice.
+NOT_STARTED = (JobStatus.QUEUED, JobStatus.BATCHED)
+RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
+
+
+@dataclass(frozen=True)
+class Progress:
+    counts: dict[str, int]
+    cost: CostFigures
+    models: frozenset[str]
+
+
+_NO_COST = CostFigures(0, 0, 0, 0.0, Decimal(0), Decimal(0))
+
+
+def get_batch(
+    session: Session, tenant_id: uuid.UUID, batch_id: uuid.UUID, kind: str
+) -> Submission | None:
+    return session.execute(
+        select(Submission).where(
+            Submission.id == batch_id, Submission.tenant_id == tenant_id,
+            Submission.kind == kind, Submission.deleted_at.is_(None),
+        )
+    ).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class BatchPage:
+    batches: list[Submission]
+    has_more: bool
+
+
+def list_batches(
+    session: Session,
+    tenant_id: uuid.UUID,
+    kind: str,
+    *,
+    limit: int,
+    after: uuid.UUID | None = None,
+    before: uuid.UUID | None = None,
+) -> BatchPage:
+    """Newest first. `after` pages towards older batches, `before` towards newer ones;
+    keyset pagination on (created_at, id), so a page never repeats or skips a batch."""
+    query = select(Submission).where(Submission.tenant_id == tenant_id, Submission.kind == kind,
+                                     Submission.deleted_at.is_(None))
+    key = tuple_(Submission.created_at, Submission.id)
+    cursor_id = after or before
+    cursor = session.get(Submission, cursor_id) if cursor_id else None
+    if cursor is not None and cursor.tenant_id == tenant_id:
+        mark = tuple_(cursor.created_at, cursor.id)
+        query = query.where(key < mark if after else key > mark)
+    if before is not None:
+        rows = list(session.execute(
+            query.order_by(Submission.created_at.asc(), Submission.id.asc()).limit(limit + 1)
+        ).scalars())
+        return BatchPage(batches=list(reversed(rows[:limit])), has_more=len(rows) > limit)
+    rows = list(session.execute(
+        query.order_by(Submission.created_at.desc(), Submission.id.desc()).limit(limit + 1)
+    ).scalars())
+    return BatchPage(batches=rows[:limit], has_more=len(rows) > limit)
+
+
+def progress_of(session: Session, batch_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Progress]:
+    """Job counts by state and billed totals, for many batches in two queries."""
+    counts: dict[uuid.UUID, dict[str, int]] = {b: {} for b in batch_ids}
+    models: dict[uuid.UUID, set[str]] = {b: set() for b in batch_ids}
+    for submission_id, status, model, n in session.execute(
+        select(Job.submission_id, Job.status, Job.model, func.count())
+        .where(Job.submission_id.in_(batch_ids))
+        .group_by(Job.submission_id, Job.status, Job.model)
+    ):
+        counts[submission_id][status] = counts[submission_id].get(status, 0) + int(n)
+        models[submission_id].add(model)
+    costs: dict[uuid.UUID, CostFigures] = {}
+    for row in session.execute(
+        select(LedgerEntry.submission_id, func.sum(LedgerEntry.input_tokens),
+               func.sum(LedgerEntry.cached_tokens), func.sum(LedgerEntry.output_tokens),
+               func.sum(LedgerEntry.engine_seconds), func.sum(LedgerEntry.cost_usd),
+               func.sum(LedgerEntry.list_cost_usd),
+               func.sum(LedgerEntry.single_flight_saved_usd),
+               func.count().filter(LedgerEntry.served_by != SERVED_BY_ENGINE))
+        .where(LedgerEntry.submission_id.in_(batch_ids))
+        .group_by(LedgerEntry.submission_id)
+    ):
+        costs[row[0]] = CostFigures(int(row[1]), int(row[2]), int(row[3]), float(row[4]),
+                                    Decimal(row[5]), Decimal(row[6]), Decimal(row[7]),
+                                    int(row[8]))
+    return {b: Progress(counts[b], costs.get(b, _NO_COST), frozenset(models[b]))
+            for b in batch_ids}
+
+
+def _stop_unstarted(
+    session: Session, submission_id: uuid.UUID, status: JobStatus, code: str, message: str
+) -> int:
+    result = session.execute(
+        update(Job)
+        .where(Job.submission_id == submission_id, Job.status.in_(NOT_STARTED))
+        .values(status=status, error={"code": code, "message": message},
+                finished_at=func.now(), updated_at=func.now())
+        .returning(Job.id)
+    )
+    return len(result.all())
+
+
+def cancel_batch(session: Session, submission_id: uuid.UUID) -> bool:
+    """Ask a batch to stop: jobs not yet started are cancelled at once; running ones finish
+    and are kept. False (and nothing changes) when the batch is past cancelling.
+    The caller commits."""
+    marked = session.execute(
+        update(Submission)
+        .where(Submission.id == submission_id, Submission.status == SubmissionStatus.OPEN,
+               Submission.expired_at.is_(None))
+        .values(cancelling_at=func.coalesce(Submission.cancelling_at, func.now()))
+        .returning(Submission.id)
+    ).scalar_one_or_none()
+    if marked is None:
+        return False
+    _stop_unstarted(session, submission_id, JobStatus.CANCELLED, "batch_cancelled",
+                    "the batch was cancelled before this request ran")
+    return True
+
+
+def expire_overdue_batches(session: Session) -> list[uuid.UUID]:
+    """Expire the unstarted jobs of every open batch whose completion window ran out."""
+    overdue = session.execute(
+        update(Submission)
+        .where(Submission.status == SubmissionStatus.OPEN, Submission.expires_at.is_not(None),
+               Submission.expires_at < func.now(), Submission.expired_at.is_(None),
+               Submission.cancelling_at.is_(None))
+        .values(expired_at=func.now())
+        .returning(Submission.id)
+    ).scalars().all()
+    for submission_id in overdue:
+        _stop_unstarted(session, submission_id, JobStatus.EXPIRED, "batch_expired",
+                        "the batch's completion window ran out before this request ran")
+    session.commit()
+    return list(overdue)
+
+
+def line_records(session: Session, submission_id: uuid.UUID) -> list[LineRecord]:
+    rows = session.execute(
+        select(Job, Result, LedgerEntry)
+        .outerjoin(Result, Result.job_id == Job.id)
+        .outerjoin(LedgerEntry, LedgerEntry.job_id == Job.id)
+        .where(Job.submission_id == submission_id)
+        .order_by(Job.line_no)
+    )
+    return [
+        LineRecord(
+            job_id=str(job.id),
+            line=job.line_no,
+            custom_id=job.custom_id or "",
+            model=job.model,
+            status=job.status,
+            text=result.text if result else None,
+            finish_reason=result.finish_reason if result else None,
+            error=job.error,
+            prompt_tokens=result.prompt_tokens if result else 0,
+            cached_tokens=result.cached_tokens if result else 0,
+            output_tokens=result.output_tokens if result else 0,
+            engine_seconds=ledger.engine_seconds if ledger else 0.0,
+            cost_usd=ledger.cost_usd if ledger else None,
+            list_cost_usd=ledger.list_cost_usd if ledger else None,
+            finished_at=job.finished_at,
+            served_by=ledger.served_by if ledger else SERVED_BY_ENGINE,
+            single_flight_saved_usd=ledger.single_flight_saved_usd if ledger else Decimal(0),
+        )
+        for job, result, ledger in rows
+    ]
+
+
+def retryable_jobs(session: Session, submission_id: uuid.UUID) -> list[Job]:
+    return list(session.execute(
+        select(Job).where(Job.submission_id == submission_id, Job.status.in_(RETRYABLE))
+        .order_by(Job.line_no)
+    ).scalars())
+
+
+def set_batch_files(
+    session: Session, submission_id: uuid.UUID, output_file_id: str | None,
+    error_file_id: str | None,
+) -> None:
+    session.execute(
+        update(Submission).where(Submission.id == submission_id)
+        .values(output_file_id=output_file_id, error_file_id=error_file_id)
+    )
+
+
+def delete_batch(session: Session, submission_id: uuid.UUID) -> None:
+    """Hide an ended batch from the API; its jobs and ledger rows stay for the books."""
+    session.execute(
+        update(Submission).where(Submission.id == submission_id)
+        .values(deleted_at=func.now())
+    )

@@ -1,0 +1,239 @@
+"""The OpenAI-compatible Files and Batch APIs through the real `openai` SDK against a real
+uvicorn server and Postgres. Nothing here needs the engine: validation, pagination, and
+batches that end without running (cancelled or expired before any line started)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from sqlalchemy import func, select
+
+from api.app import create_app
+from models.tables import Job, LedgerEntry
+from penny.runtime import Runtime, open_runtime
+from tests.support import LiveServer, make_settings
+from workers.finalize import finalize_ready
+from workers.inprocess import LocalDispatcher
+from workers.sweeper import sweep
+
+MODEL = "smollm2-135m-instruct"
+
+
+def chat_line(custom_id: str, content: str = "Say hi.", **body: Any) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": MODEL, "messages": [{"role": "user", "content": content}],
+                     "max_tokens": 8, **body}}
+
+
+def jsonl(lines: list[Any]) -> bytes:
+    return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n"
+                   for line in lines).encode()
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[openai.OpenAI]:
+    with LiveServer(create_app(runtime)) as server:
+        yield openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
+def upload(client: openai.OpenAI, lines: list[Any], name: str = "in.jsonl") -> str:
+    return client.files.create(file=(name, jsonl(lines)), purpose="batch").id
+
+
+def test_files_round_trip(client: openai.OpenAI) -> None:
+    data = jsonl([chat_line("a"), chat_line("b")])
+    created = client.files.create(file=("input.jsonl", data), purpose="batch",
+                                  expires_after={"anchor": "created_at", "seconds": 7200})
+    assert created.object == "file" and created.purpose == "batch"
+    assert created.bytes == len(data) and created.filename == "input.jsonl"
+    assert created.expires_at is not None
+    assert created.expires_at - created.created_at == 7200
+    assert client.files.retrieve(created.id).id == created.id
+    assert client.files.content(created.id).read() == data
+    assert [f.id for f in client.files.list()] == [created.id]
+    deleted = client.files.delete(created.id)
+    assert deleted.deleted is True and deleted.id == created.id
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.files.content(created.id)
+
+
+def test_upload_rejects_other_purposes(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.UnprocessableEntityError) as error:
+        client.files.create(file=("x.jsonl", b"{}\n"), purpose="fine-tune")
+    assert "purpose" in str(error.value)
+
+
+def test_file_list_pages_with_after_and_limit(client: openai.OpenAI) -> None:
+    ids = [upload(client, [chat_line(f"x{i}")], name=f"f{i}.jsonl") for i in range(5)]
+    first = client.files.list(limit=2)
+    assert len(first.data) == 2 and first.has_more is True
+    # The SDK follows `after` = last id of each page until has_more is false.
+    assert [f.id for f in client.files.list(limit=2)] == list(reversed(ids))
+    assert [f.id for f in client.files.list(limit=2, order="asc")] == ids
+
+
+def test_models_are_listed(client: openai.OpenAI) -> None:
+    models = client.models.list()
+    assert [m.id for m in models] == [MODEL]
+    assert models.data[0].object == "model" and models.data[0].owned_by == "penny"
+
+
+def test_bad_lines_fail_the_batch_naming_each_line(client: openai.OpenAI, runtime: Runtime
+                                                   ) -> None:
+    lines: list[Any] = [
+        chat_line("ok-1"),
+        "{not json",
+        chat_line("ok-1"),  # duplicate custom_id
+        {k: v for k, v in chat_line("x").items() if k != "custom_id"},
+        {**chat_line("get"), "method": "GET"},
+        {**chat_line("url"), "url": "/v1/fine_tuning/jobs"},
+        chat_line("model", model="gpt-17"),
+        {**chat_line("mixed"), "url": "/v1/completions"},
+        chat_line("temp", temperature=7),
+        chat_line("tools", tools=[{"type": "function", "function": {"name": "f"}}]),
+        chat_line("ok-2"),
+    ]
+    batch = client.batches.create(input_file_id=upload(client, lines),
+                                  endpoint="/v1/chat/completions", completion_window="24h")
+    assert batch.status == "failed"
+    assert batch.failed_at is not None and batch.in_progress_at is None
+    assert batch.errors is not None and batch.errors.data is not None
+    found = [(e.line, e.code, e.param) for e in batch.errors.data]
+    assert found == [
+        (2, "invalid_json_line", None),
+        (3, "duplicate_custom_id", "custom_id"),
+        (4, "missing_required_parameter", "custom_id"),
+        (5, "invalid_method", "method"),
+        (6, "invalid_url", "url"),
+        (7, "model_not_found", "body.model"),
+        (8, "mismatched_endpoint", "url"),
+        (9, "invalid_request", "body.temperature"),
+        (10, "unsupported_parameter", "body.tools"),
+    ]
+    assert all(e.message for e in batch.errors.data)
+    assert batch.request_counts is not None and batch.request_counts.total == 0
+    with runtime.sessions() as session:  # nothing runs
+        assert session.execute(select(func.count()).select_from(Job)).scalar_one() == 0
+    assert client.batches.retrieve(batch.id).status == "failed"
+
+
+def test_limits_on_lines_and_file_size(tmp_path: Path, database_url: str) -> None:
+    runtime = open_runtime(make_settings(tmp_path, database_url, max_batch_requests=3,
+                                         max_file_bytes=4096))
+    try:
+        with LiveServer(create_app(runtime)) as server:
+            client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0)
+            file_id = upload(client, [chat_line(f"c{i}") for i in range(5)])
+            batch = client.batches.create(input_file_id=file_id,
+                                          endpoint="/v1/chat/completions",
+                                          completion_window="24h")
+            assert batch.status == "failed"
+            assert batch.errors is not None and batch.errors.data is not None
+            assert [(e.line, e.code) for e in batch.errors.data] == [(4, "too_many_requests")]
+            with pytest.raises(openai.APIStatusError) as error:
+                client.files.create(file=("big.jsonl", b"x" * 5000), purpose="batch")
+            assert error.value.status_code == 413
+    finally:
+        runtime.close()
+
+
+def test_create_rejects_unserved_endpoint_window_and_file(client: openai.OpenAI) -> None:
+    file_id = upload(client, [chat_line("a")])
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings",
+                              completion_window="24h")
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                              completion_window="48h")
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.batches.create(input_file_id="file-missing", endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    # The SDK reads code, param and type from penny's error body.
+    assert (missing.value.code, missing.value.param, missing.value.type) == (
+        "not_found", "input_file_id", "not_found_error")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_nope")
+
+
+def test_batch_list_pages(client: openai.OpenAI) -> None:
+    file_id = upload(client, [chat_line("a")])
+    ids = [client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                 completion_window="24h", metadata={"n": str(i)}).id
+           for i in range(5)]
+    page = client.batches.list(limit=2)
+    assert len(page.data) == 2 and page.has_more is True
+    listed = list(client.batches.list(limit=2))
+    assert [b.id for b in listed] == list(reversed(ids))
+    assert [b.metadata for b in listed] == [{"n": str(i)} for i in reversed(range(5))]
+    assert all(b.status == "in_progress" and b.request_counts is not None
+               and b.request_counts.total == 1 for b in listed)
+
+
+def _ended_files(client: openai.OpenAI, batch_id: str) -> tuple[Any, list[dict[str, Any]]]:
+    batch = client.batches.retrieve(batch_id)
+    assert batch.output_file_id is None  # nothing ran, so nothing succeeded
+    assert batch.error_file_id is not None
+    content = client.files.content(batch.error_file_id).text
+    return batch, [json.loads(line) for line in content.splitlines()]
+
+
+def test_cancel_before_anything_runs(client: openai.OpenAI, runtime: Runtime) -> None:
+    batch = client.batches.create(input_file_id=upload(client, [chat_line(f"c{i}")
+                                                                for i in range(4)]),
+                                  endpoint="/v1/chat/completions", completion_window="24h")
+    cancelling = client.batches.cancel(batch.id)
+    assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
+    finalize_ready(runtime.sessions, runtime.store)  # what the sweeper does every few seconds
+    ended, errors = _ended_files(client, batch.id)
+    assert ended.status == "cancelled" and ended.cancelled_at is not None
+    assert ended.request_counts is not None
+    assert (ended.request_counts.completed, ended.request_counts.failed) == (0, 4)
+    assert [e["custom_id"] for e in errors] == ["c0", "c1", "c2", "c3"]
+    assert all(e["error"]["code"] == "batch_cancelled" and e["response"] is None
+               and e["penny_cost"] is None for e in errors)
+    with pytest.raises(openai.ConflictError):
+        client.batches.cancel(batch.id)
+    with runtime.sessions() as session:  # nothing was billed
+        assert session.execute(select(func.count()).select_from(LedgerEntry)).scalar_one() == 0
+
+
+def test_window_runs_out_before_anything_runs(client: openai.OpenAI, runtime: Runtime) -> None:
+    batch = client.batches.create(input_file_id=upload(client, [chat_line("e0"),
+                                                                chat_line("e1")]),
+                                  endpoint="/v1/chat/completions", completion_window="1s")
+    assert batch.expires_at is not None and batch.expires_at - batch.created_at == 1
+    time.sleep(1.2)
+    sweep(runtime.settings, runtime.sessions, LocalDispatcher([MODEL]), runtime.store)
+    ended, errors = _ended_files(client, batch.id)
+    assert ended.status == "expired" and ended.expired_at is not None
+    assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [
+        ("e0", "batch_expired"), ("e1", "batch_expired")]
+    # penny's retry extension, through the SDK's generic request method.
+    again = client.post(f"/batches/{batch.id}/retry", cast_to=openai.types.Batch)
+    assert again.status == "in_progress" and again.id != batch.id
+    assert again.request_counts is not None and again.request_counts.total == 2
+    assert again.model_extra is not None and again.model_extra["retry_of"] == batch.id
+
+
+def test_callback_url_from_extension_field_or_metadata(client: openai.OpenAI) -> None:
+    file_id = upload(client, [chat_line("a")])
+    by_field = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h",
+        extra_body={"callback_url": "https://hooks.example.test/penny"})
+    by_metadata = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h",
+        metadata={"callback_url": "https://hooks.example.test/meta"})
+    assert (by_field.model_extra or {})["callback_url"] == "https://hooks.example.test/penny"
+    fetched = client.batches.retrieve(by_metadata.id)
+    assert (fetched.model_extra or {})["callback_url"] == "https://hooks.example.test/meta"
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                              completion_window="24h", extra_body={"callback_url": "nope"})
