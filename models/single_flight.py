@@ -27,7 +27,9 @@ class InFlight:
 
 def in_flight_leaders(session: Session, keys: Sequence[str]) -> dict[str, InFlight]:
     """Leaders of identical requests that are batched or running, locked so that their
-    batch cannot record (and miss a copy that joins now) until we commit."""
+    batch cannot record (and miss a copy that joins now) until we commit. A leader whose
+    batch is recording right now is skipped rather than waited for: waiting could deadlock
+    with the worker's transaction, and the copy then simply runs on its own."""
     if not keys:
         return {}
     rows = session.execute(
@@ -35,7 +37,7 @@ def in_flight_leaders(session: Session, keys: Sequence[str]) -> dict[str, InFlig
         .where(Job.single_flight_key.in_(keys), Job.leader_job_id.is_(None),
                Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
         .order_by(Job.created_at)
-        .with_for_update()
+        .with_for_update(skip_locked=True)
     ).all()
     found: dict[str, InFlight] = {}
     for key, job_id, batch_id in rows:
