@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from compat.records import CostFigures, LineRecord
 from ledger.pricing import SERVED_BY_ENGINE
+from models.reports import submission_rows
 from models.status import JobStatus, SubmissionStatus
-from models.tables import Job, LedgerEntry, Result, Submission
+from models.tables import Job, LedgerEntry, Submission
 
 OPENAI_KIND = "openai_batch"
 ANTHROPIC_KIND = "anthropic_batch"
@@ -162,13 +163,6 @@ def expire_overdue_batches(session: Session) -> list[uuid.UUID]:
 
 
 def line_records(session: Session, submission_id: uuid.UUID) -> list[LineRecord]:
-    rows = session.execute(
-        select(Job, Result, LedgerEntry)
-        .outerjoin(Result, Result.job_id == Job.id)
-        .outerjoin(LedgerEntry, LedgerEntry.job_id == Job.id)
-        .where(Job.submission_id == submission_id)
-        .order_by(Job.line_no)
-    )
     return [
         LineRecord(
             job_id=str(job.id),
@@ -189,7 +183,7 @@ def line_records(session: Session, submission_id: uuid.UUID) -> list[LineRecord]
             served_by=ledger.served_by if ledger else SERVED_BY_ENGINE,
             single_flight_saved_usd=ledger.single_flight_saved_usd if ledger else Decimal(0),
         )
-        for job, result, ledger in rows
+        for job, result, ledger in submission_rows(session, submission_id)
     ]
 
 

@@ -43,7 +43,10 @@ def take_finished_submissions(
     return list(taken)
 
 
-def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
+def submission_rows(
+    session: Session, submission_id: uuid.UUID
+) -> list[tuple[Job, Result | None, LedgerEntry | None]]:
+    """Every job of a submission in line order, with its result and ledger row if any."""
     rows = session.execute(
         select(Job, Result, LedgerEntry)
         .outerjoin(Result, Result.job_id == Job.id)
@@ -51,8 +54,12 @@ def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
         .where(Job.submission_id == submission_id)
         .order_by(Job.line_no)
     )
+    return [(job, result, ledger) for job, result, ledger in rows]
+
+
+def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
     records = []
-    for job, result, ledger in rows:
+    for job, result, ledger in submission_rows(session, submission_id):
         records.append(
             JobRecord(
                 job_id=str(job.id),
