@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from coalescer.prefix_groups import PrefixRun, pack_tokens, prefix_runs
-from coalescer.single_flight import collapse
+from coalescer.single_flight import Collapsed, collapse
 
 # vLLM caches the KV of whole blocks of 16 tokens: a shorter shared prefix saves nothing.
 DEFAULT_MIN_SHARED_TOKENS = 16
@@ -103,7 +103,8 @@ def plan_window(
     if options.single_flight:
         collapsed = collapse(ordered, in_flight or {})
     else:
-        collapsed = collapse([_Unkeyed(j.id) for j in ordered], {})
+        collapsed = Collapsed(leaders=[job.id for job in ordered], followers={},
+                              joined_in_flight={})
     by_id = {job.id: job for job in ordered}
     rank = {job.id: index for index, job in enumerate(ordered)}
     followers_of: dict[str, list[str]] = {}
@@ -126,12 +127,6 @@ def plan_window(
         batches.extend(_to_batch(model, groups, followers_of) for groups in batches_of_groups)
     batches.sort(key=lambda b: min(rank[j] for j in b.job_ids))
     return WindowPlan(batches, collapsed.followers, collapsed.joined_in_flight)
-
-
-@dataclass(frozen=True)
-class _Unkeyed:
-    id: str
-    single_flight_key: str | None = None
 
 
 def _radix_key(job: QueuedJob) -> tuple[str, bytes]:
