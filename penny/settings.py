@@ -59,7 +59,11 @@ class Settings(BaseSettings):
     engine_kv_cache_gib: int = 1
     engine_gpu_memory_utilization: float = 0.35
     engine_enforce_eager: bool = True
-    engine_dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
+    # float32, not "auto": vLLM-CPU turns "auto" into bfloat16, which on CPUs without
+    # bf16 matrix units runs ~3x slower (24-job example: 20.0 vs 6.2 engine seconds) and
+    # starts ~6x slower; its greedy answers also shift with batch composition. GPU
+    # deployments set PENNY_ENGINE_DTYPE=auto.
+    engine_dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "float32"
     engine_seed: int = 0
     # Prefix-cache granularity in tokens. vLLM-CPU defaults to 128, so every job would
     # recompute up to 127 tokens of a prefix it shares; 32 is the finest size its CPU
