@@ -29,6 +29,10 @@ class LineRecord:
     finished_at: datetime | None
     served_by: str = "engine"  # "single_flight": answered from an identical job's run
     single_flight_saved_usd: Decimal = Decimal(0)
+    # An embeddings line: its vectors (see compat.vectors) and the format it asked for.
+    embedding: bytes | None = None
+    embedding_dimensions: int | None = None
+    encoding_format: str = "float"
 
 
 @dataclass(frozen=True)
