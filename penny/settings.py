@@ -81,6 +81,8 @@ class Settings(BaseSettings):
         default_factory=lambda: {OFFLINE_EMBEDDING_MODEL_NAME: EmbeddingModel()})
     # What an /v1/embeddings request without `model` runs on.
     default_embedding_model: str = OFFLINE_EMBEDDING_MODEL_NAME
+    # Where sentence-transformers runs the embedding models ("cuda" on a GPU worker).
+    embedding_device: str = "cpu"
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     default_price: ModelPrice = Field(default_factory=ModelPrice)
 
