@@ -27,7 +27,14 @@ class LocalDispatcher:
         self.queues: dict[str, queue.Queue[uuid.UUID]] = {m: queue.Queue() for m in models}
 
     def dispatch(self, batch_id: uuid.UUID, model: str, worker: str | None = None) -> None:
-        self.queues[model].put(batch_id)  # one worker per model in process: no routing
+        batches = self.queues.get(model)
+        if batches is None:
+            # The sweeper re-sends every stale batch, also those of models this process
+            # does not load (an embeddings batch under `penny run`); it waits for a process
+            # that does.
+            log.debug("batch %s is for %s, which this process does not run", batch_id, model)
+            return
+        batches.put(batch_id)  # one worker per model in process: no routing
 
 
 class InProcessPipeline:
