@@ -1,7 +1,8 @@
 """Embeddings batches through the official `openai` SDK against a real penny (uvicorn on
-loopback, Postgres, the real sentence-transformers embedder; no vLLM anywhere): upload,
-create, poll, download, and compare every vector with `SentenceTransformer.encode`.
-Once in the embedded pipeline, once through Redis to a separate `penny worker` process."""
+loopback, Postgres, the real sentence-transformers embedder): upload, create, poll,
+download, and compare every vector with `SentenceTransformer.encode`. In the embedded
+pipeline and through Redis to a separate `penny worker` process, neither of which loads
+vLLM; and once next to the vLLM engine, as `penny up` runs them."""
 
 from __future__ import annotations
 
@@ -212,3 +213,32 @@ def test_penny_worker_serves_the_embedding_model_over_redis(
     expected = embedder.model.encode([line["body"]["input"] for line in lines])
     np.testing.assert_allclose(got, expected, **TOLERANCE)
     assert f"embedder for {MODEL} ready" in log_text and "engine for" not in log_text
+
+
+@pytest.mark.engine
+def test_chat_and_embeddings_batches_share_one_pipeline(
+    server: LiveServer, runtime: Runtime, engine: Any, embedder: SentenceTransformerEmbedder
+) -> None:
+    """What `penny up` runs: the vLLM engine and the embedder side by side, each model's
+    jobs planned and run apart."""
+    client = sdk(server)
+    chat = [{"custom_id": f"chat-{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": engine.model_name, "max_tokens": 4,
+                      "messages": [{"role": "user", "content": f"Count to {i + 2}."}]}}
+            for i in range(2)]
+    upload = client.files.create(file=("chat.jsonl", jsonl(chat)), purpose="batch")
+    chat_batch = client.batches.create(input_file_id=upload.id,
+                                       endpoint="/v1/chat/completions",
+                                       completion_window="24h")
+    with InProcessPipeline(runtime, [engine], [embedder]):
+        embedded = run_batch(client, [embedding_line("e", ["apples", "pears"])])
+        wait_until(lambda: client.batches.retrieve(chat_batch.id).status in ENDED,
+                   timeout=180, what="the chat batch to end", interval=0.3)
+    chatted = client.batches.retrieve(chat_batch.id)
+    assert (embedded.status, chatted.status) == ("completed", "completed")
+    assert (embedded.model, chatted.model) == (MODEL, engine.model_name)
+    (vectors,) = read_jsonl(client, embedded.output_file_id)
+    np.testing.assert_allclose(vectors_of(vectors["response"]["body"]),
+                               embedder.model.encode(["apples", "pears"]), **TOLERANCE)
+    replies = read_jsonl(client, chatted.output_file_id)
+    assert [r["response"]["body"]["object"] for r in replies] == ["chat.completion"] * 2
