@@ -27,7 +27,7 @@ from coalescer.runner import Coalescer
 from models.tables import LedgerEntry
 from penny.runtime import Runtime, open_runtime
 from penny.settings import OFFLINE_EMBEDDING_MODEL_NAME
-from tests.support import LiveServer, make_settings, reset_tables, wait_until
+from tests.support import REPO, LiveServer, make_settings, reset_tables, wait_until
 from workers.celery_app import CeleryDispatcher, make_celery
 from workers.inprocess import InProcessPipeline
 from workers.sentence_embedder import SentenceTransformerEmbedder
@@ -220,7 +220,7 @@ def test_chat_and_embeddings_batches_share_one_pipeline(
     server: LiveServer, runtime: Runtime, engine: Any, embedder: SentenceTransformerEmbedder
 ) -> None:
     """What `penny up` runs: the vLLM engine and the embedder side by side, each model's
-    jobs planned and run apart."""
+    jobs planned and run apart. The embeddings input is the shipped example file."""
     client = sdk(server)
     chat = [{"custom_id": f"chat-{i}", "method": "POST", "url": "/v1/chat/completions",
              "body": {"model": engine.model_name, "max_tokens": 4,
@@ -230,15 +230,19 @@ def test_chat_and_embeddings_batches_share_one_pipeline(
     chat_batch = client.batches.create(input_file_id=upload.id,
                                        endpoint="/v1/chat/completions",
                                        completion_window="24h")
+    example = [json.loads(line) for line in
+               (REPO / "examples" / "openai_embeddings.jsonl").read_text().splitlines()]
     with InProcessPipeline(runtime, [engine], [embedder]):
-        embedded = run_batch(client, [embedding_line("e", ["apples", "pears"])])
+        embedded = run_batch(client, example)
         wait_until(lambda: client.batches.retrieve(chat_batch.id).status in ENDED,
                    timeout=180, what="the chat batch to end", interval=0.3)
     chatted = client.batches.retrieve(chat_batch.id)
     assert (embedded.status, chatted.status) == ("completed", "completed")
     assert (embedded.model, chatted.model) == (MODEL, engine.model_name)
-    (vectors,) = read_jsonl(client, embedded.output_file_id)
-    np.testing.assert_allclose(vectors_of(vectors["response"]["body"]),
-                               embedder.model.encode(["apples", "pears"]), **TOLERANCE)
+    vectors = read_jsonl(client, embedded.output_file_id)
+    assert [v["custom_id"] for v in vectors] == [line["custom_id"] for line in example]
+    for line, out in zip(example, vectors, strict=True):
+        np.testing.assert_allclose(vectors_of(out["response"]["body"]),
+                                   embedder.model.encode(inputs_of(line)), **TOLERANCE)
     replies = read_jsonl(client, chatted.output_file_id)
     assert [r["response"]["body"]["object"] for r in replies] == ["chat.completion"] * 2
