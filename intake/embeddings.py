@@ -84,17 +84,16 @@ def _inputs(raw: Any) -> tuple[str, ...]:
 
 
 def _model(raw: Any, limits: IntakeLimits) -> str:
-    if raw is None:
-        return limits.default_embedding_model
-    if not isinstance(raw, str) or not raw:
+    if raw is not None and (not isinstance(raw, str) or not raw):
         raise LineProblem("invalid_request", "model must be a non-empty string", "body.model")
-    if raw not in limits.embedding_models:
+    model = raw or limits.default_embedding_model
+    if model not in limits.embedding_models:
         served = ", ".join(sorted(limits.embedding_models)) or "none"
-        what = "is a chat model, not an embedding model" if raw in limits.models else (
+        what = "is a chat model, not an embedding model" if model in limits.models else (
             "is not served here")
         raise LineProblem("model_not_found",
-                          f"model '{raw}' {what} (embedding models: {served})", "body.model")
-    return raw
+                          f"model '{model}' {what} (embedding models: {served})", "body.model")
+    return model
 
 
 def _check_dimensions(raw: Any, model: str, dimensions: int) -> None:

@@ -113,6 +113,16 @@ def test_endpoints_do_not_mix() -> None:
         (2, "mismatched_endpoint", "url")]
 
 
+def test_without_embedding_models_a_line_without_model_is_refused() -> None:
+    limits = IntakeLimits(models=frozenset({"chat"}), default_model="chat",
+                          max_output_tokens=512, max_prompt_chars=1000, embedding_models={},
+                          default_embedding_model="mini")
+    body = {"custom_id": "a", "method": "POST", "url": EMBED, "body": {"input": "hi"}}
+    parsed = parse_batch_file(json.dumps(body).encode(), EMBED, limits, 10)
+    assert [(e.code, e.param) for e in parsed.errors] == [("model_not_found", "body.model")]
+    assert "(embedding models: none)" in parsed.errors[0].message
+
+
 def test_a_chat_line_naming_the_embedding_model_is_told_so() -> None:
     chat = {"custom_id": "c", "method": "POST", "url": "/v1/chat/completions",
             "body": {"model": "mini", "messages": [{"role": "user", "content": "hi"}]}}
