@@ -87,12 +87,12 @@ def _text_content(content: Any, where: str) -> str:
                 part.get("text"), str
             ):
                 raise LineProblem("unsupported_parameter",
-                                   "only text content parts are served here",
-                                   f"{where}.{index}")
+                                  "only text content parts are served here",
+                                  f"{where}.{index}")
             texts.append(part["text"])
         return "".join(texts)
     raise LineProblem("invalid_request", "content must be a string or a list of text parts",
-                       where)
+                      where)
 
 
 def _messages(raw: Any) -> list[dict[str, str]]:
@@ -106,8 +106,8 @@ def _messages(raw: Any) -> list[dict[str, str]]:
         role = _ROLES.get(str(message.get("role")))
         if role is None:
             raise LineProblem("unsupported_parameter",
-                               f"role {message.get('role')!r} is not served here "
-                               "(system, developer, user, assistant)", f"{where}.role")
+                              f"role {message.get('role')!r} is not served here "
+                              "(system, developer, user, assistant)", f"{where}.role")
         messages.append({"role": role,
                          "content": _text_content(message.get("content"), f"{where}.content")})
     return messages
@@ -127,9 +127,9 @@ def _check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
             if value in _DEFAULT_ONLY[key]:
                 continue
             raise LineProblem("unsupported_parameter",
-                               f"{key}={json.dumps(value)} is not served here", f"body.{key}")
+                              f"{key}={json.dumps(value)} is not served here", f"body.{key}")
         raise LineProblem("unsupported_parameter", f"unknown or unsupported parameter {key!r}",
-                           f"body.{key}")
+                          f"body.{key}")
 
 
 def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
         _check_fields(body, _CHAT_FIELDS)
         if "messages" not in body:
             raise LineProblem("missing_required_parameter", "messages is required",
-                               "body.messages")
+                              "body.messages")
         payload: dict[str, Any] = {"messages": _messages(body["messages"])}
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     else:
@@ -182,23 +182,23 @@ def _parse_line(
         raise LineProblem("missing_required_parameter", "custom_id is required", "custom_id")
     if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_CUSTOM_ID_CHARS:
         raise LineProblem("invalid_custom_id",
-                           f"custom_id must be a string of 1 to {MAX_CUSTOM_ID_CHARS} characters",
-                           "custom_id")
+                          f"custom_id must be a string of 1 to {MAX_CUSTOM_ID_CHARS} characters",
+                          "custom_id")
     if custom_id in first_line_of:
         raise LineProblem("duplicate_custom_id",
-                           f"custom_id {custom_id!r} was already used on line "
-                           f"{first_line_of[custom_id]}", "custom_id")
+                          f"custom_id {custom_id!r} was already used on line "
+                          f"{first_line_of[custom_id]}", "custom_id")
     first_line_of[custom_id] = line
     if document.get("method") != "POST":
         raise LineProblem("invalid_method",
-                           f"method must be POST, not {document.get('method')!r}", "method")
+                          f"method must be POST, not {document.get('method')!r}", "method")
     url = document.get("url")
     if url not in KNOWN_ENDPOINTS:
         raise LineProblem("invalid_url", f"url {url!r} is not a batch endpoint", "url")
     if url != endpoint:
         raise LineProblem("mismatched_endpoint",
-                           f"url {url!r} differs from the batch's endpoint {endpoint!r}; "
-                           "a batch runs one endpoint", "url")
+                          f"url {url!r} differs from the batch's endpoint {endpoint!r}; "
+                          "a batch runs one endpoint", "url")
     body = document.get("body")
     if not isinstance(body, dict):
         raise LineProblem("invalid_request", "body must be a JSON object", "body")
@@ -216,7 +216,7 @@ def _parse_line(
         model = resolve_model(request, limits)
     except PennyError as error:
         raise LineProblem(error.code, error.message,
-                           f"body.{error.param}" if error.param else "body") from None
+                          f"body.{error.param}" if error.param else "body") from None
     return BatchLine(line=line, custom_id=custom_id, model=model, request=request)
 
 
