@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     default_model: str = OFFLINE_MODEL_NAME
     models_dir: Path | None = None
     # Served embedding model name -> source (Hugging Face id, directory, or the offline
-    # default) and dimensions. They run on sentence-transformers, not on vLLM.
+    # default) and dimensions. They run on sentence-transformers, not on vLLM. A Hugging
+    # Face id must already be in the local cache: embedders load with HF_HUB_OFFLINE=1
+    # unless the environment says otherwise.
     embedding_models: dict[str, EmbeddingModel] = Field(
         default_factory=lambda: {OFFLINE_EMBEDDING_MODEL_NAME: EmbeddingModel()})
     # What an /v1/embeddings request without `model` runs on.
