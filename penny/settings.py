@@ -37,16 +37,14 @@ class ModelPrice(BaseModel):
     list_output_usd_per_mtok: Decimal = Decimal("0.60")
 
 
-# Prices penny knows without being told; `PENNY_PRICES` overrides them model by model.
-# The embedding model is compared with the hosted text-embedding-3-small ($0.02 per 1M
-# input tokens; embeddings have no output tokens and no cache discount).
-BUILTIN_PRICES: dict[str, ModelPrice] = {
-    OFFLINE_EMBEDDING_MODEL_NAME: ModelPrice(
+def _embedding_price() -> ModelPrice:
+    # Compared with the hosted text-embedding-3-small: $0.02 per 1M input tokens.
+    # Embeddings have no output tokens and no cache discount.
+    return ModelPrice(
         list_input_usd_per_mtok=Decimal("0.02"),
         list_cached_input_usd_per_mtok=Decimal("0.02"),
         list_output_usd_per_mtok=Decimal(0),
-    ),
-}
+    )
 
 
 class EmbeddingModel(BaseModel):
@@ -87,6 +85,9 @@ class Settings(BaseSettings):
     embedding_device: str = "cpu"
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     default_price: ModelPrice = Field(default_factory=ModelPrice)
+    # What an embedding model not named in `prices` costs: a chat model's list prices
+    # would overstate the hosted alternative several times over.
+    default_embedding_price: ModelPrice = Field(default_factory=_embedding_price)
 
     # Engine (vLLM). On CPU, kv_cache_gib is the KV cache size; on GPU the memory fraction.
     engine_max_model_len: int = 2048
@@ -164,4 +165,6 @@ class Settings(BaseSettings):
     def price_for(self, model: str) -> ModelPrice:
         if model in self.prices:
             return self.prices[model]
-        return BUILTIN_PRICES.get(model, self.default_price)
+        if model in self.embedding_models:
+            return self.default_embedding_price
+        return self.default_price

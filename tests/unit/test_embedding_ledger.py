@@ -8,7 +8,12 @@ import uuid
 from decimal import Decimal
 
 from models.queue import ClaimedBatch, ClaimedJob
-from penny.settings import OFFLINE_EMBEDDING_MODEL_NAME, ModelPrice, Settings
+from penny.settings import (
+    OFFLINE_EMBEDDING_MODEL_NAME,
+    EmbeddingModel,
+    ModelPrice,
+    Settings,
+)
 from workers.embedder import Embedding, EmbeddingRequest
 from workers.embedding_execution import embedding_outcomes_for
 
@@ -21,11 +26,14 @@ def batch(count: int) -> ClaimedBatch:
     return ClaimedBatch(uuid.uuid4(), MODEL, uuid.uuid4(), jobs)
 
 
-def test_the_embedding_model_has_its_own_list_price() -> None:
+def test_embedding_models_have_their_own_list_price() -> None:
     price = Settings().price_for(MODEL)
     assert price.list_input_usd_per_mtok == Decimal("0.02")  # text-embedding-3-small
     assert price.list_output_usd_per_mtok == 0
-    assert Settings().price_for("some-chat-model") == Settings().default_price
+    assert price.engine_hour_usd == Settings().default_price.engine_hour_usd  # same box
+    assert Settings().price_for("smollm2-135m-instruct") == Settings().default_price
+    other = Settings(embedding_models={"e5": EmbeddingModel(source="/m", dimensions=768)})
+    assert other.price_for("e5") == other.default_embedding_price
     custom = ModelPrice(engine_hour_usd=Decimal(1), list_input_usd_per_mtok=Decimal("0.13"))
     assert Settings(prices={MODEL: custom}).price_for(MODEL) == custom
 
