@@ -112,10 +112,10 @@ def remove_file(file_id: str, request: Request, tenant: Tenant) -> dict[str, Any
 
 @router.get("/models")
 def read_models(request: Request, tenant: Tenant) -> dict[str, Any]:
-    """The served models, in the OpenAI list shape. `created` is when this server started:
-    penny knows no better date for a model it loads from a directory."""
+    """The served models (chat and embedding), in the OpenAI list shape. `created` is when
+    this server started: penny knows no better date for a model it loads from a directory."""
     started = unix(request.app.state.started_at)
     return {"object": "list", "data": [
         {"id": name, "object": "model", "created": started, "owned_by": "penny"}
-        for name in sorted(settings_of(request).models)
+        for name in sorted(settings_of(request).served_models)
     ]}

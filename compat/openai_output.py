@@ -1,7 +1,8 @@
 """The output and error files of an OpenAI batch. Pure.
 
 Every line is `{id, custom_id, response, error}`: a succeeded request carries a normal
-chat.completion / text_completion body with status 200 in the output file; everything else
+chat.completion / text_completion / embeddings list body with status 200 in the output
+file; everything else
 goes to the error file, as an HTTP-style error in `response` when the request itself was
 at fault, or as `error: {code, message}` when the batch stopped it (cancel, expiry, a
 worker lost too often). penny adds `penny_cost` to every line that was billed.
@@ -15,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from compat.records import LineRecord, line_cost
+from compat.vectors import base64_vector, float_list, split_vectors
 from models.status import JobStatus
 
 CHAT_ENDPOINT = "/v1/chat/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 # Job error codes that mean "the batch, not the request, ended this line".
 _BATCH_LEVEL_ERRORS = {
     JobStatus.CANCELLED: ("batch_cancelled", "the batch was cancelled before this request ran"),
@@ -52,9 +55,25 @@ def _usage(record: LineRecord) -> dict[str, Any]:
     }
 
 
+def embedding_body(record: LineRecord) -> dict[str, Any]:
+    """An embeddings response: one vector per input, `index` its place in the input."""
+    vectors = (split_vectors(record.embedding, record.embedding_dimensions or 0)
+               if record.embedding else [])
+    encode = base64_vector if record.encoding_format == "base64" else float_list
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": index, "embedding": encode(vector)}
+                 for index, vector in enumerate(vectors)],
+        "model": record.model,
+        "usage": {"prompt_tokens": record.prompt_tokens, "total_tokens": record.prompt_tokens},
+    }
+
+
 def completion_body(record: LineRecord, endpoint: str) -> dict[str, Any]:
     """The body the synchronous endpoint would have answered with."""
     hex_id = record.job_id.replace("-", "")
+    if endpoint == EMBEDDINGS_ENDPOINT:
+        return embedding_body(record)
     if endpoint == CHAT_ENDPOINT:
         return {
             "id": f"chatcmpl-{hex_id}",

@@ -29,6 +29,10 @@ class LineRecord:
     finished_at: datetime | None
     served_by: str = "engine"  # "single_flight": answered from an identical job's run
     single_flight_saved_usd: Decimal = Decimal(0)
+    # An embeddings line: its vectors (see compat.vectors) and the format it asked for.
+    embedding: bytes | None = None
+    embedding_dimensions: int | None = None
+    encoding_format: str = "float"
 
 
 @dataclass(frozen=True)
@@ -44,19 +48,20 @@ class CostFigures:
     single_flight_jobs: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        """The `penny_cost` extension field. Money as strings: floats would round it."""
+        """The `penny_cost` extension field. Money as plain decimal strings: floats would
+        round it, and str() would write an embedding's 2.2e-7 dollars as "2.200E-7"."""
         saved = self.list_cost_usd - self.cost_usd
         return {
             "input_tokens": self.input_tokens,
             "cached_tokens": self.cached_tokens,
             "output_tokens": self.output_tokens,
             "engine_seconds": round(self.engine_seconds, 6),
-            "cost_usd": str(self.cost_usd),
-            "list_cost_usd": str(self.list_cost_usd),
-            "saved_usd": str(saved),
+            "cost_usd": f"{self.cost_usd:f}",
+            "list_cost_usd": f"{self.list_cost_usd:f}",
+            "saved_usd": f"{saved:f}",
             "saved_fraction": (round(float(saved / self.list_cost_usd), 4)
                                if self.list_cost_usd else None),
-            "single_flight_saved_usd": str(self.single_flight_saved_usd),
+            "single_flight_saved_usd": f"{self.single_flight_saved_usd:f}",
             "single_flight_jobs": self.single_flight_jobs,
         }
 

@@ -13,10 +13,11 @@ from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from intake.anthropic_requests import parse_requests
+from intake.embeddings import EmbeddingJobRequest
 from intake.limits import IntakeLimits
-from intake.openai_lines import SERVED_ENDPOINTS, parse_batch_file
+from intake.openai_lines import SERVED_ENDPOINTS, BatchLine, parse_batch_file
 from intake.schema import completion_window_length
-from intake.service import new_job, submit
+from intake.service import embedding_job, new_job, submit
 from models.batches import ANTHROPIC_KIND, OPENAI_KIND, retryable_jobs
 from models.files import get_file
 from models.status import SubmissionStatus
@@ -39,6 +40,12 @@ def parse_completion_window(window: str) -> timedelta:
         raise InvalidRequest(f"completion_window {window!r} is longer than 24h",
                              param="completion_window")
     return length
+
+
+def _line_job(line: BatchLine) -> NewJob:
+    if isinstance(line.request, EmbeddingJobRequest):
+        return embedding_job(line.line, line.request)
+    return new_job(line.line, line.request, line.model)
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,7 @@ def create_openai_batch(
                        errors=[e.as_dict() for e in parsed.errors])
     else:
         # The window is each job's deadline: the coalescer sends jobs near it first.
-        jobs = [replace(new_job(line.line, line.request, line.model), complete_within=window)
-                for line in parsed.lines]
+        jobs = [replace(_line_job(line), complete_within=window) for line in parsed.lines]
     return submit(session, tenant=tenant, kind=OPENAI_KIND, jobs=jobs,
                   payload_hash=payload_hash, idempotency_key=idempotency_key,
                   source_name=stored_file.filename, columns=columns)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from intake.schema import JobRequest
 from penny.errors import InvalidRequest, UnknownModel
@@ -15,6 +15,9 @@ class IntakeLimits:
     default_model: str
     max_output_tokens: int
     max_prompt_chars: int
+    # Embedding model name -> the dimensions of its vectors.
+    embedding_models: dict[str, int] = field(default_factory=dict)
+    default_embedding_model: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeLimits:
@@ -23,12 +26,18 @@ class IntakeLimits:
             default_model=settings.default_model,
             max_output_tokens=settings.max_output_tokens,
             max_prompt_chars=settings.max_prompt_chars,
+            embedding_models={name: model.dimensions
+                              for name, model in settings.embedding_models.items()},
+            default_embedding_model=settings.default_embedding_model,
         )
 
 
 def resolve_model(request: JobRequest, limits: IntakeLimits) -> str:
     """Return the model the job will run on, or raise a precise error."""
     model = request.model or limits.default_model
+    if model in limits.embedding_models:
+        raise UnknownModel(f"model '{model}' is an embedding model; send it /v1/embeddings "
+                           "requests in an OpenAI batch", param="model")
     if model not in limits.models:
         served = ", ".join(sorted(limits.models))
         raise UnknownModel(f"model '{model}' is not served here (served: {served})", param="model")

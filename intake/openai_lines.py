@@ -14,17 +14,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from intake.embeddings import EmbeddingJobRequest, parse_embedding_body
 from intake.limits import IntakeLimits, resolve_model
+from intake.line_problem import LineProblem
 from intake.schema import JobRequest
 from penny.errors import PennyError
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 COMPLETIONS_ENDPOINT = "/v1/completions"
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
-SERVED_ENDPOINTS = (CHAT_ENDPOINT, COMPLETIONS_ENDPOINT)
+SERVED_ENDPOINTS = (CHAT_ENDPOINT, COMPLETIONS_ENDPOINT, EMBEDDINGS_ENDPOINT)
 # Endpoints the hosted API knows; a line naming one of these gets "not served here" rather
 # than "no such url".
-KNOWN_ENDPOINTS = (*SERVED_ENDPOINTS, EMBEDDINGS_ENDPOINT, "/v1/responses", "/v1/moderations")
+KNOWN_ENDPOINTS = (*SERVED_ENDPOINTS, "/v1/responses", "/v1/moderations")
 MAX_CUSTOM_ID_CHARS = 500
 # The hosted API's default for /v1/completions; chat falls back to penny's own default.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
@@ -52,7 +54,8 @@ class BatchLine:
     line: int
     custom_id: str
     model: str
-    request: JobRequest
+    # A generation (chat or completions line) or an embeddings request.
+    request: JobRequest | EmbeddingJobRequest
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,6 @@ class BatchInput:
     errors: list[BatchLineError]
 
 
-class _LineProblem(Exception):
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
-
-
 def _text_content(content: Any, where: str) -> str:
     """Message content as penny runs it: a string, or a list of text parts joined."""
     if isinstance(content, str):
@@ -89,28 +86,28 @@ def _text_content(content: Any, where: str) -> str:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(
                 part.get("text"), str
             ):
-                raise _LineProblem("unsupported_parameter",
-                                   "only text content parts are served here",
-                                   f"{where}.{index}")
+                raise LineProblem("unsupported_parameter",
+                                  "only text content parts are served here",
+                                  f"{where}.{index}")
             texts.append(part["text"])
         return "".join(texts)
-    raise _LineProblem("invalid_request", "content must be a string or a list of text parts",
-                       where)
+    raise LineProblem("invalid_request", "content must be a string or a list of text parts",
+                      where)
 
 
 def _messages(raw: Any) -> list[dict[str, str]]:
     if not isinstance(raw, list):
-        raise _LineProblem("invalid_request", "messages must be a list", "body.messages")
+        raise LineProblem("invalid_request", "messages must be a list", "body.messages")
     messages = []
     for index, message in enumerate(raw):
         where = f"body.messages.{index}"
         if not isinstance(message, dict):
-            raise _LineProblem("invalid_request", "each message must be an object", where)
+            raise LineProblem("invalid_request", "each message must be an object", where)
         role = _ROLES.get(str(message.get("role")))
         if role is None:
-            raise _LineProblem("unsupported_parameter",
-                               f"role {message.get('role')!r} is not served here "
-                               "(system, developer, user, assistant)", f"{where}.role")
+            raise LineProblem("unsupported_parameter",
+                              f"role {message.get('role')!r} is not served here "
+                              "(system, developer, user, assistant)", f"{where}.role")
         messages.append({"role": role,
                          "content": _text_content(message.get("content"), f"{where}.content")})
     return messages
@@ -129,10 +126,10 @@ def _check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
         if key in _DEFAULT_ONLY:
             if value in _DEFAULT_ONLY[key]:
                 continue
-            raise _LineProblem("unsupported_parameter",
-                               f"{key}={json.dumps(value)} is not served here", f"body.{key}")
-        raise _LineProblem("unsupported_parameter", f"unknown or unsupported parameter {key!r}",
-                           f"body.{key}")
+            raise LineProblem("unsupported_parameter",
+                              f"{key}={json.dumps(value)} is not served here", f"body.{key}")
+        raise LineProblem("unsupported_parameter", f"unknown or unsupported parameter {key!r}",
+                          f"body.{key}")
 
 
 def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -140,8 +137,8 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
     if url == CHAT_ENDPOINT:
         _check_fields(body, _CHAT_FIELDS)
         if "messages" not in body:
-            raise _LineProblem("missing_required_parameter", "messages is required",
-                               "body.messages")
+            raise LineProblem("missing_required_parameter", "messages is required",
+                              "body.messages")
         payload: dict[str, Any] = {"messages": _messages(body["messages"])}
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     else:
@@ -150,7 +147,7 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
         if not isinstance(prompt, str):
-            raise _LineProblem("invalid_request", "prompt must be a string", "body.prompt")
+            raise LineProblem("invalid_request", "prompt must be a string", "body.prompt")
         payload = {"prompt": prompt}
         max_tokens = body.get("max_tokens", COMPLETIONS_DEFAULT_MAX_TOKENS)
     if max_tokens is not None:
@@ -177,45 +174,49 @@ def _parse_line(
     try:
         document = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise _LineProblem("invalid_json_line", f"not valid JSON: {error.msg}") from None
+        raise LineProblem("invalid_json_line", f"not valid JSON: {error.msg}") from None
     if not isinstance(document, dict):
-        raise _LineProblem("invalid_json_line", "each line must be a JSON object")
+        raise LineProblem("invalid_json_line", "each line must be a JSON object")
     custom_id = document.get("custom_id")
     if custom_id is None:
-        raise _LineProblem("missing_required_parameter", "custom_id is required", "custom_id")
+        raise LineProblem("missing_required_parameter", "custom_id is required", "custom_id")
     if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_CUSTOM_ID_CHARS:
-        raise _LineProblem("invalid_custom_id",
-                           f"custom_id must be a string of 1 to {MAX_CUSTOM_ID_CHARS} characters",
-                           "custom_id")
+        raise LineProblem("invalid_custom_id",
+                          f"custom_id must be a string of 1 to {MAX_CUSTOM_ID_CHARS} characters",
+                          "custom_id")
     if custom_id in first_line_of:
-        raise _LineProblem("duplicate_custom_id",
-                           f"custom_id {custom_id!r} was already used on line "
-                           f"{first_line_of[custom_id]}", "custom_id")
+        raise LineProblem("duplicate_custom_id",
+                          f"custom_id {custom_id!r} was already used on line "
+                          f"{first_line_of[custom_id]}", "custom_id")
     first_line_of[custom_id] = line
     if document.get("method") != "POST":
-        raise _LineProblem("invalid_method",
-                           f"method must be POST, not {document.get('method')!r}", "method")
+        raise LineProblem("invalid_method",
+                          f"method must be POST, not {document.get('method')!r}", "method")
     url = document.get("url")
     if url not in KNOWN_ENDPOINTS:
-        raise _LineProblem("invalid_url", f"url {url!r} is not a batch endpoint", "url")
+        raise LineProblem("invalid_url", f"url {url!r} is not a batch endpoint", "url")
     if url != endpoint:
-        raise _LineProblem("mismatched_endpoint",
-                           f"url {url!r} differs from the batch's endpoint {endpoint!r}; "
-                           "a batch runs one endpoint", "url")
+        raise LineProblem("mismatched_endpoint",
+                          f"url {url!r} differs from the batch's endpoint {endpoint!r}; "
+                          "a batch runs one endpoint", "url")
     body = document.get("body")
     if not isinstance(body, dict):
-        raise _LineProblem("invalid_request", "body must be a JSON object", "body")
+        raise LineProblem("invalid_request", "body must be a JSON object", "body")
+    if url == EMBEDDINGS_ENDPOINT:
+        embedding = parse_embedding_body(body, custom_id, limits)
+        return BatchLine(line=line, custom_id=custom_id, model=embedding.model,
+                         request=embedding)
     try:
         request = JobRequest.model_validate(
             {**_job_payload(url, body), "custom_id": custom_id})
     except ValidationError as error:
         param, message = _schema_param(error)
-        raise _LineProblem("invalid_request", message, param) from None
+        raise LineProblem("invalid_request", message, param) from None
     try:
         model = resolve_model(request, limits)
     except PennyError as error:
-        raise _LineProblem(error.code, error.message,
-                           f"body.{error.param}" if error.param else "body") from None
+        raise LineProblem(error.code, error.message,
+                          f"body.{error.param}" if error.param else "body") from None
     return BatchLine(line=line, custom_id=custom_id, model=model, request=request)
 
 
@@ -249,7 +250,7 @@ def parse_batch_file(
             break
         try:
             lines.append(_parse_line(raw, line_no, endpoint, limits, first_line_of))
-        except _LineProblem as problem:
+        except LineProblem as problem:
             errors.append(BatchLineError(line_no, problem.code, problem.message, problem.param))
     if count == 0:
         errors.append(BatchLineError(None, "empty_file", "the input file holds no requests"))

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from intake.embeddings import EmbeddingJobRequest
 from intake.files import LineError, LineOutcome
 from intake.limits import IntakeLimits, resolve_model
 from intake.schema import JobRequest, estimate_tokens
@@ -39,6 +40,16 @@ def new_job(line_no: int, request: JobRequest, model: str) -> NewJob:
         tags=dict(request.metadata),
         priority=request.priority,
         complete_within=request.complete_within(),
+    )
+
+
+def embedding_job(line_no: int, request: EmbeddingJobRequest) -> NewJob:
+    return NewJob(
+        line_no=line_no,
+        model=request.model,
+        request=request.engine_request(),
+        estimated_tokens=request.estimated_tokens(),
+        custom_id=request.custom_id,
     )
 
 

@@ -99,12 +99,18 @@ def totals(records: Sequence[JobRecord]) -> LedgerTotals:
     )
 
 
+def _plain(value: Any) -> Any:
+    """Money as a plain decimal string: str() would write 2.2e-7 dollars (an embedding's
+    cost) as "2.200E-7"."""
+    return f"{value:f}" if isinstance(value, Decimal) else value
+
+
 def _ledger_row(r: JobRecord) -> dict[str, Any]:
-    return {column: getattr(r, column) for column in LEDGER_COLUMNS}
+    return {column: _plain(getattr(r, column)) for column in LEDGER_COLUMNS}
 
 
 def ledger_json(submission_id: str, records: Sequence[JobRecord]) -> bytes:
-    summary = {key: value for key, value in asdict(totals(records)).items()}
+    summary = {key: _plain(value) for key, value in asdict(totals(records)).items()}
     document = {
         "submission_id": submission_id,
         "totals": summary,

@@ -182,6 +182,9 @@ def line_records(session: Session, submission_id: uuid.UUID) -> list[LineRecord]
             finished_at=job.finished_at,
             served_by=ledger.served_by if ledger else SERVED_BY_ENGINE,
             single_flight_saved_usd=ledger.single_flight_saved_usd if ledger else Decimal(0),
+            embedding=result.embedding if result else None,
+            embedding_dimensions=result.embedding_dimensions if result else None,
+            encoding_format=str(job.request.get("encoding_format") or "float"),
         )
         for job, result, ledger in submission_rows(session, submission_id)
     ]

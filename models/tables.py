@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Text,
@@ -199,6 +200,10 @@ class Result(Base):
     cached_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
     output_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
     mean_logprob: Mapped[float | None] = mapped_column(Float)
+    # An embeddings job: one vector per input, back to back, as little-endian float32 (the
+    # bytes the OpenAI API's base64 encoding carries). Null for generations.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_dimensions: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
 
 

@@ -40,6 +40,9 @@ def models_list() -> None:
     for name, source in settings.models.items():
         marker = " (default)" if name == settings.default_model else ""
         typer.echo(f"{name}{marker}\t{source}")
+    for name, embedding in settings.embedding_models.items():
+        marker = " (default embeddings)" if name == settings.default_embedding_model else ""
+        typer.echo(f"{name}{marker}\t{embedding.source}\t{embedding.dimensions} dimensions")
 
 
 @app.command()
@@ -97,10 +100,12 @@ def coalescer(verbose: bool = False) -> None:
 
 @app.command()
 def worker(
-    model: Annotated[str | None, typer.Option(help="served model name")] = None,
+    model: Annotated[str | None, typer.Option(help="served model name (chat or embedding)")
+                     ] = None,
     verbose: bool = False,
 ) -> None:
-    """One engine worker consuming its model's Redis queue. Run one per GPU."""
+    """One worker consuming its model's Redis queue: a vLLM engine for a chat model, a
+    sentence-transformers embedder for an embedding model. Run one per GPU."""
     _logging(verbose)
     from workers.celery_app import run_worker
 

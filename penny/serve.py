@@ -29,9 +29,10 @@ def serve_coalescer(settings: Settings) -> None:
 
     runtime = open_runtime(settings)
     # Tokenizers only (no weights): the coalescer groups jobs by their exact token prefix.
+    # Embedding models have none: there is no prefix cache to group their jobs for.
     tokenizers = {model: ChatTokenizer.for_model(settings, model) for model in settings.models}
     coalescer = Coalescer(settings, runtime.sessions, CeleryDispatcher(make_celery(settings)),
-                          runtime.store, list(settings.models), tokenizers)
+                          runtime.store, settings.served_models, tokenizers)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -44,12 +45,15 @@ def serve_coalescer(settings: Settings) -> None:
 def serve_all_in_one(settings: Settings) -> None:
     from api.app import create_app
     from workers.inprocess import InProcessPipeline
+    from workers.sentence_embedder import SentenceTransformerEmbedder
     from workers.vllm_engine import VllmEngine
 
     runtime = open_runtime(settings)
     engines = [VllmEngine(settings, model) for model in settings.models]
+    embedders = [SentenceTransformerEmbedder(settings, model)
+                 for model in settings.embedding_models]
     try:
-        with InProcessPipeline(runtime, engines):
+        with InProcessPipeline(runtime, engines, embedders):
             uvicorn.run(create_app(runtime), host=settings.api_host, port=settings.api_port,
                         log_level="info")
     finally:

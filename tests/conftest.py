@@ -1,5 +1,6 @@
 """Shared fixtures: a real Postgres database of our own, real Redis on a db number of our own,
-the real vLLM engine with the offline model (loaded once per session), a real HTTP server."""
+the real vLLM engine with the offline model and the real embedder (each loaded once per
+session), a real HTTP server."""
 
 from __future__ import annotations
 
@@ -103,3 +104,12 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> object:
     return VllmEngine(engine_settings, engine_settings.default_model)
 
 
+@pytest.fixture(scope="session")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The real sentence-transformers embedder on the offline embedding model (from its
+    wheel), loaded once for the whole session. It needs no vLLM."""
+    from workers.sentence_embedder import SentenceTransformerEmbedder
+
+    embedder_settings = Settings(data_dir=tmp_path_factory.mktemp("embedder"))
+    return SentenceTransformerEmbedder(embedder_settings,
+                                       embedder_settings.default_embedding_model)

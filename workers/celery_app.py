@@ -6,11 +6,15 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
+from typing import TYPE_CHECKING
 
 from celery import Celery
 
 from penny.settings import Settings
 from workers.presence import Presence
+
+if TYPE_CHECKING:
+    from workers.execution import BatchExecutor
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +58,30 @@ class CeleryDispatcher:
         self.app.send_task(RUN_BATCH_TASK, args=[str(batch_id)], queue=queue)
 
 
+def _executor(settings: Settings, model: str) -> BatchExecutor:
+    """The model loaded for this worker: an embedder for an embedding model (vLLM is never
+    imported then), a vLLM engine for anything else."""
+    if model in settings.embedding_models:
+        from workers.embedding_execution import EmbeddingExecutor
+        from workers.sentence_embedder import SentenceTransformerEmbedder
+
+        return EmbeddingExecutor(SentenceTransformerEmbedder(settings, model), settings)
+    from workers.execution import GenerationExecutor
+    from workers.vllm_engine import VllmEngine
+
+    return GenerationExecutor(VllmEngine(settings, model), settings)
+
+
 def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> None:
-    """Start one Celery worker process for `model`: the engine loads once, here, before the
+    """Start one Celery worker process for `model`: the model loads once, here, before the
     first message is taken, and every batch runs in this same process (solo pool)."""
     from penny.runtime import open_runtime
     from workers.execution import BatchRunner
-    from workers.vllm_engine import VllmEngine
 
     runtime = open_runtime(settings)
-    engine = VllmEngine(settings, model)
+    executor = _executor(settings, model)
     worker_id = f"{socket.gethostname()}-{model}-{uuid.uuid4().hex[:8]}"
-    runner = BatchRunner(settings, runtime.sessions, engine, runtime.store, worker_id)
+    runner = BatchRunner(settings, runtime.sessions, executor, runtime.store, worker_id)
     app = make_celery(settings)
 
     @app.task(name=RUN_BATCH_TASK)

@@ -1,7 +1,9 @@
-"""Running one batch: claim it, generate, and record everything in one transaction.
+"""Running one batch: claim it, run it on the model, and record everything in one
+transaction.
 
 This is the whole worker pipeline; the Celery task and the in-process worker thread are
-thin shells around `BatchRunner.run`.
+thin shells around `BatchRunner.run`. What "run it on the model" means is the executor's
+business: generation on an `Engine` here, embeddings in `workers.embedding_execution`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,6 +64,78 @@ class _LeaseKeeper:
                 log.exception("could not renew the lease on batch %s", self._batch.id)
 
 
+@dataclass(frozen=True)
+class JobProduct:
+    """What the model made for one job: its result row and token usage, or an error."""
+
+    usage: TokenUsage
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ExecutedBatch:
+    outcomes: list[JobOutcome]
+    engine_seconds: float
+
+
+class BatchExecutor(Protocol):
+    """Runs a claimed batch's jobs on one model."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    def execute(self, batch: ClaimedBatch) -> ExecutedBatch:
+        """Never raise for one bad job: it becomes that job's error outcome."""
+        ...
+
+
+def priced_outcomes(
+    batch: ClaimedBatch,
+    products: Sequence[JobProduct],
+    engine_seconds: float,
+    settings: Settings,
+) -> list[JobOutcome]:
+    """Pair each job with its product, its share of engine time and its price."""
+    shares = iter(share_engine_seconds(engine_seconds, [p.usage for p in products
+                                                        if p.result is not None]))
+    price = settings.price_for(batch.model)
+    outcomes = []
+    for job, product in zip(batch.jobs, products, strict=True):
+        if product.result is None:
+            outcomes.append(JobOutcome(job, None, None, product.error))
+            continue
+        seconds = next(shares)
+        cost = price_job(product.usage, seconds, price)
+        ledger = {
+            "model": batch.model,
+            "input_tokens": product.usage.prompt_tokens,
+            "cached_tokens": product.usage.cached_tokens,
+            "output_tokens": product.usage.output_tokens,
+            "engine_seconds": seconds,
+            "cost_usd": cost.cost_usd,
+            "list_cost_usd": cost.list_cost_usd,
+        }
+        outcomes.append(JobOutcome(job, product.result, ledger, None))
+    return outcomes
+
+
+def _generation_product(generation: Generation) -> JobProduct:
+    usage = TokenUsage(generation.prompt_tokens, generation.cached_tokens,
+                       generation.output_tokens)
+    if not generation.ok:
+        return JobProduct(usage, None, {"code": generation.error_code,
+                                        "message": generation.error_message})
+    return JobProduct(usage, {
+        "text": generation.text,
+        "finish_reason": generation.finish_reason,
+        "prompt_tokens": generation.prompt_tokens,
+        "cached_tokens": generation.cached_tokens,
+        "output_tokens": generation.output_tokens,
+        "mean_logprob": generation.mean_logprob,
+    })
+
+
 def outcomes_for(
     batch: ClaimedBatch,
     generations: Sequence[Generation],
@@ -68,39 +143,31 @@ def outcomes_for(
     settings: Settings,
 ) -> list[JobOutcome]:
     """Pair each job with its generation, its share of engine time and its price."""
-    usages = [TokenUsage(g.prompt_tokens, g.cached_tokens, g.output_tokens) for g in generations]
-    ok = [g.ok for g in generations]
-    shares = share_engine_seconds(engine_seconds, [u for u, good in zip(usages, ok, strict=True)
-                                                   if good])
-    share_iter = iter(shares)
-    price = settings.price_for(batch.model)
-    outcomes = []
-    for job, generation, usage in zip(batch.jobs, generations, usages, strict=True):
-        if not generation.ok:
-            outcomes.append(JobOutcome(job, None, None, {
-                "code": generation.error_code, "message": generation.error_message}))
-            continue
-        seconds = next(share_iter)
-        cost = price_job(usage, seconds, price)
-        result = {
-            "text": generation.text,
-            "finish_reason": generation.finish_reason,
-            "prompt_tokens": generation.prompt_tokens,
-            "cached_tokens": generation.cached_tokens,
-            "output_tokens": generation.output_tokens,
-            "mean_logprob": generation.mean_logprob,
-        }
-        ledger = {
-            "model": batch.model,
-            "input_tokens": generation.prompt_tokens,
-            "cached_tokens": generation.cached_tokens,
-            "output_tokens": generation.output_tokens,
-            "engine_seconds": seconds,
-            "cost_usd": cost.cost_usd,
-            "list_cost_usd": cost.list_cost_usd,
-        }
-        outcomes.append(JobOutcome(job, result, ledger, None))
-    return outcomes
+    return priced_outcomes(batch, [_generation_product(g) for g in generations],
+                           engine_seconds, settings)
+
+
+class GenerationExecutor:
+    """Chat and completions jobs on a text-generation engine."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine, self.settings = engine, settings
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.model_name
+
+    def execute(self, batch: ClaimedBatch) -> ExecutedBatch:
+        requests = [
+            GenerationRequest.from_stored(str(job.id), job.request,
+                                          cache_salt=str(job.tenant_id))
+            for job in batch.jobs
+        ]
+        generated = self.engine.generate(requests)
+        return ExecutedBatch(
+            outcomes_for(batch, generated.generations, generated.engine_seconds,
+                         self.settings),
+            generated.engine_seconds)
 
 
 class BatchRunner:
@@ -108,13 +175,13 @@ class BatchRunner:
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
-        engine: Engine,
+        executor: BatchExecutor,
         store: ObjectStore,
         worker_id: str,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.engine = engine
+        self.executor = executor
         self.store = store
         self.worker_id = worker_id
 
@@ -124,16 +191,10 @@ class BatchRunner:
         if batch is None:
             log.info("batch %s is not pending; another worker has it or it is done", batch_id)
             return BatchRun(batch_id, claimed=False, recorded=False)
-        requests = [
-            GenerationRequest.from_stored(str(job.id), job.request, cache_salt=str(job.tenant_id))
-            for job in batch.jobs
-        ]
         with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
-            generated = self.engine.generate(requests)
-        outcomes = outcomes_for(batch, generated.generations, generated.engine_seconds,
-                                self.settings)
+            executed = self.executor.execute(batch)
         with self.sessions() as session:
-            recorded = record_batch(session, batch, outcomes, generated.engine_seconds)
+            recorded = record_batch(session, batch, executed.outcomes, executed.engine_seconds)
         if not recorded:
             log.warning("batch %s was taken over while running; its results were dropped",
                         batch_id)

@@ -12,8 +12,10 @@ from types import TracebackType
 
 from coalescer.runner import Coalescer
 from penny.runtime import Runtime
+from workers.embedder import Embedder
+from workers.embedding_execution import EmbeddingExecutor
 from workers.engine import Engine
-from workers.execution import BatchRunner
+from workers.execution import BatchExecutor, BatchRunner, GenerationExecutor
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +27,30 @@ class LocalDispatcher:
         self.queues: dict[str, queue.Queue[uuid.UUID]] = {m: queue.Queue() for m in models}
 
     def dispatch(self, batch_id: uuid.UUID, model: str, worker: str | None = None) -> None:
-        self.queues[model].put(batch_id)  # one worker per model in process: no routing
+        batches = self.queues.get(model)
+        if batches is None:
+            # The sweeper re-sends every stale batch, also those of models this process
+            # does not load (an embeddings batch under `penny run`); it waits for a process
+            # that does.
+            log.debug("batch %s is for %s, which this process does not run", batch_id, model)
+            return
+        batches.put(batch_id)  # one worker per model in process: no routing
 
 
 class InProcessPipeline:
-    """A coalescer thread plus one worker thread per engine. Use as a context manager."""
+    """A coalescer thread plus one worker thread per engine and per embedder. Use as a
+    context manager. Only the models given here are planned: an embeddings-only pipeline
+    never needs vLLM."""
 
-    def __init__(self, runtime: Runtime, engines: Sequence[Engine]) -> None:
-        models = [engine.model_name for engine in engines]
+    def __init__(self, runtime: Runtime, engines: Sequence[Engine],
+                 embedders: Sequence[Embedder] = ()) -> None:
+        executors: list[BatchExecutor] = [
+            *(GenerationExecutor(engine, runtime.settings) for engine in engines),
+            *(EmbeddingExecutor(embedder, runtime.settings) for embedder in embedders),
+        ]
+        models = [executor.model_name for executor in executors]
         self.dispatcher = LocalDispatcher(models)
+        # Embedding models get no tokenizer: their jobs share no prefix cache to group for.
         self.coalescer = Coalescer(
             runtime.settings, runtime.sessions, self.dispatcher, runtime.store, models,
             tokenizers={engine.model_name: engine for engine in engines},
@@ -43,14 +60,14 @@ class InProcessPipeline:
             threading.Thread(target=self.coalescer.run, args=(self._stop,), name="coalescer",
                              daemon=True)
         ]
-        for engine in engines:
+        for executor in executors:
             runner = BatchRunner(
-                runtime.settings, runtime.sessions, engine, runtime.store,
-                worker_id=f"in-process:{engine.model_name}",
+                runtime.settings, runtime.sessions, executor, runtime.store,
+                worker_id=f"in-process:{executor.model_name}",
             )
             self._threads.append(threading.Thread(
-                target=self._work, args=(runner, self.dispatcher.queues[engine.model_name]),
-                name=f"worker-{engine.model_name}", daemon=True,
+                target=self._work, args=(runner, self.dispatcher.queues[executor.model_name]),
+                name=f"worker-{executor.model_name}", daemon=True,
             ))
 
     def _work(self, runner: BatchRunner, batches: queue.Queue[uuid.UUID]) -> None:

@@ -23,12 +23,18 @@ from workers.inprocess import LocalDispatcher
 from workers.sweeper import sweep
 
 MODEL = "smollm2-135m-instruct"
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
 def chat_line(custom_id: str, content: str = "Say hi.", **body: Any) -> dict[str, Any]:
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
             "body": {"model": MODEL, "messages": [{"role": "user", "content": content}],
                      "max_tokens": 8, **body}}
+
+
+def embedding_line(custom_id: str, text: Any = "Say hi.", **body: Any) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings",
+            "body": {"model": EMBEDDING_MODEL, "input": text, **body}}
 
 
 def jsonl(lines: list[Any]) -> bytes:
@@ -82,8 +88,8 @@ def test_file_list_pages_with_after_and_limit(client: openai.OpenAI) -> None:
 
 def test_models_are_listed(client: openai.OpenAI) -> None:
     models = client.models.list()
-    assert [m.id for m in models] == [MODEL]
-    assert models.data[0].object == "model" and models.data[0].owned_by == "penny"
+    assert [m.id for m in models] == [EMBEDDING_MODEL, MODEL]
+    assert all(m.object == "model" and m.owned_by == "penny" for m in models.data)
 
 
 def test_bad_lines_fail_the_batch_naming_each_line(client: openai.OpenAI, runtime: Runtime
@@ -125,6 +131,55 @@ def test_bad_lines_fail_the_batch_naming_each_line(client: openai.OpenAI, runtim
     assert client.batches.retrieve(batch.id).status == "failed"
 
 
+def test_bad_embedding_lines_fail_the_batch_naming_each_line(
+    client: openai.OpenAI, runtime: Runtime
+) -> None:
+    lines: list[Any] = [
+        embedding_line("ok-1", ["one", "two"]),
+        embedding_line("empty", ""),
+        embedding_line("tokens", [[101, 2023], [102]]),
+        embedding_line("dims", dimensions=1536),
+        embedding_line("format", encoding_format="int8"),
+        embedding_line("chat-model", model=MODEL),
+        embedding_line("not-text", ["fine", {"text": "no"}]),
+        chat_line("mixed"),
+        embedding_line("ok-2", encoding_format="base64", dimensions=384, user="u-7"),
+    ]
+    batch = client.batches.create(input_file_id=upload(client, lines),
+                                  endpoint="/v1/embeddings", completion_window="24h")
+    assert batch.status == "failed" and batch.endpoint == "/v1/embeddings"
+    assert batch.errors is not None and batch.errors.data is not None
+    assert [(e.line, e.code, e.param) for e in batch.errors.data] == [
+        (2, "invalid_request", "body.input"),
+        (3, "unsupported_parameter", "body.input"),
+        (4, "unsupported_parameter", "body.dimensions"),
+        (5, "unsupported_parameter", "body.encoding_format"),
+        (6, "model_not_found", "body.model"),
+        (7, "invalid_request", "body.input.1"),
+        (8, "mismatched_endpoint", "url"),
+    ]
+    assert all(e.message for e in batch.errors.data)
+    with runtime.sessions() as session:  # nothing runs
+        assert session.execute(select(func.count()).select_from(Job)).scalar_one() == 0
+
+
+def test_a_good_embeddings_file_is_queued_for_the_embedding_model(
+    client: openai.OpenAI, runtime: Runtime
+) -> None:
+    lines = [embedding_line("a", ["x", "y"]), embedding_line("b", encoding_format="base64")]
+    batch = client.batches.create(input_file_id=upload(client, lines),
+                                  endpoint="/v1/embeddings", completion_window="1h")
+    assert batch.status == "in_progress" and batch.model == EMBEDDING_MODEL
+    assert batch.request_counts is not None and batch.request_counts.total == 2
+    with runtime.sessions() as session:
+        jobs = session.execute(select(Job.custom_id, Job.model, Job.request, Job.status)
+                               .order_by(Job.line_no)).all()
+    assert [tuple(job) for job in jobs] == [
+        ("a", EMBEDDING_MODEL, {"input": ["x", "y"], "encoding_format": "float"}, "queued"),
+        ("b", EMBEDDING_MODEL, {"input": ["Say hi."], "encoding_format": "base64"}, "queued"),
+    ]
+
+
 def test_limits_on_lines_and_file_size(tmp_path: Path, database_url: str) -> None:
     runtime = open_runtime(make_settings(tmp_path, database_url, max_batch_requests=3,
                                          max_file_bytes=4096))
@@ -147,9 +202,10 @@ def test_limits_on_lines_and_file_size(tmp_path: Path, database_url: str) -> Non
 
 def test_create_rejects_unserved_endpoint_window_and_file(client: openai.OpenAI) -> None:
     file_id = upload(client, [chat_line("a")])
-    with pytest.raises(openai.UnprocessableEntityError):
-        client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings",
+    with pytest.raises(openai.UnprocessableEntityError) as unserved:
+        client.batches.create(input_file_id=file_id, endpoint="/v1/moderations",
                               completion_window="24h")
+    assert unserved.value.param == "endpoint" and "/v1/embeddings" in unserved.value.message
     with pytest.raises(openai.UnprocessableEntityError):
         client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
                               completion_window="48h")

@@ -147,3 +147,15 @@ def test_billed_failure_is_charged_and_counted_as_failed() -> None:
     assert [e["job_id"] for e in json.loads(ledger_json("s", [OK_1, burnt]))["entries"]] == [
         "j1", "j5",
     ]
+
+
+def test_tiny_amounts_stay_plain_decimals() -> None:
+    # An embedding of a few tokens costs fractions of a micro-dollar; the database hands
+    # such amounts back as Decimal("2.200E-7"), which str() would write just like that.
+    tiny = record("j5", 5, cost_usd=Decimal("5.56E-8"), list_cost_usd=Decimal("2.200E-7"),
+                  single_flight_saved_usd=Decimal("0E-10"))
+    entry = json.loads(ledger_json("sub-1", [tiny]))["entries"][0]
+    assert (entry["cost_usd"], entry["list_cost_usd"]) == ("0.0000000556", "0.0000002200")
+    assert entry["single_flight_saved_usd"] == "0.0000000000"
+    row = list(csv.reader(io.StringIO(ledger_csv([tiny]).decode())))[1]
+    assert row[9:11] == ["0.0000000556", "0.0000002200"]
