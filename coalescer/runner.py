@@ -32,7 +32,7 @@ from models.queue import (
     pending_batch_counts,
     queued_snapshot,
 )
-from models.single_flight import attach_followers, in_flight_leaders
+from models.single_flight import attach_followers, attach_queued_copies, in_flight_leaders
 from models.workers import live_workers, worker_loads
 from penny.settings import Settings
 from storage.port import ObjectStore
@@ -165,14 +165,23 @@ class Coalescer:
         attach_followers(session, followers, leader_batch)
         attach_followers(session, plan.joined_in_flight,
                          {str(v.leader_id): v.batch_id for v in in_flight.values()})
-        planned_jobs = sum(len(b.job_ids) for b in chosen) + len(followers)
+        beyond_horizon = 0
+        if self.settings.single_flight:
+            leaders = {k: (str(v.leader_id), v.batch_id) for k, v in in_flight.items()}
+            leaders.update({job.single_flight_key: (job.id, leader_batch[job.id])
+                            for job in jobs
+                            if job.single_flight_key and job.id in leader_batch})
+            beyond_horizon = attach_queued_copies(session, model, leaders)
+        planned_jobs = sum(len(b.job_ids) for b in chosen) + len(followers) + beyond_horizon
         self.stats.jobs_planned += planned_jobs + len(plan.joined_in_flight)
-        self.stats.copies_collapsed += len(followers) + len(plan.joined_in_flight)
+        self.stats.copies_collapsed += (len(followers) + len(plan.joined_in_flight)
+                                        + beyond_horizon)
         self.stats.batches += len(chosen)
         for job_id in leader_batch:
             self._tokens.pop(job_id, None)
         log.info("window closed for %s: %d jobs in %d batches, %d copies collapsed", model,
-                 planned_jobs, len(chosen), len(followers) + len(plan.joined_in_flight))
+                 planned_jobs, len(chosen),
+                 len(followers) + len(plan.joined_in_flight) + beyond_horizon)
         return [_Dispatch(batch_id, model, target)
                 for batch_id, target in zip(batch_ids, targets, strict=True)]
 

@@ -60,6 +60,27 @@ def attach_followers(
         )
 
 
+def attach_queued_copies(
+    session: Session, model: str, leaders: Mapping[str, tuple[str, uuid.UUID]]
+) -> int:
+    """Park every still-queued copy of a request that was just batched on its leader
+    (`leaders`: single-flight key -> (leader job id, batch id)), including copies beyond
+    the window's horizon: they are in flight together with the leader, and without this a
+    copy planned a window later, after its leader recorded, would run again. Copies another
+    coalescer holds are skipped. Returns how many copies joined."""
+    if not leaders:
+        return 0
+    rows = session.execute(
+        select(Job.id, Job.single_flight_key)
+        .where(Job.status == JobStatus.QUEUED, Job.model == model,
+               Job.single_flight_key.in_(list(leaders)))
+        .with_for_update(skip_locked=True)
+    ).all()
+    followers = {str(job_id): leaders[key][0] for job_id, key in rows if key is not None}
+    attach_followers(session, followers, dict(leaders.values()))
+    return len(followers)
+
+
 def answer_followers(
     session: Session, batch_id: uuid.UUID, outcomes: Sequence[JobOutcome]
 ) -> None:

@@ -134,6 +134,12 @@ class Job(Base):
         ),
         Index("ix_jobs_leader", "leader_job_id",
               postgresql_where=text("leader_job_id IS NOT NULL")),
+        # ... and every queued copy of a request it has just batched.
+        Index(
+            "ix_jobs_queued_key",
+            "single_flight_key",
+            postgresql_where=text("status = 'queued' AND single_flight_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +18,8 @@ from intake.schema import JobRequest
 from intake.service import jobs_for_requests, request_hash, submit
 from models.status import BatchStatus
 from models.tables import Batch, Job, LedgerEntry, Result
-from penny.runtime import Runtime
-from tests.support import wait_until
+from penny.runtime import Runtime, open_runtime
+from tests.support import make_settings, reset_tables, wait_until
 from workers.inprocess import InProcessPipeline
 from workers.vllm_engine import VllmEngine
 
@@ -98,8 +99,9 @@ def test_identical_jobs_run_once_and_every_copy_is_answered(
 def test_a_copy_arriving_while_its_twin_runs_joins_it(
     runtime: Runtime, engine: VllmEngine
 ) -> None:
-    long_job = {"messages": [{"role": "user", "content": "Count from one to two hundred in "
-                                                         "words, separated by commas."}],
+    # The model writes numbers until max_tokens for this one (checked greedy, float32).
+    long_job = {"messages": [{"role": "user", "content": "Write the numbers from 1 to 300, "
+                                                         "separated by commas."}],
                 "max_tokens": 400}
     with InProcessPipeline(runtime, [engine]):
         first = queue(runtime, "acme", [long_job])
@@ -139,3 +141,29 @@ def test_tenants_never_share_a_prefix_cache_entry(runtime: Runtime, engine: Vllm
     assert first.cached_tokens == 0
     assert stranger.cached_tokens == 0  # same prompt prefix, other tenant: no reuse
     assert again.cached_tokens >= 128  # same tenant: the system prompt came from cache
+
+
+def test_copies_beyond_the_planning_horizon_join_their_leader(
+    tmp_path: Path, database_url: str, engine: VllmEngine
+) -> None:
+    # Each window sees two jobs; the copies sit at the end of the queue, windows behind
+    # their leader, and would otherwise be planned only after it had finished.
+    runtime = open_runtime(make_settings(tmp_path, database_url, max_batch_jobs=2,
+                                         plan_horizon_batches=1, max_pending_batches=1))
+    reset_tables(runtime)
+    try:
+        questions = [{"messages": [{"role": "user", "content": f"Spell the number {n}."}],
+                      "max_tokens": 4} for n in range(6)]
+        ids = queue(runtime, "acme", [*questions, questions[0], questions[0]])
+        with InProcessPipeline(runtime, [engine]):
+            wait_until(lambda: finished(runtime, ids), timeout=240, what="jobs to finish")
+        rows = ledger_of(runtime, ids)
+        leader = rows[0][0]
+        assert leader.served_by == "engine"
+        assert [ledger.served_by for ledger, _ in rows[6:]] == ["single_flight"] * 2
+        assert all(ledger.source_job_id == leader.job_id for ledger, _ in rows[6:])
+        with runtime.sessions() as session:
+            ran = session.execute(select(func.sum(Batch.job_count))).scalar_one()
+        assert ran == 6
+    finally:
+        runtime.close()
