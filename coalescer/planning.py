@@ -65,7 +65,7 @@ class PlanOptions:
 class PlannedBatch:
     model: str
     job_ids: tuple[str, ...]  # what the engine runs, in this order
-    estimated_tokens: int
+    estimated_tokens: int  # against the token budget: each group's shared prefix once
     prefix_key: str = ""  # the batch's main shared prefix, for worker affinity
     shared_prefix_tokens: int = 0
     # Copies of a leader in this batch: answered from the leader's generation.
@@ -147,7 +147,14 @@ class _Group:
 
     @property
     def tokens(self) -> int:
-        return sum(job.estimated_tokens for job in self.jobs)
+        """The group's share of a batch's token budget. The engine computes and holds the
+        shared prefix once for the whole group, so only the first job counts it; counting
+        it per job cut big prefix groups into many small batches."""
+        if not self.jobs:
+            return 0
+        first, *rest = self.jobs
+        return first.estimated_tokens + sum(
+            max(0, job.estimated_tokens - self.shared_tokens) for job in rest)
 
 
 def _fit_runs(runs: Iterable[PrefixRun[QueuedJob]], limits: BatchLimits) -> list[_Group]:
@@ -215,7 +222,7 @@ def _to_batch(model: str, groups: Sequence[_Group],
     return PlannedBatch(
         model=model,
         job_ids=tuple(job.id for job in jobs),
-        estimated_tokens=sum(job.estimated_tokens for job in jobs),
+        estimated_tokens=sum(group.tokens for group in groups),
         prefix_key=key,
         shared_prefix_tokens=shared,
         follower_ids=tuple(f for job in jobs for f in followers_of.get(job.id, ())),

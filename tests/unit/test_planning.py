@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -75,6 +76,16 @@ def test_a_flat_group_bigger_than_a_batch_fills_consecutive_full_batches() -> No
     result = plan(jobs, max_jobs=3)
     assert [len(b) for b in ids(result)] == [3, 3, 1]
     assert len({b.prefix_key for b in result.batches}) == 1
+
+
+def test_a_shared_prefix_counts_once_against_the_token_budget() -> None:
+    # Ten jobs of 50 tokens each, 40 of them the shared system prompt: 500 tokens counted
+    # per job, but 50 + 9 x 10 = 140 for the engine, which computes the prefix once.
+    group = [job(f"g{i}", tokens=50, second=i, prompt=(*SYSTEM_A, i)) for i in range(10)]
+    result = plan(group, max_jobs=10, max_tokens=200)
+    assert ids(result) == [tuple(f"g{i}" for i in range(10))]
+    assert result.batches[0].estimated_tokens == 140
+    assert len(plan(group, max_jobs=10, max_tokens=200, group=False).batches) == 3
 
 
 def test_tenants_never_share_a_group() -> None:
@@ -168,6 +179,17 @@ def windows(draw: st.DrawFn) -> tuple[list[QueuedJob], BatchLimits, dict[str, st
     return draw(st.permutations(jobs)), limits, in_flight
 
 
+def common_prefix(first: QueuedJob, second: QueuedJob) -> int:
+    if first.tenant != second.tenant:
+        return 0
+    length = 0
+    for a, b in zip(first.prompt_tokens, second.prompt_tokens, strict=False):
+        if a != b:
+            break
+        length += 1
+    return length
+
+
 def _plan(case: tuple[list[QueuedJob], BatchLimits, dict[str, str]]) -> WindowPlan:
     jobs, limits, in_flight = case
     return plan_window(jobs, PlanOptions(limits, now=T0), in_flight)
@@ -197,7 +219,13 @@ def test_batches_respect_bounds_unless_one_job_alone_is_too_big(
     by_id = {j.id: j for j in jobs}
     for batch in _plan(case).batches:
         assert len(batch.job_ids) <= limits.max_jobs
-        assert batch.estimated_tokens == sum(by_id[j].estimated_tokens for j in batch.job_ids)
+        # A shared prefix counts once: never more than the jobs' own estimates, never less
+        # than those estimates minus every prefix a job shares with the job before it.
+        jobs_in_order = [by_id[j] for j in batch.job_ids]
+        full = sum(j.estimated_tokens for j in jobs_in_order)
+        shared = sum(min(later.estimated_tokens, common_prefix(earlier, later))
+                     for earlier, later in pairwise(jobs_in_order))
+        assert full - shared <= batch.estimated_tokens <= full
         assert {by_id[j].model for j in batch.job_ids} == {batch.model}
         if batch.estimated_tokens > limits.max_tokens:
             assert len(batch.job_ids) == 1
