@@ -96,6 +96,22 @@ def ideal_prompt_tokens(prompts: list[list[int]]) -> int:
     return total
 
 
+def block_ideal_prompt_tokens(prompts: list[list[int]], block: int) -> int:
+    """The best this engine can do: its prefix cache reuses whole `block`-token blocks
+    only, and always computes at least a prompt's last token. So each distinct prompt
+    computes everything after the whole blocks it shares with an earlier one."""
+    from coalescer.prefix_groups import pack_tokens, shared_prefix_tokens
+
+    packed = sorted({pack_tokens(p) for p in prompts})
+    total, previous = 0, b""
+    for item in packed:
+        length = len(item) // 4
+        reusable = min(shared_prefix_tokens(previous, item), length - 1) // block * block
+        total += length - reusable
+        previous = item
+    return total
+
+
 def run_raw(engine: Any, prompts: list[list[int]], workload: list[dict[str, Any]],
             kv: str) -> Row:
     from vllm import SamplingParams
@@ -157,7 +173,7 @@ def run_penny(engine: Any, workload: list[dict[str, Any]], kv: str, name: str,
         engine_seconds, batches = session.execute(
             select(func.sum(Batch.engine_seconds), func.count())).one()
     runtime.close()
-    return Row(kv, name, wall, float(engine_seconds), int(prompt), int(cached), int(output),
+    return Row(kv, name, wall, float(engine_seconds or 0), int(prompt), int(cached), int(output),
                len(workload), int(engine_jobs), stats.planning_seconds,
                stats.tokenizing_seconds, stats.tick_seconds, int(batches))
 
@@ -189,8 +205,10 @@ def child(args: argparse.Namespace) -> None:
                   single_flight=False, **common),
         run_penny(engine, workload, kv, "(c) penny, full", **common),
     ]
+    block = settings.engine_block_size or 128
     print("ROWS " + json.dumps({"ideal": ideal_prompt_tokens(prompts),
-                                "rows": [asdict(r) for r in rows]}))
+                                "block_ideal": block_ideal_prompt_tokens(prompts, block),
+                                "block": block, "rows": [asdict(r) for r in rows]}))
 
 
 def machine() -> str:
@@ -199,28 +217,44 @@ def machine() -> str:
             f"Python {platform.python_version()}, {platform.system()}")
 
 
-def print_table(results: list[tuple[int, list[Row]]], args: argparse.Namespace) -> None:
+@dataclass
+class CacheResult:
+    """One KV-cache size: its runs and the two ideals they are measured against."""
+
+    ideal: int
+    block_ideal: int
+    block: int
+    rows: list[Row]
+
+
+def print_table(results: list[CacheResult], args: argparse.Namespace) -> None:
     print(f"\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"machine: {machine()}")
     print(f"workload: {args.jobs} chat jobs, {args.prefixes} system prompts of 500-1000 "
           f"tokens in random arrival order, 20% exact copies, greedy, max_tokens="
           f"{args.max_tokens}, batches of up to {args.batch_jobs} jobs, eager vLLM-CPU\n")
-    header = ("| KV cache | run | prompt tokens computed | x ideal | cache hit | "
-              "output tok/s | jobs/s | wall s | x faster than (a) |")
+    header = ("| KV cache | run | prompt tokens computed | x ideal | x block ideal | "
+              "cache hit | output tok/s | jobs/s | wall s | x faster than (a) |")
     print(header)
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    raw = results[0][1][0]
-    for ideal, rows in results:
-        for row in rows:
-            print(f"| {row.kv} | {row.name} | {row.computed:,} | {row.computed / ideal:.2f} | "
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    raw = results[0].rows[0]
+    for result in results:
+        for row in result.rows:
+            print(f"| {row.kv} | {row.name} | {row.computed:,} | "
+                  f"{row.computed / result.ideal:.2f} | "
+                  f"{row.computed / result.block_ideal:.2f} | "
                   f"{row.cached_tokens / row.prompt_tokens:.0%} | "
                   f"{row.output_tokens / row.wall_seconds:.0f} | "
                   f"{row.jobs / row.wall_seconds:.1f} | {row.wall_seconds:.1f} | "
                   f"{raw.wall_seconds / row.wall_seconds:.2f} |")
-        print(f"| {rows[0].kv} | ideal: each distinct prefix once + each unique suffix | "
-              f"{ideal:,} | 1.00 | | | | | |")
+        kv = result.rows[0].kv
+        print(f"| {kv} | ideal: each distinct prefix once + each unique suffix | "
+              f"{result.ideal:,} | 1.00 | | | | | | |")
+        print(f"| {kv} | block ideal: the same in whole {result.block}-token cache blocks | "
+              f"{result.block_ideal:,} | {result.block_ideal / result.ideal:.2f} | 1.00 "
+              f"| | | | | |")
     print("\ncoalescer overhead (penny full, large KV cache):")
-    full, windows_only = results[0][1][2], results[0][1][1]
+    full, windows_only = results[0].rows[2], results[0].rows[1]
     per_10k = 10_000 / full.jobs
     print(f"  planning (pure plan_window): {full.planning_seconds * per_10k:.2f} s per 10k "
           f"jobs = {full.planning_seconds / full.engine_seconds:.2%} of engine time")
@@ -249,14 +283,15 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    results: list[tuple[int, list[Row]]] = []
+    results: list[CacheResult] = []
     for blocks in (0, args.small_kv_blocks):
         command = [sys.executable, __file__, "--child", "--kv-blocks", str(blocks),
                    "--jobs", str(args.jobs), "--prefixes", str(args.prefixes),
                    "--max-tokens", str(args.max_tokens), "--batch-jobs", str(args.batch_jobs)]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         payload = json.loads(output.split("ROWS ", 1)[1])
-        results.append((payload["ideal"], [Row(**r) for r in payload["rows"]]))
+        results.append(CacheResult(payload["ideal"], payload["block_ideal"], payload["block"],
+                                   [Row(**r) for r in payload["rows"]]))
     print_table(results, args)
 
 
