@@ -89,6 +89,7 @@ class Coalescer:
         self.stats = CoalescerStats()
         self._tokens: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._window_opened: float | None = None
+        self._engines_busy = False  # every engine already has its next batch waiting
         self._last_seen_jobs = 0
         self._last_sweep = 0.0
 
@@ -103,6 +104,7 @@ class Coalescer:
             room = batch_room(pending_batch_counts(session),
                               {m: len(ids) for m, ids in workers.items()},
                               self.models, self.settings.max_pending_batches)
+            self._engines_busy = not room
             if not room:
                 return 0
             if not self._window_closes(session, list(room), now):
@@ -206,7 +208,8 @@ class Coalescer:
         return jobs
 
     def run(self, stop: threading.Event) -> None:
-        interval = self.settings.poll_interval_ms / 1000
+        window_interval = self.settings.poll_interval_ms / 1000
+        idle_interval = self.settings.idle_poll_interval_ms / 1000
         while not stop.is_set():
             try:
                 dispatched = self.tick()
@@ -214,4 +217,6 @@ class Coalescer:
                 log.exception("coalescer tick failed")
                 dispatched = 0
             if not dispatched:
-                stop.wait(interval)
+                # An open window needs a close look; otherwise nothing can happen soon.
+                window_open = self._window_opened is not None and not self._engines_busy
+                stop.wait(window_interval if window_open else idle_interval)
