@@ -32,7 +32,12 @@ from models.queue import (
     pending_batch_counts,
     queued_snapshot,
 )
-from models.single_flight import attach_followers, attach_queued_copies, in_flight_leaders
+from models.single_flight import (
+    InFlight,
+    attach_followers,
+    attach_queued_copies,
+    in_flight_leaders,
+)
 from models.workers import live_workers, worker_loads
 from penny.settings import Settings
 from storage.port import ObjectStore
@@ -167,13 +172,9 @@ class Coalescer:
         attach_followers(session, followers, leader_batch)
         attach_followers(session, plan.joined_in_flight,
                          {str(v.leader_id): v.batch_id for v in in_flight.values()})
-        beyond_horizon = 0
-        if self.settings.single_flight:
-            leaders = {k: (str(v.leader_id), v.batch_id) for k, v in in_flight.items()}
-            leaders.update({job.single_flight_key: (job.id, leader_batch[job.id])
-                            for job in jobs
-                            if job.single_flight_key and job.id in leader_batch})
-            beyond_horizon = attach_queued_copies(session, model, leaders)
+        beyond_horizon = (self._attach_copies_beyond_horizon(session, model, jobs,
+                                                             leader_batch, in_flight)
+                          if self.settings.single_flight else 0)
         planned_jobs = sum(len(b.job_ids) for b in chosen) + len(followers) + beyond_horizon
         self.stats.jobs_planned += planned_jobs + len(plan.joined_in_flight)
         self.stats.copies_collapsed += (len(followers) + len(plan.joined_in_flight)
@@ -186,6 +187,17 @@ class Coalescer:
                  len(followers) + len(plan.joined_in_flight) + beyond_horizon)
         return [_Dispatch(batch_id, model, target)
                 for batch_id, target in zip(batch_ids, targets, strict=True)]
+
+    @staticmethod
+    def _attach_copies_beyond_horizon(
+        session: Session, model: str, jobs: Sequence[QueuedJob],
+        leader_batch: Mapping[str, uuid.UUID], in_flight: Mapping[str, InFlight],
+    ) -> int:
+        """Queued copies the window did not see join the leaders batched now or in flight."""
+        leaders = {key: (str(v.leader_id), v.batch_id) for key, v in in_flight.items()}
+        leaders.update({job.single_flight_key: (job.id, leader_batch[job.id]) for job in jobs
+                        if job.single_flight_key and job.id in leader_batch})
+        return attach_queued_copies(session, model, leaders)
 
     def _with_tokens(self, model: str, rows: Sequence[QueuedRow]) -> list[QueuedJob]:
         """Attach each job's prompt token ids, and make its token estimate exact (prompt
