@@ -131,6 +131,19 @@ def test_cancel_while_validating_queues_nothing(client: openai.OpenAI, runtime: 
         client.post(f"/batches/{batch.id}/retry", cast_to=openai.types.Batch)
 
 
+def test_an_input_file_deleted_before_validation_fails_the_batch(
+    client: openai.OpenAI, runtime: Runtime
+) -> None:
+    batch = create_chat_batch(client, 2)
+    client.files.delete(batch.input_file_id)
+    assert validate_waiting(runtime) == 1
+    failed = client.batches.retrieve(batch.id)
+    assert failed.status == "failed" and failed.errors is not None
+    assert [(e.line, e.code, e.param) for e in failed.errors.data or []] == [
+        (None, "file_not_found", "input_file_id")]
+    assert job_count(runtime) == 0
+
+
 def test_a_batch_held_by_one_validator_is_skipped_by_another(
     client: openai.OpenAI, runtime: Runtime
 ) -> None:
