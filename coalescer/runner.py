@@ -109,7 +109,7 @@ class Coalescer:
             self._last_sweep = now
             sweep(self.settings, self.sessions, self.dispatcher, self.store)
         self._validated = self.validate()
-        now = time.monotonic()
+        now = time.monotonic()  # validating took a while; windows and stats start after it
         with self.sessions() as session:
             workers = live_workers(session, self.settings.worker_heartbeat_seconds * 3)
             room = batch_room(pending_batch_counts(session),

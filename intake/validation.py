@@ -58,26 +58,27 @@ def validate_next_batch(
         if batch is None:
             session.rollback()
             return None
+        batch_id = batch.id  # commit expires the row; the id is all that is needed after
         if batch.cancelling_at is not None:
-            open_without_jobs(session, batch.id)
+            open_without_jobs(session, batch_id)
             session.commit()
-            return Validated(batch.id, Outcome.CANCELLED, 0)
+            return Validated(batch_id, Outcome.CANCELLED, 0)
         stored_file = get_file(session, batch.tenant_id, batch.input_file_id or "")
         if stored_file is None:  # deleted or expired since the batch was created
-            fail_batch(session, batch.id, [BatchLineError(
+            fail_batch(session, batch_id, [BatchLineError(
                 None, "file_not_found",
                 f"the input file {batch.input_file_id!r} no longer exists",
                 "input_file_id").as_dict()])
             session.commit()
-            return Validated(batch.id, Outcome.FAILED, 0)
+            return Validated(batch_id, Outcome.FAILED, 0)
         parsed = parse_batch_file(store.get(stored_file.object_key), batch.endpoint or "",
                                   limits, max_requests)
         if parsed.errors:
-            fail_batch(session, batch.id, [e.as_dict() for e in parsed.errors])
+            fail_batch(session, batch_id, [e.as_dict() for e in parsed.errors])
             session.commit()
-            return Validated(batch.id, Outcome.FAILED, 0)
+            return Validated(batch_id, Outcome.FAILED, 0)
         jobs = [replace(line_job(line), complete_within=_time_left(batch.expires_at))
                 for line in parsed.lines]
         start_batch(session, batch, jobs)
         session.commit()
-        return Validated(batch.id, Outcome.QUEUED, len(jobs))
+        return Validated(batch_id, Outcome.QUEUED, len(jobs))
