@@ -78,7 +78,7 @@ def openai_batch(row: Submission, progress: Progress) -> dict[str, Any]:
         "output_file_id": row.output_file_id,
         "error_file_id": row.error_file_id,
         "created_at": unix(row.created_at),
-        "in_progress_at": None if status == "failed" else unix(row.created_at),
+        "in_progress_at": unix(row.in_progress_at),
         "expires_at": unix(row.expires_at),
         "finalizing_at": unix(row.finalizing_since),
         "completed_at": unix(row.completed_at) if status == "completed" else None,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from sqlalchemy.orm import Session
 
 from api.batch_views import OPENAI_BATCH_PREFIX, openai_batch, openai_list
-from api.deps import Tenant, limits_of, sessions_of, settings_of, store_of
+from api.deps import Tenant, sessions_of
 from intake.batches import OpenAIBatchParams, batch_uuid, create_openai_batch, retry_batch
 from intake.service import request_hash
 from models.batches import OPENAI_KIND, cancel_batch, get_batch, list_batches, progress_of
@@ -73,8 +73,7 @@ def create_batch(
     )
     with sessions_of(request)() as session:
         stored = create_openai_batch(
-            session, store_of(request), limits_of(request), tenant=tenant, params=params,
-            max_requests=settings_of(request).max_batch_requests,
+            session, tenant=tenant, params=params,
             payload_hash=request_hash(body.model_dump(mode="json")),
             idempotency_key=idempotency_key,
         )

@@ -4,7 +4,9 @@ Each tick looks at the queue, decides (with `window_should_close`) whether the c
 window is over, and then per model: claims queued jobs with SKIP LOCKED (a few batches'
 worth ahead), tokenizes them, finds in-flight twins, plans the window, keeps as many
 batches as the engines have room for, routes each to a worker by prefix affinity, writes
-them and dispatches them. Every few seconds it also runs the sweeper.
+them and dispatches them. Before that it validates one OpenAI batch waiting in
+`validating`, so the same tick's window already sees its jobs; every few seconds it also
+runs the sweeper. Every deployment runs a coalescer, so every deployment validates.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from coalescer.affinity import assign_workers
 from coalescer.dispatch import Dispatcher
 from coalescer.planning import BatchLimits, PlannedBatch, PlanOptions, QueuedJob, plan_window
 from coalescer.windows import WindowBounds, WindowState, batch_room, window_should_close
+from intake.limits import IntakeLimits
+from intake.validation import Outcome, validate_next_batch
 from models.queue import (
     QueuedRow,
     claim_queued_jobs,
@@ -42,6 +46,7 @@ from models.workers import live_workers, worker_loads
 from penny.settings import Settings
 from storage.port import ObjectStore
 from workers.engine import GenerationRequest
+from workers.finalize import finalize_ready
 from workers.sweeper import sweep
 
 log = logging.getLogger(__name__)
@@ -62,6 +67,8 @@ class CoalescerStats:
     planning_seconds: float = 0.0  # the pure plan_window calls
     tokenizing_seconds: float = 0.0
     tick_seconds: float = 0.0  # whole ticks that closed a window, database work included
+    batches_validated: int = 0
+    validating_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ class Coalescer:
         self._engines_busy = False  # every engine already has its next batch waiting
         self._last_seen_jobs = 0
         self._last_sweep = 0.0
+        self.intake_limits = IntakeLimits.from_settings(settings)
+        self._validated = False  # the last tick validated a batch: more may be waiting
 
     def tick(self) -> int:
         """One look at the queue; returns how many batches were dispatched."""
@@ -104,6 +113,8 @@ class Coalescer:
         if now - self._last_sweep >= self.settings.sweep_interval_seconds:
             self._last_sweep = now
             sweep(self.settings, self.sessions, self.dispatcher, self.store)
+        self._validated = self.validate()
+        now = time.monotonic()  # validating took a while; windows and stats start after it
         with self.sessions() as session:
             workers = live_workers(session, self.settings.worker_heartbeat_seconds * 3)
             room = batch_room(pending_batch_counts(session),
@@ -124,6 +135,26 @@ class Coalescer:
         for item in dispatches:
             self.dispatcher.dispatch(item.batch_id, item.model, item.worker)
         return len(dispatches)
+
+    def validate(self) -> bool:
+        """Validate the oldest batch waiting for it, if any; True when there was one.
+        One per tick: a 50,000-line file takes a while, and windows must keep closing."""
+        started = time.perf_counter()
+        try:
+            validated = validate_next_batch(self.sessions, self.store, self.intake_limits,
+                                            self.settings.max_batch_requests)
+        except Exception:  # e.g. the store did not answer: the batch stays validating
+            log.exception("validating a batch failed; it is tried again next tick")
+            return False
+        if validated is None:
+            return False
+        self.stats.batches_validated += 1
+        self.stats.validating_seconds += time.perf_counter() - started
+        log.info("batch submission %s validated: %s, %d jobs", validated.batch_id,
+                 validated.outcome, validated.jobs)
+        if validated.outcome == Outcome.CANCELLED:  # nothing to run: end it now
+            finalize_ready(self.sessions, self.store, [validated.batch_id])
+        return True
 
     def _window_closes(self, session: Session, models: list[str], now: float) -> bool:
         snapshot = queued_snapshot(session, models, self.urgent_within)
@@ -232,6 +263,8 @@ class Coalescer:
                 log.exception("coalescer tick failed")
                 dispatched = 0
             if not dispatched:
-                # An open window needs a close look; otherwise nothing can happen soon.
+                # An open window needs a close look, and another batch may wait to be
+                # validated; otherwise nothing can happen soon.
                 window_open = self._window_opened is not None and not self._engines_busy
-                stop.wait(window_interval if window_open else idle_interval)
+                busy = window_open or self._validated
+                stop.wait(window_interval if busy else idle_interval)

@@ -20,9 +20,12 @@ class BatchState:
 
 def openai_status(state: BatchState) -> str:
     """validating → in_progress → finalizing → completed, or failed / cancelling →
-    cancelled / expired. Validation runs inside the create request, so a stored batch is
-    never seen `validating`."""
+    cancelled / expired. A batch is `validating` from its create request until the
+    coalescer has parsed its input file; cancelled then, it reads `cancelling` until it
+    is finalized without having queued anything."""
     status = state.submission_status
+    if status == SubmissionStatus.VALIDATING:
+        return "cancelling" if state.cancelling else "validating"
     if status == SubmissionStatus.FAILED:
         return "failed"
     if status == SubmissionStatus.COMPLETED:
@@ -37,13 +40,16 @@ def openai_status(state: BatchState) -> str:
 
 
 def anthropic_status(state: BatchState) -> str:
+    """Message batches are validated in their create request, so never `validating`;
+    should one be, it reads `in_progress` (the Anthropic API has no such state)."""
     if state.submission_status in (SubmissionStatus.COMPLETED, SubmissionStatus.FAILED):
         return "ended"
     return "canceling" if state.cancelling else "in_progress"
 
 
 def openai_request_counts(total: int, counts: Mapping[str, int]) -> dict[str, int]:
-    """Cancelled and expired requests count as failed, as the hosted API counts them."""
+    """Cancelled and expired requests count as failed, as the hosted API counts them.
+    A batch still validating has no jobs yet: total 0, as the hosted API shows it."""
     failed = sum(counts.get(s, 0) for s in
                  (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED))
     return {"total": total, "completed": counts.get(JobStatus.SUCCEEDED, 0), "failed": failed}

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from intake.anthropic_requests import parse_requests
 from intake.embeddings import EmbeddingJobRequest
 from intake.limits import IntakeLimits
-from intake.openai_lines import SERVED_ENDPOINTS, BatchLine, parse_batch_file
+from intake.openai_lines import SERVED_ENDPOINTS, BatchLine
 from intake.schema import completion_window_length
 from intake.service import embedding_job, new_job, submit
 from models.batches import ANTHROPIC_KIND, OPENAI_KIND, retryable_jobs
@@ -24,7 +24,6 @@ from models.status import SubmissionStatus
 from models.submissions import NewJob, StoredSubmission, tenant_id_for
 from models.tables import Submission
 from penny.errors import InvalidRequest, NotFound, StateConflict
-from storage.port import ObjectStore
 
 MAX_WINDOW = timedelta(hours=24)
 ANTHROPIC_WINDOW = "24h"
@@ -42,7 +41,7 @@ def parse_completion_window(window: str) -> timedelta:
     return length
 
 
-def _line_job(line: BatchLine) -> NewJob:
+def line_job(line: BatchLine) -> NewJob:
     if isinstance(line.request, EmbeddingJobRequest):
         return embedding_job(line.line, line.request)
     return new_job(line.line, line.request, line.model)
@@ -60,17 +59,15 @@ class OpenAIBatchParams:
 
 def create_openai_batch(
     session: Session,
-    store: ObjectStore,
-    limits: IntakeLimits,
     *,
     tenant: str,
     params: OpenAIBatchParams,
-    max_requests: int,
     payload_hash: str,
     idempotency_key: str | None = None,
 ) -> StoredSubmission:
-    """Validate the whole input file, then queue every line, or (any bad line) store the
-    batch as failed with every bad line listed and queue nothing."""
+    """Store the batch as `validating` with nothing queued, after the checks that need no
+    parsing (endpoint, window, input file). Parsing a file of up to 50,000 lines is the
+    coalescer's job (intake.validation), so this request answers at once."""
     if params.endpoint not in SERVED_ENDPOINTS:
         raise InvalidRequest(
             f"endpoint {params.endpoint!r} is not served here "
@@ -84,9 +81,8 @@ def create_openai_batch(
         raise InvalidRequest(f"file {params.input_file_id!r} has purpose "
                              f"{stored_file.purpose!r}; a batch input needs purpose 'batch'",
                              param="input_file_id")
-    parsed = parse_batch_file(store.get(stored_file.object_key), params.endpoint, limits,
-                              max_requests)
     columns: dict[str, Any] = {
+        "status": SubmissionStatus.VALIDATING,
         "endpoint": params.endpoint,
         "completion_window": params.completion_window,
         "expires_at": func.now() + window,
@@ -95,14 +91,7 @@ def create_openai_batch(
         "input_file_id": params.input_file_id,
         "output_expires_after_seconds": params.output_expires_after_seconds,
     }
-    jobs: list[NewJob] = []
-    if parsed.errors:
-        columns.update(status=SubmissionStatus.FAILED, failed_at=func.now(),
-                       errors=[e.as_dict() for e in parsed.errors])
-    else:
-        # The window is each job's deadline: the coalescer sends jobs near it first.
-        jobs = [replace(_line_job(line), complete_within=window) for line in parsed.lines]
-    return submit(session, tenant=tenant, kind=OPENAI_KIND, jobs=jobs,
+    return submit(session, tenant=tenant, kind=OPENAI_KIND, jobs=[],
                   payload_hash=payload_hash, idempotency_key=idempotency_key,
                   source_name=stored_file.filename, columns=columns)
 
@@ -129,6 +118,8 @@ def create_anthropic_batch(
         "endpoint": "/v1/messages",
         "completion_window": ANTHROPIC_WINDOW,
         "expires_at": func.now() + parse_completion_window(ANTHROPIC_WINDOW),
+        # Its requests came in the body and were validated above: it runs at once.
+        "in_progress_at": func.now(),
     }
     return submit(session, tenant=tenant, kind=ANTHROPIC_KIND, jobs=jobs,
                   payload_hash=payload_hash, columns=columns)
@@ -150,8 +141,8 @@ def retry_batch(
         for job in retryable_jobs(session, original.id) if job.request
     ]
     if not jobs:
-        raise StateConflict("every line of this batch succeeded; there is nothing to retry",
-                            param="batch_id")
+        raise StateConflict("this batch has no failed, expired or cancelled line; there is "
+                            "nothing to retry", param="batch_id")
     columns = {
         "endpoint": original.endpoint,
         "completion_window": original.completion_window,
@@ -161,6 +152,7 @@ def retry_batch(
         "input_file_id": original.input_file_id,
         "output_expires_after_seconds": original.output_expires_after_seconds,
         "retry_of": original.id,
+        "in_progress_at": func.now(),
     }
     return submit(session, tenant=tenant, kind=original.kind, jobs=jobs,
                   payload_hash=payload_hash, columns=columns)

@@ -1,5 +1,6 @@
 """Queries behind the batch APIs (OpenAI Batch, Anthropic Message Batches): reading batches
-with their progress, listing them, cancelling, expiring, and reading their lines back.
+with their progress, listing them, validating, cancelling, expiring, and reading their lines
+back.
 
 A batch is a submission of kind `openai_batch` or `anthropic_batch`; its jobs are its lines.
 """
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -18,6 +20,7 @@ from compat.records import CostFigures, LineRecord
 from ledger.pricing import SERVED_BY_ENGINE
 from models.reports import submission_rows
 from models.status import JobStatus, SubmissionStatus
+from models.submissions import NewJob, insert_jobs
 from models.tables import Job, LedgerEntry, Submission
 
 OPENAI_KIND = "openai_batch"
@@ -127,13 +130,54 @@ def _stop_unstarted(
     return len(result.all())
 
 
+def claim_validating_batch(session: Session) -> Submission | None:
+    """The oldest batch waiting to be validated, locked until the caller's transaction ends.
+    SKIP LOCKED: two coalescers validate two different batches, never the same one twice."""
+    return session.execute(
+        select(Submission).where(Submission.status == SubmissionStatus.VALIDATING)
+        .order_by(Submission.created_at).limit(1)
+        .with_for_update(skip_locked=True)
+    ).scalar_one_or_none()
+
+
+def start_batch(session: Session, batch: Submission, jobs: list[NewJob]) -> None:
+    """Queue a validated batch's jobs and open it. The caller holds the batch's row lock
+    (claim_validating_batch) and commits."""
+    insert_jobs(session, batch.id, batch.tenant_id, jobs)
+    session.execute(
+        update(Submission).where(Submission.id == batch.id)
+        .values(status=SubmissionStatus.OPEN, total_jobs=len(jobs), in_progress_at=func.now())
+    )
+
+
+def fail_batch(session: Session, submission_id: uuid.UUID, errors: list[dict[str, Any]]
+               ) -> None:
+    """A batch whose input failed validation: nothing is queued. The caller commits."""
+    session.execute(
+        update(Submission).where(Submission.id == submission_id)
+        .values(status=SubmissionStatus.FAILED, failed_at=func.now(), errors=errors)
+    )
+
+
+def open_without_jobs(session: Session, submission_id: uuid.UUID) -> None:
+    """A batch cancelled while it validated: open with no jobs, so finalize ends it as any
+    other cancelled batch. The caller commits."""
+    session.execute(
+        update(Submission).where(Submission.id == submission_id)
+        .values(status=SubmissionStatus.OPEN, total_jobs=0)
+    )
+
+
 def cancel_batch(session: Session, submission_id: uuid.UUID) -> bool:
     """Ask a batch to stop: jobs not yet started are cancelled at once; running ones finish
     and are kept. False (and nothing changes) when the batch is past cancelling.
+    A batch still validating has no jobs yet; its validator sees the mark and queues none.
+    (While a validator holds the batch this waits for it, then cancels the jobs it queued.)
     The caller commits."""
     marked = session.execute(
         update(Submission)
-        .where(Submission.id == submission_id, Submission.status == SubmissionStatus.OPEN,
+        .where(Submission.id == submission_id,
+               Submission.status.in_([SubmissionStatus.OPEN, SubmissionStatus.VALIDATING]),
                Submission.expired_at.is_(None))
         .values(cancelling_at=func.coalesce(Submission.cancelling_at, func.now()))
         .returning(Submission.id)

@@ -56,6 +56,8 @@ class BatchStatus(StrEnum):
 
 
 class SubmissionStatus(StrEnum):
+    # An OpenAI batch whose input file the coalescer has not parsed yet; it has no jobs.
+    VALIDATING = "validating"
     OPEN = "open"
     FINALIZING = "finalizing"
     COMPLETED = "completed"

@@ -97,10 +97,20 @@ def insert_submission(
     ).scalar_one_or_none()
     if inserted is None:
         return None
+    job_ids = insert_jobs(session, submission_id, tenant_id, jobs)
+    submission = session.get_one(Submission, submission_id)
+    return StoredSubmission(submission=submission, job_ids=job_ids, replayed=False)
+
+
+def insert_jobs(
+    session: Session, submission_id: uuid.UUID, tenant_id: uuid.UUID, jobs: Sequence[NewJob]
+) -> list[uuid.UUID]:
+    """Queue `jobs` under a submission (a job with `error` is stored failed). The caller
+    commits."""
     job_ids = [uuid.uuid4() for _ in jobs]
     now = datetime.now(UTC)  # SQL now() cannot ride along in an executemany
-    if not jobs:  # a batch that failed validation has no jobs
-        return StoredSubmission(session.get_one(Submission, submission_id), [], replayed=False)
+    if not jobs:  # a batch that failed validation, or is still validating, has no jobs
+        return job_ids
     session.execute(
         insert(Job),
         [
@@ -125,8 +135,7 @@ def insert_submission(
             for job_id, job in zip(job_ids, jobs, strict=True)
         ],
     )
-    submission = session.get_one(Submission, submission_id)
-    return StoredSubmission(submission=submission, job_ids=job_ids, replayed=False)
+    return job_ids
 
 
 @dataclass(frozen=True)

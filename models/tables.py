@@ -57,6 +57,9 @@ class Submission(Base):
         Index("ix_submissions_open_expiry", "expires_at",
               postgresql_where=text("status = 'open' AND expires_at IS NOT NULL")),
         Index("ix_submissions_tenant_kind_created", "tenant_id", "kind", "created_at"),
+        # The coalescer looks for batches to validate every tick: walk only those rows.
+        Index("ix_submissions_validating", "created_at",
+              postgresql_where=text("status = 'validating'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -90,6 +93,8 @@ class Submission(Base):
     cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When a batch's jobs were queued; null while it validates, and for one that failed.
+    in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Deleted batches vanish from the batch APIs; their jobs and ledger rows stay (billing).
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -91,7 +91,8 @@ def api(verbose: bool = False) -> None:
 
 @app.command()
 def coalescer(verbose: bool = False) -> None:
-    """The coalescer (and sweeper), dispatching batches to workers through Redis."""
+    """The coalescer (with batch validation and the sweeper), dispatching batches to workers
+    through Redis."""
     _logging(verbose)
     from penny.serve import serve_coalescer
 

@@ -64,7 +64,7 @@ def run_batch(client: openai.OpenAI, lines: list[dict[str, Any]]) -> Any:
     upload = client.files.create(file=("embed.jsonl", jsonl(lines)), purpose="batch")
     batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/embeddings",
                                   completion_window="24h")
-    assert batch.status == "in_progress" and batch.endpoint == "/v1/embeddings"
+    assert batch.status == "validating" and batch.endpoint == "/v1/embeddings"
     wait_until(lambda: client.batches.retrieve(batch.id).status in ENDED, timeout=180,
                what=f"batch {batch.id} to end", interval=0.3)
     return client.batches.retrieve(batch.id)

@@ -1,10 +1,12 @@
 """The OpenAI-compatible Files and Batch APIs through the real `openai` SDK against a real
-uvicorn server and Postgres. Nothing here needs the engine: validation, pagination, and
-batches that end without running (cancelled or expired before any line started)."""
+uvicorn server and Postgres. Nothing here needs the engine: validation (run by the
+coalescer, off the request), pagination, and batches that end without running (cancelled
+or expired before any line started)."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,10 @@ import pytest
 from sqlalchemy import func, select
 
 from api.app import create_app
+from coalescer.runner import Coalescer
+from intake.limits import IntakeLimits
+from intake.validation import Outcome, Validated, validate_next_batch
+from models.batches import claim_validating_batch
 from models.tables import Job, LedgerEntry
 from penny.runtime import Runtime, open_runtime
 from tests.support import LiveServer, make_settings
@@ -50,6 +56,137 @@ def client(runtime: Runtime) -> Iterator[openai.OpenAI]:
 
 def upload(client: openai.OpenAI, lines: list[Any], name: str = "in.jsonl") -> str:
     return client.files.create(file=(name, jsonl(lines)), purpose="batch").id
+
+
+def coalescer_of(runtime: Runtime) -> Coalescer:
+    """The coalescer as `penny run` or `penny coalescer` builds it, minus the engine."""
+    return Coalescer(runtime.settings, runtime.sessions, LocalDispatcher([MODEL]),
+                     runtime.store, [MODEL])
+
+
+def validate_waiting(runtime: Runtime) -> int:
+    """What the coalescer does at the start of its ticks, until no batch is validating."""
+    coalescer, validated = coalescer_of(runtime), 0
+    while coalescer.validate():
+        validated += 1
+    return validated
+
+
+def job_count(runtime: Runtime) -> int:
+    with runtime.sessions() as session:
+        return int(session.execute(select(func.count()).select_from(Job)).scalar_one())
+
+
+def create_chat_batch(client: openai.OpenAI, lines: int, **extra: Any) -> Any:
+    return client.batches.create(
+        input_file_id=upload(client, [chat_line(f"c{i}") for i in range(lines)]),
+        endpoint="/v1/chat/completions", completion_window="24h", **extra)
+
+
+def test_create_answers_validating_and_the_coalescer_queues_the_lines(
+    client: openai.OpenAI, runtime: Runtime
+) -> None:
+    batch = create_chat_batch(client, 3, extra_headers={"Idempotency-Key": "k-1"})
+    assert batch.status == "validating" and batch.in_progress_at is None
+    assert batch.request_counts is not None and batch.request_counts.total == 0
+    assert job_count(runtime) == 0  # the request parsed nothing and queued nothing
+    replay = client.batches.with_raw_response.create(
+        input_file_id=batch.input_file_id, endpoint="/v1/chat/completions",
+        completion_window="24h", extra_headers={"Idempotency-Key": "k-1"})
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.parse().id == batch.id
+    assert client.batches.retrieve(batch.id).status == "validating"
+
+    coalescer = coalescer_of(runtime)
+    coalescer.tick()  # no engine is up: the tick validates, and dispatches nothing
+    assert coalescer.stats.batches_validated == 1
+    started = client.batches.retrieve(batch.id)
+    assert started.status == "in_progress" and started.in_progress_at is not None
+    assert started.request_counts is not None and started.request_counts.total == 3
+    with runtime.sessions() as session:
+        jobs = session.execute(select(Job.custom_id, Job.status, Job.deadline_at)
+                               .order_by(Job.line_no)).all()
+    assert [(j.custom_id, j.status) for j in jobs] == [
+        ("c0", "queued"), ("c1", "queued"), ("c2", "queued")]
+    # The window counts from the batch's creation, not from its validation.
+    assert all(j.deadline_at is not None
+               and abs(j.deadline_at.timestamp() - (started.expires_at or 0)) < 2 for j in jobs)
+    assert validate_waiting(runtime) == 0  # validated once, never again
+
+
+def test_cancel_while_validating_queues_nothing(client: openai.OpenAI, runtime: Runtime
+                                                ) -> None:
+    batch = create_chat_batch(client, 4)
+    cancelling = client.batches.cancel(batch.id)
+    assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
+    assert validate_waiting(runtime) == 1  # the coalescer ends it instead of parsing it
+    ended = client.batches.retrieve(batch.id)
+    assert ended.status == "cancelled" and ended.cancelled_at is not None
+    assert ended.in_progress_at is None
+    assert (ended.output_file_id, ended.error_file_id) == (None, None)
+    assert ended.request_counts is not None and ended.request_counts.total == 0
+    assert job_count(runtime) == 0
+    with pytest.raises(openai.ConflictError):
+        client.batches.cancel(batch.id)
+    with pytest.raises(openai.ConflictError):  # nothing failed, so nothing to retry
+        client.post(f"/batches/{batch.id}/retry", cast_to=openai.types.Batch)
+
+
+def test_an_input_file_deleted_before_validation_fails_the_batch(
+    client: openai.OpenAI, runtime: Runtime
+) -> None:
+    batch = create_chat_batch(client, 2)
+    client.files.delete(batch.input_file_id)
+    assert validate_waiting(runtime) == 1
+    failed = client.batches.retrieve(batch.id)
+    assert failed.status == "failed" and failed.errors is not None
+    assert [(e.line, e.code, e.param) for e in failed.errors.data or []] == [
+        (None, "file_not_found", "input_file_id")]
+    assert job_count(runtime) == 0
+
+
+def test_a_batch_held_by_one_validator_is_skipped_by_another(
+    client: openai.OpenAI, runtime: Runtime
+) -> None:
+    batch = create_chat_batch(client, 5)
+    limits = IntakeLimits.from_settings(runtime.settings)
+    max_requests = runtime.settings.max_batch_requests
+    with runtime.sessions() as holder:
+        held = claim_validating_batch(holder)  # as a validator mid-parse holds it
+        assert held is not None and held.id.hex == batch.id.removeprefix("batch_")
+        assert validate_next_batch(runtime.sessions, runtime.store, limits,
+                                   max_requests) is None
+        holder.rollback()  # that validator died: its claim is released, nothing was written
+    validated = validate_next_batch(runtime.sessions, runtime.store, limits, max_requests)
+    assert validated is not None and validated.outcome == Outcome.QUEUED
+    assert validated.jobs == 5 and job_count(runtime) == 5
+    assert validate_next_batch(runtime.sessions, runtime.store, limits, max_requests) is None
+
+
+def test_two_concurrent_validators_never_queue_a_batch_twice(
+    client: openai.OpenAI, runtime: Runtime
+) -> None:
+    lines = {create_chat_batch(client, n).id.removeprefix("batch_"): n for n in (3, 5, 7, 9)}
+    limits = IntakeLimits.from_settings(runtime.settings)
+    start = threading.Barrier(2)
+    done: list[Validated] = []
+
+    def validator() -> None:
+        start.wait()
+        while (validated := validate_next_batch(runtime.sessions, runtime.store, limits,
+                                                runtime.settings.max_batch_requests)):
+            done.append(validated)
+
+    threads = [threading.Thread(target=validator) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(v.batch_id.hex for v in done) == sorted(lines)
+    assert all(v.outcome == Outcome.QUEUED for v in done)
+    with runtime.sessions() as session:
+        per_batch = session.execute(select(Job.submission_id, func.count())
+                                    .group_by(Job.submission_id)).all()
+    assert {batch.hex: n for batch, n in per_batch} == lines
 
 
 def test_files_round_trip(client: openai.OpenAI) -> None:
@@ -107,8 +244,11 @@ def test_bad_lines_fail_the_batch_naming_each_line(client: openai.OpenAI, runtim
         chat_line("tools", tools=[{"type": "function", "function": {"name": "f"}}]),
         chat_line("ok-2"),
     ]
-    batch = client.batches.create(input_file_id=upload(client, lines),
-                                  endpoint="/v1/chat/completions", completion_window="24h")
+    created = client.batches.create(input_file_id=upload(client, lines),
+                                    endpoint="/v1/chat/completions", completion_window="24h")
+    assert created.status == "validating" and created.errors is None
+    assert validate_waiting(runtime) == 1
+    batch = client.batches.retrieve(created.id)
     assert batch.status == "failed"
     assert batch.failed_at is not None and batch.in_progress_at is None
     assert batch.errors is not None and batch.errors.data is not None
@@ -126,9 +266,8 @@ def test_bad_lines_fail_the_batch_naming_each_line(client: openai.OpenAI, runtim
     ]
     assert all(e.message for e in batch.errors.data)
     assert batch.request_counts is not None and batch.request_counts.total == 0
-    with runtime.sessions() as session:  # nothing runs
-        assert session.execute(select(func.count()).select_from(Job)).scalar_one() == 0
-    assert client.batches.retrieve(batch.id).status == "failed"
+    assert job_count(runtime) == 0  # nothing runs
+    assert validate_waiting(runtime) == 0 and client.batches.retrieve(batch.id).status == "failed"
 
 
 def test_bad_embedding_lines_fail_the_batch_naming_each_line(
@@ -145,8 +284,11 @@ def test_bad_embedding_lines_fail_the_batch_naming_each_line(
         chat_line("mixed"),
         embedding_line("ok-2", encoding_format="base64", dimensions=384, user="u-7"),
     ]
-    batch = client.batches.create(input_file_id=upload(client, lines),
-                                  endpoint="/v1/embeddings", completion_window="24h")
+    created = client.batches.create(input_file_id=upload(client, lines),
+                                    endpoint="/v1/embeddings", completion_window="24h")
+    assert created.status == "validating"
+    assert validate_waiting(runtime) == 1
+    batch = client.batches.retrieve(created.id)
     assert batch.status == "failed" and batch.endpoint == "/v1/embeddings"
     assert batch.errors is not None and batch.errors.data is not None
     assert [(e.line, e.code, e.param) for e in batch.errors.data] == [
@@ -159,16 +301,18 @@ def test_bad_embedding_lines_fail_the_batch_naming_each_line(
         (8, "mismatched_endpoint", "url"),
     ]
     assert all(e.message for e in batch.errors.data)
-    with runtime.sessions() as session:  # nothing runs
-        assert session.execute(select(func.count()).select_from(Job)).scalar_one() == 0
+    assert job_count(runtime) == 0  # nothing runs
 
 
 def test_a_good_embeddings_file_is_queued_for_the_embedding_model(
     client: openai.OpenAI, runtime: Runtime
 ) -> None:
     lines = [embedding_line("a", ["x", "y"]), embedding_line("b", encoding_format="base64")]
-    batch = client.batches.create(input_file_id=upload(client, lines),
-                                  endpoint="/v1/embeddings", completion_window="1h")
+    created = client.batches.create(input_file_id=upload(client, lines),
+                                    endpoint="/v1/embeddings", completion_window="1h")
+    assert created.status == "validating" and created.model is None
+    assert validate_waiting(runtime) == 1
+    batch = client.batches.retrieve(created.id)
     assert batch.status == "in_progress" and batch.model == EMBEDDING_MODEL
     assert batch.request_counts is not None and batch.request_counts.total == 2
     with runtime.sessions() as session:
@@ -187,9 +331,11 @@ def test_limits_on_lines_and_file_size(tmp_path: Path, database_url: str) -> Non
         with LiveServer(create_app(runtime)) as server:
             client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0)
             file_id = upload(client, [chat_line(f"c{i}") for i in range(5)])
-            batch = client.batches.create(input_file_id=file_id,
-                                          endpoint="/v1/chat/completions",
-                                          completion_window="24h")
+            created = client.batches.create(input_file_id=file_id,
+                                            endpoint="/v1/chat/completions",
+                                            completion_window="24h")
+            assert validate_waiting(runtime) == 1  # with this deployment's limits
+            batch = client.batches.retrieve(created.id)
             assert batch.status == "failed"
             assert batch.errors is not None and batch.errors.data is not None
             assert [(e.line, e.code) for e in batch.errors.data] == [(4, "too_many_requests")]
@@ -219,13 +365,16 @@ def test_create_rejects_unserved_endpoint_window_and_file(client: openai.OpenAI)
         client.batches.retrieve("batch_nope")
 
 
-def test_batch_list_pages(client: openai.OpenAI) -> None:
+def test_batch_list_pages(client: openai.OpenAI, runtime: Runtime) -> None:
     file_id = upload(client, [chat_line("a")])
     ids = [client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
                                  completion_window="24h", metadata={"n": str(i)}).id
            for i in range(5)]
     page = client.batches.list(limit=2)
     assert len(page.data) == 2 and page.has_more is True
+    assert all(b.status == "validating" and b.request_counts is not None
+               and b.request_counts.total == 0 for b in page.data)
+    assert validate_waiting(runtime) == 5
     listed = list(client.batches.list(limit=2))
     assert [b.id for b in listed] == list(reversed(ids))
     assert [b.metadata for b in listed] == [{"n": str(i)} for i in reversed(range(5))]
@@ -242,9 +391,8 @@ def _ended_files(client: openai.OpenAI, batch_id: str) -> tuple[Any, list[dict[s
 
 
 def test_cancel_before_anything_runs(client: openai.OpenAI, runtime: Runtime) -> None:
-    batch = client.batches.create(input_file_id=upload(client, [chat_line(f"c{i}")
-                                                                for i in range(4)]),
-                                  endpoint="/v1/chat/completions", completion_window="24h")
+    batch = create_chat_batch(client, 4)
+    validate_waiting(runtime)
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
     finalize_ready(runtime.sessions, runtime.store)  # what the sweeper does every few seconds
@@ -266,6 +414,7 @@ def test_window_runs_out_before_anything_runs(client: openai.OpenAI, runtime: Ru
                                                                 chat_line("e1")]),
                                   endpoint="/v1/chat/completions", completion_window="1s")
     assert batch.expires_at is not None and batch.expires_at - batch.created_at == 1
+    validate_waiting(runtime)
     time.sleep(1.2)
     sweep(runtime.settings, runtime.sessions, LocalDispatcher([MODEL]), runtime.store)
     ended, errors = _ended_files(client, batch.id)

@@ -23,6 +23,8 @@ from compat.states import (
 @pytest.mark.parametrize(
     ("status", "cancelling", "expired", "openai", "anthropic"),
     [
+        ("validating", False, False, "validating", "in_progress"),
+        ("validating", True, False, "cancelling", "canceling"),
         ("open", False, False, "in_progress", "in_progress"),
         ("finalizing", False, False, "finalizing", "in_progress"),
         ("completed", False, False, "completed", "ended"),
@@ -47,6 +49,8 @@ def test_request_counts() -> None:
     assert openai_request_counts(16, counts) == {"total": 16, "completed": 3, "failed": 7}
     assert anthropic_request_counts(counts) == {
         "processing": 6, "succeeded": 3, "errored": 1, "canceled": 2, "expired": 4}
+    # A batch still validating has no jobs yet, and says so.
+    assert openai_request_counts(0, {}) == {"total": 0, "completed": 0, "failed": 0}
 
 
 def record(status: str, error: dict[str, str] | None = None, billed: bool = False
