@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from sqlalchemy import text
 
 from penny.runtime import Runtime
 from penny.settings import Settings
+
+if TYPE_CHECKING:
+    import openai
 
 REPO = Path(__file__).resolve().parent.parent
 # The model directory `make install` prepares; tests reuse it instead of converting again.
@@ -82,3 +87,21 @@ def wait_until(
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def jsonl(lines: list[Any]) -> bytes:
+    """A JSONL file: dicts are dumped, strings (deliberately bad lines) kept as they are."""
+    return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n"
+                   for line in lines).encode()
+
+
+def read_jsonl(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+
+
+def openai_sdk(server: LiveServer) -> openai.OpenAI:
+    import openai
+
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="any", max_retries=0)

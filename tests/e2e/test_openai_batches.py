@@ -4,7 +4,6 @@ files, and compare the answers with the engine's own."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -16,7 +15,7 @@ from sqlalchemy import func, select
 from api.app import create_app
 from models.tables import Batch, LedgerEntry
 from penny.runtime import Runtime
-from tests.support import REPO, LiveServer, wait_until
+from tests.support import REPO, LiveServer, jsonl, openai_sdk, read_jsonl, wait_until
 from workers.inprocess import InProcessPipeline
 from workers.vllm_engine import VllmEngine
 
@@ -41,16 +40,6 @@ def chat_lines() -> list[dict[str, Any]]:
     ]
 
 
-def jsonl(lines: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(line) + "\n" for line in lines).encode()
-
-
-def read_jsonl(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
-    if file_id is None:
-        return []
-    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
-
-
 def poll_until_ended(client: openai.OpenAI, batch_id: str, seen: list[str]) -> Any:
     ended = {"completed", "failed", "cancelled", "expired"}
 
@@ -70,10 +59,6 @@ def server(runtime: Runtime) -> Iterator[LiveServer]:
         yield live
 
 
-def sdk(server: LiveServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="any", max_retries=0)
-
-
 def test_chat_batch_through_the_sdk_matches_the_engine(
     server: LiveServer, runtime: Runtime, engine: VllmEngine
 ) -> None:
@@ -82,7 +67,7 @@ def test_chat_batch_through_the_sdk_matches_the_engine(
     is not batch-invariant, so a differently composed batch would test the kernels)."""
     from vllm import SamplingParams
 
-    client = sdk(server)
+    client = openai_sdk(server)
     lines = chat_lines()
     too_long = {"custom_id": "too-long", "method": "POST", "url": "/v1/chat/completions",
                 "body": {"model": MODEL, "max_tokens": 8,
@@ -154,7 +139,7 @@ def test_chat_batch_through_the_sdk_matches_the_engine(
 
 
 def test_completions_batch(server: LiveServer, runtime: Runtime, engine: VllmEngine) -> None:
-    client = sdk(server)
+    client = openai_sdk(server)
     lines = [{"custom_id": f"count-{i}", "method": "POST", "url": "/v1/completions",
               "body": {"model": MODEL, "prompt": f"Counting: {i}, {i + 1}, {i + 2},",
                        "max_tokens": 8, "temperature": 0}} for i in range(3)]
@@ -180,7 +165,7 @@ def test_vllm_run_batch_file_runs_unchanged(
 ) -> None:
     """examples/openai_batch.jsonl is in vLLM's run_batch input format (its documented
     example, pointed at the model penny serves)."""
-    client = sdk(server)
+    client = openai_sdk(server)
     example = REPO / "examples" / "openai_batch.jsonl"
     with example.open("rb") as handle:
         upload = client.files.create(file=handle, purpose="batch")

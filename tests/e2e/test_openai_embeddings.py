@@ -27,7 +27,16 @@ from coalescer.runner import Coalescer
 from models.tables import LedgerEntry
 from penny.runtime import Runtime, open_runtime
 from penny.settings import OFFLINE_EMBEDDING_MODEL_NAME
-from tests.support import REPO, LiveServer, make_settings, reset_tables, wait_until
+from tests.support import (
+    REPO,
+    LiveServer,
+    jsonl,
+    make_settings,
+    openai_sdk,
+    read_jsonl,
+    reset_tables,
+    wait_until,
+)
 from workers.celery_app import CeleryDispatcher, make_celery
 from workers.inprocess import InProcessPipeline
 from workers.sentence_embedder import SentenceTransformerEmbedder
@@ -44,20 +53,6 @@ TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
 def embedding_line(custom_id: str, text: str | list[str], **body: Any) -> dict[str, Any]:
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings",
             "body": {"model": MODEL, "input": text, **body}}
-
-
-def jsonl(lines: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(line) + "\n" for line in lines).encode()
-
-
-def read_jsonl(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
-    if file_id is None:
-        return []
-    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
-
-
-def sdk(server: LiveServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="any", max_retries=0)
 
 
 def run_batch(client: openai.OpenAI, lines: list[dict[str, Any]]) -> Any:
@@ -96,7 +91,7 @@ def server(runtime: Runtime) -> Iterator[LiveServer]:
 def test_embeddings_batch_matches_sentence_transformers(
     server: LiveServer, runtime: Runtime, embedder: SentenceTransformerEmbedder
 ) -> None:
-    client = sdk(server)
+    client = openai_sdk(server)
     lines = [
         embedding_line("one-float", "The capital of France is Paris."),
         embedding_line("many-float", ["Tokyo is in Japan.", "Bananas are yellow.",
@@ -200,8 +195,8 @@ def test_penny_worker_serves_the_embedding_model_over_redis(
                                 encoding_format="base64" if i % 2 else "float")
                  for i in range(12)]
         with LiveServer(create_app(distributed)) as server:
-            ended = run_batch(sdk(server), lines)
-            outputs = read_jsonl(sdk(server), ended.output_file_id)
+            ended = run_batch(openai_sdk(server), lines)
+            outputs = read_jsonl(openai_sdk(server), ended.output_file_id)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -221,7 +216,7 @@ def test_chat_and_embeddings_batches_share_one_pipeline(
 ) -> None:
     """What `penny up` runs: the vLLM engine and the embedder side by side, each model's
     jobs planned and run apart. The embeddings input is the shipped example file."""
-    client = sdk(server)
+    client = openai_sdk(server)
     chat = [{"custom_id": f"chat-{i}", "method": "POST", "url": "/v1/chat/completions",
              "body": {"model": engine.model_name, "max_tokens": 4,
                       "messages": [{"role": "user", "content": f"Count to {i + 2}."}]}}

@@ -23,7 +23,7 @@ from intake.validation import Outcome, Validated, validate_next_batch
 from models.batches import claim_validating_batch
 from models.tables import Job, LedgerEntry
 from penny.runtime import Runtime, open_runtime
-from tests.support import LiveServer, make_settings
+from tests.support import LiveServer, jsonl, make_settings
 from workers.finalize import finalize_ready
 from workers.inprocess import LocalDispatcher
 from workers.sweeper import sweep
@@ -41,11 +41,6 @@ def chat_line(custom_id: str, content: str = "Say hi.", **body: Any) -> dict[str
 def embedding_line(custom_id: str, text: Any = "Say hi.", **body: Any) -> dict[str, Any]:
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings",
             "body": {"model": EMBEDDING_MODEL, "input": text, **body}}
-
-
-def jsonl(lines: list[Any]) -> bytes:
-    return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n"
-                   for line in lines).encode()
 
 
 @pytest.fixture
