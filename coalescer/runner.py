@@ -106,6 +106,8 @@ class Coalescer:
         self._last_sweep = 0.0
         self.intake_limits = IntakeLimits.from_settings(settings)
         self._validated = False  # the last tick validated a batch: more may be waiting
+        self._last_validation = 0.0
+        self.idle_interval = settings.idle_poll_interval_ms / 1000
 
     def tick(self) -> int:
         """One look at the queue; returns how many batches were dispatched."""
@@ -113,8 +115,12 @@ class Coalescer:
         if now - self._last_sweep >= self.settings.sweep_interval_seconds:
             self._last_sweep = now
             sweep(self.settings, self.sessions, self.dispatcher, self.store)
-        self._validated = self.validate()
-        now = time.monotonic()  # validating took a while; windows and stats start after it
+        # Not every 20 ms window tick: each look is a query, and queries stall the engine.
+        # Right after a batch was validated, though, the next one may be waiting.
+        if self._validated or now - self._last_validation >= self.idle_interval:
+            self._last_validation = now
+            self._validated = self.validate()
+            now = time.monotonic()  # validating took a while; windows start after it
         with self.sessions() as session:
             workers = live_workers(session, self.settings.worker_heartbeat_seconds * 3)
             room = batch_room(pending_batch_counts(session),
@@ -255,7 +261,6 @@ class Coalescer:
 
     def run(self, stop: threading.Event) -> None:
         window_interval = self.settings.poll_interval_ms / 1000
-        idle_interval = self.settings.idle_poll_interval_ms / 1000
         while not stop.is_set():
             try:
                 dispatched = self.tick()
@@ -267,4 +272,4 @@ class Coalescer:
                 # validated; otherwise nothing can happen soon.
                 window_open = self._window_opened is not None and not self._engines_busy
                 busy = window_open or self._validated
-                stop.wait(window_interval if busy else idle_interval)
+                stop.wait(window_interval if busy else self.idle_interval)
