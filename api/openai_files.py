@@ -11,6 +11,7 @@ from api.deps import Tenant, sessions_of, settings_of, store_of
 from models.files import delete_file, get_file, insert_file, list_files, new_file_id
 from models.files import object_key_for as file_key
 from models.submissions import tenant_id_for
+from models.tables import StoredFile
 from penny.errors import InvalidRequest, NotFound, TooLarge
 
 router = APIRouter(prefix="/v1")
@@ -78,23 +79,23 @@ def read_files(
         return openai_list([file_object(f) for f in page.files], page.has_more)
 
 
-@router.get("/files/{file_id}")
-def read_file(file_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
+def _existing_file(request: Request, tenant: str, file_id: str) -> StoredFile:
     with sessions_of(request)() as session:
         row = get_file(session, tenant_id_for(session, tenant), file_id)
         session.commit()
     if row is None:
         raise NotFound(f"no file with id {file_id!r}", param="file_id")
-    return file_object(row)
+    return row
+
+
+@router.get("/files/{file_id}")
+def read_file(file_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
+    return file_object(_existing_file(request, tenant, file_id))
 
 
 @router.get("/files/{file_id}/content")
 def read_file_content(file_id: str, request: Request, tenant: Tenant) -> Response:
-    with sessions_of(request)() as session:
-        row = get_file(session, tenant_id_for(session, tenant), file_id)
-        session.commit()
-    if row is None:
-        raise NotFound(f"no file with id {file_id!r}", param="file_id")
+    row = _existing_file(request, tenant, file_id)
     return Response(store_of(request).get(row.object_key),
                     media_type="application/octet-stream")
 
