@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.batch_views import ANTHROPIC_BATCH_PREFIX, anthropic_batch, anthropic_list
 from api.deps import Tenant, limits_of, sessions_of, settings_of
+from api.json_body import JsonBodyRoute
 from compat.anthropic_output import results_jsonl
 from intake.batches import batch_uuid, create_anthropic_batch
 from intake.service import request_hash
@@ -27,7 +28,7 @@ from models.submissions import tenant_id_for
 from models.tables import Submission
 from penny.errors import NotFound, StateConflict
 
-router = APIRouter(prefix="/v1/messages/batches")
+router = APIRouter(prefix="/v1/messages/batches", route_class=JsonBodyRoute)
 
 
 class CreateMessageBatch(BaseModel):

@@ -9,9 +9,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from intake.text import escape_unstorable
 from penny.errors import (
     IdempotencyConflict,
     InputFileError,
+    InvalidJson,
     InvalidRequest,
     NotFound,
     PennyError,
@@ -22,6 +24,7 @@ from penny.errors import (
 )
 
 STATUS_BY_ERROR: dict[type[PennyError], int] = {
+    InvalidJson: 400,
     InvalidRequest: 422,
     InputFileError: 422,
     UnknownModel: 404,
@@ -46,8 +49,12 @@ def error_body(
     status: int = 400,
 ) -> dict[str, object]:
     kind = TYPE_BY_STATUS.get(status, "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "code": code, "message": message,
-                                       "param": param, "details": details or []}}
+    # A message or param may quote the client's text; a lone surrogate in it would make
+    # the answer itself unencodable.
+    return {"type": "error", "error": {
+        "type": kind, "code": code, "message": escape_unstorable(message),
+        "param": escape_unstorable(param) if param is not None else None,
+        "details": details or []}}
 
 
 def _status_for(error: PennyError) -> int:
@@ -69,7 +76,7 @@ async def _penny_error(_: Request, error: Exception) -> JSONResponse:
 def _location(loc: tuple[object, ...]) -> str:
     # Drop the leading "body" FastAPI adds; what is left is the field path the client sent.
     parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
+    return escape_unstorable(".".join(parts)) or "body"
 
 
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:

@@ -8,14 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 
 from api.deps import Tenant, limits_of, sessions_of
+from api.json_body import JsonBodyRoute
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
 from intake.schema import JobRequest
-from intake.service import jobs_for_requests, request_hash, submit
+from intake.service import jobs_for_bulk, jobs_for_requests, request_hash, submit
 from models.submissions import get_job, get_submission, status_counts, tenant_id_for
 from penny.errors import InvalidRequest, NotFound
 from penny.settings import Settings
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=JsonBodyRoute)
 
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
@@ -67,11 +68,11 @@ def create_jobs(
             f"{len(body.jobs)} jobs in one request; the limit is {settings.max_bulk_jobs}",
             param="jobs",
         )
-    jobs = jobs_for_requests(body.jobs, limits_of(request))
+    requests, jobs = jobs_for_bulk(body.jobs, limits_of(request))
     with sessions_of(request)() as session:
         stored = submit(
             session, tenant=tenant, kind="bulk", jobs=jobs,
-            payload_hash=request_hash(body.model_dump(mode="json")),
+            payload_hash=request_hash({"jobs": [r.model_dump(mode="json") for r in requests]}),
             idempotency_key=idempotency_key,
         )
     _mark_replay(response, stored.replayed)

@@ -10,14 +10,16 @@ from sqlalchemy.orm import Session
 
 from api.batch_views import OPENAI_BATCH_PREFIX, openai_batch, openai_list
 from api.deps import Tenant, sessions_of
+from api.json_body import JsonBodyRoute
 from intake.batches import OpenAIBatchParams, batch_uuid, create_openai_batch, retry_batch
 from intake.service import request_hash
+from intake.text import StorableText
 from models.batches import OPENAI_KIND, cancel_batch, get_batch, list_batches, progress_of
 from models.submissions import tenant_id_for
 from models.tables import Submission
 from penny.errors import NotFound, StateConflict
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=JsonBodyRoute)
 
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
@@ -34,10 +36,11 @@ class OutputExpiresAfter(BaseModel):
 class CreateBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input_file_id: str = Field(min_length=1, max_length=64)
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+    input_file_id: StorableText = Field(min_length=1, max_length=64)
+    endpoint: StorableText
+    completion_window: StorableText
+    # Stored as given: keys and values must be text Postgres can hold.
+    metadata: dict[StorableText, Annotated[StorableText, Field(max_length=512)]] | None = Field(
         default=None, max_length=16)
     output_expires_after: OutputExpiresAfter | None = None
     # penny's extension: where to announce the batch's end (also read from metadata).

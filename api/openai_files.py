@@ -8,13 +8,15 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from api.batch_views import file_object, openai_list, unix
 from api.deps import Tenant, sessions_of, settings_of, store_of
+from api.json_body import JsonBodyRoute
+from intake.text import unstorable_reason
 from models.files import delete_file, get_file, insert_file, list_files, new_file_id
 from models.files import object_key_for as file_key
 from models.submissions import tenant_id_for
 from models.tables import StoredFile
 from penny.errors import InvalidRequest, NotFound, TooLarge
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=JsonBodyRoute)
 
 # Uploads penny accepts: batch inputs. (Outputs are `batch_output`, written by penny.)
 UPLOAD_PURPOSES = frozenset({"batch"})
@@ -36,6 +38,13 @@ def _expiry_seconds(anchor: str | None, seconds: int | None) -> int | None:
     return seconds
 
 
+def _storable(value: str, param: str) -> str:
+    reason = unstorable_reason(value)
+    if reason is not None:
+        raise InvalidRequest(f"{param} {reason}", param=param)
+    return value
+
+
 @router.post("/files")
 def upload_file(
     request: Request,
@@ -48,6 +57,7 @@ def upload_file(
     if purpose not in UPLOAD_PURPOSES:
         raise InvalidRequest(f"purpose {purpose!r} is not served here; upload batch inputs "
                              "with purpose 'batch'", param="purpose")
+    filename = _storable(file.filename or "upload.jsonl", "file.filename")
     expiry = _expiry_seconds(expires_anchor, expires_seconds)
     limit = settings_of(request).max_file_bytes
     data = file.file.read(limit + 1)
@@ -57,7 +67,7 @@ def upload_file(
     store_of(request).put(file_key(file_id), data, "application/jsonl")
     with sessions_of(request)() as session:
         row = insert_file(session, file_id=file_id, tenant_id=tenant_id_for(session, tenant),
-                          purpose=purpose, filename=file.filename or "upload.jsonl",
+                          purpose=purpose, filename=filename,
                           size=len(data), expires_after_seconds=expiry)
         session.commit()
         return file_object(row)
@@ -72,6 +82,8 @@ def read_files(
     order: Literal["asc", "desc"] = "desc",
     purpose: str | None = None,
 ) -> dict[str, Any]:
+    if purpose is not None:
+        _storable(purpose, "purpose")
     with sessions_of(request)() as session:
         page = list_files(session, tenant_id_for(session, tenant), limit=limit, after=after,
                           newest_first=order == "desc", purpose=purpose)

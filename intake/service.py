@@ -8,12 +8,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from intake.embeddings import EmbeddingJobRequest
 from intake.files import LineError, LineOutcome
 from intake.limits import IntakeLimits, resolve_model
 from intake.schema import JobRequest, estimate_tokens
+from intake.text import escape_unstorable
 from models.submissions import (
     NewJob,
     StoredSubmission,
@@ -57,7 +59,8 @@ def _failed_line(line_no: int, model: str, code: str, message: str, raw: str) ->
     return NewJob(
         line_no=line_no,
         model=model,
-        request={"raw": raw[:2000]},
+        # The raw line is echoed as text; a NUL in it must not fail the whole insert.
+        request={"raw": escape_unstorable(raw[:2000])},
         estimated_tokens=0,
         error={"code": code, "message": message, "line": line_no},
     )
@@ -84,6 +87,49 @@ def jobs_for_requests(requests: Sequence[JobRequest], limits: IntakeLimits) -> l
             details=problems,
         )
     return jobs
+
+
+def _schema_problems(index: int, error: ValidationError) -> list[dict[str, object]]:
+    problems: list[dict[str, object]] = []
+    for item in error.errors():
+        location = escape_unstorable(".".join(str(p) for p in item["loc"]))
+        param = f"jobs.{index}.{location}" if location else f"jobs.{index}"
+        problems.append({"index": index, "code": "invalid_request", "param": param,
+                         "message": f"{param}: {item['msg']}"})
+    return problems
+
+
+def jobs_for_bulk(
+    items: Sequence[object], limits: IntakeLimits
+) -> tuple[list[JobRequest], list[NewJob]]:
+    """`jobs_for_requests` for a bulk body's raw items: all or nothing, naming every bad
+    item. Each item is validated on its own, schema and deployment limits in one pass, so
+    an item with a malformed field and another naming an unknown model are both named in
+    the one answer (validating the whole body first stopped at the schema errors)."""
+    requests: list[JobRequest] = []
+    jobs: list[NewJob] = []
+    problems: list[dict[str, object]] = []
+    for index, item in enumerate(items):
+        try:
+            request = JobRequest.model_validate(item)
+        except ValidationError as error:
+            problems.extend(_schema_problems(index, error))
+            continue
+        try:
+            jobs.append(new_job(index, request, resolve_model(request, limits)))
+            requests.append(request)
+        except PennyError as error:
+            param = f"jobs.{index}.{error.param}" if error.param else f"jobs.{index}"
+            problems.append({"index": index, "code": error.code, "param": param,
+                             "message": error.message})
+    if problems:
+        bad = len({p["index"] for p in problems})
+        raise InvalidRequest(
+            f"{bad} of {len(items)} jobs are invalid; nothing was queued",
+            param="jobs",
+            details=problems,
+        )
+    return requests, jobs
 
 
 def jobs_for_file(outcomes: Sequence[LineOutcome], limits: IntakeLimits) -> list[NewJob]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,9 +14,18 @@ from sqlalchemy.orm import Session
 
 from models.tables import StoredFile
 
+# Every id penny hands out (uploads, batch outputs) looks like this.
+_FILE_ID = re.compile(r"file-[0-9a-f]{32}")
+
 
 def new_file_id() -> str:
     return f"file-{uuid.uuid4().hex}"
+
+
+def _well_formed(file_id: str) -> bool:
+    """Anything else names no file; it is not sent to Postgres at all (a NUL in a URL
+    would make the query itself fail)."""
+    return _FILE_ID.fullmatch(file_id) is not None
 
 
 def object_key_for(file_id: str) -> str:
@@ -51,6 +61,8 @@ def insert_file(
 
 
 def get_file(session: Session, tenant_id: uuid.UUID, file_id: str) -> StoredFile | None:
+    if not _well_formed(file_id):
+        return None
     return session.execute(
         select(StoredFile).where(StoredFile.id == file_id, StoredFile.tenant_id == tenant_id,
                                  _alive())  # type: ignore[arg-type]
@@ -78,7 +90,7 @@ def list_files(
     if purpose is not None:
         query = query.where(StoredFile.purpose == purpose)
     key = tuple_(StoredFile.created_at, StoredFile.id)
-    if after is not None:
+    if after is not None and _well_formed(after):
         cursor = session.get(StoredFile, after)
         if cursor is not None and cursor.tenant_id == tenant_id:
             mark = tuple_(cursor.created_at, cursor.id)
@@ -91,6 +103,8 @@ def list_files(
 
 def delete_file(session: Session, tenant_id: uuid.UUID, file_id: str) -> StoredFile | None:
     """Delete the row and return it (its object is the caller's to remove), or None."""
+    if not _well_formed(file_id):
+        return None
     return session.execute(
         delete(StoredFile)
         .where(StoredFile.id == file_id, StoredFile.tenant_id == tenant_id)

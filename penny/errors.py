@@ -64,3 +64,10 @@ class TooLarge(PennyError):
     """An upload is over the configured size limit."""
 
     code = "file_too_large"
+
+
+class InvalidJson(PennyError):
+    """A body or line is not a JSON document penny can read (not UTF-8, bad syntax, NaN,
+    nested too deeply)."""
+
+    code = "invalid_json"

@@ -150,10 +150,20 @@ class Settings(BaseSettings):
     max_body_bytes: int = 8 * 1024 * 1024
     max_bulk_jobs: int = 5000
     max_prompt_chars: int = 200_000
+    # Intake refuses more; so does the model's context (engine_max_model_len): the
+    # effective limit is the smaller of the two.
     max_output_tokens: int = 4096
+    # JSON bodies and lines nesting deeper than this are refused with a 400 / line error
+    # before anything validates them (a job is ~4 levels; intake.text has the same default).
+    max_json_depth: int = Field(default=64, ge=4, le=500)
     # Batch APIs (OpenAI- and Anthropic-compatible): the hosted APIs' own limits by default.
     max_file_bytes: int = 200 * 1024 * 1024
     max_batch_requests: int = 50_000
+    # A batch whose validation raised (the store did not answer, Postgres refused a row)
+    # is tried again after validation_retry_seconds, doubling each time, while newer
+    # batches are validated; after max_validation_attempts it fails, naming the error.
+    max_validation_attempts: int = Field(default=5, ge=1)
+    validation_retry_seconds: float = Field(default=5.0, ge=0)
 
     @model_validator(mode="after")
     def _model_names_are_distinct(self) -> Settings:
