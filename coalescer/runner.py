@@ -28,7 +28,7 @@ from coalescer.dispatch import Dispatcher
 from coalescer.planning import BatchLimits, PlannedBatch, PlanOptions, QueuedJob, plan_window
 from coalescer.windows import WindowBounds, WindowState, batch_room, window_should_close
 from intake.limits import IntakeLimits
-from intake.validation import Outcome, validate_next_batch
+from intake.validation import Outcome, RetryPolicy, validate_next_batch
 from models.queue import (
     QueuedRow,
     claim_queued_jobs,
@@ -105,6 +105,8 @@ class Coalescer:
         self._last_seen_jobs = 0
         self._last_sweep = 0.0
         self.intake_limits = IntakeLimits.from_settings(settings)
+        self.validation_retry = RetryPolicy(settings.max_validation_attempts,
+                                            settings.validation_retry_seconds)
         self._validated = False  # the last tick validated a batch: more may be waiting
         self._last_validation = 0.0
         self.idle_interval = settings.idle_poll_interval_ms / 1000
@@ -148,12 +150,15 @@ class Coalescer:
         started = time.perf_counter()
         try:
             validated = validate_next_batch(self.sessions, self.store, self.intake_limits,
-                                            self.settings.max_batch_requests)
-        except Exception:  # e.g. the store did not answer: the batch stays validating
-            log.exception("validating a batch failed; it is tried again next tick")
+                                            self.settings.max_batch_requests,
+                                            self.validation_retry)
+        except Exception:  # e.g. the database did not answer: nothing was claimed
+            log.exception("looking for a batch to validate failed")
             return False
         if validated is None:
             return False
+        if validated.outcome == Outcome.RETRY:  # logged by the validator; others may wait
+            return True
         self.stats.batches_validated += 1
         self.stats.validating_seconds += time.perf_counter() - started
         log.info("batch submission %s validated: %s, %d jobs", validated.batch_id,

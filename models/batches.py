@@ -10,10 +10,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from compat.records import CostFigures, LineRecord
@@ -29,6 +30,8 @@ ANTHROPIC_KIND = "anthropic_batch"
 # (and is billed), so nothing is ever half-done or billed twice.
 NOT_STARTED = (JobStatus.QUEUED, JobStatus.BATCHED)
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
+# However often a batch's validation has raised, it is tried again within an hour.
+MAX_VALIDATION_DELAY = 3600.0
 
 
 @dataclass(frozen=True)
@@ -131,13 +134,43 @@ def _stop_unstarted(
 
 
 def claim_validating_batch(session: Session) -> Submission | None:
-    """The oldest batch waiting to be validated, locked until the caller's transaction ends.
-    SKIP LOCKED: two coalescers validate two different batches, never the same one twice."""
+    """The next batch waiting to be validated, locked until the caller's transaction ends.
+    SKIP LOCKED: two coalescers validate two different batches, never the same one twice.
+    A batch whose validation raised waits out its back-off, and batches never tried go
+    before it: one poisoned batch never holds up another."""
     return session.execute(
-        select(Submission).where(Submission.status == SubmissionStatus.VALIDATING)
-        .order_by(Submission.created_at).limit(1)
+        select(Submission).where(
+            Submission.status == SubmissionStatus.VALIDATING,
+            or_(Submission.validate_after.is_(None), Submission.validate_after <= func.now()))
+        .order_by(Submission.validation_attempts, Submission.created_at).limit(1)
         .with_for_update(skip_locked=True)
     ).scalar_one_or_none()
+
+
+def note_validation_failure(
+    session: Session, submission_id: uuid.UUID, *, max_attempts: int, retry_seconds: float,
+    error: dict[str, Any],
+) -> int | None:
+    """Count a validation run that raised. Returns the attempts so far, with the batch
+    waiting retry_seconds x 2^(attempts - 1) before the next (0: it is no longer
+    validating, nothing was counted); or None when this was the last allowed attempt and
+    the batch failed with `error`. The caller commits."""
+    attempts = session.execute(
+        update(Submission)
+        .where(Submission.id == submission_id,
+               Submission.status == SubmissionStatus.VALIDATING)
+        .values(validation_attempts=Submission.validation_attempts + 1)
+        .returning(Submission.validation_attempts)
+    ).scalar_one_or_none()
+    if attempts is None:  # cancelled or validated meanwhile: nothing to count
+        return 0
+    if attempts >= max_attempts:
+        fail_batch(session, submission_id, [error])
+        return None
+    delay = timedelta(seconds=min(retry_seconds * 2 ** (attempts - 1), MAX_VALIDATION_DELAY))
+    session.execute(update(Submission).where(Submission.id == submission_id)
+                    .values(validate_after=func.now() + delay))
+    return attempts
 
 
 def start_batch(session: Session, batch: Submission, jobs: list[NewJob]) -> None:

@@ -57,8 +57,9 @@ class Submission(Base):
         Index("ix_submissions_open_expiry", "expires_at",
               postgresql_where=text("status = 'open' AND expires_at IS NOT NULL")),
         Index("ix_submissions_tenant_kind_created", "tenant_id", "kind", "created_at"),
-        # The coalescer looks for batches to validate every tick: walk only those rows.
-        Index("ix_submissions_validating", "created_at",
+        # The coalescer looks for batches to validate every tick: walk only those rows,
+        # fresh ones first.
+        Index("ix_submissions_validating", "validation_attempts", "created_at",
               postgresql_where=text("status = 'validating'")),
     )
 
@@ -93,6 +94,11 @@ class Submission(Base):
     cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Validation runs that raised (not bad lines: those fail the batch at once), and when
+    # the next may start; past PENNY_MAX_VALIDATION_ATTEMPTS the batch fails.
+    validation_attempts: Mapped[int] = mapped_column(Integer, nullable=False,
+                                                     server_default="0")
+    validate_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When a batch's jobs were queued; null while it validates, and for one that failed.
     in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Deleted batches vanish from the batch APIs; their jobs and ledger rows stay (billing).
