@@ -69,6 +69,23 @@ class Generation:
         return self.error_code is None
 
 
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
+def context_overflow(prompt_tokens: int, max_tokens: int, context: int, model: str
+                     ) -> str | None:
+    """Why a request does not fit the model's context window, or None when it does.
+
+    The prompt and the whole answer allowance must fit: cutting the answer short to make
+    it fit would bill a truncated answer as if it were the one asked for."""
+    if prompt_tokens + max_tokens <= context:
+        return None
+    return (f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: "
+            f"{prompt_tokens + max_tokens} tokens, over model {model}'s context window of "
+            f"{context}; shorten the prompt or lower max_tokens to at most "
+            f"{max(context - prompt_tokens, 0)}")
+
+
 @dataclass(frozen=True)
 class BatchGeneration:
     generations: tuple[Generation, ...]

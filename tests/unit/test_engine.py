@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from intake.schema import JobRequest
-from workers.engine import GenerationRequest, Sampling
+from workers.engine import GenerationRequest, Sampling, context_overflow
 
 PROPERTY = settings(database=None, deadline=None, max_examples=200)
 
@@ -85,3 +85,12 @@ def test_from_stored_round_trips_engine_request(request: JobRequest, salt: str) 
     else:
         assert built.messages is None
         assert built.prompt == request.prompt
+
+
+def test_context_overflow_counts_the_whole_answer_allowance() -> None:
+    assert context_overflow(1748, 300, 2048, "m") is None  # exactly full still fits
+    message = context_overflow(1749, 300, 2048, "m")
+    assert message is not None
+    assert "the prompt has 1749 tokens and max_tokens is 300: 2049 tokens" in message
+    assert "context window of 2048" in message and "at most 299" in message
+    assert "at most 0" in (context_overflow(3000, 1, 2048, "m") or "")
