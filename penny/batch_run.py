@@ -16,6 +16,7 @@ from intake.service import jobs_for_file, request_hash, submit
 from ledger.report import LedgerTotals, totals
 from models.reports import job_records
 from models.submissions import count_unfinished, get_submission, status_counts
+from penny.database import stop_embedded_postgres
 from penny.runtime import open_runtime
 from penny.settings import Settings
 from workers.inprocess import InProcessPipeline
@@ -63,7 +64,7 @@ class RunSummary:
 def run_file(settings: Settings, path: Path) -> RunSummary:
     from workers.vllm_engine import VllmEngine
 
-    outcomes = parse_input_file(path.name, path.read_bytes())
+    outcomes = parse_input_file(path.name, path.read_bytes(), settings.max_json_depth)
     jobs = jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
     runtime = open_runtime(settings)
     try:
@@ -100,5 +101,6 @@ def run_file(settings: Settings, path: Path) -> RunSummary:
         )
     finally:
         runtime.close()
+        stop_embedded_postgres()
 
 

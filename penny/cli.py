@@ -63,9 +63,16 @@ def run(
     default, then print where the results and ledger are and what it all cost."""
     _logging(verbose)
     from penny.batch_run import run_file
+    from penny.errors import PennyError
 
     started = time.perf_counter()
-    summary = run_file(Settings(), file)
+    try:
+        summary = run_file(Settings(), file)
+    except PennyError as error:  # the whole file is unusable: say why, no traceback
+        typer.echo(f"penny run: {error.message}", err=True)
+        for detail in error.details:
+            typer.echo(f"  {detail.get('message', detail)}", err=True)
+        raise typer.Exit(code=2) from None
     summary.print(wall_seconds=time.perf_counter() - started)
     if summary.failed:
         raise typer.Exit(code=1)
