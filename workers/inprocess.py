@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from coalescer.runner import Coalescer
+from models.queue import release_undelivered
 from penny.runtime import Runtime
 from workers.embedder import Embedder
 from workers.embedding_execution import EmbeddingExecutor
@@ -55,6 +56,7 @@ class InProcessPipeline:
             runtime.settings, runtime.sessions, self.dispatcher, runtime.store, models,
             tokenizers={engine.model_name: engine for engine in engines},
         )
+        self._sessions = runtime.sessions
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self.coalescer.run, args=(self._stop,), name="coalescer",
@@ -69,6 +71,11 @@ class InProcessPipeline:
                 target=self._work, args=(runner, self.dispatcher.queues[executor.model_name]),
                 name=f"worker-{executor.model_name}", daemon=True,
             ))
+
+    def stop(self) -> None:
+        """Take no new batch from now on; the batch a worker is running finishes (and is
+        recorded). Safe to call from a signal handler."""
+        self._stop.set()
 
     def _work(self, runner: BatchRunner, batches: queue.Queue[uuid.UUID]) -> None:
         while not self._stop.is_set():
@@ -95,3 +102,21 @@ class InProcessPipeline:
         self._stop.set()
         for thread in self._threads:
             thread.join()
+        self._release_undelivered()
+
+    def _release_undelivered(self) -> None:
+        """Batches still in the local queues were never claimed: hand them back so the
+        next process sends them at once."""
+        left: list[uuid.UUID] = []
+        for batches in self.dispatcher.queues.values():
+            while True:
+                try:
+                    left.append(batches.get_nowait())
+                except queue.Empty:
+                    break
+        if not left:
+            return
+        with self._sessions() as session:
+            release_undelivered(session, left)
+            session.commit()
+        log.info("released %d undelivered batches", len(left))
