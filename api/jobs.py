@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Request, Response
 
 from api.deps import Tenant, limits_of, sessions_of
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
+from api.webhooks import checked_callback
 from intake.schema import JobRequest
 from intake.service import jobs_for_requests, request_hash, submit
 from models.submissions import get_job, get_submission, status_counts, tenant_id_for
@@ -68,11 +69,13 @@ def create_jobs(
             param="jobs",
         )
     jobs = jobs_for_requests(body.jobs, limits_of(request))
+    callback_url = checked_callback(request, body.callback_url)
     with sessions_of(request)() as session:
         stored = submit(
             session, tenant=tenant, kind="bulk", jobs=jobs,
             payload_hash=request_hash(body.model_dump(mode="json")),
             idempotency_key=idempotency_key,
+            columns={"callback_url": callback_url} if callback_url else None,
         )
     _mark_replay(response, stored.replayed)
     return BulkAccepted(submission_id=str(stored.submission.id),

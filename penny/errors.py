@@ -64,3 +64,11 @@ class TooLarge(PennyError):
     """An upload is over the configured size limit."""
 
     code = "file_too_large"
+
+
+class UnsafeUrl(InvalidRequest):
+    """A URL penny would call is refused: a scheme other than http(s), credentials in it,
+    or a host that is (or resolves to) a loopback, private, link-local, metadata,
+    multicast or reserved address."""
+
+    code = "unsafe_url"

@@ -24,6 +24,7 @@ def serve_api(settings: Settings) -> None:
 
 def serve_coalescer(settings: Settings) -> None:
     from coalescer.runner import Coalescer
+    from delivery.loop import WebhookDeliverer
     from workers.celery_app import CeleryDispatcher, make_celery
     from workers.chat_tokenizer import ChatTokenizer
 
@@ -36,9 +37,16 @@ def serve_coalescer(settings: Settings) -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    # Webhooks go out from this role, on a thread of their own: a slow receiver must not
+    # hold up a window.
+    webhooks = threading.Thread(target=WebhookDeliverer(settings, runtime.sessions).run,
+                                args=(stop,), name="webhooks", daemon=True)
+    webhooks.start()
     try:
         coalescer.run(stop)
     finally:
+        stop.set()
+        webhooks.join()
         runtime.close()
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from coalescer.runner import Coalescer
+from delivery.loop import WebhookDeliverer
 from penny.runtime import Runtime
 from workers.embedder import Embedder
 from workers.embedding_execution import EmbeddingExecutor
@@ -38,7 +39,8 @@ class LocalDispatcher:
 
 
 class InProcessPipeline:
-    """A coalescer thread plus one worker thread per engine and per embedder. Use as a
+    """A coalescer thread, a webhook delivery thread, and one worker thread per engine and
+    per embedder. Use as a
     context manager. Only the models given here are planned: an embeddings-only pipeline
     never needs vLLM."""
 
@@ -56,9 +58,12 @@ class InProcessPipeline:
             tokenizers={engine.model_name: engine for engine in engines},
         )
         self._stop = threading.Event()
+        self.webhooks = WebhookDeliverer(runtime.settings, runtime.sessions)
         self._threads = [
             threading.Thread(target=self.coalescer.run, args=(self._stop,), name="coalescer",
-                             daemon=True)
+                             daemon=True),
+            threading.Thread(target=self.webhooks.run, args=(self._stop,), name="webhooks",
+                             daemon=True),
         ]
         for executor in executors:
             runner = BatchRunner(
