@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -194,6 +195,17 @@ def check_address(ip: IPAddress, *, allow_loopback: bool, what: str,
                         "addresses", param=param)
 
 
+def _refuse_spelled_address(url: str, *, allow_loopback: bool, param: str) -> None:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return
+    if host:
+        address = parse_host(host, param=param)
+        if not isinstance(address, str):
+            check_address(address, allow_loopback=allow_loopback, what="is", param=param)
+
+
 def check_url(url: str, *, allow_loopback: bool, param: str = "callback_url") -> Target:
     """Everything that can be checked without DNS: scheme, credentials, and a host that is
     an address or a name for this machine. Raises UnsafeUrl naming `param`."""
@@ -201,8 +213,10 @@ def check_url(url: str, *, allow_loopback: bool, param: str = "callback_url") ->
         raise UnsafeUrl(f"{param} is longer than {MAX_URL_LENGTH} characters", param=param)
     try:
         parsed = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError, TypeError):
-        raise UnsafeUrl(f"{param} is not a valid URL", param=param) from None
+    except (httpx.InvalidURL, ValueError, TypeError) as invalid:
+        # httpx refuses some spellings of an address (0177.0.0.1); say which address.
+        _refuse_spelled_address(url, allow_loopback=allow_loopback, param=param)
+        raise UnsafeUrl(f"{param} is not a valid URL: {invalid}", param=param) from None
     if parsed.scheme not in SCHEMES:
         raise UnsafeUrl(f"{param} must be an http or https URL, not {parsed.scheme or 'none'!r}",
                         param=param)
