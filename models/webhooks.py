@@ -32,9 +32,11 @@ def record_end(
     status: str,
     counts: Mapping[str, int],
     cost: CostFigures,
+    outputs: Mapping[str, str] | None = None,
 ) -> uuid.UUID | None:
     """Queue the event announcing that a submission ends in `status`, if it has a callback
-    URL (its own, or its tenant's default). Call it in the transaction that ends the
+    URL (its own, or its tenant's default). `outputs`: where finalize put the outputs, if it
+is finalize that ends it. Call it in the transaction that ends the
     submission; the caller commits. The event id is derived from the submission, so a
     second call (a submission finalized twice) adds nothing. Returns the delivery's id."""
     row = session.execute(
@@ -52,7 +54,7 @@ def record_end(
         submission_id=submission_id, kind=row.kind, status=status,
         cancelling=row.cancelling_at is not None, expired=row.expired_at is not None,
         ended_at=row[-1], total_jobs=row.total_jobs, counts=counts, cost=cost,
-        outputs=row.outputs, output_file_id=row.output_file_id,
+        outputs=outputs or row.outputs, output_file_id=row.output_file_id,
         error_file_id=row.error_file_id, validation_errors=len(row.errors or []),
     )
     payload = event_payload(ended)
@@ -102,15 +104,13 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta
     ).all()
     if not rows:
         return []
-    tenants = dict(session.execute(
-        select(Tenant.id, Tenant.name).where(Tenant.id.in_({r.tenant_id for r in rows}))
-    ).tuples().all())
-    disabled = set(session.execute(
+    tenants = {tenant_id: name for tenant_id, name in session.execute(
+        select(Tenant.id, Tenant.name).where(Tenant.id.in_({r.tenant_id for r in rows})))}
+    disabled = {(tenant_id, url) for tenant_id, url in session.execute(
         select(WebhookEndpoint.tenant_id, WebhookEndpoint.url).where(
             tuple_(WebhookEndpoint.tenant_id, WebhookEndpoint.url).in_(
                 [(r.tenant_id, r.url) for r in rows]),
-            WebhookEndpoint.disabled_at.is_not(None))
-    ).tuples().all())
+            WebhookEndpoint.disabled_at.is_not(None)))}
     claimed = []
     for row in rows:
         if (row.tenant_id, row.url) in disabled:

@@ -43,7 +43,7 @@ def write_outputs(session: Session, store: ObjectStore, submission_id: uuid.UUID
     # The webhook event is queued in the transaction that completes the submission.
     progress = progress_of(session, [submission_id])[submission_id]
     record_end(session, submission_id, status=SubmissionStatus.COMPLETED,
-               counts=progress.counts, cost=progress.cost)
+               counts=progress.counts, cost=progress.cost, outputs=outputs)
     complete_submission(session, submission_id, outputs)
 
 
