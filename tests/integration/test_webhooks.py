@@ -32,7 +32,7 @@ from delivery.signing import new_secret
 from intake.limits import IntakeLimits
 from intake.validation import validate_next_batch
 from models.batches import expire_overdue_batches
-from models.tables import Submission, WebhookAttempt, WebhookDelivery
+from models.tables import Submission, WebhookDelivery
 from penny.runtime import Runtime
 from penny.settings import Settings
 from tests.support import LiveServer, free_port, jsonl, make_settings
