@@ -412,3 +412,45 @@ def test_the_connection_goes_to_the_checked_address_with_the_original_host(
     headers, body = hook.received[0]
     assert headers["host"] == f"hooks.example:{port}"
     Webhook(SECRET).verify(body, headers)
+
+
+def test_https_verifies_the_certificate_against_the_registered_name(
+    runtime: Runtime, api: TestClient, tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    import trustme
+    import uvicorn
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("hooks.example")
+    cert_file, ca_file = tmp_path / "server.pem", tmp_path / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    hook = Receiver()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(hook.app, host="127.0.0.1", port=port,  # type: ignore[arg-type]
+                                           log_level="warning", ssl_certfile=str(cert_file)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        dns = FakeDns({"hooks.example": [["127.0.0.1"]], "other.example": [["127.0.0.1"]]})
+        cancelled_batch(runtime, api, f"https://hooks.example:{port}/hook")
+        cancelled_batch(runtime, api, f"https://other.example:{port}/hook")
+        settings = runtime.settings.model_copy(update={"webhook_ca_file": ca_file})
+        report = WebhookDeliverer(settings, runtime.sessions, resolver=dns).deliver_due()
+        assert (report.attempted, report.delivered) == (2, 1)
+        by_url = {d.url: d for d in deliveries(runtime)}
+        assert by_url[f"https://hooks.example:{port}/hook"].status == "delivered"
+        wrong = by_url[f"https://other.example:{port}/hook"]
+        assert wrong.status == "pending" and wrong.last_error is not None
+        assert "certificate" in wrong.last_error.lower()
+        headers, body = hook.received[0]
+        assert len(hook.received) == 1 and headers["host"] == f"hooks.example:{port}"
+        Webhook(SECRET).verify(body, headers)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
