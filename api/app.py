@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from api import anthropic_batches, health, jobs, openai_batches, openai_files
+from api import anthropic_batches, health, jobs, openai_batches, openai_files, webhooks
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from intake.limits import IntakeLimits
@@ -27,6 +27,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(openai_files.router)
     app.include_router(openai_batches.router)
     app.include_router(anthropic_batches.router)
+    app.include_router(webhooks.router)
     upload_limit = settings.max_file_bytes + openai_files.MULTIPART_SLACK_BYTES
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        path_limits={"/v1/files": upload_limit,

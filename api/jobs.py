@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Request, Response
 from api.deps import Tenant, limits_of, sessions_of
 from api.json_body import JsonBodyRoute
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
+from api.webhooks import checked_callback
 from intake.schema import JobRequest
 from intake.service import jobs_for_bulk, jobs_for_requests, request_hash, submit
 from models.submissions import get_job, get_submission, status_counts, tenant_id_for
@@ -69,11 +70,14 @@ def create_jobs(
             param="jobs",
         )
     requests, jobs = jobs_for_bulk(body.jobs, limits_of(request))
+    callback_url = checked_callback(request, body.callback_url)
     with sessions_of(request)() as session:
         stored = submit(
             session, tenant=tenant, kind="bulk", jobs=jobs,
-            payload_hash=request_hash({"jobs": [r.model_dump(mode="json") for r in requests]}),
+            payload_hash=request_hash({"jobs": [r.model_dump(mode="json") for r in requests],
+                                       "callback_url": body.callback_url}),
             idempotency_key=idempotency_key,
+            columns={"callback_url": callback_url} if callback_url else None,
         )
     _mark_replay(response, stored.replayed)
     return BulkAccepted(submission_id=str(stored.submission.id),

@@ -20,6 +20,8 @@ class BulkJobsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jobs: list[BulkItem] = Field(min_length=1)
+    # Where to announce the submission's end (a signed webhook); else the tenant's default.
+    callback_url: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
 class JobAccepted(BaseModel):

@@ -71,3 +71,11 @@ class InvalidJson(PennyError):
     nested too deeply)."""
 
     code = "invalid_json"
+
+
+class UnsafeUrl(InvalidRequest):
+    """A URL penny would call is refused: a scheme other than http(s), credentials in it,
+    or a host that is (or resolves to) a loopback, private, link-local, metadata,
+    multicast or reserved address."""
+
+    code = "unsafe_url"

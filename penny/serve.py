@@ -76,6 +76,7 @@ def serve_api(settings: Settings) -> None:
 
 def serve_coalescer(settings: Settings) -> None:
     from coalescer.runner import Coalescer
+    from delivery.loop import WebhookDeliverer
     from workers.celery_app import CeleryDispatcher, make_celery
     from workers.chat_tokenizer import ChatTokenizer
 
@@ -90,7 +91,17 @@ def serve_coalescer(settings: Settings) -> None:
             coalescer = Coalescer(settings, runtime.sessions,
                                   CeleryDispatcher(make_celery(settings)), runtime.store,
                                   settings.served_models, tokenizers)
-            coalescer.run(stop)
+            # Webhooks go out from this role, on a thread of their own: a slow receiver
+            # must not hold up a window.
+            webhooks = threading.Thread(
+                target=WebhookDeliverer(settings, runtime.sessions).run, args=(stop,),
+                name="webhooks", daemon=True)
+            webhooks.start()
+            try:
+                coalescer.run(stop)
+            finally:
+                stop.set()
+                webhooks.join()
         finally:
             runtime.close()
             stop_embedded_postgres()

@@ -165,6 +165,28 @@ class Settings(BaseSettings):
     max_validation_attempts: int = Field(default=5, ge=1)
     validation_retry_seconds: float = Field(default=5.0, ge=0)
 
+    # Webhooks. Signing secrets (`whsec_` + base64): every delivery is signed with each,
+    # so during a rotation list the new one and the old one. Without any, events wait in
+    # the outbox unsent.
+    webhook_secrets: list[str] = Field(default_factory=list)
+    # Tenant name -> its own secrets, instead of the shared ones: with one shared secret a
+    # tenant could sign an event and post it to another tenant's receiver.
+    webhook_tenant_secrets: dict[str, list[str]] = Field(default_factory=dict)
+    # Only tests turn this on: callbacks to this machine (127.0.0.0/8, ::1, localhost).
+    webhook_allow_loopback: bool = False
+    webhook_connect_timeout_seconds: float = 3.0
+    # The whole attempt (resolve, connect, send, answer); a receiver that answers slower
+    # has failed this attempt.
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = Field(default=10, ge=1)
+    webhook_retry_base_seconds: float = 30.0
+    webhook_retry_max_seconds: float = 6 * 3600.0
+    # How often the delivery loop looks for due deliveries, and how many it sends at once.
+    webhook_poll_interval_seconds: float = 1.0
+    webhook_batch_size: int = Field(default=32, ge=1)
+    # CA bundle for https receivers behind a private CA (default: the system's).
+    webhook_ca_file: Path | None = None
+
     @model_validator(mode="after")
     def _model_names_are_distinct(self) -> Settings:
         # One name, one queue and one kind of worker: a name in both registries would make

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from coalescer.runner import Coalescer
+from delivery.loop import WebhookDeliverer
 from models.queue import release_undelivered
 from penny.runtime import Runtime
 from workers.embedder import Embedder
@@ -39,7 +40,8 @@ class LocalDispatcher:
 
 
 class InProcessPipeline:
-    """A coalescer thread plus one worker thread per engine and per embedder. Use as a
+    """A coalescer thread, a webhook delivery thread, and one worker thread per engine and
+    per embedder. Use as a
     context manager. Only the models given here are planned: an embeddings-only pipeline
     never needs vLLM."""
 
@@ -58,9 +60,12 @@ class InProcessPipeline:
         )
         self._sessions = runtime.sessions
         self._stop = threading.Event()
+        self.webhooks = WebhookDeliverer(runtime.settings, runtime.sessions)
         self._threads = [
             threading.Thread(target=self.coalescer.run, args=(self._stop,), name="coalescer",
-                             daemon=True)
+                             daemon=True),
+            threading.Thread(target=self.webhooks.run, args=(self._stop,), name="webhooks",
+                             daemon=True),
         ]
         for executor in executors:
             runner = BatchRunner(
