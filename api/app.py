@@ -8,12 +8,15 @@ from fastapi import FastAPI
 
 from api import anthropic_batches, health, jobs, openai_batches, openai_files
 from api.errors import install_error_handlers
+from api.health import HeartbeatPresence, WorkerPresence
 from api.limits import BodySizeLimit
 from intake.limits import IntakeLimits
 from penny.runtime import Runtime
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> FastAPI:
+    """`presence` tells /readyz which models have a worker: the in-process pipeline in
+    embedded mode; by default the workers' heartbeats in Postgres."""
     settings = runtime.settings
     app = FastAPI(title="penny", version="0.1.0")
     app.state.settings = settings
@@ -21,6 +24,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.intake_limits = IntakeLimits.from_settings(settings)
     app.state.store = runtime.store
     app.state.started_at = datetime.now(UTC)
+    app.state.worker_presence = presence or HeartbeatPresence(runtime.sessions, settings)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)

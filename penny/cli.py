@@ -71,22 +71,39 @@ def run(
         raise typer.Exit(code=1)
 
 
+# uvicorn's own option names and help; the defaults come from the settings.
+Host = Annotated[str | None, typer.Option(
+    help="Bind socket to this host. [default: PENNY_API_HOST, 127.0.0.1]")]
+Port = Annotated[int | None, typer.Option(
+    help="Bind socket to this port. If 0, an available port will be picked. "
+         "[default: PENNY_API_PORT, 8000]")]
+
+
+def _settings(**overrides: object) -> Settings:
+    """The settings from the environment, with the options given on the command line
+    taking precedence (validated like the environment's values)."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if not given:
+        return Settings()
+    return Settings.model_validate({**Settings().model_dump(), **given})
+
+
 @app.command()
-def up(verbose: bool = False) -> None:
+def up(host: Host = None, port: Port = None, verbose: bool = False) -> None:
     """API + coalescer + one in-process worker per model, in this one process."""
     _logging(verbose)
     from penny.serve import serve_all_in_one
 
-    serve_all_in_one(Settings())
+    serve_all_in_one(_settings(api_host=host, api_port=port))
 
 
 @app.command()
-def api(verbose: bool = False) -> None:
+def api(host: Host = None, port: Port = None, verbose: bool = False) -> None:
     """The API alone (distributed mode: coalescer and workers run elsewhere)."""
     _logging(verbose)
     from penny.serve import serve_api
 
-    serve_api(Settings())
+    serve_api(_settings(api_host=host, api_port=port))
 
 
 @app.command()

@@ -53,8 +53,8 @@ def serve_all_in_one(settings: Settings) -> None:
     embedders = [SentenceTransformerEmbedder(settings, model)
                  for model in settings.embedding_models]
     try:
-        with InProcessPipeline(runtime, engines, embedders):
-            uvicorn.run(create_app(runtime), host=settings.api_host, port=settings.api_port,
-                        log_level="info")
+        with InProcessPipeline(runtime, engines, embedders) as pipeline:
+            uvicorn.run(create_app(runtime, pipeline), host=settings.api_host,
+                        port=settings.api_port, log_level="info")
     finally:
         runtime.close()
