@@ -43,6 +43,7 @@ from models.single_flight import (
     in_flight_leaders,
 )
 from models.workers import live_workers, worker_loads
+from observability import metrics
 from penny.settings import Settings
 from storage.port import ObjectStore
 from workers.engine import GenerationRequest
@@ -219,9 +220,12 @@ class Coalescer:
         self.stats.batches += len(chosen)
         for job_id in leader_batch:
             self._tokens.pop(job_id, None)
+        copies = len(followers) + len(plan.joined_in_flight) + beyond_horizon
         log.info("window closed for %s: %d jobs in %d batches, %d copies collapsed", model,
-                 planned_jobs, len(chosen),
-                 len(followers) + len(plan.joined_in_flight) + beyond_horizon)
+                 planned_jobs, len(chosen), copies)
+        metrics.record_window(model, [len(b.job_ids) for b in chosen],
+                              [b.estimated_tokens for b in chosen], copies,
+                              self.limits.max_jobs, self.limits.max_tokens)
         return [_Dispatch(batch_id, model, target)
                 for batch_id, target in zip(batch_ids, targets, strict=True)]
 

@@ -106,28 +106,40 @@ def api(host: Host = None, port: Port = None, verbose: bool = False) -> None:
     serve_api(_settings(api_host=host, api_port=port))
 
 
+MetricsPort = Annotated[int | None, typer.Option(
+    help="Serve this process's Prometheus metrics on this port. [default: "
+         "PENNY_METRICS_PORT, none: the API's /metrics has them when PROMETHEUS_MULTIPROC_DIR"
+         " is shared]")]
+
+
 @app.command()
-def coalescer(verbose: bool = False) -> None:
+def coalescer(metrics_port: MetricsPort = None, verbose: bool = False) -> None:
     """The coalescer (with batch validation and the sweeper), dispatching batches to workers
     through Redis."""
     _logging(verbose)
+    from observability.metrics import serve_metrics
     from penny.serve import serve_coalescer
 
-    serve_coalescer(Settings())
+    settings = _settings(metrics_port=metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    serve_coalescer(settings)
 
 
 @app.command()
 def worker(
     model: Annotated[str | None, typer.Option(help="served model name (chat or embedding)")
                      ] = None,
+    metrics_port: MetricsPort = None,
     verbose: bool = False,
 ) -> None:
     """One worker consuming its model's Redis queue: a vLLM engine for a chat model, a
     sentence-transformers embedder for an embedding model. Run one per GPU."""
     _logging(verbose)
+    from observability.metrics import serve_metrics
     from workers.celery_app import run_worker
 
-    settings = Settings()
+    settings = _settings(metrics_port=metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     run_worker(settings, model or settings.default_model)
 
 

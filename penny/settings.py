@@ -155,6 +155,14 @@ class Settings(BaseSettings):
     max_file_bytes: int = 200 * 1024 * 1024
     max_batch_requests: int = 50_000
 
+    # Observability. The API serves Prometheus metrics at /metrics; a coalescer or worker
+    # on a host of its own serves its own on this port (None: it does not). Processes on
+    # one host can instead share PROMETHEUS_MULTIPROC_DIR and the API's /metrics.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    # "json": one JSON object per line with job, batch and submission ids as fields.
+    log_format: Literal["text", "json"] = "text"
+
     @model_validator(mode="after")
     def _model_names_are_distinct(self) -> Settings:
         # One name, one queue and one kind of worker: a name in both registries would make

@@ -21,6 +21,7 @@ from ledger.pricing import TokenUsage, price_job, share_engine_seconds
 from models.queue import ClaimedBatch, JobOutcome, claim_batch, record_batch, renew_lease
 from penny.settings import Settings
 from storage.port import ObjectStore
+from workers.batch_metrics import count_recorded_batch
 from workers.engine import Engine, Generation, GenerationRequest
 from workers.finalize import finalize_ready
 
@@ -199,6 +200,7 @@ class BatchRunner:
             log.warning("batch %s was taken over while running; its results were dropped",
                         batch_id)
         else:
+            count_recorded_batch(self.sessions, batch_id, batch.model, executed.engine_seconds)
             finalize_ready(self.sessions, self.store,
                            sorted({job.submission_id for job in batch.jobs}))
         return BatchRun(batch_id, claimed=True, recorded=recorded, jobs=len(batch.jobs))

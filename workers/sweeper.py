@@ -12,6 +12,7 @@ from coalescer.dispatch import Dispatcher
 from models.batches import expire_overdue_batches
 from models.files import take_expired_files
 from models.queue import sweep_expired_leases
+from observability import metrics
 from penny.settings import Settings
 from storage.port import ObjectStore
 from workers.finalize import finalize_ready
@@ -29,6 +30,7 @@ def sweep(
         result = sweep_expired_leases(
             session, settings.max_attempts, settings.redispatch_after_seconds
         )
+    metrics.record_sweep([model for _, model in result.requeued], len(result.failed))
     for batch_id, model in result.requeued:
         log.warning("re-dispatching batch %s", batch_id)
         dispatcher.dispatch(batch_id, model)

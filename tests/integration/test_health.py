@@ -3,9 +3,6 @@ and /readyz naming each check it makes against real Postgres, Redis and workers.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,47 +13,27 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from models.workers import heartbeat, remove_worker
 from penny.runtime import Runtime, open_runtime
-from penny.settings import Settings
-from tests.support import free_port, make_settings, reset_tables, wait_until
+from tests.support import (
+    PennyProcess,
+    free_port,
+    make_settings,
+    penny_env,
+    reset_tables,
+    wait_for_http,
+)
 from workers.inprocess import InProcessPipeline
-
-
-def penny_env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PENNY_DATABASE_URL": settings.database_url or "",
-        "PENNY_DATA_DIR": str(settings.data_dir),
-        "PENNY_MODELS_DIR": str(settings.resolved_models_dir),
-        **extra,
-    }
 
 
 @pytest.fixture
 def api_process(runtime: Runtime, redis_url: str, tmp_path: Path) -> Iterator[str]:
     """`penny api` on a port of our choosing, in distributed mode (Redis set)."""
     port = free_port()
-    penny = Path(sys.executable).with_name("penny")
-    log = open(tmp_path / "api.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [str(penny), "api", "--host", "127.0.0.1", "--port", str(port)],
-        env=penny_env(runtime.settings, PENNY_REDIS_URL=redis_url),
-        stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        assert process.poll() is None, (tmp_path / "api.log").read_text()
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(answers, timeout=120, what="penny api to listen on the port it was given")
+    with PennyProcess(["api", "--host", "127.0.0.1", "--port", str(port)],
+                      penny_env(runtime.settings, PENNY_REDIS_URL=redis_url),
+                      tmp_path / "api.log") as api:
+        wait_for_http(api, f"{url}/healthz")
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_api_command_serves_on_the_given_port_and_is_ready_once_every_model_has_a_worker(
