@@ -158,7 +158,8 @@ class Coalescer:
         self.stats.batches_validated += 1
         self.stats.validating_seconds += time.perf_counter() - started
         log.info("batch submission %s validated: %s, %d jobs", validated.batch_id,
-                 validated.outcome, validated.jobs)
+                 validated.outcome, validated.jobs,
+                 extra={"submission_id": str(validated.batch_id)})
         if validated.outcome == Outcome.CANCELLED:  # nothing to run: end it now
             finalize_ready(self.sessions, self.store, [validated.batch_id])
         return True
@@ -222,7 +223,7 @@ class Coalescer:
             self._tokens.pop(job_id, None)
         copies = len(followers) + len(plan.joined_in_flight) + beyond_horizon
         log.info("window closed for %s: %d jobs in %d batches, %d copies collapsed", model,
-                 planned_jobs, len(chosen), copies)
+                 planned_jobs, len(chosen), copies, extra={"model": model})
         metrics.record_window(model, [len(b.job_ids) for b in chosen],
                               [b.estimated_tokens for b in chosen], copies,
                               self.limits.max_jobs, self.limits.max_tokens)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,11 +16,20 @@ models_app = typer.Typer(no_args_is_help=True, help="Prepare and list models.")
 app.add_typer(models_app, name="models")
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+class LogFormatName(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+LogFormat = Annotated[LogFormatName | None, typer.Option(
+    help="Log lines for people (text) or one JSON object per line. "
+         "Default: PENNY_LOG_FORMAT, else text.")]
+
+
+def _logging(settings: Settings, verbose: bool, role: str, **fields: str) -> None:
+    from observability.logs import configure_logging
+
+    configure_logging(settings.log_format, verbose=verbose, role=role, **fields)
 
 
 @models_app.command("prepare")
@@ -58,14 +67,16 @@ def migrate() -> None:
 def run(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     verbose: bool = False,
+    log_format: LogFormat = None,
 ) -> None:
     """Process FILE (JSONL, or CSV with a 'prompt' column) end to end on the embedded
     default, then print where the results and ledger are and what it all cost."""
-    _logging(verbose)
+    settings = _settings(log_format=log_format)
+    _logging(settings, verbose, "run")
     from penny.batch_run import run_file
 
     started = time.perf_counter()
-    summary = run_file(Settings(), file)
+    summary = run_file(settings, file)
     summary.print(wall_seconds=time.perf_counter() - started)
     if summary.failed:
         raise typer.Exit(code=1)
@@ -73,54 +84,60 @@ def run(
 
 # uvicorn's own option names and help; the defaults come from the settings.
 Host = Annotated[str | None, typer.Option(
-    help="Bind socket to this host. [default: PENNY_API_HOST, 127.0.0.1]")]
+    help="Bind socket to this host. Default: PENNY_API_HOST, else 127.0.0.1.")]
 Port = Annotated[int | None, typer.Option(
     help="Bind socket to this port. If 0, an available port will be picked. "
-         "[default: PENNY_API_PORT, 8000]")]
+         "Default: PENNY_API_PORT, else 8000.")]
 
 
 def _settings(**overrides: object) -> Settings:
     """The settings from the environment, with the options given on the command line
     taking precedence (validated like the environment's values)."""
-    given = {name: value for name, value in overrides.items() if value is not None}
+    given = {name: value.value if isinstance(value, StrEnum) else value
+             for name, value in overrides.items() if value is not None}
     if not given:
         return Settings()
     return Settings.model_validate({**Settings().model_dump(), **given})
 
 
 @app.command()
-def up(host: Host = None, port: Port = None, verbose: bool = False) -> None:
+def up(host: Host = None, port: Port = None, verbose: bool = False,
+       log_format: LogFormat = None) -> None:
     """API + coalescer + one in-process worker per model, in this one process."""
-    _logging(verbose)
+    settings = _settings(api_host=host, api_port=port, log_format=log_format)
+    _logging(settings, verbose, "up")
     from penny.serve import serve_all_in_one
 
-    serve_all_in_one(_settings(api_host=host, api_port=port))
+    serve_all_in_one(settings)
 
 
 @app.command()
-def api(host: Host = None, port: Port = None, verbose: bool = False) -> None:
+def api(host: Host = None, port: Port = None, verbose: bool = False,
+        log_format: LogFormat = None) -> None:
     """The API alone (distributed mode: coalescer and workers run elsewhere)."""
-    _logging(verbose)
+    settings = _settings(api_host=host, api_port=port, log_format=log_format)
+    _logging(settings, verbose, "api")
     from penny.serve import serve_api
 
-    serve_api(_settings(api_host=host, api_port=port))
+    serve_api(settings)
 
 
 MetricsPort = Annotated[int | None, typer.Option(
-    help="Serve this process's Prometheus metrics on this port. [default: "
-         "PENNY_METRICS_PORT, none: the API's /metrics has them when PROMETHEUS_MULTIPROC_DIR"
-         " is shared]")]
+    help="Serve this process's Prometheus metrics on this port. Default: "
+         "PENNY_METRICS_PORT, else none (the API's /metrics has them when every process "
+         "shares PROMETHEUS_MULTIPROC_DIR).")]
 
 
 @app.command()
-def coalescer(metrics_port: MetricsPort = None, verbose: bool = False) -> None:
+def coalescer(metrics_port: MetricsPort = None, verbose: bool = False,
+              log_format: LogFormat = None) -> None:
     """The coalescer (with batch validation and the sweeper), dispatching batches to workers
     through Redis."""
-    _logging(verbose)
+    settings = _settings(metrics_port=metrics_port, log_format=log_format)
+    _logging(settings, verbose, "coalescer")
     from observability.metrics import serve_metrics
     from penny.serve import serve_coalescer
 
-    settings = _settings(metrics_port=metrics_port)
     serve_metrics(settings.metrics_port, settings.metrics_host)
     serve_coalescer(settings)
 
@@ -131,16 +148,18 @@ def worker(
                      ] = None,
     metrics_port: MetricsPort = None,
     verbose: bool = False,
+    log_format: LogFormat = None,
 ) -> None:
     """One worker consuming its model's Redis queue: a vLLM engine for a chat model, a
     sentence-transformers embedder for an embedding model. Run one per GPU."""
-    _logging(verbose)
+    settings = _settings(metrics_port=metrics_port, log_format=log_format)
+    served = model or settings.default_model
+    _logging(settings, verbose, "worker", model=served)
     from observability.metrics import serve_metrics
     from workers.celery_app import run_worker
 
-    settings = _settings(metrics_port=metrics_port)
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    run_worker(settings, model or settings.default_model)
+    run_worker(settings, served)
 
 
 def main() -> None:

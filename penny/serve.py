@@ -16,8 +16,9 @@ def serve_api(settings: Settings) -> None:
 
     runtime = open_runtime(settings)
     try:
+        # log_config=None: uvicorn's records go through penny's handler (text or JSON).
         uvicorn.run(create_app(runtime), host=settings.api_host, port=settings.api_port,
-                    log_level="info")
+                    log_level="info", log_config=None)
     finally:
         runtime.close()
 
@@ -55,6 +56,6 @@ def serve_all_in_one(settings: Settings) -> None:
     try:
         with InProcessPipeline(runtime, engines, embedders) as pipeline:
             uvicorn.run(create_app(runtime, pipeline), host=settings.api_host,
-                        port=settings.api_port, log_level="info")
+                        port=settings.api_port, log_level="info", log_config=None)
     finally:
         runtime.close()

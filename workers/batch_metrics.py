@@ -27,3 +27,7 @@ def count_recorded_batch(sessions: sessionmaker[Session], batch_id: uuid.UUID, m
                     exc_info=True, extra={"batch_id": str(batch_id)})
         return
     metrics.record_batch(model, engine_seconds, totals)
+    log.info("batch %s recorded: %s, %d output tokens in %.2f engine seconds", batch_id,
+             ", ".join(f"{n} {status}" for status, n in sorted(totals.finished.items())),
+             totals.engine_output_tokens, engine_seconds,
+             extra={"batch_id": str(batch_id), "model": model})

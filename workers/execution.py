@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
 from models.queue import ClaimedBatch, JobOutcome, claim_batch, record_batch, renew_lease
+from observability.logs import logs_about_batch
 from penny.settings import Settings
 from storage.port import ObjectStore
 from workers.batch_metrics import count_recorded_batch
@@ -186,6 +187,7 @@ class BatchRunner:
         self.store = store
         self.worker_id = worker_id
 
+    @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
         with self.sessions() as session:
             batch = claim_batch(session, batch_id, self.worker_id, self.settings.lease_seconds)
