@@ -144,8 +144,9 @@ def coalescer(metrics_port: MetricsPort = None, verbose: bool = False,
 
 @app.command()
 def worker(
-    model: Annotated[str | None, typer.Option(help="served model name (chat or embedding)")
-                     ] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Served model name (chat or embedding). Default: PENNY_WORKER_MODEL, else "
+             "PENNY_DEFAULT_MODEL.")] = None,
     metrics_port: MetricsPort = None,
     verbose: bool = False,
     log_format: LogFormat = None,
@@ -153,7 +154,7 @@ def worker(
     """One worker consuming its model's Redis queue: a vLLM engine for a chat model, a
     sentence-transformers embedder for an embedding model. Run one per GPU."""
     settings = _settings(metrics_port=metrics_port, log_format=log_format)
-    served = model or settings.default_model
+    served = model or settings.worker_model or settings.default_model
     _logging(settings, verbose, "worker", model=served)
     from observability.metrics import serve_metrics
     from workers.celery_app import run_worker

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # Served model name -> Hugging Face id, local directory, or the offline default source.
     models: dict[str, str] = Field(default_factory=lambda: {OFFLINE_MODEL_NAME: OFFLINE_SOURCE})
     default_model: str = OFFLINE_MODEL_NAME
+    # What `penny worker` serves without --model (a container picks its tier by this);
+    # None: the default model.
+    worker_model: str | None = None
     models_dir: Path | None = None
     # Served embedding model name -> source (Hugging Face id, directory, or the offline
     # default) and dimensions. They run on sentence-transformers, not on vLLM. A Hugging
