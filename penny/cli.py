@@ -54,6 +54,23 @@ def models_list() -> None:
         typer.echo(f"{name}{marker}\t{embedding.source}\t{embedding.dimensions} dimensions")
 
 
+@app.command("config-reference")
+def config_reference(
+    output: Annotated[Path | None, typer.Option(
+        help="Write it to this file (docs/configuration.md) instead of stdout.")] = None,
+) -> None:
+    """Print the configuration reference: every PENNY_* setting with its type, default
+    and what it does, generated from the settings themselves."""
+    from penny.config_reference import render
+
+    text = render()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}")
+
+
 @app.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
