@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from penny.remote import PennyClient, RemoteError
 from penny.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -178,6 +179,101 @@ def worker(
 
     serve_metrics(settings.metrics_port, settings.metrics_host)
     run_worker(settings, served)
+
+
+# Talking to a running server.
+ServerUrl = Annotated[str | None, typer.Option(
+    "--url", help="The penny server. Default: http://PENNY_API_HOST:PENNY_API_PORT.")]
+ApiKey = Annotated[str | None, typer.Option(help="Your API key, if the server wants one.")]
+SubmissionId = Annotated[str, typer.Argument(
+    help="A submission id, or an OpenAI batch id (batch_...), as `penny submit` printed.")]
+
+
+def _client(url: str | None, api_key: str | None) -> PennyClient:
+    settings = Settings()
+    return PennyClient(url or f"http://{settings.api_host}:{settings.api_port}", api_key)
+
+
+def _fail(error: RemoteError) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    url: ServerUrl = None, api_key: ApiKey = None,
+    watch: Annotated[bool, typer.Option(help="Then follow it like `penny watch`.")] = False,
+) -> None:
+    """Send FILE to a running server: JSONL or CSV of penny jobs (all or nothing: bad
+    lines are listed and nothing is sent), or an OpenAI batch file (becomes a batch).
+    Prints the id that `status`, `watch` and `results` take."""
+    with _client(url, api_key) as client:
+        try:
+            submitted = client.submit_file(file)
+        except RemoteError as error:
+            raise _fail(error) from None
+        typer.echo(f"{submitted.id}\t{submitted.jobs} jobs ({submitted.kind})")
+        if watch:
+            _watch(client, submitted.id)
+
+
+@app.command()
+def status(submission: SubmissionId, url: ServerUrl = None, api_key: ApiKey = None) -> None:
+    """One line: state, jobs finished and failed, tokens, cost and savings so far."""
+    from penny.watch_view import summary_line
+
+    with _client(url, api_key) as client:
+        try:
+            typer.echo(summary_line(client.snapshot(submission)))
+        except RemoteError as error:
+            raise _fail(error) from None
+
+
+def _watch(client: PennyClient, submission: str) -> None:
+    from rich.console import Console
+
+    from penny.watch_view import watch as watch_submission
+
+    try:
+        final = watch_submission(client, submission, Console(stderr=True))
+    except RemoteError as error:
+        raise _fail(error) from None
+    if final.failed_jobs or final.status == "failed":
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def watch(submission: SubmissionId, url: ServerUrl = None, api_key: ApiKey = None) -> None:
+    """A live progress bar until the submission finishes: jobs done and failed, output
+    tokens/s, running cost and savings, time left. Exits 1 if any job failed."""
+    with _client(url, api_key) as client:
+        _watch(client, submission)
+
+
+@app.command()
+def results(
+    submission: SubmissionId, url: ServerUrl = None, api_key: ApiKey = None,
+    output: Annotated[Path | None, typer.Option(help="Write to this file, not stdout.")
+                      ] = None,
+    ledger: Annotated[str | None, typer.Option(
+        help="The ledger instead of the results: json or csv.")] = None,
+) -> None:
+    """A finished submission's results (JSONL, one line per job) or its cost ledger."""
+    name = {None: "results", "json": "ledger_json", "csv": "ledger_csv"}.get(ledger)
+    if name is None:
+        typer.echo("error: --ledger takes json or csv", err=True)
+        raise typer.Exit(code=2)
+    with _client(url, api_key) as client:
+        try:
+            data = client.output(submission, name)
+        except RemoteError as error:
+            raise _fail(error) from None
+    if output is None:
+        typer.echo(data.decode(), nl=False)
+    else:
+        output.write_bytes(data)
+        typer.echo(f"wrote {output}", err=True)
 
 
 def main() -> None:
