@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -112,7 +113,7 @@ class TextFormatter(logging.Formatter):
 def configure_logging(log_format: LogFormat, *, verbose: bool = False,
                       role: str | None = None, **fields: str) -> None:
     """Replace the root logger's handlers with one on stderr in `log_format`. Libraries
-    (uvicorn with `log_config=None`, Celery without hijacking) log through it too."""
+    (uvicorn with `log_config=None`, Celery without hijacking, vLLM) log through it too."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(_ContextFields({**({"role": role} if role else {}), **fields}))
@@ -121,3 +122,7 @@ def configure_logging(log_format: LogFormat, *, verbose: bool = False,
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
+    # Python warnings and vLLM's records (vLLM installs a handler of its own unless told
+    # not to, before it is imported) come through the same handler, in the same format.
+    logging.captureWarnings(True)
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")

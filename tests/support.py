@@ -65,6 +65,9 @@ class LiveServer:
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+        # Clients made for this server (SDKs): closed with it, so no connection of theirs
+        # is left for the garbage collector to report as an unclosed socket later.
+        self.clients: list[Any] = []
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
@@ -76,6 +79,8 @@ class LiveServer:
         return self
 
     def __exit__(self, *_: object) -> None:
+        for client in self.clients:
+            client.close()
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
@@ -106,7 +111,9 @@ def read_jsonl(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any
 def openai_sdk(server: LiveServer) -> openai.OpenAI:
     import openai
 
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="any", max_retries=0)
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="any", max_retries=0)
+    server.clients.append(client)
+    return client
 
 
 def penny_env(settings: Settings, **extra: str) -> dict[str, str]:

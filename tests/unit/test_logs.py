@@ -19,7 +19,10 @@ log = logging.getLogger("penny.test")
 def restore_root_logger() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    yield
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VLLM_CONFIGURE_LOGGING", "1")  # restored: the engine tests' own
+        yield
+    logging.captureWarnings(False)
     root.handlers[:] = handlers
     root.setLevel(level)
 
