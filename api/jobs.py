@@ -7,15 +7,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from api.deps import Tenant, limits_of, sessions_of
+from api.deps import Tenant, limits_of, sessions_of, store_of
 from api.json_body import JsonBodyRoute
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
 from api.webhooks import checked_callback
 from intake.schema import JobRequest
 from intake.service import jobs_for_bulk, jobs_for_requests, request_hash, submit
-from models.submissions import get_job, get_submission, status_counts, tenant_id_for
-from penny.errors import InvalidRequest, NotFound
+from models.batches import progress_of
+from models.status import SubmissionStatus
+from models.submissions import get_job, get_submission, tenant_id_for
+from penny.errors import InvalidRequest, NotFound, StateConflict
 from penny.settings import Settings
+from workers.finalize import output_keys
 
 router = APIRouter(prefix="/v1", route_class=JsonBodyRoute)
 
@@ -103,4 +106,30 @@ def read_submission(submission_id: str, request: Request, tenant: Tenant) -> Sub
         session.commit()
         if row is None:
             raise NotFound(f"no submission with id {submission_id!r}", param="submission_id")
-        return SubmissionOut.from_row(row, status_counts(session, parsed))
+        progress = progress_of(session, [parsed])[parsed]
+        return SubmissionOut.from_row(row, progress.counts, progress.cost.as_dict())
+
+
+OUTPUT_FILES = {"results": "application/jsonl", "ledger_json": "application/json",
+                "ledger_csv": "text/csv"}
+
+
+@router.get("/submissions/{submission_id}/{output}")
+def read_submission_output(submission_id: str, output: str, request: Request,
+                           tenant: Tenant) -> Response:
+    """A finished submission's results.jsonl, ledger.json or ledger.csv, read from the
+    object store (for a client that cannot read it there)."""
+    parsed = _parse_id(submission_id, "submission")
+    if output not in OUTPUT_FILES:
+        raise NotFound(f"no output {output!r}: one of {', '.join(OUTPUT_FILES)}",
+                       param="output")
+    with sessions_of(request)() as session:
+        row = get_submission(session, tenant_id_for(session, tenant), parsed)
+        session.commit()
+    if row is None:
+        raise NotFound(f"no submission with id {submission_id!r}", param="submission_id")
+    if row.status != SubmissionStatus.COMPLETED:
+        raise StateConflict(f"submission {submission_id} is {row.status}; its outputs are "
+                            "written when every job has finished")
+    data = store_of(request).get(output_keys(row.id)[output])
+    return Response(data, media_type=OUTPUT_FILES[output])

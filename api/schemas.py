@@ -109,9 +109,12 @@ class SubmissionOut(BaseModel):
     outputs: dict[str, str] | None
     created_at: datetime
     completed_at: datetime | None
+    # Billed so far: tokens, engine seconds, cost, list-price cost and savings.
+    penny_cost: dict[str, Any]
 
     @classmethod
-    def from_row(cls, row: Submission, counts: dict[str, int]) -> SubmissionOut:
+    def from_row(cls, row: Submission, counts: dict[str, int],
+                 cost: dict[str, Any]) -> SubmissionOut:
         return cls(id=str(row.id), kind=row.kind, status=row.status, total_jobs=row.total_jobs,
                    counts=counts, outputs=row.outputs, created_at=row.created_at,
-                   completed_at=row.completed_at)
+                   completed_at=row.completed_at, penny_cost=cost)

@@ -43,6 +43,7 @@ from models.single_flight import (
     in_flight_leaders,
 )
 from models.workers import live_workers, worker_loads
+from observability import metrics
 from penny.settings import Settings
 from storage.port import ObjectStore
 from workers.engine import GenerationRequest
@@ -162,7 +163,8 @@ class Coalescer:
         self.stats.batches_validated += 1
         self.stats.validating_seconds += time.perf_counter() - started
         log.info("batch submission %s validated: %s, %d jobs", validated.batch_id,
-                 validated.outcome, validated.jobs)
+                 validated.outcome, validated.jobs,
+                 extra={"submission_id": str(validated.batch_id)})
         if validated.outcome == Outcome.CANCELLED:  # nothing to run: end it now
             finalize_ready(self.sessions, self.store, [validated.batch_id])
         return True
@@ -224,9 +226,12 @@ class Coalescer:
         self.stats.batches += len(chosen)
         for job_id in leader_batch:
             self._tokens.pop(job_id, None)
+        copies = len(followers) + len(plan.joined_in_flight) + beyond_horizon
         log.info("window closed for %s: %d jobs in %d batches, %d copies collapsed", model,
-                 planned_jobs, len(chosen),
-                 len(followers) + len(plan.joined_in_flight) + beyond_horizon)
+                 planned_jobs, len(chosen), copies, extra={"model": model})
+        metrics.record_window(model, [len(b.job_ids) for b in chosen],
+                              [b.estimated_tokens for b in chosen], copies,
+                              self.limits.max_jobs, self.limits.max_tokens)
         return [_Dispatch(batch_id, model, target)
                 for batch_id, target in zip(batch_ids, targets, strict=True)]
 

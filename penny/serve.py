@@ -57,8 +57,9 @@ class _Server(uvicorn.Server):
 
 
 def _serve(app: FastAPI, settings: Settings, on_exit: Callable[[], None]) -> None:
+    # log_config=None: uvicorn's records go through penny's handler (text or JSON).
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                            log_level="info")
+                            log_level="info", log_config=None)
     _Server(config, on_exit).run()
 
 
@@ -124,7 +125,7 @@ def serve_all_in_one(settings: Settings) -> None:
                 return
             pipeline = InProcessPipeline(runtime, engines, embedders)
             with _stopping_on_signals(pipeline.stop), pipeline:
-                _serve(create_app(runtime), settings, pipeline.stop)
+                _serve(create_app(runtime, pipeline), settings, pipeline.stop)
         finally:
             runtime.close()
             stop_embedded_postgres()

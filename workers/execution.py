@@ -19,8 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
 from models.queue import ClaimedBatch, JobOutcome, claim_batch, record_batch, renew_lease
+from observability.logs import logs_about_batch
 from penny.settings import Settings
 from storage.port import ObjectStore
+from workers.batch_metrics import count_recorded_batch
 from workers.engine import Engine, Generation, GenerationRequest
 from workers.finalize import finalize_ready
 
@@ -185,6 +187,7 @@ class BatchRunner:
         self.store = store
         self.worker_id = worker_id
 
+    @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
         with self.sessions() as session:
             batch = claim_batch(session, batch_id, self.worker_id, self.settings.lease_seconds)
@@ -199,6 +202,7 @@ class BatchRunner:
             log.warning("batch %s was taken over while running; its results were dropped",
                         batch_id)
         else:
+            count_recorded_batch(self.sessions, batch_id, batch.model, executed.engine_seconds)
             finalize_ready(self.sessions, self.store,
                            sorted({job.submission_id for job in batch.jobs}))
         return BatchRun(batch_id, claimed=True, recorded=recorded, jobs=len(batch.jobs))

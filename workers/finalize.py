@@ -58,5 +58,6 @@ def finalize_ready(
     for submission_id in taken:
         with sessions() as session:
             write_outputs(session, store, submission_id)
-        log.info("submission %s finalized", submission_id)
+        log.info("submission %s finalized", submission_id,
+                 extra={"submission_id": str(submission_id)})
     return taken

@@ -67,15 +67,22 @@ class InProcessPipeline:
             threading.Thread(target=self.webhooks.run, args=(self._stop,), name="webhooks",
                              daemon=True),
         ]
+        self._workers: dict[str, threading.Thread] = {}
         for executor in executors:
             runner = BatchRunner(
                 runtime.settings, runtime.sessions, executor, runtime.store,
                 worker_id=f"in-process:{executor.model_name}",
             )
-            self._threads.append(threading.Thread(
+            self._workers[executor.model_name] = threading.Thread(
                 target=self._work, args=(runner, self.dispatcher.queues[executor.model_name]),
                 name=f"worker-{executor.model_name}", daemon=True,
-            ))
+            )
+        self._threads.extend(self._workers.values())
+
+    def live_models(self) -> list[str]:
+        """Models whose worker thread is running (the engine loaded before it started):
+        what `/readyz` checks in embedded mode, where no worker heartbeats."""
+        return [model for model, thread in self._workers.items() if thread.is_alive()]
 
     def stop(self) -> None:
         """Take no new batch from now on; the batch a worker is running finishes (and is
