@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from intake.schema import JobRequest
+from intake.structured import field_path
 from intake.text import DEFAULT_MAX_JSON_DEPTH, escape_unstorable, load_json, unstorable_paths
 from penny.errors import InputFileError, InvalidJson
 
@@ -45,7 +46,7 @@ def describe_validation_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         # A location can hold a client's key verbatim; the message is stored.
-        location = escape_unstorable(".".join(str(p) for p in item["loc"])) or "line"
+        location = escape_unstorable(".".join(str(p) for p in field_path(item["loc"]))) or "line"
         parts.append(f"{location}: {item['msg']}")
     return "; ".join(parts)
 

@@ -18,6 +18,7 @@ from intake.embeddings import EmbeddingJobRequest, parse_embedding_body
 from intake.limits import IntakeLimits, resolve_model
 from intake.line_problem import LineProblem
 from intake.schema import JobRequest
+from intake.structured import field_path
 from intake.text import escape_unstorable, load_json, unstorable_paths
 from penny.errors import InvalidJson, PennyError
 
@@ -39,14 +40,31 @@ _IGNORED_FIELDS = frozenset({"user", "store", "metadata", "service_tier", "strea
 # penny does not implement, and silently ignoring it would return a different answer.
 _DEFAULT_ONLY: dict[str, tuple[Any, ...]] = {
     "n": (1,), "stream": (False,), "logprobs": (False, None), "top_logprobs": (None, 0),
-    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "echo": (False,),
-    "best_of": (1,), "suffix": (None,), "logit_bias": (None, {}),
-    "response_format": (None, {"type": "text"}), "tools": (None, []), "tool_choice": (None, "none"),
+    "echo": (False,), "best_of": (1,), "suffix": (None,),
+    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []),
+    "function_call": (None, "none"),
 }
-_CHAT_FIELDS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens",
-                          "temperature", "top_p", "stop", "seed"})
-_COMPLETION_FIELDS = frozenset({"model", "prompt", "max_tokens", "temperature", "top_p", "stop",
-                                "seed"})
+# Why each of those is refused, so the line error says more than "not served".
+_WHY_REFUSED = {
+    "n": "one answer per line is served here; send n lines with different custom_ids (and "
+         "a seed each, if they should differ)",
+    "tools": "tool / function calling is not served here",
+    "tool_choice": "tool / function calling is not served here",
+    "functions": "tool / function calling is not served here",
+    "function_call": "tool / function calling is not served here",
+    "logprobs": "logprobs are not returned here",
+    "top_logprobs": "logprobs are not returned here",
+}
+# Passed through to the job request as they are (JobRequest validates them).
+_PASSED = ("model", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty",
+           "logit_bias", "response_format")
+# penny's extension on a line: {"regex": ...} or {"choice": [...]}, the native `guided`.
+GUIDED_FIELD = "penny_guided"
+_SAMPLING_FIELDS = frozenset({"model", "max_tokens", "temperature", "top_p", "stop", "seed",
+                              "presence_penalty", "frequency_penalty", "logit_bias",
+                              "response_format", GUIDED_FIELD})
+_CHAT_FIELDS = _SAMPLING_FIELDS | {"messages", "max_completion_tokens"}
+_COMPLETION_FIELDS = _SAMPLING_FIELDS | {"prompt"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -127,8 +145,9 @@ def _check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
         if key in _DEFAULT_ONLY:
             if value in _DEFAULT_ONLY[key]:
                 continue
+            why = _WHY_REFUSED.get(key, "not served here")
             raise LineProblem("unsupported_parameter",
-                              f"{key}={json.dumps(value)} is not served here", f"body.{key}")
+                              f"{key}={json.dumps(value)[:200]}: {why}", f"body.{key}")
         raise LineProblem("unsupported_parameter", f"unknown or unsupported parameter {key!r}",
                           f"body.{key}")
 
@@ -153,9 +172,11 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
         max_tokens = body.get("max_tokens", COMPLETIONS_DEFAULT_MAX_TOKENS)
     if max_tokens is not None:
         payload["max_tokens"] = max_tokens
-    for key in ("model", "temperature", "top_p", "seed"):
+    for key in _PASSED:
         if body.get(key) is not None:
             payload[key] = body[key]
+    if body.get(GUIDED_FIELD) is not None:
+        payload["guided"] = body[GUIDED_FIELD]
     stop = _stop(body.get("stop"))
     if stop is not None:
         payload["stop"] = stop
@@ -164,7 +185,10 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def _schema_param(error: ValidationError) -> tuple[str, str]:
     first = error.errors()[0]
-    location = escape_unstorable(".".join(str(p) for p in first["loc"]))
+    path = field_path(first["loc"])
+    if path[:1] == ("guided",):  # the line calls it penny_guided
+        path = (GUIDED_FIELD, *path[1:])
+    location = escape_unstorable(".".join(str(p) for p in path))
     param = f"body.{location}" if location else "body"
     return param, f"{param}: {first['msg']}"
 

@@ -20,10 +20,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from intake.structured import Guided, ResponseFormat, output_constraint
 from intake.text import PromptText, StorableText, unstorable_paths
 
 MAX_STOP_SEQUENCES = 4
 MAX_TAGS = 16
+MAX_LOGIT_BIAS_ENTRIES = 300  # the hosted API's limit
 COMPLETION_WINDOW_PATTERN = r"^[1-9][0-9]{0,5}[smh]$"
 MAX_COMPLETION_WINDOW = timedelta(days=7)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
@@ -56,6 +58,10 @@ class ChatMessage(BaseModel):
 # nature; the CSV mapper converts them itself (intake.files).
 StrictInt = Annotated[int, Strict()]
 StrictFloat = Annotated[float, Strict()]  # an integer is still a number here; a bool is not
+Penalty = Annotated[float, Strict(), Field(ge=-2.0, le=2.0)]
+# Token ids are JSON object keys, so strings of digits; each bias is -100..100.
+TokenId = Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,8})$")]
+Bias = Annotated[float, Strict(), Field(ge=-100.0, le=100.0)]
 
 
 class JobRequest(BaseModel):
@@ -71,6 +77,14 @@ class JobRequest(BaseModel):
     top_p: StrictFloat = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[StorableText] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
     seed: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
+    logit_bias: dict[TokenId, Bias] | None = Field(default=None,
+                                                   max_length=MAX_LOGIT_BIAS_ENTRIES)
+    # What the answer must look like (guided decoding): a JSON object, a JSON schema, or
+    # with `guided` a regex or a choice list. See intake.structured.
+    response_format: ResponseFormat | None = None
+    guided: Guided | None = None
     # Lower runs sooner when the engines are backed up; ties go to the older job.
     priority: StrictInt = Field(default=0, ge=-100, le=100)
     # "90s", "30m", "1h", "24h": when the job should be done; near it, it goes out first.
@@ -95,7 +109,11 @@ class JobRequest(BaseModel):
             raise ValueError("stop sequences must be non-empty strings")
         if self.completion_window is not None:
             parse_completion_window(self.completion_window)
+        self.output_constraint()  # raises for guided with both kinds, or with a JSON format
         return self
+
+    def output_constraint(self) -> dict[str, Any] | None:
+        return output_constraint(self.response_format, self.guided)
 
     def complete_within(self) -> timedelta | None:
         if self.completion_window is None:
@@ -118,6 +136,18 @@ class JobRequest(BaseModel):
                 "seed": self.seed,
             }
         }
+        # Only what differs from the defaults is stored, so a plain job's document (and
+        # its single-flight key) is the same as before these parameters existed.
+        sampling = body["sampling"]
+        if self.presence_penalty:
+            sampling["presence_penalty"] = self.presence_penalty
+        if self.frequency_penalty:
+            sampling["frequency_penalty"] = self.frequency_penalty
+        if self.logit_bias:
+            sampling["logit_bias"] = {k: self.logit_bias[k] for k in sorted(self.logit_bias)}
+        constraint = self.output_constraint()
+        if constraint is not None:
+            body["constraint"] = constraint
         if self.messages is not None:
             body["messages"] = [m.model_dump() for m in self.messages]
         else:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from workers.guided_decoding import OutputConstraint
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -17,6 +19,9 @@ class Sampling:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) pairs
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,8 @@ class GenerationRequest:
     prompt: str | None = None
     # Requests with different salts never share prefix-cache entries (tenant isolation).
     cache_salt: str | None = None
+    # Guided decoding: what the answer must match (a JSON schema, JSON, a regex, a choice).
+    constraint: OutputConstraint | None = None
 
     @classmethod
     def from_stored(cls, key: str, request: dict[str, Any], cache_salt: str) -> GenerationRequest:
@@ -43,10 +50,15 @@ class GenerationRequest:
                 top_p=float(sampling["top_p"]),
                 stop=tuple(sampling.get("stop") or ()),
                 seed=sampling.get("seed"),
+                presence_penalty=float(sampling.get("presence_penalty", 0.0)),
+                frequency_penalty=float(sampling.get("frequency_penalty", 0.0)),
+                logit_bias=tuple((int(token), float(bias))
+                                 for token, bias in (sampling.get("logit_bias") or {}).items()),
             ),
             messages=tuple((m["role"], m["content"]) for m in messages) if messages else None,
             prompt=request.get("prompt"),
             cache_salt=cache_salt,
+            constraint=OutputConstraint.from_stored(request.get("constraint")),
         )
 
 

@@ -23,6 +23,7 @@ from workers.engine import (
     GenerationRequest,
     context_overflow,
 )
+from workers.guided_decoding import refusal, structured_outputs_params
 from workers.registry import model_source
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,11 @@ class VllmEngine:
             top_p=sampling.top_p,
             stop=list(sampling.stop) or None,
             seed=sampling.seed,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            logit_bias=dict(sampling.logit_bias) or None,
+            structured_outputs=(structured_outputs_params(request.constraint)
+                                if request.constraint is not None else None),
             logprobs=0,
         )
 
@@ -111,11 +117,18 @@ class VllmEngine:
                     key=request.key, prompt_tokens=len(ids),
                     error_code=CONTEXT_LENGTH_EXCEEDED, error_message=overflow)
                 continue
+            request_params = self._sampling_params(request)
+            refused = refusal(self.llm, request_params) if _needs_check(request) else None
+            if refused is not None:
+                rejected[request.key] = Generation(
+                    key=request.key, prompt_tokens=len(ids),
+                    error_code="invalid_request", error_message=refused)
+                continue
             prompt = TokensPrompt(prompt_token_ids=ids)
             if request.cache_salt:
                 prompt["cache_salt"] = request.cache_salt
             prompts.append(prompt)
-            params.append(self._sampling_params(request))
+            params.append(request_params)
             runnable.append(request)
 
         started = time.perf_counter()
@@ -128,6 +141,11 @@ class VllmEngine:
         return BatchGeneration(
             generations=tuple(by_key[r.key] for r in requests), engine_seconds=engine_seconds
         )
+
+
+def _needs_check(request: GenerationRequest) -> bool:
+    # Only what intake cannot fully check: a constraint's grammar, token ids' range.
+    return request.constraint is not None or bool(request.sampling.logit_bias)
 
 
 def _to_generation(key: str, output: Any) -> Generation:

@@ -1,0 +1,163 @@
+"""Structured outputs and the sampling extras at intake: native jobs and OpenAI batch lines."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from coalescer.single_flight import single_flight_key
+from intake.limits import IntakeLimits
+from intake.openai_lines import parse_batch_file
+from intake.schema import JobRequest
+from intake.structured import MAX_SCHEMA_CHARS
+from workers.engine import GenerationRequest
+from workers.guided_decoding import OutputConstraint
+
+LIMITS = IntakeLimits(models=frozenset({"m"}), default_model="m", max_output_tokens=512,
+                      max_prompt_chars=1000)
+CHAT = "/v1/chat/completions"
+PERSON = {"type": "object", "properties": {"name": {"type": "string"},
+                                           "age": {"type": "integer"}},
+          "required": ["name", "age"], "additionalProperties": False}
+
+
+def schema_format(schema: Any = PERSON, **extra: Any) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "person", "schema": schema, **extra}}
+
+
+def job(**fields: Any) -> JobRequest:
+    return JobRequest.model_validate({"prompt": "p", **fields})
+
+
+def parse_line(**body: Any) -> Any:
+    payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **body}
+    line = {"custom_id": "a", "method": "POST", "url": CHAT, "body": payload}
+    return parse_batch_file(json.dumps(line).encode(), CHAT, LIMITS, 10)
+
+
+@pytest.mark.parametrize(
+    ("fields", "stored"),
+    [
+        ({"response_format": schema_format(strict=True)}, {"json_schema": PERSON}),
+        ({"response_format": {"type": "json_object"}}, {"json_object": True}),
+        ({"guided": {"regex": "[0-9]{3}"}}, {"regex": "[0-9]{3}"}),
+        ({"guided": {"choice": ["yes", "no"]}}, {"choice": ["yes", "no"]}),
+    ],
+)
+def test_constraint_is_stored_and_rebuilt_for_the_engine(fields: dict[str, Any],
+                                                         stored: dict[str, Any]) -> None:
+    document = job(**fields).engine_request()
+    assert document["constraint"] == stored
+    request = GenerationRequest.from_stored("k", document, cache_salt="")
+    assert request.constraint == OutputConstraint.from_stored(stored)
+    assert request.constraint is not None
+
+
+def test_plain_job_document_is_unchanged_by_the_new_parameters() -> None:
+    # No constraint and default penalties: the stored request (and so the single-flight
+    # key of jobs queued before this change) stays what it was.
+    assert job(response_format={"type": "text"}).engine_request() == {
+        "sampling": {"max_tokens": 256, "temperature": 0.0, "top_p": 1.0, "stop": [],
+                     "seed": None},
+        "prompt": "p",
+    }
+
+
+def test_sampling_extras_reach_the_engine_request() -> None:
+    document = job(presence_penalty=0.5, frequency_penalty=-1, logit_bias={"42": -100,
+                                                                           "7": 5.5}
+                   ).engine_request()
+    sampling = GenerationRequest.from_stored("k", document, cache_salt="").sampling
+    assert (sampling.presence_penalty, sampling.frequency_penalty) == (0.5, -1.0)
+    assert sorted(sampling.logit_bias) == [(7, 5.5), (42, -100.0)]
+
+
+def test_single_flight_key_tells_formats_apart() -> None:
+    keys = {
+        single_flight_key("t", "m", job(**fields).engine_request())
+        for fields in ({}, {"response_format": {"type": "json_object"}},
+                       {"response_format": schema_format()},
+                       {"response_format": schema_format({**PERSON, "required": ["name"]})},
+                       {"guided": {"choice": ["a", "b"]}}, {"guided": {"choice": ["b", "a"]}},
+                       {"guided": {"regex": "a+"}}, {"presence_penalty": 1},
+                       {"logit_bias": {"1": 2}})
+    }
+    assert None not in keys and len(keys) == 9
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        pytest.param({"response_format": {"type": "xml"}}, "response_format", id="bad-type"),
+        pytest.param({"response_format": {"type": "json_schema"}}, "json_schema",
+                     id="schema-missing"),
+        pytest.param({"response_format": schema_format({"type": "object",
+                                                        "required": "name"})},
+                     "not a valid JSON Schema at required", id="invalid-schema"),
+        pytest.param({"response_format": schema_format({"type": "strng"})},
+                     "not a valid JSON Schema", id="unknown-type"),
+        pytest.param({"response_format": schema_format(
+            {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "x" * 50}
+                                              for i in range(300)}})},
+            f"the limit is {MAX_SCHEMA_CHARS}", id="too-large"),
+        pytest.param({"response_format": {"type": "json_schema", "json_schema": {
+            "name": "has space", "schema": PERSON}}}, "name", id="bad-name"),
+        pytest.param({"response_format": schema_format(strict="yes")}, "strict",
+                     id="strict-not-bool"),
+        pytest.param({"guided": {"regex": "(unclosed"}}, "not a valid regex", id="bad-regex"),
+        pytest.param({"guided": {}}, "exactly one", id="guided-empty"),
+        pytest.param({"guided": {"regex": "a", "choice": ["a"]}}, "exactly one",
+                     id="guided-both"),
+        pytest.param({"guided": {"choice": []}}, "choice", id="no-choices"),
+        pytest.param({"guided": {"choice": ["a", ""]}}, "choice", id="empty-choice"),
+        pytest.param({"guided": {"choice": ["a", "a"]}}, "twice", id="duplicate-choice"),
+        pytest.param({"guided": {"regex": "a"}, "response_format": {"type": "json_object"}},
+                     "not both", id="guided-and-json"),
+        pytest.param({"presence_penalty": 2.5}, "presence_penalty", id="penalty-high"),
+        pytest.param({"frequency_penalty": "1"}, "frequency_penalty", id="penalty-string"),
+        pytest.param({"logit_bias": {"abc": 1}}, "logit_bias", id="bias-key"),
+        pytest.param({"logit_bias": {"5": 101}}, "logit_bias", id="bias-range"),
+    ],
+)
+def test_bad_formats_and_extras_are_refused(fields: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        job(**fields)
+    assert fragment in str(caught.value)
+
+
+def test_openai_line_maps_response_format_and_extras() -> None:
+    parsed = parse_line(response_format=schema_format(strict=True), stop="END", seed=4,
+                        presence_penalty=0.2, frequency_penalty=0.1, logit_bias={"3": -1},
+                        user="u")
+    assert parsed.errors == []
+    request = parsed.lines[0].request
+    assert request.output_constraint() == {"json_schema": PERSON}
+    assert (request.stop, request.seed, request.presence_penalty, request.frequency_penalty,
+            request.logit_bias) == (["END"], 4, 0.2, 0.1, {"3": -1})
+    guided = parse_line(penny_guided={"choice": ["x", "y"]}).lines[0].request
+    assert guided.output_constraint() == {"choice": ["x", "y"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "param", "fragment"),
+    [
+        ({"response_format": schema_format({"type": "object", "required": 3})},
+         "invalid_request", "body.response_format.json_schema.schema",
+         "not a valid JSON Schema"),
+        ({"penny_guided": {"regex": "("}}, "invalid_request", "body.penny_guided.regex",
+         "not a valid regex"),
+        ({"logit_bias": {"x": 1}}, "invalid_request", "body.logit_bias.x", "pattern"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]},
+         "unsupported_parameter", "body.tools", "tool / function calling"),
+        ({"n": 3}, "unsupported_parameter", "body.n", "one answer per line"),
+        ({"logprobs": True}, "unsupported_parameter", "body.logprobs", "logprobs"),
+    ],
+)
+def test_bad_line_names_the_field(body: dict[str, Any], code: str, param: str,
+                                  fragment: str) -> None:
+    errors = parse_line(**body).errors
+    assert [(e.line, e.code, e.param) for e in errors] == [(1, code, param)]
+    assert fragment in errors[0].message
