@@ -23,7 +23,31 @@ from penny.errors import InvalidRequest, PennyError
 
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _PARAMS = frozenset({"model", "max_tokens", "messages", "system", "temperature", "top_p",
-                     "stop_sequences", "metadata", "stream", "service_tier"})
+                     "stop_sequences", "metadata", "stream", "service_tier",
+                     "output_config"})
+
+
+def _response_format(output_config: Any) -> dict[str, Any] | None:
+    """`output_config: {format: {type: "json_schema", schema}}`, Anthropic's structured
+    outputs, as the job's `response_format`; `effort` has no meaning for these models."""
+    if output_config is None:
+        return None
+    if not isinstance(output_config, dict):
+        raise ValueError("params.output_config: must be an object")
+    unknown = sorted(k for k, v in output_config.items() if k != "format" and v is not None)
+    if unknown:
+        raise ValueError(f"params.output_config.{unknown[0]}: not served here")
+    output_format = output_config.get("format")
+    if output_format is None:
+        return None
+    if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
+        raise ValueError("params.output_config.format: only {type: 'json_schema', schema} "
+                         "is served here")
+    extra = sorted(set(output_format) - {"type", "schema"})
+    if extra:
+        raise ValueError(f"params.output_config.format.{extra[0]}: not served here")
+    return {"type": "json_schema",
+            "json_schema": {"name": "output", "schema": output_format.get("schema")}}
 
 
 @dataclass(frozen=True)
@@ -72,6 +96,9 @@ def _payload(params: dict[str, Any]) -> dict[str, Any]:
             payload[key] = params[key]
     if params.get("stop_sequences"):
         payload["stop"] = params["stop_sequences"]
+    response_format = _response_format(params.get("output_config"))
+    if response_format is not None:
+        payload["response_format"] = response_format
     return payload
 
 
@@ -85,7 +112,9 @@ def _one(index: int, custom_id: str, params: Any, limits: IntakeLimits) -> Anthr
         request = JobRequest.model_validate({**_payload(params), "custom_id": custom_id})
         model = resolve_model(request, limits)
     except ValidationError as error:
-        message = describe_validation_error(error)
+        # The job field a schema error names is the one this request calls output_config.
+        message = describe_validation_error(error).replace(
+            "response_format.json_schema.schema", "output_config.format.schema")
         return AnthropicRequest(index, custom_id, model, None,
                                 {"code": "invalid_request", "message": f"params: {message}"})
     except ValueError as error:

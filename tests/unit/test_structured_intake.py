@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from coalescer.single_flight import single_flight_key
+from intake.anthropic_requests import parse_requests
 from intake.limits import IntakeLimits
 from intake.openai_lines import parse_batch_file
 from intake.schema import JobRequest
@@ -161,3 +162,34 @@ def test_bad_line_names_the_field(body: dict[str, Any], code: str, param: str,
     errors = parse_line(**body).errors
     assert [(e.line, e.code, e.param) for e in errors] == [(1, code, param)]
     assert fragment in errors[0].message
+
+
+def anthropic(**params: Any) -> Any:
+    item = {"custom_id": "r1", "params": {
+        "model": "m", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}],
+        **params}}
+    return parse_requests([item], LIMITS, 10)[0]
+
+
+def test_anthropic_output_config_format_is_a_json_schema() -> None:
+    parsed = anthropic(output_config={"format": {"type": "json_schema", "schema": PERSON}})
+    assert parsed.error is None and parsed.request is not None
+    assert parsed.request.output_constraint() == {"json_schema": PERSON}
+    assert anthropic(output_config={"format": None}).request.output_constraint() is None
+
+
+@pytest.mark.parametrize(
+    ("output_config", "fragment"),
+    [
+        ({"format": {"type": "json_schema", "schema": {"type": "nope"}}},
+         "output_config.format.schema: not a valid JSON Schema"),
+        ({"format": {"type": "text"}}, "params.output_config.format: only"),
+        ({"effort": "high"}, "params.output_config.effort: not served here"),
+        ("json", "params.output_config: must be an object"),
+    ],
+)
+def test_anthropic_bad_output_config_errors_its_request(output_config: Any,
+                                                        fragment: str) -> None:
+    parsed = anthropic(output_config=output_config)
+    assert parsed.request is None and parsed.error is not None
+    assert fragment in parsed.error["message"]
