@@ -139,8 +139,9 @@ def output_constraint(response_format: TextFormat | JsonObjectFormat | JsonSchem
                       guided: Guided | None) -> dict[str, Any] | None:
     """The stored form the worker turns into guided decoding, or None for free text.
 
-    Exactly one kind: `{"json_schema": {...}}`, `{"json_object": true}`, `{"regex": "..."}`
-    or `{"choice": [...]}`. Raises ValueError when both a JSON format and `guided` are given.
+    Exactly one kind: `{"json_schema": "<schema as JSON text>"}`, `{"json_object": true}`,
+    `{"regex": "..."}` or `{"choice": [...]}`. Raises ValueError when both a JSON format
+    and `guided` are given.
     """
     structured = isinstance(response_format, JsonObjectFormat | JsonSchemaFormat)
     if guided is not None:
@@ -148,7 +149,10 @@ def output_constraint(response_format: TextFormat | JsonObjectFormat | JsonSchem
             raise ValueError("give either a JSON response_format or guided, not both")
         return guided.constraint()
     if isinstance(response_format, JsonSchemaFormat):
-        return {"json_schema": response_format.json_schema.schema_}
+        # As JSON text: a JSONB object would come back with its keys re-sorted, and the
+        # order of `properties` is the order the answer's fields are generated in.
+        return {"json_schema": json.dumps(response_format.json_schema.schema_,
+                                          separators=(",", ":"), ensure_ascii=False)}
     if isinstance(response_format, JsonObjectFormat):
         return {"json_object": True}
     return None

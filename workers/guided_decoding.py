@@ -18,7 +18,7 @@ from typing import Any
 class OutputConstraint:
     """Exactly one field is set."""
 
-    json_schema: str | None = None  # the schema as compact JSON text (hashable)
+    json_schema: str | None = None  # the schema as JSON text, property order kept
     json_object: bool = False
     regex: str | None = None
     choice: tuple[str, ...] | None = None
@@ -28,8 +28,7 @@ class OutputConstraint:
         if not stored:
             return None
         if "json_schema" in stored:
-            return cls(json_schema=json.dumps(stored["json_schema"], sort_keys=True,
-                                              separators=(",", ":"), ensure_ascii=False))
+            return cls(json_schema=str(stored["json_schema"]))
         if stored.get("json_object"):
             return cls(json_object=True)
         if "regex" in stored:
@@ -39,17 +38,25 @@ class OutputConstraint:
         raise ValueError(f"unknown output constraint {sorted(stored)}")
 
 
+# The engine-wide guided-decoding options (vLLM reads them per engine, not per request).
+# JSON answers come compact: whitespace between tokens is output the job pays for and
+# nobody reads, and the model left free indents every field. vLLM allows that only with a
+# named backend, not with "auto" (xgrammar falling back to guidance): xgrammar is the one
+# tried on CPU here; a constraint it cannot compile fails its job alone, named.
+GUIDED_DECODING_CONFIG: dict[str, Any] = {"backend": "xgrammar",
+                                          "disable_any_whitespace": True}
+
+
 def structured_outputs_params(constraint: OutputConstraint) -> Any:
     """vLLM's `StructuredOutputsParams` for `constraint`."""
     from vllm.sampling_params import StructuredOutputsParams
 
-    # JSON answers come compact: whitespace between tokens is output the job pays for
-    # and nobody reads (the model, left free, indents every field).
     if constraint.json_schema is not None:
-        return StructuredOutputsParams(json=json.loads(constraint.json_schema),
-                                       disable_any_whitespace=True)
+        # Parsed here, from the text stored at intake: property order is the order
+        # fields are generated in, and JSONB would have re-sorted a stored object.
+        return StructuredOutputsParams(json=json.loads(constraint.json_schema))
     if constraint.json_object:
-        return StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
+        return StructuredOutputsParams(json_object=True)
     if constraint.regex is not None:
         return StructuredOutputsParams(regex=constraint.regex)
     return StructuredOutputsParams(choice=list(constraint.choice or ()))
@@ -64,10 +71,12 @@ def refusal(llm: Any, params: Any) -> str | None:
     check on a copy first lets that job fail alone. The copy matters: the check records
     the grammar backend it picked on the params, and a second check would then refuse them.
     """
+    from vllm.exceptions import VLLMClientError
+
     processor = llm.llm_engine.input_processor
     try:
         copy.deepcopy(params).verify(processor.model_config, processor.speculative_config,
                                      processor.structured_outputs_config, processor.tokenizer)
-    except ValueError as error:
-        return str(error)
+    except (VLLMClientError, ValueError) as error:  # the request's fault, not the engine's
+        return str(error)[:1000]  # stored on the job; a grammar dump can run long
     return None

@@ -23,7 +23,7 @@ from workers.engine import (
     GenerationRequest,
     context_overflow,
 )
-from workers.guided_decoding import refusal, structured_outputs_params
+from workers.guided_decoding import GUIDED_DECODING_CONFIG, refusal, structured_outputs_params
 from workers.registry import model_source
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class VllmEngine:
             dtype=settings.engine_dtype,
             gpu_memory_utilization=settings.engine_gpu_memory_utilization,
             seed=settings.engine_seed,
+            structured_outputs_config=GUIDED_DECODING_CONFIG,
             **_optional_engine_args(settings),
         )
         self.tokenizer: Any = self.llm.get_tokenizer()
@@ -151,6 +152,14 @@ def _needs_check(request: GenerationRequest) -> bool:
 def _to_generation(key: str, output: Any) -> Generation:
     completion = output.outputs[0]
     token_count = len(completion.token_ids)
+    if completion.finish_reason == "error":
+        # vLLM ends a request this way when it could not run it to the end (a grammar
+        # that failed to compile): the text is no answer, so the job fails, named.
+        return Generation(key=key, prompt_tokens=len(output.prompt_token_ids or ()),
+                          error_code="engine_error",
+                          error_message="the engine could not finish this request "
+                                        "(for a constrained answer: its grammar failed "
+                                        "to compile)")
     mean_logprob = None
     if completion.cumulative_logprob is not None and token_count:
         mean_logprob = float(completion.cumulative_logprob) / token_count

@@ -108,7 +108,7 @@ def test_every_line_answers_in_the_shape_it_asked_for(
     refused = errors[0]["response"]
     assert refused["status_code"] == 400
     assert refused["body"]["error"]["code"] == "invalid_request"
-    assert "look-around" in refused["body"]["error"]["message"]
+    assert "lookbehind" in refused["body"]["error"]["message"].lower()
 
     def answer(custom_id: str) -> tuple[str, str]:
         choice = outputs[custom_id]["choices"][0]
@@ -118,6 +118,7 @@ def test_every_line_answers_in_the_shape_it_asked_for(
         text, finish = answer(custom_id)
         assert finish == "stop", text  # the schema bounds the answer below max_tokens
         jsonschema.validate(json.loads(text), schema)
+        assert list(json.loads(text)) == list(schema["properties"])  # the schema's order
         assert text == json.dumps(json.loads(text), separators=(",", ":"),
                                   ensure_ascii=False)  # compact: no paid-for whitespace
     text, finish = answer("object")

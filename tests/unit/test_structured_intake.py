@@ -23,6 +23,7 @@ CHAT = "/v1/chat/completions"
 PERSON = {"type": "object", "properties": {"name": {"type": "string"},
                                            "age": {"type": "integer"}},
           "required": ["name", "age"], "additionalProperties": False}
+PERSON_TEXT = json.dumps(PERSON, separators=(",", ":"))  # as stored: text keeps key order
 
 
 def schema_format(schema: Any = PERSON, **extra: Any) -> dict[str, Any]:
@@ -42,7 +43,7 @@ def parse_line(**body: Any) -> Any:
 @pytest.mark.parametrize(
     ("fields", "stored"),
     [
-        ({"response_format": schema_format(strict=True)}, {"json_schema": PERSON}),
+        ({"response_format": schema_format(strict=True)}, {"json_schema": PERSON_TEXT}),
         ({"response_format": {"type": "json_object"}}, {"json_object": True}),
         ({"guided": {"regex": "[0-9]{3}"}}, {"regex": "[0-9]{3}"}),
         ({"guided": {"choice": ["yes", "no"]}}, {"choice": ["yes", "no"]}),
@@ -55,6 +56,18 @@ def test_constraint_is_stored_and_rebuilt_for_the_engine(fields: dict[str, Any],
     request = GenerationRequest.from_stored("k", document, cache_salt="")
     assert request.constraint == OutputConstraint.from_stored(stored)
     assert request.constraint is not None
+
+
+def test_schema_keeps_its_property_order_through_storage() -> None:
+    # Generated fields follow `properties` order; a JSONB object would re-sort its keys,
+    # so the schema is stored as text (here round-tripped as Postgres JSONB would).
+    schema = {"type": "object", "properties": {"zeta": {"type": "string"},
+                                               "alpha": {"type": "integer"}}}
+    document = job(response_format=schema_format(schema)).engine_request()
+    resorted = json.loads(json.dumps(document, sort_keys=True))
+    constraint = GenerationRequest.from_stored("k", resorted, cache_salt="").constraint
+    assert constraint is not None and constraint.json_schema is not None
+    assert list(json.loads(constraint.json_schema)["properties"]) == ["zeta", "alpha"]
 
 
 def test_plain_job_document_is_unchanged_by_the_new_parameters() -> None:
@@ -135,7 +148,7 @@ def test_openai_line_maps_response_format_and_extras() -> None:
                         user="u")
     assert parsed.errors == []
     request = parsed.lines[0].request
-    assert request.output_constraint() == {"json_schema": PERSON}
+    assert request.output_constraint() == {"json_schema": PERSON_TEXT}
     assert (request.stop, request.seed, request.presence_penalty, request.frequency_penalty,
             request.logit_bias) == (["END"], 4, 0.2, 0.1, {"3": -1})
     guided = parse_line(penny_guided={"choice": ["x", "y"]}).lines[0].request
@@ -174,7 +187,7 @@ def anthropic(**params: Any) -> Any:
 def test_anthropic_output_config_format_is_a_json_schema() -> None:
     parsed = anthropic(output_config={"format": {"type": "json_schema", "schema": PERSON}})
     assert parsed.error is None and parsed.request is not None
-    assert parsed.request.output_constraint() == {"json_schema": PERSON}
+    assert parsed.request.output_constraint() == {"json_schema": PERSON_TEXT}
     assert anthropic(output_config={"format": None}).request.output_constraint() is None
 
 
