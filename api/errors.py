@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from intake.structured import field_path
 from intake.text import escape_unstorable
 from penny.errors import (
     IdempotencyConflict,
@@ -74,8 +75,9 @@ async def _penny_error(_: Request, error: Exception) -> JSONResponse:
 
 
 def _location(loc: tuple[object, ...]) -> str:
-    # Drop the leading "body" FastAPI adds; what is left is the field path the client sent.
-    parts = [str(p) for p in loc if p != "body"]
+    # Drop the leading "body" FastAPI adds; what is left is the field path the client sent
+    # (less the union tag pydantic inserts in `response_format`, see field_path).
+    parts = [str(p) for p in field_path(tuple(p for p in loc if p != "body"))]
     return escape_unstorable(".".join(parts)) or "body"
 
 

@@ -161,6 +161,8 @@ def main() -> None:
             "right_by_kind": {kind: sum(r for t, (_, r) in zip(tasks, scored, strict=True)
                                         if t.kind == kind) for kind in ("extract", "classify")},
             "sample": batch.generations[0].text,
+            "wrong": [(t.expected, g.text) for t, g, (_, r) in zip(
+                tasks, batch.generations, scored, strict=True) if not r][:4],
         })
 
     kinds = {k: sum(1 for t in tasks if t.kind == k) for k in ("extract", "classify")}
@@ -182,6 +184,8 @@ def main() -> None:
           f"{guided['output_tokens'] / max(free['output_tokens'], 1):.2f}x")
     for row in rows:
         print(f"first answer, {row['arm']}: {row['sample']!r}")
+        for expected, text in row["wrong"]:
+            print(f"  wrong ({row['arm']}): expected {expected}, got {text[:120]!r}")
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ class Guided(BaseModel):
         return {"choice": list(self.choice)}
 
 
-def field_path(location: tuple[int | str, ...]) -> tuple[int | str, ...]:
+def field_path(location: tuple[object, ...]) -> tuple[object, ...]:
     """A validation error's location without the union tag pydantic inserts after
     `response_format` (`response_format.json_schema.json_schema.schema` reads as the
     field the client wrote, `response_format.json_schema.schema`), nor the `[key]` marker

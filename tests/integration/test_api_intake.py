@@ -49,6 +49,11 @@ def counts(runtime: Runtime) -> tuple[int, int]:
         ({**GOOD_JOB, "surprise": True}, 422, "invalid_request", "surprise"),
         ({**GOOD_JOB, "stop": ["a", "b", "c", "d", "e"]}, 422, "invalid_request", "stop"),
         ([GOOD_JOB], 422, "invalid_request", "body"),
+        ({**GOOD_JOB, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "object", "required": "a"}}}}, 422,
+         "invalid_request", "response_format.json_schema.schema"),
+        ({**GOOD_JOB, "guided": {"choice": []}}, 422, "invalid_request", "guided.choice"),
+        ({**GOOD_JOB, "logit_bias": {"7": 300}}, 422, "invalid_request", "logit_bias.7"),
     ],
 )
 def test_bad_job_gets_precise_error_and_creates_nothing(
