@@ -126,9 +126,9 @@ class Guided(BaseModel):
 def field_path(location: tuple[object, ...]) -> tuple[object, ...]:
     """A validation error's location without the union tag pydantic inserts after
     `response_format` (`response_format.json_schema.json_schema.schema` reads as the
-    field the client wrote, `response_format.json_schema.schema`), nor the `[key]` marker
-    it adds after a bad dict key (`logit_bias.x` names the key already)."""
-    path = tuple(p for p in location if p != "[key]")
+    field the client wrote, `response_format.json_schema.schema`). The `[key]` marker after
+    a bad dict key stays: it says the key, not its value, is wrong."""
+    path = location
     if len(path) > 1 and path[0] == "response_format" and path[1] in (
             "text", "json_object", "json_schema"):
         return (path[0], *path[2:])

@@ -163,7 +163,7 @@ def test_openai_line_maps_response_format_and_extras() -> None:
          "not a valid JSON Schema"),
         ({"penny_guided": {"regex": "("}}, "invalid_request", "body.penny_guided.regex",
          "not a valid regex"),
-        ({"logit_bias": {"x": 1}}, "invalid_request", "body.logit_bias.x", "pattern"),
+        ({"logit_bias": {"x": 1}}, "invalid_request", "body.logit_bias.x.[key]", "pattern"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]},
          "unsupported_parameter", "body.tools", "tool / function calling"),
         ({"n": 3}, "unsupported_parameter", "body.n", "one answer per line"),
