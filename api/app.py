@@ -6,11 +6,14 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from api import anthropic_batches, health, jobs, openai_batches, openai_files
+from api import admin, anthropic_batches, health, jobs, openai_batches, openai_files
+from api.auth import TenantResolver
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
+from intake.admission import IntakePolicy
 from intake.limits import IntakeLimits
 from penny.runtime import Runtime
+from tenancy.keys import AdminKeys
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -19,6 +22,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.settings = settings
     app.state.sessions = runtime.sessions
     app.state.intake_limits = IntakeLimits.from_settings(settings)
+    app.state.intake_policy = IntakePolicy.from_settings(settings)
+    app.state.tenants = TenantResolver(settings, runtime.sessions)
+    app.state.admin_keys = AdminKeys(settings.admin_api_keys)
     app.state.store = runtime.store
     app.state.started_at = datetime.now(UTC)
     install_error_handlers(app)
@@ -27,6 +33,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(openai_files.router)
     app.include_router(openai_batches.router)
     app.include_router(anthropic_batches.router)
+    app.include_router(admin.router)
     upload_limit = settings.max_file_bytes + openai_files.MULTIPART_SLACK_BYTES
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        path_limits={"/v1/files": upload_limit,

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from api.deps import Tenant, limits_of, sessions_of
+from api.deps import IdempotencyKey, Tenant, limits_of, policy_of, sessions_of
 from api.json_body import JsonBodyRoute
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
 from intake.schema import JobRequest
 from intake.service import jobs_for_bulk, jobs_for_requests, request_hash, submit
-from models.submissions import get_job, get_submission, status_counts, tenant_id_for
+from models.submissions import get_job, get_submission, status_counts
 from penny.errors import InvalidRequest, NotFound
 from penny.settings import Settings
 
 router = APIRouter(prefix="/v1", route_class=JsonBodyRoute)
-
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-]
-
 
 def _parse_id(raw: str, what: str) -> uuid.UUID:
     try:
@@ -46,7 +40,7 @@ def create_job(
         stored = submit(
             session, tenant=tenant, kind="job", jobs=jobs,
             payload_hash=request_hash(body.model_dump(mode="json")),
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, policy=policy_of(request),
         )
         status = "queued"
         if stored.replayed:
@@ -54,7 +48,8 @@ def create_job(
             status = view.job.status if view else status
     _mark_replay(response, stored.replayed)
     return JobAccepted(id=str(stored.job_ids[0]), status=status,
-                       submission_id=str(stored.submission.id))
+                       submission_id=str(stored.submission.id),
+                       warnings=stored.submission.warnings or [])
 
 
 @router.post("/jobs/bulk", status_code=202)
@@ -73,19 +68,19 @@ def create_jobs(
         stored = submit(
             session, tenant=tenant, kind="bulk", jobs=jobs,
             payload_hash=request_hash({"jobs": [r.model_dump(mode="json") for r in requests]}),
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, policy=policy_of(request),
         )
     _mark_replay(response, stored.replayed)
     return BulkAccepted(submission_id=str(stored.submission.id),
-                        job_ids=[str(j) for j in stored.job_ids], count=len(stored.job_ids))
+                        job_ids=[str(j) for j in stored.job_ids], count=len(stored.job_ids),
+                        warnings=stored.submission.warnings or [])
 
 
 @router.get("/jobs/{job_id}")
 def read_job(job_id: str, request: Request, tenant: Tenant) -> JobOut:
     parsed = _parse_id(job_id, "job")
     with sessions_of(request)() as session:
-        view = get_job(session, tenant_id_for(session, tenant), parsed)
-        session.commit()
+        view = get_job(session, tenant.id, parsed)
     if view is None:
         raise NotFound(f"no job with id {job_id!r}", param="job_id")
     return JobOut.from_view(view)
@@ -95,8 +90,7 @@ def read_job(job_id: str, request: Request, tenant: Tenant) -> JobOut:
 def read_submission(submission_id: str, request: Request, tenant: Tenant) -> SubmissionOut:
     parsed = _parse_id(submission_id, "submission")
     with sessions_of(request)() as session:
-        row = get_submission(session, tenant_id_for(session, tenant), parsed)
-        session.commit()
+        row = get_submission(session, tenant.id, parsed)
         if row is None:
             raise NotFound(f"no submission with id {submission_id!r}", param="submission_id")
         return SubmissionOut.from_row(row, status_counts(session, parsed))

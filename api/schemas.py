@@ -27,6 +27,8 @@ class JobAccepted(BaseModel):
     object: str = "job"
     status: str
     submission_id: str
+    # Accepted, but worth knowing (a soft budget passed): [{code, message}].
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class BulkAccepted(BaseModel):
@@ -34,6 +36,7 @@ class BulkAccepted(BaseModel):
     submission_id: str
     job_ids: list[str]
     count: int
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Usage(BaseModel):
@@ -107,9 +110,10 @@ class SubmissionOut(BaseModel):
     outputs: dict[str, str] | None
     created_at: datetime
     completed_at: datetime | None
+    warnings: list[dict[str, Any]]
 
     @classmethod
     def from_row(cls, row: Submission, counts: dict[str, int]) -> SubmissionOut:
         return cls(id=str(row.id), kind=row.kind, status=row.status, total_jobs=row.total_jobs,
                    counts=counts, outputs=row.outputs, created_at=row.created_at,
-                   completed_at=row.completed_at)
+                   completed_at=row.completed_at, warnings=row.warnings or [])

@@ -138,6 +138,7 @@ def run_penny(engine: Any, workload: list[dict[str, Any]], kv: str, name: str,
     from intake.service import jobs_for_requests, request_hash, submit
     from models.status import TERMINAL_JOB_STATUSES
     from models.tables import Batch, Job, LedgerEntry, Result
+    from models.tenants import ensure_tenant
     from penny.runtime import open_runtime
     from penny.settings import Settings
     from workers.inprocess import InProcessPipeline
@@ -152,7 +153,7 @@ def run_penny(engine: Any, workload: list[dict[str, Any]], kv: str, name: str,
                              IntakeLimits.from_settings(settings))
     started = time.perf_counter()
     with runtime.sessions() as session:
-        submit(session, tenant="bench", kind="bulk", jobs=jobs,
+        submit(session, tenant=ensure_tenant(session, "bench"), kind="bulk", jobs=jobs,
                payload_hash=request_hash([time.time_ns()]))
     with InProcessPipeline(runtime, [engine]) as pipeline:
         while True:

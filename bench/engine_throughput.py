@@ -57,6 +57,7 @@ def main() -> None:
     from intake.schema import JobRequest
     from intake.service import jobs_for_requests, request_hash, submit
     from models.tables import LedgerEntry
+    from models.tenants import ensure_tenant
     from penny.runtime import open_runtime
     from penny.settings import Settings
     from workers.inprocess import InProcessPipeline
@@ -83,7 +84,7 @@ def main() -> None:
     jobs = jobs_for_requests(requests, limits)
     started = time.perf_counter()
     with runtime.sessions() as session:
-        stored = submit(session, tenant="bench", kind="bulk", jobs=jobs,
+        stored = submit(session, tenant=ensure_tenant(session, "bench"), kind="bulk", jobs=jobs,
                         payload_hash=request_hash([time.time_ns()]))
     with InProcessPipeline(runtime, [engine]):
         while True:

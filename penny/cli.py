@@ -9,11 +9,14 @@ from typing import Annotated
 
 import typer
 
+from penny.errors import UnsafeBinding
+from penny.key_commands import keys_app
 from penny.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 models_app = typer.Typer(no_args_is_help=True, help="Prepare and list models.")
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 
 
 def _logging(verbose: bool) -> None:
@@ -84,7 +87,11 @@ def up(verbose: bool = False) -> None:
     _logging(verbose)
     from penny.serve import serve_all_in_one
 
-    serve_all_in_one(Settings())
+    try:
+        serve_all_in_one(Settings())
+    except UnsafeBinding as error:
+        typer.echo(f"penny up: {error.message}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -93,7 +100,11 @@ def api(verbose: bool = False) -> None:
     _logging(verbose)
     from penny.serve import serve_api
 
-    serve_api(Settings())
+    try:
+        serve_api(Settings())
+    except UnsafeBinding as error:
+        typer.echo(f"penny api: {error.message}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 @app.command()

@@ -47,6 +47,15 @@ def _embedding_price() -> ModelPrice:
     )
 
 
+class Budget(BaseModel):
+    """A tenant's monthly spend budget in USD (see `tenancy.budgets`); either may be left
+    out. Hard: a submission that could take the month past it is refused. Soft: it is
+    accepted with a warning on the submission."""
+
+    hard_usd: Decimal | None = Field(default=None, ge=0)
+    soft_usd: Decimal | None = Field(default=None, ge=0)
+
+
 class EmbeddingModel(BaseModel):
     """Where an embedding model loads from, and the vector size it must produce. The size
     is configured, not read from the weights, because intake checks `dimensions` against
@@ -145,8 +154,25 @@ class Settings(BaseSettings):
     # API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    # API key -> tenant name. Empty: no auth, every request belongs to the "default" tenant.
+    # Bootstrap API keys, plain key -> tenant name; keys made with `penny keys create` (or
+    # the admin API) live hashed in Postgres. With neither, there is no auth: every request
+    # belongs to the "default" tenant, and penny binds only to loopback unless
+    # allow_unauthenticated says otherwise.
     api_keys: dict[str, str] = Field(default_factory=dict)
+    allow_unauthenticated: bool = False
+    # Keys for /v1/admin (managing API keys): plain, or "sha256:<hex>" of the key.
+    admin_api_keys: list[str] = Field(default_factory=list)
+    # How long a process trusts what it learned about a key: a revoked key stops working
+    # within this many seconds, and a key's last_used_at is this accurate.
+    key_cache_seconds: float = Field(default=30.0, ge=0)
+    # How long an Idempotency-Key is remembered (per tenant); a later reuse is a new request.
+    idempotency_window_seconds: float = Field(default=24 * 3600.0, gt=0)
+    # Jobs a tenant may have queued (not yet batched); more is a 429. None: no limit.
+    max_queued_jobs_per_tenant: int | None = Field(default=None, ge=1)
+    # The Retry-After of that 429.
+    queue_full_retry_after_seconds: int = Field(default=30, ge=1)
+    # Tenant name -> monthly budget.
+    tenant_budgets: dict[str, Budget] = Field(default_factory=dict)
     max_body_bytes: int = 8 * 1024 * 1024
     max_bulk_jobs: int = 5000
     max_prompt_chars: int = 200_000

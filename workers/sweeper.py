@@ -5,6 +5,7 @@ removes expired files, and finalizes submissions that were missed."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -12,6 +13,7 @@ from coalescer.dispatch import Dispatcher
 from models.batches import expire_overdue_batches
 from models.files import take_expired_files
 from models.queue import sweep_expired_leases
+from models.submissions import forget_expired_idempotency_keys
 from penny.settings import Settings
 from storage.port import ObjectStore
 from workers.finalize import finalize_ready
@@ -39,6 +41,8 @@ def sweep(
             log.info("batch submission %s expired: its completion window ran out",
                      submission_id)
         expired_files = take_expired_files(session)
+        forget_expired_idempotency_keys(session, datetime.now(UTC) - timedelta(
+            seconds=settings.idempotency_window_seconds))
         session.commit()  # rows first: a crash now leaves an orphan object, never a dead row
     for _, object_key in expired_files:
         store.delete(object_key)
