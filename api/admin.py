@@ -19,7 +19,7 @@ from models.tenants import KeyInfo, create_key, list_keys, revoke_key
 from penny.errors import NotFound
 
 router = APIRouter(prefix="/v1/admin", route_class=JsonBodyRoute,
-                   responses=error_responses(401))
+                   responses=error_responses(400, 401, 404, 413, 422))
 
 TenantName = Annotated[StorableText, Field(min_length=1, max_length=200)]
 
@@ -57,7 +57,7 @@ class ApiKeyList(BaseModel):
     data: list[ApiKeyOut]
 
 
-@router.post("/keys", status_code=201, responses=error_responses(422))
+@router.post("/keys", status_code=201)
 def create(body: CreateKey, request: Request, _: Admin) -> NewApiKey:
     with sessions_of(request)() as session:
         info, key = create_key(session, body.tenant, body.name)
@@ -65,7 +65,7 @@ def create(body: CreateKey, request: Request, _: Admin) -> NewApiKey:
     return NewApiKey(**ApiKeyOut.of(info).model_dump(), key=key)
 
 
-@router.get("/keys", responses=error_responses(422))
+@router.get("/keys")
 def read_all(
     request: Request, _: Admin,
     tenant: Annotated[StorableText | None, Query(max_length=200)] = None,
@@ -74,7 +74,7 @@ def read_all(
         return ApiKeyList(data=[ApiKeyOut.of(k) for k in list_keys(session, tenant)])
 
 
-@router.post("/keys/{key_id}/revoke", responses=error_responses(404))
+@router.post("/keys/{key_id}/revoke")
 def revoke(key_id: str, request: Request, _: Admin) -> ApiKeyOut:
     """Revoked keys stop working within PENNY_KEY_CACHE_SECONDS on every server."""
     try:

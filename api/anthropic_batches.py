@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.batch_views import ANTHROPIC_BATCH_PREFIX, anthropic_batch, anthropic_list
 from api.deps import IdempotencyKey, Tenant, limits_of, policy_of, sessions_of, settings_of
+from api.errors import error_responses
 from api.json_body import JsonBodyRoute
 from compat.anthropic_output import results_jsonl
 from intake.batches import batch_uuid, create_anthropic_batch
@@ -28,7 +29,8 @@ from models.tables import Submission
 from models.tenants import TenantRef
 from penny.errors import NotFound, StateConflict
 
-router = APIRouter(prefix="/v1/messages/batches", route_class=JsonBodyRoute)
+router = APIRouter(prefix="/v1/messages/batches", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 402, 404, 409, 413, 422, 429))
 
 
 class CreateMessageBatch(BaseModel):

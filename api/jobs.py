@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Request, Response
 
 from api.deps import IdempotencyKey, Tenant, limits_of, policy_of, sessions_of
+from api.errors import error_responses
 from api.json_body import JsonBodyRoute
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
 from intake.schema import JobRequest
@@ -15,7 +16,8 @@ from models.submissions import get_job, get_submission, status_counts
 from penny.errors import InvalidRequest, NotFound
 from penny.settings import Settings
 
-router = APIRouter(prefix="/v1", route_class=JsonBodyRoute)
+router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 402, 404, 409, 413, 422, 429))
 
 def _parse_id(raw: str, what: str) -> uuid.UUID:
     try:

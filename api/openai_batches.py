@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.batch_views import OPENAI_BATCH_PREFIX, openai_batch, openai_list
 from api.deps import IdempotencyKey, Tenant, policy_of, sessions_of
+from api.errors import error_responses
 from api.json_body import JsonBodyRoute
 from intake.batches import OpenAIBatchParams, batch_uuid, create_openai_batch, retry_batch
 from intake.service import request_hash
@@ -19,7 +20,8 @@ from models.tables import Submission
 from models.tenants import TenantRef
 from penny.errors import NotFound, StateConflict
 
-router = APIRouter(prefix="/v1", route_class=JsonBodyRoute)
+router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 402, 404, 409, 413, 422, 429))
 
 class OutputExpiresAfter(BaseModel):
     model_config = ConfigDict(extra="forbid")

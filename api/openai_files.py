@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from api.batch_views import file_object, openai_list, unix
 from api.deps import IdempotencyKey, Tenant, policy_of, sessions_of, settings_of, store_of
+from api.errors import error_responses
 from api.json_body import JsonBodyRoute
 from intake.service import request_hash
 from intake.text import unstorable_reason
@@ -26,7 +27,8 @@ from models.tables import StoredFile
 from models.tenants import TenantRef
 from penny.errors import IdempotencyConflict, InvalidRequest, NotFound, TooLarge
 
-router = APIRouter(prefix="/v1", route_class=JsonBodyRoute)
+router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 404, 409, 413, 422))
 
 # Uploads penny accepts: batch inputs. (Outputs are `batch_output`, written by penny.)
 UPLOAD_PURPOSES = frozenset({"batch"})

@@ -1,6 +1,7 @@
 """The sweeper: re-dispatches work whose lease ran out or whose task message was lost,
 fails work that ran out of attempts, expires batches whose completion window ran out,
-removes expired files, and finalizes submissions that were missed."""
+removes expired files, forgets idempotency keys past their window, and finalizes
+submissions that were missed."""
 
 from __future__ import annotations
 
