@@ -22,6 +22,7 @@ import platform
 import random
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 WORDS = ["ledger", "invoice", "refund", "carrier", "parcel", "tariff", "customs", "pallet",
          "freight", "insurance", "claim", "policy", "route", "depot", "courier", "manifest",
@@ -52,6 +54,11 @@ class Row:
     tokenizing_seconds: float = 0.0
     tick_seconds: float = 0.0
     batches: int = 0
+    # Where the wall time went that the engine did not use (penny runs; see timed_engine).
+    idle_before: float = 0.0
+    idle_between: float = 0.0
+    idle_after: float = 0.0
+    queries_beside: int = 0
 
     @property
     def computed(self) -> int:
@@ -119,10 +126,21 @@ def run_raw(engine: Any, prompts: list[list[int]], workload: list[dict[str, Any]
 
     engine.llm.reset_prefix_cache()
     params = [SamplingParams(temperature=0, max_tokens=w["max_tokens"]) for w in workload]
-    started = time.perf_counter()
-    outputs = engine.llm.generate([TokensPrompt(prompt_token_ids=p, cache_salt="bench")
-                                   for p in prompts], params, use_tqdm=False)
-    wall = time.perf_counter() - started
+    measured: list[Any] = []
+
+    def call() -> None:
+        started = time.perf_counter()
+        measured.append(engine.llm.generate([TokensPrompt(prompt_token_ids=p,
+                                                          cache_salt="bench")
+                                             for p in prompts], params, use_tqdm=False))
+        measured.append(time.perf_counter() - started)
+
+    # On a thread of its own, as penny's worker drives the engine: on a loaded machine the
+    # same call from the main thread ran several times slower (see engine_throughput.py).
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join()
+    outputs, wall = measured
     return Row(kv, "(a) raw LLM.generate, arrival order", wall, wall,
                sum(len(o.prompt_token_ids) for o in outputs),
                sum(int(o.num_cached_tokens or 0) for o in outputs),
@@ -132,6 +150,7 @@ def run_raw(engine: Any, prompts: list[list[int]], workload: list[dict[str, Any]
 def run_penny(engine: Any, workload: list[dict[str, Any]], kv: str, name: str,
               **overrides: Any) -> Row:
     from sqlalchemy import func, select, text
+    from timed_engine import TimedEngine
 
     from intake.limits import IntakeLimits
     from intake.schema import JobRequest
@@ -148,22 +167,27 @@ def run_penny(engine: Any, workload: list[dict[str, Any]], kv: str, name: str,
         conn.execute(text("TRUNCATE ledger_entries, results, jobs, batches, submissions "
                           "CASCADE"))
     engine.llm.reset_prefix_cache()
+    timed = TimedEngine(engine)
     jobs = jobs_for_requests([JobRequest.model_validate(w) for w in workload],
                              IntakeLimits.from_settings(settings))
+
+    def done() -> bool:
+        with runtime.sessions() as session:
+            return bool(session.execute(select(func.count()).select_from(Job).where(
+                Job.status.in_(list(TERMINAL_JOB_STATUSES)))).scalar_one() == len(workload))
+
     started = time.perf_counter()
     with runtime.sessions() as session:
         submit(session, tenant="bench", kind="bulk", jobs=jobs,
                payload_hash=request_hash([time.time_ns()]))
-    with InProcessPipeline(runtime, [engine]) as pipeline:
-        while True:
-            with runtime.sessions() as session:
-                done = session.execute(select(func.count()).select_from(Job).where(
-                    Job.status.in_(list(TERMINAL_JOB_STATUSES)))).scalar_one()
-            if done == len(workload):
-                break
-            time.sleep(0.5)  # seldom: the bench's own queries would slow the engine
-        wall = time.perf_counter() - started
+    stop_counting = timed.count_queries(runtime.db)
+    with InProcessPipeline(runtime, [timed]) as pipeline:
+        # Looks only while the engine is idle: the bench's own queries are not penny's.
+        finished = timed.wait_until(done)
         stats = pipeline.coalescer.stats
+    stop_counting()
+    timeline = timed.timeline(started, finished)
+    wall = timeline.wall_seconds
     with runtime.sessions() as session:
         prompt, cached, output, engine_jobs = session.execute(
             select(func.sum(Result.prompt_tokens), func.sum(Result.cached_tokens),
@@ -175,7 +199,9 @@ def run_penny(engine: Any, workload: list[dict[str, Any]], kv: str, name: str,
     runtime.close()
     return Row(kv, name, wall, float(engine_seconds or 0), int(prompt), int(cached), int(output),
                len(workload), int(engine_jobs), stats.planning_seconds,
-               stats.tokenizing_seconds, stats.tick_seconds, int(batches))
+               stats.tokenizing_seconds, stats.tick_seconds, int(batches),
+               timeline.before_first, timeline.between, timeline.after_last,
+               timeline.queries_beside)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -234,9 +260,10 @@ def print_table(results: list[CacheResult], args: argparse.Namespace) -> None:
           f"tokens in random arrival order, 20% exact copies, greedy, max_tokens="
           f"{args.max_tokens}, batches of up to {args.batch_jobs} jobs, eager vLLM-CPU\n")
     header = ("| KV cache | run | prompt tokens computed | x ideal | x block ideal | "
-              "cache hit | output tok/s | jobs/s | wall s | x faster than (a) |")
+              "cache hit | output tok/s | jobs/s | engine s | wall s | engine busy | "
+              "x faster than (a) |")
     print(header)
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     raw = results[0].rows[0]
     for result in results:
         for row in result.rows:
@@ -245,14 +272,15 @@ def print_table(results: list[CacheResult], args: argparse.Namespace) -> None:
                   f"{row.computed / result.block_ideal:.2f} | "
                   f"{row.cached_tokens / row.prompt_tokens:.0%} | "
                   f"{row.output_tokens / row.wall_seconds:.0f} | "
-                  f"{row.jobs / row.wall_seconds:.1f} | {row.wall_seconds:.1f} | "
+                  f"{row.jobs / row.wall_seconds:.1f} | {row.engine_seconds:.1f} | "
+                  f"{row.wall_seconds:.1f} | {row.engine_seconds / row.wall_seconds:.0%} | "
                   f"{raw.wall_seconds / row.wall_seconds:.2f} |")
         kv = result.rows[0].kv
         print(f"| {kv} | ideal: each distinct prefix once + each unique suffix | "
-              f"{result.ideal:,} | 1.00 | | | | | | |")
+              f"{result.ideal:,} | 1.00 | | | | | | | | |")
         print(f"| {kv} | block ideal: the same in whole {result.block}-token cache blocks | "
               f"{result.block_ideal:,} | {result.block_ideal / result.ideal:.2f} | 1.00 "
-              f"| | | | | |")
+              f"| | | | | | | |")
     print("\ncoalescer overhead (penny full, large KV cache):")
     full, windows_only = results[0].rows[2], results[0].rows[1]
     per_10k = 10_000 / full.jobs
@@ -264,6 +292,11 @@ def print_table(results: list[CacheResult], args: argparse.Namespace) -> None:
           f"jobs = {full.tick_seconds / full.engine_seconds:.2%} of engine time")
     print(f"  batches: (b) {windows_only.batches}, (c) {full.batches}; jobs the engine "
           f"ran: (b) {windows_only.engine_jobs}, (c) {full.engine_jobs}")
+    for row in (windows_only, full):
+        print(f"  {row.name}: engine idle {row.idle_before:.2f} s before the first batch, "
+              f"{row.idle_between:.2f} s between batches, {row.idle_after:.2f} s after the "
+              f"last; {row.queries_beside / row.engine_seconds:.1f} SQL statements per "
+              f"engine second")
 
 
 def main() -> None:
@@ -274,7 +307,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--batch-jobs", type=int, default=256)
     parser.add_argument("--small-kv-blocks", type=int, default=160,
-                        help="KV cache blocks (32 tokens each) for the small-cache case")
+                        help="KV cache blocks (32 tokens each) for the small-cache case; "
+                             "0 skips it")
     parser.add_argument("--kv-blocks", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -282,7 +316,7 @@ def main() -> None:
         child(args)
         return
     results: list[CacheResult] = []
-    for blocks in (0, args.small_kv_blocks):
+    for blocks in (0, args.small_kv_blocks) if args.small_kv_blocks else (0,):
         command = [sys.executable, __file__, "--child", "--kv-blocks", str(blocks),
                    "--jobs", str(args.jobs), "--prefixes", str(args.prefixes),
                    "--max-tokens", str(args.max_tokens), "--batch-jobs", str(args.batch_jobs)]
