@@ -83,8 +83,9 @@ def main() -> None:
     engine.llm.chat(convs[:2], params, use_tqdm=False)  # warm-up, not measured
     runtime = open_runtime(settings)
     limits = IntakeLimits.from_settings(settings)
+    asked = {"logprobs": True} if args.logprobs else {}
     requests = [JobRequest.model_validate({"messages": c, "max_tokens": args.max_tokens,
-                                           "logprobs": args.logprobs}) for c in convs]
+                                           **asked}) for c in convs]
 
     def run_direct() -> tuple[int, float]:
         engine.llm.reset_prefix_cache()
