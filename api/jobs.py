@@ -6,18 +6,23 @@ import uuid
 
 from fastapi import APIRouter, Request, Response
 
-from api.deps import IdempotencyKey, Tenant, limits_of, policy_of, sessions_of
+from api.deps import IdempotencyKey, Tenant, limits_of, policy_of, sessions_of, store_of
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
+from api.webhooks import checked_callback
 from intake.schema import JobRequest
 from intake.service import jobs_for_bulk, jobs_for_requests, request_hash, submit
-from models.submissions import get_job, get_submission, status_counts
-from penny.errors import InvalidRequest, NotFound
+from models.batches import progress_of
+from models.status import SubmissionStatus
+from models.submissions import get_job, get_submission
+from penny.errors import InvalidRequest, NotFound, StateConflict
 from penny.settings import Settings
+from workers.finalize import output_keys
 
 router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
                    responses=error_responses(400, 401, 402, 404, 409, 413, 422, 429))
+
 
 def _parse_id(raw: str, what: str) -> uuid.UUID:
     try:
@@ -66,11 +71,14 @@ def create_jobs(
             param="jobs",
         )
     requests, jobs = jobs_for_bulk(body.jobs, limits_of(request))
+    callback_url = checked_callback(request, body.callback_url)
     with sessions_of(request)() as session:
         stored = submit(
             session, tenant=tenant, kind="bulk", jobs=jobs,
-            payload_hash=request_hash({"jobs": [r.model_dump(mode="json") for r in requests]}),
+            payload_hash=request_hash({"jobs": [r.model_dump(mode="json") for r in requests],
+                                       "callback_url": body.callback_url}),
             idempotency_key=idempotency_key, policy=policy_of(request),
+            columns={"callback_url": callback_url} if callback_url else None,
         )
     _mark_replay(response, stored.replayed)
     return BulkAccepted(submission_id=str(stored.submission.id),
@@ -95,4 +103,30 @@ def read_submission(submission_id: str, request: Request, tenant: Tenant) -> Sub
         row = get_submission(session, tenant.id, parsed)
         if row is None:
             raise NotFound(f"no submission with id {submission_id!r}", param="submission_id")
-        return SubmissionOut.from_row(row, status_counts(session, parsed))
+        progress = progress_of(session, [parsed])[parsed]
+        return SubmissionOut.from_row(row, progress.counts, progress.cost.as_dict())
+
+
+OUTPUT_FILES = {"results": "application/jsonl", "ledger_json": "application/json",
+                "ledger_csv": "text/csv"}
+
+
+@router.get("/submissions/{submission_id}/{output}", response_class=Response, responses={
+    200: {"description": "The file", "content": {media: {} for media in OUTPUT_FILES.values()}}})
+def read_submission_output(submission_id: str, output: str, request: Request,
+                           tenant: Tenant) -> Response:
+    """A finished submission's results.jsonl, ledger.json or ledger.csv, read from the
+    object store (for a client that cannot read it there)."""
+    parsed = _parse_id(submission_id, "submission")
+    if output not in OUTPUT_FILES:
+        raise NotFound(f"no output {output!r}: one of {', '.join(OUTPUT_FILES)}",
+                       param="output")
+    with sessions_of(request)() as session:
+        row = get_submission(session, tenant.id, parsed)
+    if row is None:
+        raise NotFound(f"no submission with id {submission_id!r}", param="submission_id")
+    if row.status != SubmissionStatus.COMPLETED:
+        raise StateConflict(f"submission {submission_id} is {row.status}; its outputs are "
+                            "written when every job has finished")
+    data = store_of(request).get(output_keys(row.id)[output])
+    return Response(data, media_type=OUTPUT_FILES[output])

@@ -12,6 +12,7 @@ from api.batch_views import OPENAI_BATCH_PREFIX, openai_batch, openai_list
 from api.deps import IdempotencyKey, Tenant, policy_of, sessions_of
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
+from api.webhooks import checked_callback
 from intake.batches import OpenAIBatchParams, batch_uuid, create_openai_batch, retry_batch
 from intake.service import request_hash
 from intake.text import StorableText
@@ -61,7 +62,9 @@ def create_batch(
     body: CreateBatch, request: Request, response: Response, tenant: Tenant,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    callback = body.callback_url or (body.metadata or {}).get("callback_url")
+    callback = (checked_callback(request, str(body.callback_url)) if body.callback_url else
+                checked_callback(request, (body.metadata or {}).get("callback_url"),
+                                 param="metadata.callback_url"))
     params = OpenAIBatchParams(
         input_file_id=body.input_file_id,
         endpoint=body.endpoint,
@@ -69,7 +72,7 @@ def create_batch(
         metadata=body.metadata,
         output_expires_after_seconds=(body.output_expires_after.seconds
                                       if body.output_expires_after else None),
-        callback_url=str(callback) if callback else None,
+        callback_url=callback,
     )
     with sessions_of(request)() as session:
         stored = create_openai_batch(

@@ -20,6 +20,8 @@ class BulkJobsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jobs: list[BulkItem] = Field(min_length=1)
+    # Where to announce the submission's end (a signed webhook); else the tenant's default.
+    callback_url: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
 class JobAccepted(BaseModel):
@@ -111,9 +113,13 @@ class SubmissionOut(BaseModel):
     created_at: datetime
     completed_at: datetime | None
     warnings: list[dict[str, Any]]
+    # Billed so far: tokens, engine seconds, cost, list-price cost and savings.
+    penny_cost: dict[str, Any]
 
     @classmethod
-    def from_row(cls, row: Submission, counts: dict[str, int]) -> SubmissionOut:
+    def from_row(cls, row: Submission, counts: dict[str, int],
+                 cost: dict[str, Any]) -> SubmissionOut:
         return cls(id=str(row.id), kind=row.kind, status=row.status, total_jobs=row.total_jobs,
                    counts=counts, outputs=row.outputs, created_at=row.created_at,
-                   completed_at=row.completed_at, warnings=row.warnings or [])
+                   completed_at=row.completed_at, warnings=row.warnings or [],
+                   penny_cost=cost)

@@ -23,6 +23,7 @@ from models.reports import submission_rows
 from models.status import JobStatus, SubmissionStatus
 from models.submissions import NewJob, insert_jobs
 from models.tables import Job, LedgerEntry, Submission
+from models.webhooks import record_end
 
 OPENAI_KIND = "openai_batch"
 ANTHROPIC_KIND = "anthropic_batch"
@@ -185,11 +186,14 @@ def start_batch(session: Session, batch: Submission, jobs: list[NewJob]) -> None
 
 def fail_batch(session: Session, submission_id: uuid.UUID, errors: list[dict[str, Any]]
                ) -> None:
-    """A batch whose input failed validation: nothing is queued. The caller commits."""
+    """A batch whose input failed validation: nothing is queued. Its webhook event is
+    queued in the same transaction. The caller commits."""
     session.execute(
         update(Submission).where(Submission.id == submission_id)
         .values(status=SubmissionStatus.FAILED, failed_at=func.now(), errors=errors)
     )
+    record_end(session, submission_id, status=SubmissionStatus.FAILED, counts={},
+               cost=_NO_COST)
 
 
 def open_without_jobs(session: Session, submission_id: uuid.UUID) -> None:

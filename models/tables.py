@@ -46,6 +46,8 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
     created_at: Mapped[datetime] = _now()
+    # Where this tenant's submissions without a callback_url of their own announce their end.
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
 
 
 class ApiKey(Base):
@@ -298,3 +300,77 @@ class Worker(Base):
     model: Mapped[str] = mapped_column(String(200), nullable=False)
     started_at: Mapped[datetime] = _now()
     heartbeat_at: Mapped[datetime] = _now()
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per event to deliver, written in the transaction that ends its
+    submission, so an event is never lost and never written twice. The delivery loop
+    claims due rows with SKIP LOCKED."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "next_attempt_at",
+              postgresql_where=text("status = 'pending'")),
+        Index("ix_webhook_deliveries_tenant_created", "tenant_id", "created_at"),
+        Index("ix_webhook_deliveries_submission", "submission_id"),
+        Index("ix_webhook_deliveries_endpoint", "tenant_id", "url"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    # The `webhook-id` header and the event's `id`: the same on every attempt.
+    event_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    submission_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("submissions.id"),
+                                                     nullable=False)
+    event_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    # The exact body signed and sent; text, not JSONB, so every retry sends the same bytes.
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
+    url: Mapped[str] = mapped_column(String(2000), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
+    # Attempts in this round (a retry through the API starts a new round).
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set while an attempt is out; a late result from an older claim is discarded.
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class WebhookAttempt(Base):
+    """The delivery log: every attempt, what was sent where, and what came back."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_deliveries.id"),
+                                                   nullable=False, index=True)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    duration_ms: Mapped[float] = mapped_column(Float, nullable=False)
+    # The `webhook-timestamp` this attempt was signed with; null if it was refused first.
+    webhook_timestamp: Mapped[int | None] = mapped_column(BigInteger)
+    # The address connected to (the one that was checked), or null if none was.
+    address: Mapped[str | None] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    # What the attempt led to: delivered, pending (retry), failed or disabled.
+    outcome: Mapped[str] = mapped_column(String(20), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    retry_after_seconds: Mapped[float | None] = mapped_column(Float)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookEndpoint(Base):
+    """An endpoint (a tenant's URL) that answered 410 Gone: nothing more is sent to it
+    until a delivery to it is retried through the API."""
+
+    __tablename__ = "webhook_endpoints"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), primary_key=True)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)

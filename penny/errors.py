@@ -94,3 +94,10 @@ class UnsafeBinding(PennyError):
 
     code = "unsafe_binding"
 
+
+class UnsafeUrl(InvalidRequest):
+    """A URL penny would call is refused: a scheme other than http(s), credentials in it,
+    or a host that is (or resolves to) a loopback, private, link-local, metadata,
+    multicast or reserved address."""
+
+    code = "unsafe_url"

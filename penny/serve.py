@@ -86,8 +86,9 @@ def refuse_open_binding(runtime: Runtime) -> None:
 
 
 def _serve(app: FastAPI, settings: Settings, on_exit: Callable[[], None]) -> None:
+    # log_config=None: uvicorn's records go through penny's handler (text or JSON).
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                            log_level="info")
+                            log_level="info", log_config=None)
     _Server(config, on_exit).run()
 
 
@@ -106,6 +107,7 @@ def serve_api(settings: Settings) -> None:
 
 def serve_coalescer(settings: Settings) -> None:
     from coalescer.runner import Coalescer
+    from delivery.loop import WebhookDeliverer
     from workers.celery_app import CeleryDispatcher, make_celery
     from workers.chat_tokenizer import ChatTokenizer
 
@@ -120,7 +122,17 @@ def serve_coalescer(settings: Settings) -> None:
             coalescer = Coalescer(settings, runtime.sessions,
                                   CeleryDispatcher(make_celery(settings)), runtime.store,
                                   settings.served_models, tokenizers)
-            coalescer.run(stop)
+            # Webhooks go out from this role, on a thread of their own: a slow receiver
+            # must not hold up a window.
+            webhooks = threading.Thread(
+                target=WebhookDeliverer(settings, runtime.sessions).run, args=(stop,),
+                name="webhooks", daemon=True)
+            webhooks.start()
+            try:
+                coalescer.run(stop)
+            finally:
+                stop.set()
+                webhooks.join()
         finally:
             runtime.close()
             stop_embedded_postgres()
@@ -144,7 +156,7 @@ def serve_all_in_one(settings: Settings) -> None:
                 return
             pipeline = InProcessPipeline(runtime, engines, embedders)
             with _stopping_on_signals(pipeline.stop), pipeline:
-                _serve(create_app(runtime), settings, pipeline.stop)
+                _serve(create_app(runtime, pipeline), settings, pipeline.stop)
         finally:
             runtime.close()
             stop_embedded_postgres()

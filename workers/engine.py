@@ -17,6 +17,9 @@ class Sampling:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Whether the engine computes the answer's log-probabilities (`Generation.mean_logprob`).
+    # They cost engine speed, so only jobs that asked, or a cascade that reads them, set it.
+    logprobs: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class GenerationRequest:
                 top_p=float(sampling["top_p"]),
                 stop=tuple(sampling.get("stop") or ()),
                 seed=sampling.get("seed"),
+                logprobs=bool(sampling.get("logprobs", False)),
             ),
             messages=tuple((m["role"], m["content"]) for m in messages) if messages else None,
             prompt=request.get("prompt"),
@@ -60,7 +64,7 @@ class Generation:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
-    mean_logprob: float | None = None
+    mean_logprob: float | None = None  # None unless the request's sampling asked for it
     error_code: str | None = None
     error_message: str | None = None
 

@@ -15,6 +15,7 @@ from models.batches import expire_overdue_batches
 from models.files import take_expired_files
 from models.queue import sweep_expired_leases
 from models.submissions import forget_expired_idempotency_keys
+from observability import metrics
 from penny.settings import Settings
 from storage.port import ObjectStore
 from workers.finalize import finalize_ready
@@ -32,15 +33,18 @@ def sweep(
         result = sweep_expired_leases(
             session, settings.max_attempts, settings.redispatch_after_seconds
         )
+    metrics.record_sweep([model for _, model in result.requeued], len(result.failed))
     for batch_id, model in result.requeued:
-        log.warning("re-dispatching batch %s", batch_id)
+        log.warning("re-dispatching batch %s", batch_id,
+                    extra={"batch_id": str(batch_id), "model": model})
         dispatcher.dispatch(batch_id, model)
     for batch_id in result.failed:
-        log.error("batch %s failed: out of attempts", batch_id)
+        log.error("batch %s failed: out of attempts", batch_id,
+                  extra={"batch_id": str(batch_id)})
     with sessions() as session:
         for submission_id in expire_overdue_batches(session):
             log.info("batch submission %s expired: its completion window ran out",
-                     submission_id)
+                     submission_id, extra={"submission_id": str(submission_id)})
         expired_files = take_expired_files(session)
         forget_expired_idempotency_keys(session, datetime.now(UTC) - timedelta(
             seconds=settings.idempotency_window_seconds))

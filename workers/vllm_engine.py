@@ -91,7 +91,9 @@ class VllmEngine:
             top_p=sampling.top_p,
             stop=list(sampling.stop) or None,
             seed=sampling.seed,
-            logprobs=0,
+            # logprobs=0 gives the sampled token's logprob only (the cumulative one we need);
+            # None skips computing them, which is 4-14% faster on CPU.
+            logprobs=0 if sampling.logprobs else None,
         )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> BatchGeneration:
@@ -124,20 +126,21 @@ class VllmEngine:
 
         by_key = dict(rejected)
         for request, output in zip(runnable, outputs, strict=True):
-            by_key[request.key] = _to_generation(request.key, output)
+            by_key[request.key] = _to_generation(request, output)
         return BatchGeneration(
             generations=tuple(by_key[r.key] for r in requests), engine_seconds=engine_seconds
         )
 
 
-def _to_generation(key: str, output: Any) -> Generation:
+def _to_generation(request: GenerationRequest, output: Any) -> Generation:
     completion = output.outputs[0]
     token_count = len(completion.token_ids)
     mean_logprob = None
-    if completion.cumulative_logprob is not None and token_count:
+    if (request.sampling.logprobs and completion.cumulative_logprob is not None
+            and token_count):
         mean_logprob = float(completion.cumulative_logprob) / token_count
     return Generation(
-        key=key,
+        key=request.key,
         text=completion.text,
         finish_reason=str(completion.finish_reason or "stop"),
         prompt_tokens=len(output.prompt_token_ids or ()),

@@ -1,8 +1,8 @@
 """tenant keys and limits: hashed API keys per tenant, idempotent file uploads, budget
 warnings on submissions, and the indexes the per-tenant limits count with
 
-Revision ID: 0008_tenant_keys_limits
-Revises: 0007_validation_retries
+Revision ID: 0009_tenant_keys_limits
+Revises: 0008_webhooks
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0008_tenant_keys_limits"
-down_revision: str | None = "0007_validation_retries"
+revision: str = "0009_tenant_keys_limits"
+down_revision: str | None = "0008_webhooks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
