@@ -6,14 +6,26 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from api import anthropic_batches, health, jobs, metrics, openai_batches, openai_files, webhooks
+from api import (
+    admin,
+    anthropic_batches,
+    health,
+    jobs,
+    metrics,
+    openai_batches,
+    openai_files,
+    webhooks,
+)
+from api.auth import TenantResolver
 from api.errors import install_error_handlers
 from api.health import HeartbeatPresence, WorkerPresence
 from api.limits import BodySizeLimit
 from api.metrics import RequestMetrics
+from intake.admission import IntakePolicy
 from intake.limits import IntakeLimits
 from observability.queue_collector import queue_registry
 from penny.runtime import Runtime
+from tenancy.keys import AdminKeys
 
 
 def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> FastAPI:
@@ -24,6 +36,9 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.state.settings = settings
     app.state.sessions = runtime.sessions
     app.state.intake_limits = IntakeLimits.from_settings(settings)
+    app.state.intake_policy = IntakePolicy.from_settings(settings)
+    app.state.tenants = TenantResolver(settings, runtime.sessions)
+    app.state.admin_keys = AdminKeys(settings.admin_api_keys)
     app.state.store = runtime.store
     app.state.started_at = datetime.now(UTC)
     app.state.worker_presence = presence or HeartbeatPresence(runtime.sessions, settings)
@@ -37,6 +52,7 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.include_router(openai_batches.router)
     app.include_router(anthropic_batches.router)
     app.include_router(webhooks.router)
+    app.include_router(admin.router)
     upload_limit = settings.max_file_bytes + openai_files.MULTIPART_SLACK_BYTES
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        path_limits={"/v1/files": upload_limit,

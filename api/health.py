@@ -14,6 +14,7 @@ from typing import Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +26,11 @@ router = APIRouter(tags=["health"])
 
 # Long enough for a healthy server on a busy machine, short enough for a probe's timeout.
 BROKER_TIMEOUT_SECONDS = 2.0
+
+
+class Readiness(BaseModel):
+    status: str  # "ready" or "unavailable"
+    checks: dict[str, str]  # check -> "ok" or what is wrong
 
 
 class WorkerPresence(Protocol):
@@ -85,7 +91,9 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={
+    200: {"model": Readiness, "description": "Every check is ok"},
+    503: {"model": Readiness, "description": "A check failed; it says why"}})
 def readyz(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     presence: WorkerPresence = request.app.state.worker_presence

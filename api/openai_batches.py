@@ -4,28 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from sqlalchemy.orm import Session
 
 from api.batch_views import OPENAI_BATCH_PREFIX, openai_batch, openai_list
-from api.deps import Tenant, sessions_of
+from api.deps import IdempotencyKey, Tenant, policy_of, sessions_of
+from api.errors import error_responses
 from api.json_body import JsonBodyRoute
 from api.webhooks import checked_callback
 from intake.batches import OpenAIBatchParams, batch_uuid, create_openai_batch, retry_batch
 from intake.service import request_hash
 from intake.text import StorableText
 from models.batches import OPENAI_KIND, cancel_batch, get_batch, list_batches, progress_of
-from models.submissions import tenant_id_for
 from models.tables import Submission
+from models.tenants import TenantRef
 from penny.errors import NotFound, StateConflict
 
-router = APIRouter(prefix="/v1", route_class=JsonBodyRoute)
-
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-]
-
+router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 402, 404, 409, 413, 422, 429))
 
 class OutputExpiresAfter(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -52,8 +49,8 @@ def _view(session: Session, row: Submission) -> dict[str, Any]:
     return openai_batch(row, progress_of(session, [row.id])[row.id])
 
 
-def _load(session: Session, tenant: str, batch_id: str) -> Submission:
-    row = get_batch(session, tenant_id_for(session, tenant),
+def _load(session: Session, tenant: TenantRef, batch_id: str) -> Submission:
+    row = get_batch(session, tenant.id,
                     batch_uuid(batch_id, OPENAI_BATCH_PREFIX), OPENAI_KIND)
     if row is None:
         raise NotFound(f"no batch with id {batch_id!r}", param="batch_id")
@@ -81,7 +78,7 @@ def create_batch(
         stored = create_openai_batch(
             session, tenant=tenant, params=params,
             payload_hash=request_hash(body.model_dump(mode="json")),
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, policy=policy_of(request),
         )
         if stored.replayed:
             response.headers["Idempotent-Replayed"] = "true"
@@ -97,7 +94,7 @@ def read_batches(
 ) -> dict[str, Any]:
     cursor = batch_uuid(after, OPENAI_BATCH_PREFIX) if after else None
     with sessions_of(request)() as session:
-        page = list_batches(session, tenant_id_for(session, tenant), OPENAI_KIND, limit=limit,
+        page = list_batches(session, tenant.id, OPENAI_KIND, limit=limit,
                             after=cursor)
         progress = progress_of(session, [b.id for b in page.batches])
         session.commit()
@@ -130,11 +127,17 @@ def cancel(batch_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
 
 
 @router.post("/batches/{batch_id}/retry")
-def retry(batch_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
+def retry(
+    batch_id: str, request: Request, response: Response, tenant: Tenant,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
     """penny's extension: a new batch re-running this one's failed, expired and cancelled
     lines, with the same custom_ids."""
     with sessions_of(request)() as session:
         original = _load(session, tenant, batch_id)
         stored = retry_batch(session, tenant=tenant, original=original,
-                             payload_hash=request_hash(["retry", batch_id]))
+                             payload_hash=request_hash(["retry", batch_id]),
+                             idempotency_key=idempotency_key, policy=policy_of(request))
+        if stored.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
         return _view(session, stored.submission)

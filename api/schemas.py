@@ -29,6 +29,8 @@ class JobAccepted(BaseModel):
     object: str = "job"
     status: str
     submission_id: str
+    # Accepted, but worth knowing (a soft budget passed): [{code, message}].
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class BulkAccepted(BaseModel):
@@ -36,6 +38,7 @@ class BulkAccepted(BaseModel):
     submission_id: str
     job_ids: list[str]
     count: int
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Usage(BaseModel):
@@ -109,6 +112,7 @@ class SubmissionOut(BaseModel):
     outputs: dict[str, str] | None
     created_at: datetime
     completed_at: datetime | None
+    warnings: list[dict[str, Any]]
     # Billed so far: tokens, engine seconds, cost, list-price cost and savings.
     penny_cost: dict[str, Any]
 
@@ -117,4 +121,5 @@ class SubmissionOut(BaseModel):
                  cost: dict[str, Any]) -> SubmissionOut:
         return cls(id=str(row.id), kind=row.kind, status=row.status, total_jobs=row.total_jobs,
                    counts=counts, outputs=row.outputs, created_at=row.created_at,
-                   completed_at=row.completed_at, penny_cost=cost)
+                   completed_at=row.completed_at, warnings=row.warnings or [],
+                   penny_cost=cost)

@@ -12,10 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.batch_views import ANTHROPIC_BATCH_PREFIX, OPENAI_BATCH_PREFIX, openai_list, unix
 from api.deps import Tenant, sessions_of, settings_of
+from api.errors import error_responses
+from api.json_body import JsonBodyRoute
 from delivery.guard import checked_callback_url
 from delivery.schedule import DeliveryStatus
-from models.submissions import tenant_id_for
 from models.tables import WebhookAttempt, WebhookDelivery
+from models.tenants import TenantRef
 from models.webhooks import (
     attempts_of,
     default_url,
@@ -27,7 +29,8 @@ from models.webhooks import (
 )
 from penny.errors import InvalidRequest, NotFound
 
-router = APIRouter(prefix="/v1/webhooks")
+router = APIRouter(prefix="/v1/webhooks", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 404, 413, 422))
 DELIVERY_PREFIX = "whd_"
 
 
@@ -107,17 +110,14 @@ def read_deliveries(
     submission = _submission_uuid(submission_id) if submission_id else None
     cursor = _delivery_uuid(after) if after else None
     with sessions_of(request)() as session:
-        page = list_deliveries(session, tenant_id_for(session, tenant), limit=limit,
+        page = list_deliveries(session, tenant.id, limit=limit,
                                submission_id=submission, status=status, after=cursor)
-        session.commit()
         return openai_list([delivery_view(d) for d in page.deliveries], page.has_more)
 
 
-def _load(request: Request, tenant: str, delivery_id: str) -> dict[str, Any]:
+def _load(request: Request, tenant: TenantRef, delivery_id: str) -> dict[str, Any]:
     with sessions_of(request)() as session:
-        row = get_delivery(session, tenant_id_for(session, tenant),
-                           _delivery_uuid(delivery_id))
-        session.commit()
+        row = get_delivery(session, tenant.id, _delivery_uuid(delivery_id))
         if row is None:
             raise NotFound(f"no webhook delivery with id {delivery_id!r}",
                            param="delivery_id")
@@ -136,8 +136,7 @@ def retry(delivery_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
     """Send it again now, as a new round of attempts with the same `webhook-id`. This also
     turns its endpoint back on if a 410 Gone had disabled it."""
     with sessions_of(request)() as session:
-        row = get_delivery(session, tenant_id_for(session, tenant),
-                           _delivery_uuid(delivery_id))
+        row = get_delivery(session, tenant.id, _delivery_uuid(delivery_id))
         if row is None:
             raise NotFound(f"no webhook delivery with id {delivery_id!r}",
                            param="delivery_id")
@@ -152,12 +151,10 @@ class EndpointBody(BaseModel):
     url: str = Field(min_length=1, max_length=2000)
 
 
-def _endpoint_view(request: Request, tenant: str) -> dict[str, Any]:
+def _endpoint_view(request: Request, tenant: TenantRef) -> dict[str, Any]:
     with sessions_of(request)() as session:
-        tenant_id = tenant_id_for(session, tenant)
-        url = default_url(session, tenant_id)
-        disabled = endpoint_disabled_at(session, tenant_id, url) if url else None
-        session.commit()
+        url = default_url(session, tenant.id)
+        disabled = endpoint_disabled_at(session, tenant.id, url) if url else None
     return {"object": "webhook.endpoint", "url": url, "disabled_at": unix(disabled)}
 
 
@@ -172,7 +169,7 @@ def read_endpoint(request: Request, tenant: Tenant) -> dict[str, Any]:
 def write_endpoint(body: EndpointBody, request: Request, tenant: Tenant) -> dict[str, Any]:
     url = checked_callback(request, body.url, param="url")
     with sessions_of(request)() as session:
-        set_default_url(session, tenant_id_for(session, tenant), url)
+        set_default_url(session, tenant.id, url)
         session.commit()
     return _endpoint_view(request, tenant)
 
@@ -180,6 +177,6 @@ def write_endpoint(body: EndpointBody, request: Request, tenant: Tenant) -> dict
 @router.delete("/endpoint")
 def delete_endpoint(request: Request, tenant: Tenant) -> dict[str, Any]:
     with sessions_of(request)() as session:
-        set_default_url(session, tenant_id_for(session, tenant), None)
+        set_default_url(session, tenant.id, None)
         session.commit()
     return _endpoint_view(request, tenant)

@@ -88,6 +88,8 @@ class Coalescer:
         store: ObjectStore,
         models: Sequence[str],
         tokenizers: Mapping[str, PromptTokenizer] | None = None,
+        *,
+        local_workers: bool = False,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -111,6 +113,14 @@ class Coalescer:
         self._validated = False  # the last tick validated a batch: more may be waiting
         self._last_validation = 0.0
         self.idle_interval = settings.idle_poll_interval_ms / 1000
+        self.busy_interval = settings.busy_poll_interval_ms / 1000
+        # In embedded mode the workers share this process and say when they take and
+        # finish a batch (`batch_started` / `batch_finished`): the loop then sleeps through
+        # a running batch instead of polling beside the engine's threads.
+        self._local_workers = local_workers
+        self._running_here = 0  # batches the local workers are running now
+        self._running_lock = threading.Lock()  # one worker thread per model updates it
+        self._wakeup = threading.Event()
 
     def tick(self) -> int:
         """One look at the queue; returns how many batches were dispatched."""
@@ -269,8 +279,22 @@ class Coalescer:
         self.stats.tokenizing_seconds += time.perf_counter() - started
         return jobs
 
+    def batch_started(self) -> None:
+        """A local worker took a batch: its engine has room for the next one now."""
+        with self._running_lock:
+            self._running_here += 1
+        self._wakeup.set()
+
+    def batch_finished(self) -> None:
+        with self._running_lock:
+            self._running_here -= 1
+        self._wakeup.set()
+
+    def wake(self) -> None:
+        """Look at the queue now instead of at the next poll (e.g. to notice a stop)."""
+        self._wakeup.set()
+
     def run(self, stop: threading.Event) -> None:
-        window_interval = self.settings.poll_interval_ms / 1000
         while not stop.is_set():
             try:
                 dispatched = self.tick()
@@ -278,8 +302,35 @@ class Coalescer:
                 log.exception("coalescer tick failed")
                 dispatched = 0
             if not dispatched:
-                # An open window needs a close look, and another batch may wait to be
-                # validated; otherwise nothing can happen soon.
-                window_open = self._window_opened is not None and not self._engines_busy
-                busy = window_open or self._validated
-                stop.wait(window_interval if busy else self.idle_interval)
+                self._pause(stop, self._next_look())
+
+    def _next_look(self) -> float:
+        """Seconds until the next tick. Every look is a few queries, and on a machine whose
+        cores the engine uses each one is engine time lost, so look only as often as
+        something can have changed."""
+        window_open = self._window_opened is not None and not self._engines_busy
+        if window_open or self._validated:  # a window to close, or more files to validate
+            return self.settings.poll_interval_ms / 1000
+        if self._local_workers and self._running_here:
+            if self._engines_busy:
+                # The next batch is waiting: nothing is planned before a worker takes it,
+                # and that worker rings. The sweeper still runs on time.
+                return self.settings.sweep_interval_seconds
+            # The engine takes nothing new before its batch ends; work that arrives
+            # meanwhile only needs to be planned before then.
+            return max(self.busy_interval, self.idle_interval)
+        return self.idle_interval
+
+    def _pause(self, stop: threading.Event, seconds: float) -> None:
+        if not self._local_workers:
+            stop.wait(seconds)
+            return
+        # Woken early by a local worker; `stop` is checked at least every idle interval.
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._wakeup.wait(min(left, self.idle_interval)):
+                self._wakeup.clear()
+                return

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from intake.admission import IntakePolicy, admit
 from intake.embeddings import EmbeddingJobRequest
 from intake.files import LineError, LineOutcome
 from intake.limits import IntakeLimits, resolve_model
@@ -20,10 +21,11 @@ from models.submissions import (
     NewJob,
     StoredSubmission,
     find_by_idempotency_key,
+    forget_idempotency_key,
     insert_submission,
     job_ids_of,
-    tenant_id_for,
 )
+from models.tenants import TenantRef
 from penny.errors import IdempotencyConflict, InvalidRequest, PennyError
 
 
@@ -162,39 +164,58 @@ def jobs_for_file(outcomes: Sequence[LineOutcome], limits: IntakeLimits) -> list
 def submit(
     session: Session,
     *,
-    tenant: str,
+    tenant: TenantRef,
     kind: str,
     jobs: Sequence[NewJob],
     payload_hash: str,
     idempotency_key: str | None = None,
     source_name: str | None = None,
     columns: Mapping[str, Any] | None = None,
+    policy: IntakePolicy | None = None,
 ) -> StoredSubmission:
-    """Queue `jobs` as one submission and commit; replay the original on a repeated key."""
-    tenant_id = tenant_id_for(session, tenant)
-    stored = insert_submission(
-        session,
-        tenant_id=tenant_id,
-        kind=kind,
-        request_hash=payload_hash,
-        jobs=jobs,
-        idempotency_key=idempotency_key,
-        source_name=source_name,
-        columns=columns,
-    )
-    if stored is not None:
-        session.commit()
-        return stored
-    session.rollback()
-    assert idempotency_key is not None, "only a taken idempotency key makes the insert a no-op"
-    existing = find_by_idempotency_key(session, tenant_id, idempotency_key)
-    if existing is None:  # pragma: no cover - the conflicting row cannot vanish
-        raise PennyError("idempotent submission disappeared")
-    if existing.request_hash != payload_hash:
-        raise IdempotencyConflict(
-            "this Idempotency-Key was already used with a different request body",
-            param="Idempotency-Key",
+    """Queue `jobs` as one submission and commit; replay the original on a repeated key.
+
+    A duplicate sent while the original is still being written waits for it (the unique
+    (tenant, key) index holds it) and then replays it. A key older than the policy's
+    idempotency window is forgotten, and the request runs as a new one.
+    """
+    policy = policy or IntakePolicy()
+    for _ in range(2):  # a second pass only after forgetting an expired key
+        stored = insert_submission(
+            session,
+            tenant_id=tenant.id,
+            kind=kind,
+            request_hash=payload_hash,
+            jobs=jobs,
+            idempotency_key=idempotency_key,
+            source_name=source_name,
+            columns=columns,
         )
-    return StoredSubmission(
-        submission=existing, job_ids=job_ids_of(session, existing.id), replayed=True
-    )
+        if stored is not None:
+            try:
+                warnings = admit(session, policy, tenant, jobs)
+            except PennyError:
+                session.rollback()
+                raise
+            if warnings:
+                stored.submission.warnings = warnings
+            session.commit()
+            return stored
+        session.rollback()
+        assert idempotency_key is not None, "only a taken idempotency key makes it a no-op"
+        existing = find_by_idempotency_key(session, tenant.id, idempotency_key)
+        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
+            raise PennyError("idempotent submission disappeared")
+        if existing.created_at < policy.idempotency_cutoff():
+            forget_idempotency_key(session, existing.id)
+            session.commit()
+            continue
+        if existing.request_hash != payload_hash:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used with a different request body",
+                param="Idempotency-Key",
+            )
+        return StoredSubmission(
+            submission=existing, job_ids=job_ids_of(session, existing.id), replayed=True
+        )
+    raise PennyError("idempotency key still taken after it was forgotten")  # pragma: no cover

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, or_, select, tuple_
+from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -58,6 +58,48 @@ def insert_file(
         .on_conflict_do_nothing()
     )
     return session.get_one(StoredFile, file_id)
+
+
+def insert_upload(
+    session: Session,
+    *,
+    file_id: str,
+    tenant_id: uuid.UUID,
+    purpose: str,
+    filename: str,
+    size: int,
+    expires_after_seconds: int | None,
+    idempotency_key: str | None,
+    request_hash: str,
+) -> StoredFile | None:
+    """Insert an upload's row; None when its idempotency key is already taken (a
+    concurrent twin waits here until the first commits or rolls back). The caller
+    commits."""
+    expires = (func.now() + timedelta(seconds=expires_after_seconds)
+               if expires_after_seconds is not None else None)
+    inserted = session.execute(
+        insert(StoredFile)
+        .values(id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename,
+                bytes=size, object_key=object_key_for(file_id), expires_at=expires,
+                idempotency_key=idempotency_key, request_hash=request_hash)
+        .on_conflict_do_nothing()
+        .returning(StoredFile.id)
+    ).scalar_one_or_none()
+    return session.get_one(StoredFile, file_id) if inserted is not None else None
+
+
+def find_upload(session: Session, tenant_id: uuid.UUID, idempotency_key: str
+                ) -> StoredFile | None:
+    return session.execute(
+        select(StoredFile).where(StoredFile.tenant_id == tenant_id,
+                                 StoredFile.idempotency_key == idempotency_key)
+    ).scalar_one_or_none()
+
+
+def forget_upload_key(session: Session, file_id: str) -> None:
+    """Free an upload's idempotency key once its window has passed. The caller commits."""
+    session.execute(update(StoredFile).where(StoredFile.id == file_id)
+                    .values(idempotency_key=None))
 
 
 def get_file(session: Session, tenant_id: uuid.UUID, file_id: str) -> StoredFile | None:

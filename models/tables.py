@@ -50,6 +50,25 @@ class Tenant(Base):
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
 
 
+class ApiKey(Base):
+    """A tenant's API key, stored only as its SHA-256; `prefix` is the start of the key,
+    shown so people can tell their keys apart."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    name: Mapped[str | None] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    # Touched when a process first resolves the key after its cache entry ran out, so it
+    # is accurate to PENNY_KEY_CACHE_SECONDS.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Submission(Base):
     """One unit of intake: a single job, a bulk request or a file. Outputs are per submission."""
 
@@ -63,6 +82,8 @@ class Submission(Base):
         # fresh ones first.
         Index("ix_submissions_validating", "validation_attempts", "created_at",
               postgresql_where=text("status = 'validating'")),
+        Index("ix_submissions_idempotency_created", "created_at",
+              postgresql_where=text("idempotency_key IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -105,13 +126,20 @@ class Submission(Base):
     in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Deleted batches vanish from the batch APIs; their jobs and ledger rows stay (billing).
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What intake warned about when it accepted this (a soft budget passed): [{code, ...}].
+    warnings: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
 
 
 class StoredFile(Base):
     """A file of the OpenAI-compatible Files API; its bytes live in the object store."""
 
     __tablename__ = "files"
-    __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_files_tenant_created", "tenant_id", "created_at"),
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_files_tenant_idempotency_key"),
+        Index("ix_files_idempotency_created", "created_at",
+              postgresql_where=text("idempotency_key IS NOT NULL")),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), nullable=False)
@@ -123,6 +151,9 @@ class StoredFile(Base):
     submission_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("submissions.id"))
     created_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # An upload's Idempotency-Key and the hash of what was uploaded with it.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class Job(Base):
@@ -153,6 +184,9 @@ class Job(Base):
             "single_flight_key",
             postgresql_where=text("status = 'queued' AND single_flight_key IS NOT NULL"),
         ),
+        # Per-tenant limits: queued jobs, and the budget's reservation for unfinished ones.
+        Index("ix_jobs_tenant_unfinished", "tenant_id", "status",
+              postgresql_where=text("status IN ('queued', 'batched', 'running')")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -228,6 +262,8 @@ class Result(Base):
 
 class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
+    # A tenant's budget sums its ledger since the start of the month.
+    __table_args__ = (Index("ix_ledger_entries_tenant_created", "tenant_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     # Unique: a job is billed once, however many times its batch was attempted.

@@ -16,6 +16,7 @@ from intake.service import jobs_for_file, request_hash, submit
 from ledger.report import LedgerTotals, totals
 from models.reports import job_records
 from models.submissions import count_unfinished, get_submission, status_counts
+from models.tenants import ensure_tenant
 from penny.database import stop_embedded_postgres
 from penny.runtime import open_runtime
 from penny.settings import Settings
@@ -71,7 +72,8 @@ def run_file(settings: Settings, path: Path) -> RunSummary:
         models_needed = sorted({job.model for job in jobs if job.error is None})
         engines = [VllmEngine(settings, model) for model in models_needed]
         with runtime.sessions() as session:
-            stored = submit(session, tenant=CLI_TENANT, kind="file", jobs=jobs,
+            stored = submit(session, tenant=ensure_tenant(session, CLI_TENANT), kind="file",
+                            jobs=jobs,
                             payload_hash=request_hash([path.name, time.time_ns()]),
                             source_name=path.name)
         submission_id = stored.submission.id

@@ -9,12 +9,15 @@ from typing import Annotated
 
 import typer
 
+from penny.errors import UnsafeBinding
+from penny.key_commands import keys_app
 from penny.remote import PennyClient, RemoteError
 from penny.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 models_app = typer.Typer(no_args_is_help=True, help="Prepare and list models.")
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 
 
 class LogFormatName(StrEnum):
@@ -133,7 +136,11 @@ def up(host: Host = None, port: Port = None, verbose: bool = False,
     _logging(settings, verbose, "up")
     from penny.serve import serve_all_in_one
 
-    serve_all_in_one(settings)
+    try:
+        serve_all_in_one(settings)
+    except UnsafeBinding as error:
+        typer.echo(f"penny up: {error.message}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -144,7 +151,11 @@ def api(host: Host = None, port: Port = None, verbose: bool = False,
     _logging(settings, verbose, "api")
     from penny.serve import serve_api
 
-    serve_api(settings)
+    try:
+        serve_api(settings)
+    except UnsafeBinding as error:
+        typer.echo(f"penny api: {error.message}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 MetricsPort = Annotated[int | None, typer.Option(

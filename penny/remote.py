@@ -123,9 +123,13 @@ class PennyClient:
                        for d in error.get("details") or []]
         except (ValueError, KeyError, TypeError):
             message, details = response.text[:300], []
+        retry_after = response.headers.get("retry-after")
         hint = {401: " Pass your key with --api-key.",
+                402: " Ask for a larger budget, or wait for next month.",
                 404: " Check the id: `penny submit` printed it.",
-                409: " Wait for it: `penny watch ID`."}.get(response.status_code, "")
+                409: " Wait for it: `penny watch ID`.",
+                429: f" Try again in {retry_after} s." if retry_after else " Try again later.",
+                }.get(response.status_code, "")
         return "\n".join([f"the server said {response.status_code}: {message}.{hint}",
                           *details[:20]])
 

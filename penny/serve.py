@@ -6,6 +6,7 @@ back what it took but never started, and stops the embedded Postgres it started.
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from penny.database import stop_embedded_postgres
-from penny.runtime import open_runtime
+from penny.errors import UnsafeBinding
+from penny.runtime import Runtime, open_runtime
 from penny.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,6 +58,33 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere
+
+
+def refuse_open_binding(runtime: Runtime) -> None:
+    """With no API key anywhere penny serves everyone as one tenant: fine on loopback,
+    not on an address other hosts reach, unless PENNY_ALLOW_UNAUTHENTICATED says so."""
+    from models.tenants import any_key_exists
+
+    settings = runtime.settings
+    if settings.api_keys or settings.allow_unauthenticated or _is_loopback(settings.api_host):
+        return
+    with runtime.sessions() as session:
+        if any_key_exists(session):
+            return
+    raise UnsafeBinding(
+        f"refusing to listen on {settings.api_host}: no API keys are configured, so anyone "
+        "who can reach it could use it. Make a key (`penny keys create <tenant>`), set "
+        "PENNY_API_KEYS, bind to 127.0.0.1, or set PENNY_ALLOW_UNAUTHENTICATED=true to "
+        "serve without auth on purpose")
+
+
 def _serve(app: FastAPI, settings: Settings, on_exit: Callable[[], None]) -> None:
     # log_config=None: uvicorn's records go through penny's handler (text or JSON).
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
@@ -69,6 +98,7 @@ def serve_api(settings: Settings) -> None:
     with _stopping_on_signals(lambda: None):
         runtime = open_runtime(settings)
         try:
+            refuse_open_binding(runtime)
             _serve(create_app(runtime), settings, lambda: None)
         finally:
             runtime.close()
@@ -118,6 +148,7 @@ def serve_all_in_one(settings: Settings) -> None:
     with _stopping_on_signals(stopping.set):
         runtime = open_runtime(settings)
         try:
+            refuse_open_binding(runtime)
             engines = [VllmEngine(settings, model) for model in settings.models]
             embedders = [SentenceTransformerEmbedder(settings, model)
                          for model in settings.embedding_models]

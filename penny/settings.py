@@ -53,6 +53,19 @@ def _embedding_price() -> ModelPrice:
     )
 
 
+class Budget(BaseModel):
+    """A tenant's monthly spend budget in USD (see `tenancy.budgets`); either may be left
+    out. Hard: a submission that could take the month past it is refused. Soft: it is
+    accepted with a warning on the submission."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    hard_usd: Decimal | None = Field(default=None, ge=0)
+    """A submission that could take the month's spend past this is refused (402)."""
+    soft_usd: Decimal | None = Field(default=None, ge=0)
+    """Past this the submission is accepted with a warning on it."""
+
+
 class EmbeddingModel(BaseModel):
     """Where an embedding model loads from, and the vector size it must produce. The size
     is configured, not read from the weights, because intake checks `dimensions` against
@@ -164,6 +177,11 @@ class Settings(BaseSettings):
     """How often it looks while it has nothing to do (no queued job, or every engine
     already has its next batch waiting). Its queries preempt the engine's threads: polling
     every 20 ms through a running batch cost a third of the engine's tokens/s on 2 cores."""
+    busy_poll_interval_ms: int = 1000
+    """How often it looks while the in-process engine runs a batch (embedded mode): the
+    worker takes no new batch before it finishes and says when it does, so new work only
+    needs planning before then. Looking every 250 ms was ~16 SQL statements per engine
+    second."""
     max_batch_jobs: int = 256
     """Jobs per batch at most: vLLM's own limit of sequences in flight on CPU. Fewer,
     bigger batches keep the engine's steps full: 1000 jobs in batches of 256 ran 1.06x
@@ -207,8 +225,27 @@ class Settings(BaseSettings):
     api_port: int = 8000
     """Their port (`--port`)."""
     api_keys: dict[str, str] = Field(default_factory=dict)
-    """JSON: API key -> tenant name. Empty: no auth, every request belongs to the
-    `default` tenant."""
+    """Bootstrap API keys, JSON: plain key -> tenant name. Keys made with `penny keys
+    create` (or the admin API) live hashed in Postgres. With neither there is no auth:
+    every request belongs to the `default` tenant, and penny listens only on loopback
+    unless `allow_unauthenticated` says otherwise."""
+    allow_unauthenticated: bool = False
+    """Serve without API keys on an address other hosts can reach, on purpose."""
+    admin_api_keys: list[str] = Field(default_factory=list)
+    """Keys for `/v1/admin` (managing tenants' API keys), JSON list: each the plain key or
+    `sha256:<hex>` of it. Empty: the admin API is off."""
+    key_cache_seconds: float = Field(default=30.0, ge=0)
+    """How long a process trusts what it learned about a key: a revoked key stops working
+    within this many seconds, and a key's `last_used_at` is this accurate."""
+    idempotency_window_seconds: float = Field(default=24 * 3600.0, gt=0)
+    """How long an `Idempotency-Key` is remembered (per tenant); a later reuse is a new
+    request."""
+    max_queued_jobs_per_tenant: int | None = Field(default=None, ge=1)
+    """Jobs a tenant may have queued (not yet batched); more is a 429. Unset: no limit."""
+    queue_full_retry_after_seconds: int = Field(default=30, ge=1)
+    """The `Retry-After` of that 429."""
+    tenant_budgets: dict[str, Budget] = Field(default_factory=dict)
+    """Monthly budgets, JSON: tenant name -> `{"hard_usd": ..., "soft_usd": ...}`."""
     max_body_bytes: int = 8 * 1024 * 1024
     """Largest request body of the native API."""
     max_bulk_jobs: int = 5000

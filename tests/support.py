@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("PENNY_TEST_MODELS_DIR", REPO / "var" / "models"))
 
 
-TABLES = ("ledger_entries", "results", "jobs", "batches", "files", "submissions", "tenants",
-          "workers")
+TABLES = ("ledger_entries", "results", "jobs", "batches", "files", "submissions", "api_keys",
+          "tenants", "workers")
 
 
 def reset_tables(runtime: Runtime) -> None:

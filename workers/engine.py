@@ -22,6 +22,9 @@ class Sampling:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) pairs
+    # Whether the engine computes the answer's log-probabilities (`Generation.mean_logprob`).
+    # They cost engine speed, so only jobs that asked, or a cascade that reads them, set it.
+    logprobs: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class GenerationRequest:
                 frequency_penalty=float(sampling.get("frequency_penalty", 0.0)),
                 logit_bias=tuple((int(token), float(bias))
                                  for token, bias in (sampling.get("logit_bias") or {}).items()),
+                logprobs=bool(sampling.get("logprobs", False)),
             ),
             messages=tuple((m["role"], m["content"]) for m in messages) if messages else None,
             prompt=request.get("prompt"),
@@ -72,7 +76,7 @@ class Generation:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
-    mean_logprob: float | None = None
+    mean_logprob: float | None = None  # None unless the request's sampling asked for it
     error_code: str | None = None
     error_message: str | None = None
 

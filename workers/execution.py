@@ -172,6 +172,15 @@ class GenerationExecutor:
             generated.engine_seconds)
 
 
+class BatchListener(Protocol):
+    """Told when this worker takes a batch and when it is done with it (recorded, dropped
+    or failed): the in-process coalescer sleeps through a running batch instead of polling."""
+
+    def batch_started(self) -> None: ...
+
+    def batch_finished(self) -> None: ...
+
+
 class BatchRunner:
     def __init__(
         self,
@@ -180,12 +189,14 @@ class BatchRunner:
         executor: BatchExecutor,
         store: ObjectStore,
         worker_id: str,
+        listener: BatchListener | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.executor = executor
         self.store = store
         self.worker_id = worker_id
+        self.listener = listener
 
     @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
@@ -194,6 +205,16 @@ class BatchRunner:
         if batch is None:
             log.info("batch %s is not pending; another worker has it or it is done", batch_id)
             return BatchRun(batch_id, claimed=False, recorded=False)
+        if self.listener is not None:
+            self.listener.batch_started()
+        try:
+            return self._run_claimed(batch)
+        finally:
+            if self.listener is not None:
+                self.listener.batch_finished()
+
+    def _run_claimed(self, batch: ClaimedBatch) -> BatchRun:
+        batch_id = batch.id
         with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
             executed = self.executor.execute(batch)
         with self.sessions() as session:

@@ -56,7 +56,7 @@ class InProcessPipeline:
         # Embedding models get no tokenizer: their jobs share no prefix cache to group for.
         self.coalescer = Coalescer(
             runtime.settings, runtime.sessions, self.dispatcher, runtime.store, models,
-            tokenizers={engine.model_name: engine for engine in engines},
+            tokenizers={engine.model_name: engine for engine in engines}, local_workers=True,
         )
         self._sessions = runtime.sessions
         self._stop = threading.Event()
@@ -71,7 +71,7 @@ class InProcessPipeline:
         for executor in executors:
             runner = BatchRunner(
                 runtime.settings, runtime.sessions, executor, runtime.store,
-                worker_id=f"in-process:{executor.model_name}",
+                worker_id=f"in-process:{executor.model_name}", listener=self.coalescer,
             )
             self._workers[executor.model_name] = threading.Thread(
                 target=self._work, args=(runner, self.dispatcher.queues[executor.model_name]),
@@ -112,6 +112,7 @@ class InProcessPipeline:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
+        self.coalescer.wake()
         for thread in self._threads:
             thread.join()
         self._release_undelivered()

@@ -1,10 +1,12 @@
 """The sweeper: re-dispatches work whose lease ran out or whose task message was lost,
 fails work that ran out of attempts, expires batches whose completion window ran out,
-removes expired files, and finalizes submissions that were missed."""
+removes expired files, forgets idempotency keys past their window, and finalizes
+submissions that were missed."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -12,6 +14,7 @@ from coalescer.dispatch import Dispatcher
 from models.batches import expire_overdue_batches
 from models.files import take_expired_files
 from models.queue import sweep_expired_leases
+from models.submissions import forget_expired_idempotency_keys
 from observability import metrics
 from penny.settings import Settings
 from storage.port import ObjectStore
@@ -43,6 +46,8 @@ def sweep(
             log.info("batch submission %s expired: its completion window ran out",
                      submission_id, extra={"submission_id": str(submission_id)})
         expired_files = take_expired_files(session)
+        forget_expired_idempotency_keys(session, datetime.now(UTC) - timedelta(
+            seconds=settings.idempotency_window_seconds))
         session.commit()  # rows first: a crash now leaves an orphan object, never a dead row
     for _, object_key in expired_files:
         store.delete(object_key)

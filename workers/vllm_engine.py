@@ -98,7 +98,9 @@ class VllmEngine:
             logit_bias=dict(sampling.logit_bias) or None,
             structured_outputs=(structured_outputs_params(request.constraint)
                                 if request.constraint is not None else None),
-            logprobs=0,
+            # logprobs=0 gives the sampled token's logprob only (the cumulative one we need);
+            # None skips computing them, which is 4-14% faster on CPU.
+            logprobs=0 if sampling.logprobs else None,
         )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> BatchGeneration:
@@ -138,7 +140,7 @@ class VllmEngine:
 
         by_key = dict(rejected)
         for request, output in zip(runnable, outputs, strict=True):
-            by_key[request.key] = _to_generation(request.key, output)
+            by_key[request.key] = _to_generation(request, output)
         return BatchGeneration(
             generations=tuple(by_key[r.key] for r in requests), engine_seconds=engine_seconds
         )
@@ -149,22 +151,24 @@ def _needs_check(request: GenerationRequest) -> bool:
     return request.constraint is not None or bool(request.sampling.logit_bias)
 
 
-def _to_generation(key: str, output: Any) -> Generation:
+def _to_generation(request: GenerationRequest, output: Any) -> Generation:
     completion = output.outputs[0]
     token_count = len(completion.token_ids)
     if completion.finish_reason == "error":
         # vLLM ends a request this way when it could not run it to the end (a grammar
         # that failed to compile): the text is no answer, so the job fails, named.
-        return Generation(key=key, prompt_tokens=len(output.prompt_token_ids or ()),
+        return Generation(key=request.key,
+                          prompt_tokens=len(output.prompt_token_ids or ()),
                           error_code="engine_error",
                           error_message="the engine could not finish this request "
                                         "(for a constrained answer: its grammar failed "
                                         "to compile)")
     mean_logprob = None
-    if completion.cumulative_logprob is not None and token_count:
+    if (request.sampling.logprobs and completion.cumulative_logprob is not None
+            and token_count):
         mean_logprob = float(completion.cumulative_logprob) / token_count
     return Generation(
-        key=key,
+        key=request.key,
         text=completion.text,
         finish_reason=str(completion.finish_reason or "stop"),
         prompt_tokens=len(output.prompt_token_ids or ()),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -121,3 +122,15 @@ def test_errors_say_what_to_do(runtime: Runtime, tmp_path: Path) -> None:
         assert code == 0, out
         code, out = penny("results", out.split("\t")[0], "--url", live.url)
         assert code == 2 and "409" in out and "`penny watch ID`" in out
+
+
+def test_a_full_queue_says_when_to_try_again(runtime: Runtime, tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "one", "max_tokens": 4}\n{"prompt": "two", "max_tokens": 4}\n')
+    limited = runtime.settings.model_copy(update={"max_queued_jobs_per_tenant": 1})
+    with LiveServer(create_app(replace(runtime, settings=limited))) as live:
+        code, out = penny("submit", str(jobs), "--url", live.url)
+    assert code == 2
+    assert "429" in out and "Try again in 30 s." in out
+    with runtime.sessions() as session:
+        assert session.execute(select(func.count()).select_from(Submission)).scalar_one() == 0

@@ -20,8 +20,9 @@ from sqlalchemy import select
 from delivery.loop import WebhookDeliverer
 from delivery.sender import IPAddress
 from delivery.signing import new_secret
-from models.submissions import insert_submission, tenant_id_for
+from models.submissions import insert_submission
 from models.tables import WebhookAttempt, WebhookDelivery
+from models.tenants import ensure_tenant
 from penny.runtime import Runtime
 from workers.finalize import finalize_ready
 
@@ -98,9 +99,9 @@ def store_callbacks(runtime: Runtime, urls: list[str]) -> None:
     """Submissions whose callback URLs were never checked (as if stored before the guard),
     ended by finalize as any other."""
     with runtime.sessions() as session:
-        tenant_id = tenant_id_for(session, "default")
+        tenant = ensure_tenant(session, "default")
         for index, url in enumerate(urls):
-            insert_submission(session, tenant_id=tenant_id, kind="bulk",
+            insert_submission(session, tenant_id=tenant.id, kind="bulk",
                               request_hash=f"h{index}", jobs=[], idempotency_key=None,
                               columns={"callback_url": url})
         session.commit()

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from penny.cli import app
 from penny.config_reference import render
-from penny.settings import ModelPrice, Settings
+from penny.settings import Budget, ModelPrice, Settings
 from tests.support import REPO
 
 REFERENCE = REPO / "docs" / "configuration.md"
@@ -24,7 +24,7 @@ def test_the_committed_reference_matches_the_settings() -> None:
 
 def test_every_setting_is_described_and_listed() -> None:
     reference = render()
-    for model in (Settings, ModelPrice):
+    for model in (Settings, ModelPrice, Budget):
         undescribed = [name for name, f in model.model_fields.items() if not f.description]
         assert undescribed == [], f"{model.__name__}: say what these do: {undescribed}"
     for name in Settings.model_fields:

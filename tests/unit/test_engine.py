@@ -34,6 +34,12 @@ def test_from_stored_prompt_request_with_defaults() -> None:
     assert built == GenerationRequest(
         key="k", sampling=Sampling(max_tokens=256), messages=None, prompt="go", cache_salt="s"
     )
+    assert built.sampling.logprobs is False  # logprobs cost engine speed: only on request
+
+
+def test_from_stored_asks_for_logprobs_when_the_job_did() -> None:
+    stored = JobRequest(prompt="go", logprobs=True).engine_request()
+    assert GenerationRequest.from_stored("k", stored, "s").sampling.logprobs is True
 
 
 # What intake lets through: no NUL, no lone surrogate (Postgres stores neither), not blank.
@@ -56,6 +62,7 @@ def job_requests(draw: st.DrawFn) -> JobRequest:
         "top_p": draw(st.floats(min_value=0.0, max_value=1.0, exclude_min=True)),
         "stop": draw(st.none() | st.lists(texts, max_size=4)),
         "seed": draw(st.none() | st.integers(min_value=0, max_value=2**63 - 1)),
+        "logprobs": draw(st.booleans()),
     }
     if draw(st.booleans()):
         payload["messages"] = draw(messages)
@@ -78,6 +85,7 @@ def test_from_stored_round_trips_engine_request(request: JobRequest, salt: str) 
         top_p=request.top_p,
         stop=tuple(request.stop or ()),
         seed=request.seed,
+        logprobs=request.logprobs,
     )
     if request.messages is not None:
         assert built.messages == tuple((m.role, m.content) for m in request.messages)
