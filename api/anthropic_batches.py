@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.batch_views import ANTHROPIC_BATCH_PREFIX, anthropic_batch, anthropic_list
-from api.deps import Tenant, limits_of, sessions_of, settings_of
+from api.deps import Tenant, cache_of, limits_of, sessions_of, settings_of
 from compat.anthropic_output import results_jsonl
 from intake.batches import batch_uuid, create_anthropic_batch
 from intake.service import request_hash
@@ -65,7 +65,7 @@ def create(body: CreateMessageBatch, request: Request, tenant: Tenant) -> dict[s
         stored = create_anthropic_batch(
             session, limits_of(request), tenant=tenant, requests=body.requests,
             max_requests=settings_of(request).max_batch_requests,
-            payload_hash=request_hash(body.model_dump(mode="json")),
+            payload_hash=request_hash(body.model_dump(mode="json")), cache=cache_of(request),
         )
         return _view(request, session, stored.submission)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from api.deps import Tenant, limits_of, sessions_of
+from api.deps import Tenant, cache_of, limits_of, sessions_of
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
 from intake.schema import JobRequest
 from intake.service import jobs_for_requests, request_hash, submit
@@ -45,9 +45,10 @@ def create_job(
         stored = submit(
             session, tenant=tenant, kind="job", jobs=jobs,
             payload_hash=request_hash(body.model_dump(mode="json")),
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, cache=cache_of(request),
         )
-        status = "queued"
+        # Answered from the exact result cache: already done, result and ledger written.
+        status = "succeeded" if stored.from_cache else "queued"
         if stored.replayed:
             view = get_job(session, stored.submission.tenant_id, stored.job_ids[0])
             status = view.job.status if view else status
@@ -72,11 +73,12 @@ def create_jobs(
         stored = submit(
             session, tenant=tenant, kind="bulk", jobs=jobs,
             payload_hash=request_hash(body.model_dump(mode="json")),
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, cache=cache_of(request),
         )
     _mark_replay(response, stored.replayed)
     return BulkAccepted(submission_id=str(stored.submission.id),
-                        job_ids=[str(j) for j in stored.job_ids], count=len(stored.job_ids))
+                        job_ids=[str(j) for j in stored.job_ids], count=len(stored.job_ids),
+                        from_cache=sorted(str(j) for j in stored.from_cache))
 
 
 @router.get("/jobs/{job_id}")

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from sqlalchemy.orm import Session
 
 from api.batch_views import OPENAI_BATCH_PREFIX, openai_batch, openai_list
-from api.deps import Tenant, sessions_of
+from api.deps import Tenant, cache_of, sessions_of
 from intake.batches import OpenAIBatchParams, batch_uuid, create_openai_batch, retry_batch
 from intake.service import request_hash
 from models.batches import OPENAI_KIND, cancel_batch, get_batch, list_batches, progress_of
@@ -130,5 +130,6 @@ def retry(batch_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
     with sessions_of(request)() as session:
         original = _load(session, tenant, batch_id)
         stored = retry_batch(session, tenant=tenant, original=original,
-                             payload_hash=request_hash(["retry", batch_id]))
+                             payload_hash=request_hash(["retry", batch_id]),
+                             cache=cache_of(request))
         return _view(session, stored.submission)

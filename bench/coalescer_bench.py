@@ -153,7 +153,7 @@ def run_penny(engine: Any, workload: list[dict[str, Any]], kv: str, name: str,
     started = time.perf_counter()
     with runtime.sessions() as session:
         submit(session, tenant="bench", kind="bulk", jobs=jobs,
-               payload_hash=request_hash([time.time_ns()]))
+               payload_hash=request_hash([time.time_ns()]), cache=None)
     with InProcessPipeline(runtime, [engine]) as pipeline:
         while True:
             with runtime.sessions() as session:

@@ -84,7 +84,7 @@ def main() -> None:
     started = time.perf_counter()
     with runtime.sessions() as session:
         stored = submit(session, tenant="bench", kind="bulk", jobs=jobs,
-                        payload_hash=request_hash([time.time_ns()]))
+                        payload_hash=request_hash([time.time_ns()]), cache=None)
     with InProcessPipeline(runtime, [engine]):
         while True:
             with runtime.sessions() as session:

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cache.keys import parse_cache_mode
+from intake.cache_option import PENNY_CACHE_FIELD
 from intake.files import describe_validation_error
 from intake.limits import IntakeLimits, resolve_model
 from intake.schema import JobRequest
@@ -21,7 +23,7 @@ from penny.errors import InvalidRequest, PennyError
 
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _PARAMS = frozenset({"model", "max_tokens", "messages", "system", "temperature", "top_p",
-                     "stop_sequences", "metadata", "stream", "service_tier"})
+                     "stop_sequences", "metadata", "stream", "service_tier", PENNY_CACHE_FIELD})
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,11 @@ def _payload(params: dict[str, Any]) -> dict[str, Any]:
             payload[key] = params[key]
     if params.get("stop_sequences"):
         payload["stop"] = params["stop_sequences"]
+    if params.get(PENNY_CACHE_FIELD) is not None:
+        try:
+            payload["cache"] = parse_cache_mode(params[PENNY_CACHE_FIELD])
+        except ValueError as error:
+            raise ValueError(f"params.{PENNY_CACHE_FIELD}: {error}") from None
     return payload
 
 

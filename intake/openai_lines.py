@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from intake.cache_option import PENNY_CACHE_FIELD, line_cache_mode
 from intake.embeddings import EmbeddingJobRequest, parse_embedding_body
 from intake.limits import IntakeLimits, resolve_model
 from intake.line_problem import LineProblem
@@ -43,9 +44,9 @@ _DEFAULT_ONLY: dict[str, tuple[Any, ...]] = {
     "response_format": (None, {"type": "text"}), "tools": (None, []), "tool_choice": (None, "none"),
 }
 _CHAT_FIELDS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens",
-                          "temperature", "top_p", "stop", "seed"})
+                          "temperature", "top_p", "stop", "seed", PENNY_CACHE_FIELD})
 _COMPLETION_FIELDS = frozenset({"model", "prompt", "max_tokens", "temperature", "top_p", "stop",
-                                "seed"})
+                                "seed", PENNY_CACHE_FIELD})
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -158,6 +159,7 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
     stop = _stop(body.get("stop"))
     if stop is not None:
         payload["stop"] = stop
+    payload["cache"] = line_cache_mode(body)
     return payload
 
 

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from cache.keys import CacheMode
+
 MAX_STOP_SEQUENCES = 4
 MAX_TAGS = 16
 COMPLETION_WINDOW_PATTERN = r"^[1-9][0-9]{0,5}[smh]$"
@@ -59,6 +61,9 @@ class JobRequest(BaseModel):
     completion_window: str | None = Field(default=None, pattern=COMPLETION_WINDOW_PATTERN)
     custom_id: str | None = Field(default=None, min_length=1, max_length=500)
     metadata: dict[str, JsonValue] = Field(default_factory=dict, max_length=MAX_TAGS)
+    # The exact result cache: "on" (answered from it when it can), "off" (neither read
+    # nor written), "refresh" (run fresh and replace the entry). See cache.keys.
+    cache: CacheMode = CacheMode.ON
 
     @model_validator(mode="after")
     def _exactly_one_input(self) -> JobRequest:

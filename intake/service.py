@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from cache.keys import CachePolicy
 from intake.embeddings import EmbeddingJobRequest
 from intake.files import LineError, LineOutcome
 from intake.limits import IntakeLimits, resolve_model
@@ -40,6 +41,7 @@ def new_job(line_no: int, request: JobRequest, model: str) -> NewJob:
         tags=dict(request.metadata),
         priority=request.priority,
         complete_within=request.complete_within(),
+        cache_mode=request.cache,
     )
 
 
@@ -50,6 +52,7 @@ def embedding_job(line_no: int, request: EmbeddingJobRequest) -> NewJob:
         request=request.engine_request(),
         estimated_tokens=request.estimated_tokens(),
         custom_id=request.custom_id,
+        cache_mode=request.cache,
     )
 
 
@@ -123,8 +126,11 @@ def submit(
     idempotency_key: str | None = None,
     source_name: str | None = None,
     columns: Mapping[str, Any] | None = None,
+    cache: CachePolicy | None,
 ) -> StoredSubmission:
-    """Queue `jobs` as one submission and commit; replay the original on a repeated key."""
+    """Queue `jobs` as one submission and commit; replay the original on a repeated key.
+    With `cache`, jobs the exact result cache answers are done in this same transaction
+    (None: every job is queued, as for a caller that must not read the cache)."""
     tenant_id = tenant_id_for(session, tenant)
     stored = insert_submission(
         session,
@@ -135,6 +141,7 @@ def submit(
         idempotency_key=idempotency_key,
         source_name=source_name,
         columns=columns,
+        cache=cache,
     )
     if stored is not None:
         session.commit()

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cache.keys import CachePolicy
 from intake.batches import line_job
 from intake.limits import IntakeLimits
 from intake.openai_lines import BatchLineError, parse_batch_file
@@ -31,6 +32,7 @@ class Validated:
     batch_id: uuid.UUID
     outcome: Outcome
     jobs: int
+    from_cache: int = 0  # of `jobs`, answered from the exact result cache at once
 
 
 def _time_left(expires_at: datetime | None) -> timedelta | None:
@@ -43,7 +45,7 @@ def _time_left(expires_at: datetime | None) -> timedelta | None:
 
 def validate_next_batch(
     sessions: sessionmaker[Session], store: ObjectStore, limits: IntakeLimits,
-    max_requests: int,
+    max_requests: int, cache: CachePolicy | None,
 ) -> Validated | None:
     """Validate the oldest batch waiting for it; None when none waits (or every waiting
     one is being validated elsewhere).
@@ -51,7 +53,8 @@ def validate_next_batch(
     One transaction holds the batch's row lock from claim to commit, so the jobs and the
     batch's move to `open` (or `failed`) land together, and a concurrent validator skips
     the batch. An error reading the file (a storage blip) rolls back: the batch stays
-    `validating` and the next call tries again.
+    `validating` and the next call tries again. Lines the exact result cache answers
+    (`cache`) are done in that same transaction.
     """
     with sessions() as session:
         batch = claim_validating_batch(session)
@@ -79,6 +82,6 @@ def validate_next_batch(
             return Validated(batch_id, Outcome.FAILED, 0)
         jobs = [replace(line_job(line), complete_within=_time_left(batch.expires_at))
                 for line in parsed.lines]
-        start_batch(session, batch, jobs)
+        from_cache = start_batch(session, batch, jobs, cache)
         session.commit()
-        return Validated(batch_id, Outcome.QUEUED, len(jobs))
+        return Validated(batch_id, Outcome.QUEUED, len(jobs), len(from_cache))

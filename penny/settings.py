@@ -136,6 +136,17 @@ class Settings(BaseSettings):
     affinity_load_epsilon: float = 0.25
     worker_heartbeat_seconds: float = 5.0
 
+    # The exact result cache: a deterministic job whose twin (same tenant, model weights,
+    # request and sampling) finished before is answered at intake, without the engine.
+    # Off: neither looked up nor filled, whatever a job asks for.
+    result_cache: bool = True
+    # An entry older than this is never served, and the sweeper removes it.
+    result_cache_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    # Per tenant; the sweeper evicts the least recently hit entries beyond it.
+    result_cache_max_entries: int = Field(default=100_000, ge=0)
+    # Expiry and eviction are a periodic sweep, never work on the request path.
+    result_cache_sweep_interval_seconds: float = 60.0
+
     # Leases and retries.
     lease_seconds: float = 60.0
     max_attempts: int = 3

@@ -26,7 +26,7 @@ MODELS_DIR = Path(os.environ.get("PENNY_TEST_MODELS_DIR", REPO / "var" / "models
 
 
 TABLES = ("ledger_entries", "results", "jobs", "batches", "files", "submissions", "tenants",
-          "workers")
+          "workers", "result_cache")
 
 
 def reset_tables(runtime: Runtime) -> None:

@@ -85,7 +85,7 @@ def wave(runtime: Runtime, tag: str, counts: dict[str, int], max_tokens: int = 4
                              IntakeLimits.from_settings(runtime.settings))
     with runtime.sessions() as session:
         stored = submit(session, tenant="acme", kind="bulk", jobs=jobs,
-                        payload_hash=request_hash([time.time_ns()]))
+                        payload_hash=request_hash([time.time_ns()]), cache=None)
     ids = stored.job_ids
 
     def done() -> bool:

@@ -36,7 +36,7 @@ def queue(runtime: Runtime, tenant: str, payloads: list[dict[str, Any]]) -> list
                              IntakeLimits.from_settings(runtime.settings))
     with runtime.sessions() as session:
         stored = submit(session, tenant=tenant, kind="bulk", jobs=jobs,
-                        payload_hash=request_hash([time.time_ns()]))
+                        payload_hash=request_hash([time.time_ns()]), cache=None)
     return stored.job_ids
 
 
