@@ -115,4 +115,4 @@ def tenant_named(session: Session, name: str) -> uuid.UUID | None:
 
 
 def tenant_names(session: Session) -> dict[uuid.UUID, str]:
-    return dict(session.execute(select(Tenant.id, Tenant.name)).tuples().all())
+    return {tenant_id: name for tenant_id, name in session.execute(select(Tenant.id, Tenant.name))}
