@@ -1,14 +1,18 @@
 """The exact result cache's key and per-job policy. Pure.
 
 A cached answer may only be served where running the job again would give the same
-answer. The key is the single-flight key (tenant, served model name, the stored request:
-messages or prompt exactly as sent plus every sampling parameter) joined with the model's
-identity (what the served name loads: source and a fingerprint of its weights, config and
+answer. The key is the single-flight key of the request (served model name, the stored
+request: messages or prompt exactly as sent plus every sampling parameter) joined with the
+model's identity (what the served name loads: source and a fingerprint of its weights, config and
 tokenizer files, chat template included; see `cache.model_identity`). Equal requests
 under an equal model identity render the same chat template into the same token ids, so a
 request-level key never serves a wrong answer; it can only miss where token-level equality
 would have hit (two differently written requests that tokenize alike), which is the safe
 side. Sampled requests without a seed have no key: each caller asked for its own draw.
+
+The tenant is not hashed into the key: it is the entry's own column, and every lookup and
+fill is scoped by it (unique on tenant and key). So the key is known before the tenant's id
+is, and the intake lookup can ride on the query that reads that id.
 """
 
 from __future__ import annotations
@@ -61,18 +65,15 @@ class CachePolicy:
     ttl: timedelta
     identities: Mapping[str, str | None] = field(default_factory=dict)
 
-    def key(self, tenant_id: str, model: str, request: Mapping[str, Any],
-            request_key: str | None = None) -> str | None:
-        """The job's cache key, or None when it cannot be cached. `request_key` is its
-        single-flight key when the caller already has it (saves hashing twice)."""
+    def key(self, model: str, request: Mapping[str, Any]) -> str | None:
+        """The job's cache key (within its tenant), or None when it cannot be cached."""
         if not self.enabled:
             return None
         identity = self.identities.get(model)
         if identity is None:
             return None
-        if request_key is None:
-            request_key = single_flight_key(tenant_id, model, request)
-        return result_cache_key(request_key, identity)
+        # The single-flight key with the tenant left out: see the module's docstring.
+        return result_cache_key(single_flight_key("", model, request), identity)
 
     def reads(self, mode: str) -> bool:
         return self.enabled and mode == CacheMode.ON

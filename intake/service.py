@@ -15,13 +15,16 @@ from intake.embeddings import EmbeddingJobRequest
 from intake.files import LineError, LineOutcome
 from intake.limits import IntakeLimits, resolve_model
 from intake.schema import JobRequest, estimate_tokens
+from models.result_cache import tenant_with_cached_answers
 from models.submissions import (
+    CacheLookup,
     NewJob,
     StoredSubmission,
+    ensure_tenant,
     find_by_idempotency_key,
     insert_submission,
     job_ids_of,
-    tenant_id_for,
+    lookup_keys,
 )
 from penny.errors import IdempotencyConflict, InvalidRequest, PennyError
 
@@ -131,7 +134,11 @@ def submit(
     """Queue `jobs` as one submission and commit; replay the original on a repeated key.
     With `cache`, jobs the exact result cache answers are done in this same transaction
     (None: every job is queued, as for a caller that must not read the cache)."""
-    tenant_id = tenant_id_for(session, tenant)
+    keys = lookup_keys(jobs, cache)
+    ensure_tenant(session, tenant)
+    # The cache lookup rides on reading the tenant's id: no extra round trip.
+    tenant_id, answers = tenant_with_cached_answers(session, tenant,
+                                                    {k for k in keys if k is not None})
     stored = insert_submission(
         session,
         tenant_id=tenant_id,
@@ -141,7 +148,7 @@ def submit(
         idempotency_key=idempotency_key,
         source_name=source_name,
         columns=columns,
-        cache=cache,
+        cached=CacheLookup(keys, answers),
     )
     if stored is not None:
         session.commit()

@@ -20,8 +20,9 @@ from cache.keys import CachePolicy
 from compat.records import CostFigures, LineRecord
 from ledger.pricing import SERVED_BY_ENGINE, SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
 from models.reports import submission_rows
+from models.result_cache import find_cached_answers
 from models.status import JobStatus, SubmissionStatus
-from models.submissions import NewJob, insert_jobs
+from models.submissions import CacheLookup, NewJob, insert_jobs, lookup_keys
 from models.tables import Job, LedgerEntry, Submission
 
 OPENAI_KIND = "openai_batch"
@@ -149,7 +150,10 @@ def start_batch(
     """Queue a validated batch's jobs and open it; lines the exact result cache answers
     are done at once (their ids are returned). The caller holds the batch's row lock
     (claim_validating_batch) and commits."""
-    inserted = insert_jobs(session, batch.id, batch.tenant_id, jobs, cache)
+    keys = lookup_keys(jobs, cache)
+    cached = CacheLookup(keys, find_cached_answers(session, batch.tenant_id,
+                                                   {k for k in keys if k is not None}))
+    inserted = insert_jobs(session, batch.id, batch.tenant_id, jobs, cached)
     session.execute(
         update(Submission).where(Submission.id == batch.id)
         .values(status=SubmissionStatus.OPEN, total_jobs=len(jobs), in_progress_at=func.now())

@@ -11,13 +11,24 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from cache.keys import CachePolicy
 from ledger.pricing import cache_hit_ledger
-from models.tables import LedgerEntry, Result, ResultCacheEntry
+from models.tables import LedgerEntry, Result, ResultCacheEntry, Tenant
 
 if TYPE_CHECKING:
     from models.queue import JobOutcome
@@ -37,29 +48,57 @@ class CachedAnswer:
     list_cost_usd: Decimal
 
 
-def find_cached_answers(
-    session: Session, tenant_id: uuid.UUID, keys: Collection[str]
-) -> dict[str, CachedAnswer]:
-    """The intake lookup: the live entries of one tenant under `keys`, in one query on the
-    (tenant, key) unique index. An expired entry is never served, even before the sweeper
-    removes it."""
-    if not keys:
-        return {}
-    entry = ResultCacheEntry
-    rows = session.execute(
-        select(entry.id, entry.cache_key, entry.source_job_id, entry.model, entry.cost_usd,
-               entry.list_cost_usd, *(getattr(entry, f) for f in _RESULT_FIELDS))
-        .where(entry.tenant_id == tenant_id, entry.cache_key.in_(list(keys)),
-               entry.expires_at > func.now())
-    ).all()
+_ANSWER_COLUMNS = (ResultCacheEntry.id, ResultCacheEntry.cache_key,
+                   ResultCacheEntry.source_job_id, ResultCacheEntry.model,
+                   ResultCacheEntry.cost_usd, ResultCacheEntry.list_cost_usd,
+                   *(getattr(ResultCacheEntry, f) for f in _RESULT_FIELDS))
+
+
+def _live(keys: Collection[str]) -> ColumnElement[bool]:
+    # An expired entry is never served, even before the sweeper removes it.
+    return and_(ResultCacheEntry.cache_key.in_(list(keys)),
+                ResultCacheEntry.expires_at > func.now())
+
+
+def _answers(rows: Sequence[Row[Any]]) -> dict[str, CachedAnswer]:
     return {
         row.cache_key: CachedAnswer(
             entry_id=row.id, source_job_id=row.source_job_id, model=row.model,
             result={f: getattr(row, f) for f in _RESULT_FIELDS},
             cost_usd=row.cost_usd, list_cost_usd=row.list_cost_usd,
         )
-        for row in rows
+        for row in rows if row.cache_key is not None
     }
+
+
+def find_cached_answers(
+    session: Session, tenant_id: uuid.UUID, keys: Collection[str]
+) -> dict[str, CachedAnswer]:
+    """The live entries of one tenant under `keys`, in one query on the (tenant, key)
+    unique index: the lookup where the tenant's id is already known (a batch being
+    validated)."""
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(*_ANSWER_COLUMNS).where(ResultCacheEntry.tenant_id == tenant_id, _live(keys))
+    ).all()
+    return _answers(rows)
+
+
+def tenant_with_cached_answers(
+    session: Session, tenant: str, keys: Collection[str]
+) -> tuple[uuid.UUID, dict[str, CachedAnswer]]:
+    """The intake lookup, folded into the query that reads the tenant's id by name: the
+    tenant's id and its live entries under `keys`, in one round trip (an outer join on the
+    (tenant, key) unique index). The tenant row must exist (`ensure_tenant`)."""
+    rows = session.execute(
+        select(Tenant.id.label("tenant_id"), *_ANSWER_COLUMNS)
+        .select_from(Tenant)
+        .outerjoin(ResultCacheEntry, and_(ResultCacheEntry.tenant_id == Tenant.id,
+                                          _live(keys)) if keys else false())
+        .where(Tenant.name == tenant)
+    ).all()
+    return rows[0].tenant_id, _answers(rows)
 
 
 def record_cache_hits(
@@ -115,7 +154,7 @@ def fill_result_cache(
         if outcome.result is None or outcome.ledger is None or not policy.writes(
                 job.cache_mode):
             continue
-        key = policy.key(str(job.tenant_id), model, job.request)
+        key = policy.key(model, job.request)
         if key is None:
             continue
         rows.setdefault((job.tenant_id, key), {

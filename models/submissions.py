@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from cache.keys import CacheMode, CachePolicy
 from coalescer.single_flight import single_flight_key
-from models.result_cache import CachedAnswer, find_cached_answers, record_cache_hits
+from models.result_cache import CachedAnswer, record_cache_hits
 from models.status import TERMINAL_JOB_STATUSES, JobStatus
 from models.tables import Job, LedgerEntry, Result, Submission, Tenant
 
@@ -51,8 +51,30 @@ class InsertedJobs:
     from_cache: frozenset[uuid.UUID]
 
 
-def tenant_id_for(session: Session, name: str) -> uuid.UUID:
+@dataclass(frozen=True)
+class CacheLookup:
+    """What the exact result cache holds for a list of jobs: each job's key (None: the job
+    is not read from the cache) and the live entries found under those keys."""
+
+    keys: list[str | None]
+    answers: Mapping[str, CachedAnswer]
+
+
+def lookup_keys(jobs: Sequence[NewJob], cache: CachePolicy | None) -> list[str | None]:
+    """Each job's exact cache key if it may be answered from the cache, else None."""
+    if cache is None or not cache.enabled:
+        return [None] * len(jobs)
+    return [cache.key(job.model, job.request)
+            if job.error is None and cache.reads(job.cache_mode) else None
+            for job in jobs]
+
+
+def ensure_tenant(session: Session, name: str) -> None:
     session.execute(insert(Tenant).values(id=uuid.uuid4(), name=name).on_conflict_do_nothing())
+
+
+def tenant_id_for(session: Session, name: str) -> uuid.UUID:
+    ensure_tenant(session, name)
     return session.execute(select(Tenant.id).where(Tenant.name == name)).scalar_one()
 
 
@@ -83,12 +105,12 @@ def insert_submission(
     idempotency_key: str | None,
     source_name: str | None = None,
     columns: Mapping[str, Any] | None = None,
-    cache: CachePolicy | None = None,
+    cached: CacheLookup | None = None,
 ) -> StoredSubmission | None:
     """Insert a submission and its jobs; None when the idempotency key is already taken.
 
     `columns` sets further submission columns (a batch API's endpoint, window, ...);
-    `cache` answers what it can from the exact result cache (see `insert_jobs`).
+    `cached` answers what it can from the exact result cache (see `insert_jobs`).
     The caller commits. The insert races safely with a concurrent twin: the unique
     (tenant, idempotency key) constraint lets exactly one of them in.
     """
@@ -110,7 +132,7 @@ def insert_submission(
     ).scalar_one_or_none()
     if inserted is None:
         return None
-    queued = insert_jobs(session, submission_id, tenant_id, jobs, cache)
+    queued = insert_jobs(session, submission_id, tenant_id, jobs, cached)
     submission = session.get_one(Submission, submission_id)
     return StoredSubmission(submission=submission, job_ids=queued.ids, replayed=False,
                             from_cache=queued.from_cache)
@@ -118,12 +140,11 @@ def insert_submission(
 
 def insert_jobs(
     session: Session, submission_id: uuid.UUID, tenant_id: uuid.UUID, jobs: Sequence[NewJob],
-    cache: CachePolicy | None = None,
+    cached: CacheLookup | None = None,
 ) -> InsertedJobs:
-    """Queue `jobs` under a submission (a job with `error` is stored failed). With
-    `cache`, a job whose answer is in the exact result cache is stored `succeeded` with
-    its result and a zero-cost ledger row instead, never reaching the queue. The caller
-    commits."""
+    """Queue `jobs` under a submission (a job with `error` is stored failed). A job whose
+    answer `cached` holds is stored `succeeded` with its result and a zero-cost ledger row
+    instead, never reaching the queue. The caller commits."""
     job_ids = [uuid.uuid4() for _ in jobs]
     now = datetime.now(UTC)  # SQL now() cannot ride along in an executemany
     if not jobs:  # a batch that failed validation, or is still validating, has no jobs
@@ -131,7 +152,11 @@ def insert_jobs(
     flight_keys = [None if job.error else single_flight_key(str(tenant_id), job.model,
                                                             job.request)
                    for job in jobs]
-    hits = _cached_answers(session, tenant_id, jobs, job_ids, flight_keys, cache)
+    hits: dict[uuid.UUID, CachedAnswer] = {}
+    if cached is not None:
+        hits = {job_id: cached.answers[key]
+                for job_id, key in zip(job_ids, cached.keys, strict=True)
+                if key is not None and key in cached.answers}
     session.execute(
         insert(Job),
         [
@@ -164,24 +189,6 @@ def _initial_status(job: NewJob, from_cache: bool) -> JobStatus:
     if job.error:
         return JobStatus.FAILED
     return JobStatus.SUCCEEDED if from_cache else JobStatus.QUEUED
-
-
-def _cached_answers(
-    session: Session, tenant_id: uuid.UUID, jobs: Sequence[NewJob], job_ids: Sequence[uuid.UUID],
-    flight_keys: Sequence[str | None], cache: CachePolicy | None,
-) -> dict[uuid.UUID, CachedAnswer]:
-    """Which of `jobs` the exact result cache answers: job id -> its entry's answer."""
-    if cache is None or not cache.enabled:
-        return {}
-    wanted: dict[uuid.UUID, str] = {}
-    for job_id, job, flight_key in zip(job_ids, jobs, flight_keys, strict=True):
-        if flight_key is None or not cache.reads(job.cache_mode):
-            continue
-        key = cache.key(str(tenant_id), job.model, job.request, request_key=flight_key)
-        if key is not None:
-            wanted[job_id] = key
-    found = find_cached_answers(session, tenant_id, set(wanted.values()))
-    return {job_id: found[key] for job_id, key in wanted.items() if key in found}
 
 
 @dataclass(frozen=True)

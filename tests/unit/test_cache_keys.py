@@ -40,33 +40,34 @@ SAMPLING_CHANGES = st.sampled_from([
 ])
 
 
-@given(tenant=st.text(min_size=1, max_size=8), change=SAMPLING_CHANGES)
+@given(change=SAMPLING_CHANGES)
 def test_equal_requests_share_a_key_and_any_sampling_change_splits_it(
-    tenant: str, change: dict[str, Any]
+    change: dict[str, Any]
 ) -> None:
-    key = POLICY.key(tenant, "m", stored())
-    assert key is not None and key == POLICY.key(tenant, "m", stored())
-    assert POLICY.key(tenant, "m", stored(**change)) not in (None, key)
-    assert POLICY.key(tenant + "x", "m", stored()) != key
+    # (Tenants are kept apart by the entry's tenant column, not by the key: see
+    # tests/integration/test_result_cache.py.)
+    key = POLICY.key("m", stored())
+    assert key is not None and key == POLICY.key("m", stored())
+    assert POLICY.key("m", stored(**change)) not in (None, key)
 
 
 @given(content=st.text(min_size=1, max_size=20), other=st.text(min_size=1, max_size=20))
 def test_different_messages_never_share_a_key(content: str, other: str) -> None:
     one = {**stored(), "messages": [{"role": "user", "content": content}]}
     two = {**stored(), "messages": [{"role": "user", "content": other}]}
-    assert (POLICY.key("t", "m", one) == POLICY.key("t", "m", two)) == (content == other)
+    assert (POLICY.key("m", one) == POLICY.key("m", two)) == (content == other)
 
 
 def test_the_model_identity_is_part_of_the_key() -> None:
     swapped = CachePolicy(enabled=True, ttl=timedelta(days=1), identities={"m": "weights-2"})
-    assert POLICY.key("t", "m", stored()) != swapped.key("t", "m", stored())
+    assert POLICY.key("m", stored()) != swapped.key("m", stored())
     assert result_cache_key("request", None) is None
-    assert POLICY.key("t", "unknown-model", stored()) is None  # weights not visible here
+    assert POLICY.key("unknown-model", stored()) is None  # weights not visible here
 
 
 def test_sampled_requests_without_a_seed_have_no_key() -> None:
-    assert POLICY.key("t", "m", stored(temperature=0.7)) is None
-    assert POLICY.key("t", "m", stored(temperature=0.7, seed=3)) is not None
+    assert POLICY.key("m", stored(temperature=0.7)) is None
+    assert POLICY.key("m", stored(temperature=0.7, seed=3)) is not None
 
 
 def test_modes_and_the_global_switch() -> None:
@@ -74,7 +75,7 @@ def test_modes_and_the_global_switch() -> None:
     assert (POLICY.reads("off"), POLICY.writes("off")) == (False, False)
     assert (POLICY.reads("refresh"), POLICY.writes("refresh")) == (False, True)
     off = CachePolicy(enabled=False, ttl=timedelta(0), identities={"m": "weights-1"})
-    assert (off.reads("on"), off.writes("on"), off.key("t", "m", stored())) == (
+    assert (off.reads("on"), off.writes("on"), off.key("m", stored())) == (
         False, False, None)
     assert parse_cache_mode("refresh") == CacheMode.REFRESH
     with pytest.raises(ValueError, match="on, off, refresh"):
