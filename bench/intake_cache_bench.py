@@ -1,17 +1,19 @@
 """What the exact result cache's lookup costs single-job intake: `POST /v1/jobs` through
-the real API (a `penny api` process) with the cache on and with it off, same database,
-same client, alternating rounds in one run. Every job here is new, so each lookup misses
-and the "on" server pays the lookup query and gets nothing for it: the worst case. A third
-row posts jobs whose answers are already cached (each is answered in the request).
+the real API (`penny api` processes) with the cache off and on, same database, same
+client, in one run, request by request in turn. Every job of the "on" row is new, so each
+lookup misses and pays for nothing: the worst case. The third row posts jobs whose
+answers are already cached (each is answered in the request). A second table times the
+query alone.
 
-    .venv/bin/python bench/intake_cache_bench.py [--requests 300] [--rounds 5]
-                                                   [--concurrency 4]
+    .venv/bin/python bench/intake_cache_bench.py [--requests 2000] [--concurrency 4]
 
 Uses the embedded Postgres under PENNY_DATA_DIR (default var/bench) unless
 PENNY_DATABASE_URL is set, and the offline model prepared under var/models (its identity
 is part of the cache key). The client is Python (httpx, one thread per connection) on the
 same cores as the server, so absolute numbers are the client's as much as the server's;
-the ratio between the rows is the measurement.
+the ratio between the rows is the measurement ("x cache off": the mean latency with the
+cache off over this row's, which is the throughput ratio of a client waiting for each
+answer).
 """
 
 from __future__ import annotations
@@ -59,22 +61,37 @@ def start_api(database_url: str, port: int, cache: bool) -> subprocess.Popen[byt
     raise SystemExit(f"the API on port {port} did not start")
 
 
-def post_all(url: str, bodies: list[dict[str, object]], concurrency: int) -> float:
-    """Post every body (one connection per thread); return the wall seconds."""
-    chunks = [bodies[i::concurrency] for i in range(concurrency)]
+MODES = ("off", "on", "on, every job a hit")
 
-    def worker(chunk: list[dict[str, object]]) -> None:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            for body in chunk:
-                response = client.post("/v1/jobs", json=body)
-                if response.status_code != 202:
-                    raise SystemExit(f"POST /v1/jobs answered {response.status_code}: "
-                                     f"{response.text}")
 
-    started = time.perf_counter()
+def post_interleaved(urls: dict[str, str], bodies: dict[str, list[dict[str, object]]],
+                     concurrency: int) -> dict[str, list[float]]:
+    """Post every body, each thread taking the modes in turn request by request (rotating
+    which goes first), so load from elsewhere on the machine falls on all modes alike.
+    Returns each mode's request latencies in seconds."""
+    latencies: dict[str, list[float]] = {mode: [] for mode in bodies}
+
+    def worker(part: int) -> None:
+        clients = {mode: httpx.Client(base_url=urls[mode], timeout=30) for mode in bodies}
+        try:
+            count = len(next(iter(bodies.values())))
+            for n in range(part, count, concurrency):
+                modes = list(bodies)
+                shift = n % len(modes)
+                for mode in modes[shift:] + modes[:shift]:
+                    started = time.perf_counter()
+                    response = clients[mode].post("/v1/jobs", json=bodies[mode][n])
+                    latencies[mode].append(time.perf_counter() - started)
+                    if response.status_code != 202:
+                        raise SystemExit(f"POST /v1/jobs answered {response.status_code}: "
+                                         f"{response.text}")
+        finally:
+            for client in clients.values():
+                client.close()
+
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(worker, chunks))
-    return time.perf_counter() - started
+        list(pool.map(worker, range(concurrency)))
+    return latencies
 
 
 def prefill(settings: object, sessions: object, bodies: list[dict[str, object]]) -> None:
@@ -110,6 +127,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def query_costs(sessions: object, count: int) -> dict[str, float]:
+    """Seconds per call of the tenant query intake always makes, alone and with the cache
+    lookup folded in (one key, a miss and a hit), interleaved call by call."""
+    from sqlalchemy import select as select_
+
+    from cache.model_identity import cache_policy
+    from intake.schema import JobRequest
+    from models.result_cache import tenant_with_cached_answers
+    from models.tables import Tenant
+    from penny.settings import Settings
+
+    policy = cache_policy(Settings())
+    model = Settings().default_model
+
+    def key(label: str) -> str:
+        found = policy.key(model, JobRequest.model_validate(job_body(label, 0)).engine_request())
+        assert found is not None
+        return found
+
+    hit_key, miss_key = key(MODES[2]), key("never-cached")  # the first was prefilled
+    calls = {
+        "tenant id alone (cache off)": lambda s: s.execute(
+            select_(Tenant.id).where(Tenant.name == "default")).scalar_one(),
+        "tenant id + lookup, a miss": lambda s: tenant_with_cached_answers(
+            s, "default", {miss_key}),
+        "tenant id + lookup, a hit": lambda s: tenant_with_cached_answers(
+            s, "default", {hit_key}),
+    }
+    spent = dict.fromkeys(calls, 0.0)
+    with sessions() as session:  # type: ignore[operator]
+        for _ in range(count):
+            for name, call in calls.items():
+                started = time.perf_counter()
+                call(session)
+                spent[name] += time.perf_counter() - started
+        session.rollback()
+    return {name: total / count for name, total in spent.items()}
+
+
 def machine() -> str:
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, "
@@ -118,8 +174,7 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300, help="POSTs per round and mode")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=2000, help="POSTs per row")
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
     os.environ.setdefault("PENNY_DATA_DIR", str(REPO / "var" / "bench"))
@@ -138,25 +193,20 @@ def main() -> None:
     runtime = open_runtime(settings)
     with runtime.db.begin() as conn:
         conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
-    ports = {"off": free_port(), "on": free_port()}
-    servers = {mode: start_api(runtime.database_url, port, cache=mode == "on")
+    # One server per row, so each process gets the same share of requests (a busier
+    # process is scheduled differently on a loaded machine).
+    ports = {mode: free_port() for mode in MODES}
+    servers = {mode: start_api(runtime.database_url, port, cache=mode != "off")
                for mode, port in ports.items()}
-    seconds: dict[str, list[float]] = {"off": [], "on": [], "on, every job a hit": []}
+    urls = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
     try:
-        for mode in ("off", "on"):  # warm-up, not measured
-            post_all(f"http://127.0.0.1:{ports[mode]}",
-                     [job_body(f"warm-{mode}", n) for n in range(50)], args.concurrency)
-        for round_no in range(args.rounds):
-            # Alternate which mode goes first: the machine's load drifts.
-            order = ("off", "on") if round_no % 2 == 0 else ("on", "off")
-            for mode in order:
-                bodies = [job_body(f"{mode}-{round_no}", n) for n in range(args.requests)]
-                seconds[mode].append(post_all(f"http://127.0.0.1:{ports[mode]}", bodies,
-                                              args.concurrency))
-            hits = [job_body(f"hit-{round_no}", n) for n in range(args.requests)]
-            prefill(settings, runtime.sessions, hits)
-            seconds["on, every job a hit"].append(
-                post_all(f"http://127.0.0.1:{ports['on']}", hits, args.concurrency))
+        post_interleaved(urls, {m: [job_body(f"warm-{m}", n) for n in range(50)]
+                                for m in MODES}, args.concurrency)  # warm-up, not measured
+        bodies = {mode: [job_body(f"{mode}", n) for n in range(args.requests)]
+                  for mode in MODES}
+        prefill(settings, runtime.sessions, bodies[MODES[2]])
+        latencies = post_interleaved(urls, bodies, args.concurrency)
+        queries = query_costs(runtime.sessions, args.requests)
     finally:
         for process in servers.values():
             process.terminate()
@@ -164,24 +214,33 @@ def main() -> None:
     with runtime.sessions() as session:
         states = {status: int(n) for status, n in session.execute(
             select(Job.status, func.count()).group_by(Job.status))}
-    expected_queued = 2 * args.rounds * args.requests + 100
-    expected_hits = args.rounds * args.requests
+    expected_queued = 2 * args.requests + 150
+    expected_hits = args.requests
     with runtime.db.begin() as conn:
         conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
     runtime.close()
 
     print(f"command: python bench/intake_cache_bench.py --requests {args.requests} "
-          f"--rounds {args.rounds} --concurrency {args.concurrency}")
+          f"--concurrency {args.concurrency}")
     print(f"machine: {machine()}")
-    print(f"workload: single-job POST /v1/jobs, {args.requests} per round x {args.rounds} "
-          f"rounds per row, {args.concurrency} keep-alive connections, one `penny api` "
-          "process per mode on the same Postgres\n")
-    print("| exact cache | jobs/s (median round) | ms per job | x cache off |")
-    print("|---|---:|---:|---:|")
-    baseline = statistics.median(args.requests / s for s in seconds["off"])
-    for mode, rounds in seconds.items():
-        rate = statistics.median(args.requests / s for s in rounds)
-        print(f"| {mode} | {rate:.0f} | {1000 / rate:.2f} | {rate / baseline:.3f} |")
+    print(f"workload: single-job POST /v1/jobs, {args.requests} per row, {args.concurrency} "
+          "keep-alive connections each taking the rows in turn request by request, one "
+          "`penny api` process per row (cache off / on / on), same Postgres\n")
+    print("| exact cache | median ms per POST | mean ms | p90 ms | jobs/s per connection "
+          "| x cache off |")
+    print("|---|---:|---:|---:|---:|---:|")
+    base = statistics.fmean(latencies["off"])
+    for mode in MODES:
+        values = sorted(latencies[mode])
+        mean = statistics.fmean(values)
+        print(f"| {mode} | {1000 * statistics.median(values):.2f} | {1000 * mean:.2f} | "
+              f"{1000 * values[int(0.9 * (len(values) - 1))]:.2f} | {1 / mean:.1f} | "
+              f"{base / mean:.3f} |")
+    print("\nthe query itself, in one process and session, interleaved call by call:\n")
+    print("| intake's tenant query | µs per call |")
+    print("|---|---:|")
+    for name, per_call in queries.items():
+        print(f"| {name} | {1e6 * per_call:.0f} |")
     print(f"\njobs in Postgres afterwards: {states} "
           f"(expected queued {expected_queued}, succeeded {expected_hits})")
     if states.get("queued") != expected_queued or states.get("succeeded") != expected_hits:

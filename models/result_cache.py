@@ -41,6 +41,7 @@ _RESULT_FIELDS = ("text", "finish_reason", "prompt_tokens", "cached_tokens", "ou
 @dataclass(frozen=True)
 class CachedAnswer:
     entry_id: uuid.UUID
+    cache_key: str
     source_job_id: uuid.UUID
     model: str
     result: dict[str, Any]  # the result row's fields (_RESULT_FIELDS)
@@ -63,7 +64,8 @@ def _live(keys: Collection[str]) -> ColumnElement[bool]:
 def _answers(rows: Sequence[Row[Any]]) -> dict[str, CachedAnswer]:
     return {
         row.cache_key: CachedAnswer(
-            entry_id=row.id, source_job_id=row.source_job_id, model=row.model,
+            entry_id=row.id, cache_key=row.cache_key, source_job_id=row.source_job_id,
+            model=row.model,
             result={f: getattr(row, f) for f in _RESULT_FIELDS},
             cost_usd=row.cost_usd, list_cost_usd=row.list_cost_usd,
         )
@@ -123,16 +125,16 @@ def record_cache_hits(
          "batch_id": None}
         for job_id, answer in hits.items()
     ])
-    counts = Counter(answer.entry_id for answer in hits.values())
+    counts = Counter((answer.cache_key, answer.entry_id) for answer in hits.values())
     table = ResultCacheEntry.__table__
     assert isinstance(table, Table)
-    # In id order, so two requests hitting the same entries never wait on each other in a
-    # cycle.
+    # In key order, as fills lock entries too: two transactions touching the same entries
+    # then never wait on each other in a cycle.
     session.execute(
         update(table).where(table.c.id == bindparam("entry_id"))
         .values(hits=table.c.hits + bindparam("n"), last_hit_at=func.now(),
                 last_used_at=func.now()),
-        [{"entry_id": entry_id, "n": n} for entry_id, n in sorted(counts.items())],
+        [{"entry_id": entry_id, "n": n} for (_, entry_id), n in sorted(counts.items())],
     )
 
 
@@ -167,6 +169,7 @@ def fill_result_cache(
         })
     if not rows:
         return 0
+    # In (tenant, key) order, as hit counts lock entries in key order (one tenant each).
     statement = insert(ResultCacheEntry).values([rows[k] for k in sorted(rows)])
     replaced = {column: statement.excluded[column] for column in (
         "model", "model_identity", "request", "source_job_id", *_RESULT_FIELDS, "cost_usd",
