@@ -360,3 +360,25 @@ def test_swapping_the_weights_behind_a_model_name_misses(
                 runtime.close()
     finally:
         first.close()
+
+
+def test_anthropic_requests_are_answered_when_the_batch_is_created(
+    keyed: tuple[Runtime, TestClient],
+) -> None:
+    runtime, client = keyed
+    post(client, job("Capital of Fiji?"), ACME)
+    run_queued(runtime)
+    params = {"max_tokens": 8, "messages": [{"role": "user", "content": "Capital of Fiji?"}]}
+    created = client.post("/v1/messages/batches", headers=ACME, json={"requests": [
+        {"custom_id": "cached", "params": params},
+        {"custom_id": "fresh", "params": {**params, "penny_cache": "refresh"}},
+        {"custom_id": "bad", "params": {**params, "penny_cache": "sometimes"}},
+    ]})
+    assert created.status_code == 200, created.text
+    with runtime.sessions() as session:
+        states = {custom_id: (status, error) for custom_id, status, error in session.execute(
+            select(Job.custom_id, Job.status, Job.error).where(Job.custom_id.is_not(None)))}
+    assert states["cached"] == ("succeeded", None)
+    assert states["fresh"] == ("queued", None)
+    assert states["bad"][0] == "failed"
+    assert "params.penny_cache" in states["bad"][1]["message"]
