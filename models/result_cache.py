@@ -91,16 +91,24 @@ def tenant_with_cached_answers(
     session: Session, tenant: str, keys: Collection[str]
 ) -> tuple[uuid.UUID, dict[str, CachedAnswer]]:
     """The intake lookup, folded into the query that reads the tenant's id by name: the
-    tenant's id and its live entries under `keys`, in one round trip (an outer join on the
-    (tenant, key) unique index). The tenant row must exist (`ensure_tenant`)."""
+    tenant's id and which of `keys` it has a live entry for, in one round trip (an outer
+    join on the (tenant, key) unique index). Only when something was found does a second
+    query read the answers, so a miss costs no round trip and the join stays narrow. The
+    tenant row must exist (`ensure_tenant`)."""
     rows = session.execute(
-        select(Tenant.id.label("tenant_id"), *_ANSWER_COLUMNS)
+        select(Tenant.id, ResultCacheEntry.id.label("entry_id"))
         .select_from(Tenant)
         .outerjoin(ResultCacheEntry, and_(ResultCacheEntry.tenant_id == Tenant.id,
                                           _live(keys)) if keys else false())
         .where(Tenant.name == tenant)
     ).all()
-    return rows[0].tenant_id, _answers(rows)
+    found = [row.entry_id for row in rows if row.entry_id is not None]
+    if not found:
+        return rows[0].id, {}
+    answers = session.execute(
+        select(*_ANSWER_COLUMNS).where(ResultCacheEntry.id.in_(found))
+    ).all()
+    return rows[0].id, _answers(answers)
 
 
 def record_cache_hits(
