@@ -33,6 +33,8 @@ from models.tables import LedgerEntry, Result, ResultCacheEntry, Tenant
 if TYPE_CHECKING:
     from models.queue import JobOutcome
 
+# Postgres takes at most 65,535 parameters per statement; an entry row has about 20.
+_ROWS_PER_STATEMENT = 10_000
 # The result-row fields an entry keeps and a hit gets back.
 _RESULT_FIELDS = ("text", "finish_reason", "prompt_tokens", "cached_tokens", "output_tokens",
                   "mean_logprob", "embedding", "embedding_dimensions")
@@ -79,12 +81,17 @@ def find_cached_answers(
     """The live entries of one tenant under `keys`, in one query on the (tenant, key)
     unique index: the lookup where the tenant's id is already known (a batch being
     validated)."""
-    if not keys:
-        return {}
-    rows = session.execute(
-        select(*_ANSWER_COLUMNS).where(ResultCacheEntry.tenant_id == tenant_id, _live(keys))
-    ).all()
-    return _answers(rows)
+    ordered = sorted(keys)
+    found: dict[str, CachedAnswer] = {}
+    # In slices: a batch file may hold more keys than one statement may carry parameters.
+    for start in range(0, len(ordered), _ROWS_PER_STATEMENT):
+        rows = session.execute(
+            select(*_ANSWER_COLUMNS).where(
+                ResultCacheEntry.tenant_id == tenant_id,
+                _live(ordered[start:start + _ROWS_PER_STATEMENT]))
+        ).all()
+        found.update(_answers(rows))
+    return found
 
 
 def tenant_with_cached_answers(
@@ -95,6 +102,9 @@ def tenant_with_cached_answers(
     join on the (tenant, key) unique index). Only when something was found does a second
     query read the answers, so a miss costs no round trip and the join stays narrow. The
     tenant row must exist (`ensure_tenant`)."""
+    if len(keys) > _ROWS_PER_STATEMENT:  # a big file: one more query is nothing next to it
+        tenant_id = session.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar_one()
+        return tenant_id, find_cached_answers(session, tenant_id, keys)
     rows = session.execute(
         select(Tenant.id, ResultCacheEntry.id.label("entry_id"))
         .select_from(Tenant)
@@ -177,15 +187,19 @@ def fill_result_cache(
         })
     if not rows:
         return 0
-    # In (tenant, key) order, as hit counts lock entries in key order (one tenant each).
-    statement = insert(ResultCacheEntry).values([rows[k] for k in sorted(rows)])
-    replaced = {column: statement.excluded[column] for column in (
-        "model", "model_identity", "request", "source_job_id", *_RESULT_FIELDS, "cost_usd",
-        "list_cost_usd", "expires_at")}
-    session.execute(statement.on_conflict_do_update(
-        constraint="uq_result_cache_tenant_key",
-        set_={**replaced, "created_at": func.now(), "last_used_at": func.now()},
-    ))
+    # In (tenant, key) order, as hit counts lock entries in key order (one tenant each);
+    # in slices, as a statement carries a limited number of parameters.
+    ordered = [rows[k] for k in sorted(rows)]
+    for start in range(0, len(ordered), _ROWS_PER_STATEMENT // 20):
+        statement = insert(ResultCacheEntry).values(
+            ordered[start:start + _ROWS_PER_STATEMENT // 20])
+        replaced = {column: statement.excluded[column] for column in (
+            "model", "model_identity", "request", "source_job_id", *_RESULT_FIELDS,
+            "cost_usd", "list_cost_usd", "expires_at")}
+        session.execute(statement.on_conflict_do_update(
+            constraint="uq_result_cache_tenant_key",
+            set_={**replaced, "created_at": func.now(), "last_used_at": func.now()},
+        ))
     return len(rows)
 
 

@@ -382,3 +382,21 @@ def test_anthropic_requests_are_answered_when_the_batch_is_created(
     assert states["fresh"] == ("queued", None)
     assert states["bad"][0] == "failed"
     assert "params.penny_cache" in states["bad"][1]["message"]
+
+
+def test_many_keys_are_filled_and_looked_up_in_slices(
+    keyed: tuple[Runtime, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement carries at most 65,535 parameters: fills and lookups of big batches go
+    in slices (made small here so a few dozen jobs cross them)."""
+    import models.result_cache
+
+    monkeypatch.setattr(models.result_cache, "_ROWS_PER_STATEMENT", 40)
+    runtime, client = keyed
+    bodies = [job(f"Item {n}?") for n in range(45)]
+    assert client.post("/v1/jobs/bulk", json={"jobs": bodies}, headers=ACME).status_code == 202
+    assert run_queued(runtime) == 45  # filled two entries per statement
+    assert len(entries(runtime)) == 45
+    again = client.post("/v1/jobs/bulk", json={"jobs": [*bodies, job("Item 45?")]},
+                        headers=ACME).json()
+    assert len(again["from_cache"]) == 45  # 46 keys: looked up 40 and then 6
