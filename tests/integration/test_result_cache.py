@@ -5,6 +5,7 @@ through the worker's own `record_batch`; tests/e2e/test_result_cache.py runs the
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -400,3 +401,55 @@ def test_many_keys_are_filled_and_looked_up_in_slices(
     again = client.post("/v1/jobs/bulk", json={"jobs": [*bodies, job("Item 45?")]},
                         headers=ACME).json()
     assert len(again["from_cache"]) == 45  # 46 keys: looked up 40 and then 6
+
+
+def test_embeddings_lines_are_answered_with_the_cached_vectors_when_validated(
+    runtime: Runtime,
+) -> None:
+    from compat.openai_output import render_batch_files
+    from compat.vectors import pack_vectors
+    from intake.limits import IntakeLimits
+    from intake.validation import validate_next_batch
+    from models.batches import line_records
+    from models.queue import ClaimedJob, JobOutcome
+    from models.result_cache import fill_result_cache
+    from models.submissions import tenant_id_for
+    from tests.support import jsonl
+
+    settings = runtime.settings
+    model = settings.default_embedding_model
+    policy = cache_policy(settings)
+    vectors = ((0.25, -1.5, 3.0),)
+    with runtime.sessions() as session:  # as a worker recording an embeddings batch would
+        source = ClaimedJob(uuid.uuid4(), tenant_id_for(session, "default"), uuid.uuid4(),
+                            {"input": ["the sea"], "encoding_format": "float"})
+        assert fill_result_cache(session, policy, model, [JobOutcome(
+            source, {"text": "", "finish_reason": "", "prompt_tokens": 4, "cached_tokens": 0,
+                     "output_tokens": 0, "mean_logprob": None,
+                     "embedding": pack_vectors(vectors), "embedding_dimensions": 3},
+            {"cost_usd": Decimal("0.000001"), "list_cost_usd": Decimal("0.0000001")},
+            None)]) == 1
+        session.commit()
+    lines = [{"custom_id": name, "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": model, "input": text}}
+             for name, text in (("cached", ["the sea"]), ("new", ["the hill"]))]
+    with TestClient(create_app(runtime)) as client:
+        upload = client.post("/v1/files", files={"file": ("in.jsonl", jsonl(lines))},
+                             data={"purpose": "batch"}).json()
+        created = client.post("/v1/batches", json={
+            "input_file_id": upload["id"], "endpoint": "/v1/embeddings",
+            "completion_window": "24h"})
+        assert created.status_code == 200, created.text
+    validated = validate_next_batch(runtime.sessions, runtime.store,
+                                    IntakeLimits.from_settings(settings),
+                                    settings.max_batch_requests, policy)
+    assert validated is not None and (validated.jobs, validated.from_cache) == (2, 1)
+    with runtime.sessions() as session:
+        records = {r.custom_id: r for r in line_records(session, validated.batch_id)}
+    assert records["cached"].status == "succeeded" and records["new"].status == "queued"
+    files = render_batch_files([records["cached"]], "/v1/embeddings")
+    [line] = [json.loads(text) for text in files.output.decode().splitlines()]
+    assert line["response"]["body"]["data"][0]["embedding"] == [0.25, -1.5, 3.0]
+    assert line["response"]["body"]["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
+    assert line["penny_cost"]["served_by"] == "exact_cache"
+    assert line["penny_cost"]["source_job_id"] == str(source.id)
