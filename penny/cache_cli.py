@@ -39,15 +39,15 @@ def list_command(settings: Settings, tenant: str | None, limit: int) -> None:
             names = tenant_names(session)
     finally:
         runtime.close()
-    table = Table(title="exact result cache, newest first")
-    for column in ("id", "tenant", "model", "hits", "expires (UTC)", "answer"):
-        table.add_column(column)
+    # Plain tab-separated lines: whole ids (what `DELETE /v1/cache/entries/{id}` takes) at
+    # any terminal width, and easy to grep.
+    typer.echo("id\ttenant\tmodel\thits\texpires (UTC)\tanswer")
     for row in page.entries:
         answer = (row.text if row.embedding_dimensions is None
                   else f"<{row.embedding_dimensions}-dimensional vectors>")
-        table.add_row(str(row.id), names.get(row.tenant_id, "?"), row.model, str(row.hits),
-                      f"{row.expires_at:%Y-%m-%d %H:%M}", answer[:60])
-    Console().print(table)
+        typer.echo("\t".join((str(row.id), names.get(row.tenant_id, "?"), row.model,
+                              str(row.hits), f"{row.expires_at:%Y-%m-%d %H:%M}",
+                              " ".join(answer.split())[:60])))
     if page.has_more:
         typer.echo(f"(the newest {limit} shown; --limit shows more)")
 

@@ -453,3 +453,32 @@ def test_embeddings_lines_are_answered_with_the_cached_vectors_when_validated(
     assert line["response"]["body"]["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
     assert line["penny_cost"]["served_by"] == "exact_cache"
     assert line["penny_cost"]["source_job_id"] == str(source.id)
+
+
+def test_the_cache_cli_lists_counts_and_purges_against_the_database(
+    keyed: tuple[Runtime, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from penny.cli import app
+
+    runtime, client = keyed
+    post(client, job("Capital of Oman?"), ACME)
+    post(client, job("Capital of Oman?"), GLOBEX)
+    run_queued(runtime)
+    post(client, job("Capital of Oman?"), ACME)  # a hit
+    monkeypatch.setenv("PENNY_DATABASE_URL", runtime.database_url)
+    monkeypatch.setenv("PENNY_DATA_DIR", str(runtime.settings.data_dir))
+    cli = CliRunner()
+    acme_entry = next(e for e in entries(runtime) if e.hits == 1)
+
+    listed = cli.invoke(app, ["cache", "list", "--tenant", "acme"])
+    assert listed.exit_code == 0, listed.output
+    assert str(acme_entry.id) in listed.output and "answer to Capital of Oman?" in listed.output
+    stats = cli.invoke(app, ["cache", "stats", "--tenant", "acme"])
+    assert stats.exit_code == 0 and "jobs answered from the cache" in stats.output
+    assert cli.invoke(app, ["cache", "purge"]).exit_code != 0  # a tenant or --all is needed
+    assert cli.invoke(app, ["cache", "stats", "--tenant", "nobody"]).exit_code != 0
+    purged = cli.invoke(app, ["cache", "purge", "--tenant", "globex"])
+    assert purged.exit_code == 0 and "deleted 1" in purged.output
+    assert [e.id for e in entries(runtime)] == [acme_entry.id]
