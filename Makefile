@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.penny-installed
 export PENNY_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install run test lint up bench clean
+.PHONY: install run test lint up docs bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ up: install
 
 test: install
 	$(BIN)/pytest -q
+
+# The configuration reference is generated from penny/settings.py; a test checks it.
+docs: install
+	$(BIN)/penny config-reference --output docs/configuration.md
 
 lint: install
 	$(BIN)/ruff check .

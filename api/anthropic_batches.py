@@ -9,7 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.batch_views import ANTHROPIC_BATCH_PREFIX, anthropic_batch, anthropic_list
-from api.deps import Tenant, cache_of, limits_of, sessions_of, settings_of
+from api.deps import (
+    IdempotencyKey,
+    Tenant,
+    cache_of,
+    limits_of,
+    policy_of,
+    sessions_of,
+    settings_of,
+)
+from api.errors import error_responses
+from api.json_body import JsonBodyRoute
 from compat.anthropic_output import results_jsonl
 from intake.batches import batch_uuid, create_anthropic_batch
 from intake.service import request_hash
@@ -23,11 +33,12 @@ from models.batches import (
     progress_of,
 )
 from models.status import SubmissionStatus
-from models.submissions import tenant_id_for
 from models.tables import Submission
+from models.tenants import TenantRef
 from penny.errors import NotFound, StateConflict
 
-router = APIRouter(prefix="/v1/messages/batches")
+router = APIRouter(prefix="/v1/messages/batches", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 402, 404, 409, 413, 422, 429))
 
 
 class CreateMessageBatch(BaseModel):
@@ -50,8 +61,8 @@ def _view(request: Request, session: Session, row: Submission) -> dict[str, Any]
     return anthropic_batch(row, progress, _results_url(request, row))
 
 
-def _load(session: Session, tenant: str, message_batch_id: str) -> Submission:
-    row = get_batch(session, tenant_id_for(session, tenant),
+def _load(session: Session, tenant: TenantRef, message_batch_id: str) -> Submission:
+    row = get_batch(session, tenant.id,
                     batch_uuid(message_batch_id, ANTHROPIC_BATCH_PREFIX), ANTHROPIC_KIND)
     if row is None:
         raise NotFound(f"no message batch with id {message_batch_id!r}",
@@ -60,13 +71,19 @@ def _load(session: Session, tenant: str, message_batch_id: str) -> Submission:
 
 
 @router.post("")
-def create(body: CreateMessageBatch, request: Request, tenant: Tenant) -> dict[str, Any]:
+def create(
+    body: CreateMessageBatch, request: Request, response: Response, tenant: Tenant,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
     with sessions_of(request)() as session:
         stored = create_anthropic_batch(
             session, limits_of(request), tenant=tenant, requests=body.requests,
             max_requests=settings_of(request).max_batch_requests,
-            payload_hash=request_hash(body.model_dump(mode="json")), cache=cache_of(request),
+            payload_hash=request_hash(body.model_dump(mode="json")),
+            idempotency_key=idempotency_key, policy=policy_of(request), cache=cache_of(request),
         )
+        if stored.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
         return _view(request, session, stored.submission)
 
 
@@ -81,7 +98,7 @@ def read_all(
     after = batch_uuid(after_id, ANTHROPIC_BATCH_PREFIX) if after_id else None
     before = batch_uuid(before_id, ANTHROPIC_BATCH_PREFIX) if before_id else None
     with sessions_of(request)() as session:
-        page = list_batches(session, tenant_id_for(session, tenant), ANTHROPIC_KIND,
+        page = list_batches(session, tenant.id, ANTHROPIC_KIND,
                             limit=limit, after=after, before=before)
         progress = progress_of(session, [b.id for b in page.batches])
         session.commit()

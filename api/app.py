@@ -6,33 +6,62 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from api import anthropic_batches, cache_entries, health, jobs, openai_batches, openai_files
+from api import (
+    admin,
+    anthropic_batches,
+    cache_entries,
+    health,
+    jobs,
+    metrics,
+    openai_batches,
+    openai_files,
+    webhooks,
+)
+from api.auth import TenantResolver
 from api.errors import install_error_handlers
+from api.health import HeartbeatPresence, WorkerPresence
 from api.limits import BodySizeLimit
+from api.metrics import RequestMetrics
 from cache.model_identity import cache_policy
+from intake.admission import IntakePolicy
 from intake.limits import IntakeLimits
+from observability.queue_collector import queue_registry
 from penny.runtime import Runtime
+from tenancy.keys import AdminKeys
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> FastAPI:
+    """`presence` tells /readyz which models have a worker: the in-process pipeline in
+    embedded mode; by default the workers' heartbeats in Postgres."""
     settings = runtime.settings
     app = FastAPI(title="penny", version="0.1.0")
     app.state.settings = settings
     app.state.sessions = runtime.sessions
     app.state.intake_limits = IntakeLimits.from_settings(settings)
+    app.state.intake_policy = IntakePolicy.from_settings(settings)
+    app.state.tenants = TenantResolver(settings, runtime.sessions)
+    app.state.admin_keys = AdminKeys(settings.admin_api_keys)
     app.state.store = runtime.store
     # The model identities are read once, here: intake looks jobs up under them.
     app.state.result_cache = cache_policy(settings)
     app.state.started_at = datetime.now(UTC)
+    app.state.worker_presence = presence or HeartbeatPresence(runtime.sessions, settings)
+    app.state.queue_metrics = queue_registry(runtime.sessions, settings.served_models,
+                                             settings.worker_heartbeat_seconds * 3)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(jobs.router)
     app.include_router(openai_files.router)
     app.include_router(openai_batches.router)
     app.include_router(anthropic_batches.router)
     app.include_router(cache_entries.router)
+    app.include_router(webhooks.router)
+    app.include_router(admin.router)
     upload_limit = settings.max_file_bytes + openai_files.MULTIPART_SLACK_BYTES
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        path_limits={"/v1/files": upload_limit,
                                     "/v1/messages/batches": settings.max_file_bytes})
+    # Outermost: a request the size limit refuses is counted too.
+    app.add_middleware(RequestMetrics)
     return app

@@ -12,12 +12,14 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from api.deps import Tenant, sessions_of
+from api.errors import error_responses
+from api.json_body import JsonBodyRoute
 from models.cache_admin import cache_stats, delete_entry, get_entry, list_entries, purge_entries
-from models.submissions import tenant_id_for
 from models.tables import ResultCacheEntry
 from penny.errors import InvalidRequest, NotFound
 
-router = APIRouter(prefix="/v1/cache")
+router = APIRouter(prefix="/v1/cache", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 404, 413, 422))
 
 
 class CacheEntryOut(BaseModel):
@@ -89,9 +91,8 @@ def list_cache_entries(
     after: str | None = None,
 ) -> CacheEntryList:
     with sessions_of(request)() as session:
-        page = list_entries(session, tenant_id_for(session, tenant), limit=limit,
+        page = list_entries(session, tenant.id, limit=limit,
                             after=_cursor(after) if after else None)
-        session.commit()
     data = [CacheEntryOut.from_row(row) for row in page.entries]
     return CacheEntryList(data=data, first_id=data[0].id if data else None,
                           last_id=data[-1].id if data else None, has_more=page.has_more)
@@ -100,8 +101,7 @@ def list_cache_entries(
 @router.get("/entries/{entry_id}")
 def read_cache_entry(entry_id: str, request: Request, tenant: Tenant) -> CacheEntryOut:
     with sessions_of(request)() as session:
-        row = get_entry(session, tenant_id_for(session, tenant), _entry_id(entry_id))
-        session.commit()
+        row = get_entry(session, tenant.id, _entry_id(entry_id))
     if row is None:
         raise NotFound(f"no cache entry with id {entry_id!r}", param="entry_id")
     return CacheEntryOut.from_row(row)
@@ -110,7 +110,7 @@ def read_cache_entry(entry_id: str, request: Request, tenant: Tenant) -> CacheEn
 @router.delete("/entries/{entry_id}")
 def delete_cache_entry(entry_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
     with sessions_of(request)() as session:
-        deleted = delete_entry(session, tenant_id_for(session, tenant), _entry_id(entry_id))
+        deleted = delete_entry(session, tenant.id, _entry_id(entry_id))
         session.commit()
     if not deleted:
         raise NotFound(f"no cache entry with id {entry_id!r}", param="entry_id")
@@ -121,7 +121,7 @@ def delete_cache_entry(entry_id: str, request: Request, tenant: Tenant) -> dict[
 def purge_cache(request: Request, tenant: Tenant) -> dict[str, Any]:
     """Every entry of the caller's tenant; later jobs run again and refill it."""
     with sessions_of(request)() as session:
-        deleted = purge_entries(session, tenant_id_for(session, tenant))
+        deleted = purge_entries(session, tenant.id)
         session.commit()
     return {"object": "cache.purged", "deleted": deleted}
 
@@ -129,7 +129,6 @@ def purge_cache(request: Request, tenant: Tenant) -> dict[str, Any]:
 @router.get("/stats")
 def read_cache_stats(request: Request, tenant: Tenant) -> CacheStatsOut:
     with sessions_of(request)() as session:
-        stats = cache_stats(session, tenant_id_for(session, tenant))
-        session.commit()
+        stats = cache_stats(session, tenant.id)
     return CacheStatsOut(entries=stats.entries, entry_hits=stats.entry_hits, hits=stats.hits,
                          misses=stats.misses, saved_usd=f"{stats.saved_usd:f}")

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.auth import tenant_for_request
+from api.auth import require_admin, tenant_for_request
 from cache.keys import CachePolicy
+from intake.admission import IntakePolicy
 from intake.limits import IntakeLimits
+from models.tenants import TenantRef
 from penny.settings import Settings
 from storage.port import ObjectStore
 
-Tenant = Annotated[str, Depends(tenant_for_request)]
+Tenant = Annotated[TenantRef, Depends(tenant_for_request)]
+Admin = Annotated[None, Depends(require_admin)]
+# Every create endpoint takes one; a key is scoped to the tenant.
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+]
 
 
 def sessions_of(request: Request) -> sessionmaker[Session]:
@@ -25,6 +32,11 @@ def sessions_of(request: Request) -> sessionmaker[Session]:
 def limits_of(request: Request) -> IntakeLimits:
     limits: IntakeLimits = request.app.state.intake_limits
     return limits
+
+
+def policy_of(request: Request) -> IntakePolicy:
+    policy: IntakePolicy = request.app.state.intake_policy
+    return policy
 
 
 def store_of(request: Request) -> ObjectStore:

@@ -4,17 +4,24 @@ OpenAI and the Anthropic SDKs read."""
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from intake.text import escape_unstorable
 from penny.errors import (
+    BudgetExceeded,
     IdempotencyConflict,
     InputFileError,
+    InvalidJson,
     InvalidRequest,
     NotFound,
     PennyError,
+    QueueFull,
     StateConflict,
     TooLarge,
     Unauthorized,
@@ -22,6 +29,7 @@ from penny.errors import (
 )
 
 STATUS_BY_ERROR: dict[type[PennyError], int] = {
+    InvalidJson: 400,
     InvalidRequest: 422,
     InputFileError: 422,
     UnknownModel: 404,
@@ -30,12 +38,40 @@ STATUS_BY_ERROR: dict[type[PennyError], int] = {
     StateConflict: 409,
     TooLarge: 413,
     Unauthorized: 401,
+    QueueFull: 429,
+    BudgetExceeded: 402,
 }
 
 
 # The error `type` the OpenAI and Anthropic SDKs expect next to penny's own `code`.
 TYPE_BY_STATUS = {401: "authentication_error", 404: "not_found_error",
-                  413: "request_too_large", 500: "api_error"}
+                  413: "request_too_large", 429: "rate_limit_error", 500: "api_error"}
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    code: str
+    message: str
+    param: str | None
+    details: list[dict[str, Any]]
+
+
+class ErrorBody(BaseModel):
+    type: Literal["error"]
+    error: ErrorDetail
+
+
+_MEANING = {400: "The body is not JSON penny can read", 401: "No valid API key",
+            402: "Over the tenant's hard budget", 404: "No such object for this tenant",
+            409: "Conflicts with the object's state or an earlier Idempotency-Key",
+            413: "The body or file is too large", 422: "The request breaks a rule",
+            429: "The tenant's queue is full; see Retry-After"}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the errors a route can answer, all in penny's error shape."""
+    return {status: {"model": ErrorBody, "description": _MEANING[status]}
+            for status in statuses}
 
 
 def error_body(
@@ -46,8 +82,12 @@ def error_body(
     status: int = 400,
 ) -> dict[str, object]:
     kind = TYPE_BY_STATUS.get(status, "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "code": code, "message": message,
-                                       "param": param, "details": details or []}}
+    # A message or param may quote the client's text; a lone surrogate in it would make
+    # the answer itself unencodable.
+    return {"type": "error", "error": {
+        "type": kind, "code": code, "message": escape_unstorable(message),
+        "param": escape_unstorable(param) if param is not None else None,
+        "details": details or []}}
 
 
 def _status_for(error: PennyError) -> int:
@@ -60,16 +100,18 @@ def _status_for(error: PennyError) -> int:
 async def _penny_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, PennyError)
     status = _status_for(error)
+    headers = ({"Retry-After": str(error.retry_after)} if isinstance(error, QueueFull)
+               else None)
     return JSONResponse(
         error_body(error.code, error.message, error.param, error.details, status),
-        status_code=status,
+        status_code=status, headers=headers,
     )
 
 
 def _location(loc: tuple[object, ...]) -> str:
     # Drop the leading "body" FastAPI adds; what is left is the field path the client sent.
     parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) or "body"
+    return escape_unstorable(".".join(parts)) or "body"
 
 
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:

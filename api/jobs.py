@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from api.deps import Tenant, cache_of, limits_of, sessions_of
+from api.deps import (
+    IdempotencyKey,
+    Tenant,
+    cache_of,
+    limits_of,
+    policy_of,
+    sessions_of,
+    store_of,
+)
+from api.errors import error_responses
+from api.json_body import JsonBodyRoute
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
+from api.webhooks import checked_callback
 from intake.schema import JobRequest
-from intake.service import jobs_for_requests, request_hash, submit
-from models.submissions import get_job, get_submission, status_counts, tenant_id_for
-from penny.errors import InvalidRequest, NotFound
+from intake.service import jobs_for_bulk, jobs_for_requests, request_hash, submit
+from models.batches import progress_of
+from models.status import SubmissionStatus
+from models.submissions import get_job, get_submission
+from penny.errors import InvalidRequest, NotFound, StateConflict
 from penny.settings import Settings
+from workers.finalize import output_keys
 
-router = APIRouter(prefix="/v1")
-
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-]
+router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 402, 404, 409, 413, 422, 429))
 
 
 def _parse_id(raw: str, what: str) -> uuid.UUID:
@@ -45,7 +55,8 @@ def create_job(
         stored = submit(
             session, tenant=tenant, kind="job", jobs=jobs,
             payload_hash=request_hash(body.model_dump(mode="json")),
-            idempotency_key=idempotency_key, cache=cache_of(request),
+            idempotency_key=idempotency_key, policy=policy_of(request),
+            cache=cache_of(request),
         )
         # Answered from the exact result cache: already done, result and ledger written.
         status = "succeeded" if stored.from_cache else "queued"
@@ -54,7 +65,8 @@ def create_job(
             status = view.job.status if view else status
     _mark_replay(response, stored.replayed)
     return JobAccepted(id=str(stored.job_ids[0]), status=status,
-                       submission_id=str(stored.submission.id))
+                       submission_id=str(stored.submission.id),
+                       warnings=stored.submission.warnings or [])
 
 
 @router.post("/jobs/bulk", status_code=202)
@@ -68,25 +80,29 @@ def create_jobs(
             f"{len(body.jobs)} jobs in one request; the limit is {settings.max_bulk_jobs}",
             param="jobs",
         )
-    jobs = jobs_for_requests(body.jobs, limits_of(request))
+    requests, jobs = jobs_for_bulk(body.jobs, limits_of(request))
+    callback_url = checked_callback(request, body.callback_url)
     with sessions_of(request)() as session:
         stored = submit(
             session, tenant=tenant, kind="bulk", jobs=jobs,
-            payload_hash=request_hash(body.model_dump(mode="json")),
-            idempotency_key=idempotency_key, cache=cache_of(request),
+            payload_hash=request_hash({"jobs": [r.model_dump(mode="json") for r in requests],
+                                       "callback_url": body.callback_url}),
+            idempotency_key=idempotency_key, policy=policy_of(request),
+            cache=cache_of(request),
+            columns={"callback_url": callback_url} if callback_url else None,
         )
     _mark_replay(response, stored.replayed)
     return BulkAccepted(submission_id=str(stored.submission.id),
                         job_ids=[str(j) for j in stored.job_ids], count=len(stored.job_ids),
-                        from_cache=sorted(str(j) for j in stored.from_cache))
+                        from_cache=sorted(str(j) for j in stored.from_cache),
+                        warnings=stored.submission.warnings or [])
 
 
 @router.get("/jobs/{job_id}")
 def read_job(job_id: str, request: Request, tenant: Tenant) -> JobOut:
     parsed = _parse_id(job_id, "job")
     with sessions_of(request)() as session:
-        view = get_job(session, tenant_id_for(session, tenant), parsed)
-        session.commit()
+        view = get_job(session, tenant.id, parsed)
     if view is None:
         raise NotFound(f"no job with id {job_id!r}", param="job_id")
     return JobOut.from_view(view)
@@ -96,8 +112,33 @@ def read_job(job_id: str, request: Request, tenant: Tenant) -> JobOut:
 def read_submission(submission_id: str, request: Request, tenant: Tenant) -> SubmissionOut:
     parsed = _parse_id(submission_id, "submission")
     with sessions_of(request)() as session:
-        row = get_submission(session, tenant_id_for(session, tenant), parsed)
-        session.commit()
+        row = get_submission(session, tenant.id, parsed)
         if row is None:
             raise NotFound(f"no submission with id {submission_id!r}", param="submission_id")
-        return SubmissionOut.from_row(row, status_counts(session, parsed))
+        progress = progress_of(session, [parsed])[parsed]
+        return SubmissionOut.from_row(row, progress.counts, progress.cost.as_dict())
+
+
+OUTPUT_FILES = {"results": "application/jsonl", "ledger_json": "application/json",
+                "ledger_csv": "text/csv"}
+
+
+@router.get("/submissions/{submission_id}/{output}", response_class=Response, responses={
+    200: {"description": "The file", "content": {media: {} for media in OUTPUT_FILES.values()}}})
+def read_submission_output(submission_id: str, output: str, request: Request,
+                           tenant: Tenant) -> Response:
+    """A finished submission's results.jsonl, ledger.json or ledger.csv, read from the
+    object store (for a client that cannot read it there)."""
+    parsed = _parse_id(submission_id, "submission")
+    if output not in OUTPUT_FILES:
+        raise NotFound(f"no output {output!r}: one of {', '.join(OUTPUT_FILES)}",
+                       param="output")
+    with sessions_of(request)() as session:
+        row = get_submission(session, tenant.id, parsed)
+    if row is None:
+        raise NotFound(f"no submission with id {submission_id!r}", param="submission_id")
+    if row.status != SubmissionStatus.COMPLETED:
+        raise StateConflict(f"submission {submission_id} is {row.status}; its outputs are "
+                            "written when every job has finished")
+    data = store_of(request).get(output_keys(row.id)[output])
+    return Response(data, media_type=OUTPUT_FILES[output])

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from sqlalchemy.orm import Session
 
 from api.batch_views import OPENAI_BATCH_PREFIX, openai_batch, openai_list
-from api.deps import Tenant, cache_of, sessions_of
+from api.deps import IdempotencyKey, Tenant, cache_of, policy_of, sessions_of
+from api.errors import error_responses
+from api.json_body import JsonBodyRoute
+from api.webhooks import checked_callback
 from intake.batches import OpenAIBatchParams, batch_uuid, create_openai_batch, retry_batch
 from intake.service import request_hash
+from intake.text import StorableText
 from models.batches import OPENAI_KIND, cancel_batch, get_batch, list_batches, progress_of
-from models.submissions import tenant_id_for
 from models.tables import Submission
+from models.tenants import TenantRef
 from penny.errors import NotFound, StateConflict
 
-router = APIRouter(prefix="/v1")
-
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-]
-
+router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 402, 404, 409, 413, 422, 429))
 
 class OutputExpiresAfter(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -34,10 +34,11 @@ class OutputExpiresAfter(BaseModel):
 class CreateBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input_file_id: str = Field(min_length=1, max_length=64)
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+    input_file_id: StorableText = Field(min_length=1, max_length=64)
+    endpoint: StorableText
+    completion_window: StorableText
+    # Stored as given: keys and values must be text Postgres can hold.
+    metadata: dict[StorableText, Annotated[StorableText, Field(max_length=512)]] | None = Field(
         default=None, max_length=16)
     output_expires_after: OutputExpiresAfter | None = None
     # penny's extension: where to announce the batch's end (also read from metadata).
@@ -48,8 +49,8 @@ def _view(session: Session, row: Submission) -> dict[str, Any]:
     return openai_batch(row, progress_of(session, [row.id])[row.id])
 
 
-def _load(session: Session, tenant: str, batch_id: str) -> Submission:
-    row = get_batch(session, tenant_id_for(session, tenant),
+def _load(session: Session, tenant: TenantRef, batch_id: str) -> Submission:
+    row = get_batch(session, tenant.id,
                     batch_uuid(batch_id, OPENAI_BATCH_PREFIX), OPENAI_KIND)
     if row is None:
         raise NotFound(f"no batch with id {batch_id!r}", param="batch_id")
@@ -61,7 +62,9 @@ def create_batch(
     body: CreateBatch, request: Request, response: Response, tenant: Tenant,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    callback = body.callback_url or (body.metadata or {}).get("callback_url")
+    callback = (checked_callback(request, str(body.callback_url)) if body.callback_url else
+                checked_callback(request, (body.metadata or {}).get("callback_url"),
+                                 param="metadata.callback_url"))
     params = OpenAIBatchParams(
         input_file_id=body.input_file_id,
         endpoint=body.endpoint,
@@ -69,13 +72,13 @@ def create_batch(
         metadata=body.metadata,
         output_expires_after_seconds=(body.output_expires_after.seconds
                                       if body.output_expires_after else None),
-        callback_url=str(callback) if callback else None,
+        callback_url=callback,
     )
     with sessions_of(request)() as session:
         stored = create_openai_batch(
             session, tenant=tenant, params=params,
             payload_hash=request_hash(body.model_dump(mode="json")),
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, policy=policy_of(request),
         )
         if stored.replayed:
             response.headers["Idempotent-Replayed"] = "true"
@@ -91,7 +94,7 @@ def read_batches(
 ) -> dict[str, Any]:
     cursor = batch_uuid(after, OPENAI_BATCH_PREFIX) if after else None
     with sessions_of(request)() as session:
-        page = list_batches(session, tenant_id_for(session, tenant), OPENAI_KIND, limit=limit,
+        page = list_batches(session, tenant.id, OPENAI_KIND, limit=limit,
                             after=cursor)
         progress = progress_of(session, [b.id for b in page.batches])
         session.commit()
@@ -124,12 +127,18 @@ def cancel(batch_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
 
 
 @router.post("/batches/{batch_id}/retry")
-def retry(batch_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
+def retry(
+    batch_id: str, request: Request, response: Response, tenant: Tenant,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
     """penny's extension: a new batch re-running this one's failed, expired and cancelled
     lines, with the same custom_ids."""
     with sessions_of(request)() as session:
         original = _load(session, tenant, batch_id)
         stored = retry_batch(session, tenant=tenant, original=original,
                              payload_hash=request_hash(["retry", batch_id]),
+                             idempotency_key=idempotency_key, policy=policy_of(request),
                              cache=cache_of(request))
+        if stored.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
         return _view(session, stored.submission)

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from api.batch_views import file_object, openai_list, unix
-from api.deps import Tenant, sessions_of, settings_of, store_of
-from models.files import delete_file, get_file, insert_file, list_files, new_file_id
+from api.deps import IdempotencyKey, Tenant, policy_of, sessions_of, settings_of, store_of
+from api.errors import error_responses
+from api.json_body import JsonBodyRoute
+from intake.service import request_hash
+from intake.text import unstorable_reason
+from models.files import (
+    delete_file,
+    find_upload,
+    forget_upload_key,
+    get_file,
+    insert_upload,
+    list_files,
+    new_file_id,
+)
 from models.files import object_key_for as file_key
-from models.submissions import tenant_id_for
 from models.tables import StoredFile
-from penny.errors import InvalidRequest, NotFound, TooLarge
+from models.tenants import TenantRef
+from penny.errors import IdempotencyConflict, InvalidRequest, NotFound, TooLarge
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 404, 409, 413, 422))
 
 # Uploads penny accepts: batch inputs. (Outputs are `batch_output`, written by penny.)
 UPLOAD_PURPOSES = frozenset({"batch"})
@@ -36,31 +50,65 @@ def _expiry_seconds(anchor: str | None, seconds: int | None) -> int | None:
     return seconds
 
 
+def _storable(value: str, param: str) -> str:
+    reason = unstorable_reason(value)
+    if reason is not None:
+        raise InvalidRequest(f"{param} {reason}", param=param)
+    return value
+
+
 @router.post("/files")
 def upload_file(
     request: Request,
+    response: Response,
     tenant: Tenant,
     file: Annotated[UploadFile, File()],
     purpose: Annotated[str, Form()],
     expires_anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
     expires_seconds: Annotated[int | None, Form(alias="expires_after[seconds]")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     if purpose not in UPLOAD_PURPOSES:
         raise InvalidRequest(f"purpose {purpose!r} is not served here; upload batch inputs "
                              "with purpose 'batch'", param="purpose")
+    filename = _storable(file.filename or "upload.jsonl", "file.filename")
     expiry = _expiry_seconds(expires_anchor, expires_seconds)
     limit = settings_of(request).max_file_bytes
     data = file.file.read(limit + 1)
     if len(data) > limit:
         raise TooLarge(f"the file is larger than {limit} bytes", param="file")
-    file_id = new_file_id()
-    store_of(request).put(file_key(file_id), data, "application/jsonl")
+    digest = request_hash([purpose, filename, expiry, hashlib.sha256(data).hexdigest()])
+    cutoff = policy_of(request).idempotency_cutoff()
     with sessions_of(request)() as session:
-        row = insert_file(session, file_id=file_id, tenant_id=tenant_id_for(session, tenant),
-                          purpose=purpose, filename=file.filename or "upload.jsonl",
-                          size=len(data), expires_after_seconds=expiry)
-        session.commit()
-        return file_object(row)
+        for _ in range(2):  # a second pass only after forgetting an expired key
+            file_id = new_file_id()
+            row = insert_upload(session, file_id=file_id, tenant_id=tenant.id,
+                                purpose=purpose, filename=filename, size=len(data),
+                                expires_after_seconds=expiry,
+                                idempotency_key=idempotency_key, request_hash=digest)
+            if row is not None:
+                # The row is written but not committed while the bytes go to the store: a
+                # concurrent duplicate waits on the key, and a failed put leaves no row.
+                store_of(request).put(file_key(file_id), data, "application/jsonl")
+                session.commit()
+                return file_object(row)
+            session.rollback()
+            assert idempotency_key is not None, "only a taken key makes the insert a no-op"
+            existing = find_upload(session, tenant.id, idempotency_key)
+            if existing is None:  # deleted meanwhile: its key went with it
+                continue
+            if existing.created_at < cutoff:
+                forget_upload_key(session, existing.id)
+                session.commit()
+                continue
+            if existing.request_hash != digest:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was already used with a different upload",
+                    param="Idempotency-Key")
+            response.headers["Idempotent-Replayed"] = "true"
+            return file_object(existing)
+    raise IdempotencyConflict("this Idempotency-Key is in use; retry",  # pragma: no cover
+                              param="Idempotency-Key")
 
 
 @router.get("/files")
@@ -72,16 +120,18 @@ def read_files(
     order: Literal["asc", "desc"] = "desc",
     purpose: str | None = None,
 ) -> dict[str, Any]:
+    if purpose is not None:
+        _storable(purpose, "purpose")
     with sessions_of(request)() as session:
-        page = list_files(session, tenant_id_for(session, tenant), limit=limit, after=after,
+        page = list_files(session, tenant.id, limit=limit, after=after,
                           newest_first=order == "desc", purpose=purpose)
         session.commit()
         return openai_list([file_object(f) for f in page.files], page.has_more)
 
 
-def _existing_file(request: Request, tenant: str, file_id: str) -> StoredFile:
+def _existing_file(request: Request, tenant: TenantRef, file_id: str) -> StoredFile:
     with sessions_of(request)() as session:
-        row = get_file(session, tenant_id_for(session, tenant), file_id)
+        row = get_file(session, tenant.id, file_id)
         session.commit()
     if row is None:
         raise NotFound(f"no file with id {file_id!r}", param="file_id")
@@ -103,7 +153,7 @@ def read_file_content(file_id: str, request: Request, tenant: Tenant) -> Respons
 @router.delete("/files/{file_id}")
 def remove_file(file_id: str, request: Request, tenant: Tenant) -> dict[str, Any]:
     with sessions_of(request)() as session:
-        row = delete_file(session, tenant_id_for(session, tenant), file_id)
+        row = delete_file(session, tenant.id, file_id)
         session.commit()
     if row is None:
         raise NotFound(f"no file with id {file_id!r}", param="file_id")

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
-from intake.schema import JobRequest
 from models.submissions import JobView
 from models.tables import Submission
+
+# A bulk item is a JobRequest, validated by intake one item at a time (schema and model
+# limits in one pass, so a 422 names every bad item); here it is only documented as one.
+# POST /v1/jobs puts JobRequest in the schema's components.
+BulkItem = Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/JobRequest"})]
 
 
 class BulkJobsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    jobs: list[JobRequest] = Field(min_length=1)
+    jobs: list[BulkItem] = Field(min_length=1)
+    # Where to announce the submission's end (a signed webhook); else the tenant's default.
+    callback_url: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
 class JobAccepted(BaseModel):
@@ -23,6 +29,8 @@ class JobAccepted(BaseModel):
     object: str = "job"
     status: str
     submission_id: str
+    # Accepted, but worth knowing (a soft budget passed): [{code, message}].
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class BulkAccepted(BaseModel):
@@ -32,6 +40,7 @@ class BulkAccepted(BaseModel):
     count: int
     # The jobs the exact result cache answered in this request: already succeeded.
     from_cache: list[str] = Field(default_factory=list)
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Usage(BaseModel):
@@ -111,9 +120,14 @@ class SubmissionOut(BaseModel):
     outputs: dict[str, str] | None
     created_at: datetime
     completed_at: datetime | None
+    warnings: list[dict[str, Any]]
+    # Billed so far: tokens, engine seconds, cost, list-price cost and savings.
+    penny_cost: dict[str, Any]
 
     @classmethod
-    def from_row(cls, row: Submission, counts: dict[str, int]) -> SubmissionOut:
+    def from_row(cls, row: Submission, counts: dict[str, int],
+                 cost: dict[str, Any]) -> SubmissionOut:
         return cls(id=str(row.id), kind=row.kind, status=row.status, total_jobs=row.total_jobs,
                    counts=counts, outputs=row.outputs, created_at=row.created_at,
-                   completed_at=row.completed_at)
+                   completed_at=row.completed_at, warnings=row.warnings or [],
+                   penny_cost=cost)

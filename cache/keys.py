@@ -11,8 +11,8 @@ would have hit (two differently written requests that tokenize alike), which is 
 side. Sampled requests without a seed have no key: each caller asked for its own draw.
 
 The tenant is not hashed into the key: it is the entry's own column, and every lookup and
-fill is scoped by it (unique on tenant and key). So the key is known before the tenant's id
-is, and the intake lookup can ride on the query that reads that id.
+fill is scoped by it (unique on tenant and key): the intake lookup is one query on that
+index with the tenant's id, which intake already holds.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from coalescer.dispatch import Dispatcher
 from coalescer.planning import BatchLimits, PlannedBatch, PlanOptions, QueuedJob, plan_window
 from coalescer.windows import WindowBounds, WindowState, batch_room, window_should_close
 from intake.limits import IntakeLimits
-from intake.validation import Outcome, validate_next_batch
+from intake.validation import Outcome, RetryPolicy, validate_next_batch
 from models.queue import (
     QueuedRow,
     claim_queued_jobs,
@@ -44,6 +44,7 @@ from models.single_flight import (
     in_flight_leaders,
 )
 from models.workers import live_workers, worker_loads
+from observability import metrics
 from penny.settings import Settings
 from storage.port import ObjectStore
 from workers.engine import GenerationRequest
@@ -88,6 +89,8 @@ class Coalescer:
         store: ObjectStore,
         models: Sequence[str],
         tokenizers: Mapping[str, PromptTokenizer] | None = None,
+        *,
+        local_workers: bool = False,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -110,9 +113,19 @@ class Coalescer:
         # the weights this process can see.
         self.cache = cache_policy(settings)
         self.intake_limits = IntakeLimits.from_settings(settings)
+        self.validation_retry = RetryPolicy(settings.max_validation_attempts,
+                                            settings.validation_retry_seconds)
         self._validated = False  # the last tick validated a batch: more may be waiting
         self._last_validation = 0.0
         self.idle_interval = settings.idle_poll_interval_ms / 1000
+        self.busy_interval = settings.busy_poll_interval_ms / 1000
+        # In embedded mode the workers share this process and say when they take and
+        # finish a batch (`batch_started` / `batch_finished`): the loop then sleeps through
+        # a running batch instead of polling beside the engine's threads.
+        self._local_workers = local_workers
+        self._running_here = 0  # batches the local workers are running now
+        self._running_lock = threading.Lock()  # one worker thread per model updates it
+        self._wakeup = threading.Event()
 
     def tick(self) -> int:
         """One look at the queue; returns how many batches were dispatched."""
@@ -156,16 +169,20 @@ class Coalescer:
         started = time.perf_counter()
         try:
             validated = validate_next_batch(self.sessions, self.store, self.intake_limits,
-                                            self.settings.max_batch_requests, self.cache)
-        except Exception:  # e.g. the store did not answer: the batch stays validating
-            log.exception("validating a batch failed; it is tried again next tick")
+                                            self.settings.max_batch_requests,
+                                            self.validation_retry, cache=self.cache)
+        except Exception:  # e.g. the database did not answer: nothing was claimed
+            log.exception("looking for a batch to validate failed")
             return False
         if validated is None:
             return False
+        if validated.outcome == Outcome.RETRY:  # logged by the validator; others may wait
+            return True
         self.stats.batches_validated += 1
         self.stats.validating_seconds += time.perf_counter() - started
         log.info("batch submission %s validated: %s, %d jobs (%d from the result cache)",
-                 validated.batch_id, validated.outcome, validated.jobs, validated.from_cache)
+                 validated.batch_id, validated.outcome, validated.jobs, validated.from_cache,
+                 extra={"submission_id": str(validated.batch_id)})
         # Nothing to run (cancelled, or every line answered from the cache): end it now.
         if validated.outcome == Outcome.CANCELLED or (
                 validated.jobs and validated.from_cache == validated.jobs):
@@ -229,9 +246,12 @@ class Coalescer:
         self.stats.batches += len(chosen)
         for job_id in leader_batch:
             self._tokens.pop(job_id, None)
+        copies = len(followers) + len(plan.joined_in_flight) + beyond_horizon
         log.info("window closed for %s: %d jobs in %d batches, %d copies collapsed", model,
-                 planned_jobs, len(chosen),
-                 len(followers) + len(plan.joined_in_flight) + beyond_horizon)
+                 planned_jobs, len(chosen), copies, extra={"model": model})
+        metrics.record_window(model, [len(b.job_ids) for b in chosen],
+                              [b.estimated_tokens for b in chosen], copies,
+                              self.limits.max_jobs, self.limits.max_tokens)
         return [_Dispatch(batch_id, model, target)
                 for batch_id, target in zip(batch_ids, targets, strict=True)]
 
@@ -269,8 +289,22 @@ class Coalescer:
         self.stats.tokenizing_seconds += time.perf_counter() - started
         return jobs
 
+    def batch_started(self) -> None:
+        """A local worker took a batch: its engine has room for the next one now."""
+        with self._running_lock:
+            self._running_here += 1
+        self._wakeup.set()
+
+    def batch_finished(self) -> None:
+        with self._running_lock:
+            self._running_here -= 1
+        self._wakeup.set()
+
+    def wake(self) -> None:
+        """Look at the queue now instead of at the next poll (e.g. to notice a stop)."""
+        self._wakeup.set()
+
     def run(self, stop: threading.Event) -> None:
-        window_interval = self.settings.poll_interval_ms / 1000
         while not stop.is_set():
             try:
                 dispatched = self.tick()
@@ -278,8 +312,35 @@ class Coalescer:
                 log.exception("coalescer tick failed")
                 dispatched = 0
             if not dispatched:
-                # An open window needs a close look, and another batch may wait to be
-                # validated; otherwise nothing can happen soon.
-                window_open = self._window_opened is not None and not self._engines_busy
-                busy = window_open or self._validated
-                stop.wait(window_interval if busy else self.idle_interval)
+                self._pause(stop, self._next_look())
+
+    def _next_look(self) -> float:
+        """Seconds until the next tick. Every look is a few queries, and on a machine whose
+        cores the engine uses each one is engine time lost, so look only as often as
+        something can have changed."""
+        window_open = self._window_opened is not None and not self._engines_busy
+        if window_open or self._validated:  # a window to close, or more files to validate
+            return self.settings.poll_interval_ms / 1000
+        if self._local_workers and self._running_here:
+            if self._engines_busy:
+                # The next batch is waiting: nothing is planned before a worker takes it,
+                # and that worker rings. The sweeper still runs on time.
+                return self.settings.sweep_interval_seconds
+            # The engine takes nothing new before its batch ends; work that arrives
+            # meanwhile only needs to be planned before then.
+            return max(self.busy_interval, self.idle_interval)
+        return self.idle_interval
+
+    def _pause(self, stop: threading.Event, seconds: float) -> None:
+        if not self._local_workers:
+            stop.wait(seconds)
+            return
+        # Woken early by a local worker; `stop` is checked at least every idle interval.
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._wakeup.wait(min(left, self.idle_interval)):
+                self._wakeup.clear()
+                return

@@ -1,8 +1,9 @@
 """Anthropic Message Batches: `requests[]` of `{custom_id, params}` become job requests. Pure.
 
-The shape of the list (ids present, unique, well-formed) is checked up front and rejects
-the whole request, as the hosted API does; a request whose `params` are bad still gets a
-line of its own and ends `errored`, so one bad request never sinks the batch.
+The shape of the list (ids present, unique, well-formed, all text storable) is checked up
+front and rejects the whole request, as the hosted API does; a request whose `params` are
+bad still gets a line of its own and ends `errored`, so one bad request never sinks the
+batch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from intake.cache_option import PENNY_CACHE_FIELD
 from intake.files import describe_validation_error
 from intake.limits import IntakeLimits, resolve_model
 from intake.schema import JobRequest
+from intake.text import unstorable_paths
 from penny.errors import InvalidRequest, PennyError
 
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -122,6 +124,10 @@ def parse_requests(
                              "message": f"duplicate custom_id {custom_id!r}"})
         else:
             seen.add(custom_id)
+        # Text Postgres cannot hold rejects the request as a whole, like a bad custom_id:
+        # a request's own error record would otherwise have to quote it.
+        problems.extend({"index": index, "param": f"requests.{path}", "message": reason}
+                        for path, reason in unstorable_paths(item, str(index)))
     if problems:
         first = problems[0]
         raise InvalidRequest(f"{first['param']}: {first['message']}", param=str(first["param"]),

@@ -13,6 +13,7 @@ from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from cache.keys import CachePolicy
+from intake.admission import IntakePolicy
 from intake.anthropic_requests import parse_requests
 from intake.embeddings import EmbeddingJobRequest
 from intake.limits import IntakeLimits
@@ -22,8 +23,9 @@ from intake.service import embedding_job, new_job, submit
 from models.batches import ANTHROPIC_KIND, OPENAI_KIND, retryable_jobs
 from models.files import get_file
 from models.status import SubmissionStatus
-from models.submissions import NewJob, StoredSubmission, tenant_id_for
+from models.submissions import NewJob, StoredSubmission
 from models.tables import Submission
+from models.tenants import TenantRef
 from penny.errors import InvalidRequest, NotFound, StateConflict
 
 MAX_WINDOW = timedelta(hours=24)
@@ -61,10 +63,11 @@ class OpenAIBatchParams:
 def create_openai_batch(
     session: Session,
     *,
-    tenant: str,
+    tenant: TenantRef,
     params: OpenAIBatchParams,
     payload_hash: str,
     idempotency_key: str | None = None,
+    policy: IntakePolicy | None = None,
 ) -> StoredSubmission:
     """Store the batch as `validating` with nothing queued, after the checks that need no
     parsing (endpoint, window, input file). Parsing a file of up to 50,000 lines is the
@@ -74,8 +77,7 @@ def create_openai_batch(
             f"endpoint {params.endpoint!r} is not served here "
             f"(served: {', '.join(SERVED_ENDPOINTS)})", param="endpoint")
     window = parse_completion_window(params.completion_window)
-    tenant_id = tenant_id_for(session, tenant)
-    stored_file = get_file(session, tenant_id, params.input_file_id)
+    stored_file = get_file(session, tenant.id, params.input_file_id)
     if stored_file is None:
         raise NotFound(f"no file with id {params.input_file_id!r}", param="input_file_id")
     if stored_file.purpose != "batch":
@@ -94,7 +96,7 @@ def create_openai_batch(
     }
     return submit(session, tenant=tenant, kind=OPENAI_KIND, jobs=[],
                   payload_hash=payload_hash, idempotency_key=idempotency_key,
-                  source_name=stored_file.filename, columns=columns,
+                  source_name=stored_file.filename, columns=columns, policy=policy,
                   cache=None)  # no lines yet: the validator looks them up
 
 
@@ -102,11 +104,13 @@ def create_anthropic_batch(
     session: Session,
     limits: IntakeLimits,
     *,
-    tenant: str,
+    tenant: TenantRef,
     requests: list[Any],
     max_requests: int,
     payload_hash: str,
-    cache: CachePolicy | None,
+    idempotency_key: str | None = None,
+    policy: IntakePolicy | None = None,
+    cache: CachePolicy | None = None,
 ) -> StoredSubmission:
     """Requests the exact result cache answers are done before this returns."""
     parsed = parse_requests(requests, limits, max_requests)
@@ -126,12 +130,19 @@ def create_anthropic_batch(
         "in_progress_at": func.now(),
     }
     return submit(session, tenant=tenant, kind=ANTHROPIC_KIND, jobs=jobs,
-                  payload_hash=payload_hash, columns=columns, cache=cache)
+                  payload_hash=payload_hash, columns=columns,
+                  idempotency_key=idempotency_key, policy=policy, cache=cache)
 
 
 def retry_batch(
-    session: Session, *, tenant: str, original: Submission, payload_hash: str,
-    cache: CachePolicy | None,
+    session: Session,
+    *,
+    tenant: TenantRef,
+    original: Submission,
+    payload_hash: str,
+    idempotency_key: str | None = None,
+    policy: IntakePolicy | None = None,
+    cache: CachePolicy | None = None,
 ) -> StoredSubmission:
     """A new batch of the original's failed, expired and cancelled lines, with their
     custom_ids and line numbers (they still name lines of the same input file)."""
@@ -160,7 +171,8 @@ def retry_batch(
         "in_progress_at": func.now(),
     }
     return submit(session, tenant=tenant, kind=original.kind, jobs=jobs,
-                  payload_hash=payload_hash, columns=columns, cache=cache)
+                  payload_hash=payload_hash, columns=columns,
+                  idempotency_key=idempotency_key, policy=policy, cache=cache)
 
 
 def batch_uuid(public_id: str, prefix: str) -> uuid.UUID:

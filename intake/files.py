@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from intake.schema import JobRequest
-from penny.errors import InputFileError
+from intake.text import DEFAULT_MAX_JSON_DEPTH, escape_unstorable, load_json, unstorable_paths
+from penny.errors import InputFileError, InvalidJson
 
 # CSV columns that map onto request fields; every other column becomes a metadata tag.
 _CSV_NUMBER_FIELDS = {"max_tokens": int, "temperature": float, "top_p": float, "seed": int}
@@ -43,7 +44,8 @@ LineOutcome = ParsedLine | LineError
 def describe_validation_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        location = ".".join(str(p) for p in item["loc"]) or "line"
+        # A location can hold a client's key verbatim; the message is stored.
+        location = escape_unstorable(".".join(str(p) for p in item["loc"])) or "line"
         parts.append(f"{location}: {item['msg']}")
     return "; ".join(parts)
 
@@ -51,13 +53,18 @@ def describe_validation_error(error: ValidationError) -> str:
 def _validated(line_no: int, raw: str, payload: Any) -> LineOutcome:
     if not isinstance(payload, dict):
         return LineError(line_no, "invalid_line", "each line must be a JSON object", raw)
+    # Anywhere in the line, keys included: a bad key would otherwise be echoed into the
+    # line's stored error message.
+    unstorable = [f"{path}: {reason}" for path, reason in unstorable_paths(payload)]
+    if unstorable:
+        return LineError(line_no, "invalid_line", "; ".join(unstorable), raw)
     try:
         return ParsedLine(line_no, JobRequest.model_validate(payload))
     except ValidationError as error:
         return LineError(line_no, "invalid_line", describe_validation_error(error), raw)
 
 
-def parse_jsonl(text: str) -> Iterator[LineOutcome]:
+def parse_jsonl(text: str, max_depth: int) -> Iterator[LineOutcome]:
     # Split on "\n" only: str.splitlines() also breaks at U+2028 and friends, which JSON
     # allows raw inside strings, and would cut one valid line in two.
     for line_no, raw_line in enumerate(text.split("\n"), start=1):
@@ -65,11 +72,28 @@ def parse_jsonl(text: str) -> Iterator[LineOutcome]:
         if not raw.strip():
             continue
         try:
-            payload = json.loads(raw)
-        except json.JSONDecodeError as error:
-            yield LineError(line_no, "invalid_json", f"not valid JSON: {error.msg}", raw)
+            payload = load_json(raw, max_depth, what="the line")
+        except InvalidJson as error:
+            yield LineError(line_no, "invalid_json", error.message, raw)
             continue
         yield _validated(line_no, raw, payload)
+
+
+class _BadCell(ValueError):
+    pass
+
+
+def _number(column: str, value: str) -> int | float:
+    """A CSV cell is text; a number column's text must read as that number exactly."""
+    kind = _CSV_NUMBER_FIELDS[column]
+    try:
+        number: int | float = kind(value.strip())
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise _BadCell(f"{column}: {escape_unstorable(value)!r} is not {noun}") from None
+    if not math.isfinite(number):
+        raise _BadCell(f"{column}: {escape_unstorable(value.strip())!r} is not a finite number")
+    return number
 
 
 def _csv_row_to_payload(row: dict[str, str | None]) -> dict[str, Any]:
@@ -82,10 +106,7 @@ def _csv_row_to_payload(row: dict[str, str | None]) -> dict[str, Any]:
         if column in _CSV_TEXT_FIELDS - {"prompt", "system"} and value:
             payload[column] = value
         elif column in _CSV_NUMBER_FIELDS and value.strip():
-            try:
-                payload[column] = _CSV_NUMBER_FIELDS[column](value)
-            except ValueError:
-                payload[column] = value  # left for the schema to reject with its own message
+            payload[column] = _number(column, value)
         elif column not in _CSV_TEXT_FIELDS and column not in _CSV_NUMBER_FIELDS and value:
             tags[column] = value
     if system:
@@ -101,7 +122,9 @@ def _csv_row_to_payload(row: dict[str, str | None]) -> dict[str, Any]:
 
 
 def parse_csv(text: str) -> Iterator[LineOutcome]:
-    reader = csv.DictReader(io.StringIO(text))
+    # newline="": the csv module reads line ends itself (a bare CR too, and newlines inside
+    # quoted cells), as its documentation asks.
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None or "prompt" not in reader.fieldnames:
         raise InputFileError("a CSV input needs a header row with a 'prompt' column")
     for row in reader:
@@ -114,10 +137,17 @@ def parse_csv(text: str) -> Iterator[LineOutcome]:
             yield LineError(line_no, "invalid_line", "row has more fields than the header", raw)
             continue
         raw = ",".join(v or "" for v in row.values())
-        yield _validated(line_no, raw, _csv_row_to_payload(row))
+        try:
+            payload = _csv_row_to_payload(row)
+        except _BadCell as error:
+            yield LineError(line_no, "invalid_line", str(error), raw)
+            continue
+        yield _validated(line_no, raw, payload)
 
 
-def parse_input_file(name: str, data: bytes) -> list[LineOutcome]:
+def parse_input_file(
+    name: str, data: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> list[LineOutcome]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -126,7 +156,7 @@ def parse_input_file(name: str, data: bytes) -> list[LineOutcome]:
     if lowered.endswith(".csv"):
         outcomes = list(parse_csv(text))
     elif lowered.endswith((".jsonl", ".ndjson", ".json")):
-        outcomes = list(parse_jsonl(text))
+        outcomes = list(parse_jsonl(text, max_depth))
     else:
         raise InputFileError(f"{name}: input files must end in .jsonl or .csv")
     if not outcomes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from intake.schema import JobRequest
+from intake.text import DEFAULT_MAX_JSON_DEPTH
 from penny.errors import InvalidRequest, UnknownModel
 from penny.settings import Settings
 
@@ -15,6 +16,9 @@ class IntakeLimits:
     default_model: str
     max_output_tokens: int
     max_prompt_chars: int
+    # The chat models' context window in tokens: prompt and answer together.
+    context_tokens: int = 2048
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     # Embedding model name -> the dimensions of its vectors.
     embedding_models: dict[str, int] = field(default_factory=dict)
     default_embedding_model: str = ""
@@ -26,6 +30,8 @@ class IntakeLimits:
             default_model=settings.default_model,
             max_output_tokens=settings.max_output_tokens,
             max_prompt_chars=settings.max_prompt_chars,
+            context_tokens=settings.engine_max_model_len,
+            max_json_depth=settings.max_json_depth,
             embedding_models={name: model.dimensions
                               for name, model in settings.embedding_models.items()},
             default_embedding_model=settings.default_embedding_model,
@@ -36,15 +42,24 @@ def resolve_model(request: JobRequest, limits: IntakeLimits) -> str:
     """Return the model the job will run on, or raise a precise error."""
     model = request.model or limits.default_model
     if model in limits.embedding_models:
-        raise UnknownModel(f"model '{model}' is an embedding model; send it /v1/embeddings "
+        raise UnknownModel(f"model {model!r} is an embedding model; send it /v1/embeddings "
                            "requests in an OpenAI batch", param="model")
     if model not in limits.models:
         served = ", ".join(sorted(limits.models))
-        raise UnknownModel(f"model '{model}' is not served here (served: {served})", param="model")
+        raise UnknownModel(f"model {model!r} is not served here (served: {served})",
+                           param="model")
     if request.max_tokens > limits.max_output_tokens:
         raise InvalidRequest(
             f"max_tokens {request.max_tokens} exceeds this deployment's limit of "
             f"{limits.max_output_tokens}",
+            param="max_tokens",
+        )
+    # The prompt takes at least one token of the window; the worker checks the exact sum.
+    if request.max_tokens >= limits.context_tokens:
+        raise InvalidRequest(
+            f"max_tokens {request.max_tokens} does not fit model {model}'s context window "
+            f"of {limits.context_tokens} tokens, which also holds the prompt; ask for at "
+            f"most {limits.context_tokens - 1} (less the prompt's tokens)",
             param="max_tokens",
         )
     if request.prompt_chars() > limits.max_prompt_chars:

@@ -19,7 +19,8 @@ from intake.embeddings import EmbeddingJobRequest, parse_embedding_body
 from intake.limits import IntakeLimits, resolve_model
 from intake.line_problem import LineProblem
 from intake.schema import JobRequest
-from penny.errors import PennyError
+from intake.text import escape_unstorable, load_json, unstorable_paths
+from penny.errors import InvalidJson, PennyError
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 COMPLETIONS_ENDPOINT = "/v1/completions"
@@ -165,20 +166,29 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def _schema_param(error: ValidationError) -> tuple[str, str]:
     first = error.errors()[0]
-    location = ".".join(str(p) for p in first["loc"])
+    location = escape_unstorable(".".join(str(p) for p in first["loc"]))
     param = f"body.{location}" if location else "body"
     return param, f"{param}: {first['msg']}"
+
+
+def _document(raw: str, limits: IntakeLimits) -> dict[str, Any]:
+    try:
+        document = load_json(raw, limits.max_json_depth, what="the line")
+    except InvalidJson as error:
+        raise LineProblem("invalid_json_line", error.message) from None
+    if not isinstance(document, dict):
+        raise LineProblem("invalid_json_line", "each line must be a JSON object")
+    # Checked first and everywhere in the line, keys included: every later message may
+    # quote the line's text, and the batch's error records are stored.
+    for path, reason in unstorable_paths(document):
+        raise LineProblem("invalid_request", f"{path}: {reason}", path)
+    return document
 
 
 def _parse_line(
     raw: str, line: int, endpoint: str, limits: IntakeLimits, first_line_of: dict[str, int]
 ) -> BatchLine:
-    try:
-        document = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise LineProblem("invalid_json_line", f"not valid JSON: {error.msg}") from None
-    if not isinstance(document, dict):
-        raise LineProblem("invalid_json_line", "each line must be a JSON object")
+    document = _document(raw, limits)
     custom_id = document.get("custom_id")
     if custom_id is None:
         raise LineProblem("missing_required_parameter", "custom_id is required", "custom_id")

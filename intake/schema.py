@@ -7,11 +7,22 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    Strict,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from cache.keys import CacheMode
+from intake.text import PromptText, StorableText, unstorable_paths
 
 MAX_STOP_SEQUENCES = 4
 MAX_TAGS = 16
@@ -39,7 +50,14 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     role: Literal["system", "user", "assistant"]
-    content: str = Field(min_length=1)
+    content: PromptText
+
+
+# Numbers are taken as numbers only: "8" or true for max_tokens is a client bug, and
+# coercing it (true ran as 1) would run something nobody asked for. CSV cells are text by
+# nature; the CSV mapper converts them itself (intake.files).
+StrictInt = Annotated[int, Strict()]
+StrictFloat = Annotated[float, Strict()]  # an integer is still a number here; a bool is not
 
 
 class JobRequest(BaseModel):
@@ -47,23 +65,36 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = Field(default=None, min_length=1, max_length=200)
+    model: StorableText | None = Field(default=None, min_length=1, max_length=200)
     messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=256)
-    prompt: str | None = Field(default=None, min_length=1)
-    max_tokens: int = Field(default=256, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    stop: list[str] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    prompt: PromptText | None = None
+    max_tokens: StrictInt = Field(default=256, ge=1)
+    temperature: StrictFloat = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: StrictFloat = Field(default=1.0, gt=0.0, le=1.0)
+    stop: list[StorableText] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
+    seed: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
+    # Ask for the answer's mean token log-probability (`mean_logprob` in the result, a
+    # confidence signal). Off by default: computing logprobs costs the engine 4-14% of its
+    # speed, so only the jobs that read it pay for it.
+    logprobs: StrictBool = False
     # Lower runs sooner when the engines are backed up; ties go to the older job.
-    priority: int = Field(default=0, ge=-100, le=100)
+    priority: StrictInt = Field(default=0, ge=-100, le=100)
     # "90s", "30m", "1h", "24h": when the job should be done; near it, it goes out first.
     completion_window: str | None = Field(default=None, pattern=COMPLETION_WINDOW_PATTERN)
-    custom_id: str | None = Field(default=None, min_length=1, max_length=500)
-    metadata: dict[str, JsonValue] = Field(default_factory=dict, max_length=MAX_TAGS)
+    custom_id: StorableText | None = Field(default=None, min_length=1, max_length=500)
+    metadata: dict[StorableText, JsonValue] = Field(default_factory=dict, max_length=MAX_TAGS)
     # The exact result cache: "on" (answered from it when it can), "off" (neither read
     # nor written), "refresh" (run fresh and replace the entry). See cache.keys.
     cache: CacheMode = CacheMode.ON
+
+    @field_validator("metadata")
+    @classmethod
+    def _storable_metadata(cls, metadata: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        # Keys are StorableText already; values may nest strings anywhere.
+        for path, reason in unstorable_paths(metadata):
+            raise PydanticCustomError("unstorable_text", "{path}: {reason}",
+                                      {"path": path, "reason": reason})
+        return metadata
 
     @model_validator(mode="after")
     def _exactly_one_input(self) -> JobRequest:
@@ -96,6 +127,11 @@ class JobRequest(BaseModel):
                 "seed": self.seed,
             }
         }
+        if self.logprobs:
+            # Only when asked: the stored document (and so the single-flight key) of a job
+            # without it stays as it was, and a copy that wants logprobs never shares a
+            # run that computed none.
+            body["sampling"]["logprobs"] = True
         if self.messages is not None:
             body["messages"] = [m.model_dump() for m in self.messages]
         else:

@@ -8,24 +8,29 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from cache.keys import CachePolicy
+from intake.admission import IntakePolicy, admit
 from intake.embeddings import EmbeddingJobRequest
 from intake.files import LineError, LineOutcome
 from intake.limits import IntakeLimits, resolve_model
 from intake.schema import JobRequest, estimate_tokens
-from models.result_cache import tenant_with_cached_answers
+from intake.text import escape_unstorable
+from models.result_cache import find_cached_answers
 from models.submissions import (
     CacheLookup,
     NewJob,
     StoredSubmission,
-    ensure_tenant,
     find_by_idempotency_key,
+    forget_idempotency_key,
     insert_submission,
     job_ids_of,
     lookup_keys,
 )
+from models.tenants import TenantRef
+from observability import metrics
 from penny.errors import IdempotencyConflict, InvalidRequest, PennyError
 
 
@@ -63,7 +68,8 @@ def _failed_line(line_no: int, model: str, code: str, message: str, raw: str) ->
     return NewJob(
         line_no=line_no,
         model=model,
-        request={"raw": raw[:2000]},
+        # The raw line is echoed as text; a NUL in it must not fail the whole insert.
+        request={"raw": escape_unstorable(raw[:2000])},
         estimated_tokens=0,
         error={"code": code, "message": message, "line": line_no},
     )
@@ -90,6 +96,49 @@ def jobs_for_requests(requests: Sequence[JobRequest], limits: IntakeLimits) -> l
             details=problems,
         )
     return jobs
+
+
+def _schema_problems(index: int, error: ValidationError) -> list[dict[str, object]]:
+    problems: list[dict[str, object]] = []
+    for item in error.errors():
+        location = escape_unstorable(".".join(str(p) for p in item["loc"]))
+        param = f"jobs.{index}.{location}" if location else f"jobs.{index}"
+        problems.append({"index": index, "code": "invalid_request", "param": param,
+                         "message": f"{param}: {item['msg']}"})
+    return problems
+
+
+def jobs_for_bulk(
+    items: Sequence[object], limits: IntakeLimits
+) -> tuple[list[JobRequest], list[NewJob]]:
+    """`jobs_for_requests` for a bulk body's raw items: all or nothing, naming every bad
+    item. Each item is validated on its own, schema and deployment limits in one pass, so
+    an item with a malformed field and another naming an unknown model are both named in
+    the one answer (validating the whole body first stopped at the schema errors)."""
+    requests: list[JobRequest] = []
+    jobs: list[NewJob] = []
+    problems: list[dict[str, object]] = []
+    for index, item in enumerate(items):
+        try:
+            request = JobRequest.model_validate(item)
+        except ValidationError as error:
+            problems.extend(_schema_problems(index, error))
+            continue
+        try:
+            jobs.append(new_job(index, request, resolve_model(request, limits)))
+            requests.append(request)
+        except PennyError as error:
+            param = f"jobs.{index}.{error.param}" if error.param else f"jobs.{index}"
+            problems.append({"index": index, "code": error.code, "param": param,
+                             "message": error.message})
+    if problems:
+        bad = len({p["index"] for p in problems})
+        raise InvalidRequest(
+            f"{bad} of {len(items)} jobs are invalid; nothing was queued",
+            param="jobs",
+            details=problems,
+        )
+    return requests, jobs
 
 
 def jobs_for_file(outcomes: Sequence[LineOutcome], limits: IntakeLimits) -> list[NewJob]:
@@ -122,47 +171,76 @@ def jobs_for_file(outcomes: Sequence[LineOutcome], limits: IntakeLimits) -> list
 def submit(
     session: Session,
     *,
-    tenant: str,
+    tenant: TenantRef,
     kind: str,
     jobs: Sequence[NewJob],
     payload_hash: str,
     idempotency_key: str | None = None,
     source_name: str | None = None,
     columns: Mapping[str, Any] | None = None,
-    cache: CachePolicy | None,
+    policy: IntakePolicy | None = None,
+    cache: CachePolicy | None = None,
 ) -> StoredSubmission:
     """Queue `jobs` as one submission and commit; replay the original on a repeated key.
+
+    A duplicate sent while the original is still being written waits for it (the unique
+    (tenant, key) index holds it) and then replays it. A key older than the policy's
+    idempotency window is forgotten, and the request runs as a new one.
+
     With `cache`, jobs the exact result cache answers are done in this same transaction
-    (None: every job is queued, as for a caller that must not read the cache)."""
+    (None: every job is queued, as for a caller that must not read the cache). A replay
+    answers nothing again: hits are written only with a newly inserted submission.
+    """
+    policy = policy or IntakePolicy()
     keys = lookup_keys(jobs, cache)
-    ensure_tenant(session, tenant)
-    # The cache lookup rides on reading the tenant's id: no extra round trip.
-    tenant_id, answers = tenant_with_cached_answers(session, tenant,
-                                                    {k for k in keys if k is not None})
-    stored = insert_submission(
-        session,
-        tenant_id=tenant_id,
-        kind=kind,
-        request_hash=payload_hash,
-        jobs=jobs,
-        idempotency_key=idempotency_key,
-        source_name=source_name,
-        columns=columns,
-        cached=CacheLookup(keys, answers),
-    )
-    if stored is not None:
-        session.commit()
-        return stored
-    session.rollback()
-    assert idempotency_key is not None, "only a taken idempotency key makes the insert a no-op"
-    existing = find_by_idempotency_key(session, tenant_id, idempotency_key)
-    if existing is None:  # pragma: no cover - the conflicting row cannot vanish
-        raise PennyError("idempotent submission disappeared")
-    if existing.request_hash != payload_hash:
-        raise IdempotencyConflict(
-            "this Idempotency-Key was already used with a different request body",
-            param="Idempotency-Key",
+    wanted = {k for k in keys if k is not None}
+    for _ in range(2):  # a second pass only after forgetting an expired key
+        # One indexed query on (tenant, key), and only when some job may be answered.
+        answers = find_cached_answers(session, tenant.id, wanted) if wanted else {}
+        stored = insert_submission(
+            session,
+            tenant_id=tenant.id,
+            kind=kind,
+            request_hash=payload_hash,
+            jobs=jobs,
+            idempotency_key=idempotency_key,
+            source_name=source_name,
+            columns=columns,
+            cached=CacheLookup(keys, answers),
         )
-    return StoredSubmission(
-        submission=existing, job_ids=job_ids_of(session, existing.id), replayed=True
-    )
+        if stored is not None:
+            # Jobs answered from the cache are done: they take no room in the queue.
+            queued = [job for job, job_id in zip(jobs, stored.job_ids, strict=True)
+                      if job_id not in stored.from_cache]
+            try:
+                # Every job answered from the cache: nothing queued, nothing to bill.
+                warnings = (admit(session, policy, tenant, queued)
+                            if queued or not jobs else [])
+            except PennyError:
+                session.rollback()
+                raise
+            if warnings:
+                stored.submission.warnings = warnings
+            session.commit()
+            metrics.record_exact_cache_hits(
+                job.model for job, job_id in zip(jobs, stored.job_ids, strict=True)
+                if job_id in stored.from_cache)
+            return stored
+        session.rollback()
+        assert idempotency_key is not None, "only a taken idempotency key makes it a no-op"
+        existing = find_by_idempotency_key(session, tenant.id, idempotency_key)
+        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
+            raise PennyError("idempotent submission disappeared")
+        if existing.created_at < policy.idempotency_cutoff():
+            forget_idempotency_key(session, existing.id)
+            session.commit()
+            continue
+        if existing.request_hash != payload_hash:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used with a different request body",
+                param="Idempotency-Key",
+            )
+        return StoredSubmission(
+            submission=existing, job_ids=job_ids_of(session, existing.id), replayed=True
+        )
+    raise PennyError("idempotency key still taken after it was forgotten")  # pragma: no cover

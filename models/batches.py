@@ -10,10 +10,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from cache.keys import CachePolicy
@@ -22,8 +23,9 @@ from ledger.pricing import SERVED_BY_ENGINE, SERVED_BY_EXACT_CACHE, SERVED_BY_SI
 from models.reports import submission_rows
 from models.result_cache import find_cached_answers
 from models.status import JobStatus, SubmissionStatus
-from models.submissions import CacheLookup, NewJob, insert_jobs, lookup_keys
+from models.submissions import CacheLookup, InsertedJobs, NewJob, insert_jobs, lookup_keys
 from models.tables import Job, LedgerEntry, Submission
+from models.webhooks import record_end
 
 OPENAI_KIND = "openai_batch"
 ANTHROPIC_KIND = "anthropic_batch"
@@ -31,6 +33,8 @@ ANTHROPIC_KIND = "anthropic_batch"
 # (and is billed), so nothing is ever half-done or billed twice.
 NOT_STARTED = (JobStatus.QUEUED, JobStatus.BATCHED)
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
+# However often a batch's validation has raised, it is tried again within an hour.
+MAX_VALIDATION_DELAY = 3600.0
 
 
 @dataclass(frozen=True)
@@ -135,20 +139,50 @@ def _stop_unstarted(
 
 
 def claim_validating_batch(session: Session) -> Submission | None:
-    """The oldest batch waiting to be validated, locked until the caller's transaction ends.
-    SKIP LOCKED: two coalescers validate two different batches, never the same one twice."""
+    """The next batch waiting to be validated, locked until the caller's transaction ends.
+    SKIP LOCKED: two coalescers validate two different batches, never the same one twice.
+    A batch whose validation raised waits out its back-off, and batches never tried go
+    before it: one poisoned batch never holds up another."""
     return session.execute(
-        select(Submission).where(Submission.status == SubmissionStatus.VALIDATING)
-        .order_by(Submission.created_at).limit(1)
+        select(Submission).where(
+            Submission.status == SubmissionStatus.VALIDATING,
+            or_(Submission.validate_after.is_(None), Submission.validate_after <= func.now()))
+        .order_by(Submission.validation_attempts, Submission.created_at).limit(1)
         .with_for_update(skip_locked=True)
     ).scalar_one_or_none()
 
 
+def note_validation_failure(
+    session: Session, submission_id: uuid.UUID, *, max_attempts: int, retry_seconds: float,
+    error: dict[str, Any],
+) -> int | None:
+    """Count a validation run that raised. Returns the attempts so far, with the batch
+    waiting retry_seconds x 2^(attempts - 1) before the next (0: it is no longer
+    validating, nothing was counted); or None when this was the last allowed attempt and
+    the batch failed with `error`. The caller commits."""
+    attempts = session.execute(
+        update(Submission)
+        .where(Submission.id == submission_id,
+               Submission.status == SubmissionStatus.VALIDATING)
+        .values(validation_attempts=Submission.validation_attempts + 1)
+        .returning(Submission.validation_attempts)
+    ).scalar_one_or_none()
+    if attempts is None:  # cancelled or validated meanwhile: nothing to count
+        return 0
+    if attempts >= max_attempts:
+        fail_batch(session, submission_id, [error])
+        return None
+    delay = timedelta(seconds=min(retry_seconds * 2 ** (attempts - 1), MAX_VALIDATION_DELAY))
+    session.execute(update(Submission).where(Submission.id == submission_id)
+                    .values(validate_after=func.now() + delay))
+    return attempts
+
+
 def start_batch(
     session: Session, batch: Submission, jobs: list[NewJob], cache: CachePolicy | None
-) -> frozenset[uuid.UUID]:
+) -> InsertedJobs:
     """Queue a validated batch's jobs and open it; lines the exact result cache answers
-    are done at once (their ids are returned). The caller holds the batch's row lock
+    are done at once (`from_cache` of what is returned). The caller holds the batch's row lock
     (claim_validating_batch) and commits."""
     keys = lookup_keys(jobs, cache)
     cached = CacheLookup(keys, find_cached_answers(session, batch.tenant_id,
@@ -158,16 +192,19 @@ def start_batch(
         update(Submission).where(Submission.id == batch.id)
         .values(status=SubmissionStatus.OPEN, total_jobs=len(jobs), in_progress_at=func.now())
     )
-    return inserted.from_cache
+    return inserted
 
 
 def fail_batch(session: Session, submission_id: uuid.UUID, errors: list[dict[str, Any]]
                ) -> None:
-    """A batch whose input failed validation: nothing is queued. The caller commits."""
+    """A batch whose input failed validation: nothing is queued. Its webhook event is
+    queued in the same transaction. The caller commits."""
     session.execute(
         update(Submission).where(Submission.id == submission_id)
         .values(status=SubmissionStatus.FAILED, failed_at=func.now(), errors=errors)
     )
+    record_end(session, submission_id, status=SubmissionStatus.FAILED, counts={},
+               cost=_NO_COST)
 
 
 def open_without_jobs(session: Session, submission_id: uuid.UUID) -> None:

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, or_, select, tuple_
+from sqlalchemy import delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models.tables import StoredFile
 
+# Every id penny hands out (uploads, batch outputs) looks like this.
+_FILE_ID = re.compile(r"file-[0-9a-f]{32}")
+
 
 def new_file_id() -> str:
     return f"file-{uuid.uuid4().hex}"
+
+
+def _well_formed(file_id: str) -> bool:
+    """Anything else names no file; it is not sent to Postgres at all (a NUL in a URL
+    would make the query itself fail)."""
+    return _FILE_ID.fullmatch(file_id) is not None
 
 
 def object_key_for(file_id: str) -> str:
@@ -50,7 +60,51 @@ def insert_file(
     return session.get_one(StoredFile, file_id)
 
 
+def insert_upload(
+    session: Session,
+    *,
+    file_id: str,
+    tenant_id: uuid.UUID,
+    purpose: str,
+    filename: str,
+    size: int,
+    expires_after_seconds: int | None,
+    idempotency_key: str | None,
+    request_hash: str,
+) -> StoredFile | None:
+    """Insert an upload's row; None when its idempotency key is already taken (a
+    concurrent twin waits here until the first commits or rolls back). The caller
+    commits."""
+    expires = (func.now() + timedelta(seconds=expires_after_seconds)
+               if expires_after_seconds is not None else None)
+    inserted = session.execute(
+        insert(StoredFile)
+        .values(id=file_id, tenant_id=tenant_id, purpose=purpose, filename=filename,
+                bytes=size, object_key=object_key_for(file_id), expires_at=expires,
+                idempotency_key=idempotency_key, request_hash=request_hash)
+        .on_conflict_do_nothing()
+        .returning(StoredFile.id)
+    ).scalar_one_or_none()
+    return session.get_one(StoredFile, file_id) if inserted is not None else None
+
+
+def find_upload(session: Session, tenant_id: uuid.UUID, idempotency_key: str
+                ) -> StoredFile | None:
+    return session.execute(
+        select(StoredFile).where(StoredFile.tenant_id == tenant_id,
+                                 StoredFile.idempotency_key == idempotency_key)
+    ).scalar_one_or_none()
+
+
+def forget_upload_key(session: Session, file_id: str) -> None:
+    """Free an upload's idempotency key once its window has passed. The caller commits."""
+    session.execute(update(StoredFile).where(StoredFile.id == file_id)
+                    .values(idempotency_key=None))
+
+
 def get_file(session: Session, tenant_id: uuid.UUID, file_id: str) -> StoredFile | None:
+    if not _well_formed(file_id):
+        return None
     return session.execute(
         select(StoredFile).where(StoredFile.id == file_id, StoredFile.tenant_id == tenant_id,
                                  _alive())  # type: ignore[arg-type]
@@ -78,7 +132,7 @@ def list_files(
     if purpose is not None:
         query = query.where(StoredFile.purpose == purpose)
     key = tuple_(StoredFile.created_at, StoredFile.id)
-    if after is not None:
+    if after is not None and _well_formed(after):
         cursor = session.get(StoredFile, after)
         if cursor is not None and cursor.tenant_id == tenant_id:
             mark = tuple_(cursor.created_at, cursor.id)
@@ -91,6 +145,8 @@ def list_files(
 
 def delete_file(session: Session, tenant_id: uuid.UUID, file_id: str) -> StoredFile | None:
     """Delete the row and return it (its object is the caller's to remove), or None."""
+    if not _well_formed(file_id):
+        return None
     return session.execute(
         delete(StoredFile)
         .where(StoredFile.id == file_id, StoredFile.tenant_id == tenant_id)

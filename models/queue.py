@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from cache.keys import CachePolicy
@@ -261,6 +261,17 @@ def record_batch(
     return True
 
 
+def release_undelivered(session: Session, batch_ids: Sequence[uuid.UUID]) -> None:
+    """Batches whose doorbell this process took but will never answer (it is shutting
+    down with them still in its local queue): mark them never sent, so the next sweep
+    sends them again at once instead of after redispatch_after_seconds. They were not
+    claimed, so no attempt is burned. The caller commits."""
+    session.execute(
+        update(Batch).where(Batch.id.in_(batch_ids), Batch.status == BatchStatus.PENDING)
+        .values(dispatched_at=None)
+    )
+
+
 def mark_dispatched(session: Session, batch_ids: Sequence[uuid.UUID]) -> None:
     session.execute(
         update(Batch).where(Batch.id.in_(batch_ids)).values(dispatched_at=func.now())
@@ -320,7 +331,8 @@ def sweep_expired_leases(
         .where(
             and_(
                 Batch.status == BatchStatus.PENDING,
-                Batch.dispatched_at < now - timedelta(seconds=redispatch_after_seconds),
+                or_(Batch.dispatched_at.is_(None),  # released undelivered at a shutdown
+                    Batch.dispatched_at < now - timedelta(seconds=redispatch_after_seconds)),
             )
         )
         .values(dispatched_at=now)

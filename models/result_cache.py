@@ -18,7 +18,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
-    false,
     func,
     select,
     update,
@@ -28,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from cache.keys import CachePolicy
 from ledger.pricing import cache_hit_ledger
-from models.tables import LedgerEntry, Result, ResultCacheEntry, Tenant
+from models.tables import LedgerEntry, Result, ResultCacheEntry
 
 if TYPE_CHECKING:
     from models.queue import JobOutcome
@@ -79,8 +78,8 @@ def find_cached_answers(
     session: Session, tenant_id: uuid.UUID, keys: Collection[str]
 ) -> dict[str, CachedAnswer]:
     """The live entries of one tenant under `keys`, in one query on the (tenant, key)
-    unique index: the lookup where the tenant's id is already known (a batch being
-    validated)."""
+    unique index: the lookup at intake (only for requests that have a key) and when a
+    batch is validated. A miss reads no row."""
     ordered = sorted(keys)
     found: dict[str, CachedAnswer] = {}
     # In slices: a batch file may hold more keys than one statement may carry parameters.
@@ -92,33 +91,6 @@ def find_cached_answers(
         ).all()
         found.update(_answers(rows))
     return found
-
-
-def tenant_with_cached_answers(
-    session: Session, tenant: str, keys: Collection[str]
-) -> tuple[uuid.UUID, dict[str, CachedAnswer]]:
-    """The intake lookup, folded into the query that reads the tenant's id by name: the
-    tenant's id and which of `keys` it has a live entry for, in one round trip (an outer
-    join on the (tenant, key) unique index). Only when something was found does a second
-    query read the answers, so a miss costs no round trip and the join stays narrow. The
-    tenant row must exist (`ensure_tenant`)."""
-    if len(keys) > _ROWS_PER_STATEMENT:  # a big file: one more query is nothing next to it
-        tenant_id = session.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar_one()
-        return tenant_id, find_cached_answers(session, tenant_id, keys)
-    rows = session.execute(
-        select(Tenant.id, ResultCacheEntry.id.label("entry_id"))
-        .select_from(Tenant)
-        .outerjoin(ResultCacheEntry, and_(ResultCacheEntry.tenant_id == Tenant.id,
-                                          _live(keys)) if keys else false())
-        .where(Tenant.name == tenant)
-    ).all()
-    found = [row.entry_id for row in rows if row.entry_id is not None]
-    if not found:
-        return rows[0].id, {}
-    answers = session.execute(
-        select(*_ANSWER_COLUMNS).where(ResultCacheEntry.id.in_(found))
-    ).all()
-    return rows[0].id, _answers(answers)
 
 
 def record_cache_hits(

@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -16,7 +16,7 @@ from cache.keys import CacheMode, CachePolicy
 from coalescer.single_flight import single_flight_key
 from models.result_cache import CachedAnswer, record_cache_hits
 from models.status import TERMINAL_JOB_STATUSES, JobStatus
-from models.tables import Job, LedgerEntry, Result, Submission, Tenant
+from models.tables import Job, LedgerEntry, Result, StoredFile, Submission
 
 
 @dataclass(frozen=True)
@@ -69,15 +69,6 @@ def lookup_keys(jobs: Sequence[NewJob], cache: CachePolicy | None) -> list[str |
             for job in jobs]
 
 
-def ensure_tenant(session: Session, name: str) -> None:
-    session.execute(insert(Tenant).values(id=uuid.uuid4(), name=name).on_conflict_do_nothing())
-
-
-def tenant_id_for(session: Session, name: str) -> uuid.UUID:
-    ensure_tenant(session, name)
-    return session.execute(select(Tenant.id).where(Tenant.name == name)).scalar_one()
-
-
 def find_by_idempotency_key(
     session: Session, tenant_id: uuid.UUID, key: str
 ) -> Submission | None:
@@ -86,6 +77,28 @@ def find_by_idempotency_key(
             Submission.tenant_id == tenant_id, Submission.idempotency_key == key
         )
     ).scalar_one_or_none()
+
+
+def forget_idempotency_key(session: Session, submission_id: uuid.UUID) -> None:
+    """Free a key whose window has passed for reuse. The caller commits."""
+    session.execute(update(Submission).where(Submission.id == submission_id)
+                    .values(idempotency_key=None))
+
+
+def forget_expired_idempotency_keys(session: Session, before: datetime, limit: int = 1000
+                                    ) -> int:
+    """The sweeper's share: free keys used before `before` (submissions and uploads).
+    The caller commits."""
+    freed = 0
+    for table in (Submission, StoredFile):
+        old = (select(table.id).where(table.idempotency_key.is_not(None),
+                                      table.created_at < before).limit(limit))
+        result = session.execute(
+            update(table).where(table.id.in_(old.scalar_subquery()))
+            .values(idempotency_key=None)
+        )
+        freed += cast(CursorResult[Any], result).rowcount
+    return freed
 
 
 def job_ids_of(session: Session, submission_id: uuid.UUID) -> list[uuid.UUID]:

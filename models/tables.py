@@ -46,6 +46,27 @@ class Tenant(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
     created_at: Mapped[datetime] = _now()
+    # Where this tenant's submissions without a callback_url of their own announce their end.
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+
+
+class ApiKey(Base):
+    """A tenant's API key, stored only as its SHA-256; `prefix` is the start of the key,
+    shown so people can tell their keys apart."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    name: Mapped[str | None] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    # Touched when a process first resolves the key after its cache entry ran out, so it
+    # is accurate to PENNY_KEY_CACHE_SECONDS.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Submission(Base):
@@ -57,9 +78,12 @@ class Submission(Base):
         Index("ix_submissions_open_expiry", "expires_at",
               postgresql_where=text("status = 'open' AND expires_at IS NOT NULL")),
         Index("ix_submissions_tenant_kind_created", "tenant_id", "kind", "created_at"),
-        # The coalescer looks for batches to validate every tick: walk only those rows.
-        Index("ix_submissions_validating", "created_at",
+        # The coalescer looks for batches to validate every tick: walk only those rows,
+        # fresh ones first.
+        Index("ix_submissions_validating", "validation_attempts", "created_at",
               postgresql_where=text("status = 'validating'")),
+        Index("ix_submissions_idempotency_created", "created_at",
+              postgresql_where=text("idempotency_key IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -93,17 +117,29 @@ class Submission(Base):
     cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Validation runs that raised (not bad lines: those fail the batch at once), and when
+    # the next may start; past PENNY_MAX_VALIDATION_ATTEMPTS the batch fails.
+    validation_attempts: Mapped[int] = mapped_column(Integer, nullable=False,
+                                                     server_default="0")
+    validate_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When a batch's jobs were queued; null while it validates, and for one that failed.
     in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Deleted batches vanish from the batch APIs; their jobs and ledger rows stay (billing).
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What intake warned about when it accepted this (a soft budget passed): [{code, ...}].
+    warnings: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
 
 
 class StoredFile(Base):
     """A file of the OpenAI-compatible Files API; its bytes live in the object store."""
 
     __tablename__ = "files"
-    __table_args__ = (Index("ix_files_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_files_tenant_created", "tenant_id", "created_at"),
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_files_tenant_idempotency_key"),
+        Index("ix_files_idempotency_created", "created_at",
+              postgresql_where=text("idempotency_key IS NOT NULL")),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), nullable=False)
@@ -115,6 +151,9 @@ class StoredFile(Base):
     submission_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("submissions.id"))
     created_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # An upload's Idempotency-Key and the hash of what was uploaded with it.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class Job(Base):
@@ -145,6 +184,9 @@ class Job(Base):
             "single_flight_key",
             postgresql_where=text("status = 'queued' AND single_flight_key IS NOT NULL"),
         ),
+        # Per-tenant limits: queued jobs, and the budget's reservation for unfinished ones.
+        Index("ix_jobs_tenant_unfinished", "tenant_id", "status",
+              postgresql_where=text("status IN ('queued', 'batched', 'running')")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -223,6 +265,8 @@ class Result(Base):
 
 class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
+    # A tenant's budget sums its ledger since the start of the month.
+    __table_args__ = (Index("ix_ledger_entries_tenant_created", "tenant_id", "created_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     # Unique: a job is billed once, however many times its batch was attempted.
@@ -306,3 +350,77 @@ class Worker(Base):
     model: Mapped[str] = mapped_column(String(200), nullable=False)
     started_at: Mapped[datetime] = _now()
     heartbeat_at: Mapped[datetime] = _now()
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per event to deliver, written in the transaction that ends its
+    submission, so an event is never lost and never written twice. The delivery loop
+    claims due rows with SKIP LOCKED."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "next_attempt_at",
+              postgresql_where=text("status = 'pending'")),
+        Index("ix_webhook_deliveries_tenant_created", "tenant_id", "created_at"),
+        Index("ix_webhook_deliveries_submission", "submission_id"),
+        Index("ix_webhook_deliveries_endpoint", "tenant_id", "url"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    # The `webhook-id` header and the event's `id`: the same on every attempt.
+    event_id: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    submission_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("submissions.id"),
+                                                     nullable=False)
+    event_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    # The exact body signed and sent; text, not JSONB, so every retry sends the same bytes.
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
+    url: Mapped[str] = mapped_column(String(2000), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="pending")
+    # Attempts in this round (a retry through the API starts a new round).
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set while an attempt is out; a late result from an older claim is discarded.
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class WebhookAttempt(Base):
+    """The delivery log: every attempt, what was sent where, and what came back."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_deliveries.id"),
+                                                   nullable=False, index=True)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    duration_ms: Mapped[float] = mapped_column(Float, nullable=False)
+    # The `webhook-timestamp` this attempt was signed with; null if it was refused first.
+    webhook_timestamp: Mapped[int | None] = mapped_column(BigInteger)
+    # The address connected to (the one that was checked), or null if none was.
+    address: Mapped[str | None] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    # What the attempt led to: delivered, pending (retry), failed or disabled.
+    outcome: Mapped[str] = mapped_column(String(20), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    retry_after_seconds: Mapped[float | None] = mapped_column(Float)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookEndpoint(Base):
+    """An endpoint (a tenant's URL) that answered 410 Gone: nothing more is sent to it
+    until a delivery to it is retried through the API."""
+
+    __tablename__ = "webhook_endpoints"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000), primary_key=True)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)

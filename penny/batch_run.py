@@ -16,12 +16,9 @@ from intake.limits import IntakeLimits
 from intake.service import jobs_for_file, request_hash, submit
 from ledger.report import LedgerTotals, totals
 from models.reports import job_records
-from models.submissions import (
-    count_unfinished,
-    get_submission,
-    queued_models,
-    status_counts,
-)
+from models.submissions import count_unfinished, get_submission, queued_models, status_counts
+from models.tenants import ensure_tenant
+from penny.database import stop_embedded_postgres
 from penny.runtime import open_runtime
 from penny.settings import Settings
 from workers.finalize import finalize_ready
@@ -72,12 +69,13 @@ class RunSummary:
 def run_file(settings: Settings, path: Path) -> RunSummary:
     from workers.vllm_engine import VllmEngine
 
-    outcomes = parse_input_file(path.name, path.read_bytes())
+    outcomes = parse_input_file(path.name, path.read_bytes(), settings.max_json_depth)
     jobs = jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
     runtime = open_runtime(settings)
     try:
         with runtime.sessions() as session:
-            stored = submit(session, tenant=CLI_TENANT, kind="file", jobs=jobs,
+            stored = submit(session, tenant=ensure_tenant(session, CLI_TENANT), kind="file",
+                            jobs=jobs,
                             payload_hash=request_hash([path.name, time.time_ns()]),
                             source_name=path.name, cache=cache_policy(settings))
         submission_id = stored.submission.id
@@ -113,3 +111,4 @@ def run_file(settings: Settings, path: Path) -> RunSummary:
         )
     finally:
         runtime.close()
+        stop_embedded_postgres()

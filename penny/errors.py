@@ -64,3 +64,40 @@ class TooLarge(PennyError):
     """An upload is over the configured size limit."""
 
     code = "file_too_large"
+
+
+class InvalidJson(PennyError):
+    """A body or line is not a JSON document penny can read (not UTF-8, bad syntax, NaN,
+    nested too deeply)."""
+
+    code = "invalid_json"
+
+
+class QueueFull(PennyError):
+    """The tenant already has as many jobs queued as it may; `retry_after` is in seconds."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+
+class BudgetExceeded(PennyError):
+    """The submission's worst-case cost would take the tenant past its hard budget."""
+
+    code = "budget_exceeded"
+
+
+class UnsafeBinding(PennyError):
+    """Serving without API keys on an address other hosts can reach."""
+
+    code = "unsafe_binding"
+
+
+class UnsafeUrl(InvalidRequest):
+    """A URL penny would call is refused: a scheme other than http(s), credentials in it,
+    or a host that is (or resolves to) a loopback, private, link-local, metadata,
+    multicast or reserved address."""
+
+    code = "unsafe_url"

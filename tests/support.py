@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = Path(os.environ.get("PENNY_TEST_MODELS_DIR", REPO / "var" / "models"))
 
 
-TABLES = ("ledger_entries", "results", "jobs", "batches", "files", "submissions", "tenants",
-          "workers", "result_cache")
+TABLES = ("ledger_entries", "results", "jobs", "batches", "files", "submissions", "api_keys",
+          "tenants", "workers", "result_cache")
 
 
 def reset_tables(runtime: Runtime) -> None:
@@ -63,6 +65,9 @@ class LiveServer:
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+        # Clients made for this server (SDKs): closed with it, so no connection of theirs
+        # is left for the garbage collector to report as an unclosed socket later.
+        self.clients: list[Any] = []
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
@@ -74,6 +79,8 @@ class LiveServer:
         return self
 
     def __exit__(self, *_: object) -> None:
+        for client in self.clients:
+            client.close()
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
@@ -104,4 +111,57 @@ def read_jsonl(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any
 def openai_sdk(server: LiveServer) -> openai.OpenAI:
     import openai
 
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="any", max_retries=0)
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="any", max_retries=0)
+    server.clients.append(client)
+    return client
+
+
+def penny_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a `penny` command needs to run against the test's database."""
+    env = {
+        **os.environ,
+        "PENNY_DATABASE_URL": settings.database_url or "",
+        "PENNY_DATA_DIR": str(settings.data_dir),
+        "PENNY_MODELS_DIR": str(settings.resolved_models_dir),
+        **extra,
+    }
+    if settings.redis_url:
+        env.setdefault("PENNY_REDIS_URL", settings.redis_url)
+    return env
+
+
+class PennyProcess:
+    """A `penny` command in a process of its own, its output in `log_path`; terminated on
+    exit."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.args, self.env, self.log_path = args, env, log_path
+
+    def __enter__(self) -> PennyProcess:
+        penny = Path(sys.executable).with_name("penny")
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen([str(penny), *self.args], env=self.env,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def assert_running(self) -> None:
+        assert self.process.poll() is None, self.log_path.read_text()
+
+    def __exit__(self, *_: object) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self._log.close()
+
+
+def wait_for_http(process: PennyProcess, url: str, timeout: float = 120) -> None:
+    import httpx
+
+    def answers() -> bool:
+        process.assert_running()
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(answers, timeout=timeout, what=f"{url} to answer")

@@ -17,6 +17,9 @@ class Sampling:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Whether the engine computes the answer's log-probabilities (`Generation.mean_logprob`).
+    # They cost engine speed, so only jobs that asked, or a cascade that reads them, set it.
+    logprobs: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class GenerationRequest:
                 top_p=float(sampling["top_p"]),
                 stop=tuple(sampling.get("stop") or ()),
                 seed=sampling.get("seed"),
+                logprobs=bool(sampling.get("logprobs", False)),
             ),
             messages=tuple((m["role"], m["content"]) for m in messages) if messages else None,
             prompt=request.get("prompt"),
@@ -60,13 +64,30 @@ class Generation:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
-    mean_logprob: float | None = None
+    mean_logprob: float | None = None  # None unless the request's sampling asked for it
     error_code: str | None = None
     error_message: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error_code is None
+
+
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
+def context_overflow(prompt_tokens: int, max_tokens: int, context: int, model: str
+                     ) -> str | None:
+    """Why a request does not fit the model's context window, or None when it does.
+
+    The prompt and the whole answer allowance must fit: cutting the answer short to make
+    it fit would bill a truncated answer as if it were the one asked for."""
+    if prompt_tokens + max_tokens <= context:
+        return None
+    return (f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: "
+            f"{prompt_tokens + max_tokens} tokens, over model {model}'s context window of "
+            f"{context}; shorten the prompt or lower max_tokens to at most "
+            f"{max(context - prompt_tokens, 0)}")
 
 
 @dataclass(frozen=True)

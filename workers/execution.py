@@ -20,8 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from cache.model_identity import cache_policy
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
 from models.queue import ClaimedBatch, JobOutcome, claim_batch, record_batch, renew_lease
+from observability.logs import logs_about_batch
 from penny.settings import Settings
 from storage.port import ObjectStore
+from workers.batch_metrics import count_recorded_batch
 from workers.engine import Engine, Generation, GenerationRequest
 from workers.finalize import finalize_ready
 
@@ -171,6 +173,15 @@ class GenerationExecutor:
             generated.engine_seconds)
 
 
+class BatchListener(Protocol):
+    """Told when this worker takes a batch and when it is done with it (recorded, dropped
+    or failed): the in-process coalescer sleeps through a running batch instead of polling."""
+
+    def batch_started(self) -> None: ...
+
+    def batch_finished(self) -> None: ...
+
+
 class BatchRunner:
     def __init__(
         self,
@@ -179,6 +190,7 @@ class BatchRunner:
         executor: BatchExecutor,
         store: ObjectStore,
         worker_id: str,
+        listener: BatchListener | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -188,13 +200,25 @@ class BatchRunner:
         # Its model's identity as this worker loaded it: the cache entries it fills say
         # which weights made the answer.
         self.cache = cache_policy(settings, [executor.model_name])
+        self.listener = listener
 
+    @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
         with self.sessions() as session:
             batch = claim_batch(session, batch_id, self.worker_id, self.settings.lease_seconds)
         if batch is None:
             log.info("batch %s is not pending; another worker has it or it is done", batch_id)
             return BatchRun(batch_id, claimed=False, recorded=False)
+        if self.listener is not None:
+            self.listener.batch_started()
+        try:
+            return self._run_claimed(batch)
+        finally:
+            if self.listener is not None:
+                self.listener.batch_finished()
+
+    def _run_claimed(self, batch: ClaimedBatch) -> BatchRun:
+        batch_id = batch.id
         with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
             executed = self.executor.execute(batch)
         with self.sessions() as session:
@@ -204,6 +228,7 @@ class BatchRunner:
             log.warning("batch %s was taken over while running; its results were dropped",
                         batch_id)
         else:
+            count_recorded_batch(self.sessions, batch_id, batch.model, executed.engine_seconds)
             finalize_ready(self.sessions, self.store,
                            sorted({job.submission_id for job in batch.jobs}))
         return BatchRun(batch_id, claimed=True, recorded=recorded, jobs=len(batch.jobs))

@@ -10,7 +10,10 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.report import ledger_csv, ledger_json, results_jsonl
+from models.batches import progress_of
 from models.reports import complete_submission, job_records, take_finished_submissions
+from models.status import SubmissionStatus
+from models.webhooks import record_end
 from storage.port import ObjectStore
 from workers.batch_files import write_batch_files
 
@@ -37,6 +40,10 @@ def write_outputs(session: Session, store: ObjectStore, submission_id: uuid.UUID
         "ledger_csv": store.put(keys["ledger_csv"], ledger_csv(records), "text/csv"),
     }
     write_batch_files(session, store, submission_id)  # OpenAI batches: output + error files
+    # The webhook event is queued in the transaction that completes the submission.
+    progress = progress_of(session, [submission_id])[submission_id]
+    record_end(session, submission_id, status=SubmissionStatus.COMPLETED,
+               counts=progress.counts, cost=progress.cost, outputs=outputs)
     complete_submission(session, submission_id, outputs)
 
 
@@ -51,5 +58,6 @@ def finalize_ready(
     for submission_id in taken:
         with sessions() as session:
             write_outputs(session, store, submission_id)
-        log.info("submission %s finalized", submission_id)
+        log.info("submission %s finalized", submission_id,
+                 extra={"submission_id": str(submission_id)})
     return taken

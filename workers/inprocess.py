@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from coalescer.runner import Coalescer
+from delivery.loop import WebhookDeliverer
+from models.queue import release_undelivered
 from penny.runtime import Runtime
 from workers.embedder import Embedder
 from workers.embedding_execution import EmbeddingExecutor
@@ -38,7 +40,8 @@ class LocalDispatcher:
 
 
 class InProcessPipeline:
-    """A coalescer thread plus one worker thread per engine and per embedder. Use as a
+    """A coalescer thread, a webhook delivery thread, and one worker thread per engine and
+    per embedder. Use as a
     context manager. Only the models given here are planned: an embeddings-only pipeline
     never needs vLLM."""
 
@@ -53,22 +56,38 @@ class InProcessPipeline:
         # Embedding models get no tokenizer: their jobs share no prefix cache to group for.
         self.coalescer = Coalescer(
             runtime.settings, runtime.sessions, self.dispatcher, runtime.store, models,
-            tokenizers={engine.model_name: engine for engine in engines},
+            tokenizers={engine.model_name: engine for engine in engines}, local_workers=True,
         )
+        self._sessions = runtime.sessions
         self._stop = threading.Event()
+        self.webhooks = WebhookDeliverer(runtime.settings, runtime.sessions)
         self._threads = [
             threading.Thread(target=self.coalescer.run, args=(self._stop,), name="coalescer",
-                             daemon=True)
+                             daemon=True),
+            threading.Thread(target=self.webhooks.run, args=(self._stop,), name="webhooks",
+                             daemon=True),
         ]
+        self._workers: dict[str, threading.Thread] = {}
         for executor in executors:
             runner = BatchRunner(
                 runtime.settings, runtime.sessions, executor, runtime.store,
-                worker_id=f"in-process:{executor.model_name}",
+                worker_id=f"in-process:{executor.model_name}", listener=self.coalescer,
             )
-            self._threads.append(threading.Thread(
+            self._workers[executor.model_name] = threading.Thread(
                 target=self._work, args=(runner, self.dispatcher.queues[executor.model_name]),
                 name=f"worker-{executor.model_name}", daemon=True,
-            ))
+            )
+        self._threads.extend(self._workers.values())
+
+    def live_models(self) -> list[str]:
+        """Models whose worker thread is running (the engine loaded before it started):
+        what `/readyz` checks in embedded mode, where no worker heartbeats."""
+        return [model for model, thread in self._workers.items() if thread.is_alive()]
+
+    def stop(self) -> None:
+        """Take no new batch from now on; the batch a worker is running finishes (and is
+        recorded). Safe to call from a signal handler."""
+        self._stop.set()
 
     def _work(self, runner: BatchRunner, batches: queue.Queue[uuid.UUID]) -> None:
         while not self._stop.is_set():
@@ -93,5 +112,24 @@ class InProcessPipeline:
         tb: TracebackType | None,
     ) -> None:
         self._stop.set()
+        self.coalescer.wake()
         for thread in self._threads:
             thread.join()
+        self._release_undelivered()
+
+    def _release_undelivered(self) -> None:
+        """Batches still in the local queues were never claimed: hand them back so the
+        next process sends them at once."""
+        left: list[uuid.UUID] = []
+        for batches in self.dispatcher.queues.values():
+            while True:
+                try:
+                    left.append(batches.get_nowait())
+                except queue.Empty:
+                    break
+        if not left:
+            return
+        with self._sessions() as session:
+            release_undelivered(session, left)
+            session.commit()
+        log.info("released %d undelivered batches", len(left))

@@ -1,11 +1,13 @@
 """The sweeper: re-dispatches work whose lease ran out or whose task message was lost,
 fails work that ran out of attempts, expires batches whose completion window ran out,
-removes expired files, and finalizes submissions that were missed. Less often it expires
-and evicts exact result cache entries."""
+removes expired files, forgets idempotency keys past their window, and finalizes
+submissions that were missed. Less often it expires and evicts exact result cache
+entries."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,6 +16,8 @@ from models.batches import expire_overdue_batches
 from models.files import take_expired_files
 from models.queue import sweep_expired_leases
 from models.result_cache import sweep_result_cache
+from models.submissions import forget_expired_idempotency_keys
+from observability import metrics
 from penny.settings import Settings
 from storage.port import ObjectStore
 from workers.finalize import finalize_ready
@@ -31,16 +35,21 @@ def sweep(
         result = sweep_expired_leases(
             session, settings.max_attempts, settings.redispatch_after_seconds
         )
+    metrics.record_sweep([model for _, model in result.requeued], len(result.failed))
     for batch_id, model in result.requeued:
-        log.warning("re-dispatching batch %s", batch_id)
+        log.warning("re-dispatching batch %s", batch_id,
+                    extra={"batch_id": str(batch_id), "model": model})
         dispatcher.dispatch(batch_id, model)
     for batch_id in result.failed:
-        log.error("batch %s failed: out of attempts", batch_id)
+        log.error("batch %s failed: out of attempts", batch_id,
+                  extra={"batch_id": str(batch_id)})
     with sessions() as session:
         for submission_id in expire_overdue_batches(session):
             log.info("batch submission %s expired: its completion window ran out",
-                     submission_id)
+                     submission_id, extra={"submission_id": str(submission_id)})
         expired_files = take_expired_files(session)
+        forget_expired_idempotency_keys(session, datetime.now(UTC) - timedelta(
+            seconds=settings.idempotency_window_seconds))
         session.commit()  # rows first: a crash now leaves an orphan object, never a dead row
     for _, object_key in expired_files:
         store.delete(object_key)

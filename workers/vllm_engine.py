@@ -2,8 +2,8 @@
 
 Requests are tokenized here, with the model's own chat template, and handed to
 `LLM.generate` as token prompts in one call with one `SamplingParams` each. Tokenizing
-ourselves gives exact prompt counts and lets an over-long prompt fail alone instead of
-failing the batch.
+ourselves gives exact prompt counts and lets a request that does not fit the context
+window (prompt + max_tokens) fail alone instead of failing the batch or being cut short.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from typing import Any
 
 from penny.settings import Settings
 from workers.chat_tokenizer import ChatTokenizer
-from workers.engine import BatchGeneration, Generation, GenerationRequest
+from workers.engine import (
+    CONTEXT_LENGTH_EXCEEDED,
+    BatchGeneration,
+    Generation,
+    GenerationRequest,
+    context_overflow,
+)
 from workers.registry import model_source
 
 log = logging.getLogger(__name__)
@@ -73,18 +79,21 @@ class VllmEngine:
     def prompt_token_ids(self, request: GenerationRequest) -> list[int]:
         return self._chat_tokenizer.prompt_token_ids(request)
 
-    def _sampling_params(self, request: GenerationRequest, prompt_len: int) -> Any:
+    def _sampling_params(self, request: GenerationRequest) -> Any:
         from vllm import SamplingParams
 
         sampling = request.sampling
         return SamplingParams(
-            # The context window bounds the answer; finish_reason then says "length".
-            max_tokens=min(sampling.max_tokens, self._max_model_len - prompt_len),
+            # generate() has refused a request that does not fit the context window, so
+            # the answer is never cut short to fit it.
+            max_tokens=sampling.max_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             stop=list(sampling.stop) or None,
             seed=sampling.seed,
-            logprobs=0,
+            # logprobs=0 gives the sampled token's logprob only (the cumulative one we need);
+            # None skips computing them, which is 4-14% faster on CPU.
+            logprobs=0 if sampling.logprobs else None,
         )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> BatchGeneration:
@@ -96,22 +105,19 @@ class VllmEngine:
         rejected: dict[str, Generation] = {}
         for request in requests:
             ids = self.prompt_token_ids(request)
-            if len(ids) >= self._max_model_len:
+            # Here, because only here are the exact prompt tokens known on every path.
+            overflow = context_overflow(len(ids), request.sampling.max_tokens,
+                                        self._max_model_len, self._model_name)
+            if overflow is not None:
                 rejected[request.key] = Generation(
-                    key=request.key,
-                    prompt_tokens=len(ids),
-                    error_code="context_length_exceeded",
-                    error_message=(
-                        f"the prompt has {len(ids)} tokens; model {self._model_name} accepts "
-                        f"at most {self._max_model_len - 1}"
-                    ),
-                )
+                    key=request.key, prompt_tokens=len(ids),
+                    error_code=CONTEXT_LENGTH_EXCEEDED, error_message=overflow)
                 continue
             prompt = TokensPrompt(prompt_token_ids=ids)
             if request.cache_salt:
                 prompt["cache_salt"] = request.cache_salt
             prompts.append(prompt)
-            params.append(self._sampling_params(request, len(ids)))
+            params.append(self._sampling_params(request))
             runnable.append(request)
 
         started = time.perf_counter()
@@ -120,20 +126,21 @@ class VllmEngine:
 
         by_key = dict(rejected)
         for request, output in zip(runnable, outputs, strict=True):
-            by_key[request.key] = _to_generation(request.key, output)
+            by_key[request.key] = _to_generation(request, output)
         return BatchGeneration(
             generations=tuple(by_key[r.key] for r in requests), engine_seconds=engine_seconds
         )
 
 
-def _to_generation(key: str, output: Any) -> Generation:
+def _to_generation(request: GenerationRequest, output: Any) -> Generation:
     completion = output.outputs[0]
     token_count = len(completion.token_ids)
     mean_logprob = None
-    if completion.cumulative_logprob is not None and token_count:
+    if (request.sampling.logprobs and completion.cumulative_logprob is not None
+            and token_count):
         mean_logprob = float(completion.cumulative_logprob) / token_count
     return Generation(
-        key=key,
+        key=request.key,
         text=completion.text,
         finish_reason=str(completion.finish_reason or "stop"),
         prompt_tokens=len(output.prompt_token_ids or ()),

@@ -20,6 +20,7 @@ from intake.limits import IntakeLimits
 from intake.schema import JobRequest
 from intake.service import jobs_for_requests, request_hash, submit
 from models.tables import Batch, Job, Result
+from models.tenants import ensure_tenant
 from models.workers import live_workers
 from penny.runtime import Runtime, open_runtime
 from tests.e2e.test_distributed import start_worker
@@ -84,8 +85,8 @@ def wave(runtime: Runtime, tag: str, counts: dict[str, int], max_tokens: int = 4
     jobs = jobs_for_requests([JobRequest.model_validate(p) for p in payloads],
                              IntakeLimits.from_settings(runtime.settings))
     with runtime.sessions() as session:
-        stored = submit(session, tenant="acme", kind="bulk", jobs=jobs,
-                        payload_hash=request_hash([time.time_ns()]), cache=None)
+        stored = submit(session, tenant=ensure_tenant(session, "acme"), kind="bulk", jobs=jobs,
+                        payload_hash=request_hash([time.time_ns()]))
     ids = stored.job_ids
 
     def done() -> bool:

@@ -30,7 +30,9 @@ def server(runtime: Runtime) -> Iterator[LiveServer]:
 
 
 def sdk(server: LiveServer, key: str = "any") -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0)
+    client = anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0)
+    server.clients.append(client)
+    return client
 
 
 def requests() -> list[dict[str, object]]:

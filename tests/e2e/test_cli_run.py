@@ -97,3 +97,43 @@ def test_a_second_run_of_the_same_file_is_answered_from_the_result_cache(
                 .splitlines()] for run in (first, second)]
     assert [r["response"] for r in results[1]] == [r["response"] for r in results[0]]
     assert {r["served_by"] for r in results[1]} == {"exact_cache"}
+def test_lines_with_unstorable_text_fail_alone_and_the_good_lines_run(tmp_path: Path) -> None:
+    source = tmp_path / "hostile.jsonl"
+    source.write_bytes(
+        b'{"custom_id": "good-1", "prompt": "What is 2 + 2?", "max_tokens": 8}\n'
+        b'{"custom_id": "nul", "prompt": "a \\u0000 b", "max_tokens": 8}\n'
+        b'{"custom_id": "surrogate", "prompt": "ok", "metadata": {"k": "\\ud800"}}\n'
+        b'{"custom_id": "raw-nul", "prompt": "a \x00 b"}\n'
+        b'{"custom_id": "string-number", "prompt": "ok", "max_tokens": "8"}\n'
+        + b"[" * 5000 + b"]" * 5000 + b"\n"
+        b'{"custom_id": "good-2", "prompt": "Name a colour.", "max_tokens": 8}\n'
+    )
+    completed = penny_run(source, tmp_path / "data")
+    assert completed.returncode == 1, completed.stdout + completed.stderr  # some failed
+    assert "Traceback" not in completed.stderr
+    results = outputs_of(completed.stdout)["results"].read_text().splitlines()
+    by_line = {r["line"]: r for r in map(json.loads, results)}
+    assert sorted(by_line) == [1, 2, 3, 4, 5, 6, 7]
+    assert by_line[1]["status"] == by_line[7]["status"] == "succeeded"
+    for line in (2, 3, 4, 5, 6):
+        assert by_line[line]["status"] == "failed"
+        assert by_line[line]["error"]["line"] == line
+    assert "NUL character" in by_line[2]["error"]["message"]
+    assert "metadata.k: contains an unpaired surrogate" in by_line[3]["error"]["message"]
+    assert "max_tokens" in by_line[5]["error"]["message"]
+    assert "deeper than" in by_line[6]["error"]["message"]
+
+
+def test_an_unusable_file_prints_only_the_reason(tmp_path: Path) -> None:
+    for name, data, reason in (
+        ("notes.txt", b'{"prompt": "hi"}\n', "notes.txt: input files must end in .jsonl or .csv"),
+        ("empty.jsonl", b"\n\n", "empty.jsonl holds no jobs"),
+        ("latin1.jsonl", b'{"prompt": "caf\xe9"}\n', "latin1.jsonl is not UTF-8 text"),
+    ):
+        source = tmp_path / name
+        source.write_bytes(data)
+        completed = penny_run(source, tmp_path / "data")
+        assert completed.returncode == 2
+        assert completed.stdout == ""
+        assert completed.stderr.splitlines()[0].startswith(f"penny run: {reason}")
+        assert len(completed.stderr.splitlines()) == 1, completed.stderr

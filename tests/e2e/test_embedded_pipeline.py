@@ -140,3 +140,33 @@ def test_bulk_submission_writes_results_and_ledger(live: str, runtime: Runtime) 
     assert csv_lines[0].startswith("job_id,line,custom_id,model,status,input_tokens")
     assert len(csv_lines) == 11
     assert view["outputs"]["results"].endswith(f"{prefix}/results.jsonl")
+
+
+def test_mean_logprob_only_for_jobs_that_ask_for_it(live: str) -> None:
+    """Logprobs cost engine speed, so the engine computes them only for jobs with
+    `logprobs: true`; one batch mixes both kinds. The same prompt with and without
+    logprobs is two requests: a run without logprobs cannot answer the one that wants them."""
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    jobs = [{"messages": question, "max_tokens": 8, "logprobs": True, "custom_id": "with"},
+            {"messages": question, "max_tokens": 8, "custom_id": "without"},
+            {"prompt": "The capital of Italy is", "max_tokens": 8, "logprobs": True,
+             "custom_id": "prompt-with"},
+            {"prompt": "The capital of Italy is", "max_tokens": 8, "logprobs": False,
+             "custom_id": "prompt-without"}]
+    with httpx.Client(base_url=live, timeout=30) as client:
+        ids = client.post("/v1/jobs/bulk", json={"jobs": jobs}).json()["job_ids"]
+
+        def finished() -> bool:
+            return all(client.get(f"/v1/jobs/{i}").json()["status"] == "succeeded"
+                       for i in ids)
+
+        wait_until(finished, timeout=240, what="the four jobs to finish", interval=0.5)
+        answers = {a["custom_id"]: a for a in (client.get(f"/v1/jobs/{i}").json()
+                                               for i in ids)}
+    for name in ("with", "prompt-with"):
+        logprob = answers[name]["result"]["mean_logprob"]
+        assert isinstance(logprob, float) and logprob <= 0.0, answers[name]
+    for name in ("without", "prompt-without"):
+        assert answers[name]["result"]["mean_logprob"] is None, answers[name]
+    assert {a["cost"]["served_by"] for a in answers.values()} == {"engine"}
+    assert all(a["usage"]["completion_tokens"] > 0 for a in answers.values())

@@ -13,9 +13,11 @@ import pytest
 from sqlalchemy import func, select
 
 from api.app import create_app
+from intake.schema import JobRequest
 from models.tables import Batch, LedgerEntry
 from penny.runtime import Runtime
 from tests.support import REPO, LiveServer, jsonl, openai_sdk, read_jsonl, wait_until
+from workers.engine import GenerationRequest
 from workers.inprocess import InProcessPipeline
 from workers.vllm_engine import VllmEngine
 
@@ -72,7 +74,12 @@ def test_chat_batch_through_the_sdk_matches_the_engine(
     too_long = {"custom_id": "too-long", "method": "POST", "url": "/v1/chat/completions",
                 "body": {"model": MODEL, "max_tokens": 8,
                          "messages": [{"role": "user", "content": "word " * 2500}]}}
-    upload = client.files.create(file=("quiz.jsonl", jsonl([*lines, too_long])),
+    # The prompt fits the 2048-token context alone, its answer allowance does not: refused
+    # too, not run and silently cut short at the window's end.
+    no_room = {"custom_id": "no-room", "method": "POST", "url": "/v1/chat/completions",
+               "body": {"model": MODEL, "max_tokens": 300,
+                        "messages": [{"role": "user", "content": "word " * 1900}]}}
+    upload = client.files.create(file=("quiz.jsonl", jsonl([*lines, too_long, no_room])),
                                  purpose="batch")
     batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
                                   completion_window="24h", metadata={"team": "geo"})
@@ -87,19 +94,27 @@ def test_chat_batch_through_the_sdk_matches_the_engine(
     lifecycle = ["validating", "in_progress", "finalizing", "completed"]
     assert seen == [status for status in lifecycle if status in seen], seen
     assert ended.in_progress_at is not None and ended.request_counts is not None
-    assert ended.request_counts.total == 9
+    assert ended.request_counts.total == 10
     assert ended.completed_at is not None and ended.metadata == {"team": "geo"}
     assert ended.model == MODEL
     assert ended.request_counts is not None
-    assert (ended.request_counts.completed, ended.request_counts.failed) == (8, 1)
+    assert (ended.request_counts.completed, ended.request_counts.failed) == (8, 2)
 
     outputs = read_jsonl(client, ended.output_file_id)
     errors = read_jsonl(client, ended.error_file_id)
     answered = [line["custom_id"] for line in outputs + errors]
-    assert sorted(answered) == sorted(line["custom_id"] for line in [*lines, too_long])
-    assert [e["custom_id"] for e in errors] == ["too-long"]
-    assert errors[0]["response"]["status_code"] == 400
-    assert errors[0]["response"]["body"]["error"]["code"] == "context_length_exceeded"
+    assert sorted(answered) == sorted(line["custom_id"] for line in
+                                      [*lines, too_long, no_room])
+    assert [e["custom_id"] for e in errors] == ["too-long", "no-room"]
+    for error in errors:
+        assert error["response"]["status_code"] == 400
+        assert error["response"]["body"]["error"]["code"] == "context_length_exceeded"
+    message = errors[1]["response"]["body"]["error"]["message"]
+    prompt_tokens = len(engine.prompt_token_ids(GenerationRequest.from_stored(
+        "no-room", JobRequest.model_validate(no_room["body"]).engine_request(), "")))
+    assert prompt_tokens + 300 > 2048 > prompt_tokens
+    assert f"the prompt has {prompt_tokens} tokens and max_tokens is 300" in message
+    assert "context window of 2048" in message
 
     with runtime.sessions() as session:
         assert session.execute(select(func.count()).select_from(Batch)).scalar_one() == 1

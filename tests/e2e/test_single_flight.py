@@ -18,6 +18,7 @@ from intake.schema import JobRequest
 from intake.service import jobs_for_requests, request_hash, submit
 from models.status import BatchStatus
 from models.tables import Batch, Job, LedgerEntry, Result
+from models.tenants import ensure_tenant
 from penny.runtime import Runtime, open_runtime
 from tests.support import make_settings, reset_tables, wait_until
 from workers.inprocess import InProcessPipeline
@@ -35,8 +36,8 @@ def queue(runtime: Runtime, tenant: str, payloads: list[dict[str, Any]]) -> list
     jobs = jobs_for_requests([JobRequest.model_validate(p) for p in payloads],
                              IntakeLimits.from_settings(runtime.settings))
     with runtime.sessions() as session:
-        stored = submit(session, tenant=tenant, kind="bulk", jobs=jobs,
-                        payload_hash=request_hash([time.time_ns()]), cache=None)
+        stored = submit(session, tenant=ensure_tenant(session, tenant), kind="bulk", jobs=jobs,
+                        payload_hash=request_hash([time.time_ns()]))
     return stored.job_ids
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from sqlalchemy import func, select
 from api.app import create_app
 from coalescer.runner import Coalescer
 from intake.limits import IntakeLimits
-from intake.validation import Outcome, Validated, validate_next_batch
+from intake.validation import Outcome, RetryPolicy, Validated, validate_next_batch
 from models.batches import claim_validating_batch
-from models.tables import Job, LedgerEntry
+from models.files import object_key_for
+from models.tables import Job, LedgerEntry, Submission
 from penny.runtime import Runtime, open_runtime
 from tests.support import LiveServer, jsonl, make_settings
 from workers.finalize import finalize_ready
@@ -438,3 +440,52 @@ def test_callback_url_from_extension_field_or_metadata(client: openai.OpenAI) ->
     with pytest.raises(openai.UnprocessableEntityError):
         client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
                               completion_window="24h", extra_body={"callback_url": "nope"})
+
+
+def poisoned_batch(client: openai.OpenAI, runtime: Runtime) -> str:
+    """A batch whose validation raises: its input file's row is there, its bytes are gone
+    from the object store (a store that lost an object, or one that does not answer)."""
+    batch = create_chat_batch(client, 2)
+    runtime.store.delete(object_key_for(batch.input_file_id))
+    return batch.id
+
+
+def test_a_batch_whose_validation_raises_backs_off_and_does_not_block_newer_ones(
+    client: openai.OpenAI, runtime: Runtime
+) -> None:
+    poisoned = poisoned_batch(client, runtime)
+    good = create_chat_batch(client, 3).id
+    # Default back-off: one attempt on the poisoned batch, then the good one; then the
+    # poisoned one waits out its back-off instead of being retried on every tick.
+    assert validate_waiting(runtime) == 2
+    assert client.batches.retrieve(good).status == "in_progress"
+    assert client.batches.retrieve(poisoned).status == "validating"
+    with runtime.sessions() as session:
+        row = session.get_one(Submission, uuid.UUID(hex=poisoned.removeprefix("batch_")))
+        assert row.validation_attempts == 1 and row.validate_after is not None
+    assert not coalescer_of(runtime).validate()
+    assert job_count(runtime) == 3
+
+
+def test_a_batch_whose_validation_keeps_raising_fails_with_the_reason(
+    client: openai.OpenAI, runtime: Runtime
+) -> None:
+    poisoned = poisoned_batch(client, runtime)
+    good = create_chat_batch(client, 3).id
+    limits = IntakeLimits.from_settings(runtime.settings)
+    retry = RetryPolicy(max_attempts=3, retry_seconds=0)  # no back-off: see every attempt
+    outcomes = []
+    while validated := validate_next_batch(runtime.sessions, runtime.store, limits,
+                                           runtime.settings.max_batch_requests, retry):
+        outcomes.append((f"batch_{validated.batch_id.hex}", validated.outcome))
+    # A batch never tried goes before one that raised, even when it is newer.
+    assert outcomes == [(poisoned, Outcome.RETRY), (good, Outcome.QUEUED),
+                        (poisoned, Outcome.RETRY), (poisoned, Outcome.FAILED)]
+    failed = client.batches.retrieve(poisoned)
+    assert failed.status == "failed" and failed.errors is not None
+    (error,) = failed.errors.data or []
+    assert (error.line, error.code) == (None, "validation_failed")
+    assert "failed 3 times" in (error.message or "")
+    assert "FileNotFoundError: No such file or directory" in (error.message or "")
+    assert str(runtime.settings.data_dir) not in (error.message or "")
+    assert client.batches.retrieve(good).status == "in_progress"

@@ -413,7 +413,7 @@ def test_embeddings_lines_are_answered_with_the_cached_vectors_when_validated(
     from models.batches import line_records
     from models.queue import ClaimedJob, JobOutcome
     from models.result_cache import fill_result_cache
-    from models.submissions import tenant_id_for
+    from models.tenants import ensure_tenant
     from tests.support import jsonl
 
     settings = runtime.settings
@@ -421,7 +421,7 @@ def test_embeddings_lines_are_answered_with_the_cached_vectors_when_validated(
     policy = cache_policy(settings)
     vectors = ((0.25, -1.5, 3.0),)
     with runtime.sessions() as session:  # as a worker recording an embeddings batch would
-        source = ClaimedJob(uuid.uuid4(), tenant_id_for(session, "default"), uuid.uuid4(),
+        source = ClaimedJob(uuid.uuid4(), ensure_tenant(session, "default").id, uuid.uuid4(),
                             {"input": ["the sea"], "encoding_format": "float"})
         assert fill_result_cache(session, policy, model, [JobOutcome(
             source, {"text": "", "finish_reason": "", "prompt_tokens": 4, "cached_tokens": 0,
@@ -442,7 +442,7 @@ def test_embeddings_lines_are_answered_with_the_cached_vectors_when_validated(
         assert created.status_code == 200, created.text
     validated = validate_next_batch(runtime.sessions, runtime.store,
                                     IntakeLimits.from_settings(settings),
-                                    settings.max_batch_requests, policy)
+                                    settings.max_batch_requests, cache=policy)
     assert validated is not None and (validated.jobs, validated.from_cache) == (2, 1)
     with runtime.sessions() as session:
         records = {r.custom_id: r for r in line_records(session, validated.batch_id)}
@@ -482,3 +482,59 @@ def test_the_cache_cli_lists_counts_and_purges_against_the_database(
     purged = cli.invoke(app, ["cache", "purge", "--tenant", "globex"])
     assert purged.exit_code == 0 and "deleted 1" in purged.output
     assert [e.id for e in entries(runtime)] == [acme_entry.id]
+
+
+def _hits_counted(model: str) -> float:
+    from observability import metrics
+
+    return float(metrics.EXACT_CACHE_HITS.labels(model)._value.get())
+
+
+def test_an_idempotent_replay_of_a_hit_answers_and_bills_nothing_again(
+    keyed: tuple[Runtime, TestClient],
+) -> None:
+    from models.tables import LedgerEntry
+
+    runtime, client = keyed
+    model = runtime.settings.default_model
+    post(client, job("What is 2 + 2?"), ACME)
+    assert run_queued(runtime) == 1
+    counted = _hits_counted(model)
+    headers = {**ACME, "Idempotency-Key": "repeat-1"}
+    first = client.post("/v1/jobs", json=job("What is 2 + 2?"), headers=headers)
+    again = client.post("/v1/jobs", json=job("What is 2 + 2?"), headers=headers)
+    assert first.status_code == 202 and first.json()["status"] == "succeeded"
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["status"] == "succeeded"
+    with runtime.sessions() as session:
+        rows = session.execute(select(func.count()).select_from(LedgerEntry).where(
+            LedgerEntry.job_id == uuid.UUID(first.json()["id"]))).scalar_one()
+    assert rows == 1
+    assert [e.hits for e in entries(runtime)] == [1]
+    assert _hits_counted(model) == counted + 1
+
+
+def test_jobs_answered_from_the_cache_take_no_room_in_the_queue(
+    tmp_path: Path, database_url: str,
+) -> None:
+    settings = make_settings(tmp_path, database_url, api_keys={"key-acme": "acme"},
+                             max_queued_jobs_per_tenant=1)
+    runtime = open_runtime(settings)
+    reset_tables(runtime)
+    try:
+        with TestClient(create_app(runtime)) as client:
+            post(client, job("What is 2 + 2?"), ACME)
+            assert run_queued(runtime) == 1
+            assert post(client, job("Name a colour."), ACME)["status"] == "queued"  # full now
+            # A repeat answered from the cache is accepted: it queues nothing ...
+            assert post(client, job("What is 2 + 2?"), ACME)["status"] == "succeeded"
+            bulk = client.post("/v1/jobs/bulk", headers=ACME,
+                               json={"jobs": [job("What is 2 + 2?")] * 2})
+            assert bulk.status_code == 202, bulk.text
+            assert len(bulk.json()["from_cache"]) == 2
+            # ... while a job that would queue is refused.
+            refused = client.post("/v1/jobs", json=job("Name a fruit."), headers=ACME)
+            assert refused.status_code == 429, refused.text
+    finally:
+        runtime.close()

@@ -209,3 +209,48 @@ def test_csv_short_row_does_not_sink_the_file() -> None:
 def test_csv_multiline_row_error_names_the_line_it_starts_on() -> None:
     outcomes = csv_outcomes('prompt,max_tokens\n"two\nlines",-1\n')
     assert failed(outcomes[0]).line_no == 2
+
+
+def test_jsonl_lines_with_unstorable_text_are_line_errors_and_good_lines_stay() -> None:
+    lines = [
+        '{"prompt": "fine"}',
+        '{"prompt": "nul \\u0000 here"}',
+        '{"prompt": "ok", "metadata": {"k\\u0000": 1}}',
+        '{"prompt": "ok", "metadata": {"a": ["\\ud800"]}}',
+        '{"prompt": "raw \x00 byte"}',
+        '{"prompt": "ok", "max_tokens": "8"}',
+        "[" * 5000 + "]" * 5000,
+        '{"prompt": "also fine"}',
+    ]
+    outcomes = parse_input_file("in.jsonl", "\n".join(lines).encode())
+    assert [o.line_no for o in outcomes if isinstance(o, ParsedLine)] == [1, 8]
+    errors = {o.line_no: o for o in outcomes if isinstance(o, LineError)}
+    assert "prompt: contains a NUL character" in errors[2].message
+    assert "metadata.k\\u0000: the key contains a NUL character" in errors[3].message
+    assert "metadata.a.0: contains an unpaired surrogate (\\ud800)" in errors[4].message
+    assert errors[5].code == "invalid_json" and "Invalid control character" in errors[5].message
+    assert "max_tokens: Input should be a valid integer" in errors[6].message
+    assert "deeper than 64 levels" in errors[7].message
+
+
+@pytest.mark.parametrize(
+    ("row", "fragment"),
+    [
+        pytest.param("hi,true", "max_tokens: 'true' is not an integer", id="bool-text"),
+        pytest.param("hi,8.5", "max_tokens: '8.5' is not an integer", id="fraction"),
+        pytest.param("hi\x00there,8", "content: contains a NUL character", id="nul-in-prompt"),
+    ],
+)
+def test_csv_cells_convert_explicitly_with_a_precise_line_error(row: str, fragment: str
+                                                                 ) -> None:
+    outcomes = csv_outcomes(f"prompt,max_tokens\nfine, 8 \n{row}\n")
+    assert parsed(outcomes[0]).request.max_tokens == 8  # a number column's text is a number
+    error = failed(outcomes[1])
+    assert (error.line_no, error.code) == (3, "invalid_line")
+    assert fragment in error.message
+
+
+def test_csv_number_cells_must_be_finite() -> None:
+    outcomes = csv_outcomes("prompt,temperature\nhi,nan\nhi,0.5\n")
+    assert "temperature: 'nan' is not a finite number" in failed(outcomes[0]).message
+    assert parsed(outcomes[1]).request.temperature == 0.5

@@ -67,6 +67,8 @@ def test_single_flight_key_covers_everything_that_changes_the_answer() -> None:
                 single_flight_key("t", "m", _with(max_tokens=9)),
                 single_flight_key("t", "m", _with(stop=["x"])),
                 single_flight_key("t", "m", _with(top_p=0.5)),
+                # A copy that wants logprobs must not be answered by a run without them.
+                single_flight_key("t", "m", _with(logprobs=True)),
                 single_flight_key("t", "m", {**REQUEST, "messages": [
                     {"role": "user", "content": "hi "}]})]
     assert base not in variants and len(set(variants)) == len(variants)

@@ -92,6 +92,14 @@ def test_engine_request_for_prompt() -> None:
     }
 
 
+def test_engine_request_asks_for_logprobs_only_when_the_job_does() -> None:
+    # Absent rather than false by default: the stored document, and with it the
+    # single-flight key, of a job that does not ask stays what it always was.
+    assert "logprobs" not in JobRequest(prompt="go").engine_request()["sampling"]
+    assert "logprobs" not in JobRequest(prompt="go", logprobs=False).engine_request()["sampling"]
+    assert JobRequest(prompt="go", logprobs=True).engine_request()["sampling"]["logprobs"] is True
+
+
 def test_default_model_used_when_omitted() -> None:
     assert resolve_model(JobRequest(prompt="hi", max_tokens=5), LIMITS) == "tiny"
 

@@ -1,7 +1,7 @@
 """result cache: exact answers kept across submissions; a cache hit has no batch
 
-Revision ID: 0007_result_cache
-Revises: 0006_validating
+Revision ID: 0010_result_cache
+Revises: 0009_tenant_keys_limits
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0007_result_cache"
-down_revision: str | None = "0006_validating"
+revision: str = "0010_result_cache"
+down_revision: str | None = "0009_tenant_keys_limits"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,190 @@
+"""Talking to a running penny server from the command line: `penny submit`, `status`,
+`watch` and `results`. Plain HTTP against penny's own API; every failure becomes a
+`RemoteError` whose message says what to do next."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from intake.files import LineError, ParsedLine, parse_input_file
+from penny.errors import InputFileError
+
+OPENAI_BATCH_PREFIX = "batch_"
+OPENAI_LINE_KEYS = {"custom_id", "method", "url", "body"}
+TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
+
+
+class RemoteError(Exception):
+    """Something the person at the terminal can act on; the message says what."""
+
+
+def submission_uuid(raw: str) -> uuid.UUID:
+    """A submission id, or an OpenAI batch id (`batch_<hex>`) of the same submission."""
+    text = raw.removeprefix(OPENAI_BATCH_PREFIX)
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise RemoteError(f"{raw!r} is not a submission id (a UUID) or a batch id "
+                          "(batch_...): `penny submit` prints the id") from None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    id: str  # what `penny status/watch/results` take
+    jobs: int
+    kind: str  # "bulk" or "openai_batch"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A submission's state as the server reports it."""
+
+    status: str
+    total: int
+    counts: dict[str, int]
+    cost: dict[str, Any]
+
+    @property
+    def finished_jobs(self) -> int:
+        return sum(n for state, n in self.counts.items() if state in TERMINAL)
+
+    @property
+    def failed_jobs(self) -> int:
+        return sum(n for state, n in self.counts.items() if state in TERMINAL - {"succeeded"})
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("completed", "failed")
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return Decimal(str(self.cost.get("cost_usd", "0")))
+
+    @property
+    def saved_usd(self) -> Decimal:
+        return Decimal(str(self.cost.get("saved_usd", "0")))
+
+
+def is_openai_batch_file(path: Path, data: bytes) -> bool:
+    if not path.name.lower().endswith(".jsonl"):
+        return False
+    for line in data.decode("utf-8-sig", errors="replace").splitlines():
+        if line.strip():
+            try:
+                first = json.loads(line)
+            except json.JSONDecodeError:
+                return False
+            return isinstance(first, dict) and set(first) >= OPENAI_LINE_KEYS
+    return False
+
+
+class PennyClient:
+    def __init__(self, base_url: str, api_key: str | None = None,
+                 timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> PennyClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise RemoteError(
+                f"no penny server answers at {self.base_url} ({error}): start one with "
+                "`penny up`, or point --url at it") from None
+        if response.status_code >= 400:
+            raise RemoteError(self._explain(response))
+        return response
+
+    @staticmethod
+    def _explain(response: httpx.Response) -> str:
+        try:
+            error = response.json()["error"]
+            message = str(error["message"])
+            details = [f"  {d.get('param')}: {d.get('message')}"
+                       for d in error.get("details") or []]
+        except (ValueError, KeyError, TypeError):
+            message, details = response.text[:300], []
+        retry_after = response.headers.get("retry-after")
+        hint = {401: " Pass your key with --api-key.",
+                402: " Ask for a larger budget, or wait for next month.",
+                404: " Check the id: `penny submit` printed it.",
+                409: " Wait for it: `penny watch ID`.",
+                429: f" Try again in {retry_after} s." if retry_after else " Try again later.",
+                }.get(response.status_code, "")
+        return "\n".join([f"the server said {response.status_code}: {message}.{hint}",
+                          *details[:20]])
+
+    def submit_file(self, path: Path) -> Submitted:
+        data = path.read_bytes()
+        if is_openai_batch_file(path, data):
+            return self._submit_openai_batch(path, data)
+        return self._submit_jobs(path, data)
+
+    def _submit_jobs(self, path: Path, data: bytes) -> Submitted:
+        try:
+            outcomes = parse_input_file(path.name, data)
+        except InputFileError as error:
+            raise RemoteError(f"{error.message}; penny reads JSONL, CSV with a 'prompt' "
+                              "column, or OpenAI batch JSONL") from None
+        bad = [o for o in outcomes if isinstance(o, LineError)]
+        if bad:
+            lines = [f"  line {e.line_no}: {e.message}" for e in bad[:20]]
+            more = [f"  ... and {len(bad) - 20} more"] if len(bad) > 20 else []
+            raise RemoteError("\n".join([
+                f"{path.name}: {len(bad)} bad line(s); nothing was submitted. Fix them, or "
+                "use `penny run` (bad lines become failed jobs there):", *lines, *more]))
+        jobs = [o.request.model_dump(mode="json", exclude_unset=True)
+                for o in outcomes if isinstance(o, ParsedLine)]
+        body = self._request("POST", "/v1/jobs/bulk", json={"jobs": jobs}).json()
+        return Submitted(id=str(body["submission_id"]), jobs=int(body["count"]), kind="bulk")
+
+    def _submit_openai_batch(self, path: Path, data: bytes) -> Submitted:
+        first = json.loads(next(line for line in data.decode("utf-8-sig").splitlines()
+                                if line.strip()))
+        upload = self._request("POST", "/v1/files", data={"purpose": "batch"},
+                               files={"file": (path.name, data, "application/jsonl")}).json()
+        batch = self._request("POST", "/v1/batches", json={
+            "input_file_id": upload["id"], "endpoint": first["url"],
+            "completion_window": "24h"}).json()
+        lines = sum(1 for line in data.splitlines() if line.strip())
+        return Submitted(id=str(batch["id"]), jobs=lines, kind="openai_batch")
+
+    def snapshot(self, submission: str) -> Snapshot:
+        sid = submission_uuid(submission)
+        body = self._request("GET", f"/v1/submissions/{sid}").json()
+        return Snapshot(status=str(body["status"]), total=int(body["total_jobs"]),
+                        counts={str(k): int(v) for k, v in body["counts"].items()},
+                        cost=dict(body["penny_cost"]))
+
+    def output(self, submission: str, name: str = "results") -> bytes:
+        sid = submission_uuid(submission)
+        return self._request("GET", f"/v1/submissions/{sid}/{name}").content
+
+    def wait(self, submission: str, on_snapshot: Callable[[Snapshot], None],
+             interval: float = 1.0) -> Snapshot:
+        """Poll until the submission is done, handing each snapshot to `on_snapshot`."""
+        while True:
+            snapshot = self.snapshot(submission)
+            on_snapshot(snapshot)
+            if snapshot.done:
+                return snapshot
+            time.sleep(interval)

@@ -1,0 +1,1 @@
+"""Tenants' keys and budgets (pure); their queries live in `models.tenants`."""
