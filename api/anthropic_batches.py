@@ -9,7 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from api.batch_views import ANTHROPIC_BATCH_PREFIX, anthropic_batch, anthropic_list
-from api.deps import IdempotencyKey, Tenant, limits_of, policy_of, sessions_of, settings_of
+from api.deps import (
+    IdempotencyKey,
+    Tenant,
+    cache_of,
+    limits_of,
+    policy_of,
+    sessions_of,
+    settings_of,
+)
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
 from compat.anthropic_output import results_jsonl
@@ -72,7 +80,7 @@ def create(
             session, limits_of(request), tenant=tenant, requests=body.requests,
             max_requests=settings_of(request).max_batch_requests,
             payload_hash=request_hash(body.model_dump(mode="json")),
-            idempotency_key=idempotency_key, policy=policy_of(request),
+            idempotency_key=idempotency_key, policy=policy_of(request), cache=cache_of(request),
         )
         if stored.replayed:
             response.headers["Idempotent-Replayed"] = "true"

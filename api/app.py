@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from api import (
     admin,
     anthropic_batches,
+    cache_entries,
     health,
     jobs,
     metrics,
@@ -21,6 +22,7 @@ from api.errors import install_error_handlers
 from api.health import HeartbeatPresence, WorkerPresence
 from api.limits import BodySizeLimit
 from api.metrics import RequestMetrics
+from cache.model_identity import cache_policy
 from intake.admission import IntakePolicy
 from intake.limits import IntakeLimits
 from observability.queue_collector import queue_registry
@@ -40,6 +42,8 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.state.tenants = TenantResolver(settings, runtime.sessions)
     app.state.admin_keys = AdminKeys(settings.admin_api_keys)
     app.state.store = runtime.store
+    # The model identities are read once, here: intake looks jobs up under them.
+    app.state.result_cache = cache_policy(settings)
     app.state.started_at = datetime.now(UTC)
     app.state.worker_presence = presence or HeartbeatPresence(runtime.sessions, settings)
     app.state.queue_metrics = queue_registry(runtime.sessions, settings.served_models,
@@ -51,6 +55,7 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.include_router(openai_files.router)
     app.include_router(openai_batches.router)
     app.include_router(anthropic_batches.router)
+    app.include_router(cache_entries.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     upload_limit = settings.max_file_bytes + openai_files.MULTIPART_SLACK_BYTES

@@ -1,5 +1,5 @@
 """What route handlers take from the app: sessions, limits, the object store, settings,
-and the caller's tenant."""
+the exact result cache's policy, and the caller's tenant."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import require_admin, tenant_for_request
+from cache.keys import CachePolicy
 from intake.admission import IntakePolicy
 from intake.limits import IntakeLimits
 from models.tenants import TenantRef
@@ -41,6 +42,11 @@ def policy_of(request: Request) -> IntakePolicy:
 def store_of(request: Request) -> ObjectStore:
     store: ObjectStore = request.app.state.store
     return store
+
+
+def cache_of(request: Request) -> CachePolicy:
+    cache: CachePolicy = request.app.state.result_cache
+    return cache
 
 
 def settings_of(request: Request) -> Settings:

@@ -6,7 +6,15 @@ import uuid
 
 from fastapi import APIRouter, Request, Response
 
-from api.deps import IdempotencyKey, Tenant, limits_of, policy_of, sessions_of, store_of
+from api.deps import (
+    IdempotencyKey,
+    Tenant,
+    cache_of,
+    limits_of,
+    policy_of,
+    sessions_of,
+    store_of,
+)
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
@@ -48,8 +56,10 @@ def create_job(
             session, tenant=tenant, kind="job", jobs=jobs,
             payload_hash=request_hash(body.model_dump(mode="json")),
             idempotency_key=idempotency_key, policy=policy_of(request),
+            cache=cache_of(request),
         )
-        status = "queued"
+        # Answered from the exact result cache: already done, result and ledger written.
+        status = "succeeded" if stored.from_cache else "queued"
         if stored.replayed:
             view = get_job(session, stored.submission.tenant_id, stored.job_ids[0])
             status = view.job.status if view else status
@@ -78,11 +88,13 @@ def create_jobs(
             payload_hash=request_hash({"jobs": [r.model_dump(mode="json") for r in requests],
                                        "callback_url": body.callback_url}),
             idempotency_key=idempotency_key, policy=policy_of(request),
+            cache=cache_of(request),
             columns={"callback_url": callback_url} if callback_url else None,
         )
     _mark_replay(response, stored.replayed)
     return BulkAccepted(submission_id=str(stored.submission.id),
                         job_ids=[str(j) for j in stored.job_ids], count=len(stored.job_ids),
+                        from_cache=sorted(str(j) for j in stored.from_cache),
                         warnings=stored.submission.warnings or [])
 
 

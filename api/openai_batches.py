@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from sqlalchemy.orm import Session
 
 from api.batch_views import OPENAI_BATCH_PREFIX, openai_batch, openai_list
-from api.deps import IdempotencyKey, Tenant, policy_of, sessions_of
+from api.deps import IdempotencyKey, Tenant, cache_of, policy_of, sessions_of
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
 from api.webhooks import checked_callback
@@ -137,7 +137,8 @@ def retry(
         original = _load(session, tenant, batch_id)
         stored = retry_batch(session, tenant=tenant, original=original,
                              payload_hash=request_hash(["retry", batch_id]),
-                             idempotency_key=idempotency_key, policy=policy_of(request))
+                             idempotency_key=idempotency_key, policy=policy_of(request),
+                             cache=cache_of(request))
         if stored.replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return _view(session, stored.submission)

@@ -38,6 +38,8 @@ class BulkAccepted(BaseModel):
     submission_id: str
     job_ids: list[str]
     count: int
+    # The jobs the exact result cache answered in this request: already succeeded.
+    from_cache: list[str] = Field(default_factory=list)
     warnings: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -51,8 +53,12 @@ class Cost(BaseModel):
     usd: str
     list_usd: str
     engine_seconds: float
-    served_by: str  # "engine", or "single_flight" when an identical job's run answered it
+    # "engine"; "single_flight": an identical job's run answered it; "exact_cache": the
+    # result cache answered it at intake. `source_job_id` is the job whose run it was.
+    served_by: str
+    source_job_id: str | None
     single_flight_saved_usd: str
+    cache_saved_usd: str  # what producing a cached answer cost, not spent again
 
 
 class JobResultBody(BaseModel):
@@ -96,7 +102,9 @@ class JobOut(BaseModel):
                         completion_tokens=result.output_tokens) if result else None,
             cost=Cost(usd=str(ledger.cost_usd), list_usd=str(ledger.list_cost_usd),
                       engine_seconds=ledger.engine_seconds, served_by=ledger.served_by,
-                      single_flight_saved_usd=str(ledger.single_flight_saved_usd))
+                      source_job_id=str(ledger.source_job_id) if ledger.source_job_id else None,
+                      single_flight_saved_usd=str(ledger.single_flight_saved_usd),
+                      cache_saved_usd=str(ledger.cache_saved_usd))
             if ledger else None,
             error=job.error,
         )

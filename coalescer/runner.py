@@ -23,6 +23,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cache.model_identity import cache_policy
 from coalescer.affinity import assign_workers
 from coalescer.dispatch import Dispatcher
 from coalescer.planning import BatchLimits, PlannedBatch, PlanOptions, QueuedJob, plan_window
@@ -48,7 +49,7 @@ from penny.settings import Settings
 from storage.port import ObjectStore
 from workers.engine import GenerationRequest
 from workers.finalize import finalize_ready
-from workers.sweeper import sweep
+from workers.sweeper import sweep, sweep_result_cache_entries
 
 log = logging.getLogger(__name__)
 TOKEN_CACHE_SIZE = 50_000
@@ -107,6 +108,10 @@ class Coalescer:
         self._engines_busy = False  # every engine already has its next batch waiting
         self._last_seen_jobs = 0
         self._last_sweep = 0.0
+        self._last_cache_sweep = 0.0
+        # Validation answers lines from the exact result cache, under the identities of
+        # the weights this process can see.
+        self.cache = cache_policy(settings)
         self.intake_limits = IntakeLimits.from_settings(settings)
         self.validation_retry = RetryPolicy(settings.max_validation_attempts,
                                             settings.validation_retry_seconds)
@@ -128,6 +133,9 @@ class Coalescer:
         if now - self._last_sweep >= self.settings.sweep_interval_seconds:
             self._last_sweep = now
             sweep(self.settings, self.sessions, self.dispatcher, self.store)
+        if now - self._last_cache_sweep >= self.settings.result_cache_sweep_interval_seconds:
+            self._last_cache_sweep = now
+            sweep_result_cache_entries(self.settings, self.sessions)
         # Not every 20 ms window tick: each look is a query, and queries stall the engine.
         # Right after a batch was validated, though, the next one may be waiting.
         if self._validated or now - self._last_validation >= self.idle_interval:
@@ -162,7 +170,7 @@ class Coalescer:
         try:
             validated = validate_next_batch(self.sessions, self.store, self.intake_limits,
                                             self.settings.max_batch_requests,
-                                            self.validation_retry)
+                                            self.validation_retry, cache=self.cache)
         except Exception:  # e.g. the database did not answer: nothing was claimed
             log.exception("looking for a batch to validate failed")
             return False
@@ -172,10 +180,12 @@ class Coalescer:
             return True
         self.stats.batches_validated += 1
         self.stats.validating_seconds += time.perf_counter() - started
-        log.info("batch submission %s validated: %s, %d jobs", validated.batch_id,
-                 validated.outcome, validated.jobs,
+        log.info("batch submission %s validated: %s, %d jobs (%d from the result cache)",
+                 validated.batch_id, validated.outcome, validated.jobs, validated.from_cache,
                  extra={"submission_id": str(validated.batch_id)})
-        if validated.outcome == Outcome.CANCELLED:  # nothing to run: end it now
+        # Nothing to run (cancelled, or every line answered from the cache): end it now.
+        if validated.outcome == Outcome.CANCELLED or (
+                validated.jobs and validated.from_cache == validated.jobs):
             finalize_ready(self.sessions, self.store, [validated.batch_id])
         return True
 

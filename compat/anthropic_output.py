@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from compat.records import LineRecord, line_cost
+from compat.records import LineRecord, line_penny_cost
 from models.status import JobStatus
 
 # vLLM says "stop" for the end of turn and for a stop string alike.
@@ -52,8 +52,7 @@ def result(record: LineRecord) -> dict[str, Any]:
 def results_jsonl(records: Sequence[LineRecord]) -> bytes:
     lines = []
     for record in records:
-        cost = line_cost(record)
         lines.append(json.dumps({"custom_id": record.custom_id, "result": result(record),
-                                 "penny_cost": cost.as_dict() if cost else None},
+                                 "penny_cost": line_penny_cost(record)},
                                 ensure_ascii=False))
     return "".join(line + "\n" for line in lines).encode()

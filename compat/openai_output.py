@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from compat.records import LineRecord, line_cost
+from compat.records import LineRecord, line_penny_cost
 from compat.vectors import base64_vector, float_list, split_vectors
 from models.status import JobStatus
 
@@ -137,8 +137,7 @@ def output_line(record: LineRecord, endpoint: str) -> dict[str, Any]:
         response, error = _failure(record)
     line: dict[str, Any] = {"id": f"batch_req_{hex_id}", "custom_id": record.custom_id,
                             "response": response, "error": error}
-    cost = line_cost(record)
-    line["penny_cost"] = cost.as_dict() if cost else None
+    line["penny_cost"] = line_penny_cost(record)
     return line
 
 

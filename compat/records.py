@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from ledger.pricing import SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
+
 
 @dataclass(frozen=True)
 class LineRecord:
@@ -27,8 +29,12 @@ class LineRecord:
     cost_usd: Decimal | None  # None: no ledger row, nothing was billed
     list_cost_usd: Decimal | None
     finished_at: datetime | None
-    served_by: str = "engine"  # "single_flight": answered from an identical job's run
+    # "single_flight": answered from an identical job's run; "exact_cache": from the result
+    # cache at intake. `source_job_id` names the job whose run it was.
+    served_by: str = "engine"
     single_flight_saved_usd: Decimal = Decimal(0)
+    cache_saved_usd: Decimal = Decimal(0)
+    source_job_id: str | None = None
     # An embeddings line: its vectors (see compat.vectors) and the format it asked for.
     embedding: bytes | None = None
     embedding_dimensions: int | None = None
@@ -46,6 +52,9 @@ class CostFigures:
     # What single-flight did not spend: a copy answered from an identical job's run.
     single_flight_saved_usd: Decimal = Decimal(0)
     single_flight_jobs: int = 0
+    # What the exact result cache did not spend: answers kept from an earlier run.
+    cache_saved_usd: Decimal = Decimal(0)
+    exact_cache_jobs: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The `penny_cost` extension field. Money as plain decimal strings: floats would
@@ -63,6 +72,8 @@ class CostFigures:
                                if self.list_cost_usd else None),
             "single_flight_saved_usd": f"{self.single_flight_saved_usd:f}",
             "single_flight_jobs": self.single_flight_jobs,
+            "cache_saved_usd": f"{self.cache_saved_usd:f}",
+            "exact_cache_jobs": self.exact_cache_jobs,
         }
 
 
@@ -72,4 +83,15 @@ def line_cost(record: LineRecord) -> CostFigures | None:
     return CostFigures(record.prompt_tokens, record.cached_tokens, record.output_tokens,
                        record.engine_seconds, record.cost_usd, record.list_cost_usd,
                        record.single_flight_saved_usd,
-                       int(record.served_by != "engine"))
+                       int(record.served_by == SERVED_BY_SINGLE_FLIGHT),
+                       record.cache_saved_usd,
+                       int(record.served_by == SERVED_BY_EXACT_CACHE))
+
+
+def line_penny_cost(record: LineRecord) -> dict[str, Any] | None:
+    """The `penny_cost` of one output line: its figures, and what served it."""
+    cost = line_cost(record)
+    if cost is None:
+        return None
+    return {**cost.as_dict(), "served_by": record.served_by,
+            "source_job_id": record.source_job_id}

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cache.keys import parse_cache_mode
+from intake.cache_option import PENNY_CACHE_FIELD
 from intake.files import describe_validation_error
 from intake.limits import IntakeLimits, resolve_model
 from intake.schema import JobRequest
@@ -24,7 +26,7 @@ from penny.errors import InvalidRequest, PennyError
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _PARAMS = frozenset({"model", "max_tokens", "messages", "system", "temperature", "top_p",
                      "stop_sequences", "metadata", "stream", "service_tier",
-                     "output_config"})
+                     "output_config", PENNY_CACHE_FIELD})
 
 
 def _response_format(output_config: Any) -> dict[str, Any] | None:
@@ -99,7 +101,17 @@ def _payload(params: dict[str, Any]) -> dict[str, Any]:
     response_format = _response_format(params.get("output_config"))
     if response_format is not None:
         payload["response_format"] = response_format
+    if params.get(PENNY_CACHE_FIELD) is not None:
+        payload["cache"] = _cache_mode(params[PENNY_CACHE_FIELD])
     return payload
+
+
+def _cache_mode(value: Any) -> str:
+    """penny's `penny_cache` extension in a request's params, as the job's `cache`."""
+    try:
+        return parse_cache_mode(value)
+    except ValueError as error:
+        raise ValueError(f"params.{PENNY_CACHE_FIELD}: {error}") from None
 
 
 def _one(index: int, custom_id: str, params: Any, limits: IntakeLimits) -> AnthropicRequest:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlalchemy.orm import Session
 
+from cache.keys import CachePolicy
 from intake.admission import IntakePolicy
 from intake.anthropic_requests import parse_requests
 from intake.embeddings import EmbeddingJobRequest
@@ -95,7 +96,8 @@ def create_openai_batch(
     }
     return submit(session, tenant=tenant, kind=OPENAI_KIND, jobs=[],
                   payload_hash=payload_hash, idempotency_key=idempotency_key,
-                  source_name=stored_file.filename, columns=columns, policy=policy)
+                  source_name=stored_file.filename, columns=columns, policy=policy,
+                  cache=None)  # no lines yet: the validator looks them up
 
 
 def create_anthropic_batch(
@@ -108,7 +110,9 @@ def create_anthropic_batch(
     payload_hash: str,
     idempotency_key: str | None = None,
     policy: IntakePolicy | None = None,
+    cache: CachePolicy | None = None,
 ) -> StoredSubmission:
+    """Requests the exact result cache answers are done before this returns."""
     parsed = parse_requests(requests, limits, max_requests)
     jobs = []
     for item in parsed:
@@ -127,7 +131,7 @@ def create_anthropic_batch(
     }
     return submit(session, tenant=tenant, kind=ANTHROPIC_KIND, jobs=jobs,
                   payload_hash=payload_hash, columns=columns,
-                  idempotency_key=idempotency_key, policy=policy)
+                  idempotency_key=idempotency_key, policy=policy, cache=cache)
 
 
 def retry_batch(
@@ -138,6 +142,7 @@ def retry_batch(
     payload_hash: str,
     idempotency_key: str | None = None,
     policy: IntakePolicy | None = None,
+    cache: CachePolicy | None = None,
 ) -> StoredSubmission:
     """A new batch of the original's failed, expired and cancelled lines, with their
     custom_ids and line numbers (they still name lines of the same input file)."""
@@ -148,7 +153,7 @@ def retry_batch(
     jobs = [
         NewJob(line_no=job.line_no, model=job.model, request=job.request,
                estimated_tokens=job.estimated_tokens, custom_id=job.custom_id, tags=job.tags,
-               priority=job.priority, complete_within=window)
+               priority=job.priority, complete_within=window, cache_mode=job.cache_mode)
         for job in retryable_jobs(session, original.id) if job.request
     ]
     if not jobs:
@@ -167,7 +172,7 @@ def retry_batch(
     }
     return submit(session, tenant=tenant, kind=original.kind, jobs=jobs,
                   payload_hash=payload_hash, columns=columns,
-                  idempotency_key=idempotency_key, policy=policy)
+                  idempotency_key=idempotency_key, policy=policy, cache=cache)
 
 
 def batch_uuid(public_id: str, prefix: str) -> uuid.UUID:

@@ -10,10 +10,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from cache.keys import CacheMode
+from intake.cache_option import PENNY_CACHE_FIELD, line_cache_mode
 from intake.limits import IntakeLimits
 from intake.line_problem import LineProblem
 
-EMBEDDING_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+EMBEDDING_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user",
+                              PENNY_CACHE_FIELD})
 ENCODING_FORMATS = ("float", "base64")
 # The hosted API's limit on inputs per request.
 MAX_INPUTS = 2048
@@ -29,6 +32,7 @@ class EmbeddingJobRequest:
     inputs: tuple[str, ...]
     encoding_format: str = "float"
     custom_id: str | None = None
+    cache: CacheMode = CacheMode.ON
 
     def engine_request(self) -> dict[str, Any]:
         """What the worker needs, as stored on the job row. The encoding format rides along
@@ -135,4 +139,4 @@ def parse_embedding_body(
                           f"the input has {chars} characters; the limit is "
                           f"{limits.max_prompt_chars}", "body.input")
     return EmbeddingJobRequest(model=model, inputs=inputs, encoding_format=encoding_format,
-                               custom_id=custom_id)
+                               custom_id=custom_id, cache=line_cache_mode(body))

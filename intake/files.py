@@ -123,7 +123,9 @@ def _csv_row_to_payload(row: dict[str, str | None]) -> dict[str, Any]:
 
 
 def parse_csv(text: str) -> Iterator[LineOutcome]:
-    reader = csv.DictReader(io.StringIO(text))
+    # newline="": the csv module reads line ends itself (a bare CR too, and newlines inside
+    # quoted cells), as its documentation asks.
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None or "prompt" not in reader.fieldnames:
         raise InputFileError("a CSV input needs a header row with a 'prompt' column")
     for row in reader:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from intake.cache_option import PENNY_CACHE_FIELD, line_cache_mode
 from intake.embeddings import EmbeddingJobRequest, parse_embedding_body
 from intake.limits import IntakeLimits, resolve_model
 from intake.line_problem import LineProblem
@@ -62,7 +63,8 @@ _PASSED = ("model", "temperature", "top_p", "seed", "presence_penalty", "frequen
 GUIDED_FIELD = "penny_guided"
 _SAMPLING_FIELDS = frozenset({"model", "max_tokens", "temperature", "top_p", "stop", "seed",
                               "presence_penalty", "frequency_penalty", "logit_bias",
-                              "response_format", GUIDED_FIELD})
+                              "response_format", GUIDED_FIELD,
+                              PENNY_CACHE_FIELD})
 _CHAT_FIELDS = _SAMPLING_FIELDS | {"messages", "max_completion_tokens"}
 _COMPLETION_FIELDS = _SAMPLING_FIELDS | {"prompt"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -180,6 +182,7 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
     stop = _stop(body.get("stop"))
     if stop is not None:
         payload["stop"] = stop
+    payload["cache"] = line_cache_mode(body)
     return payload
 
 

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from cache.keys import CacheMode
 from intake.structured import Guided, ResponseFormat, output_constraint
 from intake.text import PromptText, StorableText, unstorable_paths
 
@@ -96,6 +97,9 @@ class JobRequest(BaseModel):
     completion_window: str | None = Field(default=None, pattern=COMPLETION_WINDOW_PATTERN)
     custom_id: StorableText | None = Field(default=None, min_length=1, max_length=500)
     metadata: dict[StorableText, JsonValue] = Field(default_factory=dict, max_length=MAX_TAGS)
+    # The exact result cache: "on" (answered from it when it can), "off" (neither read
+    # nor written), "refresh" (run fresh and replace the entry). See cache.keys.
+    cache: CacheMode = CacheMode.ON
 
     @field_validator("metadata")
     @classmethod

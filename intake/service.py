@@ -11,21 +11,26 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from cache.keys import CachePolicy
 from intake.admission import IntakePolicy, admit
 from intake.embeddings import EmbeddingJobRequest
 from intake.files import LineError, LineOutcome
 from intake.limits import IntakeLimits, resolve_model
 from intake.schema import JobRequest, estimate_tokens
 from intake.text import escape_unstorable
+from models.result_cache import find_cached_answers
 from models.submissions import (
+    CacheLookup,
     NewJob,
     StoredSubmission,
     find_by_idempotency_key,
     forget_idempotency_key,
     insert_submission,
     job_ids_of,
+    lookup_keys,
 )
 from models.tenants import TenantRef
+from observability import metrics
 from penny.errors import IdempotencyConflict, InvalidRequest, PennyError
 
 
@@ -44,6 +49,7 @@ def new_job(line_no: int, request: JobRequest, model: str) -> NewJob:
         tags=dict(request.metadata),
         priority=request.priority,
         complete_within=request.complete_within(),
+        cache_mode=request.cache,
     )
 
 
@@ -54,6 +60,7 @@ def embedding_job(line_no: int, request: EmbeddingJobRequest) -> NewJob:
         request=request.engine_request(),
         estimated_tokens=request.estimated_tokens(),
         custom_id=request.custom_id,
+        cache_mode=request.cache,
     )
 
 
@@ -172,15 +179,24 @@ def submit(
     source_name: str | None = None,
     columns: Mapping[str, Any] | None = None,
     policy: IntakePolicy | None = None,
+    cache: CachePolicy | None = None,
 ) -> StoredSubmission:
     """Queue `jobs` as one submission and commit; replay the original on a repeated key.
 
     A duplicate sent while the original is still being written waits for it (the unique
     (tenant, key) index holds it) and then replays it. A key older than the policy's
     idempotency window is forgotten, and the request runs as a new one.
+
+    With `cache`, jobs the exact result cache answers are done in this same transaction
+    (None: every job is queued, as for a caller that must not read the cache). A replay
+    answers nothing again: hits are written only with a newly inserted submission.
     """
     policy = policy or IntakePolicy()
+    keys = lookup_keys(jobs, cache)
+    wanted = {k for k in keys if k is not None}
     for _ in range(2):  # a second pass only after forgetting an expired key
+        # One indexed query on (tenant, key), and only when some job may be answered.
+        answers = find_cached_answers(session, tenant.id, wanted) if wanted else {}
         stored = insert_submission(
             session,
             tenant_id=tenant.id,
@@ -190,16 +206,25 @@ def submit(
             idempotency_key=idempotency_key,
             source_name=source_name,
             columns=columns,
+            cached=CacheLookup(keys, answers),
         )
         if stored is not None:
+            # Jobs answered from the cache are done: they take no room in the queue.
+            queued = [job for job, job_id in zip(jobs, stored.job_ids, strict=True)
+                      if job_id not in stored.from_cache]
             try:
-                warnings = admit(session, policy, tenant, jobs)
+                # Every job answered from the cache: nothing queued, nothing to bill.
+                warnings = (admit(session, policy, tenant, queued)
+                            if queued or not jobs else [])
             except PennyError:
                 session.rollback()
                 raise
             if warnings:
                 stored.submission.warnings = warnings
             session.commit()
+            metrics.record_exact_cache_hits(
+                job.model for job, job_id in zip(jobs, stored.job_ids, strict=True)
+                if job_id in stored.from_cache)
             return stored
         session.rollback()
         assert idempotency_key is not None, "only a taken idempotency key makes it a no-op"

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cache.keys import CachePolicy
 from intake.batches import line_job
 from intake.limits import IntakeLimits
 from intake.openai_lines import BatchLineError, parse_batch_file
@@ -26,6 +27,7 @@ from models.batches import (
 )
 from models.files import get_file
 from models.tables import Submission
+from observability import metrics
 from storage.port import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class Validated:
     batch_id: uuid.UUID
     outcome: Outcome
     jobs: int
+    from_cache: int = 0  # of `jobs`, answered from the exact result cache at once
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def _time_left(expires_at: datetime | None) -> timedelta | None:
 
 def validate_next_batch(
     sessions: sessionmaker[Session], store: ObjectStore, limits: IntakeLimits,
-    max_requests: int, retry: RetryPolicy | None = None,
+    max_requests: int, retry: RetryPolicy | None = None, *, cache: CachePolicy | None = None,
 ) -> Validated | None:
     """Validate the next batch waiting for it; None when none waits (or every waiting
     one is being validated elsewhere, or backs off).
@@ -88,7 +91,8 @@ def validate_next_batch(
     batch's move to `open` (or `failed`) land together, and a concurrent validator skips
     the batch. An error on the way (the store did not answer, Postgres refused a row)
     rolls that back and counts an attempt: the batch waits out a back-off while other
-    batches are validated, and fails naming the error after `retry.max_attempts`.
+    batches are validated, and fails naming the error after `retry.max_attempts`. Lines
+    the exact result cache answers (`cache`) are done in the same transaction as the rest.
     """
     policy = retry or DEFAULT_RETRY
     with sessions() as session:
@@ -98,7 +102,7 @@ def validate_next_batch(
             return None
         batch_id = batch.id  # commit expires the row; the id is all that is needed after
         try:
-            return _validate(session, batch, store, limits, max_requests)
+            return _validate(session, batch, store, limits, max_requests, cache)
         except Exception as error:
             session.rollback()
             reason = _reason(error)
@@ -122,7 +126,7 @@ def validate_next_batch(
 
 def _validate(
     session: Session, batch: Submission, store: ObjectStore, limits: IntakeLimits,
-    max_requests: int,
+    max_requests: int, cache: CachePolicy | None,
 ) -> Validated:
     batch_id = batch.id
     if batch.cancelling_at is not None:
@@ -145,6 +149,9 @@ def _validate(
         return Validated(batch_id, Outcome.FAILED, 0)
     jobs = [replace(line_job(line), complete_within=_time_left(batch.expires_at))
             for line in parsed.lines]
-    start_batch(session, batch, jobs)
+    inserted = start_batch(session, batch, jobs, cache)
     session.commit()
-    return Validated(batch_id, Outcome.QUEUED, len(jobs))
+    metrics.record_exact_cache_hits(
+        job.model for job, job_id in zip(jobs, inserted.ids, strict=True)
+        if job_id in inserted.from_cache)
+    return Validated(batch_id, Outcome.QUEUED, len(jobs), len(inserted.from_cache))

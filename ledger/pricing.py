@@ -82,3 +82,30 @@ def copied_answer_ledger(leader: Mapping[str, Any], leader_id: uuid.UUID) -> dic
         "served_by": SERVED_BY_SINGLE_FLIGHT,
         "source_job_id": leader_id,
     }
+
+
+SERVED_BY_EXACT_CACHE = "exact_cache"
+
+
+def cache_hit_ledger(
+    *, model: str, prompt_tokens: int, cached_tokens: int, output_tokens: int,
+    source_cost_usd: Decimal, source_list_cost_usd: Decimal, source_job_id: uuid.UUID,
+) -> dict[str, Any]:
+    """The ledger row of a job answered from the exact result cache.
+
+    No engine ran for it, so it costs nothing; `cache_saved_usd` is what producing the
+    answer cost (the source job's cost). The tokens are the source's, as the job would
+    have used them, so the list price still says what a hosted API would have charged.
+    """
+    return {
+        "model": model,
+        "input_tokens": prompt_tokens,
+        "cached_tokens": cached_tokens,
+        "output_tokens": output_tokens,
+        "engine_seconds": 0.0,
+        "cost_usd": Decimal(0),
+        "list_cost_usd": source_list_cost_usd,
+        "cache_saved_usd": source_cost_usd,
+        "served_by": SERVED_BY_EXACT_CACHE,
+        "source_job_id": source_job_id,
+    }

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
+from ledger.pricing import SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
+
 
 @dataclass(frozen=True)
 class JobRecord:
@@ -31,14 +33,19 @@ class JobRecord:
     cost_usd: Decimal
     list_cost_usd: Decimal
     billed: bool  # False when no ledger row exists (the job never ran to completion)
-    served_by: str = "engine"  # or "single_flight": answered from an identical job's run
+    # "engine"; "single_flight": answered from an identical job's run in flight with it;
+    # "exact_cache": answered at intake from the result cache. Either way `source_job_id`
+    # is the job whose run it was.
+    served_by: str = "engine"
     single_flight_saved_usd: Decimal = Decimal(0)  # what penny did not spend thanks to that
+    cache_saved_usd: Decimal = Decimal(0)  # what producing a cached answer cost
+    source_job_id: str | None = None
 
 
 LEDGER_COLUMNS = (
     "job_id", "line", "custom_id", "model", "status", "input_tokens", "cached_tokens",
     "output_tokens", "engine_seconds", "cost_usd", "list_cost_usd", "served_by",
-    "single_flight_saved_usd",
+    "single_flight_saved_usd", "cache_saved_usd", "source_job_id",
 )
 
 
@@ -55,6 +62,8 @@ def results_jsonl(records: Sequence[JobRecord]) -> bytes:
                 "prompt_tokens": r.input_tokens, "cached_tokens": r.cached_tokens,
                 "completion_tokens": r.output_tokens,
             }
+            line["served_by"] = r.served_by
+            line["source_job_id"] = r.source_job_id
             line["error"] = None
         else:
             line["response"] = None
@@ -76,6 +85,8 @@ class LedgerTotals:
     list_cost_usd: Decimal
     single_flight_saved_usd: Decimal = Decimal(0)
     single_flight_jobs: int = 0
+    cache_saved_usd: Decimal = Decimal(0)
+    exact_cache_jobs: int = 0
 
     @property
     def cached_share(self) -> float:
@@ -95,7 +106,9 @@ def totals(records: Sequence[JobRecord]) -> LedgerTotals:
         cost_usd=sum((r.cost_usd for r in billed), Decimal(0)),
         list_cost_usd=sum((r.list_cost_usd for r in billed), Decimal(0)),
         single_flight_saved_usd=sum((r.single_flight_saved_usd for r in billed), Decimal(0)),
-        single_flight_jobs=sum(1 for r in billed if r.served_by != "engine"),
+        single_flight_jobs=sum(1 for r in billed if r.served_by == SERVED_BY_SINGLE_FLIGHT),
+        cache_saved_usd=sum((r.cache_saved_usd for r in billed), Decimal(0)),
+        exact_cache_jobs=sum(1 for r in billed if r.served_by == SERVED_BY_EXACT_CACHE),
     )
 
 

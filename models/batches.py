@@ -17,11 +17,13 @@ from typing import Any
 from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from cache.keys import CachePolicy
 from compat.records import CostFigures, LineRecord
-from ledger.pricing import SERVED_BY_ENGINE
+from ledger.pricing import SERVED_BY_ENGINE, SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
 from models.reports import submission_rows
+from models.result_cache import find_cached_answers
 from models.status import JobStatus, SubmissionStatus
-from models.submissions import NewJob, insert_jobs
+from models.submissions import CacheLookup, InsertedJobs, NewJob, insert_jobs, lookup_keys
 from models.tables import Job, LedgerEntry, Submission
 from models.webhooks import record_end
 
@@ -110,13 +112,15 @@ def progress_of(session: Session, batch_ids: Sequence[uuid.UUID]) -> dict[uuid.U
                func.sum(LedgerEntry.engine_seconds), func.sum(LedgerEntry.cost_usd),
                func.sum(LedgerEntry.list_cost_usd),
                func.sum(LedgerEntry.single_flight_saved_usd),
-               func.count().filter(LedgerEntry.served_by != SERVED_BY_ENGINE))
+               func.count().filter(LedgerEntry.served_by == SERVED_BY_SINGLE_FLIGHT),
+               func.sum(LedgerEntry.cache_saved_usd),
+               func.count().filter(LedgerEntry.served_by == SERVED_BY_EXACT_CACHE))
         .where(LedgerEntry.submission_id.in_(batch_ids))
         .group_by(LedgerEntry.submission_id)
     ):
         costs[row[0]] = CostFigures(int(row[1]), int(row[2]), int(row[3]), float(row[4]),
                                     Decimal(row[5]), Decimal(row[6]), Decimal(row[7]),
-                                    int(row[8]))
+                                    int(row[8]), Decimal(row[9]), int(row[10]))
     return {b: Progress(counts[b], costs.get(b, _NO_COST), frozenset(models[b]))
             for b in batch_ids}
 
@@ -174,14 +178,21 @@ def note_validation_failure(
     return attempts
 
 
-def start_batch(session: Session, batch: Submission, jobs: list[NewJob]) -> None:
-    """Queue a validated batch's jobs and open it. The caller holds the batch's row lock
+def start_batch(
+    session: Session, batch: Submission, jobs: list[NewJob], cache: CachePolicy | None
+) -> InsertedJobs:
+    """Queue a validated batch's jobs and open it; lines the exact result cache answers
+    are done at once (`from_cache` of what is returned). The caller holds the batch's row lock
     (claim_validating_batch) and commits."""
-    insert_jobs(session, batch.id, batch.tenant_id, jobs)
+    keys = lookup_keys(jobs, cache)
+    cached = CacheLookup(keys, find_cached_answers(session, batch.tenant_id,
+                                                   {k for k in keys if k is not None}))
+    inserted = insert_jobs(session, batch.id, batch.tenant_id, jobs, cached)
     session.execute(
         update(Submission).where(Submission.id == batch.id)
         .values(status=SubmissionStatus.OPEN, total_jobs=len(jobs), in_progress_at=func.now())
     )
+    return inserted
 
 
 def fail_batch(session: Session, submission_id: uuid.UUID, errors: list[dict[str, Any]]
@@ -263,6 +274,9 @@ def line_records(session: Session, submission_id: uuid.UUID) -> list[LineRecord]
             finished_at=job.finished_at,
             served_by=ledger.served_by if ledger else SERVED_BY_ENGINE,
             single_flight_saved_usd=ledger.single_flight_saved_usd if ledger else Decimal(0),
+            cache_saved_usd=ledger.cache_saved_usd if ledger else Decimal(0),
+            source_job_id=str(ledger.source_job_id) if ledger and ledger.source_job_id
+            else None,
             embedding=result.embedding if result else None,
             embedding_dimensions=result.embedding_dimensions if result else None,
             encoding_format=str(job.request.get("encoding_format") or "float"),

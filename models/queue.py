@@ -15,7 +15,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from cache.keys import CachePolicy
 from coalescer.planning import PlannedBatch, QueuedJob
+from models.result_cache import fill_result_cache
 from models.single_flight import answer_followers
 from models.status import BatchStatus, JobStatus
 from models.tables import Batch, Job, LedgerEntry, Result
@@ -130,6 +132,7 @@ class ClaimedJob:
     tenant_id: uuid.UUID
     submission_id: uuid.UUID
     request: dict[str, Any]
+    cache_mode: str = "on"  # whether its answer may fill the exact result cache
 
 
 @dataclass(frozen=True)
@@ -170,12 +173,13 @@ def claim_batch(
                Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
         .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, updated_at=func.now())
         .returning(Job.id, Job.tenant_id, Job.submission_id, Job.request, Job.batch_position,
-                   Job.created_at, Job.line_no)
+                   Job.created_at, Job.line_no, Job.cache_mode)
     ).all()
     # The engine sees jobs in the order the planner put them (RETURNING has no order).
     ordered = sorted(rows, key=lambda r: (r.batch_position or 0, r.created_at, r.line_no,
                                           r.id))
-    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request) for r in ordered]
+    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request, r.cache_mode)
+            for r in ordered]
     session.commit()
     return ClaimedBatch(id=batch_id, model=model, claim_token=token, jobs=jobs)
 
@@ -205,10 +209,13 @@ class JobOutcome:
 
 
 def record_batch(
-    session: Session, batch: ClaimedBatch, outcomes: Sequence[JobOutcome], engine_seconds: float
+    session: Session, batch: ClaimedBatch, outcomes: Sequence[JobOutcome], engine_seconds: float,
+    cache: CachePolicy | None = None,
 ) -> bool:
     """Write results, ledger rows and job states in one transaction, if we still hold the
-    batch. Returns False (writing nothing) when our lease was lost to another worker."""
+    batch, and fill the exact result cache (`cache`, as this worker sees its model) in the
+    same transaction. Returns False (writing nothing) when our lease was lost to another
+    worker."""
     held = session.execute(
         select(Batch.id)
         .where(Batch.id == batch.id, Batch.claim_token == batch.claim_token,
@@ -241,6 +248,9 @@ def record_batch(
                         finished_at=func.now(), updated_at=func.now())
             )
     answer_followers(session, batch.id, outcomes)
+    if cache is not None:
+        # Copies answered above need no entry of their own: their leader's is the same.
+        fill_result_cache(session, cache, batch.model, succeeded)
     session.execute(
         update(Batch)
         .where(Batch.id == batch.id)

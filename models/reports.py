@@ -80,6 +80,9 @@ def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
                 billed=ledger is not None,
                 served_by=ledger.served_by if ledger else "engine",
                 single_flight_saved_usd=ledger.single_flight_saved_usd if ledger else Decimal(0),
+                cache_saved_usd=ledger.cache_saved_usd if ledger else Decimal(0),
+                source_job_id=str(ledger.source_job_id) if ledger and ledger.source_job_id
+                else None,
             )
         )
     return records

@@ -12,7 +12,9 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from cache.keys import CacheMode, CachePolicy
 from coalescer.single_flight import single_flight_key
+from models.result_cache import CachedAnswer, record_cache_hits
 from models.status import TERMINAL_JOB_STATUSES, JobStatus
 from models.tables import Job, LedgerEntry, Result, StoredFile, Submission
 
@@ -31,6 +33,7 @@ class NewJob:
     error: dict[str, Any] | None = None
     # Measured from when the job is queued; None: no deadline.
     complete_within: timedelta | None = None
+    cache_mode: str = CacheMode.ON
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,32 @@ class StoredSubmission:
     submission: Submission
     job_ids: list[uuid.UUID]
     replayed: bool
+    # Jobs answered from the exact result cache in this very request (already succeeded).
+    from_cache: frozenset[uuid.UUID] = frozenset()
+
+
+@dataclass(frozen=True)
+class InsertedJobs:
+    ids: list[uuid.UUID]
+    from_cache: frozenset[uuid.UUID]
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """What the exact result cache holds for a list of jobs: each job's key (None: the job
+    is not read from the cache) and the live entries found under those keys."""
+
+    keys: list[str | None]
+    answers: Mapping[str, CachedAnswer]
+
+
+def lookup_keys(jobs: Sequence[NewJob], cache: CachePolicy | None) -> list[str | None]:
+    """Each job's exact cache key if it may be answered from the cache, else None."""
+    if cache is None or not cache.enabled:
+        return [None] * len(jobs)
+    return [cache.key(job.model, job.request)
+            if job.error is None and cache.reads(job.cache_mode) else None
+            for job in jobs]
 
 
 def find_by_idempotency_key(
@@ -89,10 +118,12 @@ def insert_submission(
     idempotency_key: str | None,
     source_name: str | None = None,
     columns: Mapping[str, Any] | None = None,
+    cached: CacheLookup | None = None,
 ) -> StoredSubmission | None:
     """Insert a submission and its jobs; None when the idempotency key is already taken.
 
-    `columns` sets further submission columns (a batch API's endpoint, window, ...).
+    `columns` sets further submission columns (a batch API's endpoint, window, ...);
+    `cached` answers what it can from the exact result cache (see `insert_jobs`).
     The caller commits. The insert races safely with a concurrent twin: the unique
     (tenant, idempotency key) constraint lets exactly one of them in.
     """
@@ -114,20 +145,31 @@ def insert_submission(
     ).scalar_one_or_none()
     if inserted is None:
         return None
-    job_ids = insert_jobs(session, submission_id, tenant_id, jobs)
+    queued = insert_jobs(session, submission_id, tenant_id, jobs, cached)
     submission = session.get_one(Submission, submission_id)
-    return StoredSubmission(submission=submission, job_ids=job_ids, replayed=False)
+    return StoredSubmission(submission=submission, job_ids=queued.ids, replayed=False,
+                            from_cache=queued.from_cache)
 
 
 def insert_jobs(
-    session: Session, submission_id: uuid.UUID, tenant_id: uuid.UUID, jobs: Sequence[NewJob]
-) -> list[uuid.UUID]:
-    """Queue `jobs` under a submission (a job with `error` is stored failed). The caller
-    commits."""
+    session: Session, submission_id: uuid.UUID, tenant_id: uuid.UUID, jobs: Sequence[NewJob],
+    cached: CacheLookup | None = None,
+) -> InsertedJobs:
+    """Queue `jobs` under a submission (a job with `error` is stored failed). A job whose
+    answer `cached` holds is stored `succeeded` with its result and a zero-cost ledger row
+    instead, never reaching the queue. The caller commits."""
     job_ids = [uuid.uuid4() for _ in jobs]
     now = datetime.now(UTC)  # SQL now() cannot ride along in an executemany
     if not jobs:  # a batch that failed validation, or is still validating, has no jobs
-        return job_ids
+        return InsertedJobs(job_ids, frozenset())
+    flight_keys = [None if job.error else single_flight_key(str(tenant_id), job.model,
+                                                            job.request)
+                   for job in jobs]
+    hits: dict[uuid.UUID, CachedAnswer] = {}
+    if cached is not None:
+        hits = {job_id: cached.answers[key]
+                for job_id, key in zip(job_ids, cached.keys, strict=True)
+                if key is not None and key in cached.answers}
     session.execute(
         insert(Job),
         [
@@ -142,17 +184,24 @@ def insert_jobs(
                 "tags": job.tags or {},
                 "priority": job.priority,
                 "estimated_tokens": job.estimated_tokens,
-                "status": JobStatus.FAILED if job.error else JobStatus.QUEUED,
+                "status": _initial_status(job, job_id in hits),
                 "error": job.error,
-                "finished_at": now if job.error else None,
+                "finished_at": now if job.error or job_id in hits else None,
                 "deadline_at": now + job.complete_within if job.complete_within else None,
-                "single_flight_key": None if job.error else single_flight_key(
-                    str(tenant_id), job.model, job.request),
+                "single_flight_key": flight_key,
+                "cache_mode": job.cache_mode,
             }
-            for job_id, job in zip(job_ids, jobs, strict=True)
+            for job_id, job, flight_key in zip(job_ids, jobs, flight_keys, strict=True)
         ],
     )
-    return job_ids
+    record_cache_hits(session, tenant_id, submission_id, hits)
+    return InsertedJobs(job_ids, frozenset(hits))
+
+
+def _initial_status(job: NewJob, from_cache: bool) -> JobStatus:
+    if job.error:
+        return JobStatus.FAILED
+    return JobStatus.SUCCEEDED if from_cache else JobStatus.QUEUED
 
 
 @dataclass(frozen=True)
@@ -195,3 +244,11 @@ def status_counts(session: Session, submission_id: uuid.UUID) -> dict[str, int]:
 
 def count_unfinished(counts: dict[str, int]) -> int:
     return sum(n for status, n in counts.items() if JobStatus(status) not in TERMINAL_JOB_STATUSES)
+
+
+def queued_models(session: Session, submission_id: uuid.UUID) -> list[str]:
+    """The models a submission still has queued jobs for."""
+    return sorted(session.execute(
+        select(Job.model).where(Job.submission_id == submission_id,
+                                Job.status == JobStatus.QUEUED).distinct()
+    ).scalars())

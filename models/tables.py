@@ -211,6 +211,8 @@ class Job(Base):
     single_flight_key: Mapped[str | None] = mapped_column(String(64))
     # Set on a copy answered from another job's generation instead of running itself.
     leader_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id"))
+    # The job's use of the exact result cache: "on", "off" or "refresh" (cache.keys).
+    cache_mode: Mapped[str] = mapped_column(String(10), nullable=False, server_default="on")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -246,7 +248,8 @@ class Result(Base):
     __tablename__ = "results"
 
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
-    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.id"), nullable=False)
+    # None: answered from the result cache at intake, never batched.
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
     text: Mapped[str] = mapped_column(Text, nullable=False)
     finish_reason: Mapped[str] = mapped_column(String(40), nullable=False)
     prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -272,7 +275,8 @@ class LedgerEntry(Base):
     submission_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("submissions.id"), nullable=False, index=True
     )
-    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.id"), nullable=False)
+    # None: answered from the result cache at intake, never batched.
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"))
     model: Mapped[str] = mapped_column(String(200), nullable=False)
     input_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
     cached_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -282,12 +286,58 @@ class LedgerEntry(Base):
     list_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
     # "engine": generated for this job. "single_flight": copied from `source_job_id`'s
     # generation; it costs 0 and `single_flight_saved_usd` is what a second run would
-    # have cost.
+    # have cost. "exact_cache": answered at intake from the result cache entry that
+    # `source_job_id` produced; it costs 0 and `cache_saved_usd` is what producing it cost.
     served_by: Mapped[str] = mapped_column(String(20), nullable=False, server_default="engine")
     source_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     single_flight_saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                              server_default="0")
+    cache_saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
     created_at: Mapped[datetime] = _now()
+
+
+class ResultCacheEntry(Base):
+    """An answer kept for later identical jobs of the same tenant (see cache.keys). It
+    holds the result row as the source job got it and what producing it cost."""
+
+    __tablename__ = "result_cache"
+    __table_args__ = (
+        # The intake lookup: one probe per job on (tenant, key).
+        UniqueConstraint("tenant_id", "cache_key", name="uq_result_cache_tenant_key"),
+        # Eviction walks a tenant's entries least recently used first.
+        Index("ix_result_cache_tenant_used", "tenant_id", "last_used_at"),
+        Index("ix_result_cache_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_result_cache_expires", "expires_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    cache_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    model_identity: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The stored request the key was made from, for inspection.
+    request: Mapped[dict[str, Any]] = mapped_column(JsonDoc, nullable=False)
+    # The job whose run produced the answer (not a foreign key, as on the ledger: an
+    # archived job must not take its still-valid answer with it).
+    source_job_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    finish_reason: Mapped[str] = mapped_column(String(40), nullable=False)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    cached_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    output_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    mean_logprob: Mapped[float | None] = mapped_column(Float)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_dimensions: Mapped[int | None] = mapped_column(Integer)
+    # The source job's ledger figures: a hit saves `cost_usd`, and `list_cost_usd` is
+    # still what a hosted API would have charged for the request.
+    cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    list_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    hits: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    last_hit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The later of created_at and last_hit_at: eviction drops the smallest first.
+    last_used_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
 class Worker(Base):

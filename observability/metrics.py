@@ -15,6 +15,7 @@ The counters are monotonic per process (Prometheus' `rate()` handles restarts); 
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -64,6 +65,10 @@ SINGLE_FLIGHT_HITS = Counter(
     "penny_single_flight_hits",
     "Jobs parked on an identical job's generation instead of running (single-flight).",
     ["model"])
+EXACT_CACHE_HITS = Counter(
+    "penny_exact_cache_hits",
+    "Jobs answered from the exact result cache at intake or batch validation, without the "
+    "engine.", ["model"])
 BATCHES_REDISPATCHED = Counter(
     "penny_batches_redispatched",
     "Batches the sweeper sent again: a worker's lease ran out or its message was lost.",
@@ -138,6 +143,13 @@ def record_window(model: str, batch_jobs: Sequence[int], batch_tokens: Sequence[
         BATCH_FILL.labels(model).observe(min(1.0, max(jobs / max_jobs, tokens / max_tokens)))
     if copies:
         SINGLE_FLIGHT_HITS.labels(model).inc(copies)
+
+
+def record_exact_cache_hits(models: Iterable[str]) -> None:
+    """Jobs the exact result cache answered, one model name each; counted once their
+    transaction committed."""
+    for model, count in collections.Counter(models).items():
+        EXACT_CACHE_HITS.labels(model).inc(count)
 
 
 def record_sweep(redispatched_models: Sequence[str], failed: int) -> None:

@@ -10,16 +10,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cache.model_identity import cache_policy
 from intake.files import parse_input_file
 from intake.limits import IntakeLimits
 from intake.service import jobs_for_file, request_hash, submit
 from ledger.report import LedgerTotals, totals
 from models.reports import job_records
-from models.submissions import count_unfinished, get_submission, status_counts
+from models.submissions import count_unfinished, get_submission, queued_models, status_counts
 from models.tenants import ensure_tenant
 from penny.database import stop_embedded_postgres
 from penny.runtime import open_runtime
 from penny.settings import Settings
+from workers.finalize import finalize_ready
 from workers.inprocess import InProcessPipeline
 
 CLI_TENANT = "cli"
@@ -46,6 +48,8 @@ class RunSummary:
         table.add_row("input tokens (cached)", f"{t.input_tokens} ({t.cached_tokens}, "
                                                 f"{t.cached_share:.0%})")
         table.add_row("output tokens", str(t.output_tokens))
+        table.add_row("served by the exact result cache (saved)",
+                      f"{t.exact_cache_jobs} (${t.cache_saved_usd:.6f})")
         table.add_row("engine seconds", f"{t.engine_seconds:.2f}")
         if t.engine_seconds:
             rate = t.output_tokens / t.engine_seconds
@@ -69,19 +73,23 @@ def run_file(settings: Settings, path: Path) -> RunSummary:
     jobs = jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
     runtime = open_runtime(settings)
     try:
-        models_needed = sorted({job.model for job in jobs if job.error is None})
-        engines = [VllmEngine(settings, model) for model in models_needed]
         with runtime.sessions() as session:
             stored = submit(session, tenant=ensure_tenant(session, CLI_TENANT), kind="file",
                             jobs=jobs,
                             payload_hash=request_hash([path.name, time.time_ns()]),
-                            source_name=path.name)
+                            source_name=path.name, cache=cache_policy(settings))
         submission_id = stored.submission.id
+        # Only models with jobs left to run start an engine: a file the result cache
+        # answered whole needs none.
+        with runtime.sessions() as session:
+            models_needed = queued_models(session, submission_id)
+        engines = [VllmEngine(settings, model) for model in models_needed]
         with InProcessPipeline(runtime, engines), Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(),
         ) as progress:
             task = progress.add_task(path.name, total=len(jobs))
+            finalize_ready(runtime.sessions, runtime.store, [submission_id])
             while True:
                 with runtime.sessions() as session:
                     counts = status_counts(session, submission_id)
@@ -104,5 +112,3 @@ def run_file(settings: Settings, path: Path) -> RunSummary:
     finally:
         runtime.close()
         stop_embedded_postgres()
-
-

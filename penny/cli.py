@@ -17,6 +17,9 @@ from penny.settings import Settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 models_app = typer.Typer(no_args_is_help=True, help="Prepare and list models.")
 app.add_typer(models_app, name="models")
+cache_app = typer.Typer(no_args_is_help=True,
+                        help="Inspect and purge the exact result cache (in the database).")
+app.add_typer(cache_app, name="cache")
 app.add_typer(keys_app, name="keys")
 
 
@@ -58,6 +61,40 @@ def models_list() -> None:
         typer.echo(f"{name}{marker}\t{embedding.source}\t{embedding.dimensions} dimensions")
 
 
+TenantOption = Annotated[str | None, typer.Option(
+    help="tenant name (the API key's tenant; 'default' without API keys, 'cli' for penny "
+         "run); all tenants when left out")]
+
+
+@cache_app.command("list")
+def cache_list(tenant: TenantOption = None,
+               limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
+    """The newest cache entries: id, tenant, model, hits, expiry, the start of the answer."""
+    from penny.cache_cli import list_command
+
+    list_command(Settings(), tenant, limit)
+
+
+@cache_app.command("stats")
+def cache_stats(tenant: TenantOption = None) -> None:
+    """Entries, hits, misses and what the cache saved."""
+    from penny.cache_cli import stats_command
+
+    stats_command(Settings(), tenant)
+
+
+@cache_app.command("purge")
+def cache_purge(
+    tenant: TenantOption = None,
+    all_tenants: Annotated[bool, typer.Option("--all", help="purge every tenant's entries")
+                           ] = False,
+) -> None:
+    """Delete a tenant's entries (or, with --all, everyone's); jobs then run again."""
+    from penny.cache_cli import purge_command
+
+    if (tenant is None) == (not all_tenants):
+        raise typer.BadParameter("give --tenant NAME or --all")
+    purge_command(Settings(), tenant)
 @app.command("config-reference")
 def config_reference(
     output: Annotated[Path | None, typer.Option(

@@ -207,6 +207,19 @@ class Settings(BaseSettings):
     """How often a worker says it is alive; one silent for three intervals drops out of
     routing and of /readyz."""
 
+    # The exact result cache.
+    result_cache: bool = True
+    """The exact result cache: a deterministic job whose exact twin (same tenant, model
+    weights, request and sampling) finished before is answered at intake, without the
+    engine. Off: neither looked up nor filled, whatever a job asks for."""
+    result_cache_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    """An entry older than this is never served, and the sweeper removes it."""
+    result_cache_max_entries: int = Field(default=100_000, ge=0)
+    """Entries kept per tenant; the sweeper evicts the least recently hit beyond it."""
+    result_cache_sweep_interval_seconds: float = 60.0
+    """How often the sweeper expires and evicts cache entries: never work on the request
+    path."""
+
     # Leases and retries.
     lease_seconds: float = 60.0
     """A running batch's lease, renewed every third of it; a worker that stops renewing

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cache.model_identity import cache_policy
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
 from models.queue import ClaimedBatch, JobOutcome, claim_batch, record_batch, renew_lease
 from observability.logs import logs_about_batch
@@ -196,6 +197,9 @@ class BatchRunner:
         self.executor = executor
         self.store = store
         self.worker_id = worker_id
+        # Its model's identity as this worker loaded it: the cache entries it fills say
+        # which weights made the answer.
+        self.cache = cache_policy(settings, [executor.model_name])
         self.listener = listener
 
     @logs_about_batch
@@ -218,7 +222,8 @@ class BatchRunner:
         with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
             executed = self.executor.execute(batch)
         with self.sessions() as session:
-            recorded = record_batch(session, batch, executed.outcomes, executed.engine_seconds)
+            recorded = record_batch(session, batch, executed.outcomes, executed.engine_seconds,
+                                    self.cache)
         if not recorded:
             log.warning("batch %s was taken over while running; its results were dropped",
                         batch_id)

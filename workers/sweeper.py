@@ -1,7 +1,8 @@
 """The sweeper: re-dispatches work whose lease ran out or whose task message was lost,
 fails work that ran out of attempts, expires batches whose completion window ran out,
 removes expired files, forgets idempotency keys past their window, and finalizes
-submissions that were missed."""
+submissions that were missed. Less often it expires and evicts exact result cache
+entries."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from coalescer.dispatch import Dispatcher
 from models.batches import expire_overdue_batches
 from models.files import take_expired_files
 from models.queue import sweep_expired_leases
+from models.result_cache import sweep_result_cache
 from models.submissions import forget_expired_idempotency_keys
 from observability import metrics
 from penny.settings import Settings
@@ -52,3 +54,12 @@ def sweep(
     for _, object_key in expired_files:
         store.delete(object_key)
     finalize_ready(sessions, store)
+
+
+def sweep_result_cache_entries(settings: Settings, sessions: sessionmaker[Session]) -> None:
+    """Drop expired entries and each tenant's least recently used beyond the maximum."""
+    with sessions() as session:
+        swept = sweep_result_cache(session, settings.result_cache_max_entries)
+        session.commit()
+    if swept.expired or swept.evicted:
+        log.info("result cache: %d entries expired, %d evicted", swept.expired, swept.evicted)

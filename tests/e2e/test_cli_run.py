@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,29 @@ def test_bad_csv_rows_become_error_records_naming_their_line(tmp_path: Path) -> 
     assert by_line[2]["metadata"] == {"id": "a"}
 
 
+def test_a_second_run_of_the_same_file_is_answered_from_the_result_cache(
+    tmp_path: Path,
+) -> None:
+    example = REPO / "examples" / "requests.jsonl"
+    data = tmp_path / "data"
+    first = penny_run(example, data)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = penny_run(example, data)
+    assert second.returncode == 0, second.stdout + second.stderr
+    ledgers = [json.loads(outputs_of(run.stdout)["ledger_json"].read_text())
+               for run in (first, second)]
+    assert ledgers[0]["totals"]["exact_cache_jobs"] == 0
+    assert ledgers[0]["totals"]["engine_seconds"] > 0
+    totals = ledgers[1]["totals"]
+    assert totals["jobs"] == totals["exact_cache_jobs"] == 24
+    assert totals["engine_seconds"] == 0 and Decimal(totals["cost_usd"]) == 0
+    assert Decimal(totals["cache_saved_usd"]) == Decimal(ledgers[0]["totals"]["cost_usd"])
+    # No engine was started: every line was answered before one was needed.
+    assert re.search(r"engine start-up seconds\s+│\s+0\.0 ", second.stdout), second.stdout
+    results = [[json.loads(line) for line in outputs_of(run.stdout)["results"].read_text()
+                .splitlines()] for run in (first, second)]
+    assert [r["response"] for r in results[1]] == [r["response"] for r in results[0]]
+    assert {r["served_by"] for r in results[1]} == {"exact_cache"}
 def test_lines_with_unstorable_text_fail_alone_and_the_good_lines_run(tmp_path: Path) -> None:
     source = tmp_path / "hostile.jsonl"
     source.write_bytes(

@@ -151,12 +151,13 @@ def test_a_batch_held_by_one_validator_is_skipped_by_another(
         held = claim_validating_batch(holder)  # as a validator mid-parse holds it
         assert held is not None and held.id.hex == batch.id.removeprefix("batch_")
         assert validate_next_batch(runtime.sessions, runtime.store, limits,
-                                   max_requests) is None
+                                   max_requests, None) is None
         holder.rollback()  # that validator died: its claim is released, nothing was written
-    validated = validate_next_batch(runtime.sessions, runtime.store, limits, max_requests)
+    validated = validate_next_batch(runtime.sessions, runtime.store, limits, max_requests, None)
     assert validated is not None and validated.outcome == Outcome.QUEUED
     assert validated.jobs == 5 and job_count(runtime) == 5
-    assert validate_next_batch(runtime.sessions, runtime.store, limits, max_requests) is None
+    assert validate_next_batch(runtime.sessions, runtime.store, limits, max_requests,
+                               None) is None
 
 
 def test_two_concurrent_validators_never_queue_a_batch_twice(
@@ -170,7 +171,7 @@ def test_two_concurrent_validators_never_queue_a_batch_twice(
     def validator() -> None:
         start.wait()
         while (validated := validate_next_batch(runtime.sessions, runtime.store, limits,
-                                                runtime.settings.max_batch_requests)):
+                                                runtime.settings.max_batch_requests, None)):
             done.append(validated)
 
     threads = [threading.Thread(target=validator) for _ in range(2)]

@@ -6,7 +6,10 @@ control, so a route that 404s for everyone cannot pass. Also: reads never create
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from sqlalchemy import func, select
 from api.app import create_app
 from api.batch_views import ANTHROPIC_BATCH_PREFIX
 from intake.batches import batch_uuid
-from models.tables import Tenant
+from models.tables import ResultCacheEntry, Tenant
 from penny.runtime import Runtime, open_runtime
 from tests.support import jsonl, make_settings, reset_tables
 from workers.finalize import finalize_ready
@@ -72,6 +75,21 @@ def _ended_message_batch_of_a(client: TestClient, runtime: Runtime) -> tuple[str
     return message_batch_id, str(submission_id)
 
 
+def _cache_entry_of_a(runtime: Runtime, source_job_id: str) -> str:
+    """An exact result cache entry of A's (written as a recorded batch fills one)."""
+    entry_id = uuid.uuid4()
+    with runtime.sessions() as session:
+        tenant_id = session.execute(select(Tenant.id).where(Tenant.name == "acme")).scalar_one()
+        session.add(ResultCacheEntry(
+            id=entry_id, tenant_id=tenant_id, cache_key="0" * 64, model="test-model",
+            model_identity="0" * 64, request=JOB, source_job_id=uuid.UUID(source_job_id),
+            text="4", finish_reason="stop", prompt_tokens=10, cached_tokens=0,
+            output_tokens=1, cost_usd=Decimal("0.0001"), list_cost_usd=Decimal("0.001"),
+            expires_at=datetime.now(UTC) + timedelta(days=1)))
+        session.commit()
+    return str(entry_id)
+
+
 def _objects_of_a(client: TestClient, runtime: Runtime) -> dict[str, str]:
     job = client.post("/v1/jobs", json=JOB, headers=A).json()
     bulk = client.post("/v1/jobs/bulk", json={"jobs": [JOB, JOB]}, headers=A).json()
@@ -91,7 +109,8 @@ def _objects_of_a(client: TestClient, runtime: Runtime) -> dict[str, str]:
             "bulk_submission_id": bulk["submission_id"], "file_id": upload.json()["id"],
             "batch_id": batch.json()["id"], "message_batch_id": message_batch.json()["id"],
             "ended_message_batch_id": ended_batch, "ended_submission_id": ended,
-            "delivery_id": deliveries[0]["id"]}
+            "delivery_id": deliveries[0]["id"],
+            "cache_entry_id": _cache_entry_of_a(runtime, job["id"])}
 
 
 # Every route that names an object, with the object of A's it is probed with. A route
@@ -112,6 +131,8 @@ PROBES: list[tuple[str, str, str]] = [
     ("GET", "/v1/messages/batches/{message_batch_id}/results", "message_batch_id"),
     ("GET", "/v1/webhooks/deliveries/{delivery_id}", "delivery_id"),
     ("POST", "/v1/webhooks/deliveries/{delivery_id}/retry", "delivery_id"),
+    ("GET", "/v1/cache/entries/{entry_id}", "cache_entry_id"),
+    ("DELETE", "/v1/cache/entries/{entry_id}", "cache_entry_id"),
 ]
 # Routes whose ids are not tenants' objects: the admin API has its own guard (tested in
 # test_api_keys.py).
@@ -145,6 +166,7 @@ def _listings(client: TestClient, headers: dict[str, str]) -> dict[str, list[Any
         "message_batches": client.get("/v1/messages/batches", headers=headers).json()["data"],
         "webhook_deliveries": client.get("/v1/webhooks/deliveries",
                                          headers=headers).json()["data"],
+        "cache_entries": client.get("/v1/cache/entries", headers=headers).json()["data"],
     }
 
 
@@ -162,7 +184,8 @@ def test_another_tenants_objects_are_404_on_every_route(
 
     listed_b = _listings(client, b)
     assert listed_b == {"files": [], "batches": [], "message_batches": [],
-                        "webhook_deliveries": []}
+                        "webhook_deliveries": [], "cache_entries": []}
+    assert client.get("/v1/cache/stats", headers=b).json()["entries"] == 0
     # A cursor naming A's object does not leak A's rows either.
     assert client.get(f"/v1/files?after={ids['file_id']}", headers=b).json()["data"] == []
     assert client.get(f"/v1/batches?after={ids['batch_id']}", headers=b).json()["data"] == []
@@ -179,6 +202,7 @@ def test_another_tenants_objects_are_404_on_every_route(
     assert {x["id"] for x in listed_a["message_batches"]} == {
         ids["message_batch_id"], ids["ended_message_batch_id"]}
     assert [x["id"] for x in listed_a["webhook_deliveries"]] == [ids["delivery_id"]]
+    assert [x["id"] for x in listed_a["cache_entries"]] == [ids["cache_entry_id"]]
     assert client.get("/v1/webhooks/endpoint", headers=A).json()["url"] == HOOK
 
     # B cannot build on A's file.
@@ -201,7 +225,8 @@ def test_reads_with_unknown_or_missing_keys_create_nothing(
         for path in ("/v1/files", "/v1/batches", "/v1/messages/batches",
                      "/v1/jobs/00000000-0000-0000-0000-000000000000",
                      "/v1/submissions/00000000-0000-0000-0000-000000000000/results",
-                     "/v1/webhooks/deliveries", "/v1/webhooks/endpoint"):
+                     "/v1/webhooks/deliveries", "/v1/webhooks/endpoint",
+                     "/v1/cache/entries", "/v1/cache/stats"):
             response = client.get(path, headers=headers)
             assert response.status_code == 401
             assert "nobody" not in response.text and "pk_unknown" not in response.text

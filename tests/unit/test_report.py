@@ -70,6 +70,7 @@ def test_results_jsonl_success_line() -> None:
         "metadata": {"team": "x"},
         "response": {"text": "answer j1", "finish_reason": "stop"},
         "usage": {"prompt_tokens": 100, "cached_tokens": 40, "completion_tokens": 20},
+        "served_by": "engine", "source_job_id": None,
         "error": None,
     }
 
@@ -102,7 +103,7 @@ def test_ledger_json_totals() -> None:
         "jobs": 4, "succeeded": 2, "failed": 2, "input_tokens": 400, "cached_tokens": 40,
         "output_tokens": 70, "engine_seconds": 1.75, "cost_usd": "0.0000486111",
         "list_cost_usd": "0.0000990000", "single_flight_saved_usd": "0",
-        "single_flight_jobs": 0,
+        "single_flight_jobs": 0, "cache_saved_usd": "0", "exact_cache_jobs": 0,
     }
 
 
@@ -111,9 +112,9 @@ def test_ledger_csv_header_and_rows() -> None:
     assert tuple(rows[0]) == LEDGER_COLUMNS
     assert rows[1:] == [
         ["j1", "1", "c-j1", "tiny", "succeeded", "100", "40", "20", "0.5", "0.0000138889",
-         "0.0000240000", "engine", "0"],
+         "0.0000240000", "engine", "0", "0", ""],
         ["j2", "2", "", "tiny", "succeeded", "300", "0", "50", "1.25", "0.0000347222",
-         "0.0000750000", "engine", "0"],
+         "0.0000750000", "engine", "0", "0", ""],
     ]
 
 
@@ -159,3 +160,19 @@ def test_tiny_amounts_stay_plain_decimals() -> None:
     assert entry["single_flight_saved_usd"] == "0.0000000000"
     row = list(csv.reader(io.StringIO(ledger_csv([tiny]).decode())))[1]
     assert row[9:11] == ["0.0000000556", "0.0000002200"]
+
+
+def test_cache_hits_and_copies_are_counted_apart_with_their_savings() -> None:
+    hit = record("j5", 5, served_by="exact_cache", engine_seconds=0.0, cost_usd=Decimal(0),
+                 cache_saved_usd=Decimal("0.0000138889"), source_job_id="j1")
+    copy = record("j6", 6, served_by="single_flight", engine_seconds=0.0, cost_usd=Decimal(0),
+                  single_flight_saved_usd=Decimal("0.0000138889"), source_job_id="j1")
+    result = totals([OK_1, hit, copy])
+    assert (result.exact_cache_jobs, result.single_flight_jobs) == (1, 1)
+    assert result.cache_saved_usd == result.single_flight_saved_usd == Decimal("0.0000138889")
+    assert result.cost_usd == OK_1.cost_usd
+    line = json.loads(results_jsonl([hit]))
+    assert (line["served_by"], line["source_job_id"]) == ("exact_cache", "j1")
+    rows = list(csv.DictReader(io.StringIO(ledger_csv([hit]).decode())))
+    assert (rows[0]["served_by"], rows[0]["cache_saved_usd"], rows[0]["source_job_id"]) == (
+        "exact_cache", "0.0000138889", "j1")
