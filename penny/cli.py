@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -165,6 +166,17 @@ def _settings(**overrides: object) -> Settings:
     return Settings.model_validate({**Settings().model_dump(), **given})
 
 
+def _serve_unless_unsafe(command: str, serve: Callable[[Settings], None],
+                         settings: Settings) -> None:
+    """Run a listening role; refusing to listen openly without keys is a message and exit
+    code 2, not a traceback."""
+    try:
+        serve(settings)
+    except UnsafeBinding as error:
+        typer.echo(f"penny {command}: {error.message}", err=True)
+        raise typer.Exit(code=2) from None
+
+
 @app.command()
 def up(host: Host = None, port: Port = None, verbose: bool = False,
        log_format: LogFormat = None) -> None:
@@ -173,11 +185,7 @@ def up(host: Host = None, port: Port = None, verbose: bool = False,
     _logging(settings, verbose, "up")
     from penny.serve import serve_all_in_one
 
-    try:
-        serve_all_in_one(settings)
-    except UnsafeBinding as error:
-        typer.echo(f"penny up: {error.message}", err=True)
-        raise typer.Exit(code=2) from None
+    _serve_unless_unsafe("up", serve_all_in_one, settings)
 
 
 @app.command()
@@ -188,11 +196,7 @@ def api(host: Host = None, port: Port = None, verbose: bool = False,
     _logging(settings, verbose, "api")
     from penny.serve import serve_api
 
-    try:
-        serve_api(settings)
-    except UnsafeBinding as error:
-        typer.echo(f"penny api: {error.message}", err=True)
-        raise typer.Exit(code=2) from None
+    _serve_unless_unsafe("api", serve_api, settings)
 
 
 MetricsPort = Annotated[int | None, typer.Option(
