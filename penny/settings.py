@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """Postgres URL (`postgresql://...`). Unset: penny starts its own embedded Postgres
     (with pgvector) under `data_dir`."""
+    database_pool_size: int = Field(default=10, ge=1)
+    """Connections each process keeps open to Postgres (each uvicorn worker has its own
+    pool)."""
+    database_max_overflow: int = Field(default=10, ge=0)
+    """Connections a process may open beyond `database_pool_size` under a burst; they are
+    closed when returned, so a load that lives in the overflow opens a Postgres session
+    per request: raise the pool size instead."""
     redis_url: str | None = None
     """Redis URL of the Celery broker (distributed mode). Unset: no broker; the
     coalescer and one worker per model run in-process."""
