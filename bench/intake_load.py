@@ -250,34 +250,41 @@ def run_wrk(url: str, path: str, clients: int, seconds: float, per_request: int,
     return json.loads(found.group(1)), ids
 
 
-async def open_loop(host: str, port: int, rate: float, seconds: float
+async def open_loop(host: str, port: int, rate: float, seconds: float, connections: int = 64
                     ) -> tuple[list[float], int, int, list[str], float]:
-    """Offer `rate` single-job POSTs a second for `seconds`, on keep-alive connections
-    opened as needed. Returns (latencies from each request's due time, 202s, other
-    answers or failures, submission ids answered 202, elapsed seconds)."""
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    """Offer `rate` single-job POSTs a second for `seconds` over at most `connections`
+    keep-alive connections; a request due while all are busy waits for one, and that wait
+    counts in its latency (measured from when it was due). Returns (latencies, 202s,
+    other answers or failures, submission ids answered 202, elapsed seconds)."""
+    free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = (
+        asyncio.Queue())
+    for _ in range(connections):
+        free.put_nowait(None)  # a slot whose connection is opened at its first use
     latencies: list[float] = []
     ids: list[str] = []
     failed = 0
     pattern = re.compile(rb'"submission_id":"([0-9a-f-]+)"')
+    length_of = re.compile(rb"(?i)content-length: *(\d+)")
 
     async def one(n: int, due: float) -> None:
         nonlocal failed
         body = (ITEM_HEAD + f"open-{n}" + ITEM_TAIL).encode()
         head = (f"POST {SINGLE_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
                 f"application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        slot = await free.get()
         try:
-            reader, writer = idle.pop() if idle else await asyncio.open_connection(host, port)
+            reader, writer = slot or await asyncio.open_connection(host, port)
             writer.write(head + body)
             status_line = await reader.readuntil(b"\r\n")
             headers = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", headers).group(1))  # type: ignore[union-attr]
-            answer = await reader.readexactly(length)
-        except (OSError, asyncio.IncompleteReadError, AttributeError):
+            length = length_of.search(headers)
+            answer = await reader.readexactly(int(length.group(1)) if length else 0)
+        except (OSError, asyncio.IncompleteReadError):
             failed += 1
+            free.put_nowait(None)
             return
         latencies.append(time.perf_counter() - due)
-        idle.append((reader, writer))
+        free.put_nowait((reader, writer))
         if b" 202 " in status_line:
             found = pattern.search(answer)
             if found:
@@ -287,8 +294,7 @@ async def open_loop(host: str, port: int, rate: float, seconds: float
 
     tasks = []
     start = time.perf_counter()
-    total = int(rate * seconds)
-    for n in range(total):
+    for n in range(int(rate * seconds)):
         due = start + n / rate
         delay = due - time.perf_counter()
         if delay > 0:
@@ -296,8 +302,10 @@ async def open_loop(host: str, port: int, rate: float, seconds: float
         tasks.append(asyncio.create_task(one(n, due)))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
-    for _, writer in idle:
-        writer.close()
+    while not free.empty():
+        slot = free.get_nowait()
+        if slot is not None:
+            slot[1].close()
     return latencies, len(ids), failed, ids, elapsed
 
 
