@@ -16,7 +16,7 @@ from cache.keys import CacheMode, CachePolicy
 from coalescer.single_flight import single_flight_key
 from models.fast_rows import copy_rows, json_text
 from models.result_cache import CachedAnswer, record_cache_hits
-from models.status import TERMINAL_JOB_STATUSES, JobStatus
+from models.status import TERMINAL_JOB_STATUSES, JobStatus, SubmissionStatus
 from models.tables import Job, LedgerEntry, Result, StoredFile, Submission
 
 
@@ -188,13 +188,18 @@ def insert_single_job_submissions(
     session: Session, entries: Sequence[SingleJobSubmission],
     answers: Mapping[tuple[uuid.UUID, str], CachedAnswer],
 ) -> list[StoredSubmission]:
-    """Insert many single-job submissions (no idempotency key) with two statements: one
-    multi-row INSERT ... RETURNING for the submissions, one COPY for their jobs. `answers`
-    holds the exact cache's live entries by (tenant, key). The caller commits."""
-    submissions = list(session.scalars(
-        insert(Submission).returning(Submission, sort_by_parameter_order=True),
-        [{"id": uuid.uuid4(), "tenant_id": e.tenant_id, "kind": "job",
-          "request_hash": e.request_hash, "total_jobs": 1} for e in entries]))
+    """Insert many single-job submissions (no idempotency key) with two COPY statements,
+    one for the submissions, one for their jobs: nothing comes back from the database,
+    so nothing is read back. `answers` holds the exact cache's live entries by (tenant,
+    key). The caller commits."""
+    now = datetime.now(UTC)
+    submissions = [Submission(id=uuid.uuid4(), tenant_id=e.tenant_id, kind="job",
+                              status=SubmissionStatus.OPEN, request_hash=e.request_hash,
+                              total_jobs=1, created_at=now, validation_attempts=0)
+                   for e in entries]
+    copy_rows(session, _SUBMISSION_COLUMNS, (
+        (s.id, s.tenant_id, s.kind, s.status, s.request_hash, s.total_jobs, s.created_at)
+        for s in submissions))
     job_ids = [uuid.uuid4() for _ in entries]
     hits: dict[uuid.UUID, CachedAnswer] = {}
     for job_id, entry in zip(job_ids, entries, strict=True):
@@ -234,6 +239,8 @@ def _copy_jobs(session: Session,
     ))
 
 
+_SUBMISSION_COLUMNS = (Submission.__tablename__, (
+    "id", "tenant_id", "kind", "status", "request_hash", "total_jobs", "created_at"))
 _JOB_COLUMNS = (Job.__tablename__, (
     "id", "submission_id", "tenant_id", "line_no", "custom_id", "model", "request", "tags",
     "priority", "estimated_tokens", "status", "error", "finished_at", "deadline_at",
