@@ -18,8 +18,17 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.model_identity import cache_policy
+from coalescer.dispatch import Dispatcher
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
-from models.queue import ClaimedBatch, JobOutcome, claim_batch, record_batch, renew_lease
+from models.failover import fail_over
+from models.queue import (
+    ClaimedBatch,
+    JobOutcome,
+    claim_batch,
+    record_batch,
+    release_undelivered,
+    renew_lease,
+)
 from observability.logs import logs_about_batch
 from penny.settings import Settings
 from storage.port import ObjectStore
@@ -36,6 +45,8 @@ class BatchRun:
     claimed: bool
     recorded: bool
     jobs: int = 0
+    # The engine raised: the batch was split (or its lone job retried or failed).
+    failed_over: bool = False
 
 
 class _LeaseKeeper:
@@ -191,6 +202,7 @@ class BatchRunner:
         store: ObjectStore,
         worker_id: str,
         listener: BatchListener | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -201,6 +213,9 @@ class BatchRunner:
         # which weights made the answer.
         self.cache = cache_policy(settings, [executor.model_name])
         self.listener = listener
+        # Where the halves of a batch whose engine raised are sent; without one the
+        # sweeper sends them at its next look.
+        self.dispatcher = dispatcher
 
     @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
@@ -219,8 +234,15 @@ class BatchRunner:
 
     def _run_claimed(self, batch: ClaimedBatch) -> BatchRun:
         batch_id = batch.id
-        with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
-            executed = self.executor.execute(batch)
+        try:
+            with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
+                executed = self.executor.execute(batch)
+        except Exception as error:  # the engine broke on something in this batch
+            log.exception("the engine raised on batch %s (%d jobs); failing over",
+                          batch_id, len(batch.jobs))
+            self._fail_over(batch, f"{type(error).__name__}: {error}")
+            return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
+                            failed_over=True)
         with self.sessions() as session:
             recorded = record_batch(session, batch, executed.outcomes, executed.engine_seconds,
                                     self.cache)
@@ -232,3 +254,26 @@ class BatchRunner:
             finalize_ready(self.sessions, self.store,
                            sorted({job.submission_id for job in batch.jobs}))
         return BatchRun(batch_id, claimed=True, recorded=recorded, jobs=len(batch.jobs))
+
+    def _fail_over(self, batch: ClaimedBatch, reason: str) -> None:
+        """Now, not after the lease: split the batch so the culprit is found by bisection,
+        or retry or fail a lone job."""
+        with self.sessions() as session:
+            outcome = fail_over(session, batch, max_attempts=self.settings.max_attempts,
+                                reason=reason)
+        if not outcome.held:
+            log.warning("batch %s was taken over while running; not failing it over",
+                        batch.id)
+            return
+        if outcome.failed_jobs:
+            log.error("batch %s: %d job(s) failed with engine_error after %d attempts alone",
+                      batch.id, len(outcome.failed_jobs), self.settings.max_attempts)
+            finalize_ready(self.sessions, self.store,
+                           sorted({job.submission_id for job in batch.jobs}))
+        if self.dispatcher is None:  # marked never sent: the next sweep sends them
+            with self.sessions() as session:
+                release_undelivered(session, outcome.rerun)
+                session.commit()
+            return
+        for rerun in outcome.rerun:
+            self.dispatcher.dispatch(rerun, batch.model)
