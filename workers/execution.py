@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.model_identity import cache_policy
 from coalescer.dispatch import Dispatcher
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
-from models.failover import fail_over
+from models.failover import Failover, fail_over
 from models.queue import (
     ClaimedBatch,
     JobOutcome,
@@ -29,6 +29,7 @@ from models.queue import (
     release_undelivered,
     renew_lease,
 )
+from models.retrying import with_retries
 from observability.logs import logs_about_batch
 from penny.settings import Settings
 from storage.port import ObjectStore
@@ -37,6 +38,7 @@ from workers.engine import Engine, Generation, GenerationRequest
 from workers.finalize import finalize_ready
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -219,8 +221,10 @@ class BatchRunner:
 
     @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
-        with self.sessions() as session:
-            batch = claim_batch(session, batch_id, self.worker_id, self.settings.lease_seconds)
+        batch = self._retrying(
+            lambda session: claim_batch(session, batch_id, self.worker_id,
+                                        self.settings.lease_seconds),
+            f"claiming batch {batch_id}")
         if batch is None:
             log.info("batch %s is not pending; another worker has it or it is done", batch_id)
             return BatchRun(batch_id, claimed=False, recorded=False)
@@ -243,9 +247,12 @@ class BatchRunner:
             self._fail_over(batch, f"{type(error).__name__}: {error}")
             return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
                             failed_over=True)
-        with self.sessions() as session:
-            recorded = record_batch(session, batch, executed.outcomes, executed.engine_seconds,
-                                    self.cache)
+        # The answers are made and paid for in engine time: wait out a database restart
+        # rather than run them again after the lease.
+        recorded = self._retrying(
+            lambda session: record_batch(session, batch, executed.outcomes,
+                                         executed.engine_seconds, self.cache),
+            f"recording batch {batch_id}")
         if not recorded:
             log.warning("batch %s was taken over while running; its results were dropped",
                         batch_id)
@@ -255,12 +262,17 @@ class BatchRunner:
                            sorted({job.submission_id for job in batch.jobs}))
         return BatchRun(batch_id, claimed=True, recorded=recorded, jobs=len(batch.jobs))
 
+    def _retrying(self, work: Callable[[Session], T], what: str) -> T:
+        return with_retries(self.sessions, work,
+                            within_seconds=self.settings.database_retry_seconds, what=what)
+
     def _fail_over(self, batch: ClaimedBatch, reason: str) -> None:
         """Now, not after the lease: split the batch so the culprit is found by bisection,
         or retry or fail a lone job."""
-        with self.sessions() as session:
-            outcome = fail_over(session, batch, max_attempts=self.settings.max_attempts,
-                                reason=reason)
+        outcome: Failover = self._retrying(
+            lambda session: fail_over(session, batch, max_attempts=self.settings.max_attempts,
+                                      reason=reason),
+            f"failing over batch {batch.id}")
         if not outcome.held:
             log.warning("batch %s was taken over while running; not failing it over",
                         batch.id)
