@@ -53,6 +53,9 @@ class BatchStatus(StrEnum):
     RUNNING = "running"  # a worker holds the lease
     DONE = "done"
     FAILED = "failed"  # gave up after max attempts
+    # The engine raised while running it: its jobs went on in two new half batches, so one
+    # poison job is found by bisection and never takes its batch-mates down with it.
+    SPLIT = "split"
 
 
 class SubmissionStatus(StrEnum):

@@ -231,6 +231,9 @@ class Settings(BaseSettings):
     redispatch_after_seconds: float = 30.0
     """A pending batch no worker claimed in this long is sent again (its message was
     lost)."""
+    database_retry_seconds: float = Field(default=60.0, ge=0)
+    """How long a worker keeps retrying a claim or a record while the database is unreachable
+    (a Postgres restart) before it gives the batch up to the sweeper; 0 never retries."""
 
     # API.
     api_host: str = "127.0.0.1"

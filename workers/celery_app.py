@@ -81,8 +81,9 @@ def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> Non
     runtime = open_runtime(settings)
     executor = _executor(settings, model)
     worker_id = f"{socket.gethostname()}-{model}-{uuid.uuid4().hex[:8]}"
-    runner = BatchRunner(settings, runtime.sessions, executor, runtime.store, worker_id)
     app = make_celery(settings)
+    runner = BatchRunner(settings, runtime.sessions, executor, runtime.store, worker_id,
+                         dispatcher=CeleryDispatcher(app))
 
     @app.task(name=RUN_BATCH_TASK)
     def run_batch(batch_id: str) -> None:

@@ -11,15 +11,25 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.model_identity import cache_policy
+from coalescer.dispatch import Dispatcher
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
-from models.queue import ClaimedBatch, JobOutcome, claim_batch, record_batch, renew_lease
+from models.failover import Failover, fail_over
+from models.queue import (
+    ClaimedBatch,
+    JobOutcome,
+    claim_batch,
+    record_batch,
+    release_undelivered,
+    renew_lease,
+)
+from models.retrying import with_retries
 from observability.logs import logs_about_batch
 from penny.settings import Settings
 from storage.port import ObjectStore
@@ -28,6 +38,7 @@ from workers.engine import Engine, Generation, GenerationRequest
 from workers.finalize import finalize_ready
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,8 @@ class BatchRun:
     claimed: bool
     recorded: bool
     jobs: int = 0
+    # The engine raised: the batch was split (or its lone job retried or failed).
+    failed_over: bool = False
 
 
 class _LeaseKeeper:
@@ -191,6 +204,7 @@ class BatchRunner:
         store: ObjectStore,
         worker_id: str,
         listener: BatchListener | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -201,11 +215,16 @@ class BatchRunner:
         # which weights made the answer.
         self.cache = cache_policy(settings, [executor.model_name])
         self.listener = listener
+        # Where the halves of a batch whose engine raised are sent; without one the
+        # sweeper sends them at its next look.
+        self.dispatcher = dispatcher
 
     @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
-        with self.sessions() as session:
-            batch = claim_batch(session, batch_id, self.worker_id, self.settings.lease_seconds)
+        batch = self._retrying(
+            lambda session: claim_batch(session, batch_id, self.worker_id,
+                                        self.settings.lease_seconds),
+            f"claiming batch {batch_id}")
         if batch is None:
             log.info("batch %s is not pending; another worker has it or it is done", batch_id)
             return BatchRun(batch_id, claimed=False, recorded=False)
@@ -219,11 +238,21 @@ class BatchRunner:
 
     def _run_claimed(self, batch: ClaimedBatch) -> BatchRun:
         batch_id = batch.id
-        with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
-            executed = self.executor.execute(batch)
-        with self.sessions() as session:
-            recorded = record_batch(session, batch, executed.outcomes, executed.engine_seconds,
-                                    self.cache)
+        try:
+            with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
+                executed = self.executor.execute(batch)
+        except Exception as error:  # the engine broke on something in this batch
+            log.exception("the engine raised on batch %s (%d jobs); failing over",
+                          batch_id, len(batch.jobs))
+            self._fail_over(batch, f"{type(error).__name__}: {error}")
+            return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
+                            failed_over=True)
+        # The answers are made and paid for in engine time: wait out a database restart
+        # rather than run them again after the lease.
+        recorded = self._retrying(
+            lambda session: record_batch(session, batch, executed.outcomes,
+                                         executed.engine_seconds, self.cache),
+            f"recording batch {batch_id}")
         if not recorded:
             log.warning("batch %s was taken over while running; its results were dropped",
                         batch_id)
@@ -232,3 +261,31 @@ class BatchRunner:
             finalize_ready(self.sessions, self.store,
                            sorted({job.submission_id for job in batch.jobs}))
         return BatchRun(batch_id, claimed=True, recorded=recorded, jobs=len(batch.jobs))
+
+    def _retrying(self, work: Callable[[Session], T], what: str) -> T:
+        return with_retries(self.sessions, work,
+                            within_seconds=self.settings.database_retry_seconds, what=what)
+
+    def _fail_over(self, batch: ClaimedBatch, reason: str) -> None:
+        """Now, not after the lease: split the batch so the culprit is found by bisection,
+        or retry or fail a lone job."""
+        outcome: Failover = self._retrying(
+            lambda session: fail_over(session, batch, max_attempts=self.settings.max_attempts,
+                                      reason=reason),
+            f"failing over batch {batch.id}")
+        if not outcome.held:
+            log.warning("batch %s was taken over while running; not failing it over",
+                        batch.id)
+            return
+        if outcome.failed_jobs:
+            log.error("batch %s: %d job(s) failed with engine_error after %d attempts alone",
+                      batch.id, len(outcome.failed_jobs), self.settings.max_attempts)
+            finalize_ready(self.sessions, self.store,
+                           sorted({job.submission_id for job in batch.jobs}))
+        if self.dispatcher is None:  # marked never sent: the next sweep sends them
+            with self.sessions() as session:
+                release_undelivered(session, outcome.rerun)
+                session.commit()
+            return
+        for rerun in outcome.rerun:
+            self.dispatcher.dispatch(rerun, batch.model)

@@ -72,6 +72,7 @@ class InProcessPipeline:
             runner = BatchRunner(
                 runtime.settings, runtime.sessions, executor, runtime.store,
                 worker_id=f"in-process:{executor.model_name}", listener=self.coalescer,
+                dispatcher=self.dispatcher,
             )
             self._workers[executor.model_name] = threading.Thread(
                 target=self._work, args=(runner, self.dispatcher.queues[executor.model_name]),

@@ -135,7 +135,11 @@ class VllmEngine:
             runnable.append(request)
 
         started = time.perf_counter()
-        outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
+        try:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
+        except Exception:
+            self._abort_unfinished()
+            raise
         engine_seconds = time.perf_counter() - started
 
         by_key = dict(rejected)
@@ -144,6 +148,17 @@ class VllmEngine:
         return BatchGeneration(
             generations=tuple(by_key[r.key] for r in requests), engine_seconds=engine_seconds
         )
+
+    def _abort_unfinished(self) -> None:
+        """Drop what the failed call left in the engine. `LLM.generate` runs until no request
+        is unfinished and returns them all: leftovers would come back, unasked, with the
+        next batch's answers."""
+        engine = self.llm.llm_engine
+        leftover = list(engine.output_processor.request_states)
+        if leftover:
+            log.warning("aborting %d requests left in the engine after it raised",
+                        len(leftover))
+            engine.abort_request(leftover, internal=True)
 
 
 def _needs_check(request: GenerationRequest) -> bool:
