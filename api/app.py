@@ -24,6 +24,7 @@ from api.limits import BodySizeLimit
 from api.metrics import RequestMetrics
 from cache.model_identity import cache_policy
 from intake.admission import IntakePolicy
+from intake.group_commit import GroupCommitWriter
 from intake.limits import IntakeLimits
 from observability.queue_collector import queue_registry
 from penny.runtime import Runtime
@@ -44,6 +45,8 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.state.store = runtime.store
     # The model identities are read once, here: intake looks jobs up under them.
     app.state.result_cache = cache_policy(settings)
+    app.state.group_commit = (GroupCommitWriter(runtime.sessions, app.state.result_cache)
+                              if settings.intake_group_commit else None)
     app.state.started_at = datetime.now(UTC)
     app.state.worker_presence = presence or HeartbeatPresence(runtime.sessions, settings)
     app.state.queue_metrics = queue_registry(runtime.sessions, settings.served_models,

@@ -188,11 +188,16 @@ def up(host: Host = None, port: Port = None, verbose: bool = False,
     _serve_unless_unsafe("up", serve_all_in_one, settings)
 
 
+Workers = Annotated[int | None, typer.Option(
+    help="Worker processes. Default: PENNY_API_WORKERS, else one per CPU core.")]
+
+
 @app.command()
-def api(host: Host = None, port: Port = None, verbose: bool = False,
+def api(host: Host = None, port: Port = None, workers: Workers = None, verbose: bool = False,
         log_format: LogFormat = None) -> None:
     """The API alone (distributed mode: coalescer and workers run elsewhere)."""
-    settings = _settings(api_host=host, api_port=port, log_format=log_format)
+    settings = _settings(api_host=host, api_port=port, api_workers=workers,
+                         log_format=log_format)
     _logging(settings, verbose, "api")
     from penny.serve import serve_api
 

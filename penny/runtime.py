@@ -29,7 +29,8 @@ def open_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
     url = resolve_database_url(settings)
     if run_migrations:
         migrate(url)
-    db = make_engine(url)
+    db = make_engine(url, pool_size=settings.database_pool_size,
+                     max_overflow=settings.database_max_overflow)
     return Runtime(
         settings=settings,
         database_url=url,

@@ -94,6 +94,18 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """Postgres URL (`postgresql://...`). Unset: penny starts its own embedded Postgres
     (with pgvector) under `data_dir`."""
+    database_pool_size: int = Field(default=10, ge=1)
+    """Connections each process keeps open to Postgres (each uvicorn worker has its own
+    pool)."""
+    database_max_overflow: int = Field(default=10, ge=0)
+    """Connections a process may open beyond `database_pool_size` under a burst; they are
+    closed when returned, so a load that lives in the overflow opens a Postgres session
+    per request: raise the pool size instead."""
+    intake_group_commit: bool = True
+    """Write concurrent single-job submissions (`POST /v1/jobs` without an
+    Idempotency-Key, for a tenant with no queued-jobs limit or budget) several to a
+    transaction, each answered once its transaction has committed. Off: one transaction
+    per request."""
     redis_url: str | None = None
     """Redis URL of the Celery broker (distributed mode). Unset: no broker; the
     coalescer and one worker per model run in-process."""
@@ -240,6 +252,9 @@ class Settings(BaseSettings):
     """Where `penny up` and `penny api` listen (`--host`)."""
     api_port: int = 8000
     """Their port (`--port`)."""
+    api_workers: int | None = Field(default=None, ge=1)
+    """`penny api` worker processes (forked, one socket). Unset: one per CPU core.
+    `penny up` always serves from its one process."""
     api_keys: dict[str, str] = Field(default_factory=dict)
     """Bootstrap API keys, JSON: plain key -> tenant name. Keys made with `penny keys
     create` (or the admin API) live hashed in Postgres. With neither there is no auth:
