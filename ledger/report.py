@@ -39,6 +39,7 @@ class JobRecord:
     single_flight_saved_usd: Decimal = Decimal(0)  # what penny did not spend thanks to that
     cache_saved_usd: Decimal = Decimal(0)  # what producing a cached answer cost
     source_job_id: str | None = None
+    input_row: list[str] | None = None  # a CSV upload's row, cell by cell
 
 
 LEDGER_COLUMNS = (

@@ -39,3 +39,32 @@ def csv_bytes(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> byte
         writer = quoted if any(isinstance(c, str) and "\r" in c for c in cells) else plain
         writer.writerow(cells)
     return buffer.getvalue().encode()
+
+
+# What penny adds after a CSV upload's own columns.
+RESULT_COLUMNS = ("output", "status", "error", "cost_usd")
+
+
+def result_columns(input_columns: Sequence[str]) -> list[str]:
+    """The input's columns, then penny's; one of penny's that the input already uses is
+    written `penny_<name>` so no column is ever ambiguous."""
+    taken = set(input_columns)
+    return [*input_columns, *(f"penny_{c}" if c in taken else c for c in RESULT_COLUMNS)]
+
+
+def results_csv(input_columns: Sequence[str], records: Sequence[Any]) -> bytes:
+    """A CSV upload's results: each row as it came in, then its output, status, error and
+    cost (`records` are `ledger.report.JobRecord`s, in line order)."""
+    columns = result_columns(input_columns)
+    width = len(input_columns)
+
+    def rows() -> Iterable[dict[str, Any]]:
+        for r in records:
+            cells = list(r.input_row or [])[:width]
+            cells += [""] * (width - len(cells))
+            error = r.error.get("message") if r.error else None
+            added = (r.text if r.error is None else None, r.status, error,
+                     f"{r.cost_usd:f}" if r.billed else None)
+            yield dict(zip(columns, [*cells, *added], strict=True))
+
+    return csv_bytes(columns, rows())

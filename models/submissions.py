@@ -34,6 +34,7 @@ class NewJob:
     # Measured from when the job is queued; None: no deadline.
     complete_within: timedelta | None = None
     cache_mode: str = CacheMode.ON
+    input_row: list[str] | None = None  # the CSV row it came from
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ def insert_jobs(
                 "deadline_at": now + job.complete_within if job.complete_within else None,
                 "single_flight_key": flight_key,
                 "cache_mode": job.cache_mode,
+                "input_row": job.input_row,
             }
             for job_id, job, flight_key in zip(job_ids, jobs, flight_keys, strict=True)
         ],
