@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -11,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from ledger.pricing import SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
+from ledger.spreadsheet import csv_bytes
 
 
 @dataclass(frozen=True)
@@ -40,6 +39,7 @@ class JobRecord:
     single_flight_saved_usd: Decimal = Decimal(0)  # what penny did not spend thanks to that
     cache_saved_usd: Decimal = Decimal(0)  # what producing a cached answer cost
     source_job_id: str | None = None
+    input_row: list[str] | None = None  # a CSV upload's row, cell by cell
 
 
 LEDGER_COLUMNS = (
@@ -133,10 +133,4 @@ def ledger_json(submission_id: str, records: Sequence[JobRecord]) -> bytes:
 
 
 def ledger_csv(records: Sequence[JobRecord]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LEDGER_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in records:
-        if r.billed:
-            writer.writerow(_ledger_row(r))
-    return buffer.getvalue().encode()
+    return csv_bytes(LEDGER_COLUMNS, (_ledger_row(r) for r in records if r.billed))

@@ -83,9 +83,18 @@ def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
                 cache_saved_usd=ledger.cache_saved_usd if ledger else Decimal(0),
                 source_job_id=str(ledger.source_job_id) if ledger and ledger.source_job_id
                 else None,
+                input_row=job.input_row,
             )
         )
     return records
+
+
+def input_columns_of(session: Session, submission_id: uuid.UUID) -> list[str] | None:
+    """A CSV upload's header; None for every other kind of submission."""
+    columns: list[str] | None = session.execute(
+        select(Submission.input_columns).where(Submission.id == submission_id)
+    ).scalar_one()
+    return columns
 
 
 def complete_submission(

@@ -35,6 +35,7 @@ class NewJob:
     # Measured from when the job is queued; None: no deadline.
     complete_within: timedelta | None = None
     cache_mode: str = CacheMode.ON
+    input_row: list[str] | None = None  # the CSV row it came from
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def _copy_jobs(session: Session,
          now if job.error or job_id in hits else None,
          now + job.complete_within if job.complete_within else None,
          None if job.error else single_flight_key(str(tenant_id), job.model, job.request),
-         job.cache_mode)
+         job.cache_mode, None if job.input_row is None else json_text(job.input_row))
         for job_id, submission_id, tenant_id, job in rows
     ))
 
@@ -237,7 +238,7 @@ def _copy_jobs(session: Session,
 _JOB_COLUMNS = (Job.__tablename__, (
     "id", "submission_id", "tenant_id", "line_no", "custom_id", "model", "request", "tags",
     "priority", "estimated_tokens", "status", "error", "finished_at", "deadline_at",
-    "single_flight_key", "cache_mode"))
+    "single_flight_key", "cache_mode", "input_row"))
 
 
 def _initial_status(job: NewJob, from_cache: bool) -> JobStatus:

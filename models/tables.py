@@ -122,6 +122,8 @@ class Submission(Base):
     validation_attempts: Mapped[int] = mapped_column(Integer, nullable=False,
                                                      server_default="0")
     validate_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A CSV upload's header, in order: its results come back as CSV with these columns.
+    input_columns: Mapped[list[str] | None] = mapped_column(JsonDoc)
     # When a batch's jobs were queued; null while it validates, and for one that failed.
     in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Deleted batches vanish from the batch APIs; their jobs and ledger rows stay (billing).
@@ -213,6 +215,8 @@ class Job(Base):
     leader_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id"))
     # The job's use of the exact result cache: "on", "off" or "refresh" (cache.keys).
     cache_mode: Mapped[str] = mapped_column(String(10), nullable=False, server_default="on")
+    # The CSV row the job came from, cell by cell (a CSV upload's jobs only).
+    input_row: Mapped[list[str] | None] = mapped_column(JsonDoc)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

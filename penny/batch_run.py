@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cache.model_identity import cache_policy
-from intake.files import parse_input_file
+from intake.csv_mapping import CsvOptions
+from intake.files import LineOutcome, checked_csv, parse_input_file, read_csv
 from intake.limits import IntakeLimits
 from intake.service import jobs_for_file, request_hash, submit
 from ledger.report import LedgerTotals, totals
@@ -19,6 +20,7 @@ from models.reports import job_records
 from models.submissions import count_unfinished, get_submission, queued_models, status_counts
 from models.tenants import ensure_tenant
 from penny.database import stop_embedded_postgres
+from penny.errors import InputFileError
 from penny.runtime import open_runtime
 from penny.settings import Settings
 from workers.finalize import finalize_ready
@@ -66,10 +68,23 @@ class RunSummary:
             print(f"{name}: {uri}")  # plain print: a URI must not be wrapped
 
 
-def run_file(settings: Settings, path: Path) -> RunSummary:
+def read_input(settings: Settings, path: Path, options: CsvOptions) -> list[LineOutcome]:
+    """The file's outcomes; a CSV file is streamed from disk and follows `options`."""
+    if path.name.lower().endswith(".csv"):
+        with path.open("rb") as stream:
+            outcomes = checked_csv(
+                read_csv(stream, path.name, options, settings.max_prompt_chars), path.name,
+                options)
+        if not outcomes:
+            raise InputFileError(f"{path.name} holds no jobs")
+        return outcomes
+    return parse_input_file(path.name, path.read_bytes(), settings.max_json_depth)
+
+
+def run_file(settings: Settings, path: Path, options: CsvOptions | None = None) -> RunSummary:
     from workers.vllm_engine import VllmEngine
 
-    outcomes = parse_input_file(path.name, path.read_bytes(), settings.max_json_depth)
+    outcomes = read_input(settings, path, options or CsvOptions())
     jobs = jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
     runtime = open_runtime(settings)
     try:

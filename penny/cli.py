@@ -127,17 +127,30 @@ def run(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     verbose: bool = False,
     log_format: LogFormat = None,
+    template: Annotated[str | None, typer.Option(
+        help="CSV: build each prompt from columns, e.g. 'Summarise: {body}' (instead of a "
+             "'prompt' column).")] = None,
+    id_column: Annotated[str | None, typer.Option(
+        help="CSV: the column holding each row's custom_id (default: 'custom_id').")] = None,
+    encoding: Annotated[str | None, typer.Option(
+        help="CSV: the file's encoding when it is not UTF-8, e.g. latin-1 or utf-16.")] = None,
+    skip_bad_rows: Annotated[bool, typer.Option(
+        help="CSV: run the good rows and report each bad one as a failed job naming its "
+             "line (default: a file with bad rows is rejected whole).")] = False,
 ) -> None:
     """Process FILE (JSONL, or CSV with a 'prompt' column) end to end on the embedded
     default, then print where the results and ledger are and what it all cost."""
     settings = _settings(log_format=log_format)
     _logging(settings, verbose, "run")
+    from intake.csv_mapping import CsvOptions
     from penny.batch_run import run_file
     from penny.errors import PennyError
 
     started = time.perf_counter()
+    options = CsvOptions(template=template, id_column=id_column, encoding=encoding,
+                         skip_bad_rows=skip_bad_rows)
     try:
-        summary = run_file(settings, file)
+        summary = run_file(settings, file, options)
     except PennyError as error:  # the whole file is unusable: say why, no traceback
         typer.echo(f"penny run: {error.message}", err=True)
         for detail in error.details:
