@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.model_identity import cache_policy
+from ledger.attribution import unmodelled
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
 from models.queue import ClaimedBatch, JobOutcome, claim_batch, record_batch, renew_lease
 from observability.logs import logs_about_batch
@@ -26,6 +27,7 @@ from storage.port import ObjectStore
 from workers.batch_metrics import count_recorded_batch
 from workers.engine import Engine, Generation, GenerationRequest
 from workers.finalize import finalize_ready
+from workers.ledger_costing import LedgerCosting
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ def priced_outcomes(
             "engine_seconds": seconds,
             "cost_usd": cost.cost_usd,
             "list_cost_usd": cost.list_cost_usd,
+            # No saving claimed until the ledger costing models one (workers.ledger_costing).
+            **unmodelled(cost.cost_usd).columns(),
         }
         outcomes.append(JobOutcome(job, product.result, ledger, None))
     return outcomes
@@ -201,6 +205,7 @@ class BatchRunner:
         # which weights made the answer.
         self.cache = cache_policy(settings, [executor.model_name])
         self.listener = listener
+        self.costing = LedgerCosting(settings, sessions)
 
     @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
@@ -221,8 +226,9 @@ class BatchRunner:
         batch_id = batch.id
         with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
             executed = self.executor.execute(batch)
+        outcomes = self.costing.cost(batch, executed.outcomes)
         with self.sessions() as session:
-            recorded = record_batch(session, batch, executed.outcomes, executed.engine_seconds,
+            recorded = record_batch(session, batch, outcomes, executed.engine_seconds,
                                     self.cache)
         if not recorded:
             log.warning("batch %s was taken over while running; its results were dropped",
