@@ -116,3 +116,55 @@ class CostBasis:
     @property
     def model(self) -> str:
         return self.card.model
+
+
+@dataclass(frozen=True)
+class AloneSample:
+    """One request timed alone: its uncached prompt tokens, output tokens and seconds."""
+
+    prompt_tokens: int
+    output_tokens: int
+    seconds: float
+
+
+def _solve(matrix: list[list[float]], vector: list[float]) -> list[float] | None:
+    """Gaussian elimination with partial pivoting; None when the system is singular."""
+    n = len(vector)
+    rows = [[*matrix[i], vector[i]] for i in range(n)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(rows[r][col]))
+        if abs(rows[pivot][col]) < 1e-12:
+            return None
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        for r in range(n):
+            if r != col:
+                factor = rows[r][col] / rows[col][col]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col], strict=True)]
+    return [rows[i][n] / rows[i][i] for i in range(n)]
+
+
+def fit_alone(samples: list[AloneSample]) -> tuple[float, float, float]:
+    """Least-squares fit of `seconds = overhead + prefill * prompt + decode * output` to
+    requests timed alone, as (overhead, prefill, decode). A coefficient the data would make
+    negative (noise on a tiny term) is fixed at 0 and the others are fitted again, so the
+    model never says more tokens cost less time."""
+    if not samples:
+        raise ValueError("no samples to fit")
+    features = [(1.0, float(s.prompt_tokens), float(s.output_tokens)) for s in samples]
+    targets = [s.seconds for s in samples]
+    free = [0, 1, 2]
+    while free:
+        matrix = [[sum(f[i] * f[j] for f in features) for j in free] for i in free]
+        vector = [sum(f[i] * t for f, t in zip(features, targets, strict=True)) for i in free]
+        solution = _solve(matrix, vector)
+        if solution is None:
+            free.pop(0 if len(free) == 3 else -1)  # drop a term the samples cannot separate
+            continue
+        negative = [i for i, v in zip(free, solution, strict=True) if v < 0]
+        if not negative:
+            coefficients = [0.0, 0.0, 0.0]
+            for i, v in zip(free, solution, strict=True):
+                coefficients[i] = v
+            return coefficients[0], coefficients[1], coefficients[2]
+        free.remove(negative[0])
+    return 0.0, 0.0, 0.0

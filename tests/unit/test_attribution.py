@@ -22,7 +22,7 @@ from ledger.attribution import (
     attribute_served_without_running,
     unmodelled,
 )
-from ledger.cost_model import Calibration, CostBasis, PriceCard
+from ledger.cost_model import AloneSample, Calibration, CostBasis, PriceCard, fit_alone
 from ledger.savings import SavingsTotals
 
 PROPERTY = settings(database=None, deadline=None, max_examples=300)
@@ -177,3 +177,15 @@ def test_the_summary_leads_with_the_saving_and_names_each_mechanism_that_moved()
     assert rows["  by exact result cache"] == "$0.010000"
     assert "  by batching" not in rows
     assert total.as_dict()["savings_by_mechanism_usd"]["exact_cache"] == "0.0100000000"
+
+
+def test_the_fit_recovers_a_line_and_never_goes_negative() -> None:
+    exact = [AloneSample(p, o, 0.03 + 0.0004 * p + 0.02 * o)
+             for p in (15, 190, 730) for o in (4, 48)]
+    overhead, prefill, decode = fit_alone(exact)
+    assert (overhead, prefill, decode) == pytest.approx((0.03, 0.0004, 0.02))
+    # Prompt length that does not matter at all, plus noise that would make it negative.
+    noisy = [AloneSample(15, 4, 0.11), AloneSample(730, 4, 0.10),
+             AloneSample(15, 48, 1.0), AloneSample(730, 48, 0.99)]
+    overhead, prefill, decode = fit_alone(noisy)
+    assert prefill == 0 and overhead > 0 and decode > 0
