@@ -6,6 +6,7 @@ scripted generations recorded through the worker's own code; the e2e test runs t
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -26,7 +27,14 @@ from ledger.cost_model import money
 from ledger.savings import SavingsTotals
 from models.costing import MeasuredSpeed, store_calibration
 from models.ledger_sums import ledger_sums
-from models.queue import ClaimedBatch, claim_batch, claim_queued_jobs, create_batches, record_batch
+from models.queue import (
+    ClaimedBatch,
+    claim_batch,
+    claim_queued_jobs,
+    create_batches,
+    record_batch,
+    sweep_expired_leases,
+)
 from models.tables import LedgerEntry
 from penny.runtime import Runtime, open_runtime
 from tests.support import make_settings, reset_tables
@@ -181,3 +189,40 @@ def test_a_batch_recorded_twice_bills_once(keyed: tuple[Runtime, TestClient]) ->
     assert record(runtime, batch)
     assert not record(runtime, batch)
     assert len(rows(runtime)) == 2
+
+
+def test_a_worker_lost_mid_batch_and_a_resubmitted_batch_bill_once(
+    keyed: tuple[Runtime, TestClient],
+) -> None:
+    """The first worker's lease runs out mid-batch (it was killed, or stalled); the sweeper
+    hands the batch to a second worker, which records it. The first worker's late write is
+    refused. Resubmitting the same request with the same Idempotency-Key adds no job."""
+    runtime, client = keyed
+    body = {"messages": [{"role": "user", "content": "a"}], "max_tokens": 16,
+            "cache": "off"}
+    headers = {**ACME, "Idempotency-Key": "once"}
+    first = client.post("/v1/jobs", headers=headers, json=body)
+    assert first.status_code == 202, first.text
+    model = runtime.settings.default_model
+    with runtime.sessions() as session:
+        rows_ = claim_queued_jobs(session, model, 10, timedelta(0))
+        [batch_id] = create_batches(session, [PlannedBatch(
+            model=model, job_ids=tuple(r.job.id for r in rows_), estimated_tokens=0)], [None])
+        session.commit()
+    with runtime.sessions() as session:
+        lost = claim_batch(session, batch_id, "worker-that-dies", 0.05)
+    assert lost is not None
+    time.sleep(0.3)  # let its lease run out
+    with runtime.sessions() as session:
+        swept = sweep_expired_leases(session, max_attempts=3, redispatch_after_seconds=60)
+    assert [b for b, _ in swept.requeued] == [batch_id]
+    with runtime.sessions() as session:
+        second = claim_batch(session, batch_id, "worker-that-lives", 30)
+    assert second is not None
+    assert record(runtime, second)
+    assert not record(runtime, lost)
+
+    again = client.post("/v1/jobs", headers=headers, json=body)
+    assert again.status_code in (200, 202) and again.json()["id"] == first.json()["id"]
+    [row] = rows(runtime)
+    assert row.job_id == uuid.UUID(first.json()["id"])
