@@ -226,3 +226,28 @@ def test_a_worker_lost_mid_batch_and_a_resubmitted_batch_bill_once(
     assert again.status_code in (200, 202) and again.json()["id"] == first.json()["id"]
     [row] = rows(runtime)
     assert row.job_id == uuid.UUID(first.json()["id"])
+
+
+def test_the_calibrations_cli_lists_versions_and_calibrate_refuses_an_unknown_model(
+    keyed: tuple[Runtime, TestClient], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from penny.cli import app
+
+    runtime, _ = keyed
+    model = runtime.settings.default_model
+    with runtime.sessions() as session:
+        store_calibration(session, model, SPEED)
+        second = store_calibration(session, model, SPEED)
+    monkeypatch.setenv("PENNY_DATABASE_URL", runtime.database_url)
+    monkeypatch.setenv("PENNY_DATA_DIR", str(runtime.settings.data_dir))
+    monkeypatch.setenv("COLUMNS", "250")  # rich: one row per line
+    cli = CliRunner()
+    listed = cli.invoke(app, ["calibrations", "--model", model])
+    assert listed.exit_code == 0, listed.output
+    lines = [line for line in listed.output.splitlines() if model in line]
+    assert len(lines) == 2 and f" {second.id} " in lines[0]  # newest first
+    assert "20.000" in lines[0]  # decode alone, ms per token
+    refused = cli.invoke(app, ["calibrate", "no-such-model"])
+    assert refused.exit_code != 0 and "no-such-model" in refused.output
