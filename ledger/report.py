@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from ledger.attribution import MECHANISMS, SAVING_COLUMNS, saving_column
-from ledger.pricing import SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
+from ledger.pricing import SERVED_BY_ENGINE, SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
 from ledger.savings import SavingsTotals
 
 
@@ -114,6 +114,8 @@ class LedgerTotals:
     cache_saved_usd: Decimal = Decimal(0)
     exact_cache_jobs: int = 0
     savings: SavingsTotals = field(default_factory=SavingsTotals)
+    # Jobs the engine ran while their model had no calibration: no saving is claimed.
+    unmodelled_jobs: int = 0
 
     @property
     def cached_share(self) -> float:
@@ -137,6 +139,8 @@ def totals(records: Sequence[JobRecord]) -> LedgerTotals:
         cache_saved_usd=sum((r.cache_saved_usd for r in billed), Decimal(0)),
         exact_cache_jobs=sum(1 for r in billed if r.served_by == SERVED_BY_EXACT_CACHE),
         savings=SavingsTotals.of_rows(r.cost_columns() for r in billed),
+        unmodelled_jobs=sum(1 for r in billed
+                            if r.served_by == SERVED_BY_ENGINE and r.calibration_id is None),
     )
 
 

@@ -49,8 +49,9 @@ class RunSummary:
         # What penny saved against doing it the naive way on this hardware, by mechanism.
         for label, value in t.savings.summary_rows():
             table.add_row(label, value)
-        if not t.savings.naive_cost_usd:
-            table.add_row("saved vs naive", "not modelled: run `penny calibrate MODEL`")
+        if t.unmodelled_jobs:
+            table.add_row("  jobs with no saving modelled",
+                          f"{t.unmodelled_jobs} (no calibration: run `penny calibrate MODEL`)")
         table.add_section()
         table.add_row("jobs (succeeded / failed)", f"{t.jobs} ({t.succeeded} / {t.failed})")
         table.add_row("input tokens (cached)", f"{t.input_tokens} ({t.cached_tokens}, "

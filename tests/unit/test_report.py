@@ -110,6 +110,7 @@ def test_ledger_json_totals() -> None:
         "output_tokens": 70, "engine_seconds": 1.75, "cost_usd": "0.0000486111",
         "list_cost_usd": "0.0000990000", "single_flight_saved_usd": "0",
         "single_flight_jobs": 0, "cache_saved_usd": "0", "exact_cache_jobs": 0,
+        "unmodelled_jobs": 2,
     }
 
 
