@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
+from ledger.attribution import MECHANISMS, saving_column
 from models.submissions import JobView
 from models.tables import Submission
 
@@ -51,6 +52,11 @@ class Usage(BaseModel):
 
 class Cost(BaseModel):
     usd: str
+    # The naive counterfactual (sent alone, no caches, baseline model) and the saving by
+    # mechanism; the parts plus `unexplained_usd` add up to naive_usd - usd.
+    naive_usd: str
+    savings_by_mechanism_usd: dict[str, str]
+    unexplained_usd: str
     list_usd: str
     engine_seconds: float
     # "engine"; "single_flight": an identical job's run answered it; "exact_cache": the
@@ -100,7 +106,11 @@ class JobOut(BaseModel):
                                  mean_logprob=result.mean_logprob) if result else None,
             usage=Usage(prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens,
                         completion_tokens=result.output_tokens) if result else None,
-            cost=Cost(usd=str(ledger.cost_usd), list_usd=str(ledger.list_cost_usd),
+            cost=Cost(usd=str(ledger.cost_usd), naive_usd=f"{ledger.naive_cost_usd:f}",
+                      savings_by_mechanism_usd={
+                          m: f"{getattr(ledger, saving_column(m)):f}" for m in MECHANISMS},
+                      unexplained_usd=f"{ledger.unexplained_usd:f}",
+                      list_usd=str(ledger.list_cost_usd),
                       engine_seconds=ledger.engine_seconds, served_by=ledger.served_by,
                       source_job_id=str(ledger.source_job_id) if ledger.source_job_id else None,
                       single_flight_saved_usd=str(ledger.single_flight_saved_usd),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ledger.pricing import SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
+from ledger.attribution import MECHANISMS, SAVING_COLUMNS, saving_column
+from ledger.pricing import SERVED_BY_ENGINE, SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
+from ledger.savings import SavingsTotals
 from ledger.spreadsheet import csv_bytes
 
 
@@ -40,12 +42,36 @@ class JobRecord:
     cache_saved_usd: Decimal = Decimal(0)  # what producing a cached answer cost
     source_job_id: str | None = None
     input_row: list[str] | None = None  # a CSV upload's row, cell by cell
+    # The counterfactual (ledger.attribution): what the naive way would have cost, the
+    # saving by mechanism and what the cost model could not explain, and the versions of
+    # price card and calibration it was modelled with.
+    naive_cost_usd: Decimal = Decimal(0)
+    savings: Mapping[str, Decimal] = field(default_factory=dict)
+    unexplained_usd: Decimal = Decimal(0)
+    baseline_model: str | None = None
+    price_card_id: int | None = None
+    calibration_id: int | None = None
+
+    def column(self, name: str) -> Any:
+        if name in _SAVING_BY_COLUMN:
+            return self.savings.get(_SAVING_BY_COLUMN[name], Decimal(0))
+        return getattr(self, name)
+
+    def cost_columns(self) -> dict[str, Any]:
+        return {"cost_usd": self.cost_usd, "naive_cost_usd": self.naive_cost_usd,
+                "unexplained_usd": self.unexplained_usd,
+                **{c: self.column(c) for c in SAVING_COLUMNS}}
 
 
+_SAVING_BY_COLUMN = {saving_column(m): m for m in MECHANISMS}
+
+# The counterfactual columns come last, so the earlier columns keep their positions.
 LEDGER_COLUMNS = (
     "job_id", "line", "custom_id", "model", "status", "input_tokens", "cached_tokens",
     "output_tokens", "engine_seconds", "cost_usd", "list_cost_usd", "served_by",
     "single_flight_saved_usd", "cache_saved_usd", "source_job_id",
+    "naive_cost_usd", *SAVING_COLUMNS, "unexplained_usd", "baseline_model", "price_card_id",
+    "calibration_id",
 )
 
 
@@ -87,6 +113,9 @@ class LedgerTotals:
     single_flight_jobs: int = 0
     cache_saved_usd: Decimal = Decimal(0)
     exact_cache_jobs: int = 0
+    savings: SavingsTotals = field(default_factory=SavingsTotals)
+    # Jobs the engine ran while their model had no calibration: no saving is claimed.
+    unmodelled_jobs: int = 0
 
     @property
     def cached_share(self) -> float:
@@ -109,6 +138,9 @@ def totals(records: Sequence[JobRecord]) -> LedgerTotals:
         single_flight_jobs=sum(1 for r in billed if r.served_by == SERVED_BY_SINGLE_FLIGHT),
         cache_saved_usd=sum((r.cache_saved_usd for r in billed), Decimal(0)),
         exact_cache_jobs=sum(1 for r in billed if r.served_by == SERVED_BY_EXACT_CACHE),
+        savings=SavingsTotals.of_rows(r.cost_columns() for r in billed),
+        unmodelled_jobs=sum(1 for r in billed
+                            if r.served_by == SERVED_BY_ENGINE and r.calibration_id is None),
     )
 
 
@@ -119,11 +151,15 @@ def _plain(value: Any) -> Any:
 
 
 def _ledger_row(r: JobRecord) -> dict[str, Any]:
-    return {column: _plain(getattr(r, column)) for column in LEDGER_COLUMNS}
+    return {column: _plain(r.column(column)) for column in LEDGER_COLUMNS}
 
 
 def ledger_json(submission_id: str, records: Sequence[JobRecord]) -> bytes:
-    summary = {key: _plain(value) for key, value in asdict(totals(records)).items()}
+    total = totals(records)
+    summary = {key: _plain(value) for key, value in asdict(total).items()
+               if key != "savings"}
+    # The counterfactual leads: what the naive way would have cost and who saved what.
+    summary = {**total.savings.as_dict(), **summary}
     document = {
         "submission_id": submission_id,
         "totals": summary,

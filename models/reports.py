@@ -6,10 +6,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
+from ledger.attribution import MECHANISMS, saving_column
 from ledger.report import JobRecord
 from models.status import TERMINAL_JOB_STATUSES, SubmissionStatus
 from models.tables import Job, LedgerEntry, Result, Submission
@@ -57,6 +59,18 @@ def submission_rows(
     return [(job, result, ledger) for job, result, ledger in rows]
 
 
+def counterfactual_of(ledger: LedgerEntry) -> dict[str, Any]:
+    """A ledger row's counterfactual fields, as `JobRecord` and `LineRecord` take them."""
+    return {
+        "naive_cost_usd": ledger.naive_cost_usd,
+        "savings": {m: getattr(ledger, saving_column(m)) for m in MECHANISMS},
+        "unexplained_usd": ledger.unexplained_usd,
+        "baseline_model": ledger.baseline_model,
+        "price_card_id": ledger.price_card_id,
+        "calibration_id": ledger.calibration_id,
+    }
+
+
 def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
     records = []
     for job, result, ledger in submission_rows(session, submission_id):
@@ -84,6 +98,7 @@ def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
                 source_job_id=str(ledger.source_job_id) if ledger and ledger.source_job_id
                 else None,
                 input_row=job.input_row,
+                **(counterfactual_of(ledger) if ledger else {}),
             )
         )
     return records

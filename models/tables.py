@@ -298,6 +298,73 @@ class LedgerEntry(Base):
                                                              server_default="0")
     cache_saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
     created_at: Mapped[datetime] = _now()
+    # The counterfactual (ledger.attribution): what the job would have cost the naive way
+    # on `baseline_model`, priced with the card and calibration versions named here (null
+    # when its model had none), and the saving split by mechanism. The database checks that
+    # naive_cost_usd - cost_usd equals the savings plus unexplained_usd, and refuses any
+    # UPDATE or DELETE of a row (append-only).
+    price_card_id: Mapped[int | None] = mapped_column(ForeignKey("price_cards.id"))
+    calibration_id: Mapped[int | None] = mapped_column(ForeignKey("calibrations.id"))
+    baseline_model: Mapped[str | None] = mapped_column(String(200))
+    # "succeeded", or "failed" for a job that failed after the engine worked on it.
+    outcome: Mapped[str] = mapped_column(String(20), nullable=False,
+                                         server_default="succeeded")
+    naive_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    saving_exact_cache_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                            server_default="0")
+    saving_semantic_cache_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                               server_default="0")
+    saving_single_flight_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                              server_default="0")
+    saving_prefix_cache_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                             server_default="0")
+    saving_batching_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                         server_default="0")
+    # Zero until routing and cascades exist.
+    saving_routing_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                        server_default="0")
+    saving_output_limit_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                             server_default="0")
+    unexplained_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+
+
+class StoredPriceCard(Base):
+    """One version of a model's prices; a new version is stored when the configured prices
+    change, and every ledger row names the version it was priced with."""
+
+    __tablename__ = "price_cards"
+    __table_args__ = (UniqueConstraint("model", "version", name="uq_price_cards_model_version"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    engine_hour_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    list_input_usd_per_mtok: Mapped[Decimal | None] = mapped_column(Money)
+    list_cached_input_usd_per_mtok: Mapped[Decimal | None] = mapped_column(Money)
+    list_output_usd_per_mtok: Mapped[Decimal | None] = mapped_column(Money)
+    created_at: Mapped[datetime] = _now()
+
+
+class StoredCalibration(Base):
+    """One version of a model's engine speed as `penny calibrate` measured it, with the
+    machine and engine settings it was measured on and the probe's raw samples."""
+
+    __tablename__ = "calibrations"
+    __table_args__ = (UniqueConstraint("model", "version",
+                                       name="uq_calibrations_model_version"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    request_overhead_s: Mapped[float] = mapped_column(Float, nullable=False)
+    prefill_s_per_token: Mapped[float] = mapped_column(Float, nullable=False)
+    decode_s_per_token_bs1: Mapped[float] = mapped_column(Float, nullable=False)
+    decode_s_per_token_full: Mapped[float] = mapped_column(Float, nullable=False)
+    full_batch_jobs: Mapped[int] = mapped_column(Integer, nullable=False)
+    machine: Mapped[dict[str, Any]] = mapped_column(JsonDoc, nullable=False)
+    engine_settings: Mapped[dict[str, Any]] = mapped_column(JsonDoc, nullable=False)
+    samples: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc, nullable=False)
+    created_at: Mapped[datetime] = _now()
 
 
 class ResultCacheEntry(Base):

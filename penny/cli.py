@@ -123,6 +123,31 @@ def migrate() -> None:
 
 
 @app.command()
+def calibrate(
+    model: Annotated[str, typer.Argument(help="a chat model penny serves")],
+    verbose: bool = False,
+) -> None:
+    """Measure MODEL's engine speed on a short, fixed probe (some seconds on the real
+    engine) and store it as the model's next calibration: the ledger's counterfactual and
+    savings by mechanism are modelled from the latest one."""
+    settings = Settings()
+    _logging(settings, verbose, "calibrate")
+    from penny.calibration_cli import calibrate_command
+
+    calibrate_command(settings, model)
+
+
+@app.command()
+def calibrations(
+    model: Annotated[str | None, typer.Option(help="only this model's")] = None,
+) -> None:
+    """Every stored calibration, newest first, with the machine it was measured on."""
+    from penny.calibration_cli import calibrations_command
+
+    calibrations_command(Settings(), model)
+
+
+@app.command()
 def run(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     verbose: bool = False,

@@ -151,6 +151,18 @@ class Settings(BaseSettings):
     text-embedding-3-small ($0.02 per million input tokens), since a chat model's list
     prices would overstate the hosted alternative several times over."""
 
+    # The ledger's counterfactual.
+    ledger_baseline_model: str | None = None
+    """The model the naive counterfactual runs every job on (the largest tier you would
+    otherwise send everything to). It needs a calibration of its own; until it has one,
+    and when unset, each job's counterfactual uses the model that served it."""
+    calibration_batch_jobs: int = Field(default=64, ge=2, le=1024)
+    """How many requests `penny calibrate` sends together to measure decode speed at a
+    full batch."""
+    auto_calibrate: bool = True
+    """`penny run` calibrates a chat model once (a probe of some seconds) when it has no
+    calibration yet, so the ledger can show savings against the naive counterfactual."""
+
     # Engine (vLLM).
     engine_max_model_len: int = 2048
     """Context window in tokens: a longer prompt fails its job with

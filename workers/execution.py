@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cache.model_identity import cache_policy
 from coalescer.dispatch import Dispatcher
+from ledger.attribution import unmodelled
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
 from models.failover import Failover, fail_over
 from models.queue import (
@@ -36,6 +37,7 @@ from storage.port import ObjectStore
 from workers.batch_metrics import count_recorded_batch
 from workers.engine import Engine, Generation, GenerationRequest
 from workers.finalize import finalize_ready
+from workers.ledger_costing import LedgerCosting
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -131,6 +133,8 @@ def priced_outcomes(
             "engine_seconds": seconds,
             "cost_usd": cost.cost_usd,
             "list_cost_usd": cost.list_cost_usd,
+            # No saving claimed until the ledger costing models one (workers.ledger_costing).
+            **unmodelled(cost.cost_usd).columns(),
         }
         outcomes.append(JobOutcome(job, product.result, ledger, None))
     return outcomes
@@ -218,6 +222,7 @@ class BatchRunner:
         # Where the halves of a batch whose engine raised are sent; without one the
         # sweeper sends them at its next look.
         self.dispatcher = dispatcher
+        self.costing = LedgerCosting(settings, sessions)
 
     @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
@@ -247,10 +252,11 @@ class BatchRunner:
             self._fail_over(batch, f"{type(error).__name__}: {error}")
             return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
                             failed_over=True)
+        outcomes = self.costing.cost(batch, executed.outcomes)
         # The answers are made and paid for in engine time: wait out a database restart
         # rather than run them again after the lease.
         recorded = self._retrying(
-            lambda session: record_batch(session, batch, executed.outcomes,
+            lambda session: record_batch(session, batch, outcomes,
                                          executed.engine_seconds, self.cache),
             f"recording batch {batch_id}")
         if not recorded:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ledger.attribution import MECHANISMS
 from ledger.report import (
     LEDGER_COLUMNS,
     JobRecord,
@@ -28,6 +29,8 @@ def record(job_id: str, line: int, **changes: Any) -> JobRecord:
         "output_tokens": 20, "engine_seconds": 0.5, "cost_usd": Decimal("0.0000138889"),
         "list_cost_usd": Decimal("0.0000240000"), "billed": True,
     }
+    # Unless a test says otherwise: no saving modelled, so the naive cost is the cost.
+    fields["naive_cost_usd"] = changes.get("cost_usd", fields["cost_usd"])
     fields.update(changes)
     return JobRecord(**fields)
 
@@ -100,11 +103,19 @@ def test_ledger_json_lists_only_billed_jobs() -> None:
 def test_ledger_json_totals() -> None:
     summary = json.loads(ledger_json("sub-1", RECORDS))["totals"]
     assert summary == {
+        "naive_cost_usd": "0.0000486111", "saved_vs_naive_usd": "0.0000000000",
+        "saved_vs_naive_fraction": 0.0,
+        "savings_by_mechanism_usd": {m: "0" for m in MECHANISMS}, "unexplained_usd": "0",
         "jobs": 4, "succeeded": 2, "failed": 2, "input_tokens": 400, "cached_tokens": 40,
         "output_tokens": 70, "engine_seconds": 1.75, "cost_usd": "0.0000486111",
         "list_cost_usd": "0.0000990000", "single_flight_saved_usd": "0",
         "single_flight_jobs": 0, "cache_saved_usd": "0", "exact_cache_jobs": 0,
+        "unmodelled_jobs": 2,
     }
+
+
+# Seven mechanisms and the unexplained part at 0; no baseline, card or calibration named.
+NOTHING_SAVED = ["0"] * 8 + ["", "", ""]
 
 
 def test_ledger_csv_header_and_rows() -> None:
@@ -112,9 +123,9 @@ def test_ledger_csv_header_and_rows() -> None:
     assert tuple(rows[0]) == LEDGER_COLUMNS
     assert rows[1:] == [
         ["j1", "1", "c-j1", "tiny", "succeeded", "100", "40", "20", "0.5", "0.0000138889",
-         "0.0000240000", "engine", "0", "0", ""],
+         "0.0000240000", "engine", "0", "0", "", "0.0000138889", *NOTHING_SAVED],
         ["j2", "2", "", "tiny", "succeeded", "300", "0", "50", "1.25", "0.0000347222",
-         "0.0000750000", "engine", "0", "0", ""],
+         "0.0000750000", "engine", "0", "0", "", "0.0000347222", *NOTHING_SAVED],
     ]
 
 
