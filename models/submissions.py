@@ -34,6 +34,10 @@ class NewJob:
     # Measured from when the job is queued; None: no deadline.
     complete_within: timedelta | None = None
     cache_mode: str = CacheMode.ON
+    # How `auto` or `cascade` chose `model` (see intake.routing); None: named by the client.
+    route: dict[str, Any] | None = None
+    # False: never answered from another job's run (a cascade job judges its own answer).
+    single_flight: bool = True
 
 
 @dataclass(frozen=True)
@@ -162,8 +166,8 @@ def insert_jobs(
     now = datetime.now(UTC)  # SQL now() cannot ride along in an executemany
     if not jobs:  # a batch that failed validation, or is still validating, has no jobs
         return InsertedJobs(job_ids, frozenset())
-    flight_keys = [None if job.error else single_flight_key(str(tenant_id), job.model,
-                                                            job.request)
+    flight_keys = [None if job.error or not job.single_flight
+                   else single_flight_key(str(tenant_id), job.model, job.request)
                    for job in jobs]
     hits: dict[uuid.UUID, CachedAnswer] = {}
     if cached is not None:
@@ -190,6 +194,7 @@ def insert_jobs(
                 "deadline_at": now + job.complete_within if job.complete_within else None,
                 "single_flight_key": flight_key,
                 "cache_mode": job.cache_mode,
+                "route": job.route,
             }
             for job_id, job, flight_key in zip(job_ids, jobs, flight_keys, strict=True)
         ],

@@ -187,6 +187,7 @@ class Job(Base):
         # Per-tenant limits: queued jobs, and the budget's reservation for unfinished ones.
         Index("ix_jobs_tenant_unfinished", "tenant_id", "status",
               postgresql_where=text("status IN ('queued', 'batched', 'running')")),
+        Index("ix_jobs_cascade_of", "cascade_of", postgresql_where=text("cascade_of IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -213,6 +214,13 @@ class Job(Base):
     leader_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id"))
     # The job's use of the exact result cache: "on", "off" or "refresh" (cache.keys).
     cache_mode: Mapped[str] = mapped_column(String(10), nullable=False, server_default="on")
+    # How `model: "auto"` or `"cascade"` chose the tier: {"mode", "tier", "reason", ...}
+    # (routing.router); None for a job that named its model.
+    route: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    # Set on a cascade attempt that escalated: this row holds the lower tier's answer and
+    # bill, and `cascade_of` is the job that went on to the next tier.
+    cascade_of: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", name="fk_jobs_cascade_of"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -293,6 +301,9 @@ class LedgerEntry(Base):
     single_flight_saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                              server_default="0")
     cache_saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    # How the job's tier was chosen ("auto: easy: lookup question", "cascade: kept", ...);
+    # None for a job that named its model.
+    route: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = _now()
 
 

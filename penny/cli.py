@@ -41,13 +41,17 @@ def _logging(settings: Settings, verbose: bool, role: str, **fields: str) -> Non
 
 
 @models_app.command("prepare")
-def models_prepare(force: bool = False) -> None:
-    """Build the offline default model (SmolLM2-135M-Instruct) into the models directory."""
-    from workers.model_prep import prepare_offline_model
+def models_prepare(force: bool = False, pruned: bool = False) -> None:
+    """Build the offline default model (SmolLM2-135M-Instruct) into the models directory;
+    with --pruned, also its copy with 4 of 30 layers removed (a cheaper, worse tier)."""
+    from workers.model_prep import prepare_offline_model, prepare_pruned_model
 
     settings = Settings()
     path = prepare_offline_model(settings.resolved_models_dir, force=force)
     typer.echo(f"offline model ready: {path}")
+    if pruned:
+        path = prepare_pruned_model(settings.resolved_models_dir, force=force)
+        typer.echo(f"pruned offline model ready: {path}")
 
 
 @models_app.command("list")
@@ -56,7 +60,10 @@ def models_list() -> None:
     settings = Settings()
     for name, source in settings.models.items():
         marker = " (default)" if name == settings.default_model else ""
-        typer.echo(f"{name}{marker}\t{source}")
+        if name in settings.tiers:
+            marker += f" (tier {settings.tiers.index(name) + 1} of {len(settings.tiers)})"
+        label = settings.model_descriptions.get(name)
+        typer.echo(f"{name}{marker}\t{source}" + (f"\t{label}" if label else ""))
     for name, embedding in settings.embedding_models.items():
         marker = " (default embeddings)" if name == settings.default_embedding_model else ""
         typer.echo(f"{name}{marker}\t{embedding.source}\t{embedding.dimensions} dimensions")

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from routing.features import RequestFeatures
 
@@ -85,3 +86,11 @@ def route(features: RequestFeatures, tiers: Sequence[str]) -> RouteDecision:
     return RouteDecision(
         model=tiers[index], tier=index,
         reason=f"{assessment.difficulty.name.lower()}: {assessment.reason}")
+
+
+def route_label(route: dict[str, Any] | None) -> str | None:
+    """A job route's short form, as its ledger row carries it: "auto: easy: lookup
+    question", "cascade: kept on the first tier", ... None for a job that named its model."""
+    if route is None:
+        return None
+    return f"{route['mode']}: {route['reason']}"[:200]

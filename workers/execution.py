@@ -22,6 +22,7 @@ from ledger.pricing import TokenUsage, price_job, share_engine_seconds
 from models.queue import ClaimedBatch, JobOutcome, claim_batch, record_batch, renew_lease
 from observability.logs import logs_about_batch
 from penny.settings import Settings
+from routing.router import route_label
 from storage.port import ObjectStore
 from workers.batch_metrics import count_recorded_batch
 from workers.engine import Engine, Generation, GenerationRequest
@@ -118,6 +119,7 @@ def priced_outcomes(
             "engine_seconds": seconds,
             "cost_usd": cost.cost_usd,
             "list_cost_usd": cost.list_cost_usd,
+            "route": route_label(job.route),
         }
         outcomes.append(JobOutcome(job, product.result, ledger, None))
     return outcomes
