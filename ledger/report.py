@@ -40,18 +40,25 @@ class JobRecord:
     single_flight_saved_usd: Decimal = Decimal(0)  # what penny did not spend thanks to that
     cache_saved_usd: Decimal = Decimal(0)  # what producing a cached answer cost
     source_job_id: str | None = None
+    # How auto or cascade chose the tier ("cascade: escalated ..." on a cascade attempt,
+    # whose status is "escalated": billed here, answered on a later line's model).
+    route: str | None = None
 
+
+ESCALATED = "escalated"
 
 LEDGER_COLUMNS = (
     "job_id", "line", "custom_id", "model", "status", "input_tokens", "cached_tokens",
     "output_tokens", "engine_seconds", "cost_usd", "list_cost_usd", "served_by",
-    "single_flight_saved_usd", "cache_saved_usd", "source_job_id",
+    "single_flight_saved_usd", "cache_saved_usd", "source_job_id", "route",
 )
 
 
 def results_jsonl(records: Sequence[JobRecord]) -> bytes:
     lines = []
     for r in records:
+        if r.status == ESCALATED:  # its job has a line of its own: the answer it ended with
+            continue
         line: dict[str, Any] = {
             "job_id": r.job_id, "line": r.line, "custom_id": r.custom_id, "model": r.model,
             "status": r.status, "metadata": r.tags,
@@ -87,6 +94,7 @@ class LedgerTotals:
     single_flight_jobs: int = 0
     cache_saved_usd: Decimal = Decimal(0)
     exact_cache_jobs: int = 0
+    escalated_attempts: int = 0  # cascade answers paid for and passed to the next tier
 
     @property
     def cached_share(self) -> float:
@@ -95,10 +103,11 @@ class LedgerTotals:
 
 def totals(records: Sequence[JobRecord]) -> LedgerTotals:
     billed = [r for r in records if r.billed]
+    jobs = [r for r in records if r.status != ESCALATED]
     return LedgerTotals(
-        jobs=len(records),
-        succeeded=sum(1 for r in records if r.status == "succeeded"),
-        failed=sum(1 for r in records if r.status != "succeeded"),
+        jobs=len(jobs),
+        succeeded=sum(1 for r in jobs if r.status == "succeeded"),
+        failed=sum(1 for r in jobs if r.status != "succeeded"),
         input_tokens=sum(r.input_tokens for r in billed),
         cached_tokens=sum(r.cached_tokens for r in billed),
         output_tokens=sum(r.output_tokens for r in billed),
@@ -109,6 +118,7 @@ def totals(records: Sequence[JobRecord]) -> LedgerTotals:
         single_flight_jobs=sum(1 for r in billed if r.served_by == SERVED_BY_SINGLE_FLIGHT),
         cache_saved_usd=sum((r.cache_saved_usd for r in billed), Decimal(0)),
         exact_cache_jobs=sum(1 for r in billed if r.served_by == SERVED_BY_EXACT_CACHE),
+        escalated_attempts=len(records) - len(jobs),
     )
 
 

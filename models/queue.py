@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from cache.keys import CachePolicy
 from coalescer.planning import PlannedBatch, QueuedJob
+from models.cascade import EscalatedAttempt, Escalation, record_escalations
 from models.result_cache import fill_result_cache
 from models.single_flight import answer_followers
 from models.status import BatchStatus, JobStatus
@@ -207,6 +208,8 @@ class JobOutcome:
     result: dict[str, Any] | None
     ledger: dict[str, Any] | None
     error: dict[str, Any] | None
+    # A cascade answer not confident enough: billed as an attempt, the job goes on.
+    escalation: Escalation | None = None
 
 
 def record_batch(
@@ -226,7 +229,11 @@ def record_batch(
     if held is None:
         session.rollback()
         return False
-    succeeded = [o for o in outcomes if o.result is not None]
+    escalated = [EscalatedAttempt(o.job.id, o.result, o.ledger, o.escalation)
+                 for o in outcomes if o.escalation is not None
+                 and o.result is not None and o.ledger is not None]
+    record_escalations(session, batch.id, batch.model, escalated)
+    succeeded = [o for o in outcomes if o.result is not None and o.escalation is None]
     if succeeded:
         session.execute(insert(Result), [{**o.result, "job_id": o.job.id, "batch_id": batch.id}
                                          for o in succeeded if o.result is not None])

@@ -107,7 +107,8 @@ def forget_expired_idempotency_keys(session: Session, before: datetime, limit: i
 
 def job_ids_of(session: Session, submission_id: uuid.UUID) -> list[uuid.UUID]:
     rows = session.execute(
-        select(Job.id).where(Job.submission_id == submission_id).order_by(Job.line_no)
+        select(Job.id).where(Job.submission_id == submission_id, Job.cascade_of.is_(None))
+        .order_by(Job.line_no)
     )
     return list(rows.scalars())
 
@@ -241,7 +242,7 @@ def get_submission(
 def status_counts(session: Session, submission_id: uuid.UUID) -> dict[str, int]:
     rows = session.execute(
         select(Job.status, func.count())
-        .where(Job.submission_id == submission_id)
+        .where(Job.submission_id == submission_id, Job.cascade_of.is_(None))
         .group_by(Job.status)
     )
     return {status: count for status, count in rows}

@@ -25,6 +25,7 @@ from penny.settings import Settings
 from routing.router import route_label
 from storage.port import ObjectStore
 from workers.batch_metrics import count_recorded_batch
+from workers.cascade import judge_cascade
 from workers.engine import Engine, Generation, GenerationRequest
 from workers.finalize import finalize_ready
 
@@ -169,9 +170,10 @@ class GenerationExecutor:
             for job in batch.jobs
         ]
         generated = self.engine.generate(requests)
+        outcomes = outcomes_for(batch, generated.generations, generated.engine_seconds,
+                                self.settings)
         return ExecutedBatch(
-            outcomes_for(batch, generated.generations, generated.engine_seconds,
-                         self.settings),
+            judge_cascade(batch.model, outcomes, generated.generations, self.settings),
             generated.engine_seconds)
 
 

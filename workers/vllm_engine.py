@@ -168,10 +168,11 @@ def _to_generation(request: GenerationRequest, output: Any) -> Generation:
                           error_message="the engine could not finish this request "
                                         "(for a constrained answer: its grammar failed "
                                         "to compile)")
-    mean_logprob = None
+    mean_logprob = min_logprob = None
     if (request.sampling.logprobs and completion.cumulative_logprob is not None
             and token_count):
         mean_logprob = float(completion.cumulative_logprob) / token_count
+        min_logprob = _min_logprob(completion)
     return Generation(
         key=request.key,
         text=completion.text,
@@ -180,4 +181,14 @@ def _to_generation(request: GenerationRequest, output: Any) -> Generation:
         cached_tokens=int(output.num_cached_tokens or 0),
         output_tokens=token_count,
         mean_logprob=mean_logprob,
+        min_logprob=min_logprob,
     )
+
+
+def _min_logprob(completion: Any) -> float | None:
+    # With logprobs=0 each position holds the sampled token's logprob only.
+    positions = completion.logprobs or []
+    values = [float(position[token].logprob)
+              for token, position in zip(completion.token_ids, positions, strict=False)
+              if position and token in position]
+    return min(values) if values else None
