@@ -103,6 +103,39 @@ def cache_purge(
     if (tenant is None) == (not all_tenants):
         raise typer.BadParameter("give --tenant NAME or --all")
     purge_command(Settings(), tenant)
+@app.command("calibrate-cascade")
+def calibrate_cascade(
+    labelled: Annotated[Path, typer.Argument(help="JSON lines: mean_logprob, finish_reason, "
+                                                  "small_correct, large_correct[, "
+                                                  "small_cost_usd, large_cost_usd]")],
+    target: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                          help="the accuracy to reach (a fraction)")] = 0.9,
+    small_cost: Annotated[float | None, typer.Option(
+        help="the small tier's cost per item; default: the lines' mean")] = None,
+    large_cost: Annotated[float | None, typer.Option(
+        help="the large tier's cost per item; default: the lines' mean")] = None,
+) -> None:
+    """Pick the cascade's mean-logprob threshold from a labelled set: the cheapest that
+    reaches --target accuracy (or, if none does, the most accurate)."""
+    from routing.calibration import calibrate, parse_labelled
+
+    try:
+        labelled_set = parse_labelled(labelled.read_text())
+    except (OSError, ValueError) as error:
+        raise typer.BadParameter(f"{labelled}: {error}") from None
+    small = small_cost if small_cost is not None else labelled_set.small_cost
+    large = large_cost if large_cost is not None else labelled_set.large_cost
+    if small is None or large is None or large <= 0:
+        raise typer.BadParameter("give --small-cost and --large-cost: the lines carry no "
+                                 "costs (or a large cost of 0)")
+    best = calibrate(labelled_set.outcomes, target, small_cost=small, large_cost=large)
+    reached = "reaches" if best.accuracy >= target else "does NOT reach"
+    typer.echo(f"{len(labelled_set.outcomes)} labelled items; the best threshold {reached} "
+               f"{target:.1%}: accuracy {best.accuracy:.1%}, escalation rate "
+               f"{best.escalation_rate:.1%}, cost {best.relative_cost:.2f}x large-only")
+    typer.echo(f"PENNY_CASCADE_MIN_MEAN_LOGPROB={best.policy.min_mean_logprob:.4f}")
+
+
 @app.command("config-reference")
 def config_reference(
     output: Annotated[Path | None, typer.Option(

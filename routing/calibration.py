@@ -9,6 +9,7 @@ cost. Sweeping t over the observed confidences covers every distinct outcome.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,3 +64,43 @@ def calibrate(outcomes: Sequence[LabelledOutcome], target_accuracy: float, *,
     if reaching:
         return min(reaching, key=lambda e: (e.relative_cost, -e.accuracy))
     return max(estimates, key=lambda e: (e.accuracy, -e.relative_cost))
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    outcomes: list[LabelledOutcome]
+    # Mean cost per item of each tier, when the lines carry them (`*_cost_usd`).
+    small_cost: float | None
+    large_cost: float | None
+
+
+def parse_labelled(text: str) -> LabelledSet:
+    """JSON lines of `{"mean_logprob", "finish_reason", "small_correct", "large_correct"}`,
+    optionally with `min_logprob`, `small_cost_usd` and `large_cost_usd` (what
+    `bench/tier_eval.py` writes). A bad line raises ValueError naming it (1-based)."""
+    outcomes: list[LabelledOutcome] = []
+    costs: dict[str, list[float]] = {"small": [], "large": []}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+            mean = line["mean_logprob"]
+            outcomes.append(LabelledOutcome(
+                Confidence(None if mean is None else float(mean),
+                           None if line.get("min_logprob") is None
+                           else float(line["min_logprob"]),
+                           str(line.get("finish_reason") or "stop")),
+                bool(line["small_correct"]), bool(line["large_correct"])))
+            for tier, values in costs.items():
+                if line.get(f"{tier}_cost_usd") is not None:
+                    values.append(float(line[f"{tier}_cost_usd"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"line {number}: {type(error).__name__}: {error}") from None
+    if not outcomes:
+        raise ValueError("no labelled outcomes")
+
+    def mean_of(values: list[float]) -> float | None:
+        return sum(values) / len(values) if len(values) == len(outcomes) else None
+
+    return LabelledSet(outcomes, mean_of(costs["small"]), mean_of(costs["large"]))

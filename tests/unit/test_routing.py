@@ -153,3 +153,18 @@ def test_catalog_lists_tiers_labels_and_routed_names() -> None:
 def test_catalog_without_tiers_has_no_routed_names() -> None:
     names = [e.id for e in build_catalog(["m"], [], [], {}, {})]
     assert names == ["m"]
+
+
+def test_parse_labelled_reads_costs_and_names_a_bad_line() -> None:
+    from routing.calibration import parse_labelled
+
+    good = ('{"mean_logprob": -0.2, "finish_reason": "stop", "small_correct": true, '
+            '"large_correct": true, "small_cost_usd": "1", "large_cost_usd": "3"}\n\n'
+            '{"mean_logprob": null, "small_correct": false, "large_correct": true, '
+            '"small_cost_usd": "3", "large_cost_usd": "5"}\n')
+    parsed = parse_labelled(good)
+    assert len(parsed.outcomes) == 2
+    assert (parsed.small_cost, parsed.large_cost) == (2.0, 4.0)
+    assert parsed.outcomes[1].confidence == Confidence(None, None, "stop")
+    with pytest.raises(ValueError, match="line 2: KeyError"):
+        parse_labelled(good.splitlines()[0] + '\n{"mean_logprob": -1}\n')
