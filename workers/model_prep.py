@@ -92,8 +92,8 @@ PRUNED_MODEL_DIRNAME = "SmolLM2-135M-Instruct-pruned26"
 
 
 def prepare_pruned_model(models_dir: Path, *, force: bool = False) -> Path:
-    """The offline model with `PRUNED_LAYERS` removed (26 of 30 layers left): about 13%
-    less compute per token and measurably worse answers. It is a stand-in for a smaller
+    """The offline model with `PRUNED_LAYERS` removed (26 of 30 layers left): about 10%
+    fewer weights (the embeddings stay) and measurably worse answers. It is a stand-in for a smaller
     model, built because only one real instruct model is at hand offline."""
     target = models_dir / PRUNED_MODEL_DIRNAME
     if is_prepared(target) and not force:
