@@ -65,12 +65,14 @@ class Cost(BaseModel):
     source_job_id: str | None
     single_flight_saved_usd: str
     cache_saved_usd: str  # what producing a cached answer cost, not spent again
+    route: str | None = None  # how auto or cascade chose the tier billed here
 
 
 class JobResultBody(BaseModel):
     text: str
     finish_reason: str
     mean_logprob: float | None
+    model: str | None = None  # the tier that produced this answer
 
 
 class JobOut(BaseModel):
@@ -88,6 +90,8 @@ class JobOut(BaseModel):
     usage: Usage | None
     cost: Cost | None
     error: dict[str, Any] | None
+    # For `model: "auto"` or `"cascade"`: the tier chosen, why, and a cascade's attempts.
+    route: dict[str, Any] | None = None
 
     @classmethod
     def from_view(cls, view: JobView) -> JobOut:
@@ -103,7 +107,8 @@ class JobOut(BaseModel):
             created_at=job.created_at,
             finished_at=job.finished_at,
             result=JobResultBody(text=result.text, finish_reason=result.finish_reason,
-                                 mean_logprob=result.mean_logprob) if result else None,
+                                 mean_logprob=result.mean_logprob,
+                                 model=job.model) if result else None,
             usage=Usage(prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens,
                         completion_tokens=result.output_tokens) if result else None,
             cost=Cost(usd=str(ledger.cost_usd), naive_usd=f"{ledger.naive_cost_usd:f}",
@@ -114,9 +119,10 @@ class JobOut(BaseModel):
                       engine_seconds=ledger.engine_seconds, served_by=ledger.served_by,
                       source_job_id=str(ledger.source_job_id) if ledger.source_job_id else None,
                       single_flight_saved_usd=str(ledger.single_flight_saved_usd),
-                      cache_saved_usd=str(ledger.cache_saved_usd))
+                      cache_saved_usd=str(ledger.cache_saved_usd), route=ledger.route)
             if ledger else None,
             error=job.error,
+            route=job.route,
         )
 
 

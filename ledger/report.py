@@ -51,6 +51,9 @@ class JobRecord:
     baseline_model: str | None = None
     price_card_id: int | None = None
     calibration_id: int | None = None
+    # How auto or cascade chose the tier ("cascade: escalated ..." on a cascade attempt,
+    # whose status is "escalated": billed here, answered on a later line's model).
+    route: str | None = None
 
     def column(self, name: str) -> Any:
         if name in _SAVING_BY_COLUMN:
@@ -65,19 +68,23 @@ class JobRecord:
 
 _SAVING_BY_COLUMN = {saving_column(m): m for m in MECHANISMS}
 
+ESCALATED = "escalated"
+
 # The counterfactual columns come last, so the earlier columns keep their positions.
 LEDGER_COLUMNS = (
     "job_id", "line", "custom_id", "model", "status", "input_tokens", "cached_tokens",
     "output_tokens", "engine_seconds", "cost_usd", "list_cost_usd", "served_by",
     "single_flight_saved_usd", "cache_saved_usd", "source_job_id",
     "naive_cost_usd", *SAVING_COLUMNS, "unexplained_usd", "baseline_model", "price_card_id",
-    "calibration_id",
+    "calibration_id", "route",
 )
 
 
 def results_jsonl(records: Sequence[JobRecord]) -> bytes:
     lines = []
     for r in records:
+        if r.status == ESCALATED:  # its job has a line of its own: the answer it ended with
+            continue
         line: dict[str, Any] = {
             "job_id": r.job_id, "line": r.line, "custom_id": r.custom_id, "model": r.model,
             "status": r.status, "metadata": r.tags,
@@ -116,6 +123,7 @@ class LedgerTotals:
     savings: SavingsTotals = field(default_factory=SavingsTotals)
     # Jobs the engine ran while their model had no calibration: no saving is claimed.
     unmodelled_jobs: int = 0
+    escalated_attempts: int = 0  # cascade answers paid for and passed to the next tier
 
     @property
     def cached_share(self) -> float:
@@ -124,10 +132,11 @@ class LedgerTotals:
 
 def totals(records: Sequence[JobRecord]) -> LedgerTotals:
     billed = [r for r in records if r.billed]
+    jobs = [r for r in records if r.status != ESCALATED]
     return LedgerTotals(
-        jobs=len(records),
-        succeeded=sum(1 for r in records if r.status == "succeeded"),
-        failed=sum(1 for r in records if r.status != "succeeded"),
+        jobs=len(jobs),
+        succeeded=sum(1 for r in jobs if r.status == "succeeded"),
+        failed=sum(1 for r in jobs if r.status != "succeeded"),
         input_tokens=sum(r.input_tokens for r in billed),
         cached_tokens=sum(r.cached_tokens for r in billed),
         output_tokens=sum(r.output_tokens for r in billed),
@@ -141,6 +150,7 @@ def totals(records: Sequence[JobRecord]) -> LedgerTotals:
         savings=SavingsTotals.of_rows(r.cost_columns() for r in billed),
         unmodelled_jobs=sum(1 for r in billed
                             if r.served_by == SERVED_BY_ENGINE and r.calibration_id is None),
+        escalated_attempts=len(records) - len(jobs),
     )
 
 

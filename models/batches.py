@@ -102,7 +102,7 @@ def progress_of(session: Session, batch_ids: Sequence[uuid.UUID]) -> dict[uuid.U
     models: dict[uuid.UUID, set[str]] = {b: set() for b in batch_ids}
     for submission_id, status, model, n in session.execute(
         select(Job.submission_id, Job.status, Job.model, func.count())
-        .where(Job.submission_id.in_(batch_ids))
+        .where(Job.submission_id.in_(batch_ids), Job.cascade_of.is_(None))
         .group_by(Job.submission_id, Job.status, Job.model)
     ):
         counts[submission_id][status] = counts[submission_id].get(status, 0) + int(n)

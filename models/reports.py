@@ -46,16 +46,21 @@ def take_finished_submissions(
 
 
 def submission_rows(
-    session: Session, submission_id: uuid.UUID
+    session: Session, submission_id: uuid.UUID, *, cascade_attempts: bool = False
 ) -> list[tuple[Job, Result | None, LedgerEntry | None]]:
-    """Every job of a submission in line order, with its result and ledger row if any."""
-    rows = session.execute(
+    """Every job of a submission in line order, with its result and ledger row if any;
+    with `cascade_attempts`, also the escalated attempts (billed, answered elsewhere),
+    each just before the job it escalated."""
+    query = (
         select(Job, Result, LedgerEntry)
         .outerjoin(Result, Result.job_id == Job.id)
         .outerjoin(LedgerEntry, LedgerEntry.job_id == Job.id)
         .where(Job.submission_id == submission_id)
-        .order_by(Job.line_no)
+        .order_by(Job.line_no, Job.cascade_of.is_(None), Job.created_at)
     )
+    if not cascade_attempts:
+        query = query.where(Job.cascade_of.is_(None))
+    rows = session.execute(query)
     return [(job, result, ledger) for job, result, ledger in rows]
 
 
@@ -73,7 +78,7 @@ def counterfactual_of(ledger: LedgerEntry) -> dict[str, Any]:
 
 def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
     records = []
-    for job, result, ledger in submission_rows(session, submission_id):
+    for job, result, ledger in submission_rows(session, submission_id, cascade_attempts=True):
         records.append(
             JobRecord(
                 job_id=str(job.id),
@@ -99,6 +104,7 @@ def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
                 else None,
                 input_row=job.input_row,
                 **(counterfactual_of(ledger) if ledger else {}),
+                route=ledger.route if ledger else None,
             )
         )
     return records

@@ -36,6 +36,10 @@ class NewJob:
     complete_within: timedelta | None = None
     cache_mode: str = CacheMode.ON
     input_row: list[str] | None = None  # the CSV row it came from
+    # How `auto` or `cascade` chose `model` (see intake.routing); None: named by the client.
+    route: dict[str, Any] | None = None
+    # False: never answered from another job's run (a cascade job judges its own answer).
+    single_flight: bool = True
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,8 @@ def forget_expired_idempotency_keys(session: Session, before: datetime, limit: i
 
 def job_ids_of(session: Session, submission_id: uuid.UUID) -> list[uuid.UUID]:
     rows = session.execute(
-        select(Job.id).where(Job.submission_id == submission_id).order_by(Job.line_no)
+        select(Job.id).where(Job.submission_id == submission_id, Job.cascade_of.is_(None))
+        .order_by(Job.line_no)
     )
     return list(rows.scalars())
 
@@ -229,8 +234,10 @@ def _copy_jobs(session: Session,
          None if job.error is None else json_text(job.error),
          now if job.error or job_id in hits else None,
          now + job.complete_within if job.complete_within else None,
-         None if job.error else single_flight_key(str(tenant_id), job.model, job.request),
-         job.cache_mode, None if job.input_row is None else json_text(job.input_row))
+         None if job.error or not job.single_flight
+         else single_flight_key(str(tenant_id), job.model, job.request),
+         job.cache_mode, None if job.input_row is None else json_text(job.input_row),
+         None if job.route is None else json_text(job.route))
         for job_id, submission_id, tenant_id, job in rows
     ))
 
@@ -238,7 +245,7 @@ def _copy_jobs(session: Session,
 _JOB_COLUMNS = (Job.__tablename__, (
     "id", "submission_id", "tenant_id", "line_no", "custom_id", "model", "request", "tags",
     "priority", "estimated_tokens", "status", "error", "finished_at", "deadline_at",
-    "single_flight_key", "cache_mode", "input_row"))
+    "single_flight_key", "cache_mode", "input_row", "route"))
 
 
 def _initial_status(job: NewJob, from_cache: bool) -> JobStatus:
@@ -279,7 +286,7 @@ def get_submission(
 def status_counts(session: Session, submission_id: uuid.UUID) -> dict[str, int]:
     rows = session.execute(
         select(Job.status, func.count())
-        .where(Job.submission_id == submission_id)
+        .where(Job.submission_id == submission_id, Job.cascade_of.is_(None))
         .group_by(Job.status)
     )
     return {status: count for status, count in rows}

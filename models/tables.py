@@ -189,6 +189,7 @@ class Job(Base):
         # Per-tenant limits: queued jobs, and the budget's reservation for unfinished ones.
         Index("ix_jobs_tenant_unfinished", "tenant_id", "status",
               postgresql_where=text("status IN ('queued', 'batched', 'running')")),
+        Index("ix_jobs_cascade_of", "cascade_of", postgresql_where=text("cascade_of IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -217,6 +218,13 @@ class Job(Base):
     cache_mode: Mapped[str] = mapped_column(String(10), nullable=False, server_default="on")
     # The CSV row the job came from, cell by cell (a CSV upload's jobs only).
     input_row: Mapped[list[str] | None] = mapped_column(JsonDoc)
+    # How `model: "auto"` or `"cascade"` chose the tier: {"mode", "tier", "reason", ...}
+    # (routing.router); None for a job that named its model.
+    route: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    # Set on a cascade attempt that escalated: this row holds the lower tier's answer and
+    # bill, and `cascade_of` is the job that went on to the next tier.
+    cascade_of: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", name="fk_jobs_cascade_of"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -297,6 +305,9 @@ class LedgerEntry(Base):
     single_flight_saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                              server_default="0")
     cache_saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    # How the job's tier was chosen ("auto: easy: lookup question", "cascade: kept", ...);
+    # None for a job that named its model.
+    route: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = _now()
     # The counterfactual (ledger.attribution): what the job would have cost the naive way
     # on `baseline_model`, priced with the card and calibration versions named here (null

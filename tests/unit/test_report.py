@@ -111,6 +111,7 @@ def test_ledger_json_totals() -> None:
         "list_cost_usd": "0.0000990000", "single_flight_saved_usd": "0",
         "single_flight_jobs": 0, "cache_saved_usd": "0", "exact_cache_jobs": 0,
         "unmodelled_jobs": 2,
+        "escalated_attempts": 0,
     }
 
 
@@ -123,9 +124,9 @@ def test_ledger_csv_header_and_rows() -> None:
     assert tuple(rows[0]) == LEDGER_COLUMNS
     assert rows[1:] == [
         ["j1", "1", "c-j1", "tiny", "succeeded", "100", "40", "20", "0.5", "0.0000138889",
-         "0.0000240000", "engine", "0", "0", "", "0.0000138889", *NOTHING_SAVED],
+         "0.0000240000", "engine", "0", "0", "", "0.0000138889", *NOTHING_SAVED, ""],
         ["j2", "2", "", "tiny", "succeeded", "300", "0", "50", "1.25", "0.0000347222",
-         "0.0000750000", "engine", "0", "0", "", "0.0000347222", *NOTHING_SAVED],
+         "0.0000750000", "engine", "0", "0", "", "0.0000347222", *NOTHING_SAVED, ""],
     ]
 
 
