@@ -85,6 +85,7 @@ def copied_answer_ledger(leader: Mapping[str, Any], leader_id: uuid.UUID) -> dic
 
 
 SERVED_BY_EXACT_CACHE = "exact_cache"
+SERVED_BY_SEMANTIC_CACHE = "semantic_cache"
 
 
 def cache_hit_ledger(
@@ -108,4 +109,24 @@ def cache_hit_ledger(
         "cache_saved_usd": source_cost_usd,
         "served_by": SERVED_BY_EXACT_CACHE,
         "source_job_id": source_job_id,
+    }
+
+
+def semantic_hit_ledger(
+    *, model: str, prompt_tokens: int, cached_tokens: int, output_tokens: int,
+    source_cost_usd: Decimal, source_list_cost_usd: Decimal, source_job_id: uuid.UUID,
+    entry_id: uuid.UUID, similarity: float,
+) -> dict[str, Any]:
+    """The ledger row of a job answered from the semantic cache: as an exact-cache hit
+    (costs 0, saves what producing the answer cost), plus the entry that served it and the
+    similarity it was served at."""
+    return {
+        **cache_hit_ledger(model=model, prompt_tokens=prompt_tokens,
+                           cached_tokens=cached_tokens, output_tokens=output_tokens,
+                           source_cost_usd=source_cost_usd,
+                           source_list_cost_usd=source_list_cost_usd,
+                           source_job_id=source_job_id),
+        "served_by": SERVED_BY_SEMANTIC_CACHE,
+        "cache_entry_id": entry_id,
+        "cache_similarity": similarity,
     }

@@ -10,7 +10,11 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
-from ledger.pricing import SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
+from ledger.pricing import (
+    SERVED_BY_EXACT_CACHE,
+    SERVED_BY_SEMANTIC_CACHE,
+    SERVED_BY_SINGLE_FLIGHT,
+)
 
 
 @dataclass(frozen=True)
@@ -40,12 +44,17 @@ class JobRecord:
     single_flight_saved_usd: Decimal = Decimal(0)  # what penny did not spend thanks to that
     cache_saved_usd: Decimal = Decimal(0)  # what producing a cached answer cost
     source_job_id: str | None = None
+    # "semantic_cache": the entry whose answer (to a close question) served it, and the
+    # similarity it was served at.
+    cache_entry_id: str | None = None
+    cache_similarity: float | None = None
 
 
 LEDGER_COLUMNS = (
     "job_id", "line", "custom_id", "model", "status", "input_tokens", "cached_tokens",
     "output_tokens", "engine_seconds", "cost_usd", "list_cost_usd", "served_by",
-    "single_flight_saved_usd", "cache_saved_usd", "source_job_id",
+    "single_flight_saved_usd", "cache_saved_usd", "source_job_id", "cache_entry_id",
+    "cache_similarity",
 )
 
 
@@ -64,6 +73,9 @@ def results_jsonl(records: Sequence[JobRecord]) -> bytes:
             }
             line["served_by"] = r.served_by
             line["source_job_id"] = r.source_job_id
+            if r.cache_entry_id is not None:
+                line["cache_entry_id"] = r.cache_entry_id
+                line["cache_similarity"] = r.cache_similarity
             line["error"] = None
         else:
             line["response"] = None
@@ -87,6 +99,7 @@ class LedgerTotals:
     single_flight_jobs: int = 0
     cache_saved_usd: Decimal = Decimal(0)
     exact_cache_jobs: int = 0
+    semantic_cache_jobs: int = 0
 
     @property
     def cached_share(self) -> float:
@@ -109,6 +122,7 @@ def totals(records: Sequence[JobRecord]) -> LedgerTotals:
         single_flight_jobs=sum(1 for r in billed if r.served_by == SERVED_BY_SINGLE_FLIGHT),
         cache_saved_usd=sum((r.cache_saved_usd for r in billed), Decimal(0)),
         exact_cache_jobs=sum(1 for r in billed if r.served_by == SERVED_BY_EXACT_CACHE),
+        semantic_cache_jobs=sum(1 for r in billed if r.served_by == SERVED_BY_SEMANTIC_CACHE),
     )
 
 

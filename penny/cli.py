@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from penny.errors import UnsafeBinding
+from penny.errors import MissingCapability, UnsafeBinding
 from penny.key_commands import keys_app
 from penny.remote import PennyClient, RemoteError
 from penny.settings import Settings
@@ -172,7 +172,7 @@ def _serve_unless_unsafe(command: str, serve: Callable[[Settings], None],
     code 2, not a traceback."""
     try:
         serve(settings)
-    except UnsafeBinding as error:
+    except (UnsafeBinding, MissingCapability) as error:
         typer.echo(f"penny {command}: {error.message}", err=True)
         raise typer.Exit(code=2) from None
 
@@ -216,7 +216,7 @@ def coalescer(metrics_port: MetricsPort = None, verbose: bool = False,
     from penny.serve import serve_coalescer
 
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    serve_coalescer(settings)
+    _serve_unless_unsafe("coalescer", serve_coalescer, settings)
 
 
 @app.command()
@@ -237,7 +237,7 @@ def worker(
     from workers.celery_app import run_worker
 
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    run_worker(settings, served)
+    _serve_unless_unsafe("worker", lambda s: run_worker(s, served), settings)
 
 
 # Talking to a running server.

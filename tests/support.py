@@ -28,7 +28,7 @@ MODELS_DIR = Path(os.environ.get("PENNY_TEST_MODELS_DIR", REPO / "var" / "models
 
 
 TABLES = ("ledger_entries", "results", "jobs", "batches", "files", "submissions", "api_keys",
-          "tenants", "workers", "result_cache")
+          "tenants", "workers", "result_cache", "semantic_cache_counters")
 
 
 def reset_tables(runtime: Runtime) -> None:
