@@ -24,9 +24,9 @@ from cache.semantic import Candidate
 from cache.semantic_threshold import Outcome
 from models.tables import SemanticCacheCounter
 
-# Candidates the HNSW index visits per lookup; more than pgvector's default 40, so that
-# filtering by tenant and scope after the index scan still leaves the nearest ones.
-EF_SEARCH = 100
+# Candidates the HNSW index keeps per step (pgvector's default). Filtering by tenant and
+# scope happens after the index scan; the iterative scan goes on until enough rows pass.
+EF_SEARCH = 40
 # The answer fields an entry keeps and a hit gets back as its result row.
 ANSWER_FIELDS = ("text", "finish_reason", "prompt_tokens", "cached_tokens", "output_tokens",
                  "mean_logprob")
@@ -63,9 +63,10 @@ def nearest_answers(
 ) -> list[SemanticAnswer]:
     """The live entries of one tenant, model and context nearest to `vector`, closest
     first, with their cosine similarity. pgvector's iterative index scan keeps going past
-    rows the scope filters out, so another tenant's entries never crowd out this one's."""
-    session.execute(text(f"SET LOCAL hnsw.ef_search = {EF_SEARCH}"))
-    session.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+    rows the scope filters out, so another tenant's entries never crowd out this one's
+    (in relaxed order, which is much cheaper than strict; sorted here instead)."""
+    session.execute(text(f"SET LOCAL hnsw.ef_search = {EF_SEARCH}; "
+                         "SET LOCAL hnsw.iterative_scan = relaxed_order"))
     rows = session.execute(text(f"""
         SELECT id, question, 1 - (embedding <=> CAST(:vector AS vector)) AS similarity,
                outcomes, source_job_id, cost_usd, list_cost_usd, {", ".join(ANSWER_FIELDS)}
@@ -77,7 +78,7 @@ def nearest_answers(
         "vector": vector_literal(vector), "tenant": tenant_id, "model": model,
         "context": context_key, "limit": limit,
     }).mappings().all()
-    return [
+    answers = [
         SemanticAnswer(
             candidate=Candidate(entry_id=str(row["id"]), question=row["question"],
                                 similarity=float(row["similarity"]),
@@ -88,6 +89,7 @@ def nearest_answers(
         )
         for row in rows
     ]
+    return sorted(answers, key=lambda a: -a.candidate.similarity)
 
 
 @dataclass(frozen=True)

@@ -118,8 +118,29 @@ def test_a_paraphrase_is_served_a_near_miss_runs_and_tenants_stay_apart(
     assert again["cost"]["source_job_id"] == theirs["id"]
     assert counts(runtime, "acme")["hits"] == 1 and counts(runtime, "globex")["hits"] == 1
 
+    # Management: A sees its own entries only, and B cannot read or correct them.
+    listed = client.get("/v1/cache/semantic/entries", headers=ACME).json()["data"]
+    assert {e["question"] for e in listed} == {"Is Paris the capital of France?",
+                                              "Is Paris not the capital of France?"}
+    entry = para["cost"]["cache_entry_id"]
+    assert client.get(f"/v1/cache/semantic/entries/{entry}", headers=ACME).json()["hits"] == 1
+    assert client.get(f"/v1/cache/semantic/entries/{entry}", headers=GLOBEX).status_code == 404
+    assert client.patch(f"/v1/cache/entries/{entry}", json={"text": "No."},
+                        headers=GLOBEX).status_code == 404
+    stats = client.get("/v1/cache/semantic/stats", headers=ACME).json()
+    assert stats["hits"] == 1 and stats["entries"] == 2 and stats["rejections"]["negation"] >= 1
+    assert Decimal(stats["saved_usd"]) == Decimal(first["cost"]["usd"])
+
+    # A corrected answer is served from then on.
+    corrected = client.patch(f"/v1/cache/entries/{entry}", json={"text": "Yes, it is."},
+                             headers=ACME)
+    assert corrected.status_code == 200 and corrected.json()["kind"] == "semantic"
+    served = run(client, ask("Is the capital of France Paris?"), ACME)
+    assert served["cost"]["served_by"] == "semantic_cache"
+    assert served["result"]["text"] == "Yes, it is."
+
     # A job that did not opt in never reads the semantic cache.
-    plain = run(client, {**ask("Is the capital of France Paris?"), "cache": "on"}, ACME)
+    plain = run(client, {**ask("Is Paris France's capital?"), "cache": "off"}, ACME)
     assert plain["cost"]["served_by"] == "engine"
 
 
