@@ -147,6 +147,19 @@ def record_outcome(session: Session, entry_id: str, outcome: Outcome) -> None:
         {"id": entry_id, "pair": json.dumps([[round(outcome.similarity, 6), outcome.correct]])})
 
 
+def audited_outcomes(session: Session, tenant_id: uuid.UUID, model: str,
+                     limit: int = 10_000) -> list[Outcome]:
+    """The tenant's most recent observed outcomes on this model, across its entries: what
+    the base threshold is judged on against the false-hit budget."""
+    rows = session.execute(text("""
+        SELECT o.value FROM semantic_cache,
+             LATERAL jsonb_array_elements(outcomes) WITH ORDINALITY AS o(value, n)
+        WHERE tenant_id = :tenant AND model = :model AND outcomes <> '[]'::jsonb
+        ORDER BY created_at DESC, o.n DESC LIMIT :limit"""),
+        {"tenant": tenant_id, "model": model, "limit": limit}).scalars().all()
+    return [Outcome(float(s), bool(c)) for s, c in rows]
+
+
 def add_counts(session: Session, tenant_id: uuid.UUID, counts: Mapping[str, int]) -> None:
     """Add to a tenant's semantic-cache tallies; the caller commits."""
     rows = [{"tenant_id": tenant_id, "name": name, "count": n}

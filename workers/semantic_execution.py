@@ -24,13 +24,14 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.semantic import SemanticPolicy, SemanticQuestion, choose, semantic_question
-from cache.semantic_threshold import Outcome, should_audit
+from cache.semantic_threshold import Outcome, base_threshold, should_audit
 from ledger.pricing import semantic_hit_ledger
 from models.queue import ClaimedBatch, ClaimedJob, JobOutcome
 from models.semantic_cache import (
     SemanticAnswer,
     SemanticFill,
     add_counts,
+    audited_outcomes,
     count_hits,
     fill_semantic_cache,
     nearest_answers,
@@ -106,6 +107,14 @@ class SemanticExecutor:
         counts: Counter[tuple[uuid.UUID, str]] = Counter()
         hits: dict[uuid.UUID, _Hit] = {}
         with self.sessions() as session:
+            # The base each tenant's entries start from: raised while its audited hits say
+            # the false-hit rate is over the budget.
+            bases = {
+                tenant: base_threshold(self.policy.threshold,
+                                       audited_outcomes(session, tenant, batch.model),
+                                       self.policy.false_hit_budget)
+                for tenant in {job.tenant_id for job in batch.jobs if job.id in questions}
+            }
             for job in batch.jobs:
                 question = questions.get(job.id)
                 vector = vectors.get(job.id)
@@ -116,7 +125,7 @@ class SemanticExecutor:
                                           self.policy.candidates)
                 by_id = {a.candidate.entry_id: a for a in answers}
                 choice = choose(question.text, [a.candidate for a in answers],
-                                self.policy.threshold)
+                                bases[job.tenant_id])
                 for _, reason in choice.rejections:
                     counts[(job.tenant_id, f"rejected:{reason.value}")] += 1
                 if choice.hit is None:
