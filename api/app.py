@@ -15,6 +15,7 @@ from api import (
     metrics,
     openai_batches,
     openai_files,
+    semantic_cache_entries,
     uploads,
     webhooks,
 )
@@ -61,6 +62,7 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.include_router(openai_batches.router)
     app.include_router(anthropic_batches.router)
     app.include_router(cache_entries.router)
+    app.include_router(semantic_cache_entries.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     upload_limit = settings.max_file_bytes + openai_files.MULTIPART_SLACK_BYTES

@@ -60,12 +60,16 @@ class Cost(BaseModel):
     list_usd: str
     engine_seconds: float
     # "engine"; "single_flight": an identical job's run answered it; "exact_cache": the
-    # result cache answered it at intake. `source_job_id` is the job whose run it was.
+    # result cache answered it at intake; "semantic_cache": the answer cached for a close
+    # question (`cache_entry_id`) served it, at `cache_similarity`. `source_job_id` is the
+    # job whose run it was.
     served_by: str
     source_job_id: str | None
     single_flight_saved_usd: str
     cache_saved_usd: str  # what producing a cached answer cost, not spent again
     route: str | None = None  # how auto or cascade chose the tier billed here
+    cache_entry_id: str | None = None
+    cache_similarity: float | None = None
 
 
 class JobResultBody(BaseModel):
@@ -119,7 +123,10 @@ class JobOut(BaseModel):
                       engine_seconds=ledger.engine_seconds, served_by=ledger.served_by,
                       source_job_id=str(ledger.source_job_id) if ledger.source_job_id else None,
                       single_flight_saved_usd=str(ledger.single_flight_saved_usd),
-                      cache_saved_usd=str(ledger.cache_saved_usd), route=ledger.route)
+                      cache_saved_usd=str(ledger.cache_saved_usd), route=ledger.route,
+                      cache_entry_id=str(ledger.cache_entry_id) if ledger.cache_entry_id
+                      else None,
+                      cache_similarity=ledger.cache_similarity)
             if ledger else None,
             error=job.error,
             route=job.route,

@@ -36,6 +36,10 @@ class LineRecord:
     single_flight_saved_usd: Decimal = Decimal(0)
     cache_saved_usd: Decimal = Decimal(0)
     source_job_id: str | None = None
+    # "semantic_cache": the entry that served it (its answer to a close question) and the
+    # similarity it was served at.
+    cache_entry_id: str | None = None
+    cache_similarity: float | None = None
     # An embeddings line: its vectors (see compat.vectors) and the format it asked for.
     embedding: bytes | None = None
     embedding_dimensions: int | None = None
@@ -103,5 +107,9 @@ def line_penny_cost(record: LineRecord) -> dict[str, Any] | None:
     cost = line_cost(record)
     if cost is None:
         return None
-    return {**cost.as_dict(), "served_by": record.served_by,
-            "source_job_id": record.source_job_id}
+    figures = {**cost.as_dict(), "served_by": record.served_by,
+               "source_job_id": record.source_job_id}
+    if record.cache_entry_id is not None:
+        figures["cache_entry_id"] = record.cache_entry_id
+        figures["cache_similarity"] = record.cache_similarity
+    return figures

@@ -9,7 +9,12 @@ from decimal import Decimal
 from typing import Any
 
 from ledger.attribution import MECHANISMS, SAVING_COLUMNS, saving_column
-from ledger.pricing import SERVED_BY_ENGINE, SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
+from ledger.pricing import (
+    SERVED_BY_ENGINE,
+    SERVED_BY_EXACT_CACHE,
+    SERVED_BY_SEMANTIC_CACHE,
+    SERVED_BY_SINGLE_FLIGHT,
+)
 from ledger.savings import SavingsTotals
 from ledger.spreadsheet import csv_bytes
 
@@ -54,6 +59,10 @@ class JobRecord:
     # How auto or cascade chose the tier ("cascade: escalated ..." on a cascade attempt,
     # whose status is "escalated": billed here, answered on a later line's model).
     route: str | None = None
+    # "semantic_cache": the entry whose answer (to a close question) served it, and the
+    # similarity it was served at.
+    cache_entry_id: str | None = None
+    cache_similarity: float | None = None
 
     def column(self, name: str) -> Any:
         if name in _SAVING_BY_COLUMN:
@@ -76,7 +85,7 @@ LEDGER_COLUMNS = (
     "output_tokens", "engine_seconds", "cost_usd", "list_cost_usd", "served_by",
     "single_flight_saved_usd", "cache_saved_usd", "source_job_id",
     "naive_cost_usd", *SAVING_COLUMNS, "unexplained_usd", "baseline_model", "price_card_id",
-    "calibration_id", "route",
+    "calibration_id", "route", "cache_entry_id", "cache_similarity",
 )
 
 
@@ -97,6 +106,9 @@ def results_jsonl(records: Sequence[JobRecord]) -> bytes:
             }
             line["served_by"] = r.served_by
             line["source_job_id"] = r.source_job_id
+            if r.cache_entry_id is not None:
+                line["cache_entry_id"] = r.cache_entry_id
+                line["cache_similarity"] = r.cache_similarity
             line["error"] = None
         else:
             line["response"] = None
@@ -124,6 +136,7 @@ class LedgerTotals:
     # Jobs the engine ran while their model had no calibration: no saving is claimed.
     unmodelled_jobs: int = 0
     escalated_attempts: int = 0  # cascade answers paid for and passed to the next tier
+    semantic_cache_jobs: int = 0
 
     @property
     def cached_share(self) -> float:
@@ -151,6 +164,7 @@ def totals(records: Sequence[JobRecord]) -> LedgerTotals:
         unmodelled_jobs=sum(1 for r in billed
                             if r.served_by == SERVED_BY_ENGINE and r.calibration_id is None),
         escalated_attempts=len(records) - len(jobs),
+        semantic_cache_jobs=sum(1 for r in billed if r.served_by == SERVED_BY_SEMANTIC_CACHE),
     )
 
 

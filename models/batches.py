@@ -292,6 +292,9 @@ def line_records(session: Session, submission_id: uuid.UUID) -> list[LineRecord]
             cache_saved_usd=ledger.cache_saved_usd if ledger else Decimal(0),
             source_job_id=str(ledger.source_job_id) if ledger and ledger.source_job_id
             else None,
+            cache_entry_id=str(ledger.cache_entry_id) if ledger and ledger.cache_entry_id
+            else None,
+            cache_similarity=ledger.cache_similarity if ledger else None,
             embedding=result.embedding if result else None,
             embedding_dimensions=result.embedding_dimensions if result else None,
             encoding_format=str(job.request.get("encoding_format") or "float"),

@@ -105,6 +105,9 @@ def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
                 input_row=job.input_row,
                 **(counterfactual_of(ledger) if ledger else {}),
                 route=ledger.route if ledger else None,
+                cache_entry_id=str(ledger.cache_entry_id) if ledger and ledger.cache_entry_id
+                else None,
+                cache_similarity=ledger.cache_similarity if ledger else None,
             )
         )
     return records

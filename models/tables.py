@@ -337,6 +337,10 @@ class LedgerEntry(Base):
     saving_output_limit_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                              server_default="0")
     unexplained_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    # "semantic_cache": answered with the answer cached for a close question; the entry
+    # (a `semantic_cache` row) and the cosine similarity it was served at.
+    cache_entry_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    cache_similarity: Mapped[float | None] = mapped_column(Float)
 
 
 class StoredPriceCard(Base):
@@ -418,6 +422,8 @@ class ResultCacheEntry(Base):
     last_hit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The later of created_at and last_hit_at: eviction drops the smallest first.
     last_used_at: Mapped[datetime] = _now()
+    # Set when an operator replaced the answer: the corrected answer is served from then on.
+    corrected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
@@ -506,3 +512,16 @@ class WebhookEndpoint(Base):
     url: Mapped[str] = mapped_column(String(2000), primary_key=True)
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class SemanticCacheCounter(Base):
+    """Per-tenant tallies of semantic-cache lookups: "hits", "misses", "audits",
+    "audit_mismatches" and "rejected:<reason>" (see cache.semantic_verify.Rejection). The
+    vector table itself (`semantic_cache`) exists only where pgvector does and is queried
+    in SQL by models.semantic_cache."""
+
+    __tablename__ = "semantic_cache_counters"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from penny.errors import UnsafeBinding
+from penny.errors import MissingCapability, UnsafeBinding
 from penny.key_commands import keys_app
 from penny.remote import PennyClient, RemoteError
 from penny.settings import Settings
@@ -74,13 +74,33 @@ TenantOption = Annotated[str | None, typer.Option(
          "run); all tenants when left out")]
 
 
+SemanticOption = Annotated[bool, typer.Option(
+    "--semantic", help="the semantic cache's entries instead of the exact cache's")]
+
+
 @cache_app.command("list")
 def cache_list(tenant: TenantOption = None,
-               limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
-    """The newest cache entries: id, tenant, model, hits, expiry, the start of the answer."""
-    from penny.cache_cli import list_command
+               limit: Annotated[int, typer.Option(min=1)] = 20,
+               semantic: SemanticOption = False) -> None:
+    """The newest cache entries: id, tenant, model, hits, expiry, the start of the answer
+    (with --semantic: the semantic cache's, with their questions)."""
+    from penny.cache_cli import list_command, list_semantic_command
 
-    list_command(Settings(), tenant, limit)
+    if semantic:
+        list_semantic_command(Settings(), tenant, limit)
+    else:
+        list_command(Settings(), tenant, limit)
+
+
+@cache_app.command("correct")
+def cache_correct(
+    entry_id: Annotated[str, typer.Argument(help="an exact or semantic entry's id")],
+    answer: Annotated[str, typer.Argument(help="the corrected answer")],
+) -> None:
+    """Replace a cached answer; the corrected answer is served from then on."""
+    from penny.cache_cli import correct_command
+
+    correct_command(Settings(), entry_id, answer)
 
 
 @cache_app.command("stats")
@@ -97,7 +117,8 @@ def cache_purge(
     all_tenants: Annotated[bool, typer.Option("--all", help="purge every tenant's entries")
                            ] = False,
 ) -> None:
-    """Delete a tenant's entries (or, with --all, everyone's); jobs then run again."""
+    """Delete a tenant's entries (or, with --all, everyone's), exact and semantic; jobs
+    then run again."""
     from penny.cache_cli import purge_command
 
     if (tenant is None) == (not all_tenants):
@@ -250,7 +271,7 @@ def _serve_unless_unsafe(command: str, serve: Callable[[Settings], None],
     code 2, not a traceback."""
     try:
         serve(settings)
-    except UnsafeBinding as error:
+    except (UnsafeBinding, MissingCapability) as error:
         typer.echo(f"penny {command}: {error.message}", err=True)
         raise typer.Exit(code=2) from None
 
@@ -299,7 +320,7 @@ def coalescer(metrics_port: MetricsPort = None, verbose: bool = False,
     from penny.serve import serve_coalescer
 
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    serve_coalescer(settings)
+    _serve_unless_unsafe("coalescer", serve_coalescer, settings)
 
 
 @app.command()
@@ -320,7 +341,7 @@ def worker(
     from workers.celery_app import run_worker
 
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    run_worker(settings, served)
+    _serve_unless_unsafe("worker", lambda s: run_worker(s, served), settings)
 
 
 # Talking to a running server.

@@ -291,6 +291,28 @@ class Settings(BaseSettings):
     """How often the sweeper expires and evicts cache entries: never work on the request
     path."""
 
+    # The semantic cache (opt-in per job with `cache: "semantic"`).
+    semantic_cache: bool = False
+    """The semantic cache: a job that asks for it (`cache: "semantic"`, `penny_cache` in
+    hosted-API lines) and misses the exact cache may be answered with the answer cached for
+    a close question of the same tenant, model and context that passes verification.
+    Needs Postgres with the pgvector extension; penny refuses to start without it."""
+    semantic_cache_threshold: float = Field(default=0.80, ge=0.0, le=1.0)
+    """The base cosine similarity a cached question must reach; each entry's own threshold
+    rises above any similarity at which it was found to give a wrong answer."""
+    semantic_cache_false_hit_budget: float = Field(default=0.01, gt=0.0, lt=1.0)
+    """The false-hit rate the thresholds are held under, judged on audited hits."""
+    semantic_cache_audit_rate: float = Field(default=0.02, ge=0.0, le=1.0)
+    """The fraction of semantic hits also run on the engine to check the cached answer
+    (the job gets the fresh answer); the outcome feeds the entry's threshold."""
+    semantic_cache_candidates: int = Field(default=5, ge=1, le=100)
+    """Nearest entries considered per lookup, closest first."""
+    semantic_cache_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    """A semantic entry older than this is never served, and the sweeper removes it."""
+    semantic_cache_embedding_model: str | None = None
+    """The embedding model (a key of `embedding_models`, 384-dimensional) that embeds
+    questions; unset: `default_embedding_model`."""
+
     # Leases and retries.
     lease_seconds: float = 60.0
     """A running batch's lease, renewed every third of it; a worker that stops renewing

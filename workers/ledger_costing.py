@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.attribution import EngineJob, attribute_engine_job, unmodelled
 from ledger.cost_model import Calibration, CostBasis, PriceCard
+from ledger.pricing import SERVED_BY_ENGINE
 from models.costing import latest_calibration, price_card_for
 from models.queue import ClaimedBatch, JobOutcome
 from penny.settings import Settings
@@ -92,7 +93,10 @@ class LedgerCosting:
         ran = len(batch.jobs)
         costed = []
         for outcome in outcomes:
-            if outcome.ledger is None:
+            if outcome.ledger is None or outcome.ledger.get(
+                    "served_by", SERVED_BY_ENGINE) != SERVED_BY_ENGINE:
+                # No engine ran for it (a semantic-cache hit in the batch): its row already
+                # carries the counterfactual of the answer it reused.
                 costed.append(outcome)
                 continue
             ledger = dict(outcome.ledger)
