@@ -15,6 +15,8 @@ from api import (
     metrics,
     openai_batches,
     openai_files,
+    semantic_cache_entries,
+    uploads,
     webhooks,
 )
 from api.auth import TenantResolver
@@ -56,15 +58,19 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.include_router(metrics.router)
     app.include_router(jobs.router)
     app.include_router(openai_files.router)
+    app.include_router(uploads.router)
     app.include_router(openai_batches.router)
     app.include_router(anthropic_batches.router)
     app.include_router(cache_entries.router)
+    app.include_router(semantic_cache_entries.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     upload_limit = settings.max_file_bytes + openai_files.MULTIPART_SLACK_BYTES
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        path_limits={"/v1/files": upload_limit,
-                                    "/v1/messages/batches": settings.max_file_bytes})
+                                    "/v1/messages/batches": settings.max_file_bytes,
+                                    "/v1/uploads/csv": settings.max_csv_upload_bytes
+                                    + uploads.MULTIPART_SLACK_BYTES})
     # Outermost: a request the size limit refuses is counted too.
     app.add_middleware(RequestMetrics)
     return app

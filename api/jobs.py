@@ -152,15 +152,16 @@ def read_submission(submission_id: str, request: Request, tenant: Tenant) -> Sub
 
 
 OUTPUT_FILES = {"results": "application/jsonl", "ledger_json": "application/json",
-                "ledger_csv": "text/csv"}
+                "ledger_csv": "text/csv", "results_csv": "text/csv"}
 
 
 @router.get("/submissions/{submission_id}/{output}", response_class=Response, responses={
     200: {"description": "The file", "content": {media: {} for media in OUTPUT_FILES.values()}}})
 def read_submission_output(submission_id: str, output: str, request: Request,
                            tenant: Tenant) -> Response:
-    """A finished submission's results.jsonl, ledger.json or ledger.csv, read from the
-    object store (for a client that cannot read it there)."""
+    """A finished submission's results.jsonl, ledger.json or ledger.csv (and a CSV
+    upload's results.csv), read from the object store (for a client that cannot read it
+    there)."""
     parsed = _parse_id(submission_id, "submission")
     if output not in OUTPUT_FILES:
         raise NotFound(f"no output {output!r}: one of {', '.join(OUTPUT_FILES)}",
@@ -172,5 +173,8 @@ def read_submission_output(submission_id: str, output: str, request: Request,
     if row.status != SubmissionStatus.COMPLETED:
         raise StateConflict(f"submission {submission_id} is {row.status}; its outputs are "
                             "written when every job has finished")
+    if output not in (row.outputs or {}):  # results_csv: CSV uploads only
+        raise NotFound(f"submission {submission_id} has no {output} (only a CSV upload's "
+                       "results come back as CSV)", param="output")
     data = store_of(request).get(output_keys(row.id)[output])
     return Response(data, media_type=OUTPUT_FILES[output])

@@ -35,6 +35,11 @@ class NewJob:
     # Measured from when the job is queued; None: no deadline.
     complete_within: timedelta | None = None
     cache_mode: str = CacheMode.ON
+    input_row: list[str] | None = None  # the CSV row it came from
+    # How `auto` or `cascade` chose `model` (see intake.routing); None: named by the client.
+    route: dict[str, Any] | None = None
+    # False: never answered from another job's run (a cascade job judges its own answer).
+    single_flight: bool = True
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,8 @@ def forget_expired_idempotency_keys(session: Session, before: datetime, limit: i
 
 def job_ids_of(session: Session, submission_id: uuid.UUID) -> list[uuid.UUID]:
     rows = session.execute(
-        select(Job.id).where(Job.submission_id == submission_id).order_by(Job.line_no)
+        select(Job.id).where(Job.submission_id == submission_id, Job.cascade_of.is_(None))
+        .order_by(Job.line_no)
     )
     return list(rows.scalars())
 
@@ -246,17 +252,19 @@ def _job_rows(rows: Iterable[tuple[uuid.UUID, uuid.UUID, uuid.UUID, NewJob]],
                None if job.error is None else json_text(job.error),
                now if job.error or job_id in hits else None,
                now + job.complete_within if job.complete_within else None,
-               None if job.error else single_flight_key(str(tenant_id), job.model,
-                                                        job.request),
-               job.cache_mode)
+               None if job.error or not job.single_flight
+               else single_flight_key(str(tenant_id), job.model, job.request),
+               job.cache_mode, None if job.input_row is None else json_text(job.input_row),
+               None if job.route is None else json_text(job.route))
 
 
 _JOB_COLUMNS = (Job.__tablename__, (
     "id", "submission_id", "tenant_id", "line_no", "custom_id", "model", "request", "tags",
     "priority", "estimated_tokens", "status", "error", "finished_at", "deadline_at",
-    "single_flight_key", "cache_mode"))
+    "single_flight_key", "cache_mode", "input_row", "route"))
 _JOB_ARRAY_TYPES = ("uuid", "uuid", "uuid", "int", "text", "text", "jsonb", "jsonb", "int",
-                    "int", "text", "jsonb", "timestamptz", "timestamptz", "text", "text")
+                    "int", "text", "jsonb", "timestamptz", "timestamptz", "text", "text",
+                    "jsonb", "jsonb")
 # Parameters: request hashes, one array per job column, then the time. The submissions
 # take their ids and tenants from the jobs' own arrays (one job each, in order).
 _INSERT_SINGLE_JOB_SUBMISSIONS = (
@@ -308,7 +316,7 @@ def get_submission(
 def status_counts(session: Session, submission_id: uuid.UUID) -> dict[str, int]:
     rows = session.execute(
         select(Job.status, func.count())
-        .where(Job.submission_id == submission_id)
+        .where(Job.submission_id == submission_id, Job.cascade_of.is_(None))
         .group_by(Job.status)
     )
     return {status: count for status, count in rows}

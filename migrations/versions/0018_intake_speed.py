@@ -5,7 +5,7 @@ NULLs on the way in; every query on it asks for one batch's jobs (`batch_id = ..
 which the partial index answers as before.
 
 Revision ID: 0018_intake_speed
-Revises: 0010_result_cache
+Revises: 0014_semantic_cache
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0018_intake_speed"
-down_revision: str | None = "0010_result_cache"
+down_revision: str | None = "0014_semantic_cache"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
