@@ -22,7 +22,7 @@ from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, Subm
 from api.webhooks import checked_callback
 from intake.group_commit import GroupCommitWriter
 from intake.schema import JobRequest
-from intake.service import jobs_for_bulk, jobs_for_requests, request_hash, submit
+from intake.service import body_hash, jobs_for_bulk, jobs_for_requests, request_hash, submit
 from models.batches import progress_of
 from models.status import SubmissionStatus
 from models.submissions import NewJob, get_job, get_submission
@@ -58,7 +58,8 @@ async def create_job(
     the event loop, no thread involved. Otherwise the transaction of its own runs in the
     thread pool."""
     jobs = jobs_for_requests([body], limits_of(request))
-    payload_hash = request_hash(body.model_dump(mode="json"))
+    payload_hash = (request_hash(body.model_dump(mode="json")) if idempotency_key
+                    else body_hash(await request.body()))
     writer: GroupCommitWriter | None = request.app.state.group_commit
     policy = policy_of(request)
     if (writer is not None and idempotency_key is None and policy.max_queued_jobs is None
@@ -93,10 +94,17 @@ def _create_job(request: Request, response: Response, tenant: TenantRef,
 
 
 @router.post("/jobs/bulk", status_code=202)
-def create_jobs(
+async def create_jobs(
     body: BulkJobsRequest, request: Request, response: Response, tenant: Tenant,
     idempotency_key: IdempotencyKey = None,
 ) -> BulkAccepted:
+    raw = await request.body()  # already read: the route parsed it
+    return await run_in_threadpool(_create_jobs, body, request, response, tenant,
+                                   idempotency_key, raw)
+
+
+def _create_jobs(body: BulkJobsRequest, request: Request, response: Response,
+                 tenant: TenantRef, idempotency_key: str | None, raw: bytes) -> BulkAccepted:
     settings: Settings = request.app.state.settings
     if len(body.jobs) > settings.max_bulk_jobs:
         raise InvalidRequest(
@@ -109,7 +117,8 @@ def create_jobs(
         stored = submit(
             session, tenant=tenant, kind="bulk", jobs=jobs,
             payload_hash=request_hash({"jobs": [r.model_dump(mode="json") for r in requests],
-                                       "callback_url": body.callback_url}),
+                                       "callback_url": body.callback_url})
+            if idempotency_key else body_hash(raw),
             idempotency_key=idempotency_key, policy=policy_of(request),
             cache=cache_of(request),
             columns={"callback_url": callback_url} if callback_url else None,

@@ -351,11 +351,13 @@ def main() -> None:
     parser.add_argument("--clients", default="8,32,64")
     parser.add_argument("--bulk", default="100,1000,5000", help="jobs per bulk request")
     parser.add_argument("--bulk-clients", type=int, default=4)
+    parser.add_argument("--bulk-seconds", type=float, default=10.0,
+                        help="per bulk run: a 5,000-job request takes seconds")
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop POSTs/s")
     parser.add_argument("--open-seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=None,
-                        help="uvicorn worker processes for both servers (default: "
-                             "penny's own default; the reference gets the same count)")
+                        help="uvicorn worker processes of each server (default: one per "
+                             "core, penny's own default)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -369,10 +371,9 @@ def main() -> None:
                "PENNY_MODELS_DIR": os.environ.get("PENNY_MODELS_DIR",
                                                   str(REPO / "var" / "models")),
                "PENNY_API_PORT": str(penny_port)}
-        penny_cmd = [sys.executable, "-c", "from penny.cli import main; main()", "api"]
-        if args.workers is not None:
-            penny_cmd += ["--workers", str(args.workers)]
-        workers = args.workers or 1
+        workers = args.workers or os.cpu_count() or 1
+        penny_cmd = [sys.executable, "-c", "from penny.cli import main; main()", "api",
+                     "--workers", str(workers)]
         reference_cmd = [sys.executable, "-m", "uvicorn", "--factory",
                          "bench.intake_reference:create_app", "--port", str(reference_port),
                          "--log-level", "warning", "--workers", str(workers)]
@@ -381,17 +382,18 @@ def main() -> None:
                 server(reference_cmd, env, f"http://127.0.0.1:{reference_port}/docs",
                        workdir / "reference.log") as reference:
             targets = {"reference": (reference, reference_port), "penny": (penny, penny_port)}
-            scenarios = [(f"single, {c} clients", SINGLE_PATH, c, 0)
+            scenarios = [(f"single, {c} clients", SINGLE_PATH, c, 0, args.seconds)
                          for c in map(int, args.clients.split(","))]
             scenarios += [(f"bulk {n:,}/request, {args.bulk_clients} clients", BULK_PATH,
-                           args.bulk_clients, n) for n in map(int, args.bulk.split(","))]
-            for scenario, path, clients, per_request in scenarios:
+                           args.bulk_clients, n, args.bulk_seconds)
+                          for n in map(int, args.bulk.split(","))]
+            for scenario, path, clients, per_request, seconds in scenarios:
                 for target, (process, port) in targets.items():
                     run = Run(target, scenario, per_request)
                     before_rows = job_count(database_url) if target == "penny" else 0
                     cpu = tree_cpu(process.pid)
                     result, ids = run_wrk(f"http://127.0.0.1:{port}", path, clients,
-                                          args.seconds, per_request, workdir)
+                                          seconds, per_request, workdir)
                     run.cpu_seconds = tree_cpu(process.pid) - cpu
                     run.accepted_requests = int(result["ok"])
                     run.errors = int(result["bad"] + result["socket_errors"]

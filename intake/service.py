@@ -36,8 +36,17 @@ from penny.errors import IdempotencyConflict, InvalidRequest, PennyError
 
 
 def request_hash(payload: Any) -> str:
+    """What a repeated Idempotency-Key's request is compared by: the request as validated
+    (defaults filled in), in canonical JSON."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def body_hash(raw: bytes) -> str:
+    """The hash kept for a submission sent without an Idempotency-Key: nothing is ever
+    compared with it, so it is the body's bytes as sent, not `request_hash`'s canonical
+    form (which cost a full re-serialisation of every job)."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 def new_job(line_no: int, request: JobRequest, model: str) -> NewJob:

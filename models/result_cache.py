@@ -12,10 +12,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Row,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
     delete,
     func,
@@ -74,23 +77,23 @@ def _answers(rows: Sequence[Row[Any]]) -> dict[str, CachedAnswer]:
     }
 
 
+# One statement text however many keys are looked up (the keys travel as one array
+# parameter), so Postgres plans it once per connection and psycopg prepares it.
+_LOOKUP = select(*_ANSWER_COLUMNS).where(
+    ResultCacheEntry.tenant_id == bindparam("tenant_id"),
+    ResultCacheEntry.cache_key == any_(bindparam("keys", type_=ARRAY(String))),
+    # An expired entry is never served, even before the sweeper removes it.
+    ResultCacheEntry.expires_at > func.now())
+
+
 def find_cached_answers(
     session: Session, tenant_id: uuid.UUID, keys: Collection[str]
 ) -> dict[str, CachedAnswer]:
     """The live entries of one tenant under `keys`, in one query on the (tenant, key)
     unique index: the lookup at intake (only for requests that have a key) and when a
     batch is validated. A miss reads no row."""
-    ordered = sorted(keys)
-    found: dict[str, CachedAnswer] = {}
-    # In slices: a batch file may hold more keys than one statement may carry parameters.
-    for start in range(0, len(ordered), _ROWS_PER_STATEMENT):
-        rows = session.execute(
-            select(*_ANSWER_COLUMNS).where(
-                ResultCacheEntry.tenant_id == tenant_id,
-                _live(ordered[start:start + _ROWS_PER_STATEMENT]))
-        ).all()
-        found.update(_answers(rows))
-    return found
+    rows = session.execute(_LOOKUP, {"tenant_id": tenant_id, "keys": sorted(keys)}).all()
+    return _answers(rows)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -16,7 +16,7 @@ from cache.keys import CacheMode, CachePolicy
 from coalescer.single_flight import single_flight_key
 from models.fast_rows import copy_rows, json_text
 from models.result_cache import CachedAnswer, record_cache_hits
-from models.status import TERMINAL_JOB_STATUSES, JobStatus
+from models.status import TERMINAL_JOB_STATUSES, JobStatus, SubmissionStatus
 from models.tables import Job, LedgerEntry, Result, StoredFile, Submission
 
 
@@ -194,13 +194,16 @@ def insert_single_job_submissions(
     session: Session, entries: Sequence[SingleJobSubmission],
     answers: Mapping[tuple[uuid.UUID, str], CachedAnswer],
 ) -> list[StoredSubmission]:
-    """Insert many single-job submissions (no idempotency key) with two statements: one
-    multi-row INSERT ... RETURNING for the submissions, one COPY for their jobs. `answers`
-    holds the exact cache's live entries by (tenant, key). The caller commits."""
-    submissions = list(session.scalars(
-        insert(Submission).returning(Submission, sort_by_parameter_order=True),
-        [{"id": uuid.uuid4(), "tenant_id": e.tenant_id, "kind": "job",
-          "request_hash": e.request_hash, "total_jobs": 1} for e in entries]))
+    """Insert many single-job submissions (no idempotency key) and their jobs in one
+    statement of fixed text (psycopg prepares it after a few uses): the arrays travel as
+    one parameter each, whatever the group's size. Nothing comes back from the database,
+    so nothing is read back. `answers` holds the exact cache's live entries by (tenant,
+    key). The caller commits."""
+    now = datetime.now(UTC)
+    submissions = [Submission(id=uuid.uuid4(), tenant_id=e.tenant_id, kind="job",
+                              status=SubmissionStatus.OPEN, request_hash=e.request_hash,
+                              total_jobs=1, created_at=now, validation_attempts=0)
+                   for e in entries]
     job_ids = [uuid.uuid4() for _ in entries]
     hits: dict[uuid.UUID, CachedAnswer] = {}
     for job_id, entry in zip(job_ids, entries, strict=True):
@@ -208,9 +211,17 @@ def insert_single_job_submissions(
                   if entry.cache_key is not None else None)
         if answer is not None:
             hits[job_id] = answer
-    _copy_jobs(session, [(job_id, submission.id, entry.tenant_id, entry.job)
-                         for job_id, submission, entry in zip(job_ids, submissions, entries,
-                                                              strict=True)], hits)
+    columns: list[list[Any]] = [[] for _ in _JOB_COLUMNS[1]]
+    for row in _job_rows([(job_id, submission.id, entry.tenant_id, entry.job)
+                          for job_id, submission, entry in zip(job_ids, submissions, entries,
+                                                               strict=True)], hits, now):
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(_INSERT_SINGLE_JOB_SUBMISSIONS,
+                       [[e.request_hash for e in entries], *columns, now])
     for job_id, submission in zip(job_ids, submissions, strict=True):
         if job_id in hits:
             record_cache_hits(session, submission.tenant_id, submission.id,
@@ -226,26 +237,45 @@ def _copy_jobs(session: Session,
     """COPY (job id, submission id, tenant id, job) rows, each document serialised once:
     a row per statement through the ORM's executemany cost ~0.3 ms of CPU per job, more
     than everything else intake does."""
-    now = datetime.now(UTC)  # SQL now() cannot ride along in a COPY
-    copy_rows(session, _JOB_COLUMNS, (
-        (job_id, submission_id, tenant_id, job.line_no, job.custom_id, job.model,
-         json_text(job.request), json_text(job.tags or {}), job.priority,
-         job.estimated_tokens, _initial_status(job, job_id in hits),
-         None if job.error is None else json_text(job.error),
-         now if job.error or job_id in hits else None,
-         now + job.complete_within if job.complete_within else None,
-         None if job.error or not job.single_flight
-         else single_flight_key(str(tenant_id), job.model, job.request),
-         job.cache_mode, None if job.input_row is None else json_text(job.input_row),
-         None if job.route is None else json_text(job.route))
-        for job_id, submission_id, tenant_id, job in rows
-    ))
+    # SQL now() cannot ride along in a COPY
+    copy_rows(session, _JOB_COLUMNS, _job_rows(rows, hits, datetime.now(UTC)))
+
+
+def _job_rows(rows: Iterable[tuple[uuid.UUID, uuid.UUID, uuid.UUID, NewJob]],
+              hits: Mapping[uuid.UUID, CachedAnswer], now: datetime
+              ) -> Iterator[tuple[Any, ...]]:
+    """Each job's values in `_JOB_COLUMNS` order, its documents serialised once."""
+    for job_id, submission_id, tenant_id, job in rows:
+        yield (job_id, submission_id, tenant_id, job.line_no, job.custom_id, job.model,
+               json_text(job.request), json_text(job.tags or {}), job.priority,
+               job.estimated_tokens, _initial_status(job, job_id in hits),
+               None if job.error is None else json_text(job.error),
+               now if job.error or job_id in hits else None,
+               now + job.complete_within if job.complete_within else None,
+               None if job.error or not job.single_flight
+               else single_flight_key(str(tenant_id), job.model, job.request),
+               job.cache_mode, None if job.input_row is None else json_text(job.input_row),
+               None if job.route is None else json_text(job.route))
 
 
 _JOB_COLUMNS = (Job.__tablename__, (
     "id", "submission_id", "tenant_id", "line_no", "custom_id", "model", "request", "tags",
     "priority", "estimated_tokens", "status", "error", "finished_at", "deadline_at",
     "single_flight_key", "cache_mode", "input_row", "route"))
+_JOB_ARRAY_TYPES = ("uuid", "uuid", "uuid", "int", "text", "text", "jsonb", "jsonb", "int",
+                    "int", "text", "jsonb", "timestamptz", "timestamptz", "text", "text",
+                    "jsonb", "jsonb")
+# Parameters: request hashes, one array per job column, then the time. The submissions
+# take their ids and tenants from the jobs' own arrays (one job each, in order).
+_INSERT_SINGLE_JOB_SUBMISSIONS = (
+    "WITH job AS (SELECT * FROM unnest("
+    + ", ".join(f"%s::{t}[]" for t in ("text", *_JOB_ARRAY_TYPES))
+    + ") AS j(request_hash, " + ", ".join(_JOB_COLUMNS[1]) + ")), "
+    "submitted AS (INSERT INTO submissions (id, tenant_id, kind, status, request_hash, "
+    "total_jobs, created_at) SELECT submission_id, tenant_id, 'job', 'open', request_hash, "
+    "1, %s::timestamptz FROM job) "
+    "INSERT INTO jobs (" + ", ".join(_JOB_COLUMNS[1]) + ") SELECT "
+    + ", ".join(_JOB_COLUMNS[1]) + " FROM job")
 
 
 def _initial_status(job: NewJob, from_cache: bool) -> JobStatus:

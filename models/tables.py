@@ -169,7 +169,8 @@ class Job(Base):
             postgresql_where=text("status = 'queued'"),
         ),
         Index("ix_jobs_submission", "submission_id", "line_no"),
-        Index("ix_jobs_batch", "batch_id"),
+        # A batch's jobs; a job in no batch yet (every new one) takes no entry.
+        Index("ix_jobs_batch", "batch_id", postgresql_where=text("batch_id IS NOT NULL")),
         # Single-flight looks up leaders of identical requests that are still in flight.
         Index(
             "ix_jobs_in_flight_key",

@@ -136,17 +136,13 @@ def _serve_api_workers(settings: Settings, workers: int) -> None:
     (command-line options included). Each opens its own database pool after the fork.
     Metrics of all workers add up in /metrics through a PROMETHEUS_MULTIPROC_DIR; without
     one given, a fresh one is made for the run."""
-    own_metrics_dir = None
-    if not os.environ.get(MULTIPROC_ENV):
-        if "prometheus_client" in sys.modules:  # pragma: no cover - a programming error
-            raise RuntimeError("prometheus_client was imported before the metrics "
-                               "directory was chosen")
-        own_metrics_dir = tempfile.mkdtemp(prefix="penny-metrics-")
-        os.environ[MULTIPROC_ENV] = own_metrics_dir
     runtime = open_runtime(settings)
+    own_metrics_dir = None
     try:
         refuse_open_binding(runtime)
         runtime.close()  # no pooled connection may cross the fork
+        if not os.environ.get(MULTIPROC_ENV):
+            own_metrics_dir = _shared_metrics_dir()
         shared = settings.model_copy(update={"database_url": runtime.database_url})
         config = uvicorn.Config("unused", host=settings.api_host, port=settings.api_port,
                                 log_level="info", log_config=None)
@@ -158,7 +154,21 @@ def _serve_api_workers(settings: Settings, workers: int) -> None:
         runtime.close()
         stop_embedded_postgres()
         if own_metrics_dir is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def _shared_metrics_dir() -> str | None:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for the workers to inherit, so /metrics adds all
+    of them up; None when prometheus_client is already loaded here (penny run inside
+    another Python program): its mode is fixed, each worker then reports its own."""
+    if "prometheus_client" in sys.modules:
+        log.warning("prometheus_client is already loaded: each API worker's /metrics "
+                    "shows that worker only; set %s to add them up", MULTIPROC_ENV)
+        return None
+    path = tempfile.mkdtemp(prefix="penny-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path
 
 
 def _fork_worker(settings: Settings, sock: socket.socket) -> int:
