@@ -111,7 +111,11 @@ def _create_jobs(body: BulkJobsRequest, request: Request, response: Response,
             f"{len(body.jobs)} jobs in one request; the limit is {settings.max_bulk_jobs}",
             param="jobs",
         )
-    requests, jobs = jobs_for_bulk(body.jobs, limits_of(request))
+    items = body.jobs
+    if body.cache is not None:
+        items = [{"cache": body.cache.value, **item} if isinstance(item, dict) else item
+                 for item in items]
+    requests, jobs = jobs_for_bulk(items, limits_of(request))
     callback_url = checked_callback(request, body.callback_url)
     with sessions_of(request)() as session:
         stored = submit(

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
+from cache.keys import CacheMode
 from ledger.attribution import MECHANISMS, saving_column
 from models.submissions import JobView
 from models.tables import Submission
@@ -21,6 +22,9 @@ class BulkJobsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jobs: list[BulkItem] = Field(min_length=1)
+    # The cache mode of every job that names none of its own (e.g. "semantic" for a whole
+    # submission of FAQ questions).
+    cache: CacheMode | None = None
     # Where to announce the submission's end (a signed webhook); else the tenant's default.
     callback_url: str | None = Field(default=None, min_length=1, max_length=2000)
 

@@ -7,7 +7,7 @@ process whatever its own clock says.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -215,6 +215,7 @@ class JobOutcome:
 def record_batch(
     session: Session, batch: ClaimedBatch, outcomes: Sequence[JobOutcome], engine_seconds: float,
     cache: CachePolicy | None = None,
+    also: Callable[[Session], None] | None = None,
 ) -> bool:
     """Write results, ledger rows and job states in one transaction, if we still hold the
     batch, and fill the exact result cache (`cache`, as this worker sees its model) in the
@@ -259,6 +260,8 @@ def record_batch(
     if cache is not None:
         # Copies answered above need no entry of their own: their leader's is the same.
         fill_result_cache(session, cache, batch.model, succeeded)
+    if also is not None:
+        also(session)  # e.g. semantic cache fills: visible together with the results
     session.execute(
         update(Batch)
         .where(Batch.id == batch.id)

@@ -32,6 +32,17 @@ ANSWER_FIELDS = ("text", "finish_reason", "prompt_tokens", "cached_tokens", "out
                  "mean_logprob")
 
 
+# The worker's lookup: the scope filters run on the rows the HNSW scan yields.
+NEAREST_SQL = f"""
+    SELECT id, question, 1 - (embedding <=> CAST(:vector AS vector)) AS similarity,
+           outcomes, source_job_id, cost_usd, list_cost_usd, {", ".join(ANSWER_FIELDS)}
+    FROM semantic_cache
+    WHERE tenant_id = :tenant AND model = :model AND context_key = :context
+      AND expires_at > now()
+    ORDER BY embedding <=> CAST(:vector AS vector)
+    LIMIT :limit"""
+
+
 def semantic_table_present(session: Session) -> bool:
     """Whether this database has the vector table (it has pgvector and was migrated)."""
     present = session.execute(text("SELECT to_regclass('semantic_cache') IS NOT NULL"))
@@ -67,14 +78,7 @@ def nearest_answers(
     (in relaxed order, which is much cheaper than strict; sorted here instead)."""
     session.execute(text(f"SET LOCAL hnsw.ef_search = {EF_SEARCH}; "
                          "SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    rows = session.execute(text(f"""
-        SELECT id, question, 1 - (embedding <=> CAST(:vector AS vector)) AS similarity,
-               outcomes, source_job_id, cost_usd, list_cost_usd, {", ".join(ANSWER_FIELDS)}
-        FROM semantic_cache
-        WHERE tenant_id = :tenant AND model = :model AND context_key = :context
-          AND expires_at > now()
-        ORDER BY embedding <=> CAST(:vector AS vector)
-        LIMIT :limit"""), {
+    rows = session.execute(text(NEAREST_SQL), {
         "vector": vector_literal(vector), "tenant": tenant_id, "model": model,
         "context": context_key, "limit": limit,
     }).mappings().all()

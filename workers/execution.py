@@ -97,9 +97,9 @@ class JobProduct:
 class ExecutedBatch:
     outcomes: list[JobOutcome]
     engine_seconds: float
-    # Bookkeeping that may only happen once the outcomes are recorded (filling the semantic
-    # cache with answers that now exist): run in its own transaction after the record.
-    after_recorded: Callable[[Session], None] | None = None
+    # Bookkeeping written in the batch's own recording transaction (filling the semantic
+    # cache with the fresh answers): a finished job's entry is there as soon as it is.
+    record_with: Callable[[Session], None] | None = None
 
 
 class BatchExecutor(Protocol):
@@ -207,15 +207,6 @@ class BatchListener(Protocol):
 
 
 class BatchRunner:
-    def _after_recorded(self, batch_id: uuid.UUID, step: Callable[[Session], None]) -> None:
-        # The results are safe already; a failure here loses only cache bookkeeping.
-        try:
-            with self.sessions() as session:
-                step(session)
-                session.commit()
-        except Exception:
-            log.exception("cache bookkeeping after batch %s failed", batch_id)
-
     def __init__(
         self,
         settings: Settings,
@@ -273,14 +264,13 @@ class BatchRunner:
         # rather than run them again after the lease.
         recorded = self._retrying(
             lambda session: record_batch(session, batch, outcomes,
-                                         executed.engine_seconds, self.cache),
+                                         executed.engine_seconds, self.cache,
+                                         also=executed.record_with),
             f"recording batch {batch_id}")
         if not recorded:
             log.warning("batch %s was taken over while running; its results were dropped",
                         batch_id)
         else:
-            if executed.after_recorded is not None:
-                self._after_recorded(batch_id, executed.after_recorded)
             count_recorded_batch(self.sessions, batch_id, batch.model, executed.engine_seconds)
             finalize_ready(self.sessions, self.store,
                            sorted({job.submission_id for job in batch.jobs}))

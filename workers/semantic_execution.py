@@ -1,7 +1,7 @@
 """The semantic cache on the worker: before a batch reaches the engine, its jobs that asked
 for the semantic cache are embedded (all in one embedder call), looked up in pgvector and
 answered from a verified close question where one exists; the rest run on the engine, and
-their fresh answers fill the cache once recorded.
+their fresh answers fill the cache in the same transaction that records them.
 
 It runs here, beside the model, and never in the API: the API process never imports
 torch. A small fraction of hits is audited (`semantic_cache_audit_rate`): the job runs on
@@ -162,7 +162,7 @@ class SemanticExecutor:
             for (tenant, name), n in _by_tenant(counts, mismatches).items():
                 add_counts(session, tenant, {name: n})
 
-        return ExecutedBatch(outcomes, ran.engine_seconds, after_recorded=bookkeeping)
+        return ExecutedBatch(outcomes, ran.engine_seconds, record_with=bookkeeping)
 
     def _served(self, batch: ClaimedBatch, hit: _Hit) -> JobOutcome:
         answer = hit.answer

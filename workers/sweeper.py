@@ -16,6 +16,7 @@ from models.batches import expire_overdue_batches
 from models.files import take_expired_files
 from models.queue import sweep_expired_leases
 from models.result_cache import sweep_result_cache
+from models.semantic_cache import sweep_semantic_cache
 from models.submissions import forget_expired_idempotency_keys
 from observability import metrics
 from penny.settings import Settings
@@ -60,6 +61,10 @@ def sweep_result_cache_entries(settings: Settings, sessions: sessionmaker[Sessio
     """Drop expired entries and each tenant's least recently used beyond the maximum."""
     with sessions() as session:
         swept = sweep_result_cache(session, settings.result_cache_max_entries)
+        # Semantic entries expire on the same schedule (a no-op without pgvector).
+        semantic = sweep_semantic_cache(session)
         session.commit()
     if swept.expired or swept.evicted:
         log.info("result cache: %d entries expired, %d evicted", swept.expired, swept.evicted)
+    if semantic:
+        log.info("semantic cache: %d entries expired", semantic)

@@ -549,3 +549,21 @@ def test_jobs_answered_from_the_cache_take_no_room_in_the_queue(
             assert refused.status_code == 429, refused.text
     finally:
         runtime.close()
+
+
+def test_a_bulk_submission_sets_the_cache_mode_of_jobs_that_name_none(
+    keyed: tuple[Runtime, TestClient],
+) -> None:
+    from models.tables import Job
+
+    runtime, client = keyed
+    accepted = client.post("/v1/jobs/bulk", headers=ACME, json={
+        "cache": "semantic",
+        "jobs": [job("Is Oman in Asia?"), job("Is Oman in Africa?", cache="off")]})
+    assert accepted.status_code == 202, accepted.text
+    with runtime.sessions() as session:
+        modes = dict(session.execute(select(Job.line_no, Job.cache_mode)).all())
+    assert modes == {0: "semantic", 1: "off"}
+    refused = client.post("/v1/jobs/bulk", headers=ACME,
+                          json={"cache": "sometimes", "jobs": [job("x")]})
+    assert refused.status_code == 422 and "cache" in refused.text
