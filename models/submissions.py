@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from cache.keys import CacheMode, CachePolicy
 from coalescer.single_flight import single_flight_key
+from models.copy import copy_rows
 from models.result_cache import CachedAnswer, record_cache_hits
 from models.status import TERMINAL_JOB_STATUSES, JobStatus
 from models.tables import Job, LedgerEntry, Result, StoredFile, Submission
@@ -154,11 +155,12 @@ def insert_submission(
 
 def insert_jobs(
     session: Session, submission_id: uuid.UUID, tenant_id: uuid.UUID, jobs: Sequence[NewJob],
-    cached: CacheLookup | None = None,
+    cached: CacheLookup | None = None, *, copy: bool = False,
 ) -> InsertedJobs:
     """Queue `jobs` under a submission (a job with `error` is stored failed). A job whose
     answer `cached` holds is stored `succeeded` with its result and a zero-cost ledger row
-    instead, never reaching the queue. The caller commits."""
+    instead, never reaching the queue. The caller commits. `copy`: write the rows with
+    COPY, several times faster for thousands of rows (bulk intake)."""
     job_ids = [uuid.uuid4() for _ in jobs]
     now = datetime.now(UTC)  # SQL now() cannot ride along in an executemany
     if not jobs:  # a batch that failed validation, or is still validating, has no jobs
@@ -171,31 +173,32 @@ def insert_jobs(
         hits = {job_id: cached.answers[key]
                 for job_id, key in zip(job_ids, cached.keys, strict=True)
                 if key is not None and key in cached.answers}
-    session.execute(
-        insert(Job),
-        [
-            {
-                "id": job_id,
-                "submission_id": submission_id,
-                "tenant_id": tenant_id,
-                "line_no": job.line_no,
-                "custom_id": job.custom_id,
-                "model": job.model,
-                "request": job.request,
-                "tags": job.tags or {},
-                "priority": job.priority,
-                "estimated_tokens": job.estimated_tokens,
-                "status": _initial_status(job, job_id in hits),
-                "error": job.error,
-                "finished_at": now if job.error or job_id in hits else None,
-                "deadline_at": now + job.complete_within if job.complete_within else None,
-                "single_flight_key": flight_key,
-                "cache_mode": job.cache_mode,
-                "input_row": job.input_row,
-            }
-            for job_id, job, flight_key in zip(job_ids, jobs, flight_keys, strict=True)
-        ],
-    )
+    rows = [
+        {
+            "id": job_id,
+            "submission_id": submission_id,
+            "tenant_id": tenant_id,
+            "line_no": job.line_no,
+            "custom_id": job.custom_id,
+            "model": job.model,
+            "request": job.request,
+            "tags": job.tags or {},
+            "priority": job.priority,
+            "estimated_tokens": job.estimated_tokens,
+            "status": _initial_status(job, job_id in hits),
+            "error": job.error,
+            "finished_at": now if job.error or job_id in hits else None,
+            "deadline_at": now + job.complete_within if job.complete_within else None,
+            "single_flight_key": flight_key,
+            "cache_mode": job.cache_mode,
+            "input_row": job.input_row,
+        }
+        for job_id, job, flight_key in zip(job_ids, jobs, flight_keys, strict=True)
+    ]
+    if copy:
+        copy_rows(session, Job.__table__, rows)
+    else:
+        session.execute(insert(Job), rows)
     record_cache_hits(session, tenant_id, submission_id, hits)
     return InsertedJobs(job_ids, frozenset(hits))
 
