@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,8 +112,16 @@ def test_a_csv_named_by_url_is_read_and_its_outputs_come_back_by_presigned_link(
     assert s3_calls == ["HeadObject", "GetObject"]
     submission_id = response.json()["submission_id"]
     assert run_queued(runtime) == 2
+    store: Any = runtime.store
+    written: list[str] = []
+    store.client.meta.events.register(
+        "before-parameter-build.s3.PutObject", lambda params, **_: written.append(params["Key"]))
     finalize_ready(runtime.sessions, runtime.store)
     read = client.get(f"/v1/submissions/{submission_id}", headers=ACME).json()
+    # Every object whole, the manifest last, listing them.
+    assert written[-1] == f"runs/submissions/{submission_id}/manifest.json"
+    manifest = json.loads(store.get(f"submissions/{submission_id}/manifest.json"))
+    assert manifest == {"submission_id": submission_id, "outputs": read["outputs"]}
     prefix = f"s3://penny-out/runs/submissions/{submission_id}"
     assert read["outputs"]["results_csv"] == f"{prefix}/results.csv"
     links = read["output_urls"]
