@@ -15,6 +15,7 @@ from api import (
     metrics,
     openai_batches,
     openai_files,
+    semantic_cache_entries,
     uploads,
     webhooks,
 )
@@ -25,6 +26,7 @@ from api.limits import BodySizeLimit
 from api.metrics import RequestMetrics
 from cache.model_identity import cache_policy
 from intake.admission import IntakePolicy
+from intake.group_commit import GroupCommitWriter
 from intake.limits import IntakeLimits
 from observability.queue_collector import queue_registry
 from penny.runtime import Runtime
@@ -47,6 +49,8 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.state.s3_sources = SourcePolicy.from_config(settings.tenant_s3_sources)
     # The model identities are read once, here: intake looks jobs up under them.
     app.state.result_cache = cache_policy(settings)
+    app.state.group_commit = (GroupCommitWriter(runtime.sessions, app.state.result_cache)
+                              if settings.intake_group_commit else None)
     app.state.started_at = datetime.now(UTC)
     app.state.worker_presence = presence or HeartbeatPresence(runtime.sessions, settings)
     app.state.queue_metrics = queue_registry(runtime.sessions, settings.served_models,
@@ -60,6 +64,7 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.include_router(openai_batches.router)
     app.include_router(anthropic_batches.router)
     app.include_router(cache_entries.router)
+    app.include_router(semantic_cache_entries.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     upload_limit = settings.max_file_bytes + openai_files.MULTIPART_SLACK_BYTES

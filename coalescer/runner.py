@@ -28,6 +28,7 @@ from coalescer.affinity import assign_workers
 from coalescer.dispatch import Dispatcher
 from coalescer.planning import BatchLimits, PlannedBatch, PlanOptions, QueuedJob, plan_window
 from coalescer.windows import WindowBounds, WindowState, batch_room, window_should_close
+from intake.admission import IntakePolicy
 from intake.limits import IntakeLimits
 from intake.validation import Outcome, RetryPolicy, validate_next_batch
 from models.queue import (
@@ -113,6 +114,7 @@ class Coalescer:
         # the weights this process can see.
         self.cache = cache_policy(settings)
         self.intake_limits = IntakeLimits.from_settings(settings)
+        self.admission = IntakePolicy.from_settings(settings)
         self.validation_retry = RetryPolicy(settings.max_validation_attempts,
                                             settings.validation_retry_seconds)
         self._validated = False  # the last tick validated a batch: more may be waiting
@@ -170,7 +172,8 @@ class Coalescer:
         try:
             validated = validate_next_batch(self.sessions, self.store, self.intake_limits,
                                             self.settings.max_batch_requests,
-                                            self.validation_retry, cache=self.cache)
+                                            self.validation_retry, cache=self.cache,
+                                            admission=self.admission)
         except Exception:  # e.g. the database did not answer: nothing was claimed
             log.exception("looking for a batch to validate failed")
             return False

@@ -145,7 +145,7 @@ def _write_chunk(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
     wanted = {k for k in keys if k is not None}
     answers = find_cached_answers(session, tenant.id, wanted) if wanted else {}
     inserted = insert_jobs(session, submission_id, tenant.id, jobs,
-                           CacheLookup(keys, answers), copy=True)
+                           CacheLookup(keys, answers))
     for job, job_id in zip(jobs, inserted.ids, strict=True):
         if job.error is not None:
             continue

@@ -14,6 +14,7 @@ from enum import StrEnum
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.keys import CachePolicy
+from intake.admission import IntakePolicy, admit
 from intake.batches import line_job
 from intake.limits import IntakeLimits
 from intake.openai_lines import BatchLineError, parse_batch_file
@@ -26,8 +27,10 @@ from models.batches import (
     start_batch,
 )
 from models.files import get_file
-from models.tables import Submission
+from models.tables import Submission, Tenant
+from models.tenants import TenantRef
 from observability import metrics
+from penny.errors import BudgetExceeded, QueueFull
 from storage.port import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ def _time_left(expires_at: datetime | None) -> timedelta | None:
 def validate_next_batch(
     sessions: sessionmaker[Session], store: ObjectStore, limits: IntakeLimits,
     max_requests: int, retry: RetryPolicy | None = None, *, cache: CachePolicy | None = None,
+    admission: IntakePolicy | None = None,
 ) -> Validated | None:
     """Validate the next batch waiting for it; None when none waits (or every waiting
     one is being validated elsewhere, or backs off).
@@ -93,6 +97,10 @@ def validate_next_batch(
     rolls that back and counts an attempt: the batch waits out a back-off while other
     batches are validated, and fails naming the error after `retry.max_attempts`. Lines
     the exact result cache answers (`cache`) are done in the same transaction as the rest.
+
+    The tenant's queued-jobs limit and hard budget (`admission`) are checked again with the
+    lines queued: at create the batch's size was unknown, and other submissions may have
+    used the room since. A batch they refuse fails, naming the limit; nothing is queued.
     """
     policy = retry or DEFAULT_RETRY
     with sessions() as session:
@@ -102,7 +110,8 @@ def validate_next_batch(
             return None
         batch_id = batch.id  # commit expires the row; the id is all that is needed after
         try:
-            return _validate(session, batch, store, limits, max_requests, cache)
+            return _validate(session, batch, store, limits, max_requests, cache,
+                             admission or IntakePolicy())
         except Exception as error:
             session.rollback()
             reason = _reason(error)
@@ -126,7 +135,7 @@ def validate_next_batch(
 
 def _validate(
     session: Session, batch: Submission, store: ObjectStore, limits: IntakeLimits,
-    max_requests: int, cache: CachePolicy | None,
+    max_requests: int, cache: CachePolicy | None, admission: IntakePolicy,
 ) -> Validated:
     batch_id = batch.id
     if batch.cancelling_at is not None:
@@ -149,7 +158,21 @@ def _validate(
         return Validated(batch_id, Outcome.FAILED, 0)
     jobs = [replace(line_job(line), complete_within=_time_left(batch.expires_at))
             for line in parsed.lines]
-    inserted = start_batch(session, batch, jobs, cache)
+    tenant = TenantRef(batch.tenant_id, session.get_one(Tenant, batch.tenant_id).name)
+    try:
+        # A savepoint: a refusal undoes the jobs and keeps the batch's row lock.
+        with session.begin_nested():
+            inserted = start_batch(session, batch, jobs, cache)
+            queued = [job for job, job_id in zip(jobs, inserted.ids, strict=True)
+                      if job_id not in inserted.from_cache]
+            warnings = admit(session, admission, tenant, queued) if queued else []
+    except (QueueFull, BudgetExceeded) as refused:
+        fail_batch(session, batch_id, [BatchLineError(
+            None, refused.code, escape_unstorable(refused.message), refused.param).as_dict()])
+        session.commit()
+        return Validated(batch_id, Outcome.FAILED, 0)
+    if warnings:
+        batch.warnings = [*(batch.warnings or []), *warnings]
     session.commit()
     metrics.record_exact_cache_hits(
         job.model for job, job_id in zip(jobs, inserted.ids, strict=True)

@@ -13,6 +13,9 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+    # A cascade attempt whose answer was not confident enough: the job it was copied from
+    # went on to the next tier (see Job.cascade_of).
+    ESCALATED = "escalated"
 
     @property
     def is_terminal(self) -> bool:
@@ -20,7 +23,8 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_JOB_STATUSES = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED,
+     JobStatus.ESCALATED}
 )
 
 # A job moves forward only; "batched -> queued" and "running -> batched" are the sweeper
@@ -41,6 +45,7 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
     JobStatus.EXPIRED: frozenset(),
+    JobStatus.ESCALATED: frozenset(),
 }
 
 
@@ -53,6 +58,9 @@ class BatchStatus(StrEnum):
     RUNNING = "running"  # a worker holds the lease
     DONE = "done"
     FAILED = "failed"  # gave up after max attempts
+    # The engine raised while running it: its jobs went on in two new half batches, so one
+    # poison job is found by bisection and never takes its batch-mates down with it.
+    SPLIT = "split"
 
 
 class SubmissionStatus(StrEnum):

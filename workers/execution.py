@@ -11,23 +11,38 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.model_identity import cache_policy
+from coalescer.dispatch import Dispatcher
+from ledger.attribution import unmodelled
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
-from models.queue import ClaimedBatch, JobOutcome, claim_batch, record_batch, renew_lease
+from models.failover import Failover, fail_over
+from models.queue import (
+    ClaimedBatch,
+    JobOutcome,
+    claim_batch,
+    record_batch,
+    release_undelivered,
+    renew_lease,
+)
+from models.retrying import with_retries
 from observability.logs import logs_about_batch
 from penny.settings import Settings
+from routing.router import route_label
 from storage.port import ObjectStore
 from workers.batch_metrics import count_recorded_batch
+from workers.cascade import judge_cascade
 from workers.engine import Engine, Generation, GenerationRequest
 from workers.finalize import finalize_ready
+from workers.ledger_costing import LedgerCosting
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,8 @@ class BatchRun:
     claimed: bool
     recorded: bool
     jobs: int = 0
+    # The engine raised: the batch was split (or its lone job retried or failed).
+    failed_over: bool = False
 
 
 class _LeaseKeeper:
@@ -80,6 +97,9 @@ class JobProduct:
 class ExecutedBatch:
     outcomes: list[JobOutcome]
     engine_seconds: float
+    # Bookkeeping that may only happen once the outcomes are recorded (filling the semantic
+    # cache with answers that now exist): run in its own transaction after the record.
+    after_recorded: Callable[[Session], None] | None = None
 
 
 class BatchExecutor(Protocol):
@@ -118,6 +138,9 @@ def priced_outcomes(
             "engine_seconds": seconds,
             "cost_usd": cost.cost_usd,
             "list_cost_usd": cost.list_cost_usd,
+            # No saving claimed until the ledger costing models one (workers.ledger_costing).
+            **unmodelled(cost.cost_usd).columns(),
+            "route": route_label(job.route),
         }
         outcomes.append(JobOutcome(job, product.result, ledger, None))
     return outcomes
@@ -167,9 +190,10 @@ class GenerationExecutor:
             for job in batch.jobs
         ]
         generated = self.engine.generate(requests)
+        outcomes = outcomes_for(batch, generated.generations, generated.engine_seconds,
+                                self.settings)
         return ExecutedBatch(
-            outcomes_for(batch, generated.generations, generated.engine_seconds,
-                         self.settings),
+            judge_cascade(batch.model, outcomes, generated.generations, self.settings),
             generated.engine_seconds)
 
 
@@ -183,6 +207,15 @@ class BatchListener(Protocol):
 
 
 class BatchRunner:
+    def _after_recorded(self, batch_id: uuid.UUID, step: Callable[[Session], None]) -> None:
+        # The results are safe already; a failure here loses only cache bookkeeping.
+        try:
+            with self.sessions() as session:
+                step(session)
+                session.commit()
+        except Exception:
+            log.exception("cache bookkeeping after batch %s failed", batch_id)
+
     def __init__(
         self,
         settings: Settings,
@@ -191,6 +224,7 @@ class BatchRunner:
         store: ObjectStore,
         worker_id: str,
         listener: BatchListener | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -201,11 +235,17 @@ class BatchRunner:
         # which weights made the answer.
         self.cache = cache_policy(settings, [executor.model_name])
         self.listener = listener
+        # Where the halves of a batch whose engine raised are sent; without one the
+        # sweeper sends them at its next look.
+        self.dispatcher = dispatcher
+        self.costing = LedgerCosting(settings, sessions)
 
     @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
-        with self.sessions() as session:
-            batch = claim_batch(session, batch_id, self.worker_id, self.settings.lease_seconds)
+        batch = self._retrying(
+            lambda session: claim_batch(session, batch_id, self.worker_id,
+                                        self.settings.lease_seconds),
+            f"claiming batch {batch_id}")
         if batch is None:
             log.info("batch %s is not pending; another worker has it or it is done", batch_id)
             return BatchRun(batch_id, claimed=False, recorded=False)
@@ -219,16 +259,57 @@ class BatchRunner:
 
     def _run_claimed(self, batch: ClaimedBatch) -> BatchRun:
         batch_id = batch.id
-        with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
-            executed = self.executor.execute(batch)
-        with self.sessions() as session:
-            recorded = record_batch(session, batch, executed.outcomes, executed.engine_seconds,
-                                    self.cache)
+        try:
+            with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
+                executed = self.executor.execute(batch)
+        except Exception as error:  # the engine broke on something in this batch
+            log.exception("the engine raised on batch %s (%d jobs); failing over",
+                          batch_id, len(batch.jobs))
+            self._fail_over(batch, f"{type(error).__name__}: {error}")
+            return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
+                            failed_over=True)
+        outcomes = self.costing.cost(batch, executed.outcomes)
+        # The answers are made and paid for in engine time: wait out a database restart
+        # rather than run them again after the lease.
+        recorded = self._retrying(
+            lambda session: record_batch(session, batch, outcomes,
+                                         executed.engine_seconds, self.cache),
+            f"recording batch {batch_id}")
         if not recorded:
             log.warning("batch %s was taken over while running; its results were dropped",
                         batch_id)
         else:
+            if executed.after_recorded is not None:
+                self._after_recorded(batch_id, executed.after_recorded)
             count_recorded_batch(self.sessions, batch_id, batch.model, executed.engine_seconds)
             finalize_ready(self.sessions, self.store,
                            sorted({job.submission_id for job in batch.jobs}))
         return BatchRun(batch_id, claimed=True, recorded=recorded, jobs=len(batch.jobs))
+
+    def _retrying(self, work: Callable[[Session], T], what: str) -> T:
+        return with_retries(self.sessions, work,
+                            within_seconds=self.settings.database_retry_seconds, what=what)
+
+    def _fail_over(self, batch: ClaimedBatch, reason: str) -> None:
+        """Now, not after the lease: split the batch so the culprit is found by bisection,
+        or retry or fail a lone job."""
+        outcome: Failover = self._retrying(
+            lambda session: fail_over(session, batch, max_attempts=self.settings.max_attempts,
+                                      reason=reason),
+            f"failing over batch {batch.id}")
+        if not outcome.held:
+            log.warning("batch %s was taken over while running; not failing it over",
+                        batch.id)
+            return
+        if outcome.failed_jobs:
+            log.error("batch %s: %d job(s) failed with engine_error after %d attempts alone",
+                      batch.id, len(outcome.failed_jobs), self.settings.max_attempts)
+            finalize_ready(self.sessions, self.store,
+                           sorted({job.submission_id for job in batch.jobs}))
+        if self.dispatcher is None:  # marked never sent: the next sweep sends them
+            with self.sessions() as session:
+                release_undelivered(session, outcome.rerun)
+                session.commit()
+            return
+        for rerun in outcome.rerun:
+            self.dispatcher.dispatch(rerun, batch.model)

@@ -153,3 +153,34 @@ def test_a_streamed_body_is_refused_once_it_passes_the_limit(
     assert start["status"] == 413
     assert json.loads(body)["error"]["code"] == "request_too_large"
     assert reads == 5  # 4096 bytes are allowed; the fifth chunk passes the limit
+
+
+def test_an_openai_batch_over_the_queue_limit_fails_at_validation_naming_it(
+    limited: tuple[TestClient, Runtime],
+) -> None:
+    """At create the batch's lines are unread: it passes with room for one job. Read, it
+    brings four, past the limit of three: it fails, naming the limit, and queues nothing."""
+    from intake.admission import IntakePolicy
+    from intake.limits import IntakeLimits
+    from intake.validation import Outcome, validate_next_batch
+
+    client, runtime = limited
+    upload = client.post("/v1/files", headers=A, data={"purpose": "batch"}, files={
+        "file": ("in.jsonl", jsonl([{**LINE, "custom_id": f"r{i}"} for i in range(4)]),
+                 "application/jsonl")})
+    created = client.post("/v1/batches", headers=A, json={
+        "input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"})
+    assert created.status_code == 200, created.text
+    settings = runtime.settings
+    validated = validate_next_batch(runtime.sessions, runtime.store,
+                                    IntakeLimits.from_settings(settings),
+                                    settings.max_batch_requests,
+                                    admission=IntakePolicy.from_settings(settings))
+    assert validated is not None and validated.outcome == Outcome.FAILED
+    batch = client.get(f"/v1/batches/{created.json()['id']}", headers=A).json()
+    assert batch["status"] == "failed"
+    (error,) = batch["errors"]["data"]
+    assert error["code"] == "queue_full"
+    assert "3 jobs queued; 0 are queued and this request adds 4" in error["message"]
+    assert _jobs(runtime) == 0
