@@ -30,6 +30,7 @@ from intake.group_commit import GroupCommitWriter
 from intake.limits import IntakeLimits
 from observability.queue_collector import queue_registry
 from penny.runtime import Runtime
+from storage.s3_sources import SourcePolicy
 from tenancy.keys import AdminKeys
 
 
@@ -45,6 +46,7 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.state.tenants = TenantResolver(settings, runtime.sessions)
     app.state.admin_keys = AdminKeys(settings.admin_api_keys)
     app.state.store = runtime.store
+    app.state.s3_sources = SourcePolicy.from_config(settings.tenant_s3_sources)
     # The model identities are read once, here: intake looks jobs up under them.
     app.state.result_cache = cache_policy(settings)
     app.state.group_commit = (GroupCommitWriter(runtime.sessions, app.state.result_cache)

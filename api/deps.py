@@ -15,6 +15,8 @@ from intake.limits import IntakeLimits
 from models.tenants import TenantRef
 from penny.settings import Settings
 from storage.port import ObjectStore
+from storage.s3_reader import S3Reader
+from storage.s3_sources import SourcePolicy
 
 Tenant = Annotated[TenantRef, Depends(tenant_for_request)]
 Admin = Annotated[None, Depends(require_admin)]
@@ -47,6 +49,21 @@ def store_of(request: Request) -> ObjectStore:
 def cache_of(request: Request) -> CachePolicy:
     cache: CachePolicy = request.app.state.result_cache
     return cache
+
+
+def s3_sources_of(request: Request) -> SourcePolicy:
+    policy: SourcePolicy = request.app.state.s3_sources
+    return policy
+
+
+def s3_reader_of(request: Request) -> S3Reader:
+    """The client that reads tenants' s3:// objects, made on first use."""
+    reader: S3Reader | None = getattr(request.app.state, "s3_reader", None)
+    if reader is None:
+        settings = settings_of(request)
+        reader = S3Reader(endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+        request.app.state.s3_reader = reader
+    return reader
 
 
 def settings_of(request: Request) -> Settings:

@@ -23,6 +23,7 @@ from penny.errors import (
     NotFound,
     PennyError,
     QueueFull,
+    SourceNotAllowed,
     StateConflict,
     TooLarge,
     Unauthorized,
@@ -39,6 +40,7 @@ STATUS_BY_ERROR: dict[type[PennyError], int] = {
     StateConflict: 409,
     TooLarge: 413,
     Unauthorized: 401,
+    SourceNotAllowed: 403,
     QueueFull: 429,
     BudgetExceeded: 402,
 }
@@ -63,7 +65,9 @@ class ErrorBody(BaseModel):
 
 
 _MEANING = {400: "The body is not JSON penny can read", 401: "No valid API key",
-            402: "Over the tenant's hard budget", 404: "No such object for this tenant",
+            402: "Over the tenant's hard budget",
+            403: "An s3:// object outside what the tenant may have read",
+            404: "No such object for this tenant",
             409: "Conflicts with the object's state or an earlier Idempotency-Key",
             413: "The body or file is too large", 422: "The request breaks a rule",
             429: "The tenant's queue is full; see Retry-After"}

@@ -14,6 +14,7 @@ from api.deps import (
     limits_of,
     policy_of,
     sessions_of,
+    settings_of,
     store_of,
 )
 from api.errors import error_responses
@@ -152,7 +153,12 @@ def read_submission(submission_id: str, request: Request, tenant: Tenant) -> Sub
         if row is None:
             raise NotFound(f"no submission with id {submission_id!r}", param="submission_id")
         progress = progress_of(session, [parsed])[parsed]
-        return SubmissionOut.from_row(row, progress.counts, progress.cost.as_dict())
+        out = SubmissionOut.from_row(row, progress.counts, progress.cost.as_dict())
+    seconds = settings_of(request).presigned_url_seconds
+    links = {name: url for name, uri in (out.outputs or {}).items()
+             if (url := store_of(request).download_url(uri, seconds)) is not None}
+    out.output_urls = links or None
+    return out
 
 
 OUTPUT_FILES = {"results": "application/jsonl", "ledger_json": "application/json",

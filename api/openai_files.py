@@ -8,7 +8,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
 from api.batch_views import file_object, openai_list, unix
-from api.deps import IdempotencyKey, Tenant, policy_of, sessions_of, settings_of, store_of
+from api.deps import (
+    IdempotencyKey,
+    Tenant,
+    policy_of,
+    s3_reader_of,
+    s3_sources_of,
+    sessions_of,
+    settings_of,
+    store_of,
+)
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
 from intake.service import request_hash
@@ -29,7 +38,7 @@ from penny.errors import IdempotencyConflict, InvalidRequest, NotFound, TooLarge
 from routing.catalog import build_catalog
 
 router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
-                   responses=error_responses(400, 401, 404, 409, 413, 422))
+                   responses=error_responses(400, 401, 403, 404, 409, 413, 422))
 
 # Uploads penny accepts: batch inputs. (Outputs are `batch_output`, written by penny.)
 UPLOAD_PURPOSES = frozenset({"batch"})
@@ -63,8 +72,11 @@ def upload_file(
     request: Request,
     response: Response,
     tenant: Tenant,
-    file: Annotated[UploadFile, File()],
     purpose: Annotated[str, Form()],
+    file: Annotated[UploadFile | None, File()] = None,
+    source: Annotated[str | None, Form(
+        description="Instead of `file`: an s3://bucket/key object this tenant may have "
+                    "penny read; it is copied in as the file")] = None,
     expires_anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
     expires_seconds: Annotated[int | None, Form(alias="expires_after[seconds]")] = None,
     idempotency_key: IdempotencyKey = None,
@@ -72,12 +84,22 @@ def upload_file(
     if purpose not in UPLOAD_PURPOSES:
         raise InvalidRequest(f"purpose {purpose!r} is not served here; upload batch inputs "
                              "with purpose 'batch'", param="purpose")
-    filename = _storable(file.filename or "upload.jsonl", "file.filename")
     expiry = _expiry_seconds(expires_anchor, expires_seconds)
     limit = settings_of(request).max_file_bytes
-    data = file.file.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"the file is larger than {limit} bytes", param="file")
+    if (file is None) == (source is None):
+        raise InvalidRequest("send the file as `file`, or name an s3:// object as `source`; "
+                             "exactly one of the two", param="file")
+    if file is not None:
+        filename = _storable(file.filename or "upload.jsonl", "file.filename")
+        data = file.file.read(limit + 1)
+        if len(data) > limit:
+            raise TooLarge(f"the file is larger than {limit} bytes", param="file")
+    else:
+        assert source is not None
+        # Allowed or not is decided before anything is read.
+        location = s3_sources_of(request).check(tenant.name, source, param="source")
+        filename = location.name
+        data = s3_reader_of(request).read(location, limit)
     digest = request_hash([purpose, filename, expiry, hashlib.sha256(data).hexdigest()])
     cutoff = policy_of(request).idempotency_cutoff()
     with sessions_of(request)() as session:

@@ -145,6 +145,8 @@ class SubmissionOut(BaseModel):
     total_jobs: int
     counts: dict[str, int]
     outputs: dict[str, str] | None
+    # Per output in S3, a presigned GET link (PENNY_PRESIGNED_URL_SECONDS); else null.
+    output_urls: dict[str, str] | None = None
     created_at: datetime
     completed_at: datetime | None
     warnings: list[dict[str, Any]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
@@ -13,6 +14,8 @@ from api.deps import (
     cache_of,
     limits_of,
     policy_of,
+    s3_reader_of,
+    s3_sources_of,
     sessions_of,
     settings_of,
 )
@@ -22,10 +25,12 @@ from api.webhooks import checked_callback
 from intake.csv_mapping import CsvOptions
 from intake.csv_upload import CsvSource, queue_csv
 from intake.text import unstorable_reason
+from models.tenants import TenantRef
 from penny.errors import InvalidRequest, TooLarge
+from penny.settings import Settings
 
 router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
-                   responses=error_responses(400, 401, 402, 409, 413, 422, 429))
+                   responses=error_responses(400, 401, 402, 403, 404, 409, 413, 422, 429))
 
 # The multipart envelope around the file: boundaries, headers, the form fields.
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -54,8 +59,11 @@ def upload_csv(
     request: Request,
     response: Response,
     tenant: Tenant,
-    file: Annotated[UploadFile, File(description="The CSV file, UTF-8 unless `encoding` "
-                                                 "says otherwise")],
+    file: Annotated[UploadFile | None, File(
+        description="The CSV file, UTF-8 unless `encoding` says otherwise")] = None,
+    source: Annotated[str | None, Form(
+        description="Instead of `file`: an s3://bucket/key object this tenant may have "
+                    "penny read")] = None,
     template: Annotated[str | None, Form(
         description="Build each prompt from columns: 'Summarise: {body}'")] = None,
     id_column: Annotated[str | None, Form(
@@ -72,16 +80,49 @@ def upload_csv(
     as CSV (the input columns, then output, status and cost) at
     `GET /v1/submissions/{id}/results_csv`, and as JSONL at `.../results`."""
     settings = settings_of(request)
-    limit = settings.max_csv_upload_bytes
-    if file.size is not None and file.size > limit:
-        raise TooLarge(f"the file is larger than {limit} bytes", param="file")
-    name = _text_field(file.filename, "file.filename") or "upload.csv"
     options = CsvOptions(template=_text_field(template, "template"),
                          id_column=_text_field(id_column, "id_column"),
                          encoding=_text_field(encoding, "encoding"),
                          skip_bad_rows=on_bad_rows == "skip")
     callback = checked_callback(request, callback_url)
-    source = CsvSource(file.file, name, options, settings.max_prompt_chars)
+    if (file is None) == (source is None):
+        raise InvalidRequest("send the CSV as `file`, or name an s3:// object as `source`; "
+                             "exactly one of the two", param="file")
+    with ExitStack() as stack:
+        if file is not None:
+            csv_source = _uploaded(file, options, settings)
+        else:
+            assert source is not None
+            csv_source = _from_s3(request, tenant, source, options, settings)
+            stack.callback(csv_source.stream.close)
+        return _queue(request, response, tenant, csv_source, idempotency_key, callback)
+
+
+def _uploaded(file: UploadFile, options: CsvOptions, settings: Settings) -> CsvSource:
+    limit = settings.max_csv_upload_bytes
+    if file.size is not None and file.size > limit:
+        raise TooLarge(f"the file is larger than {limit} bytes", param="file")
+    name = _text_field(file.filename, "file.filename") or "upload.csv"
+    return CsvSource(file.file, name, options, settings.max_prompt_chars)
+
+
+def _from_s3(request: Request, tenant: TenantRef, url: str, options: CsvOptions,
+             settings: Settings) -> CsvSource:
+    """The tenant's s3:// object as a stream: allowed or not is decided before any read."""
+    location = s3_sources_of(request).check(tenant.name, url, param="source")
+    reader = s3_reader_of(request)
+    info = reader.info(location)
+    limit = settings.max_csv_upload_bytes
+    if info.size > limit:
+        raise TooLarge(f"{location.url[:300]!r} is {info.size} bytes; the limit is {limit}",
+                       param="source")
+    return CsvSource(reader.open(location, info), location.name, options,
+                     settings.max_prompt_chars,
+                     fingerprint=f"{location.url} {info.etag} {info.size}")
+
+
+def _queue(request: Request, response: Response, tenant: TenantRef, source: CsvSource,
+           idempotency_key: str | None, callback: str | None) -> CsvAccepted:
     with sessions_of(request)() as session:
         queued = queue_csv(session, source, tenant=tenant, limits=limits_of(request),
                            policy=policy_of(request), cache=cache_of(request),

@@ -16,7 +16,7 @@ from typing import Any
 
 from intake.csv_reader import CsvReader, CsvRow, CsvRowError
 from intake.line_outcome import LineError, LineOutcome, validated_line
-from intake.text import escape_unstorable
+from intake.text import escape_unstorable, unstorable_reason
 from penny.errors import InputFileError
 
 NUMBER_FIELDS: dict[str, type[int] | type[float]] = {
@@ -51,6 +51,9 @@ class CsvMapping:
 
 
 def _parse_template(template: str, header: tuple[str, ...]) -> tuple[str | int, ...]:
+    reason = unstorable_reason(template)
+    if reason is not None:
+        raise InputFileError(f"the template {reason}", param="template")
     try:
         pieces = list(string.Formatter().parse(template))
     except ValueError as error:
@@ -154,7 +157,10 @@ def row_outcome(mapping: CsvMapping, row: CsvRow) -> LineOutcome:
         payload = row_payload(mapping, row.cells)
     except _BadCell as error:
         return LineError(row.line_no, BAD_ROW, str(error), raw)
-    return validated_line(row.line_no, raw, payload)
+    # Header names were checked when the file was opened; the payload's other strings
+    # are its cells.
+    storable = all(unstorable_reason(cell) is None for cell in row.cells)
+    return validated_line(row.line_no, raw, payload, storable=storable)
 
 
 def csv_outcomes(reader: CsvReader, mapping: CsvMapping) -> Iterator[LineOutcome]:

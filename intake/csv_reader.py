@@ -116,15 +116,13 @@ class _Lines:
         return InputFileError(
             f"{self.name} is not {label} text ({where}: byte 0x{line[error.start]:02x}); "
             "declare the file's encoding (for example latin-1) or save it as UTF-8",
-            param="encoding", details=[{"line": self.count + 1, "code": "invalid_encoding",
-                                        "message": f"{where}: not {label} text"}])
+            param="encoding")
 
     def _too_long(self) -> InputFileError:
         line = self.count + 1
         message = (f"line {line} is longer than {self.max_line} bytes; the reader stops "
                    "there, as no cell may be that long")
-        return InputFileError(f"{self.name} {message}", details=[
-            {"line": line, "code": "line_too_long", "message": message}])
+        return InputFileError(f"{self.name} {message}")
 
     def _read_text_line(self) -> str:
         if self._text is not None:

@@ -63,16 +63,22 @@ class CsvSource:
     name: str
     options: CsvOptions
     max_cell_chars: int
+    # What identifies the bytes without reading them (an S3 object's URL and ETag); None:
+    # the stream is seekable and its bytes are hashed.
+    fingerprint: str | None = None
 
     def digest(self, extra: Any = None) -> str:
         """What the Idempotency-Key is checked against: the bytes and the options."""
-        sha = hashlib.sha256()
-        self.stream.seek(0)
-        while chunk := self.stream.read(_HASH_CHUNK):
-            sha.update(chunk)
-        self.stream.seek(0)
+        content = self.fingerprint
+        if content is None:
+            sha = hashlib.sha256()
+            self.stream.seek(0)
+            while chunk := self.stream.read(_HASH_CHUNK):
+                sha.update(chunk)
+            self.stream.seek(0)
+            content = sha.hexdigest()
         options = self.options
-        return request_hash([self.name, sha.hexdigest(), options.template, options.id_column,
+        return request_hash([self.name, content, options.template, options.id_column,
                              options.encoding, options.skip_bad_rows, extra])
 
 
@@ -203,7 +209,8 @@ def queue_csv(
         existing = _replay(session, tenant, idempotency_key, digest, policy)
         if existing is not None:
             return QueuedCsv(existing, existing.total_jobs, 0, 0, replayed=True)
-    source.stream.seek(0)
+    if source.fingerprint is None:
+        source.stream.seek(0)
     reader = CsvReader(source.stream, name=source.name, max_cell_chars=source.max_cell_chars,
                        encoding=source.options.encoding)
     # The header and the mapping are checked before anything is written.

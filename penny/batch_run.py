@@ -11,18 +11,27 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cache.model_identity import cache_policy
-from intake.csv_mapping import CsvOptions
-from intake.files import LineOutcome, checked_csv, parse_input_file, read_csv
+from intake.admission import IntakePolicy
+from intake.csv_mapping import BAD_FILE, CsvOptions, refuse_bad_rows
+from intake.csv_upload import MAX_REPORTED_ERRORS, CsvSource, queue_csv
+from intake.files import LineError, parse_input_file, read_csv
 from intake.limits import IntakeLimits
 from intake.service import jobs_for_file, request_hash, submit
 from ledger.report import LedgerTotals, totals
 from models.reports import job_records
-from models.submissions import count_unfinished, get_submission, queued_models, status_counts
+from models.submissions import (
+    NewJob,
+    count_unfinished,
+    get_submission,
+    queued_models,
+    status_counts,
+)
+from models.tables import Submission
 from models.tenants import ensure_tenant
 from penny.calibration_cli import calibrate_if_missing
 from penny.database import stop_embedded_postgres
 from penny.errors import InputFileError
-from penny.runtime import open_runtime
+from penny.runtime import Runtime, open_runtime
 from penny.settings import Settings
 from workers.finalize import finalize_ready
 from workers.inprocess import InProcessPipeline
@@ -80,32 +89,59 @@ class RunSummary:
             print(f"{name}: {uri}")  # plain print: a URI must not be wrapped
 
 
-def read_input(settings: Settings, path: Path, options: CsvOptions) -> list[LineOutcome]:
-    """The file's outcomes; a CSV file is streamed from disk and follows `options`."""
-    if path.name.lower().endswith(".csv"):
-        with path.open("rb") as stream:
-            outcomes = checked_csv(
-                read_csv(stream, path.name, options, settings.max_prompt_chars), path.name,
-                options)
-        if not outcomes:
-            raise InputFileError(f"{path.name} holds no jobs")
-        return outcomes
-    return parse_input_file(path.name, path.read_bytes(), settings.max_json_depth)
+def _queue_csv(settings: Settings, runtime: Runtime, path: Path, options: CsvOptions
+               ) -> tuple[Submission, int]:
+    """Stream a CSV file from disk into one submission, as an upload is (memory flat in
+    its size); the submission and how many jobs it holds."""
+    with runtime.sessions() as session, path.open("rb") as stream:
+        queued = queue_csv(session, CsvSource(stream, path.name, options,
+                                              settings.max_prompt_chars),
+                           tenant=ensure_tenant(session, CLI_TENANT),
+                           limits=IntakeLimits.from_settings(settings), policy=IntakePolicy(),
+                           cache=cache_policy(settings), kind="file")
+    return queued.submission, queued.rows
+
+
+def _check_csv(settings: Settings, path: Path, options: CsvOptions) -> None:
+    """Read the CSV file once before starting anything, holding only its errors: a file
+    to be refused is refused at once, naming every bad row."""
+    with path.open("rb") as stream:
+        errors: list[LineError] = []
+        rows = 0
+        for outcome in read_csv(stream, path.name, options, settings.max_prompt_chars):
+            rows += 1
+            if isinstance(outcome, LineError) and len(errors) < MAX_REPORTED_ERRORS:
+                errors.append(outcome)
+    fatal = any(e.code == BAD_FILE for e in errors)
+    if errors and (fatal or not options.skip_bad_rows):
+        raise refuse_bad_rows(path.name, errors, rows, MAX_REPORTED_ERRORS)
+    if not rows:
+        raise InputFileError(f"{path.name} holds no jobs")
 
 
 def run_file(settings: Settings, path: Path, options: CsvOptions | None = None) -> RunSummary:
     from workers.vllm_engine import VllmEngine
 
-    outcomes = read_input(settings, path, options or CsvOptions())
-    jobs = jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
+    options = options or CsvOptions()
+    is_csv = path.name.lower().endswith(".csv")
+    jobs: list[NewJob] = []
+    if is_csv:
+        _check_csv(settings, path, options)
+    else:
+        outcomes = parse_input_file(path.name, path.read_bytes(), settings.max_json_depth)
+        jobs = jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
     runtime = open_runtime(settings)
     try:
-        with runtime.sessions() as session:
-            stored = submit(session, tenant=ensure_tenant(session, CLI_TENANT), kind="file",
-                            jobs=jobs,
-                            payload_hash=request_hash([path.name, time.time_ns()]),
-                            source_name=path.name, cache=cache_policy(settings))
-        submission_id = stored.submission.id
+        if is_csv:
+            submission, total = _queue_csv(settings, runtime, path, options)
+        else:
+            with runtime.sessions() as session:
+                stored = submit(session, tenant=ensure_tenant(session, CLI_TENANT),
+                                kind="file", jobs=jobs,
+                                payload_hash=request_hash([path.name, time.time_ns()]),
+                                source_name=path.name, cache=cache_policy(settings))
+            submission, total = stored.submission, len(jobs)
+        submission_id = submission.id
         # Only models with jobs left to run start an engine: a file the result cache
         # answered whole needs none.
         with runtime.sessions() as session:
@@ -117,20 +153,20 @@ def run_file(settings: Settings, path: Path, options: CsvOptions | None = None) 
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(),
         ) as progress:
-            task = progress.add_task(path.name, total=len(jobs))
+            task = progress.add_task(path.name, total=total)
             finalize_ready(runtime.sessions, runtime.store, [submission_id])
             while True:
                 with runtime.sessions() as session:
                     counts = status_counts(session, submission_id)
-                    row = get_submission(session, stored.submission.tenant_id, submission_id)
+                    row = get_submission(session, submission.tenant_id, submission_id)
                     done = row is not None and row.status == "completed"
-                progress.update(task, completed=len(jobs) - count_unfinished(counts))
+                progress.update(task, completed=total - count_unfinished(counts))
                 if done:
                     break
                 time.sleep(0.2)
         with runtime.sessions() as session:
             records = job_records(session, submission_id)
-            row = get_submission(session, stored.submission.tenant_id, submission_id)
+            row = get_submission(session, submission.tenant_id, submission_id)
             outputs = dict(row.outputs or {}) if row else {}
         return RunSummary(
             submission_id=str(submission_id),

@@ -44,6 +44,12 @@ class NotFound(PennyError):
     code = "not_found"
 
 
+class SourceNotAllowed(PennyError):
+    """An `s3://` object the tenant may not have penny read (checked before any read)."""
+
+    code = "source_not_allowed"
+
+
 class Unauthorized(PennyError):
     code = "invalid_api_key"
 

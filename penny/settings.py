@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     """Endpoint of an S3-compatible store (MinIO, ...). Unset: AWS S3."""
     s3_region: str = "us-east-1"
     """Region for the S3 client."""
+    tenant_s3_sources: dict[str, list[str]] = Field(default_factory=dict)
+    """S3 objects each tenant may name instead of uploading, JSON: tenant name -> list of
+    `s3://bucket/prefix` folders penny may read for it (read with penny's own
+    credentials, at `PENNY_S3_ENDPOINT_URL`). A tenant not listed may name none."""
+    presigned_url_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    """How long the download links the API gives for outputs in S3 stay valid."""
 
     # Models.
     models: dict[str, str] = Field(default_factory=lambda: {OFFLINE_MODEL_NAME: OFFLINE_SOURCE})

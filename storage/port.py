@@ -15,3 +15,8 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object under `key`; removing a missing object is not an error."""
         ...
+
+    def download_url(self, uri: str, seconds: int) -> str | None:
+        """A plain-HTTP link to the object at `uri` (as `put` returned it), valid for
+        `seconds`; None when the store has no such links (a local directory)."""
+        ...

@@ -35,3 +35,15 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def download_url(self, uri: str, seconds: int) -> str | None:
+        """A presigned GET URL for an object this store wrote (signed locally: no request
+        is made); None for any other URI."""
+        parsed = urlparse(uri)
+        key = parsed.path.lstrip("/")
+        if parsed.scheme != "s3" or parsed.netloc != self.bucket or not key:
+            return None
+        if self.prefix and not key.startswith(self.prefix + "/"):
+            return None
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=seconds)

@@ -3,6 +3,7 @@ the object store. Safe to run twice: it rewrites the same keys with the same con
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ def output_keys(submission_id: uuid.UUID) -> dict[str, str]:
         "ledger_json": f"{base}/ledger.json",
         "ledger_csv": f"{base}/ledger.csv",
         "results_csv": f"{base}/results.csv",  # CSV uploads only
+        "manifest": f"{base}/manifest.json",
     }
 
 
@@ -51,6 +53,10 @@ def write_outputs(session: Session, store: ObjectStore, submission_id: uuid.UUID
         outputs["results_csv"] = store.put(keys["results_csv"], results_csv(columns, records),
                                            "text/csv")
     write_batch_files(session, store, submission_id)  # OpenAI batches: output + error files
+    # Last, once every object it lists is written whole: a reader watching the bucket
+    # takes the manifest as the sign that the outputs are complete.
+    manifest = {"submission_id": str(submission_id), "outputs": outputs}
+    store.put(keys["manifest"], json.dumps(manifest, indent=2).encode(), "application/json")
     # The webhook event is queued in the transaction that completes the submission.
     progress = progress_of(session, [submission_id])[submission_id]
     record_end(session, submission_id, status=SubmissionStatus.COMPLETED,

@@ -82,6 +82,10 @@ def test_bad_csv_rows_reject_the_file_or_become_error_records_when_skipped(
     assert by_line[3]["error"]["line"] == 3
     assert "max_tokens" in by_line[4]["error"]["message"]
     assert by_line[2]["metadata"] == {"id": "a"}
+    table = outputs_of(completed.stdout)["results_csv"].read_text().splitlines()
+    assert table[0] == "id,prompt,max_tokens,output,status,error,cost_usd"
+    assert table[1].startswith("a,What is 2 + 2?,8,") and ",succeeded,," in table[1]
+    assert table[2].startswith("b,,8,,failed,")
 
 
 def test_a_second_run_of_the_same_file_is_answered_from_the_result_cache(

@@ -1,0 +1,210 @@
+"""s3:// intake against a real S3 API over HTTP on loopback (moto's server mode) through
+boto3: a CSV upload and an OpenAI file named by URL instead of sent, reads refused before
+any request when outside the tenant's buckets and prefixes, outputs in S3 with presigned
+links fetched over plain HTTP. The engine is replaced by scripted generations recorded
+through the worker's own `record_batch`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import boto3
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from penny.runtime import Runtime, open_runtime
+from tests.integration.test_result_cache import run_queued
+from tests.support import free_port, make_settings, reset_tables
+from workers.finalize import finalize_ready
+
+ACME = {"Authorization": "Bearer key-acme"}
+GLOBEX = {"Authorization": "Bearer key-globex"}
+CSV = b"custom_id,prompt\nr1,What is 2 + 2?\nr2,=cmd|' /C calc'!A0\n"
+LINE = (b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", '
+        b'"body": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}}\n')
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing",
+                            "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            patch.setenv(name, value)
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        for bucket in ("acme-in", "globex-in", "penny-out"):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket="acme-in", Key="batches/q1.csv", Body=CSV)
+        s3.put_object(Bucket="acme-in", Key="batches/lines.jsonl", Body=LINE)
+        s3.put_object(Bucket="acme-in", Key="batches/big.csv",
+                      Body=b"prompt\n" + b"x" * 70_000 + b"\n")
+        s3.put_object(Bucket="acme-in", Key="private/secret.csv", Body=CSV)
+        s3.put_object(Bucket="acme-in", Key="batches-private/secret.csv", Body=CSV)
+        s3.put_object(Bucket="globex-in", Key="theirs.csv", Body=CSV)
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, database_url: str, s3_endpoint: str) -> Iterator[Runtime]:
+    settings = make_settings(
+        tmp_path, database_url, api_keys={"key-acme": "acme", "key-globex": "globex"},
+        tenant_s3_sources={"acme": ["s3://acme-in/batches/"], "globex": ["s3://globex-in"]},
+        s3_endpoint_url=s3_endpoint, object_store_url="s3://penny-out/runs",
+        max_csv_upload_bytes=64 * 1024, presigned_url_seconds=600)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        runtime = open_runtime(settings)
+        reset_tables(runtime)
+        yield runtime
+        runtime.close()
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime)) as client:
+        yield client
+
+
+@pytest.fixture
+def s3_calls(client: TestClient) -> list[str]:
+    """Every S3 operation the API's source reader sends, counted before it is sent."""
+    from api.deps import s3_reader_of
+
+    calls: list[str] = []
+    app: Any = client.app
+    request: Any = type("R", (), {"app": app})()
+    reader = s3_reader_of(request)
+    reader.client.meta.events.register(
+        "before-call.s3", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def from_s3(client: TestClient, url: str, headers: dict[str, str] = ACME, **form: str
+            ) -> Any:
+    return client.post("/v1/uploads/csv", data={"source": url, **form}, headers=headers)
+
+
+def test_a_csv_named_by_url_is_read_and_its_outputs_come_back_by_presigned_link(
+    client: TestClient, runtime: Runtime, s3_calls: list[str],
+) -> None:
+    response = from_s3(client, "s3://acme-in/batches/q1.csv")
+    assert response.status_code == 202, response.text
+    assert response.json()["rows"] == 2
+    assert s3_calls == ["HeadObject", "GetObject"]
+    submission_id = response.json()["submission_id"]
+    assert run_queued(runtime) == 2
+    store: Any = runtime.store
+    written: list[str] = []
+    store.client.meta.events.register(
+        "before-parameter-build.s3.PutObject", lambda params, **_: written.append(params["Key"]))
+    finalize_ready(runtime.sessions, runtime.store)
+    read = client.get(f"/v1/submissions/{submission_id}", headers=ACME).json()
+    # Every object whole, the manifest last, listing them.
+    assert written[-1] == f"runs/submissions/{submission_id}/manifest.json"
+    manifest = json.loads(store.get(f"submissions/{submission_id}/manifest.json"))
+    assert manifest == {"submission_id": submission_id, "outputs": read["outputs"]}
+    prefix = f"s3://penny-out/runs/submissions/{submission_id}"
+    assert read["outputs"]["results_csv"] == f"{prefix}/results.csv"
+    links = read["output_urls"]
+    assert set(links) == {"results", "ledger_json", "ledger_csv", "results_csv"}
+    query = parse_qs(urlparse(links["results_csv"]).query)
+    if "X-Amz-Expires" in query:  # signature version 4: the lifetime itself
+        assert query["X-Amz-Expires"] == ["600"]
+    else:  # version 2: the moment it ends, at most the configured 600 s from now
+        assert 0 < int(query["Expires"][0]) - time.time() <= 600
+    fetched = httpx.get(links["results_csv"], timeout=10)  # plain HTTP, no credentials
+    assert fetched.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(fetched.text)))
+    assert [r["custom_id"] for r in rows] == ["r1", "r2"]
+    assert rows[1]["prompt"] == "'=cmd|' /C calc'!A0"  # formula neutralised
+    assert rows[0]["output"] == "answer to What is 2 + 2?"
+
+
+@pytest.mark.parametrize(
+    ("headers", "url", "status"),
+    [
+        (ACME, "s3://acme-in/private/secret.csv", 403),  # another prefix
+        (ACME, "s3://acme-in/batches-private/secret.csv", 403),  # a prefix is a folder
+        (ACME, "s3://globex-in/theirs.csv", 403),  # another tenant's bucket
+        (GLOBEX, "s3://acme-in/batches/q1.csv", 403),  # cross-tenant
+        (ACME, "s3://acme-in/batches/../private/secret.csv", 422),
+        (ACME, "https://acme-in.s3.amazonaws.com/batches/q1.csv", 422),
+    ],
+)
+def test_reads_outside_the_tenants_locations_are_refused_before_any_request(
+    client: TestClient, s3_calls: list[str], headers: dict[str, str], url: str, status: int,
+) -> None:
+    response = from_s3(client, url, headers)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"] == "source"
+    if status == 403:
+        assert error["code"] == "source_not_allowed"
+    assert s3_calls == []  # not even a HEAD
+    filed = client.post("/v1/files", data={"source": url, "purpose": "batch"}, headers=headers)
+    assert filed.status_code == status, filed.text
+    assert s3_calls == []
+
+
+def test_a_missing_object_in_an_allowed_folder_is_a_404(client: TestClient) -> None:
+    response = from_s3(client, "s3://acme-in/batches/nope.csv")
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["param"] == "source"
+
+
+def test_an_object_over_the_limit_is_a_413_before_it_is_read(
+    client: TestClient, s3_calls: list[str],
+) -> None:
+    response = from_s3(client, "s3://acme-in/batches/big.csv")
+    assert response.status_code == 413, response.text
+    assert s3_calls == ["HeadObject"]
+
+
+def test_file_and_source_together_or_neither_are_refused(client: TestClient) -> None:
+    both = client.post("/v1/uploads/csv", data={"source": "s3://acme-in/batches/q1.csv"},
+                       files={"file": ("in.csv", CSV, "text/csv")}, headers=ACME)
+    neither = client.post("/v1/uploads/csv", data={"template": "{prompt}"}, headers=ACME)
+    for response in (both, neither):
+        assert response.status_code == 422, response.text
+        assert "exactly one" in response.json()["error"]["message"]
+
+
+def test_the_same_object_under_the_same_key_is_a_replay(client: TestClient) -> None:
+    key = {**ACME, "Idempotency-Key": "s3-1"}
+    first = from_s3(client, "s3://acme-in/batches/q1.csv", key)
+    again = from_s3(client, "s3://acme-in/batches/q1.csv", key)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["submission_id"] == first.json()["submission_id"]
+
+
+def test_an_openai_file_registered_from_s3_runs_as_a_batch(client: TestClient,
+                                                           runtime: Runtime) -> None:
+    filed = client.post("/v1/files", headers=ACME,
+                        data={"source": "s3://acme-in/batches/lines.jsonl", "purpose": "batch"})
+    assert filed.status_code == 200, filed.text
+    assert filed.json()["filename"] == "lines.jsonl"
+    assert client.get(f"/v1/files/{filed.json()['id']}/content",
+                      headers=ACME).content == LINE
+    batch = client.post("/v1/batches", headers=ACME, json={
+        "input_file_id": filed.json()["id"], "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"})
+    assert batch.status_code == 200, batch.text
