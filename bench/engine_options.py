@@ -79,8 +79,11 @@ def main() -> None:
             capture_output=True, text=True, timeout=900, check=False)
         line = next((x for x in run.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
-            errors = [x for x in run.stderr.splitlines() if "Error" in x or "error" in x]
-            results[name] = {"refused": (errors[-1] if errors else run.stderr[-300:])[:160]}
+            # vLLM's own reason: pydantic's "Value error, ..." line, else the last error.
+            lines = run.stderr.splitlines()
+            reasons = ([x for x in lines if "Value error" in x]
+                       or [x for x in lines if "Error" in x] or [run.stderr[-300:]])
+            results[name] = {"refused": reasons[-1].strip()[:200]}
         else:
             results[name] = json.loads(line.removeprefix("RESULT "))
         print(name, {k: v for k, v in results[name].items() if k != "answers"}, flush=True)
