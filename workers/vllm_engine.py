@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,11 @@ from workers.guided_decoding import GUIDED_DECODING_CONFIG, refusal, structured_
 from workers.registry import model_source
 
 log = logging.getLogger(__name__)
+
+# One engine runs at a time per process. Two vLLM-CPU engines generating at once on two
+# threads (two model tiers served in-process) crashed the process with a segfault; on CPU
+# they would only share the same cores anyway.
+_GENERATE_LOCK = threading.Lock()
 
 
 def _configure_vllm_environment(settings: Settings) -> None:
@@ -140,11 +146,15 @@ class VllmEngine:
             runnable.append(request)
 
         started = time.perf_counter()
-        try:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
-        except Exception:
-            self._abort_unfinished()
-            raise
+        outputs: list[Any] = []
+        if prompts:
+            with _GENERATE_LOCK:
+                started = time.perf_counter()  # waiting for another engine is not this one's
+                try:
+                    outputs = self.llm.generate(prompts, params, use_tqdm=False)
+                except Exception:
+                    self._abort_unfinished()
+                    raise
         engine_seconds = time.perf_counter() - started
 
         by_key = dict(rejected)

@@ -1,0 +1,248 @@
+"""Tiers on a labelled set: small-only, large-only, `auto` and `cascade`, by the ledger.
+
+    PENNY_DATABASE_URL=postgresql://... .venv/bin/python bench/tier_eval.py [--items 240]
+        [--labelled var/bench/cascade-labelled.jsonl]
+
+The set is built here with answers checked automatically: arithmetic, capitals, unit
+conversions, extraction from a sentence, yes/no facts and a few multi-step sums. The same
+items go through penny's in-process pipeline four times, as four submissions queued
+together: on the small tier by name (with logprobs, which the cascade needs), on the large
+tier by name, with `model: "auto"` and with `model: "cascade"`. Cost is what the ledger
+billed each submission (a cascade's escalated attempts included); accuracy is over each
+job's final answer. A fifth row replays the cascade with the threshold `penny
+calibrate-cascade` picks from the small and large runs' labels (a replay from those two
+runs' answers and costs, not a fifth run), and the labelled set is written for that
+command. Tiers: the offline SmolLM2-135M-Instruct (large) and its copy with 4 of 30
+layers removed (small): the only honest pair at hand offline, and close in cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COUNTRIES = {
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid",
+    "Japan": "Tokyo", "China": "Beijing", "Russia": "Moscow", "Egypt": "Cairo",
+    "Canada": "Ottawa", "Australia": "Canberra", "Brazil": "Brasilia", "India": "New Delhi",
+    "Mexico": "Mexico City", "Portugal": "Lisbon", "Greece": "Athens", "Norway": "Oslo",
+    "Sweden": "Stockholm", "Poland": "Warsaw", "Ireland": "Dublin", "Austria": "Vienna",
+    "Kenya": "Nairobi", "Peru": "Lima", "Argentina": "Buenos Aires", "Turkey": "Ankara",
+    "Thailand": "Bangkok", "Finland": "Helsinki", "Denmark": "Copenhagen",
+    "Hungary": "Budapest", "Belgium": "Brussels", "Netherlands": "Amsterdam",
+}
+UNITS = [("kilometres", "metres", 1000), ("metres", "centimetres", 100),
+         ("kilograms", "grams", 1000), ("hours", "minutes", 60), ("minutes", "seconds", 60),
+         ("litres", "millilitres", 1000)]
+PEOPLE = ["Maria Lopez", "John Smith", "Aiko Tanaka", "Peter Novak", "Fatima Diallo",
+          "Lucas Martin", "Anna Berg", "Omar Haddad"]
+FACTS = [("Is the sun a star?", "yes"), ("Is water wet?", "yes"),
+         ("Do fish live in water?", "yes"), ("Is ice cold?", "yes"),
+         ("Do birds have feathers?", "yes"), ("Is the moon made of cheese?", "no"),
+         ("Can dogs fly?", "no"), ("Is fire cold?", "no"), ("Do cats bark?", "no"),
+         ("Is the sea made of sand?", "no")]
+SYSTEM = "Answer the question briefly and directly."
+MAX_TOKENS = 24
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str
+    question: str
+    answer: str  # what a right reply contains (a number: its last number equals it)
+
+    def correct(self, reply: str) -> bool:
+        text = reply.lower().replace(",", "")
+        if self.kind in ("arithmetic", "units", "multi-step"):
+            numbers = re.findall(r"-?\d+(?:\.\d+)?", text)
+            return bool(numbers) and float(numbers[-1]) == float(self.answer)
+        if self.kind == "yes/no":
+            first = re.findall(r"[a-z]+", text)[:1]
+            return first == [self.answer]
+        return self.answer.lower() in text
+
+
+def items(count: int, seed: int = 7) -> list[Item]:
+    rng = random.Random(seed)
+    made: list[Item] = []
+    kinds = ["arithmetic", "capital", "units", "extraction", "yes/no", "multi-step"]
+    while len(made) < count:
+        kind = kinds[len(made) % len(kinds)]
+        if kind == "arithmetic":
+            a, b = rng.randint(2, 60), rng.randint(2, 40)
+            op = rng.choice("+-")
+            made.append(Item(kind, f"What is {a} {op} {b}?", str(a + b if op == "+" else a - b)))
+        elif kind == "capital":
+            country = rng.choice(list(COUNTRIES))
+            made.append(Item(kind, f"What is the capital of {country}?", COUNTRIES[country]))
+        elif kind == "units":
+            big, small, factor = rng.choice(UNITS)
+            n = rng.randint(2, 9)
+            made.append(Item(kind, f"How many {small} are in {n} {big}?", str(n * factor)))
+        elif kind == "extraction":
+            person, year = rng.choice(PEOPLE), rng.randint(1900, 2005)
+            city = rng.choice(list(COUNTRIES.values()))
+            made.append(Item(kind, f"Text: {person} was born in {city} in {year}. "
+                                   "In which year was this person born?", str(year)))
+        elif kind == "yes/no":
+            question, answer = rng.choice(FACTS)
+            made.append(Item(kind, f"{question} Answer yes or no.", answer))
+        else:
+            a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(2, 5)
+            made.append(Item(kind, f"What is ({a} + {b}) * {c}?", str((a + b) * c)))
+    return made
+
+
+def machine() -> str:
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", type=int, default=240)
+    parser.add_argument("--labelled", type=Path,
+                        default=REPO / "var" / "bench" / "cascade-labelled.jsonl")
+    parser.add_argument("--target", type=float, default=0.95,
+                        help="calibrated cascade: this fraction of large-only's accuracy")
+    args = parser.parse_args()
+    os.environ.setdefault("PENNY_DATA_DIR", str(REPO / "var" / "bench"))
+    os.environ.setdefault("PENNY_MODELS_DIR", str(REPO / "var" / "models"))
+    sys.path.insert(0, str(REPO))
+
+    from sqlalchemy import func, select
+
+    from intake.limits import IntakeLimits
+    from intake.schema import JobRequest
+    from intake.service import jobs_for_requests, request_hash, submit
+    from models.tables import Job, LedgerEntry, Result, Submission
+    from models.tenants import ensure_tenant
+    from penny.runtime import open_runtime
+    from penny.settings import (
+        OFFLINE_MODEL_NAME,
+        OFFLINE_PRUNED_MODEL_NAME,
+        OFFLINE_PRUNED_SOURCE,
+        OFFLINE_SOURCE,
+        Settings,
+    )
+    from routing.calibration import LabelledOutcome, calibrate
+    from routing.cascade import Confidence
+    from workers.inprocess import InProcessPipeline
+    from workers.vllm_engine import VllmEngine
+
+    small, large = OFFLINE_PRUNED_MODEL_NAME, OFFLINE_MODEL_NAME
+    settings = Settings(models={small: OFFLINE_PRUNED_SOURCE, large: OFFLINE_SOURCE},
+                        tiers=[small, large], default_model=large, result_cache=False,
+                        single_flight=False)
+    engines = [VllmEngine(settings, small), VllmEngine(settings, large)]
+    runtime = open_runtime(settings)
+    limits = IntakeLimits.from_settings(settings)
+    workload = items(args.items)
+    arms = {"small only": {"model": small, "logprobs": True},
+            "large only": {"model": large}, "auto": {"model": "auto"},
+            "cascade": {"model": "cascade"}}
+    submissions = {}
+    with runtime.sessions() as session:
+        tenant = ensure_tenant(session, "bench")
+        for arm, fields in arms.items():
+            requests = [JobRequest.model_validate({
+                "messages": [{"role": "system", "content": SYSTEM},
+                             {"role": "user", "content": item.question}],
+                "max_tokens": MAX_TOKENS, "custom_id": str(index), **fields})
+                for index, item in enumerate(workload)]
+            stored = submit(session, tenant=tenant, kind="bulk",
+                            jobs=jobs_for_requests(requests, limits),
+                            payload_hash=request_hash([arm, time.time_ns()]))
+            submissions[arm] = stored.submission.id
+    started = time.perf_counter()
+
+    def done() -> bool:
+        with runtime.sessions() as session:
+            return all(session.get(Submission, s).status == "completed"  # type: ignore[union-attr]
+                       for s in submissions.values())
+
+    with InProcessPipeline(runtime, engines):
+        while not done():
+            time.sleep(2)
+    wall = time.perf_counter() - started
+
+    rows = []
+    replies: dict[str, dict[int, tuple[str, float | None, str, Decimal]]] = {}
+    for arm, submission_id in submissions.items():
+        with runtime.sessions() as session:
+            cost = session.execute(select(func.sum(LedgerEntry.cost_usd)).where(
+                LedgerEntry.submission_id == submission_id)).scalar_one()
+            attempts = session.execute(select(func.count()).select_from(Job).where(
+                Job.submission_id == submission_id, Job.cascade_of.is_not(None))).scalar_one()
+            final = session.execute(
+                select(Job.custom_id, Job.model, Result.text, Result.mean_logprob,
+                       Result.finish_reason, LedgerEntry.cost_usd)
+                .join(Result, Result.job_id == Job.id)
+                .join(LedgerEntry, LedgerEntry.job_id == Job.id)
+                .where(Job.submission_id == submission_id, Job.cascade_of.is_(None))).all()
+        replies[arm] = {int(r.custom_id): (r.text, r.mean_logprob, r.finish_reason,
+                                           r.cost_usd) for r in final}
+        right = sum(workload[int(r.custom_id)].correct(r.text) for r in final)
+        on_small = sum(1 for r in final if r.model == small)
+        rows.append((arm, right, Decimal(cost), attempts, on_small))
+
+    # The labelled set: the small tier's confidence and both tiers' correctness per item.
+    labelled = [LabelledOutcome(
+        Confidence(replies["small only"][i][1], None, replies["small only"][i][2]),
+        item.correct(replies["small only"][i][0]), item.correct(replies["large only"][i][0]))
+        for i, item in enumerate(workload)]
+    args.labelled.parent.mkdir(parents=True, exist_ok=True)
+    with args.labelled.open("w") as out:
+        for i, outcome in enumerate(labelled):
+            out.write(json.dumps({
+                "mean_logprob": outcome.confidence.mean_logprob,
+                "finish_reason": outcome.confidence.finish_reason,
+                "small_correct": outcome.small_correct, "large_correct": outcome.large_correct,
+                "small_cost_usd": str(replies["small only"][i][3]),
+                "large_cost_usd": str(replies["large only"][i][3])}) + "\n")
+    small_cost = float(sum(r[3] for r in replies["small only"].values()))
+    large_cost = float(sum(r[3] for r in replies["large only"].values()))
+    large_accuracy = next(r[1] for r in rows if r[0] == "large only") / len(workload)
+    best = calibrate(labelled, args.target * large_accuracy,
+                     small_cost=small_cost / len(workload), large_cost=large_cost / len(workload))
+
+    print(f"\n$ PENNY_DATABASE_URL=... .venv/bin/python bench/tier_eval.py --items {args.items}")
+    print(f"{len(workload)} items x 4 submissions, {wall:.0f} s wall; {machine()}; "
+          f"small = {small} (26 of 30 layers), large = {large}\n")
+    print("| arm | accuracy | ledger cost USD | vs large | cost per correct USD "
+          "| escalation rate | on small tier |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    large_total = next(r[2] for r in rows if r[0] == "large only")
+    for arm, right, cost, attempts, on_small in rows:
+        print(f"| {arm} | {right / len(workload):.1%} | {cost:.8f} | "
+              f"{float(cost / large_total):.2f} | "
+              f"{(cost / right) if right else Decimal(0):.10f} | "
+              f"{attempts / len(workload):.1%} | {on_small / len(workload):.0%} |")
+    print(f"| cascade, calibrated (replay) | {best.accuracy:.1%} | - | "
+          f"{best.relative_cost:.2f} | - | {best.escalation_rate:.1%} | - |")
+    print(f"\ncalibrated threshold for {args.target:.0%} of large-only accuracy: mean token "
+          f"logprob < {best.policy.min_mean_logprob:.3f} escalates")
+    by_kind: dict[str, list[int]] = {}
+    for i, item in enumerate(workload):
+        counts = by_kind.setdefault(item.kind, [0, 0, 0])
+        counts[0] += 1
+        counts[1] += item.correct(replies["small only"][i][0])
+        counts[2] += item.correct(replies["large only"][i][0])
+    print("\n| kind | items | small right | large right |\n|---|---:|---:|---:|")
+    for kind, (n, s, big) in by_kind.items():
+        print(f"| {kind} | {n} | {s} | {big} |")
+    runtime.close()
+
+
+if __name__ == "__main__":
+    main()
