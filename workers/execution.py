@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.model_identity import cache_policy
-from coalescer.dispatch import Dispatcher
+from coalescer.dispatch import Dispatcher, ring
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
 from models.failover import Failover, fail_over
 from models.queue import (
@@ -287,5 +287,5 @@ class BatchRunner:
                 release_undelivered(session, outcome.rerun)
                 session.commit()
             return
-        for rerun in outcome.rerun:
-            self.dispatcher.dispatch(rerun, batch.model)
+        ring(self.dispatcher, self.sessions, [(rerun, batch.model, None)
+                                              for rerun in outcome.rerun])
