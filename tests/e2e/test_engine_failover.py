@@ -147,3 +147,33 @@ def test_a_lone_poison_job_is_tried_max_attempts_times_then_fails(
     assert job.error is not None
     assert job.error["message"].startswith("the engine failed on this request 3 time(s)")
     assert ledger == results == [] and unfinished == 0
+
+
+def test_requests_a_failed_call_left_in_vllm_never_come_back_with_the_next_batch(
+    engine: VllmEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that raises midway leaves its requests inside vLLM; `LLM.generate` runs until
+    none is unfinished, so without the abort they would come back with the next batch."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    llm_engine = engine.llm.llm_engine
+    ids = engine.tokenizer.encode("A request left behind.")
+    llm_engine.add_request("left-behind", TokensPrompt(prompt_token_ids=ids),
+                           SamplingParams(max_tokens=4))
+    assert llm_engine.has_unfinished_requests()
+
+    def engine_dies(*_: object, **__: object) -> list[object]:
+        raise RuntimeError("engine step failed (injected)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine.llm, "generate", engine_dies)
+        with pytest.raises(RuntimeError, match="injected"):
+            engine.generate([GenerationRequest.from_stored(
+                "a", {"prompt": "Say hi.", "sampling": {"max_tokens": 2, "temperature": 0,
+                                                        "top_p": 1}}, cache_salt="t")])
+    assert not llm_engine.has_unfinished_requests()
+    answered = engine.generate([GenerationRequest.from_stored(
+        "b", {"prompt": "Say hi.", "sampling": {"max_tokens": 2, "temperature": 0,
+                                                "top_p": 1}}, cache_salt="t")])
+    assert [g.key for g in answered.generations] == ["b"] and answered.generations[0].ok
