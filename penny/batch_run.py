@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,13 @@ from intake.limits import IntakeLimits
 from intake.service import jobs_for_file, request_hash, submit
 from ledger.report import LedgerTotals, totals
 from models.reports import job_records
-from models.submissions import count_unfinished, get_submission, queued_models, status_counts
+from models.submissions import (
+    count_unfinished,
+    find_unfinished,
+    get_submission,
+    status_counts,
+    unfinished_models,
+)
 from models.tenants import ensure_tenant
 from penny.database import stop_embedded_postgres
 from penny.runtime import open_runtime
@@ -69,20 +77,32 @@ class RunSummary:
 def run_file(settings: Settings, path: Path) -> RunSummary:
     from workers.vllm_engine import VllmEngine
 
-    outcomes = parse_input_file(path.name, path.read_bytes(), settings.max_json_depth)
+    content = path.read_bytes()
+    outcomes = parse_input_file(path.name, content, settings.max_json_depth)
     jobs = jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
+    # The same file (name and bytes) hashes the same: a run killed midway is finished by
+    # the next run of that file instead of run again from the start.
+    content_hash = request_hash([path.name, hashlib.sha256(content).hexdigest()])
     runtime = open_runtime(settings)
     try:
         with runtime.sessions() as session:
-            stored = submit(session, tenant=ensure_tenant(session, CLI_TENANT), kind="file",
-                            jobs=jobs,
-                            payload_hash=request_hash([path.name, time.time_ns()]),
-                            source_name=path.name, cache=cache_policy(settings))
-        submission_id = stored.submission.id
+            tenant = ensure_tenant(session, CLI_TENANT)
+            left = find_unfinished(session, tenant.id, "file", content_hash)
+            session.commit()
+        if left is not None:
+            submission_id, tenant_id = left.id, left.tenant_id
+            print(f"penny run: finishing submission {submission_id}, left unfinished by an "
+                  f"earlier run of {path.name}", file=sys.stderr)
+        else:
+            with runtime.sessions() as session:
+                stored = submit(session, tenant=tenant, kind="file", jobs=jobs,
+                                payload_hash=content_hash, source_name=path.name,
+                                cache=cache_policy(settings))
+            submission_id, tenant_id = stored.submission.id, stored.submission.tenant_id
         # Only models with jobs left to run start an engine: a file the result cache
         # answered whole needs none.
         with runtime.sessions() as session:
-            models_needed = queued_models(session, submission_id)
+            models_needed = unfinished_models(session, submission_id)
         engines = [VllmEngine(settings, model) for model in models_needed]
         with InProcessPipeline(runtime, engines), Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -93,7 +113,7 @@ def run_file(settings: Settings, path: Path) -> RunSummary:
             while True:
                 with runtime.sessions() as session:
                     counts = status_counts(session, submission_id)
-                    row = get_submission(session, stored.submission.tenant_id, submission_id)
+                    row = get_submission(session, tenant_id, submission_id)
                     done = row is not None and row.status == "completed"
                 progress.update(task, completed=len(jobs) - count_unfinished(counts))
                 if done:
@@ -101,7 +121,7 @@ def run_file(settings: Settings, path: Path) -> RunSummary:
                 time.sleep(0.2)
         with runtime.sessions() as session:
             records = job_records(session, submission_id)
-            row = get_submission(session, stored.submission.tenant_id, submission_id)
+            row = get_submission(session, tenant_id, submission_id)
             outputs = dict(row.outputs or {}) if row else {}
         return RunSummary(
             submission_id=str(submission_id),

@@ -146,8 +146,11 @@ def test_penny_run_killed_midway_is_finished_by_the_next_run_of_the_same_file(
 
         def some_recorded_some_running() -> bool:
             assert first.poll() is None, "the first run ended before it was killed"
-            with psycopg.connect(database) as conn:
-                states = {s for (s,) in conn.execute("SELECT status FROM jobs")}
+            try:
+                with psycopg.connect(database) as conn:
+                    states = {s for (s,) in conn.execute("SELECT status FROM jobs")}
+            except psycopg.errors.UndefinedTable:  # the run has not migrated yet
+                return False
             return {"succeeded", "running"} <= states
 
         wait_until(some_recorded_some_running, timeout=600,
