@@ -27,12 +27,17 @@ from models.submissions import (
 )
 from models.tenants import ensure_tenant
 from penny.database import stop_embedded_postgres
+from penny.errors import PennyError
 from penny.runtime import open_runtime
 from penny.settings import Settings
 from workers.finalize import finalize_ready
 from workers.inprocess import InProcessPipeline
 
 CLI_TENANT = "cli"
+
+
+class EngineStopped(PennyError):
+    code = "engine_stopped"
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ def run_file(settings: Settings, path: Path) -> RunSummary:
         with runtime.sessions() as session:
             models_needed = unfinished_models(session, submission_id)
         engines = [VllmEngine(settings, model) for model in models_needed]
-        with InProcessPipeline(runtime, engines), Progress(
+        with InProcessPipeline(runtime, engines) as pipeline, Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(),
         ) as progress:
@@ -118,6 +123,11 @@ def run_file(settings: Settings, path: Path) -> RunSummary:
                 progress.update(task, completed=len(jobs) - count_unfinished(counts))
                 if done:
                     break
+                stopped = sorted(set(models_needed) - set(pipeline.live_models()))
+                if stopped:  # its engine broke: nothing would ever finish the rest
+                    raise EngineStopped(
+                        f"the engine for {', '.join(stopped)} stopped working; the "
+                        "unfinished jobs are kept: run the same file again to finish them")
                 time.sleep(0.2)
         with runtime.sessions() as session:
             records = job_records(session, submission_id)
