@@ -104,7 +104,8 @@ class _Fleet:
         process.wait()
 
     def worker_ids(self) -> dict[str, str]:
-        """Each running worker role's id, as its latest start logged it."""
+        """Each running worker role's id, as its latest start logged it (at INFO: workers
+        run with --verbose)."""
         ids: dict[str, str] = {}
         for name in self.processes:
             if name.startswith("worker"):
@@ -232,7 +233,7 @@ class ChaosRun:
             fleet.start("api", "api")
             fleet.start("coalescer", "coalescer")
             for w in range(self.plan.workers):
-                fleet.start(f"worker-{w}", "worker")
+                fleet.start(f"worker-{w}", "worker", "--verbose")
             self._play(fleet, postgres, redis_server, clients, postgres.url("penny_chaos"))
             self.report.seconds = time.monotonic() - self._started
             self._audit(postgres.url("penny_chaos"), clients)
@@ -291,7 +292,7 @@ class ChaosRun:
                 time.sleep(0.1)
             fleet.kill(name)
             self._fault(f"SIGKILL {name} ({when}); restarted")
-            fleet.start(name, "worker")
+            fleet.start(name, "worker", "--verbose")
 
         waves = iter(range(self.plan.waves))
         self._submit_wave(clients, next(waves))
