@@ -15,6 +15,8 @@ from api import (
     metrics,
     openai_batches,
     openai_files,
+    semantic_cache_entries,
+    uploads,
     webhooks,
 )
 from api.auth import TenantResolver
@@ -24,6 +26,7 @@ from api.limits import BodySizeLimit
 from api.metrics import RequestMetrics
 from cache.model_identity import cache_policy
 from intake.admission import IntakePolicy
+from intake.group_commit import GroupCommitWriter
 from intake.limits import IntakeLimits
 from observability.queue_collector import queue_registry
 from penny.runtime import Runtime
@@ -44,6 +47,8 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.state.store = runtime.store
     # The model identities are read once, here: intake looks jobs up under them.
     app.state.result_cache = cache_policy(settings)
+    app.state.group_commit = (GroupCommitWriter(runtime.sessions, app.state.result_cache)
+                              if settings.intake_group_commit else None)
     app.state.started_at = datetime.now(UTC)
     app.state.worker_presence = presence or HeartbeatPresence(runtime.sessions, settings)
     app.state.queue_metrics = queue_registry(runtime.sessions, settings.served_models,
@@ -53,15 +58,19 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.include_router(metrics.router)
     app.include_router(jobs.router)
     app.include_router(openai_files.router)
+    app.include_router(uploads.router)
     app.include_router(openai_batches.router)
     app.include_router(anthropic_batches.router)
     app.include_router(cache_entries.router)
+    app.include_router(semantic_cache_entries.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
     upload_limit = settings.max_file_bytes + openai_files.MULTIPART_SLACK_BYTES
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        path_limits={"/v1/files": upload_limit,
-                                    "/v1/messages/batches": settings.max_file_bytes})
+                                    "/v1/messages/batches": settings.max_file_bytes,
+                                    "/v1/uploads/csv": settings.max_csv_upload_bytes
+                                    + uploads.MULTIPART_SLACK_BYTES})
     # Outermost: a request the size limit refuses is counted too.
     app.add_middleware(RequestMetrics)
     return app

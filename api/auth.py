@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from models.tenants import TenantRef, any_key_exists, ensure_tenant, resolve_key
 from penny.errors import Unauthorized
@@ -57,6 +58,20 @@ class TenantResolver:
         self._required = bool(self._bootstrap)
         self._open_checked_at = float("-inf")
         self._lock = threading.Lock()
+
+    def known(self, key: str) -> TenantRef | None:
+        """The caller's tenant if this process already knows it (no I/O at all), else
+        None: then `tenant_for_key` asks the database."""
+        if not self._required:
+            if time.monotonic() - self._open_checked_at >= self._ttl:
+                return None  # whether auth is on must be asked again
+            return self._named.get(DEFAULT_TENANT)
+        if not key:
+            return None
+        cached = self._keys.get(hash_key(key))
+        if cached is not None and cached.until > time.monotonic():
+            return cached.tenant
+        return None
 
     def auth_required(self) -> bool:
         if self._required:
@@ -102,11 +117,19 @@ class TenantResolver:
         return tenant
 
 
-def tenant_for_request(request: Request) -> TenantRef:
+async def tenant_for_request(request: Request) -> TenantRef:
+    """The caller's tenant: a cache hit on the event loop almost always; a lookup (or the
+    first use of a configured tenant) in the thread pool, off the loop."""
     resolver: TenantResolver = request.app.state.tenants
+    tenant = resolver.known(presented_key(request))
+    if tenant is not None:
+        return tenant
+    return await run_in_threadpool(tenant_for_key, resolver, presented_key(request))
+
+
+def tenant_for_key(resolver: TenantResolver, key: str) -> TenantRef:
     if not resolver.auth_required():
         return resolver.named(DEFAULT_TENANT)
-    key = presented_key(request)
     if not key:
         raise Unauthorized("send your API key as 'Authorization: Bearer <key>' or 'x-api-key'")
     tenant = resolver.for_key(key)

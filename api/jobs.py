@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import (
     IdempotencyKey,
@@ -19,11 +20,13 @@ from api.errors import error_responses
 from api.json_body import JsonBodyRoute
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
 from api.webhooks import checked_callback
+from intake.group_commit import GroupCommitWriter
 from intake.schema import JobRequest
 from intake.service import jobs_for_bulk, jobs_for_requests, request_hash, submit
 from models.batches import progress_of
 from models.status import SubmissionStatus
-from models.submissions import get_job, get_submission
+from models.submissions import NewJob, get_job, get_submission
+from models.tenants import TenantRef
 from penny.errors import InvalidRequest, NotFound, StateConflict
 from penny.settings import Settings
 from workers.finalize import output_keys
@@ -46,15 +49,35 @@ def _mark_replay(response: Response, replayed: bool) -> None:
 
 
 @router.post("/jobs", status_code=202)
-def create_job(
+async def create_job(
     body: JobRequest, request: Request, response: Response, tenant: Tenant,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
+    """Async: with nothing to read per request (no Idempotency-Key, no limit or budget for
+    the tenant) the job goes to the group-commit writer and this waits for its commit on
+    the event loop, no thread involved. Otherwise the transaction of its own runs in the
+    thread pool."""
     jobs = jobs_for_requests([body], limits_of(request))
+    payload_hash = request_hash(body.model_dump(mode="json"))
+    writer: GroupCommitWriter | None = request.app.state.group_commit
+    policy = policy_of(request)
+    if (writer is not None and idempotency_key is None and policy.max_queued_jobs is None
+            and tenant.name not in policy.budgets):
+        stored = await writer.submit(tenant, jobs[0], payload_hash)
+        return JobAccepted(id=str(stored.job_ids[0]),
+                           status="succeeded" if stored.from_cache else "queued",
+                           submission_id=str(stored.submission.id))
+    return await run_in_threadpool(_create_job, request, response, tenant, idempotency_key,
+                                   jobs, payload_hash)
+
+
+def _create_job(request: Request, response: Response, tenant: TenantRef,
+                idempotency_key: str | None, jobs: list[NewJob], payload_hash: str
+                ) -> JobAccepted:
     with sessions_of(request)() as session:
         stored = submit(
             session, tenant=tenant, kind="job", jobs=jobs,
-            payload_hash=request_hash(body.model_dump(mode="json")),
+            payload_hash=payload_hash,
             idempotency_key=idempotency_key, policy=policy_of(request),
             cache=cache_of(request),
         )
@@ -120,15 +143,16 @@ def read_submission(submission_id: str, request: Request, tenant: Tenant) -> Sub
 
 
 OUTPUT_FILES = {"results": "application/jsonl", "ledger_json": "application/json",
-                "ledger_csv": "text/csv"}
+                "ledger_csv": "text/csv", "results_csv": "text/csv"}
 
 
 @router.get("/submissions/{submission_id}/{output}", response_class=Response, responses={
     200: {"description": "The file", "content": {media: {} for media in OUTPUT_FILES.values()}}})
 def read_submission_output(submission_id: str, output: str, request: Request,
                            tenant: Tenant) -> Response:
-    """A finished submission's results.jsonl, ledger.json or ledger.csv, read from the
-    object store (for a client that cannot read it there)."""
+    """A finished submission's results.jsonl, ledger.json or ledger.csv (and a CSV
+    upload's results.csv), read from the object store (for a client that cannot read it
+    there)."""
     parsed = _parse_id(submission_id, "submission")
     if output not in OUTPUT_FILES:
         raise NotFound(f"no output {output!r}: one of {', '.join(OUTPUT_FILES)}",
@@ -140,5 +164,8 @@ def read_submission_output(submission_id: str, output: str, request: Request,
     if row.status != SubmissionStatus.COMPLETED:
         raise StateConflict(f"submission {submission_id} is {row.status}; its outputs are "
                             "written when every job has finished")
+    if output not in (row.outputs or {}):  # results_csv: CSV uploads only
+        raise NotFound(f"submission {submission_id} has no {output} (only a CSV upload's "
+                       "results come back as CSV)", param="output")
     data = store_of(request).get(output_keys(row.id)[output])
     return Response(data, media_type=OUTPUT_FILES[output])

@@ -26,6 +26,7 @@ from models.files import object_key_for as file_key
 from models.tables import StoredFile
 from models.tenants import TenantRef
 from penny.errors import IdempotencyConflict, InvalidRequest, NotFound, TooLarge
+from routing.catalog import build_catalog
 
 router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
                    responses=error_responses(400, 401, 404, 409, 413, 422))
@@ -163,10 +164,18 @@ def remove_file(file_id: str, request: Request, tenant: Tenant) -> dict[str, Any
 
 @router.get("/models")
 def read_models(request: Request, tenant: Tenant) -> dict[str, Any]:
-    """The served models (chat and embedding), in the OpenAI list shape. `created` is when
-    this server started: penny knows no better date for a model it loads from a directory."""
+    """The served models (chat and embedding), in the OpenAI list shape, and with tiers
+    the two routed names `auto` and `cascade`; `penny_*` fields say each one's tier, label
+    and declared engine options. `created` is when this server started: penny knows no
+    better date for a model it loads from a directory."""
     started = unix(request.app.state.started_at)
+    settings = settings_of(request)
+    catalog = build_catalog(
+        list(settings.models), list(settings.embedding_models), settings.tiers,
+        settings.model_descriptions,
+        {name: engine.declared() for name, engine in settings.model_engines.items()})
     return {"object": "list", "data": [
-        {"id": name, "object": "model", "created": started, "owned_by": "penny"}
-        for name in sorted(settings_of(request).served_models)
+        {"id": entry.id, "object": "model", "created": started, "owned_by": "penny",
+         **entry.penny_fields()}
+        for entry in catalog
     ]}

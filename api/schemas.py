@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
+from ledger.attribution import MECHANISMS, saving_column
 from models.submissions import JobView
 from models.tables import Submission
 
@@ -51,20 +52,31 @@ class Usage(BaseModel):
 
 class Cost(BaseModel):
     usd: str
+    # The naive counterfactual (sent alone, no caches, baseline model) and the saving by
+    # mechanism; the parts plus `unexplained_usd` add up to naive_usd - usd.
+    naive_usd: str
+    savings_by_mechanism_usd: dict[str, str]
+    unexplained_usd: str
     list_usd: str
     engine_seconds: float
     # "engine"; "single_flight": an identical job's run answered it; "exact_cache": the
-    # result cache answered it at intake. `source_job_id` is the job whose run it was.
+    # result cache answered it at intake; "semantic_cache": the answer cached for a close
+    # question (`cache_entry_id`) served it, at `cache_similarity`. `source_job_id` is the
+    # job whose run it was.
     served_by: str
     source_job_id: str | None
     single_flight_saved_usd: str
     cache_saved_usd: str  # what producing a cached answer cost, not spent again
+    route: str | None = None  # how auto or cascade chose the tier billed here
+    cache_entry_id: str | None = None
+    cache_similarity: float | None = None
 
 
 class JobResultBody(BaseModel):
     text: str
     finish_reason: str
     mean_logprob: float | None
+    model: str | None = None  # the tier that produced this answer
 
 
 class JobOut(BaseModel):
@@ -82,6 +94,8 @@ class JobOut(BaseModel):
     usage: Usage | None
     cost: Cost | None
     error: dict[str, Any] | None
+    # For `model: "auto"` or `"cascade"`: the tier chosen, why, and a cascade's attempts.
+    route: dict[str, Any] | None = None
 
     @classmethod
     def from_view(cls, view: JobView) -> JobOut:
@@ -97,16 +111,25 @@ class JobOut(BaseModel):
             created_at=job.created_at,
             finished_at=job.finished_at,
             result=JobResultBody(text=result.text, finish_reason=result.finish_reason,
-                                 mean_logprob=result.mean_logprob) if result else None,
+                                 mean_logprob=result.mean_logprob,
+                                 model=job.model) if result else None,
             usage=Usage(prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens,
                         completion_tokens=result.output_tokens) if result else None,
-            cost=Cost(usd=str(ledger.cost_usd), list_usd=str(ledger.list_cost_usd),
+            cost=Cost(usd=str(ledger.cost_usd), naive_usd=f"{ledger.naive_cost_usd:f}",
+                      savings_by_mechanism_usd={
+                          m: f"{getattr(ledger, saving_column(m)):f}" for m in MECHANISMS},
+                      unexplained_usd=f"{ledger.unexplained_usd:f}",
+                      list_usd=str(ledger.list_cost_usd),
                       engine_seconds=ledger.engine_seconds, served_by=ledger.served_by,
                       source_job_id=str(ledger.source_job_id) if ledger.source_job_id else None,
                       single_flight_saved_usd=str(ledger.single_flight_saved_usd),
-                      cache_saved_usd=str(ledger.cache_saved_usd))
+                      cache_saved_usd=str(ledger.cache_saved_usd), route=ledger.route,
+                      cache_entry_id=str(ledger.cache_entry_id) if ledger.cache_entry_id
+                      else None,
+                      cache_similarity=ledger.cache_similarity)
             if ledger else None,
             error=job.error,
+            route=job.route,
         )
 
 

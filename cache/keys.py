@@ -33,6 +33,9 @@ class CacheMode(StrEnum):
     ON = "on"  # answered from the cache when it can; its answer fills the cache
     OFF = "off"  # neither read nor written
     REFRESH = "refresh"  # never read: runs fresh, and its answer replaces the entry
+    # As `on`, and on an exact miss a cached answer to a close enough question that passes
+    # verification may serve it (`cache.semantic`); opt-in, for FAQ-style workloads.
+    SEMANTIC = "semantic"
 
 
 CACHE_MODES = tuple(mode.value for mode in CacheMode)
@@ -76,7 +79,7 @@ class CachePolicy:
         return result_cache_key(single_flight_key("", model, request), identity)
 
     def reads(self, mode: str) -> bool:
-        return self.enabled and mode == CacheMode.ON
+        return self.enabled and mode in (CacheMode.ON, CacheMode.SEMANTIC)
 
     def writes(self, mode: str) -> bool:
-        return self.enabled and mode in (CacheMode.ON, CacheMode.REFRESH)
+        return self.enabled and mode in (CacheMode.ON, CacheMode.REFRESH, CacheMode.SEMANTIC)

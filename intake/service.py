@@ -11,11 +11,12 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from cache.keys import CachePolicy
+from cache.keys import CacheMode, CachePolicy
 from intake.admission import IntakePolicy, admit
 from intake.embeddings import EmbeddingJobRequest
 from intake.files import LineError, LineOutcome
 from intake.limits import IntakeLimits, resolve_model
+from intake.routing import CASCADE_MODE, job_route
 from intake.schema import JobRequest, estimate_tokens
 from intake.text import escape_unstorable
 from models.result_cache import find_cached_answers
@@ -40,16 +41,28 @@ def request_hash(payload: Any) -> str:
 
 
 def new_job(line_no: int, request: JobRequest, model: str) -> NewJob:
+    """`model` is the resolved one (`resolve_model`): for `auto` or `cascade`, a tier."""
+    route = job_route(request, model)
+    stored = request.engine_request()
+    cache_mode: str = request.cache
+    if route is not None and route["mode"] == CASCADE_MODE:
+        # The cascade reads the answer's logprobs, so its jobs (and only they) pay for
+        # them; and it judges its own answer, so it neither rides another job's run nor
+        # takes or leaves a cached answer of one tier.
+        stored["sampling"]["logprobs"] = True
+        cache_mode = CacheMode.OFF
     return NewJob(
         line_no=line_no,
         model=model,
-        request=request.engine_request(),
+        request=stored,
         estimated_tokens=estimate_tokens(request),
         custom_id=request.custom_id,
         tags=dict(request.metadata),
         priority=request.priority,
         complete_within=request.complete_within(),
-        cache_mode=request.cache,
+        cache_mode=cache_mode,
+        route=route,
+        single_flight=route is None or route["mode"] != CASCADE_MODE,
     )
 
 

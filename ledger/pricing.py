@@ -8,6 +8,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from ledger.attribution import (
+    EXACT_CACHE,
+    SEMANTIC_CACHE,
+    SINGLE_FLIGHT,
+    attribute_served_without_running,
+)
 from penny.settings import ModelPrice
 
 _MILLION = Decimal(1_000_000)
@@ -74,6 +80,7 @@ def copied_answer_ledger(leader: Mapping[str, Any], leader_id: uuid.UUID) -> dic
     generating it again would have cost (the leader's cost). The tokens are the leader's,
     so the list price still says what a hosted API would have charged for this request.
     """
+    naive = Decimal(leader.get("naive_cost_usd", leader["cost_usd"]))
     return {
         **leader,
         "engine_seconds": 0.0,
@@ -81,23 +88,34 @@ def copied_answer_ledger(leader: Mapping[str, Any], leader_id: uuid.UUID) -> dic
         "single_flight_saved_usd": Decimal(leader["cost_usd"]),
         "served_by": SERVED_BY_SINGLE_FLIGHT,
         "source_job_id": leader_id,
+        # Against the naive way it saved all the leader would have cost alone.
+        **attribute_served_without_running(naive, SINGLE_FLIGHT).columns(),
     }
 
 
 SERVED_BY_EXACT_CACHE = "exact_cache"
+SERVED_BY_SEMANTIC_CACHE = "semantic_cache"
 
 
 def cache_hit_ledger(
     *, model: str, prompt_tokens: int, cached_tokens: int, output_tokens: int,
     source_cost_usd: Decimal, source_list_cost_usd: Decimal, source_job_id: uuid.UUID,
+    source_naive_cost_usd: Decimal | None = None, costed_with: Mapping[str, Any] | None = None,
+    mechanism: str = EXACT_CACHE,
 ) -> dict[str, Any]:
-    """The ledger row of a job answered from the exact result cache.
+    """The ledger row of a job answered from the exact result cache (or, as `mechanism`
+    says, the semantic one).
 
     No engine ran for it, so it costs nothing; `cache_saved_usd` is what producing the
     answer cost (the source job's cost). The tokens are the source's, as the job would
     have used them, so the list price still says what a hosted API would have charged.
+    Against the naive way it saved the source's naive cost (its cost when that is
+    unknown); `costed_with` carries the source row's card, calibration and baseline.
     """
+    naive = source_naive_cost_usd if source_naive_cost_usd is not None else source_cost_usd
     return {
+        **(costed_with or {}),
+        **attribute_served_without_running(naive, mechanism).columns(),
         "model": model,
         "input_tokens": prompt_tokens,
         "cached_tokens": cached_tokens,
@@ -108,4 +126,24 @@ def cache_hit_ledger(
         "cache_saved_usd": source_cost_usd,
         "served_by": SERVED_BY_EXACT_CACHE,
         "source_job_id": source_job_id,
+    }
+
+
+def semantic_hit_ledger(
+    *, model: str, prompt_tokens: int, cached_tokens: int, output_tokens: int,
+    source_cost_usd: Decimal, source_list_cost_usd: Decimal, source_job_id: uuid.UUID,
+    entry_id: uuid.UUID, similarity: float,
+) -> dict[str, Any]:
+    """The ledger row of a job answered from the semantic cache: as an exact-cache hit
+    (costs 0, saves what producing the answer cost), plus the entry that served it and the
+    similarity it was served at."""
+    return {
+        **cache_hit_ledger(model=model, prompt_tokens=prompt_tokens,
+                           cached_tokens=cached_tokens, output_tokens=output_tokens,
+                           source_cost_usd=source_cost_usd,
+                           source_list_cost_usd=source_list_cost_usd,
+                           source_job_id=source_job_id, mechanism=SEMANTIC_CACHE),
+        "served_by": SERVED_BY_SEMANTIC_CACHE,
+        "cache_entry_id": entry_id,
+        "cache_similarity": similarity,
     }

@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session
 
 from cache.keys import CachePolicy
 from compat.records import CostFigures, LineRecord
+from ledger.attribution import MECHANISMS, saving_column
 from ledger.pricing import SERVED_BY_ENGINE, SERVED_BY_EXACT_CACHE, SERVED_BY_SINGLE_FLIGHT
+from ledger.savings import SavingsTotals
 from models.reports import submission_rows
 from models.result_cache import find_cached_answers
 from models.status import JobStatus, SubmissionStatus
@@ -100,7 +102,7 @@ def progress_of(session: Session, batch_ids: Sequence[uuid.UUID]) -> dict[uuid.U
     models: dict[uuid.UUID, set[str]] = {b: set() for b in batch_ids}
     for submission_id, status, model, n in session.execute(
         select(Job.submission_id, Job.status, Job.model, func.count())
-        .where(Job.submission_id.in_(batch_ids))
+        .where(Job.submission_id.in_(batch_ids), Job.cascade_of.is_(None))
         .group_by(Job.submission_id, Job.status, Job.model)
     ):
         counts[submission_id][status] = counts[submission_id].get(status, 0) + int(n)
@@ -114,13 +116,19 @@ def progress_of(session: Session, batch_ids: Sequence[uuid.UUID]) -> dict[uuid.U
                func.sum(LedgerEntry.single_flight_saved_usd),
                func.count().filter(LedgerEntry.served_by == SERVED_BY_SINGLE_FLIGHT),
                func.sum(LedgerEntry.cache_saved_usd),
-               func.count().filter(LedgerEntry.served_by == SERVED_BY_EXACT_CACHE))
+               func.count().filter(LedgerEntry.served_by == SERVED_BY_EXACT_CACHE),
+               func.sum(LedgerEntry.naive_cost_usd), func.sum(LedgerEntry.unexplained_usd),
+               *(func.sum(getattr(LedgerEntry, saving_column(m))) for m in MECHANISMS))
         .where(LedgerEntry.submission_id.in_(batch_ids))
         .group_by(LedgerEntry.submission_id)
     ):
+        savings = SavingsTotals(
+            cost_usd=Decimal(row[5]), naive_cost_usd=Decimal(row[11]),
+            savings={m: Decimal(str(v)) for m, v in zip(MECHANISMS, row[13:], strict=True)},
+            unexplained_usd=Decimal(row[12]))
         costs[row[0]] = CostFigures(int(row[1]), int(row[2]), int(row[3]), float(row[4]),
                                     Decimal(row[5]), Decimal(row[6]), Decimal(row[7]),
-                                    int(row[8]), Decimal(row[9]), int(row[10]))
+                                    int(row[8]), Decimal(row[9]), int(row[10]), savings)
     return {b: Progress(counts[b], costs.get(b, _NO_COST), frozenset(models[b]))
             for b in batch_ids}
 
@@ -254,6 +262,13 @@ def expire_overdue_batches(session: Session) -> list[uuid.UUID]:
     return list(overdue)
 
 
+def _row_savings(ledger: LedgerEntry) -> SavingsTotals:
+    return SavingsTotals(
+        cost_usd=ledger.cost_usd, naive_cost_usd=ledger.naive_cost_usd,
+        savings={m: getattr(ledger, saving_column(m)) for m in MECHANISMS},
+        unexplained_usd=ledger.unexplained_usd)
+
+
 def line_records(session: Session, submission_id: uuid.UUID) -> list[LineRecord]:
     return [
         LineRecord(
@@ -277,9 +292,13 @@ def line_records(session: Session, submission_id: uuid.UUID) -> list[LineRecord]
             cache_saved_usd=ledger.cache_saved_usd if ledger else Decimal(0),
             source_job_id=str(ledger.source_job_id) if ledger and ledger.source_job_id
             else None,
+            cache_entry_id=str(ledger.cache_entry_id) if ledger and ledger.cache_entry_id
+            else None,
+            cache_similarity=ledger.cache_similarity if ledger else None,
             embedding=result.embedding if result else None,
             embedding_dimensions=result.embedding_dimensions if result else None,
             encoding_format=str(job.request.get("encoding_format") or "float"),
+            savings=_row_savings(ledger) if ledger else SavingsTotals(),
         )
         for job, result, ledger in submission_rows(session, submission_id)
     ]

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from cache.keys import CachePolicy
 from coalescer.planning import PlannedBatch, QueuedJob
+from models.cascade import EscalatedAttempt, Escalation, record_escalations
 from models.result_cache import fill_result_cache
 from models.single_flight import answer_followers
 from models.status import BatchStatus, JobStatus
@@ -133,6 +134,7 @@ class ClaimedJob:
     submission_id: uuid.UUID
     request: dict[str, Any]
     cache_mode: str = "on"  # whether its answer may fill the exact result cache
+    route: dict[str, Any] | None = None  # how auto or cascade chose its tier
 
 
 @dataclass(frozen=True)
@@ -173,12 +175,12 @@ def claim_batch(
                Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
         .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, updated_at=func.now())
         .returning(Job.id, Job.tenant_id, Job.submission_id, Job.request, Job.batch_position,
-                   Job.created_at, Job.line_no, Job.cache_mode)
+                   Job.created_at, Job.line_no, Job.cache_mode, Job.route)
     ).all()
     # The engine sees jobs in the order the planner put them (RETURNING has no order).
     ordered = sorted(rows, key=lambda r: (r.batch_position or 0, r.created_at, r.line_no,
                                           r.id))
-    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request, r.cache_mode)
+    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request, r.cache_mode, r.route)
             for r in ordered]
     session.commit()
     return ClaimedBatch(id=batch_id, model=model, claim_token=token, jobs=jobs)
@@ -206,6 +208,8 @@ class JobOutcome:
     result: dict[str, Any] | None
     ledger: dict[str, Any] | None
     error: dict[str, Any] | None
+    # A cascade answer not confident enough: billed as an attempt, the job goes on.
+    escalation: Escalation | None = None
 
 
 def record_batch(
@@ -225,7 +229,11 @@ def record_batch(
     if held is None:
         session.rollback()
         return False
-    succeeded = [o for o in outcomes if o.result is not None]
+    escalated = [EscalatedAttempt(o.job.id, o.result, o.ledger, o.escalation)
+                 for o in outcomes if o.escalation is not None
+                 and o.result is not None and o.ledger is not None]
+    record_escalations(session, batch.id, batch.model, escalated)
+    succeeded = [o for o in outcomes if o.result is not None and o.escalation is None]
     if succeeded:
         session.execute(insert(Result), [{**o.result, "job_id": o.job.id, "batch_id": batch.id}
                                          for o in succeeded if o.result is not None])

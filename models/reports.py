@@ -6,10 +6,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
+from ledger.attribution import MECHANISMS, saving_column
 from ledger.report import JobRecord
 from models.status import TERMINAL_JOB_STATUSES, SubmissionStatus
 from models.tables import Job, LedgerEntry, Result, Submission
@@ -44,22 +46,39 @@ def take_finished_submissions(
 
 
 def submission_rows(
-    session: Session, submission_id: uuid.UUID
+    session: Session, submission_id: uuid.UUID, *, cascade_attempts: bool = False
 ) -> list[tuple[Job, Result | None, LedgerEntry | None]]:
-    """Every job of a submission in line order, with its result and ledger row if any."""
-    rows = session.execute(
+    """Every job of a submission in line order, with its result and ledger row if any;
+    with `cascade_attempts`, also the escalated attempts (billed, answered elsewhere),
+    each just before the job it escalated."""
+    query = (
         select(Job, Result, LedgerEntry)
         .outerjoin(Result, Result.job_id == Job.id)
         .outerjoin(LedgerEntry, LedgerEntry.job_id == Job.id)
         .where(Job.submission_id == submission_id)
-        .order_by(Job.line_no)
+        .order_by(Job.line_no, Job.cascade_of.is_(None), Job.created_at)
     )
+    if not cascade_attempts:
+        query = query.where(Job.cascade_of.is_(None))
+    rows = session.execute(query)
     return [(job, result, ledger) for job, result, ledger in rows]
+
+
+def counterfactual_of(ledger: LedgerEntry) -> dict[str, Any]:
+    """A ledger row's counterfactual fields, as `JobRecord` and `LineRecord` take them."""
+    return {
+        "naive_cost_usd": ledger.naive_cost_usd,
+        "savings": {m: getattr(ledger, saving_column(m)) for m in MECHANISMS},
+        "unexplained_usd": ledger.unexplained_usd,
+        "baseline_model": ledger.baseline_model,
+        "price_card_id": ledger.price_card_id,
+        "calibration_id": ledger.calibration_id,
+    }
 
 
 def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
     records = []
-    for job, result, ledger in submission_rows(session, submission_id):
+    for job, result, ledger in submission_rows(session, submission_id, cascade_attempts=True):
         records.append(
             JobRecord(
                 job_id=str(job.id),
@@ -83,9 +102,23 @@ def job_records(session: Session, submission_id: uuid.UUID) -> list[JobRecord]:
                 cache_saved_usd=ledger.cache_saved_usd if ledger else Decimal(0),
                 source_job_id=str(ledger.source_job_id) if ledger and ledger.source_job_id
                 else None,
+                input_row=job.input_row,
+                **(counterfactual_of(ledger) if ledger else {}),
+                route=ledger.route if ledger else None,
+                cache_entry_id=str(ledger.cache_entry_id) if ledger and ledger.cache_entry_id
+                else None,
+                cache_similarity=ledger.cache_similarity if ledger else None,
             )
         )
     return records
+
+
+def input_columns_of(session: Session, submission_id: uuid.UUID) -> list[str] | None:
+    """A CSV upload's header; None for every other kind of submission."""
+    columns: list[str] | None = session.execute(
+        select(Submission.input_columns).where(Submission.id == submission_id)
+    ).scalar_one()
+    return columns
 
 
 def complete_submission(

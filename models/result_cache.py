@@ -93,6 +93,31 @@ def find_cached_answers(
     return found
 
 
+@dataclass(frozen=True)
+class SourceCosting:
+    naive_cost_usd: Decimal
+    costed_with: dict[str, Any]  # the source row's card, calibration and baseline
+
+
+def source_costing(session: Session, source_job_ids: Collection[uuid.UUID]
+                   ) -> dict[uuid.UUID, SourceCosting]:
+    """The counterfactual of the runs cache hits reuse, from their ledger rows: a hit
+    would have cost, the naive way, what its source would have."""
+    found: dict[uuid.UUID, SourceCosting] = {}
+    ordered = sorted(source_job_ids)
+    for start in range(0, len(ordered), _ROWS_PER_STATEMENT):
+        rows = session.execute(
+            select(LedgerEntry.job_id, LedgerEntry.naive_cost_usd, LedgerEntry.price_card_id,
+                   LedgerEntry.calibration_id, LedgerEntry.baseline_model)
+            .where(LedgerEntry.job_id.in_(ordered[start:start + _ROWS_PER_STATEMENT]))
+        ).all()
+        for job_id, naive, card_id, calibration_id, baseline in rows:
+            found[job_id] = SourceCosting(naive, {
+                "price_card_id": card_id, "calibration_id": calibration_id,
+                "baseline_model": baseline})
+    return found
+
+
 def record_cache_hits(
     session: Session, tenant_id: uuid.UUID, submission_id: uuid.UUID,
     hits: Mapping[uuid.UUID, CachedAnswer],
@@ -105,12 +130,17 @@ def record_cache_hits(
     session.execute(insert(Result), [
         {**answer.result, "job_id": job_id, "batch_id": None} for job_id, answer in hits.items()
     ])
+    sources = source_costing(session, {answer.source_job_id for answer in hits.values()})
     session.execute(insert(LedgerEntry), [
         {**cache_hit_ledger(
             model=answer.model, prompt_tokens=answer.result["prompt_tokens"],
             cached_tokens=answer.result["cached_tokens"],
             output_tokens=answer.result["output_tokens"], source_cost_usd=answer.cost_usd,
-            source_list_cost_usd=answer.list_cost_usd, source_job_id=answer.source_job_id),
+            source_list_cost_usd=answer.list_cost_usd, source_job_id=answer.source_job_id,
+            source_naive_cost_usd=sources[answer.source_job_id].naive_cost_usd
+            if answer.source_job_id in sources else None,
+            costed_with=sources[answer.source_job_id].costed_with
+            if answer.source_job_id in sources else None),
          "job_id": job_id, "tenant_id": tenant_id, "submission_id": submission_id,
          "batch_id": None}
         for job_id, answer in hits.items()

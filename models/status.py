@@ -13,6 +13,9 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+    # A cascade attempt whose answer was not confident enough: the job it was copied from
+    # went on to the next tier (see Job.cascade_of).
+    ESCALATED = "escalated"
 
     @property
     def is_terminal(self) -> bool:
@@ -20,7 +23,8 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_JOB_STATUSES = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED,
+     JobStatus.ESCALATED}
 )
 
 # A job moves forward only; "batched -> queued" and "running -> batched" are the sweeper
@@ -41,6 +45,7 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
     JobStatus.EXPIRED: frozenset(),
+    JobStatus.ESCALATED: frozenset(),
 }
 
 

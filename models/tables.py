@@ -122,6 +122,8 @@ class Submission(Base):
     validation_attempts: Mapped[int] = mapped_column(Integer, nullable=False,
                                                      server_default="0")
     validate_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A CSV upload's header, in order: its results come back as CSV with these columns.
+    input_columns: Mapped[list[str] | None] = mapped_column(JsonDoc)
     # When a batch's jobs were queued; null while it validates, and for one that failed.
     in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Deleted batches vanish from the batch APIs; their jobs and ledger rows stay (billing).
@@ -187,6 +189,7 @@ class Job(Base):
         # Per-tenant limits: queued jobs, and the budget's reservation for unfinished ones.
         Index("ix_jobs_tenant_unfinished", "tenant_id", "status",
               postgresql_where=text("status IN ('queued', 'batched', 'running')")),
+        Index("ix_jobs_cascade_of", "cascade_of", postgresql_where=text("cascade_of IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -213,6 +216,15 @@ class Job(Base):
     leader_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id"))
     # The job's use of the exact result cache: "on", "off" or "refresh" (cache.keys).
     cache_mode: Mapped[str] = mapped_column(String(10), nullable=False, server_default="on")
+    # The CSV row the job came from, cell by cell (a CSV upload's jobs only).
+    input_row: Mapped[list[str] | None] = mapped_column(JsonDoc)
+    # How `model: "auto"` or `"cascade"` chose the tier: {"mode", "tier", "reason", ...}
+    # (routing.router); None for a job that named its model.
+    route: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    # Set on a cascade attempt that escalated: this row holds the lower tier's answer and
+    # bill, and `cascade_of` is the job that went on to the next tier.
+    cascade_of: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", name="fk_jobs_cascade_of"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -293,6 +305,80 @@ class LedgerEntry(Base):
     single_flight_saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                              server_default="0")
     cache_saved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    # How the job's tier was chosen ("auto: easy: lookup question", "cascade: kept", ...);
+    # None for a job that named its model.
+    route: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _now()
+    # The counterfactual (ledger.attribution): what the job would have cost the naive way
+    # on `baseline_model`, priced with the card and calibration versions named here (null
+    # when its model had none), and the saving split by mechanism. The database checks that
+    # naive_cost_usd - cost_usd equals the savings plus unexplained_usd, and refuses any
+    # UPDATE or DELETE of a row (append-only).
+    price_card_id: Mapped[int | None] = mapped_column(ForeignKey("price_cards.id"))
+    calibration_id: Mapped[int | None] = mapped_column(ForeignKey("calibrations.id"))
+    baseline_model: Mapped[str | None] = mapped_column(String(200))
+    # "succeeded", or "failed" for a job that failed after the engine worked on it.
+    outcome: Mapped[str] = mapped_column(String(20), nullable=False,
+                                         server_default="succeeded")
+    naive_cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    saving_exact_cache_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                            server_default="0")
+    saving_semantic_cache_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                               server_default="0")
+    saving_single_flight_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                              server_default="0")
+    saving_prefix_cache_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                             server_default="0")
+    saving_batching_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                         server_default="0")
+    # Zero until routing and cascades exist.
+    saving_routing_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                        server_default="0")
+    saving_output_limit_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                             server_default="0")
+    unexplained_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
+    # "semantic_cache": answered with the answer cached for a close question; the entry
+    # (a `semantic_cache` row) and the cosine similarity it was served at.
+    cache_entry_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    cache_similarity: Mapped[float | None] = mapped_column(Float)
+
+
+class StoredPriceCard(Base):
+    """One version of a model's prices; a new version is stored when the configured prices
+    change, and every ledger row names the version it was priced with."""
+
+    __tablename__ = "price_cards"
+    __table_args__ = (UniqueConstraint("model", "version", name="uq_price_cards_model_version"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    engine_hour_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    list_input_usd_per_mtok: Mapped[Decimal | None] = mapped_column(Money)
+    list_cached_input_usd_per_mtok: Mapped[Decimal | None] = mapped_column(Money)
+    list_output_usd_per_mtok: Mapped[Decimal | None] = mapped_column(Money)
+    created_at: Mapped[datetime] = _now()
+
+
+class StoredCalibration(Base):
+    """One version of a model's engine speed as `penny calibrate` measured it, with the
+    machine and engine settings it was measured on and the probe's raw samples."""
+
+    __tablename__ = "calibrations"
+    __table_args__ = (UniqueConstraint("model", "version",
+                                       name="uq_calibrations_model_version"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    request_overhead_s: Mapped[float] = mapped_column(Float, nullable=False)
+    prefill_s_per_token: Mapped[float] = mapped_column(Float, nullable=False)
+    decode_s_per_token_bs1: Mapped[float] = mapped_column(Float, nullable=False)
+    decode_s_per_token_full: Mapped[float] = mapped_column(Float, nullable=False)
+    full_batch_jobs: Mapped[int] = mapped_column(Integer, nullable=False)
+    machine: Mapped[dict[str, Any]] = mapped_column(JsonDoc, nullable=False)
+    engine_settings: Mapped[dict[str, Any]] = mapped_column(JsonDoc, nullable=False)
+    samples: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc, nullable=False)
     created_at: Mapped[datetime] = _now()
 
 
@@ -336,6 +422,8 @@ class ResultCacheEntry(Base):
     last_hit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The later of created_at and last_hit_at: eviction drops the smallest first.
     last_used_at: Mapped[datetime] = _now()
+    # Set when an operator replaced the answer: the corrected answer is served from then on.
+    corrected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
@@ -424,3 +512,16 @@ class WebhookEndpoint(Base):
     url: Mapped[str] = mapped_column(String(2000), primary_key=True)
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class SemanticCacheCounter(Base):
+    """Per-tenant tallies of semantic-cache lookups: "hits", "misses", "audits",
+    "audit_mismatches" and "rejected:<reason>" (see cache.semantic_verify.Rejection). The
+    vector table itself (`semantic_cache`) exists only where pgvector does and is queried
+    in SQL by models.semantic_cache."""
+
+    __tablename__ = "semantic_cache_counters"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")

@@ -1,5 +1,5 @@
-"""`penny cache`: the exact result cache from an operator's shell, straight against the
-database (no API needed)."""
+"""`penny cache`: the exact and semantic result caches from an operator's shell, straight
+against the database (no API needed)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ from models.cache_admin import (
     purge_entries,
     tenant_named,
     tenant_names,
+)
+from models.semantic_cache_admin import (
+    correct_entry,
+    list_semantic_entries,
+    purge_semantic_entries,
 )
 from penny.database import stop_embedded_postgres
 from penny.runtime import open_runtime
@@ -77,9 +82,51 @@ def purge_command(settings: Settings, tenant: str | None) -> None:
     runtime = open_runtime(settings)
     try:
         with runtime.sessions() as session:
-            deleted = purge_entries(session, _tenant_id(session, tenant))
+            tenant_id = _tenant_id(session, tenant)
+            deleted = purge_entries(session, tenant_id)
+            semantic = purge_semantic_entries(session, tenant_id)
             session.commit()
     finally:
         runtime.close()
         stop_embedded_postgres()  # the one this command started, if any
-    typer.echo(f"deleted {deleted} cache entries ({tenant or 'all tenants'})")
+    typer.echo(f"deleted {deleted} cache entries and {semantic} semantic cache entries "
+               f"({tenant or 'all tenants'})")
+
+
+def list_semantic_command(settings: Settings, tenant: str | None, limit: int) -> None:
+    runtime = open_runtime(settings)
+    try:
+        with runtime.sessions() as session:
+            page = list_semantic_entries(session, _tenant_id(session, tenant), limit=limit)
+            names = tenant_names(session)
+    finally:
+        runtime.close()
+        stop_embedded_postgres()  # the one this command started, if any
+    typer.echo("id\ttenant\tmodel\thits\texpires (UTC)\tquestion\tanswer")
+    for row in page.entries:
+        corrected = " (corrected)" if row["corrected_at"] is not None else ""
+        typer.echo("\t".join((str(row["id"]), names.get(row["tenant_id"], "?"), row["model"],
+                              str(row["hits"]), f"{row['expires_at']:%Y-%m-%d %H:%M}",
+                              " ".join(row["question"].split())[:60],
+                              " ".join(row["text"].split())[:60] + corrected)))
+    if page.has_more:
+        typer.echo(f"(the newest {limit} shown; --limit shows more)")
+
+
+def correct_command(settings: Settings, entry_id: str, answer: str) -> None:
+    try:
+        parsed = uuid.UUID(entry_id)
+    except ValueError:
+        raise typer.BadParameter(f"{entry_id!r} is not an entry id",
+                                 param_hint="ENTRY_ID") from None
+    runtime = open_runtime(settings)
+    try:
+        with runtime.sessions() as session:
+            kind = correct_entry(session, None, parsed, answer)
+            session.commit()
+    finally:
+        runtime.close()
+        stop_embedded_postgres()  # the one this command started, if any
+    if kind is None:
+        raise typer.BadParameter(f"no cache entry with id {entry_id}", param_hint="ENTRY_ID")
+    typer.echo(f"corrected {kind} cache entry {entry_id}")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from penny.errors import UnsafeBinding
+from penny.errors import MissingCapability, UnsafeBinding
 from penny.key_commands import keys_app
 from penny.remote import PennyClient, RemoteError
 from penny.settings import Settings
@@ -41,13 +41,17 @@ def _logging(settings: Settings, verbose: bool, role: str, **fields: str) -> Non
 
 
 @models_app.command("prepare")
-def models_prepare(force: bool = False) -> None:
-    """Build the offline default model (SmolLM2-135M-Instruct) into the models directory."""
-    from workers.model_prep import prepare_offline_model
+def models_prepare(force: bool = False, pruned: bool = False) -> None:
+    """Build the offline default model (SmolLM2-135M-Instruct) into the models directory;
+    with --pruned, also its copy with 4 of 30 layers removed (a cheaper, worse tier)."""
+    from workers.model_prep import prepare_offline_model, prepare_pruned_model
 
     settings = Settings()
     path = prepare_offline_model(settings.resolved_models_dir, force=force)
     typer.echo(f"offline model ready: {path}")
+    if pruned:
+        path = prepare_pruned_model(settings.resolved_models_dir, force=force)
+        typer.echo(f"pruned offline model ready: {path}")
 
 
 @models_app.command("list")
@@ -56,7 +60,10 @@ def models_list() -> None:
     settings = Settings()
     for name, source in settings.models.items():
         marker = " (default)" if name == settings.default_model else ""
-        typer.echo(f"{name}{marker}\t{source}")
+        if name in settings.tiers:
+            marker += f" (tier {settings.tiers.index(name) + 1} of {len(settings.tiers)})"
+        label = settings.model_descriptions.get(name)
+        typer.echo(f"{name}{marker}\t{source}" + (f"\t{label}" if label else ""))
     for name, embedding in settings.embedding_models.items():
         marker = " (default embeddings)" if name == settings.default_embedding_model else ""
         typer.echo(f"{name}{marker}\t{embedding.source}\t{embedding.dimensions} dimensions")
@@ -67,13 +74,33 @@ TenantOption = Annotated[str | None, typer.Option(
          "run); all tenants when left out")]
 
 
+SemanticOption = Annotated[bool, typer.Option(
+    "--semantic", help="the semantic cache's entries instead of the exact cache's")]
+
+
 @cache_app.command("list")
 def cache_list(tenant: TenantOption = None,
-               limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
-    """The newest cache entries: id, tenant, model, hits, expiry, the start of the answer."""
-    from penny.cache_cli import list_command
+               limit: Annotated[int, typer.Option(min=1)] = 20,
+               semantic: SemanticOption = False) -> None:
+    """The newest cache entries: id, tenant, model, hits, expiry, the start of the answer
+    (with --semantic: the semantic cache's, with their questions)."""
+    from penny.cache_cli import list_command, list_semantic_command
 
-    list_command(Settings(), tenant, limit)
+    if semantic:
+        list_semantic_command(Settings(), tenant, limit)
+    else:
+        list_command(Settings(), tenant, limit)
+
+
+@cache_app.command("correct")
+def cache_correct(
+    entry_id: Annotated[str, typer.Argument(help="an exact or semantic entry's id")],
+    answer: Annotated[str, typer.Argument(help="the corrected answer")],
+) -> None:
+    """Replace a cached answer; the corrected answer is served from then on."""
+    from penny.cache_cli import correct_command
+
+    correct_command(Settings(), entry_id, answer)
 
 
 @cache_app.command("stats")
@@ -90,12 +117,46 @@ def cache_purge(
     all_tenants: Annotated[bool, typer.Option("--all", help="purge every tenant's entries")
                            ] = False,
 ) -> None:
-    """Delete a tenant's entries (or, with --all, everyone's); jobs then run again."""
+    """Delete a tenant's entries (or, with --all, everyone's), exact and semantic; jobs
+    then run again."""
     from penny.cache_cli import purge_command
 
     if (tenant is None) == (not all_tenants):
         raise typer.BadParameter("give --tenant NAME or --all")
     purge_command(Settings(), tenant)
+@app.command("calibrate-cascade")
+def calibrate_cascade(
+    labelled: Annotated[Path, typer.Argument(help="JSON lines: mean_logprob, finish_reason, "
+                                                  "small_correct, large_correct[, "
+                                                  "small_cost_usd, large_cost_usd]")],
+    target: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                          help="the accuracy to reach (a fraction)")] = 0.9,
+    small_cost: Annotated[float | None, typer.Option(
+        help="the small tier's cost per item; default: the lines' mean")] = None,
+    large_cost: Annotated[float | None, typer.Option(
+        help="the large tier's cost per item; default: the lines' mean")] = None,
+) -> None:
+    """Pick the cascade's mean-logprob threshold from a labelled set: the cheapest that
+    reaches --target accuracy (or, if none does, the most accurate)."""
+    from routing.calibration import calibrate, parse_labelled
+
+    try:
+        labelled_set = parse_labelled(labelled.read_text())
+    except (OSError, ValueError) as error:
+        raise typer.BadParameter(f"{labelled}: {error}") from None
+    small = small_cost if small_cost is not None else labelled_set.small_cost
+    large = large_cost if large_cost is not None else labelled_set.large_cost
+    if small is None or large is None or large <= 0:
+        raise typer.BadParameter("give --small-cost and --large-cost: the lines carry no "
+                                 "costs (or a large cost of 0)")
+    best = calibrate(labelled_set.outcomes, target, small_cost=small, large_cost=large)
+    reached = "reaches" if best.accuracy >= target else "does NOT reach"
+    typer.echo(f"{len(labelled_set.outcomes)} labelled items; the best threshold {reached} "
+               f"{target:.1%}: accuracy {best.accuracy:.1%}, escalation rate "
+               f"{best.escalation_rate:.1%}, cost {best.relative_cost:.2f}x large-only")
+    typer.echo(f"PENNY_CASCADE_MIN_MEAN_LOGPROB={best.policy.min_mean_logprob:.4f}")
+
+
 @app.command("config-reference")
 def config_reference(
     output: Annotated[Path | None, typer.Option(
@@ -123,21 +184,59 @@ def migrate() -> None:
 
 
 @app.command()
+def calibrate(
+    model: Annotated[str, typer.Argument(help="a chat model penny serves")],
+    verbose: bool = False,
+) -> None:
+    """Measure MODEL's engine speed on a short, fixed probe (some seconds on the real
+    engine) and store it as the model's next calibration: the ledger's counterfactual and
+    savings by mechanism are modelled from the latest one."""
+    settings = Settings()
+    _logging(settings, verbose, "calibrate")
+    from penny.calibration_cli import calibrate_command
+
+    calibrate_command(settings, model)
+
+
+@app.command()
+def calibrations(
+    model: Annotated[str | None, typer.Option(help="only this model's")] = None,
+) -> None:
+    """Every stored calibration, newest first, with the machine it was measured on."""
+    from penny.calibration_cli import calibrations_command
+
+    calibrations_command(Settings(), model)
+
+
+@app.command()
 def run(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     verbose: bool = False,
     log_format: LogFormat = None,
+    template: Annotated[str | None, typer.Option(
+        help="CSV: build each prompt from columns, e.g. 'Summarise: {body}' (instead of a "
+             "'prompt' column).")] = None,
+    id_column: Annotated[str | None, typer.Option(
+        help="CSV: the column holding each row's custom_id (default: 'custom_id').")] = None,
+    encoding: Annotated[str | None, typer.Option(
+        help="CSV: the file's encoding when it is not UTF-8, e.g. latin-1 or utf-16.")] = None,
+    skip_bad_rows: Annotated[bool, typer.Option(
+        help="CSV: run the good rows and report each bad one as a failed job naming its "
+             "line (default: a file with bad rows is rejected whole).")] = False,
 ) -> None:
     """Process FILE (JSONL, or CSV with a 'prompt' column) end to end on the embedded
     default, then print where the results and ledger are and what it all cost."""
     settings = _settings(log_format=log_format)
     _logging(settings, verbose, "run")
+    from intake.csv_mapping import CsvOptions
     from penny.batch_run import run_file
     from penny.errors import PennyError
 
     started = time.perf_counter()
+    options = CsvOptions(template=template, id_column=id_column, encoding=encoding,
+                         skip_bad_rows=skip_bad_rows)
     try:
-        summary = run_file(settings, file)
+        summary = run_file(settings, file, options)
     except PennyError as error:  # the whole file is unusable: say why, no traceback
         typer.echo(f"penny run: {error.message}", err=True)
         for detail in error.details:
@@ -172,7 +271,7 @@ def _serve_unless_unsafe(command: str, serve: Callable[[Settings], None],
     code 2, not a traceback."""
     try:
         serve(settings)
-    except UnsafeBinding as error:
+    except (UnsafeBinding, MissingCapability) as error:
         typer.echo(f"penny {command}: {error.message}", err=True)
         raise typer.Exit(code=2) from None
 
@@ -188,11 +287,16 @@ def up(host: Host = None, port: Port = None, verbose: bool = False,
     _serve_unless_unsafe("up", serve_all_in_one, settings)
 
 
+Workers = Annotated[int | None, typer.Option(
+    help="Worker processes. Default: PENNY_API_WORKERS, else one per CPU core.")]
+
+
 @app.command()
-def api(host: Host = None, port: Port = None, verbose: bool = False,
+def api(host: Host = None, port: Port = None, workers: Workers = None, verbose: bool = False,
         log_format: LogFormat = None) -> None:
     """The API alone (distributed mode: coalescer and workers run elsewhere)."""
-    settings = _settings(api_host=host, api_port=port, log_format=log_format)
+    settings = _settings(api_host=host, api_port=port, api_workers=workers,
+                         log_format=log_format)
     _logging(settings, verbose, "api")
     from penny.serve import serve_api
 
@@ -216,7 +320,7 @@ def coalescer(metrics_port: MetricsPort = None, verbose: bool = False,
     from penny.serve import serve_coalescer
 
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    serve_coalescer(settings)
+    _serve_unless_unsafe("coalescer", serve_coalescer, settings)
 
 
 @app.command()
@@ -237,7 +341,7 @@ def worker(
     from workers.celery_app import run_worker
 
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    run_worker(settings, served)
+    _serve_unless_unsafe("worker", lambda s: run_worker(s, served), settings)
 
 
 # Talking to a running server.

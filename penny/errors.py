@@ -95,6 +95,13 @@ class UnsafeBinding(PennyError):
     code = "unsafe_binding"
 
 
+class MissingCapability(PennyError):
+    """A configured feature this deployment cannot provide (the semantic cache on a
+    Postgres without pgvector): refused at start-up, naming the setting."""
+
+    code = "missing_capability"
+
+
 class UnsafeUrl(InvalidRequest):
     """A URL penny would call is refused: a scheme other than http(s), credentials in it,
     or a host that is (or resolves to) a loopback, private, link-local, metadata,

@@ -71,7 +71,9 @@ class Snapshot:
 
     @property
     def saved_usd(self) -> Decimal:
-        return Decimal(str(self.cost.get("saved_usd", "0")))
+        """Saved against the naive counterfactual (a server without one: vs list price)."""
+        return Decimal(str(self.cost.get("saved_vs_naive_usd",
+                                         self.cost.get("saved_usd", "0"))))
 
 
 def is_openai_batch_file(path: Path, data: bytes) -> bool:

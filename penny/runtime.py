@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.retrying import is_connection_failure, pauses
 from penny.database import make_engine, make_sessionmaker, migrate, resolve_database_url
+from penny.errors import MissingCapability
 from penny.settings import Settings
 from storage.factory import object_store
 from storage.port import ObjectStore
@@ -53,11 +54,30 @@ def open_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
     url = resolve_database_url(settings)
     if run_migrations:
         _migrate_when_reachable(url, settings.database_retry_seconds)
-    db = make_engine(url)
+    db = make_engine(url, pool_size=settings.database_pool_size,
+                     max_overflow=settings.database_max_overflow)
+    sessions = make_sessionmaker(db)
+    if settings.semantic_cache:
+        _require_pgvector(sessions, db)
     return Runtime(
         settings=settings,
         database_url=url,
         db=db,
-        sessions=make_sessionmaker(db),
+        sessions=sessions,
         store=object_store(settings),
     )
+
+
+def _require_pgvector(sessions: sessionmaker[Session], db: Engine) -> None:
+    """Refuse to start with the semantic cache on where its vector table cannot exist."""
+    from models.semantic_cache import semantic_table_present
+
+    with sessions() as session:
+        present = semantic_table_present(session)
+    if not present:
+        db.dispose()
+        raise MissingCapability(
+            "PENNY_SEMANTIC_CACHE is on, but this Postgres has no pgvector extension "
+            "(`vector`), so the semantic cache has nowhere to keep its vectors. Install "
+            "pgvector on the server (or use the embedded Postgres, which has it) and start "
+            "again, or set PENNY_SEMANTIC_CACHE=false.")

@@ -6,8 +6,15 @@ back what it took but never started, and stops the embedded Postgres it started.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
+import os
+import shutil
 import signal
+import socket
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +32,10 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+log = logging.getLogger(__name__)
+# observability.metrics.MULTIPROC_ENV, named here without importing prometheus_client:
+# it picks single- or multi-process mode once, at import.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @contextmanager
@@ -92,7 +103,17 @@ def _serve(app: FastAPI, settings: Settings, on_exit: Callable[[], None]) -> Non
     _Server(config, on_exit).run()
 
 
+def default_api_workers() -> int:
+    """One uvicorn worker per core: a worker is one Python thread of request handling
+    under its own GIL, and intake is CPU-bound in Python."""
+    return max(1, os.cpu_count() or 1)
+
+
 def serve_api(settings: Settings) -> None:
+    workers = settings.api_workers or default_api_workers()
+    if workers > 1:
+        _serve_api_workers(settings, workers)
+        return
     from api.app import create_app
 
     with _stopping_on_signals(lambda: None):
@@ -103,6 +124,86 @@ def serve_api(settings: Settings) -> None:
         finally:
             runtime.close()
             stop_embedded_postgres()
+
+
+def _serve_api_workers(settings: Settings, workers: int) -> None:
+    """`workers` forked uvicorn processes accepting on one socket. The parent migrates
+    the database (and starts the embedded Postgres) once, then only supervises: SIGTERM
+    or SIGINT is passed on to every worker, which drains its requests; a worker that dies
+    takes the others down with it, so whatever supervises penny sees it and restarts.
+
+    Forked, not spawned: the workers share the parent's imported code and settings
+    (command-line options included). Each opens its own database pool after the fork.
+    Metrics of all workers add up in /metrics through a PROMETHEUS_MULTIPROC_DIR; without
+    one given, a fresh one is made for the run."""
+    own_metrics_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        if "prometheus_client" in sys.modules:  # pragma: no cover - a programming error
+            raise RuntimeError("prometheus_client was imported before the metrics "
+                               "directory was chosen")
+        own_metrics_dir = tempfile.mkdtemp(prefix="penny-metrics-")
+        os.environ[MULTIPROC_ENV] = own_metrics_dir
+    runtime = open_runtime(settings)
+    try:
+        refuse_open_binding(runtime)
+        runtime.close()  # no pooled connection may cross the fork
+        shared = settings.model_copy(update={"database_url": runtime.database_url})
+        config = uvicorn.Config("unused", host=settings.api_host, port=settings.api_port,
+                                log_level="info", log_config=None)
+        sock = config.bind_socket()  # logs where it listens
+        children = [_fork_worker(shared, sock) for _ in range(workers)]
+        sock.close()
+        _supervise(children)
+    finally:
+        runtime.close()
+        stop_embedded_postgres()
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
+
+
+def _fork_worker(settings: Settings, sock: socket.socket) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        from api.app import create_app
+
+        runtime = open_runtime(settings, run_migrations=False)
+        config = uvicorn.Config(create_app(runtime), log_level="info", log_config=None)
+        uvicorn.Server(config).run(sockets=[sock])
+        runtime.close()
+        code = 0
+    except BaseException:
+        log.exception("penny api worker %d failed", os.getpid())
+    finally:
+        # Never the parent's exit path: its atexit hooks would stop the embedded Postgres.
+        os._exit(code)
+
+
+def _supervise(children: list[int]) -> None:
+    """Wait for the workers; on a stop signal, or when one of them ends, stop them all."""
+    running = set(children)
+    stopping = False
+
+    def stop_all() -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    with _stopping_on_signals(stop_all):
+        while running:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            running.discard(pid)
+            if running and not stopping:
+                log.error("penny api worker %d ended (%d); stopping the others", pid,
+                          os.waitstatus_to_exitcode(status))
+                stop_all()
 
 
 def serve_coalescer(settings: Settings) -> None:

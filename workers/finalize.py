@@ -10,8 +10,14 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.report import ledger_csv, ledger_json, results_jsonl
+from ledger.spreadsheet import results_csv
 from models.batches import progress_of
-from models.reports import complete_submission, job_records, take_finished_submissions
+from models.reports import (
+    complete_submission,
+    input_columns_of,
+    job_records,
+    take_finished_submissions,
+)
 from models.status import SubmissionStatus
 from models.webhooks import record_end
 from storage.port import ObjectStore
@@ -26,6 +32,7 @@ def output_keys(submission_id: uuid.UUID) -> dict[str, str]:
         "results": f"{base}/results.jsonl",
         "ledger_json": f"{base}/ledger.json",
         "ledger_csv": f"{base}/ledger.csv",
+        "results_csv": f"{base}/results.csv",  # CSV uploads only
     }
 
 
@@ -39,6 +46,10 @@ def write_outputs(session: Session, store: ObjectStore, submission_id: uuid.UUID
         ),
         "ledger_csv": store.put(keys["ledger_csv"], ledger_csv(records), "text/csv"),
     }
+    columns = input_columns_of(session, submission_id)
+    if columns is not None:  # a CSV upload: its rows come back as CSV too
+        outputs["results_csv"] = store.put(keys["results_csv"], results_csv(columns, records),
+                                           "text/csv")
     write_batch_files(session, store, submission_id)  # OpenAI batches: output + error files
     # The webhook event is queued in the transaction that completes the submission.
     progress = progress_of(session, [submission_id])[submission_id]

@@ -39,6 +39,25 @@ class LocalDispatcher:
         batches.put(batch_id)  # one worker per model in process: no routing
 
 
+def _generation_executor(runtime: Runtime, engine: Engine,
+                         embedders: Sequence[Embedder]) -> BatchExecutor:
+    """A generation executor, behind the semantic cache when it is on (its questions are
+    embedded by the loaded embedder of the configured embedding model)."""
+    executor: BatchExecutor = GenerationExecutor(engine, runtime.settings)
+    settings = runtime.settings
+    if not settings.semantic_cache:
+        return executor
+    wanted = settings.semantic_cache_embedding_model or settings.default_embedding_model
+    embedder = next((e for e in embedders if e.model_name == wanted), None)
+    if embedder is None:
+        log.warning("the semantic cache is on but embedding model %s is not loaded here; "
+                    "%s runs without it", wanted, engine.model_name)
+        return executor
+    from workers.semantic_execution import SemanticExecutor
+
+    return SemanticExecutor(executor, embedder, runtime.sessions, settings)
+
+
 class InProcessPipeline:
     """A coalescer thread, a webhook delivery thread, and one worker thread per engine and
     per embedder. Use as a
@@ -48,7 +67,7 @@ class InProcessPipeline:
     def __init__(self, runtime: Runtime, engines: Sequence[Engine],
                  embedders: Sequence[Embedder] = ()) -> None:
         executors: list[BatchExecutor] = [
-            *(GenerationExecutor(engine, runtime.settings) for engine in engines),
+            *(_generation_executor(runtime, engine, embedders) for engine in engines),
             *(EmbeddingExecutor(embedder, runtime.settings) for embedder in embedders),
         ]
         models = [executor.model_name for executor in executors]

@@ -82,3 +82,41 @@ def prepare_offline_model(models_dir: Path, *, force: bool = False) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+# The layers whose removal raised the offline model's loss least, one at a time, then
+# together: 1.22 -> 1.60 nats/token on the project's probe answers. Six layers (the
+# next ones on that list) made 2.26, eight 3.01: past four it stops being a usable tier.
+PRUNED_LAYERS = (6, 9, 13, 25)
+PRUNED_MODEL_DIRNAME = "SmolLM2-135M-Instruct-pruned26"
+
+
+def prepare_pruned_model(models_dir: Path, *, force: bool = False) -> Path:
+    """The offline model with `PRUNED_LAYERS` removed (26 of 30 layers left): about 10%
+    fewer weights (the embeddings stay) and measurably worse answers. It is a stand-in for a smaller
+    model, built because only one real instruct model is at hand offline."""
+    target = models_dir / PRUNED_MODEL_DIRNAME
+    if is_prepared(target) and not force:
+        return target
+    source = prepare_offline_model(models_dir)
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    kept = [layer for index, layer in enumerate(model.model.layers)
+            if index not in PRUNED_LAYERS]
+    model.model.layers = torch.nn.ModuleList(kept)
+    model.config.num_hidden_layers = len(kept)
+    for index, layer in enumerate(kept):
+        layer.self_attn.layer_idx = index  # the KV cache is indexed by position
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
+    AutoTokenizer.from_pretrained(source).save_pretrained(staging)
+    (staging / _READY_MARKER).write_text(f"{OFFLINE_MODEL_DIRNAME} without layers "
+                                         f"{list(PRUNED_LAYERS)}\n")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target

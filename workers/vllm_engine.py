@@ -38,12 +38,21 @@ def _configure_vllm_environment(settings: Settings) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _optional_engine_args(settings: Settings) -> dict[str, Any]:
-    args: dict[str, Any] = {}
+def engine_args(settings: Settings, model: str) -> dict[str, Any]:
+    """vLLM's keyword arguments for `model`: the engine-wide settings, overridden by what
+    `model_engines` declares for it (quantization, KV cache dtype, ...)."""
+    args: dict[str, Any] = {
+        "enforce_eager": settings.engine_enforce_eager,
+        "max_model_len": settings.engine_max_model_len,
+        "dtype": settings.engine_dtype,
+        "gpu_memory_utilization": settings.engine_gpu_memory_utilization,
+        "seed": settings.engine_seed,
+    }
     if settings.engine_block_size is not None:
         args["block_size"] = settings.engine_block_size
     if settings.engine_kv_cache_blocks is not None:
         args["num_gpu_blocks_override"] = settings.engine_kv_cache_blocks
+    args.update(settings.engine_for(model).declared())
     return args
 
 
@@ -56,18 +65,14 @@ class VllmEngine:
         from vllm import LLM
 
         self._model_name = model
-        self._max_model_len = settings.engine_max_model_len
+        args = engine_args(settings, model)
+        self._max_model_len = int(args["max_model_len"])
         started = time.perf_counter()
         self.llm: Any = LLM(
             model=model_source(settings, model),
             enable_prefix_caching=True,
-            enforce_eager=settings.engine_enforce_eager,
-            max_model_len=settings.engine_max_model_len,
-            dtype=settings.engine_dtype,
-            gpu_memory_utilization=settings.engine_gpu_memory_utilization,
-            seed=settings.engine_seed,
             structured_outputs_config=GUIDED_DECODING_CONFIG,
-            **_optional_engine_args(settings),
+            **args,
         )
         self.tokenizer: Any = self.llm.get_tokenizer()
         self._chat_tokenizer = ChatTokenizer(self.tokenizer)
@@ -178,10 +183,11 @@ def _to_generation(request: GenerationRequest, output: Any) -> Generation:
                           error_message="the engine could not finish this request "
                                         "(for a constrained answer: its grammar failed "
                                         "to compile)")
-    mean_logprob = None
+    mean_logprob = min_logprob = None
     if (request.sampling.logprobs and completion.cumulative_logprob is not None
             and token_count):
         mean_logprob = float(completion.cumulative_logprob) / token_count
+        min_logprob = _min_logprob(completion)
     return Generation(
         key=request.key,
         text=completion.text,
@@ -190,4 +196,14 @@ def _to_generation(request: GenerationRequest, output: Any) -> Generation:
         cached_tokens=int(output.num_cached_tokens or 0),
         output_tokens=token_count,
         mean_logprob=mean_logprob,
+        min_logprob=min_logprob,
     )
+
+
+def _min_logprob(completion: Any) -> float | None:
+    # With logprobs=0 each position holds the sampled token's logprob only.
+    positions = completion.logprobs or []
+    values = [float(position[token].logprob)
+              for token, position in zip(completion.token_ids, positions, strict=False)
+              if position and token in position]
+    return min(values) if values else None

@@ -18,11 +18,12 @@ from tests.support import MODELS_DIR, REPO
 pytestmark = pytest.mark.engine
 
 
-def penny_run(path: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def penny_run(path: Path, data_dir: Path, *options: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PENNY_")}
     env.update(PENNY_DATA_DIR=str(data_dir), PENNY_MODELS_DIR=str(MODELS_DIR))
     penny = Path(sys.executable).with_name("penny")
-    return subprocess.run([str(penny), "run", str(path)], env=env, capture_output=True,
+    return subprocess.run([str(penny), "run", str(path), *options], env=env,
+                          capture_output=True,
                           text=True, timeout=600, check=False)
 
 
@@ -53,7 +54,9 @@ def test_example_file_runs_end_to_end_on_embedded_postgres(tmp_path: Path) -> No
     assert ledger["totals"]["cached_tokens"] > 0  # 20 jobs share one long system prompt
 
 
-def test_bad_csv_rows_become_error_records_naming_their_line(tmp_path: Path) -> None:
+def test_bad_csv_rows_reject_the_file_or_become_error_records_when_skipped(
+    tmp_path: Path,
+) -> None:
     source = tmp_path / "mixed.csv"
     source.write_text(
         "id,prompt,max_tokens\n"
@@ -62,7 +65,14 @@ def test_bad_csv_rows_become_error_records_naming_their_line(tmp_path: Path) -> 
         "c,Name a colour.,-5\n"
         "d,Name a fruit.,8\n"
     )
-    completed = penny_run(source, tmp_path / "data")
+    refused = penny_run(source, tmp_path / "data")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stdout == ""
+    lines = refused.stderr.splitlines()
+    assert lines[0] == "penny run: mixed.csv: 2 of 4 rows are invalid; nothing was queued " \
+        "(fix them, or ask to skip bad rows)"
+    assert lines[1].startswith("  line 3: ") and lines[2].startswith("  line 4: max_tokens")
+    completed = penny_run(source, tmp_path / "data", "--skip-bad-rows")
     assert completed.returncode == 1, completed.stdout + completed.stderr
     results = outputs_of(completed.stdout)["results"].read_text().splitlines()
     by_line = {r["line"]: r for r in map(json.loads, results)}

@@ -483,6 +483,17 @@ def test_the_cache_cli_lists_counts_and_purges_against_the_database(
     assert purged.exit_code == 0 and "deleted 1" in purged.output
     assert [e.id for e in entries(runtime)] == [acme_entry.id]
 
+    # An operator's correction is what the entry serves from then on.
+    corrected = cli.invoke(app, ["cache", "correct", str(acme_entry.id), "Muscat."])
+    assert corrected.exit_code == 0, corrected.output
+    assert "corrected exact cache entry" in corrected.output
+    [entry] = entries(runtime)
+    assert entry.text == "Muscat." and entry.corrected_at is not None
+    assert cli.invoke(app, ["cache", "correct", str(uuid.uuid4()), "x"]).exit_code != 0
+    # This Postgres has no pgvector: no semantic entries, and saying so is no error.
+    semantic = cli.invoke(app, ["cache", "list", "--semantic"])
+    assert semantic.exit_code == 0 and semantic.output.splitlines()[0].startswith("id\t")
+
 
 def _hits_counted(model: str) -> float:
     from observability import metrics

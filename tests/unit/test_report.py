@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ledger.attribution import MECHANISMS
 from ledger.report import (
     LEDGER_COLUMNS,
     JobRecord,
@@ -28,6 +29,8 @@ def record(job_id: str, line: int, **changes: Any) -> JobRecord:
         "output_tokens": 20, "engine_seconds": 0.5, "cost_usd": Decimal("0.0000138889"),
         "list_cost_usd": Decimal("0.0000240000"), "billed": True,
     }
+    # Unless a test says otherwise: no saving modelled, so the naive cost is the cost.
+    fields["naive_cost_usd"] = changes.get("cost_usd", fields["cost_usd"])
     fields.update(changes)
     return JobRecord(**fields)
 
@@ -100,11 +103,21 @@ def test_ledger_json_lists_only_billed_jobs() -> None:
 def test_ledger_json_totals() -> None:
     summary = json.loads(ledger_json("sub-1", RECORDS))["totals"]
     assert summary == {
+        "naive_cost_usd": "0.0000486111", "saved_vs_naive_usd": "0.0000000000",
+        "saved_vs_naive_fraction": 0.0,
+        "savings_by_mechanism_usd": {m: "0" for m in MECHANISMS}, "unexplained_usd": "0",
         "jobs": 4, "succeeded": 2, "failed": 2, "input_tokens": 400, "cached_tokens": 40,
         "output_tokens": 70, "engine_seconds": 1.75, "cost_usd": "0.0000486111",
         "list_cost_usd": "0.0000990000", "single_flight_saved_usd": "0",
         "single_flight_jobs": 0, "cache_saved_usd": "0", "exact_cache_jobs": 0,
+        "unmodelled_jobs": 2,
+        "escalated_attempts": 0,
+        "semantic_cache_jobs": 0,
     }
+
+
+# Seven mechanisms and the unexplained part at 0; no baseline, card or calibration named.
+NOTHING_SAVED = ["0"] * 8 + ["", "", ""]
 
 
 def test_ledger_csv_header_and_rows() -> None:
@@ -112,9 +125,9 @@ def test_ledger_csv_header_and_rows() -> None:
     assert tuple(rows[0]) == LEDGER_COLUMNS
     assert rows[1:] == [
         ["j1", "1", "c-j1", "tiny", "succeeded", "100", "40", "20", "0.5", "0.0000138889",
-         "0.0000240000", "engine", "0", "0", ""],
+         "0.0000240000", "engine", "0", "0", "", "0.0000138889", *NOTHING_SAVED, "", "", ""],
         ["j2", "2", "", "tiny", "succeeded", "300", "0", "50", "1.25", "0.0000347222",
-         "0.0000750000", "engine", "0", "0", ""],
+         "0.0000750000", "engine", "0", "0", "", "0.0000347222", *NOTHING_SAVED, "", "", ""],
     ]
 
 
@@ -176,3 +189,16 @@ def test_cache_hits_and_copies_are_counted_apart_with_their_savings() -> None:
     rows = list(csv.DictReader(io.StringIO(ledger_csv([hit]).decode())))
     assert (rows[0]["served_by"], rows[0]["cache_saved_usd"], rows[0]["source_job_id"]) == (
         "exact_cache", "0.0000138889", "j1")
+
+
+def test_semantic_hits_name_their_entry_and_similarity() -> None:
+    hit = record("j7", 7, served_by="semantic_cache", engine_seconds=0.0, cost_usd=Decimal(0),
+                 cache_saved_usd=Decimal("0.0000138889"), source_job_id="j1",
+                 cache_entry_id="e1", cache_similarity=0.91)
+    assert totals([OK_1, hit]).semantic_cache_jobs == 1
+    line = json.loads(results_jsonl([hit]))
+    assert (line["served_by"], line["cache_entry_id"], line["cache_similarity"]) == (
+        "semantic_cache", "e1", 0.91)
+    assert "cache_entry_id" not in json.loads(results_jsonl([OK_1]))
+    rows = list(csv.DictReader(io.StringIO(ledger_csv([hit]).decode())))
+    assert (rows[0]["cache_entry_id"], rows[0]["cache_similarity"]) == ("e1", "0.91")

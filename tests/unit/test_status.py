@@ -11,7 +11,7 @@ TERMINAL = sorted(TERMINAL_JOB_STATUSES)
 
 def test_terminal_statuses() -> None:
     assert {s.value for s in TERMINAL_JOB_STATUSES} == {
-        "succeeded", "failed", "cancelled", "expired",
+        "succeeded", "failed", "cancelled", "expired", "escalated",
     }
 
 

@@ -1,0 +1,98 @@
+"""CSV uploads over HTTP: `POST /v1/uploads/csv` queues a CSV file as one submission."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from pydantic import BaseModel
+
+from api.deps import (
+    IdempotencyKey,
+    Tenant,
+    cache_of,
+    limits_of,
+    policy_of,
+    sessions_of,
+    settings_of,
+)
+from api.errors import error_responses
+from api.json_body import JsonBodyRoute
+from api.webhooks import checked_callback
+from intake.csv_mapping import CsvOptions
+from intake.csv_upload import CsvSource, queue_csv
+from intake.text import unstorable_reason
+from penny.errors import InvalidRequest, TooLarge
+
+router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
+                   responses=error_responses(400, 401, 402, 409, 413, 422, 429))
+
+# The multipart envelope around the file: boundaries, headers, the form fields.
+MULTIPART_SLACK_BYTES = 64 * 1024
+
+
+class CsvAccepted(BaseModel):
+    submission_id: str
+    status: str
+    rows: int
+    bad_rows: int  # stored as failed jobs naming their line (on_bad_rows=skip)
+    from_cache: int
+    warnings: list[dict[str, object]] = []
+
+
+def _text_field(value: str | None, param: str) -> str | None:
+    if value is None:
+        return None
+    reason = unstorable_reason(value)
+    if reason is not None:
+        raise InvalidRequest(f"{param} {reason}", param=param)
+    return value
+
+
+@router.post("/uploads/csv", status_code=202)
+def upload_csv(
+    request: Request,
+    response: Response,
+    tenant: Tenant,
+    file: Annotated[UploadFile, File(description="The CSV file, UTF-8 unless `encoding` "
+                                                 "says otherwise")],
+    template: Annotated[str | None, Form(
+        description="Build each prompt from columns: 'Summarise: {body}'")] = None,
+    id_column: Annotated[str | None, Form(
+        description="The column holding each row's custom_id (default custom_id)")] = None,
+    encoding: Annotated[str | None, Form(description="The file's encoding, when not UTF-8"
+                                         )] = None,
+    on_bad_rows: Annotated[Literal["reject", "skip"], Form(
+        description="reject: a file with bad rows queues nothing (422 naming each); "
+                    "skip: the good rows run, each bad one is a failed job")] = "reject",
+    callback_url: Annotated[str | None, Form()] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> CsvAccepted:
+    """Queue every row of a CSV file as one job of a new submission. The rows come back
+    as CSV (the input columns, then output, status and cost) at
+    `GET /v1/submissions/{id}/results_csv`, and as JSONL at `.../results`."""
+    settings = settings_of(request)
+    limit = settings.max_csv_upload_bytes
+    if file.size is not None and file.size > limit:
+        raise TooLarge(f"the file is larger than {limit} bytes", param="file")
+    name = _text_field(file.filename, "file.filename") or "upload.csv"
+    options = CsvOptions(template=_text_field(template, "template"),
+                         id_column=_text_field(id_column, "id_column"),
+                         encoding=_text_field(encoding, "encoding"),
+                         skip_bad_rows=on_bad_rows == "skip")
+    callback = checked_callback(request, callback_url)
+    source = CsvSource(file.file, name, options, settings.max_prompt_chars)
+    with sessions_of(request)() as session:
+        queued = queue_csv(session, source, tenant=tenant, limits=limits_of(request),
+                           policy=policy_of(request), cache=cache_of(request),
+                           idempotency_key=idempotency_key,
+                           columns={"callback_url": callback} if callback else None)
+        submission = queued.submission
+        accepted = CsvAccepted(submission_id=str(submission.id), status=submission.status,
+                               rows=queued.rows, bad_rows=queued.bad_rows,
+                               from_cache=queued.from_cache,
+                               warnings=submission.warnings or [])
+    if queued.replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return accepted

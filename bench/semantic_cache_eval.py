@@ -1,0 +1,271 @@
+"""How often the semantic cache would serve a wrong answer, and what a lookup costs.
+
+1. Quality, on the project's labelled question pairs (bench/semantic_pairs/): for each
+   pair, the first question is cached and the second asked. A paraphrase should be served
+   (a hit is a true positive); a near-miss (negation, swapped names, changed number,
+   other unit, opposite comparison, other language) must not be (a hit is a false hit).
+   penny's rule at its default settings (similarity at or above `semantic_cache_threshold`
+   and verification passed) is reported next to a threshold-only baseline tuned to the
+   same recall (the highest threshold whose recall is at least penny's). The development
+   pairs were written alongside the verification rules; the held-out pairs were written
+   and committed before any rule and never used to tune one: both are reported.
+2. Latency: nearest-entry lookups (`models.semantic_cache.nearest_answers`, the worker's
+   query, HNSW with an iterative scan under the tenant filter) against ENTRIES stored
+   vectors spread over 10 tenants, timed one by one.
+
+    .venv/bin/python bench/semantic_cache_eval.py [--entries 100000] [--lookups 1000]
+
+Uses a fresh embedded Postgres (with pgvector) in a temporary directory unless
+PENNY_DATABASE_URL points at a Postgres with pgvector. The stored vectors are random unit
+vectors (embedding 100,000 questions would take minutes); the lookup vectors are the
+real embeddings of the labelled questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cache.semantic_verify import verify  # noqa: E402
+from penny.settings import Settings  # noqa: E402
+
+PAIRS = REPO / "bench" / "semantic_pairs"
+
+
+@dataclass(frozen=True)
+class Pair:
+    cached: str
+    asked: str
+    should_hit: bool
+    kind: str  # "paraphrase", or the near-miss's kind
+
+
+def load_pairs(path: Path) -> list[Pair]:
+    pairs: list[Pair] = []
+    cached = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("Q: "):
+            cached = line[3:]
+        elif line.startswith("+ "):
+            pairs.append(Pair(cached, line[2:], True, "paraphrase"))
+        elif line.startswith("- "):
+            kind, _, asked = line[2:].partition(": ")
+            pairs.append(Pair(cached, asked, False, kind))
+    return pairs
+
+
+@dataclass(frozen=True)
+class Scores:
+    precision: float
+    recall: float
+    false_hit_rate: float  # served near-misses over all near-misses
+    served_wrong: int
+
+
+def score(served: np.ndarray, positive: np.ndarray) -> Scores:
+    tp = int((served & positive).sum())
+    fp = int((served & ~positive).sum())
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    return Scores(precision, tp / int(positive.sum()), fp / int((~positive).sum()), fp)
+
+
+def baseline_at_recall(similarity: np.ndarray, positive: np.ndarray,
+                       recall: float) -> tuple[float, Scores]:
+    """The highest threshold whose recall is at least `recall`, and its scores."""
+    for threshold in sorted(set(similarity.round(4).tolist()), reverse=True):
+        scores = score(similarity >= threshold, positive)
+        if scores.recall >= recall:
+            return threshold, scores
+    return 0.0, score(similarity >= 0, positive)
+
+
+@functools.cache
+def embedder() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    from workers.registry import embedding_model_source
+
+    settings = Settings()
+    return SentenceTransformer(
+        embedding_model_source(settings, settings.default_embedding_model), device="cpu")
+
+
+def embed(texts: list[str]) -> np.ndarray:
+    return np.asarray(embedder().encode(texts, batch_size=64, normalize_embeddings=True,
+                                        show_progress_bar=False))
+
+
+def quality(name: str, pairs: list[Pair], threshold: float) -> list[str]:
+    vectors = embed([p.cached for p in pairs] + [p.asked for p in pairs])
+    cached, asked = vectors[: len(pairs)], vectors[len(pairs):]
+    similarity = (cached * asked).sum(axis=1)
+    positive = np.array([p.should_hit for p in pairs])
+    verified = np.array([verify(p.cached, p.asked) is None for p in pairs])
+    penny = score((similarity >= threshold) & verified, positive)
+    base_threshold, base = baseline_at_recall(similarity, positive, penny.recall)
+    kinds = sorted({p.kind for p in pairs if not p.should_hit})
+    wrong_by_kind = {
+        kind: int(sum(1 for p, s in zip(pairs, (similarity >= base_threshold), strict=True)
+                      if p.kind == kind and s))
+        for kind in kinds
+    }
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    rows = [
+        f"| {name} ({len(pairs)} pairs: {n_pos} paraphrases, {n_neg} near-misses) "
+        f"| penny: threshold {threshold:.2f} + verification | {penny.precision:.3f} "
+        f"| {penny.recall:.3f} | {penny.false_hit_rate:.1%} ({penny.served_wrong}) |",
+        f"| | threshold only, {base_threshold:.3f} (same recall) | {base.precision:.3f} "
+        f"| {base.recall:.3f} | {base.false_hit_rate:.1%} ({base.served_wrong}) |",
+    ]
+    missed = [p for p, s in zip(pairs, (similarity >= threshold) & verified, strict=True)
+              if p.should_hit and not s]
+    wrong = [p for p, s in zip(pairs, (similarity >= threshold) & verified, strict=True)
+             if not p.should_hit and s]
+    notes = [f"  {name}: baseline false hits by kind: "
+             + ", ".join(f"{k} {v}" for k, v in wrong_by_kind.items())]
+    notes += [f"  {name}: penny served wrongly ({p.kind}): {p.cached!r} -> {p.asked!r}"
+              for p in wrong]
+    notes.append(f"  {name}: paraphrases penny did not serve: {len(missed)}")
+    return [*rows, "NOTES", *notes]
+
+
+def database_url(workdir: Path) -> str:
+    url = os.environ.get("PENNY_DATABASE_URL")
+    if url:
+        return url
+    import warnings
+
+    from penny.database import start_embedded_postgres
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return start_embedded_postgres(workdir)
+
+
+def latency(entries: int, lookups: int, queries: np.ndarray) -> tuple[str, float, float,
+                                                                     float, float]:
+    from sqlalchemy import text
+
+    from models.semantic_cache import nearest_answers, vector_literal
+    from penny.runtime import open_runtime
+
+    workdir = Path(tempfile.mkdtemp(prefix="penny-semantic-bench-"))
+    settings = Settings(data_dir=workdir, database_url=database_url(workdir),
+                        semantic_cache=True)
+    runtime = open_runtime(settings)
+    rng = np.random.default_rng(7)
+    tenants = [uuid.uuid4() for _ in range(10)]
+    dims = queries.shape[1]
+    with runtime.db.begin() as conn:
+        conn.execute(text("TRUNCATE semantic_cache"))
+        for tenant in tenants:
+            conn.execute(text("INSERT INTO tenants (id, name) VALUES (:id, :name) "
+                              "ON CONFLICT DO NOTHING"), {"id": tenant, "name": str(tenant)})
+        # Bulk load without the index, then build it once: how a large cache is restored.
+        conn.execute(text("DROP INDEX IF EXISTS ix_semantic_cache_embedding"))
+    started = time.perf_counter()
+    raw = runtime.db.raw_connection()
+    try:
+        cursor = raw.cursor()
+        step = 10_000
+        for start in range(0, entries, step):
+            block = rng.standard_normal((min(step, entries - start), dims)).astype(np.float32)
+            block /= np.linalg.norm(block, axis=1, keepdims=True)
+            buffer = io.StringIO()
+            for i, vector in enumerate(block):
+                tenant = tenants[(start + i) % len(tenants)]
+                buffer.write(f"{uuid.uuid4()}\t{tenant}\tbench\tctx\tminilm\tq{start + i}\t"
+                             f"{vector_literal(vector.tolist())}\t{uuid.uuid4()}\tanswer\t"
+                             f"stop\t10\t0\t5\t0.0001\t0.0002\t2100-01-01\n")
+            buffer.seek(0)
+            with cursor.copy(  # type: ignore[attr-defined]
+                "COPY semantic_cache (id, tenant_id, model, context_key, embedding_model, "
+                "question, embedding, source_job_id, text, finish_reason, prompt_tokens, "
+                "cached_tokens, output_tokens, cost_usd, list_cost_usd, expires_at) "
+                "FROM STDIN") as copy:
+                copy.write(buffer.read())
+        raw.commit()
+        load_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        cursor.execute("SET maintenance_work_mem = '1GB'")
+        cursor.execute("CREATE INDEX ix_semantic_cache_embedding ON semantic_cache "
+                       "USING hnsw (embedding vector_cosine_ops)")
+        cursor.execute("ANALYZE semantic_cache")
+        raw.commit()
+        index_seconds = time.perf_counter() - started
+    finally:
+        raw.close()
+    timings = []
+    with runtime.sessions() as session:
+        for n in range(lookups + 20):
+            vector = queries[n % len(queries)].tolist()
+            began = time.perf_counter()
+            nearest_answers(session, tenants[n % len(tenants)], "bench", "ctx", vector, 5)
+            session.rollback()
+            if n >= 20:  # the first few warm the connection and the index pages
+                timings.append((time.perf_counter() - began) * 1000)
+        version = session.execute(text("SELECT version()")).scalar_one()
+    runtime.close()
+    timings.sort()
+    p50 = statistics.median(timings)
+    p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
+    return str(version).split(" on ")[0], p50, p99, load_seconds, index_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--lookups", type=int, default=1000)
+    args = parser.parse_args()
+    threshold = Settings().semantic_cache_threshold
+    dev, heldout = load_pairs(PAIRS / "dev.txt"), load_pairs(PAIRS / "heldout.txt")
+    lines: list[str] = []
+    notes: list[str] = []
+    for name, pairs in (("held-out", heldout), ("development", dev),
+                        ("all", heldout + dev)):
+        out = quality(name, pairs, threshold)
+        split = out.index("NOTES")
+        lines += out[:split]
+        notes += out[split + 1:]
+    queries = embed([p.asked for p in dev + heldout])
+    version, p50, p99, load_s, index_s = latency(args.entries, args.lookups, queries)
+
+    print(f"command: python bench/semantic_cache_eval.py --entries {args.entries} "
+          f"--lookups {args.lookups}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, {version} with pgvector")
+    print()
+    print("| pairs | rule | precision | recall | false-hit rate (served near-misses) |")
+    print("|---|---|---|---|---|")
+    for line in lines:
+        print(line)
+    print()
+    for note in notes:
+        print(note)
+    print()
+    print("| lookup (k=5, one tenant of 10) | entries | p50 ms | p99 ms |")
+    print("|---|---|---|---|")
+    print(f"| pgvector HNSW, iterative scan | {args.entries:,} | {p50:.2f} | {p99:.2f} |")
+    print(f"  ({args.lookups} lookups; loading took {load_s:.1f} s, building the index "
+          f"{index_s:.1f} s; load average during the run {os.getloadavg()[0]:.1f})")
+
+
+if __name__ == "__main__":
+    main()

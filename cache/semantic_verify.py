@@ -1,0 +1,402 @@
+"""Verification of a semantic-cache candidate: may the answer cached for one question be
+served for another that the embedder finds close? Pure.
+
+Embedding similarity alone serves wrong answers: with all-MiniLM-L6-v2, "Is Paris the
+capital of France?" and "Is Paris not the capital of France?" score 0.95. The near-misses
+that fool a threshold change little text and much meaning, and each kind leaves a mark that
+plain rules can read:
+
+- polarity: a negation on one side only (the parity of negations differs);
+- numbers: a different set of numbers (digits, number words, ordinals);
+- quantities and units: a different set of units (grams vs ounces, per day vs per hour);
+- named entities: a different set of capitalised names, or the same names in another
+  order where order carries meaning (comparisons, "from ... to"), or a question that is the
+  other one with a single content word swapped, added or dropped ("cats" for "dogs");
+- comparison direction: a different set of directed words (bigger/smaller, before/after,
+  first/last, minimum/maximum; "less expensive" reads as "cheaper");
+- language: another language (an answer in English does not serve a question in French).
+
+Every rule errs on the side of a miss: a miss costs one generation, a false hit a wrong
+answer. The rules are written for English questions; a question in another language is
+only ever served an answer cached for the same language, under the same rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Rejection(StrEnum):
+    """Why a candidate was not served; the statistics count rejections by these names."""
+
+    THRESHOLD = "threshold"  # similarity under the entry's threshold
+    NEGATION = "negation"
+    NUMBERS = "numbers"
+    UNITS = "units"
+    ENTITIES = "entities"
+    COMPARISON = "comparison"
+    LANGUAGE = "language"
+
+
+_APOSTROPHE = "\u2019"  # a typographic apostrophe: "can\u2019t"
+_TOKEN = re.compile(r"[$€£%]|[\w'\u2019.-]+", re.UNICODE)
+
+_NEGATIONS = frozenset({
+    "not", "no", "never", "cannot", "none", "nothing", "nobody", "neither", "nor", "without",
+})
+
+_NUMBER_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+    "thirteen": "13", "fourteen": "14", "fifteen": "15", "twenty": "20", "thirty": "30",
+    "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1e6",
+    "billion": "1e9", "half": "0.5", "quarter": "0.25", "dozen": "12", "twice": "x2",
+    "double": "x2", "triple": "x3",
+    "first": "#1", "second": "#2", "third": "#3", "fourth": "#4", "fifth": "#5",
+}
+
+# Canonical unit per spelling. Currency symbols are units too ($50 is not €50).
+_UNITS = {
+    **dict.fromkeys(("mg", "milligram", "milligrams"), "mg"),
+    **dict.fromkeys(("g", "gram", "grams", "gramm"), "g"),
+    **dict.fromkeys(("kg", "kilogram", "kilograms", "kilo", "kilos"), "kg"),
+    **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "lb"),
+    **dict.fromkeys(("oz", "ounce", "ounces"), "oz"),
+    **dict.fromkeys(("ml", "milliliter", "milliliters", "millilitre", "millilitres"), "ml"),
+    **dict.fromkeys(("l", "liter", "liters", "litre", "litres"), "l"),
+    **dict.fromkeys(("gallon", "gallons", "gal"), "gal"),
+    **dict.fromkeys(("mm", "millimeter", "millimeters"), "mm"),
+    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), "cm"),
+    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), "m"),
+    **dict.fromkeys(("km", "kilometer", "kilometers", "kilometre", "kilometres"), "km"),
+    **dict.fromkeys(("mile", "miles", "mi"), "mi"),
+    **dict.fromkeys(("foot", "feet", "ft"), "ft"),
+    **dict.fromkeys(("inch", "inches"), "in"),
+    **dict.fromkeys(("yard", "yards"), "yd"),
+    **dict.fromkeys(("celsius", "°c"), "C"),
+    **dict.fromkeys(("fahrenheit", "°f"), "F"),
+    **dict.fromkeys(("kelvin",), "K"),
+    **dict.fromkeys(("second", "seconds", "sec", "secs"), "s"),
+    **dict.fromkeys(("minute", "minutes", "min", "mins"), "min"),
+    **dict.fromkeys(("hour", "hours", "hr", "hrs", "hourly"), "h"),
+    **dict.fromkeys(("day", "days", "daily"), "day"),
+    **dict.fromkeys(("week", "weeks", "weekly"), "week"),
+    **dict.fromkeys(("month", "months", "monthly"), "month"),
+    **dict.fromkeys(("year", "years", "yearly", "annual", "annually"), "year"),
+    **dict.fromkeys(("$", "dollar", "dollars", "usd"), "USD"),
+    **dict.fromkeys(("€", "euro", "euros", "eur"), "EUR"),
+    **dict.fromkeys(("£", "gbp", "sterling"), "GBP"),
+    **dict.fromkeys(("%", "percent", "percentage"), "%"),
+    **dict.fromkeys(("calorie", "calories", "kcal", "cal"), "kcal"),
+    **dict.fromkeys(("gb", "gigabyte", "gigabytes"), "GB"),
+    **dict.fromkeys(("mb", "megabyte", "megabytes"), "MB"),
+    **dict.fromkeys(("tb", "terabyte", "terabytes"), "TB"),
+    **dict.fromkeys(("mph",), "mph"),
+    **dict.fromkeys(("square", "sq"), "square"),
+}
+# "second" is an ordinal more often than a unit; it counts as a unit only after a number.
+_AMBIGUOUS_UNITS = frozenset({"second", "l", "m", "g", "in", "mi", "min", "cal"})
+
+# Directed words: (axis, sign). Two questions must agree on every axis either one names.
+_DIRECTIONS: dict[str, tuple[str, int]] = {
+    **dict.fromkeys(("more", "most", "greater", "greatest", "increase", "over", "above",
+                     "exceed", "exceeds", "too"), ("amount", 1)),
+    **dict.fromkeys(("less", "least", "fewer", "fewest", "lower", "lowest", "decrease",
+                     "under", "below"), ("amount", -1)),
+    **dict.fromkeys(("bigger", "biggest", "larger", "largest", "big", "large", "huge"),
+                    ("size", 1)),
+    **dict.fromkeys(("smaller", "smallest", "small", "tiny"), ("size", -1)),
+    **dict.fromkeys(("taller", "tallest", "higher", "highest", "tall", "high"), ("height", 1)),
+    **dict.fromkeys(("shorter", "shortest", "short"), ("height", -1)),
+    **dict.fromkeys(("longer", "longest", "long"), ("length", 1)),
+    **dict.fromkeys(("heavier", "heaviest", "heavy", "denser", "densest"), ("weight", 1)),
+    **dict.fromkeys(("lighter", "lightest", "light"), ("weight", -1)),
+    **dict.fromkeys(("faster", "fastest", "quicker", "quickest", "fast", "quick"),
+                    ("speed", 1)),
+    **dict.fromkeys(("slower", "slowest", "slow"), ("speed", -1)),
+    **dict.fromkeys(("older", "oldest", "old"), ("age", 1)),
+    **dict.fromkeys(("younger", "youngest", "young", "newer", "newest"), ("age", -1)),
+    **dict.fromkeys(("cheaper", "cheapest", "cheap"), ("cost", -1)),
+    **dict.fromkeys(("expensive", "pricier", "priciest", "costlier"), ("cost", 1)),
+    **dict.fromkeys(("easier", "easiest", "easy"), ("difficulty", -1)),
+    **dict.fromkeys(("harder", "hardest", "difficult", "hard"), ("difficulty", 1)),
+    **dict.fromkeys(("better", "best", "good", "safe", "healthy", "benefit"), ("good", 1)),
+    **dict.fromkeys(("worse", "worst", "bad", "unsafe", "harmful", "unhealthy", "damage",
+                     "dangerous"), ("good", -1)),
+    **dict.fromkeys(("before", "earlier", "earliest", "prior", "until"), ("time", -1)),
+    **dict.fromkeys(("after", "later", "latest"), ("time", 1)),
+    **dict.fromkeys(("first", "initial"), ("order", -1)),
+    **dict.fromkeys(("last", "final"), ("order", 1)),
+    **dict.fromkeys(("minimum", "min", "minimal"), ("bound", -1)),
+    **dict.fromkeys(("maximum", "max", "maximal"), ("bound", 1)),
+    **dict.fromkeys(("open", "opens", "opening"), ("open", 1)),
+    **dict.fromkeys(("close", "closes", "closing", "closed"), ("open", -1)),
+    **dict.fromkeys(("enable", "enabled", "activate", "on"), ("switch", 1)),
+    **dict.fromkeys(("disable", "disabled", "deactivate", "off"), ("switch", -1)),
+    **dict.fromkeys(("upgrade",), ("tier", 1)),
+    **dict.fromkeys(("downgrade",), ("tier", -1)),
+    **dict.fromkeys(("to", "into", "towards"), ("way", 1)),
+    **dict.fromkeys(("from",), ("way", -1)),
+    **dict.fromkeys(("prevent", "prevents", "stop", "avoid"), ("cause", -1)),
+    **dict.fromkeys(("cause", "causes"), ("cause", 1)),
+    **dict.fromkeys(("growing", "grow", "rising", "rise"), ("trend", 1)),
+    **dict.fromkeys(("shrinking", "shrink", "falling"), ("trend", -1)),
+}
+# "less X" / "more X" before a directed word: "less expensive" reads as "cheaper".
+_MODIFIERS = {"less": -1, "more": 1, "least": -1, "most": 1}
+# Axes whose words are too common in plain questions to read as a direction on their own.
+_WEAK_AXES = frozenset({"way", "switch", "height", "length", "cause"})
+# Words that make the order of names matter ("A than B", "from A to B", "A or B").
+_ORDERING = frozenset({"than", "from", "to", "into", "vs", "versus", "or", "before", "after"})
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_STOPWORDS = {
+    "en": _words("""
+        the is are a an of to in on for what how does do can i my you your much many it
+        be with and or than which who when why should there at from was were did this
+        that have has get me we our per any"""),
+    "fr": _words("""
+        le la les est de des du un une que quel quelle qui comment combien je mon ma au
+        en pour et est-ce faut-il sur dois-je au puis-je à l' d' qu'"""),
+    "es": _words("""
+        el la los las es de del un una que qué cuál cuáles cómo cuántas cuántos cuánto
+        puedo mi con para y en hay por incluye más"""),
+    "de": _words("""
+        der die das ist ein eine einer von wie was wer ich mit für und nach dem den zu
+        kann viele viel hoch sind haben im man um in"""),
+    "it": _words("""
+        il lo la è di del della degli un una che quale come quanti quanta quante mi per
+        e ci sono dopo posso fu si più i in"""),
+    "pt": _words("""
+        o a os as é de do da um uma que qual como para com não envia em no na"""),
+}
+_DISTINCT = {
+    lang: words - frozenset().union(*(o for other, o in _STOPWORDS.items() if other != lang))
+    for lang, words in _STOPWORDS.items()
+}
+_WORD_CHARS = re.compile(r"[^\W_]", re.UNICODE)
+
+_FUNCTION_WORDS = _STOPWORDS["en"] | _words(
+    """about am been being could would will shall might may must if so such some its it's im
+    i'm way need needed okay ok right just also really please tell know like there's what's""")
+
+
+@dataclass(frozen=True)
+class QuestionFacts:
+    """What the rules compare, read once per question."""
+
+    tokens: tuple[str, ...]  # lower-cased words and symbols, in order
+    language: str
+    negations: int
+    numbers: frozenset[str]
+    units: frozenset[str]
+    entities: tuple[str, ...]  # capitalised names in order, lower-cased
+    terms: tuple[str, ...]  # content words, numbers and units in order (see _swapped)
+    directions: frozenset[tuple[str, int]]
+    ordered: bool  # whether the order of names carries meaning
+
+
+def _split_contractions(word: str) -> list[str]:
+    word = word.replace(_APOSTROPHE, "'")
+    if word.endswith("n't"):
+        stem = word[:-3]
+        return [{"ca": "can", "wo": "will", "sha": "shall"}.get(stem, stem), "not"]
+    if word.endswith("'s") or word.endswith("s'"):
+        return [word[:-2] if word.endswith("'s") else word[:-1]]
+    return [word]
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    """(as written, lower-cased) pairs; contractions split, trailing dots dropped."""
+    out: list[tuple[str, str]] = []
+    for match in _TOKEN.finditer(unicodedata.normalize("NFC", text)):
+        raw = match.group().strip(".'-" + _APOSTROPHE)
+        if not raw:
+            continue
+        for part in _split_contractions(raw):
+            if part:
+                out.append((part, part.lower()))
+    return out
+
+
+def detect_language(words: list[str]) -> str:
+    """The language whose common words the question uses most; "und" when none."""
+    for word in words:
+        for char in word:
+            name = unicodedata.name(char, "")
+            for script in ("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "CYRILLIC", "ARABIC",
+                           "GREEK", "HEBREW", "DEVANAGARI", "THAI"):
+                if name.startswith(script):
+                    return script.lower()
+    # Only words of one language count: "a", "in" or "la" are common in several.
+    scores = {lang: sum(1 for w in words if w in _DISTINCT[lang]) for lang in _STOPWORDS}
+    best = max(scores.values())
+    if best == 0:
+        return "und"
+    # Ties go to English: short English questions share words like "a" or "la" with others.
+    if scores["en"] == best:
+        return "en"
+    return max(scores, key=lambda lang: scores[lang])
+
+
+def _number(lower: str) -> str | None:
+    if lower in _NUMBER_WORDS:
+        return _NUMBER_WORDS[lower]
+    if any(ch.isdigit() for ch in lower):
+        digits = lower.replace(",", "")
+        stripped = re.sub(r"(st|nd|rd|th)$", "", digits)
+        if stripped.replace(".", "", 1).isdigit():
+            return ("#" + stripped) if stripped != digits else stripped
+        return digits  # a code like "4k" or "iphone15": kept whole
+    return None
+
+
+def _directions(lowers: list[str]) -> frozenset[tuple[str, int]]:
+    found: set[tuple[str, int]] = set()
+    skip = False
+    for index, word in enumerate(lowers):
+        if skip:
+            skip = False
+            continue
+        nxt = lowers[index + 1] if index + 1 < len(lowers) else None
+        if word in _MODIFIERS and nxt in _DIRECTIONS and _DIRECTIONS[nxt][0] != "amount":
+            axis, sign = _DIRECTIONS[nxt]
+            found.add((axis, sign * _MODIFIERS[word]))
+            skip = True
+            continue
+        if word in _DIRECTIONS:
+            found.add(_DIRECTIONS[word])
+    return frozenset(found)
+
+
+def _is_name(raw: str, low: str, *, first: bool) -> bool:
+    """Capitalised past the first word, an acronym, or camel-cased ("iPhone")."""
+    if raw[:1].isupper() and not first and low not in _FUNCTION_WORDS:
+        return True
+    if raw.isupper() and len(raw) > 1:
+        return True
+    return raw[:1].islower() and any(c.isupper() for c in raw[1:])
+
+
+def read_question(text: str) -> QuestionFacts:
+    """The facts the rules compare, from a question as written."""
+    pairs = _tokens(text)
+    lowers = [low for _, low in pairs]
+    numbers: set[str] = set()
+    units: set[str] = set()
+    entities: list[str] = []
+    after_number = False
+    for index, (raw, low) in enumerate(pairs):
+        number = _number(low)
+        if number is not None and not (low == "second" and not after_number):
+            numbers.add(number)
+            after_number = True
+            continue
+        unit = _UNITS.get(low)
+        if unit is not None and (low not in _AMBIGUOUS_UNITS or after_number):
+            units.add(unit)
+        elif _is_name(raw, low, first=index == 0):
+            entities.append(low)
+        after_number = False
+    return QuestionFacts(
+        tokens=tuple(lowers),
+        language=detect_language(lowers),
+        negations=sum(1 for w in lowers if w in _NEGATIONS),
+        numbers=frozenset(numbers),
+        units=frozenset(units),
+        entities=tuple(entities),
+        terms=tuple(_content(lowers)),
+        directions=_directions(lowers),
+        ordered=any(w in _ORDERING for w in lowers),
+    )
+
+
+def _content(words: list[str]) -> list[str]:
+    return [w for w in words if w not in _FUNCTION_WORDS and _WORD_CHARS.search(w)]
+
+
+def _same_word(a: str, b: str) -> bool:
+    """A spelling variant or inflection, or words naming the same direction."""
+    if a == b or (len(a) >= 4 and len(b) >= 4 and a[:4] == b[:4]):
+        return True
+    return a in _DIRECTIONS and _DIRECTIONS.get(a) == _DIRECTIONS.get(b)
+
+
+def _single_swap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether one question is the other with one short run of content words replaced,
+    added or dropped, everything else equal: the mark of a swapped term ("cats" for "dogs",
+    "a half marathon"), which a paraphrase almost never leaves."""
+    ops = [op for op in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
+           if op[0] != "equal"]
+    if len(ops) != 1:
+        return False
+    _, i1, i2, j1, j2 = ops[0]
+    left, right = _content(list(a[i1:i2])), _content(list(b[j1:j2]))
+    if (not left and not right) or max(i2 - i1, j2 - j1) > 3:
+        return False
+    # One word for one of the same meaning ("Saturday"/"Saturdays", "bigger"/"larger").
+    return not (len(left) == 1 and len(right) == 1 and _same_word(left[0], right[0]))
+
+
+def disagreement(cached: QuestionFacts, asked: QuestionFacts) -> Rejection | None:
+    """The first rule the pair breaks, or None when the cached answer may be served."""
+    if cached.language != asked.language:
+        return Rejection.LANGUAGE
+    if cached.negations % 2 != asked.negations % 2:
+        return Rejection.NEGATION
+    if cached.numbers != asked.numbers:
+        return Rejection.NUMBERS
+    if cached.units != asked.units:
+        return Rejection.UNITS
+    if _directions_differ(cached.directions, asked.directions):
+        return Rejection.COMPARISON
+    if set(cached.entities) != set(asked.entities):
+        return Rejection.ENTITIES
+    if (cached.ordered or asked.ordered) and _order(cached.entities) != _order(asked.entities):
+        return Rejection.ENTITIES
+    if (cached.ordered or asked.ordered) and _swapped(cached.terms, asked.terms):
+        return Rejection.ENTITIES
+    if _single_swap(cached.tokens, asked.tokens):
+        return Rejection.ENTITIES
+    return None
+
+
+def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """The same terms in another order where order carries meaning: "is gold heavier than
+    lead" against "is lead heavier than gold", "Celsius to Fahrenheit" against the reverse."""
+    return sorted(a) == sorted(b) and a != b
+
+
+def _directions_differ(a: frozenset[tuple[str, int]], b: frozenset[tuple[str, int]]) -> bool:
+    if a == b:
+        return False
+    axes_a = {axis for axis, _ in a}
+    axes_b = {axis for axis, _ in b}
+    # An axis named on both sides with opposite signs is always a different question.
+    if any((axis, -sign) in b for axis, sign in a):
+        return True
+    # A strong direction on one side only ("more water", "the shortest") is too; a weak one
+    # ("to", "on") may come and go with the wording.
+    only = (axes_a ^ axes_b) - _WEAK_AXES
+    return bool(only)
+
+
+def _order(entities: tuple[str, ...]) -> tuple[str, ...]:
+    seen: list[str] = []
+    for name in entities:
+        if name not in seen:
+            seen.append(name)
+    return tuple(seen)
+
+
+def verify(cached_question: str, asked_question: str) -> Rejection | None:
+    """`disagreement` on two questions as written."""
+    return disagreement(read_question(cached_question), read_question(asked_question))

@@ -1,0 +1,243 @@
+"""Queues a CSV file as one submission, streaming it into job rows.
+
+The file is read once, row by row, and its jobs are written in chunks inside one
+transaction, so memory stays flat however many rows it holds and the submission appears
+whole or not at all. A file with bad rows is rejected whole (nothing is committed, every
+bad row named) unless the caller asks to skip them; then each bad row is stored as a failed
+job naming its line, and the good rows run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from cache.keys import CachePolicy
+from intake.admission import IntakePolicy, admit_counted
+from intake.csv_mapping import (
+    BAD_FILE,
+    CsvMapping,
+    CsvOptions,
+    csv_mapping,
+    refuse_bad_rows,
+    row_outcome,
+)
+from intake.csv_reader import CsvReader, CsvRow, CsvRowError
+from intake.limits import IntakeLimits
+from intake.line_outcome import LineError, LineOutcome
+from intake.service import jobs_for_file, request_hash
+from intake.text import escape_unstorable
+from models.result_cache import find_cached_answers
+from models.submissions import (
+    CacheLookup,
+    NewJob,
+    find_by_idempotency_key,
+    forget_idempotency_key,
+    insert_jobs,
+    insert_submission,
+    lookup_keys,
+)
+from models.tables import Submission
+from models.tenants import TenantRef
+from observability import metrics
+from penny.errors import IdempotencyConflict, InputFileError
+from tenancy.budgets import TokenBound
+
+CHUNK_ROWS = 2000  # rows per insert: one statement stays well under 65,535 parameters
+_HASH_CHUNK = 1 << 20
+MAX_REPORTED_ERRORS = 1000
+
+
+@dataclass(frozen=True)
+class CsvSource:
+    """A CSV file to queue: its bytes (seekable), its name and how to read it."""
+
+    stream: IO[bytes]
+    name: str
+    options: CsvOptions
+    max_cell_chars: int
+
+    def digest(self, extra: Any = None) -> str:
+        """What the Idempotency-Key is checked against: the bytes and the options."""
+        sha = hashlib.sha256()
+        self.stream.seek(0)
+        while chunk := self.stream.read(_HASH_CHUNK):
+            sha.update(chunk)
+        self.stream.seek(0)
+        options = self.options
+        return request_hash([self.name, sha.hexdigest(), options.template, options.id_column,
+                             options.encoding, options.skip_bad_rows, extra])
+
+
+@dataclass(frozen=True)
+class QueuedCsv:
+    submission: Submission
+    rows: int
+    bad_rows: int  # stored as failed jobs (skip mode) or 0
+    from_cache: int
+    replayed: bool
+
+
+@dataclass
+class _Tally:
+    rows: int = 0
+    queued: int = 0
+    from_cache: int = 0
+    errors: list[LineError] = field(default_factory=list)
+    error_count: int = 0
+    fatal: bool = False
+    # Per model: prompt and output token bounds of the queued jobs (the budget's input).
+    tokens: dict[str, list[int]] = field(default_factory=dict)
+    hit_models: Counter[str] = field(default_factory=Counter)
+
+    def bounds(self) -> list[TokenBound]:
+        return [TokenBound(model, p, o) for model, (p, o) in self.tokens.items()]
+
+
+def _replay(session: Session, tenant: TenantRef, key: str, digest: str,
+            policy: IntakePolicy) -> Submission | None:
+    """The submission an earlier upload with this key made, if it still counts."""
+    existing = find_by_idempotency_key(session, tenant.id, key)
+    if existing is None:
+        return None
+    if existing.created_at < policy.idempotency_cutoff():
+        forget_idempotency_key(session, existing.id)
+        session.commit()
+        return None
+    if existing.request_hash != digest:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used with a different upload",
+            param="Idempotency-Key")
+    return existing
+
+
+def _outcomes(reader: CsvReader, mapping: CsvMapping
+              ) -> Iterator[tuple[LineOutcome, tuple[str, ...]]]:
+    for item in reader:
+        if isinstance(item, CsvRowError):
+            code = BAD_FILE if item.fatal else "invalid_line"
+            yield LineError(item.line_no, code, item.message, item.raw), ()
+        else:
+            assert isinstance(item, CsvRow)
+            yield row_outcome(mapping, item), item.cells
+
+
+def _stored_row(cells: tuple[str, ...]) -> list[str]:
+    return [escape_unstorable(cell) for cell in cells]
+
+
+def _write_chunk(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
+                 jobs: list[NewJob], cache: CachePolicy | None, tally: _Tally) -> None:
+    keys = lookup_keys(jobs, cache)
+    wanted = {k for k in keys if k is not None}
+    answers = find_cached_answers(session, tenant.id, wanted) if wanted else {}
+    inserted = insert_jobs(session, submission_id, tenant.id, jobs,
+                           CacheLookup(keys, answers))
+    for job, job_id in zip(jobs, inserted.ids, strict=True):
+        if job.error is not None:
+            continue
+        if job_id in inserted.from_cache:
+            tally.from_cache += 1
+            tally.hit_models[job.model] += 1
+            continue
+        tally.queued += 1
+        output = int(job.request.get("sampling", {}).get("max_tokens", 0))
+        bound = tally.tokens.setdefault(job.model, [0, 0])
+        bound[0] += job.estimated_tokens - output
+        bound[1] += output
+
+
+def _stream_rows(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
+                 outcomes: Iterator[tuple[LineOutcome, tuple[str, ...]]],
+                 limits: IntakeLimits, cache: CachePolicy | None, *, reject: bool) -> _Tally:
+    """Write every row's job, a chunk at a time; once a row is bad in a file that will be
+    rejected, only read on to name every bad row."""
+    tally = _Tally()
+    chunk: list[NewJob] = []
+    for outcome, cells in outcomes:
+        tally.rows += 1
+        (job,) = jobs_for_file([outcome], limits)
+        if job.error is not None:
+            tally.error_count += 1
+            if len(tally.errors) < MAX_REPORTED_ERRORS:
+                tally.errors.append(LineError(job.line_no, str(job.error["code"]),
+                                              str(job.error["message"]), ""))
+            if job.error["code"] == BAD_FILE:
+                tally.fatal = True  # the reader stops here
+                continue
+        if tally.error_count and reject:
+            continue
+        chunk.append(replace(job, input_row=_stored_row(cells) if cells else None))
+        if len(chunk) >= CHUNK_ROWS:
+            _write_chunk(session, submission_id, tenant, chunk, cache, tally)
+            chunk = []
+    if chunk and not (tally.error_count and reject):
+        _write_chunk(session, submission_id, tenant, chunk, cache, tally)
+    return tally
+
+
+def queue_csv(
+    session: Session,
+    source: CsvSource,
+    *,
+    tenant: TenantRef,
+    limits: IntakeLimits,
+    policy: IntakePolicy,
+    cache: CachePolicy | None,
+    idempotency_key: str | None = None,
+    columns: dict[str, Any] | None = None,
+    kind: str = "csv",
+) -> QueuedCsv:
+    """Queue every row of `source` as one submission and commit; replay the original on a
+    repeated Idempotency-Key. InputFileError (nothing written) for a file that cannot be
+    used: no header, options that do not fit it, bad rows unless skipped, no rows."""
+    digest = source.digest(columns)
+    if idempotency_key is not None:
+        existing = _replay(session, tenant, idempotency_key, digest, policy)
+        if existing is not None:
+            return QueuedCsv(existing, existing.total_jobs, 0, 0, replayed=True)
+    source.stream.seek(0)
+    reader = CsvReader(source.stream, name=source.name, max_cell_chars=source.max_cell_chars,
+                       encoding=source.options.encoding)
+    # The header and the mapping are checked before anything is written.
+    outcomes = _outcomes(reader, csv_mapping(reader.header, source.options))
+    stored = insert_submission(
+        session, tenant_id=tenant.id, kind=kind, request_hash=digest, jobs=[],
+        idempotency_key=idempotency_key, source_name=source.name,
+        columns={"input_columns": list(reader.header), **(columns or {})})
+    if stored is None:  # a twin with the same key got in first: answer as it did
+        session.rollback()
+        assert idempotency_key is not None
+        existing = _replay(session, tenant, idempotency_key, digest, policy)
+        if existing is None:
+            raise IdempotencyConflict("this Idempotency-Key is in use; retry",
+                                      param="Idempotency-Key")
+        return QueuedCsv(existing, existing.total_jobs, 0, 0, replayed=True)
+    submission_id = stored.submission.id
+    try:
+        tally = _stream_rows(session, submission_id, tenant, outcomes, limits, cache,
+                             reject=not source.options.skip_bad_rows)
+        if tally.error_count and (tally.fatal or not source.options.skip_bad_rows):
+            raise refuse_bad_rows(source.name, tally.errors, tally.rows, MAX_REPORTED_ERRORS)
+        if not tally.rows:
+            raise InputFileError(f"{source.name} holds no jobs")
+        session.execute(update(Submission).where(Submission.id == submission_id)
+                        .values(total_jobs=tally.rows))
+        warnings = admit_counted(session, policy, tenant, tally.queued, tally.bounds())
+        if warnings:
+            stored.submission.warnings = warnings
+    except BaseException:
+        session.rollback()
+        raise
+    session.commit()
+    metrics.record_exact_cache_hits(tally.hit_models.elements())
+    session.refresh(stored.submission)
+    return QueuedCsv(stored.submission, tally.rows, tally.error_count, tally.from_cache,
+                     replayed=False)

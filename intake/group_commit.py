@@ -1,0 +1,136 @@
+"""Group commit for single-job submissions: concurrent `POST /v1/jobs` requests are written
+by one thread, many per transaction, so they share its statements and its commit (a
+commit waits for the WAL to reach disk; one per job capped intake at a few hundred jobs
+a second).
+
+Nothing is answered before it is durable: a request's future resolves only after the
+transaction holding its job has committed. A group whose transaction fails is written
+again one submission per transaction, so one bad job fails alone.
+
+Only submissions that need nothing per request from the database go this way: no
+Idempotency-Key (a replay must read the original), no queued-jobs limit and no budget
+for the tenant (those take a per-tenant lock and count). The rest take `submit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from cache.keys import CachePolicy
+from models.result_cache import CachedAnswer, find_cached_answers
+from models.submissions import (
+    NewJob,
+    SingleJobSubmission,
+    StoredSubmission,
+    insert_single_job_submissions,
+    lookup_keys,
+)
+from models.tenants import TenantRef
+from observability import metrics
+
+# Past this many waiting submissions a transaction is cut: its statements stay small and
+# the first in line does not wait behind a long tail.
+MAX_GROUP = 256
+# The thread ends after this long with nothing to write (and starts again on demand), so
+# an app that is dropped leaves no thread behind.
+IDLE_SECONDS = 5.0
+
+
+@dataclass
+class _Pending:
+    entry: SingleJobSubmission
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[StoredSubmission]
+
+
+class GroupCommitWriter:
+    def __init__(self, sessions: sessionmaker[Session], cache: CachePolicy | None) -> None:
+        self._sessions = sessions
+        self._cache = cache
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    async def submit(self, tenant: TenantRef, job: NewJob, payload_hash: str
+                     ) -> StoredSubmission:
+        """Queue one single-job submission; return once it is committed."""
+        key = lookup_keys([job], self._cache)[0]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StoredSubmission] = loop.create_future()
+        self._queue.put(_Pending(SingleJobSubmission(tenant.id, job, payload_hash, key),
+                                 loop, future))
+        self._ensure_running()
+        return await future
+
+    def _ensure_running(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="group-commit",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():  # a submit now starts a new thread
+                        self._thread = None
+                        return
+                continue
+            group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._write(group)
+
+    def _write(self, group: list[_Pending]) -> None:
+        try:
+            stored = self._commit([p.entry for p in group])
+        except Exception as error:
+            if len(group) == 1:
+                group[0].loop.call_soon_threadsafe(_reject, group[0].future, error)
+                return
+            # One bad row (or a connection lost) must not fail the others: one by one.
+            for pending in group:
+                self._write([pending])
+            return
+        for pending, result in zip(group, stored, strict=True):
+            pending.loop.call_soon_threadsafe(_resolve, pending.future, result)
+        metrics.record_exact_cache_hits(
+            p.entry.job.model for p, s in zip(group, stored, strict=True) if s.from_cache)
+
+    def _commit(self, entries: Sequence[SingleJobSubmission]) -> list[StoredSubmission]:
+        with self._sessions() as session:
+            answers: dict[tuple[uuid.UUID, str], CachedAnswer] = {}
+            wanted: dict[uuid.UUID, set[str]] = {}
+            for entry in entries:
+                if entry.cache_key is not None:
+                    wanted.setdefault(entry.tenant_id, set()).add(entry.cache_key)
+            # One indexed query per tenant in the group, and none when no job may hit.
+            for tenant_id, keys in wanted.items():
+                for key, answer in find_cached_answers(session, tenant_id, keys).items():
+                    answers[(tenant_id, key)] = answer
+            stored = insert_single_job_submissions(session, entries, answers)
+            session.commit()
+        return stored
+
+
+def _resolve(future: asyncio.Future[StoredSubmission], result: StoredSubmission) -> None:
+    if not future.cancelled():  # the client went away; the job is queued all the same
+        future.set_result(result)
+
+
+def _reject(future: asyncio.Future[StoredSubmission], error: BaseException) -> None:
+    if not future.cancelled():
+        future.set_exception(error)

@@ -1,0 +1,137 @@
+"""Pure counterfactual and attribution of one job: what it would have cost the naive way,
+and which mechanism saved how much of the difference.
+
+The naive way: the job sent alone, with no result cache, no single-flight and no prefix
+reuse, on the baseline model, allowed its requested max_tokens.
+
+How the parts add up to the total saving exactly: for a job the engine ran, the modelled
+cost is taken from the naive cost through a fixed order of removal, one mechanism at a
+time, each step rounded to the ledger's money scale before differences are taken:
+
+    N0  naive: baseline model, alone, whole prompt prefilled, the output it was allowed
+    N1  on the model that served it                      routing       = N0 - N1
+    N2  with the output it actually made                 output_limit  = N1 - N2
+    N3  with its cached prefix not prefilled             prefix_cache  = N2 - N3
+    N4  sharing a batch of the size it ran in            batching      = N3 - N4
+        what it really cost (its measured engine share)  unexplained   = N4 - actual
+
+The sum telescopes to N0 - actual, whatever the calibration says. `unexplained` is what the
+model cannot account for (a busy machine, a calibration taken elsewhere); it may be negative
+and is never spread over the other parts.
+
+A job served without running (exact cache, semantic cache, single-flight) cost nothing;
+its whole naive cost is the saving of the mechanism that served it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from ledger.cost_model import CostBasis, money
+
+EXACT_CACHE = "exact_cache"
+SEMANTIC_CACHE = "semantic_cache"
+SINGLE_FLIGHT = "single_flight"
+PREFIX_CACHE = "prefix_cache"
+BATCHING = "batching"
+ROUTING = "routing"
+OUTPUT_LIMIT = "output_limit"
+# The ledger's column order (saving_<mechanism>_usd).
+MECHANISMS = (EXACT_CACHE, SEMANTIC_CACHE, SINGLE_FLIGHT, PREFIX_CACHE, BATCHING, ROUTING,
+              OUTPUT_LIMIT)
+
+
+def saving_column(mechanism: str) -> str:
+    return f"saving_{mechanism}_usd"
+
+
+SAVING_COLUMNS = tuple(saving_column(m) for m in MECHANISMS)
+
+
+def _zeros() -> dict[str, Decimal]:
+    return dict.fromkeys(MECHANISMS, Decimal(0))
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """One job's counterfactual: `naive_cost_usd - cost_usd == sum(savings) + unexplained`."""
+
+    cost_usd: Decimal
+    naive_cost_usd: Decimal
+    savings: Mapping[str, Decimal] = field(default_factory=_zeros)
+    unexplained_usd: Decimal = Decimal(0)
+
+    @property
+    def saved_usd(self) -> Decimal:
+        return self.naive_cost_usd - self.cost_usd
+
+    def columns(self) -> dict[str, Decimal]:
+        """The ledger row's counterfactual columns."""
+        return {
+            "naive_cost_usd": self.naive_cost_usd,
+            **{saving_column(m): self.savings.get(m, Decimal(0)) for m in MECHANISMS},
+            "unexplained_usd": self.unexplained_usd,
+        }
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """What the ledger knows about a job the engine ran."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    requested_max_tokens: int  # what the client asked for
+    applied_max_tokens: int  # what it ran with (lower when a cap policy cut it)
+    finish_reason: str | None
+    batch_jobs: int  # how many jobs shared its engine call
+
+    @property
+    def naive_output_tokens(self) -> int:
+        """The output it would have made with its requested max_tokens. Only a job that was
+        cut short by a lowered cap could have made more; it is counted as using all it asked
+        for, the most it could have cost."""
+        if self.applied_max_tokens < self.requested_max_tokens and self.finish_reason == "length":
+            return self.requested_max_tokens
+        return self.output_tokens
+
+
+def attribute_engine_job(job: EngineJob, cost_usd: Decimal, served: CostBasis,
+                         baseline: CostBasis) -> Attribution:
+    """Split what the naive way would have cost into the fixed order of removal above."""
+    uncached = job.prompt_tokens - job.cached_tokens
+    naive_out = job.naive_output_tokens
+    n0 = baseline.card.engine_cost(baseline.calibration.alone_seconds(job.prompt_tokens,
+                                                                      naive_out))
+    cal, card = served.calibration, served.card
+    n1 = card.engine_cost(cal.alone_seconds(job.prompt_tokens, naive_out))
+    n2 = card.engine_cost(cal.alone_seconds(job.prompt_tokens, job.output_tokens))
+    n3 = card.engine_cost(cal.alone_seconds(uncached, job.output_tokens))
+    n4 = card.engine_cost(cal.batched_seconds(uncached, job.output_tokens, job.batch_jobs))
+    cost = money(cost_usd)
+    savings = _zeros()
+    savings[ROUTING] = n0 - n1
+    savings[OUTPUT_LIMIT] = n1 - n2
+    savings[PREFIX_CACHE] = n2 - n3
+    savings[BATCHING] = n3 - n4
+    return Attribution(cost_usd=cost, naive_cost_usd=n0, savings=savings,
+                       unexplained_usd=n4 - cost)
+
+
+def attribute_served_without_running(naive_cost_usd: Decimal, mechanism: str
+                                     ) -> Attribution:
+    """A job answered by `mechanism` without the engine: all its naive cost is saved."""
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"unknown mechanism {mechanism!r}")
+    naive = money(naive_cost_usd)
+    savings = _zeros()
+    savings[mechanism] = naive
+    return Attribution(cost_usd=Decimal(0), naive_cost_usd=naive, savings=savings)
+
+
+def unmodelled(cost_usd: Decimal) -> Attribution:
+    """A job whose model has no calibration: the ledger claims no saving for it."""
+    cost = money(cost_usd)
+    return Attribution(cost_usd=cost, naive_cost_usd=cost)

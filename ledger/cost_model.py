@@ -1,0 +1,170 @@
+"""Pure cost model of one served model: what engine seconds a job needs alone or in a batch,
+from a calibration measured on the real engine, and what those seconds cost on a price card.
+
+Seconds are modelled as a straight line in the tokens a job makes the engine compute:
+
+    alone:    overhead + prefill * uncached prompt tokens + decode(1) * output tokens
+    batched:  overhead / k + prefill * uncached prompt tokens + decode(k) * output tokens
+
+`overhead` is what one engine call costs whatever its size (scheduling, the first step's
+fixed work); a batch of k jobs shares it. A decode step of k sequences takes about
+`a + b * k` seconds (a: reading the weights, b: each sequence's own work), so one output
+token costs `a / k + b`; the calibration's batch-size-1 and full-batch figures fix a and b.
+
+Everything here is Decimal so that money derived from it adds up to the cent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+_MILLION = Decimal(1_000_000)
+_SECONDS_PER_HOUR = Decimal(3600)
+# Ten decimal places: the ledger's money scale. Every modelled amount is rounded to it
+# before amounts are subtracted, so differences (the savings) add up exactly.
+MONEY_QUANTUM = Decimal("0.0000000001")
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(MONEY_QUANTUM)
+
+
+def seconds_decimal(seconds: float) -> Decimal:
+    """A measured float as the Decimal of its shortest repr: the same float always gives
+    the same Decimal, so costs computed twice agree to the last digit."""
+    return Decimal(repr(seconds))
+
+
+@dataclass(frozen=True)
+class PriceCard:
+    """One version of a model's prices. `id` is the stored version (None before storing)."""
+
+    model: str
+    engine_hour_usd: Decimal
+    list_input_usd_per_mtok: Decimal | None = None
+    list_cached_input_usd_per_mtok: Decimal | None = None
+    list_output_usd_per_mtok: Decimal | None = None
+    id: int | None = None
+
+    def engine_cost(self, seconds: Decimal) -> Decimal:
+        return money(seconds * self.engine_hour_usd / _SECONDS_PER_HOUR)
+
+    def list_cost(self, prompt_tokens: int, cached_tokens: int, output_tokens: int
+                  ) -> Decimal:
+        """What a hosted API would charge at this card's list prices (unset prices: 0)."""
+        uncached = prompt_tokens - cached_tokens
+        cached_price = (self.list_cached_input_usd_per_mtok
+                        if self.list_cached_input_usd_per_mtok is not None
+                        else self.list_input_usd_per_mtok)
+        total = (Decimal(uncached) * (self.list_input_usd_per_mtok or 0)
+                 + Decimal(cached_tokens) * (cached_price or 0)
+                 + Decimal(output_tokens) * (self.list_output_usd_per_mtok or 0))
+        return money(total / _MILLION)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One version of a model's measured engine speed (see `workers.calibration_probe`)."""
+
+    model: str
+    request_overhead_s: Decimal
+    prefill_s_per_token: Decimal
+    decode_s_per_token_bs1: Decimal
+    decode_s_per_token_full: Decimal
+    full_batch_jobs: int
+    id: int | None = None
+
+    def decode_s_per_token(self, batch_jobs: int) -> Decimal:
+        """Seconds per output token when `batch_jobs` sequences decode together,
+        interpolated as a / k + b between the two measured points. Never more than alone,
+        never less than at a full batch: the model does not extrapolate past what was
+        measured."""
+        k = max(batch_jobs, 1)
+        full = max(self.full_batch_jobs, 1)
+        alone, at_full = self.decode_s_per_token_bs1, self.decode_s_per_token_full
+        if k == 1 or full == 1 or at_full >= alone:
+            return alone
+        if k >= full:
+            return at_full
+        per_step = (alone - at_full) * full / (full - 1)  # a
+        per_sequence = alone - per_step  # b
+        return per_step / k + per_sequence
+
+    def alone_seconds(self, uncached_prompt_tokens: int, output_tokens: int) -> Decimal:
+        """Engine seconds of the job sent on its own."""
+        return (self.request_overhead_s
+                + self.prefill_s_per_token * max(uncached_prompt_tokens, 0)
+                + self.decode_s_per_token_bs1 * max(output_tokens, 0))
+
+    def batched_seconds(self, uncached_prompt_tokens: int, output_tokens: int,
+                        batch_jobs: int) -> Decimal:
+        """Engine seconds of the job's share of a batch of `batch_jobs`."""
+        k = max(batch_jobs, 1)
+        return (self.request_overhead_s / k
+                + self.prefill_s_per_token * max(uncached_prompt_tokens, 0)
+                + self.decode_s_per_token(k) * max(output_tokens, 0))
+
+
+@dataclass(frozen=True)
+class CostBasis:
+    """A model's prices and speed: what the ledger needs to model a job on it."""
+
+    card: PriceCard
+    calibration: Calibration
+
+    @property
+    def model(self) -> str:
+        return self.card.model
+
+
+@dataclass(frozen=True)
+class AloneSample:
+    """One request timed alone: its uncached prompt tokens, output tokens and seconds."""
+
+    prompt_tokens: int
+    output_tokens: int
+    seconds: float
+
+
+def _solve(matrix: list[list[float]], vector: list[float]) -> list[float] | None:
+    """Gaussian elimination with partial pivoting; None when the system is singular."""
+    n = len(vector)
+    rows = [[*matrix[i], vector[i]] for i in range(n)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(rows[r][col]))
+        if abs(rows[pivot][col]) < 1e-12:
+            return None
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        for r in range(n):
+            if r != col:
+                factor = rows[r][col] / rows[col][col]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col], strict=True)]
+    return [rows[i][n] / rows[i][i] for i in range(n)]
+
+
+def fit_alone(samples: list[AloneSample]) -> tuple[float, float, float]:
+    """Least-squares fit of `seconds = overhead + prefill * prompt + decode * output` to
+    requests timed alone, as (overhead, prefill, decode). A coefficient the data would make
+    negative (noise on a tiny term) is fixed at 0 and the others are fitted again, so the
+    model never says more tokens cost less time."""
+    if not samples:
+        raise ValueError("no samples to fit")
+    features = [(1.0, float(s.prompt_tokens), float(s.output_tokens)) for s in samples]
+    targets = [s.seconds for s in samples]
+    free = [0, 1, 2]
+    while free:
+        matrix = [[sum(f[i] * f[j] for f in features) for j in free] for i in free]
+        vector = [sum(f[i] * t for f, t in zip(features, targets, strict=True)) for i in free]
+        solution = _solve(matrix, vector)
+        if solution is None:
+            free.pop(0 if len(free) == 3 else -1)  # drop a term the samples cannot separate
+            continue
+        negative = [i for i, v in zip(free, solution, strict=True) if v < 0]
+        if not negative:
+            coefficients = [0.0, 0.0, 0.0]
+            for i, v in zip(free, solution, strict=True):
+                coefficients[i] = v
+            return coefficients[0], coefficients[1], coefficients[2]
+        free.remove(negative[0])
+    return 0.0, 0.0, 0.0

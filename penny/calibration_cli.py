@@ -1,0 +1,96 @@
+"""`penny calibrate MODEL` and `penny calibrations`: measuring a model's engine speed for
+the ledger's counterfactual, and listing what was measured."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.cost_model import Calibration
+from models.costing import latest_calibration, list_calibrations, store_calibration
+from penny.database import stop_embedded_postgres
+from penny.runtime import open_runtime
+from penny.settings import Settings
+from workers.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+def calibrate(engine: Engine, settings: Settings, sessions: sessionmaker[Session]
+              ) -> Calibration:
+    """Run the probe on `engine` and store the result as its model's next version."""
+    from workers.calibration_probe import run_probe
+
+    speed = run_probe(engine, settings)
+    with sessions() as session:
+        return store_calibration(session, engine.model_name, speed)
+
+
+def calibrate_if_missing(engine: Engine, settings: Settings,
+                         sessions: sessionmaker[Session]) -> Calibration | None:
+    """`penny run`'s first use of a model: calibrate it once so its ledger can show what
+    penny saved. Returns the new calibration, or None when one existed or it is off."""
+    if not settings.auto_calibrate:
+        return None
+    with sessions() as session:
+        if latest_calibration(session, engine.model_name) is not None:
+            return None
+    log.info("calibrating %s once for the ledger's counterfactual", engine.model_name)
+    return calibrate(engine, settings, sessions)
+
+
+def _speeds(table: Table) -> None:
+    for column in ("overhead ms", "prefill ms/token", "decode ms/token alone",
+                   "decode ms/token full batch", "full batch"):
+        table.add_column(column, justify="right")
+
+
+def calibrate_command(settings: Settings, model: str) -> None:
+    if model not in settings.models:
+        raise typer.BadParameter(
+            f"{model!r} is not a chat model penny serves ({', '.join(settings.models)})",
+            param_hint="MODEL")
+    from workers.vllm_engine import VllmEngine
+
+    runtime = open_runtime(settings)
+    try:
+        engine = VllmEngine(settings, model)
+        stored = calibrate(engine, settings, runtime.sessions)
+    finally:
+        runtime.close()
+        stop_embedded_postgres()
+    table = Table(title=f"calibration of {model} (id {stored.id})")
+    _speeds(table)
+    table.add_row(f"{stored.request_overhead_s * 1000:.2f}",
+                  f"{stored.prefill_s_per_token * 1000:.4f}",
+                  f"{stored.decode_s_per_token_bs1 * 1000:.3f}",
+                  f"{stored.decode_s_per_token_full * 1000:.3f}",
+                  str(stored.full_batch_jobs))
+    Console().print(table)
+
+
+def calibrations_command(settings: Settings, model: str | None) -> None:
+    runtime = open_runtime(settings)
+    try:
+        with runtime.sessions() as session:
+            found = list_calibrations(session, model)
+    finally:
+        runtime.close()
+        stop_embedded_postgres()
+    table = Table(title="calibrations (newest first)")
+    for column in ("id", "model", "version", "measured at"):
+        table.add_column(column)
+    _speeds(table)
+    table.add_column("cpus / load")
+    for c in found:
+        table.add_row(str(c.id), c.model, str(c.version), f"{c.created_at:%Y-%m-%d %H:%M}",
+                      f"{c.request_overhead_s * 1000:.2f}",
+                      f"{c.prefill_s_per_token * 1000:.4f}",
+                      f"{c.decode_s_per_token_bs1 * 1000:.3f}",
+                      f"{c.decode_s_per_token_full * 1000:.3f}", str(c.full_batch_jobs),
+                      f"{c.machine.get('cpus')} / {c.machine.get('load_average_1m')}")
+    Console().print(table)

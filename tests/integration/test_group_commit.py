@@ -1,0 +1,126 @@
+"""Group commit of single-job submissions against a real Postgres: submissions waiting
+together share one transaction, none is answered before its transaction commits, and a
+job that cannot be stored fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+
+from intake.group_commit import GroupCommitWriter
+from intake.limits import IntakeLimits
+from intake.schema import JobRequest
+from intake.service import jobs_for_requests
+from models.submissions import NewJob, StoredSubmission
+from models.tables import Job, Submission
+from models.tenants import TenantRef, ensure_tenant
+from penny.runtime import Runtime
+
+
+class HeldSessions:
+    """The runtime's sessions, except that the first transaction waits at its start until
+    `release` is set: everything submitted meanwhile queues up behind it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.opened = 0
+
+    @contextmanager
+    def __call__(self) -> Iterator[Session]:
+        self.opened += 1
+        if self.opened == 1:
+            self.started.set()
+            assert self.release.wait(60), "the test never released the first transaction"
+        with self.runtime.sessions() as session:
+            yield session
+
+
+@pytest.fixture
+def tenant(runtime: Runtime) -> TenantRef:
+    with runtime.sessions() as session:
+        found = ensure_tenant(session, "default")
+        session.commit()
+    return found
+
+
+def job(runtime: Runtime, n: int) -> NewJob:
+    request = JobRequest.model_validate(
+        {"messages": [{"role": "user", "content": f"question {n}"}], "max_tokens": 8})
+    return jobs_for_requests([request], IntakeLimits.from_settings(runtime.settings))[0]
+
+
+def stored_jobs(runtime: Runtime, submission_ids: list[str]) -> dict[str, list[str]]:
+    with runtime.sessions() as session:
+        rows = session.execute(
+            select(Submission.id, func.array_agg(Job.id))
+            .join(Job, Job.submission_id == Submission.id)
+            .where(Submission.id.in_(submission_ids)).group_by(Submission.id)).all()
+    return {str(sid): sorted(str(j) for j in job_ids) for sid, job_ids in rows}
+
+
+def count_commits(runtime: Runtime) -> list[int]:
+    commits: list[int] = []
+    event.listen(runtime.db, "commit", lambda _conn: commits.append(1))
+    return commits
+
+
+def test_waiting_submissions_share_one_transaction_and_wait_for_its_commit(
+    runtime: Runtime, tenant: TenantRef
+) -> None:
+    held = HeldSessions(runtime)
+    writer = GroupCommitWriter(held, cache=None)  # type: ignore[arg-type]
+    commits = count_commits(runtime)
+
+    async def scenario() -> list[StoredSubmission]:
+        first = asyncio.create_task(writer.submit(tenant, job(runtime, 0), "h0"))
+        await asyncio.to_thread(held.started.wait, 60)
+        rest = [asyncio.create_task(writer.submit(tenant, job(runtime, n), f"h{n}"))
+                for n in range(1, 40)]
+        await asyncio.sleep(0.2)  # room for a wrong answer to arrive early
+        assert not any(task.done() for task in [first, *rest])  # nothing is committed yet
+        held.release.set()
+        return await asyncio.gather(first, *rest)
+
+    stored = asyncio.run(scenario())
+    assert len(commits) == 2  # the first alone, then the 39 that waited behind it together
+    found = stored_jobs(runtime, [str(s.submission.id) for s in stored])
+    assert found == {str(s.submission.id): [str(s.job_ids[0])] for s in stored}
+    assert all(s.submission.kind == "job" and s.submission.total_jobs == 1 for s in stored)
+    assert sorted(s.submission.request_hash for s in stored) == sorted(
+        f"h{n}" for n in range(40))
+
+
+def test_a_job_that_cannot_be_stored_fails_alone(runtime: Runtime, tenant: TenantRef) -> None:
+    held = HeldSessions(runtime)
+    writer = GroupCommitWriter(held, cache=None)  # type: ignore[arg-type]
+    # The model column holds 200 characters: Postgres refuses this row.
+    unstorable = NewJob(line_no=0, model="m" * 300, request={"prompt": "x"},
+                        estimated_tokens=1)
+
+    async def scenario() -> list[StoredSubmission | BaseException]:
+        first = asyncio.create_task(writer.submit(tenant, job(runtime, 0), "h0"))
+        await asyncio.to_thread(held.started.wait, 60)
+        group = [asyncio.create_task(writer.submit(tenant, job(runtime, 1), "h1")),
+                 asyncio.create_task(writer.submit(tenant, unstorable, "bad")),
+                 asyncio.create_task(writer.submit(tenant, job(runtime, 2), "h2"))]
+        held.release.set()
+        return await asyncio.gather(first, *group, return_exceptions=True)
+
+    first, good_1, bad, good_2 = asyncio.run(scenario())
+    assert isinstance(bad, Exception) and "too long" in str(bad)
+    good = [s for s in (first, good_1, good_2) if isinstance(s, StoredSubmission)]
+    assert len(good) == 3
+    assert set(stored_jobs(runtime, [str(s.submission.id) for s in good])) == {
+        str(s.submission.id) for s in good}
+    with runtime.sessions() as session:
+        assert session.execute(select(func.count()).select_from(Job)).scalar_one() == 3
+        assert session.execute(
+            select(func.count()).select_from(Submission)).scalar_one() == 3

@@ -1,0 +1,59 @@
+"""The worker's cascade step: which answers of a batch go on to the next tier, and what
+the kept ones' ledger rows say."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from models.queue import ClaimedJob, JobOutcome
+from penny.settings import Settings
+from workers.cascade import judge_cascade
+from workers.engine import Generation
+
+SETTINGS = Settings(data_dir=Path("/nonexistent"),
+                    models={"small": "s", "large": "l", "other": "o"},
+                    tiers=["small", "large"], default_model="large")
+
+
+def _outcome(route: dict[str, Any] | None) -> JobOutcome:
+    job = ClaimedJob(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), {}, "off", route)
+    return JobOutcome(job, {"text": "x"}, {"cost_usd": 1, "route": None}, None)
+
+
+def _generation(mean: float | None, finish: str = "stop") -> Generation:
+    return Generation(key="k", text="x", finish_reason=finish, output_tokens=3,
+                      mean_logprob=mean, min_logprob=mean)
+
+
+CASCADE = {"mode": "cascade", "tier": "small", "reason": "...", "attempts": []}
+
+
+def test_unconfident_cascade_answers_escalate_and_others_are_untouched() -> None:
+    outcomes = [_outcome(CASCADE), _outcome(CASCADE), _outcome(None),
+                _outcome({"mode": "auto", "tier": "small", "reason": "easy"})]
+    generations = [_generation(-0.1), _generation(-2.0), _generation(-2.0),
+                   _generation(-2.0)]
+    judged = judge_cascade("small", outcomes, generations, SETTINGS)
+    assert judged[0].escalation is None
+    assert judged[0].ledger is not None
+    assert judged[0].ledger["route"] == "cascade: confident on the first try (small)"
+    assert judged[1].escalation is not None
+    assert judged[1].escalation.to_model == "large"
+    assert "mean token logprob -2.000" in judged[1].escalation.reason
+    assert judged[2:] == outcomes[2:]
+
+
+def test_the_last_tier_keeps_whatever_it_answers() -> None:
+    route = {**CASCADE, "attempts": [{"model": "small"}]}
+    judged = judge_cascade("large", [_outcome(route)], [_generation(-5.0, "length")],
+                           SETTINGS)
+    assert judged[0].escalation is None
+    assert judged[0].ledger is not None
+    assert judged[0].ledger["route"] == "cascade: kept on the last tier (large)"
+
+
+def test_a_failed_cascade_job_is_not_judged() -> None:
+    failed = JobOutcome(_outcome(CASCADE).job, None, None, {"code": "engine_error"})
+    assert judge_cascade("small", [failed], [_generation(None)], SETTINGS) == [failed]
