@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cache.model_identity import cache_policy
 from coalescer.affinity import assign_workers
-from coalescer.dispatch import Dispatcher
+from coalescer.dispatch import Dispatcher, ring
 from coalescer.planning import BatchLimits, PlannedBatch, PlanOptions, QueuedJob, plan_window
 from coalescer.windows import WindowBounds, WindowState, batch_room, window_should_close
 from intake.admission import IntakePolicy
@@ -161,8 +161,8 @@ class Coalescer:
         self._window_opened, self._last_seen_jobs = None, 0
         self.stats.tick_seconds += time.monotonic() - now
         # Dispatch after commit: a worker must find the batch row when the doorbell rings.
-        for item in dispatches:
-            self.dispatcher.dispatch(item.batch_id, item.model, item.worker)
+        ring(self.dispatcher, self.sessions,
+             [(item.batch_id, item.model, item.worker) for item in dispatches])
         return len(dispatches)
 
     def validate(self) -> bool:

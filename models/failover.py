@@ -137,3 +137,30 @@ def _retry_or_fail_alone(session: Session, batch: ClaimedBatch, max_attempts: in
                 finished_at=now)
     )
     return list(failed)
+
+
+def hand_back(session: Session, batch: ClaimedBatch) -> bool:
+    """Give a batch back untouched because the worker's engine, not the batch, is broken:
+    pending again and marked never sent (the sweeper sends it to the model's other workers
+    at once), and neither the batch nor its jobs lose an attempt. Fenced by the claim
+    token; commits. False when the batch was no longer ours."""
+    now = func.now()
+    handed = session.execute(
+        update(Batch)
+        .where(Batch.id == batch.id, Batch.claim_token == batch.claim_token,
+               Batch.status == BatchStatus.RUNNING)
+        .values(status=BatchStatus.PENDING, claim_token=None, worker_id=None,
+                target_worker=None, lease_expires_at=None, dispatched_at=None,
+                attempts=func.greatest(Batch.attempts - 1, 0))
+        .returning(Batch.id)
+    ).scalar_one_or_none()
+    if handed is None:
+        session.rollback()
+        return False
+    session.execute(
+        update(Job).where(Job.batch_id == batch.id, Job.status == JobStatus.RUNNING)
+        .values(status=JobStatus.BATCHED, attempts=func.greatest(Job.attempts - 1, 0),
+                updated_at=now)
+    )
+    session.commit()
+    return True

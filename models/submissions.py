@@ -313,6 +313,20 @@ def get_submission(
     ).scalar_one_or_none()
 
 
+def find_unfinished(
+    session: Session, tenant_id: uuid.UUID, kind: str, request_hash: str
+) -> Submission | None:
+    """The newest submission of this kind and content that has not completed: what a run
+    killed midway left behind, for the next run of the same input to finish."""
+    return session.execute(
+        select(Submission).where(
+            Submission.tenant_id == tenant_id, Submission.kind == kind,
+            Submission.request_hash == request_hash,
+            Submission.status != SubmissionStatus.COMPLETED,
+        ).order_by(Submission.created_at.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
 def status_counts(session: Session, submission_id: uuid.UUID) -> dict[str, int]:
     rows = session.execute(
         select(Job.status, func.count())
@@ -326,9 +340,10 @@ def count_unfinished(counts: dict[str, int]) -> int:
     return sum(n for status, n in counts.items() if JobStatus(status) not in TERMINAL_JOB_STATUSES)
 
 
-def queued_models(session: Session, submission_id: uuid.UUID) -> list[str]:
-    """The models a submission still has queued jobs for."""
+def unfinished_models(session: Session, submission_id: uuid.UUID) -> list[str]:
+    """The models a submission still has jobs to run for: queued, or batched or running
+    (a killed run's batches, which the sweeper hands back once their lease runs out)."""
     return sorted(session.execute(
         select(Job.model).where(Job.submission_id == submission_id,
-                                Job.status == JobStatus.QUEUED).distinct()
+                                Job.status.not_in(TERMINAL_JOB_STATUSES)).distinct()
     ).scalars())

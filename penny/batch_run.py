@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,21 +24,26 @@ from models.reports import job_records
 from models.submissions import (
     NewJob,
     count_unfinished,
+    find_unfinished,
     get_submission,
-    queued_models,
     status_counts,
+    unfinished_models,
 )
 from models.tables import Submission
 from models.tenants import ensure_tenant
 from penny.calibration_cli import calibrate_if_missing
 from penny.database import stop_embedded_postgres
-from penny.errors import InputFileError
+from penny.errors import InputFileError, PennyError
 from penny.runtime import Runtime, open_runtime
 from penny.settings import Settings
 from workers.finalize import finalize_ready
 from workers.inprocess import InProcessPipeline
 
 CLI_TENANT = "cli"
+
+
+class EngineStopped(PennyError):
+    code = "engine_stopped"
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,12 @@ def _queue_csv(settings: Settings, runtime: Runtime, path: Path, options: CsvOpt
     return queued.submission, queued.rows
 
 
+def _csv_digest(settings: Settings, path: Path, options: CsvOptions) -> str:
+    """The CSV file's content hash, as its submission stores it (`CsvSource.digest`)."""
+    with path.open("rb") as stream:
+        return CsvSource(stream, path.name, options, settings.max_prompt_chars).digest()
+
+
 def _check_csv(settings: Settings, path: Path, options: CsvOptions) -> None:
     """Read the CSV file once before starting anything, holding only its errors: a file
     to be refused is refused at once, naming every bad row."""
@@ -127,29 +140,43 @@ def run_file(settings: Settings, path: Path, options: CsvOptions | None = None) 
     jobs: list[NewJob] = []
     if is_csv:
         _check_csv(settings, path, options)
+        content_hash = _csv_digest(settings, path, options)
     else:
         outcomes = parse_input_file(path.name, path.read_bytes(), settings.max_json_depth)
         jobs = jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
+        # The same file (name and bytes) hashes the same: a run killed midway is finished
+        # by the next run of that file instead of run again from the start.
+        with path.open("rb") as stream:
+            digest = hashlib.file_digest(stream, "sha256").hexdigest()
+        content_hash = request_hash([path.name, digest])
     runtime = open_runtime(settings)
     try:
-        if is_csv:
-            submission, total = _queue_csv(settings, runtime, path, options)
+        with runtime.sessions() as session:
+            tenant = ensure_tenant(session, CLI_TENANT)
+            left = find_unfinished(session, tenant.id, "file", content_hash)
+            session.commit()
+        if left is not None:
+            submission_id, tenant_id, total = left.id, left.tenant_id, left.total_jobs
+            print(f"penny run: finishing submission {submission_id}, left unfinished by an "
+                  f"earlier run of {path.name}", file=sys.stderr)
+        elif is_csv:
+            queued, total = _queue_csv(settings, runtime, path, options)
+            submission_id, tenant_id = queued.id, queued.tenant_id
         else:
             with runtime.sessions() as session:
-                stored = submit(session, tenant=ensure_tenant(session, CLI_TENANT),
-                                kind="file", jobs=jobs,
-                                payload_hash=request_hash([path.name, time.time_ns()]),
-                                source_name=path.name, cache=cache_policy(settings))
-            submission, total = stored.submission, len(jobs)
-        submission_id = submission.id
+                stored = submit(session, tenant=tenant, kind="file", jobs=jobs,
+                                payload_hash=content_hash, source_name=path.name,
+                                cache=cache_policy(settings))
+            submission_id, tenant_id = stored.submission.id, stored.submission.tenant_id
+            total = len(jobs)
         # Only models with jobs left to run start an engine: a file the result cache
         # answered whole needs none.
         with runtime.sessions() as session:
-            models_needed = queued_models(session, submission_id)
+            models_needed = unfinished_models(session, submission_id)
         engines = [VllmEngine(settings, model) for model in models_needed]
         for engine in engines:
             calibrate_if_missing(engine, settings, runtime.sessions)
-        with InProcessPipeline(runtime, engines), Progress(
+        with InProcessPipeline(runtime, engines) as pipeline, Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(),
         ) as progress:
@@ -158,15 +185,20 @@ def run_file(settings: Settings, path: Path, options: CsvOptions | None = None) 
             while True:
                 with runtime.sessions() as session:
                     counts = status_counts(session, submission_id)
-                    row = get_submission(session, submission.tenant_id, submission_id)
+                    row = get_submission(session, tenant_id, submission_id)
                     done = row is not None and row.status == "completed"
                 progress.update(task, completed=total - count_unfinished(counts))
                 if done:
                     break
+                stopped = sorted(set(models_needed) - set(pipeline.live_models()))
+                if stopped:  # its engine broke: nothing would ever finish the rest
+                    raise EngineStopped(
+                        f"the engine for {', '.join(stopped)} stopped working; the "
+                        "unfinished jobs are kept: run the same file again to finish them")
                 time.sleep(0.2)
         with runtime.sessions() as session:
             records = job_records(session, submission_id)
-            row = get_submission(session, submission.tenant_id, submission_id)
+            row = get_submission(session, tenant_id, submission_id)
             outputs = dict(row.outputs or {}) if row else {}
         return RunSummary(
             submission_id=str(submission_id),

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.retrying import is_connection_failure, pauses
 from penny.database import make_engine, make_sessionmaker, migrate, resolve_database_url
 from penny.errors import MissingCapability
 from penny.settings import Settings
 from storage.factory import object_store
 from storage.port import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,10 +32,28 @@ class Runtime:
         self.db.dispose()
 
 
+def _migrate_when_reachable(url: str, within_seconds: float) -> None:
+    """A role that starts while Postgres restarts (or before it is up) waits for it rather
+    than exiting: the same window the workers give a claim."""
+    next_pause = pauses(within_seconds)
+    while True:
+        try:
+            migrate(url)
+            return
+        except DBAPIError as error:
+            pause = next_pause() if is_connection_failure(error) else None
+            if pause is None:
+                raise
+            log.warning("the database is not reachable yet (%s); trying again in %.1fs",
+                        type(error.orig).__name__ if error.orig else type(error).__name__,
+                        pause)
+            time.sleep(pause)
+
+
 def open_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
     url = resolve_database_url(settings)
     if run_migrations:
-        migrate(url)
+        _migrate_when_reachable(url, settings.database_retry_seconds)
     db = make_engine(url, pool_size=settings.database_pool_size,
                      max_overflow=settings.database_max_overflow)
     sessions = make_sessionmaker(db)

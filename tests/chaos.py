@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,6 +102,18 @@ class _Fleet:
         process = self.processes[name]
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+    def worker_ids(self) -> dict[str, str]:
+        """Each running worker role's id, as its latest start logged it (at INFO: workers
+        run with --verbose)."""
+        ids: dict[str, str] = {}
+        for name in self.processes:
+            if name.startswith("worker"):
+                started = re.findall(r"worker (\S+) consuming",
+                                     (self.run_dir / f"{name}.log").read_text(errors="replace"))
+                if started:
+                    ids[name] = started[-1]
+        return ids
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
@@ -193,7 +206,7 @@ class ChaosRun:
             PENNY_EMBEDDING_MODELS="{}", PENNY_ENGINE_ENFORCE_EAGER="true",
             PENNY_LEASE_SECONDS=str(self.plan.lease_seconds),
             PENNY_MAX_BATCH_JOBS=str(self.plan.max_batch_jobs),
-            PENNY_SWEEP_INTERVAL_SECONDS="1", PENNY_REDISPATCH_AFTER_SECONDS="5",
+            PENNY_SWEEP_INTERVAL_SECONDS="1", PENNY_REDISPATCH_AFTER_SECONDS="10",
             PENNY_WORKER_HEARTBEAT_SECONDS="2", PENNY_MAX_ATTEMPTS="6",
             PENNY_DATABASE_RETRY_SECONDS="60",
             # Two engines share the machine's memory: small KV caches.
@@ -220,7 +233,7 @@ class ChaosRun:
             fleet.start("api", "api")
             fleet.start("coalescer", "coalescer")
             for w in range(self.plan.workers):
-                fleet.start(f"worker-{w}", "worker")
+                fleet.start(f"worker-{w}", "worker", "--verbose")
             self._play(fleet, postgres, redis_server, clients, postgres.url("penny_chaos"))
             self.report.seconds = time.monotonic() - self._started
             self._audit(postgres.url("penny_chaos"), clients)
@@ -256,22 +269,37 @@ class ChaosRun:
         def batch_running() -> bool:
             return count("SELECT count(*) FROM batches WHERE status = 'running'") > 0
 
-        def kill_worker_mid_batch(name: str) -> None:
-            try:
-                _wait(batch_running, 120, "a batch to run", interval=0.05)
-                mid = "mid-batch"
-            except TimeoutError:
-                mid = "between batches"
+        def worker_running_a_batch() -> str | None:
+            """The role name of a worker holding a running batch, if any."""
+            with psycopg.connect(database, connect_timeout=2) as db:
+                holders = {worker for (worker,) in db.execute(
+                    "SELECT worker_id FROM batches WHERE status = 'running'")}
+            for name, worker_id in fleet.worker_ids().items():
+                if worker_id in holders:
+                    return name
+            return None
+
+        def kill_a_worker_mid_batch(fallback: str) -> None:
+            name, when = fallback, "between batches"
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                fleet.check_alive()
+                with suppress(psycopg.Error):
+                    holder = worker_running_a_batch()
+                    if holder is not None:
+                        name, when = holder, "mid-batch"
+                        break
+                time.sleep(0.1)
             fleet.kill(name)
-            self._fault(f"SIGKILL {name} ({mid}); restarted")
-            fleet.start(name, "worker")
+            self._fault(f"SIGKILL {name} ({when}); restarted")
+            fleet.start(name, "worker", "--verbose")
 
         waves = iter(range(self.plan.waves))
         self._submit_wave(clients, next(waves))
         _wait(lambda: succeeded() > 0, 600, "the first jobs to succeed",
               check=fleet.check_alive)
         self._fault("first jobs succeeded (workers up)")
-        kill_worker_mid_batch("worker-0")
+        kill_a_worker_mid_batch("worker-0")
 
         self._submit_wave(clients, next(waves, 0))
         redis_server.wipe_and_restart()
@@ -297,7 +325,7 @@ class ChaosRun:
         done = succeeded()
         _wait(lambda: succeeded() > done, 300, "progress after the Postgres restart",
               check=fleet.check_alive)
-        kill_worker_mid_batch(f"worker-{self.plan.workers - 1}")
+        kill_a_worker_mid_batch(f"worker-{self.plan.workers - 1}")
 
         total = sum(len(ids) for ids in self.job_ids.values())
         _wait(lambda: count("SELECT count(*) FROM jobs WHERE status IN "

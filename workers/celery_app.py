@@ -4,6 +4,7 @@ a message only says "batch X is ready", so losing or repeating one is harmless."
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import uuid
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUN_BATCH_TASK = "penny.run_batch"
+# A worker whose engine broke exits with this, for its supervisor to restart it.
+EXIT_ENGINE_BROKEN = 70
 
 
 def queue_for(model: str) -> str:
@@ -87,7 +90,7 @@ def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> Non
     """Start one Celery worker process for `model`: the model loads once, here, before the
     first message is taken, and every batch runs in this same process (solo pool)."""
     from penny.runtime import open_runtime
-    from workers.execution import BatchRunner
+    from workers.execution import BatchRunner, EngineBroken
 
     runtime = open_runtime(settings)
     executor = _executor(settings, model, runtime.sessions)
@@ -98,7 +101,14 @@ def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> Non
 
     @app.task(name=RUN_BATCH_TASK)
     def run_batch(batch_id: str) -> None:
-        runner.run(uuid.UUID(batch_id))
+        try:
+            runner.run(uuid.UUID(batch_id))
+        except EngineBroken:
+            # The batch is back in Postgres for the other workers. This process's engine
+            # fails even a canary: end it, so its supervisor starts a fresh one.
+            log.critical("worker %s: the engine is broken; exiting", worker_id)
+            logging.shutdown()
+            os._exit(EXIT_ENGINE_BROKEN)
 
     queues = f"{queue_for_worker(worker_id)},{queue_for(model)}"
     log.info("worker %s consuming %s", worker_id, queues)

@@ -4,6 +4,7 @@ tokens and no prefix cache)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from compat.vectors import pack_vectors
@@ -12,6 +13,8 @@ from models.queue import ClaimedBatch, JobOutcome
 from penny.settings import Settings
 from workers.embedder import Embedder, Embedding, EmbeddingRequest
 from workers.execution import ExecutedBatch, JobProduct, priced_outcomes
+
+log = logging.getLogger(__name__)
 
 
 def _embedding_product(embedding: Embedding) -> JobProduct:
@@ -59,3 +62,11 @@ class EmbeddingExecutor:
             embedding_outcomes_for(batch, embedded.embeddings, embedded.engine_seconds,
                                    self.settings),
             embedded.engine_seconds)
+
+    def still_works(self) -> bool:
+        try:
+            self.embedder.embed([EmbeddingRequest(key="canary", inputs=("hi",))])
+        except Exception:
+            log.exception("the embedder fails a one-input canary too")
+            return False
+        return True

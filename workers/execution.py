@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.model_identity import cache_policy
-from coalescer.dispatch import Dispatcher
+from coalescer.dispatch import Dispatcher, ring
 from ledger.attribution import unmodelled
 from ledger.pricing import TokenUsage, price_job, share_engine_seconds
-from models.failover import Failover, fail_over
+from models.failover import Failover, fail_over, hand_back
 from models.queue import (
     ClaimedBatch,
     JobOutcome,
@@ -30,14 +31,14 @@ from models.queue import (
     release_undelivered,
     renew_lease,
 )
-from models.retrying import with_retries
+from models.retrying import is_connection_failure, with_retries
 from observability.logs import logs_about_batch
 from penny.settings import Settings
 from routing.router import route_label
 from storage.port import ObjectStore
 from workers.batch_metrics import count_recorded_batch
 from workers.cascade import judge_cascade
-from workers.engine import Engine, Generation, GenerationRequest
+from workers.engine import Engine, Generation, GenerationRequest, Sampling
 from workers.finalize import finalize_ready
 from workers.ledger_costing import LedgerCosting
 
@@ -111,6 +112,16 @@ class BatchExecutor(Protocol):
     def execute(self, batch: ClaimedBatch) -> ExecutedBatch:
         """Never raise for one bad job: it becomes that job's error outcome."""
         ...
+
+    def still_works(self) -> bool:
+        """Whether the model answers a one-token canary: asked after `execute` raised, to
+        tell a batch that breaks the model from a model that is broken."""
+        ...
+
+
+class EngineBroken(RuntimeError):
+    """The worker's model fails even a canary: the batch went back to other workers, and
+    this worker must stop taking work (a fresh process gets a fresh engine)."""
 
 
 def priced_outcomes(
@@ -196,6 +207,15 @@ class GenerationExecutor:
             judge_cascade(batch.model, outcomes, generated.generations, self.settings),
             generated.engine_seconds)
 
+    def still_works(self) -> bool:
+        try:
+            self.engine.generate([GenerationRequest(key="canary", prompt="Hi",
+                                                    sampling=Sampling(max_tokens=1))])
+        except Exception:
+            log.exception("the engine fails a one-token canary too")
+            return False
+        return True
+
 
 class BatchListener(Protocol):
     """Told when this worker takes a batch and when it is done with it (recorded, dropped
@@ -253,9 +273,17 @@ class BatchRunner:
         try:
             with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
                 executed = self.executor.execute(batch)
-        except Exception as error:  # the engine broke on something in this batch
-            log.exception("the engine raised on batch %s (%d jobs); failing over",
-                          batch_id, len(batch.jobs))
+        except Exception as error:  # the engine broke on something in this batch, or broke
+            log.exception("the engine raised on batch %s (%d jobs)", batch_id,
+                          len(batch.jobs))
+            if isinstance(error, DBAPIError) and is_connection_failure(error):
+                raise  # the database, not the batch (an executor that reads it): lease
+            if not self.executor.still_works():
+                # Failing the batch over would fail every job this worker takes next.
+                self._retrying(lambda session: hand_back(session, batch),
+                               f"handing back batch {batch_id}")
+                raise EngineBroken(f"the engine of {self.worker_id} is broken; batch "
+                                   f"{batch_id} was handed back") from error
             self._fail_over(batch, f"{type(error).__name__}: {error}")
             return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
                             failed_over=True)
@@ -301,5 +329,5 @@ class BatchRunner:
                 release_undelivered(session, outcome.rerun)
                 session.commit()
             return
-        for rerun in outcome.rerun:
-            self.dispatcher.dispatch(rerun, batch.model)
+        ring(self.dispatcher, self.sessions, [(rerun, batch.model, None)
+                                              for rerun in outcome.rerun])

@@ -17,7 +17,7 @@ from penny.runtime import Runtime
 from workers.embedder import Embedder
 from workers.embedding_execution import EmbeddingExecutor
 from workers.engine import Engine
-from workers.execution import BatchExecutor, BatchRunner, GenerationExecutor
+from workers.execution import BatchExecutor, BatchRunner, EngineBroken, GenerationExecutor
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,10 @@ class InProcessPipeline:
                 continue
             try:
                 runner.run(batch_id)
+            except EngineBroken:  # its batch was handed back; no more work for this engine
+                log.critical("the engine for %s is broken; its worker stops (restart "
+                             "penny to load it again)", runner.executor.model_name)
+                return
             except Exception:  # the sweeper re-dispatches the batch once its lease runs out
                 log.exception("batch %s failed in the in-process worker", batch_id)
 

@@ -86,6 +86,9 @@ class SemanticExecutor:
     def model_name(self) -> str:
         return self.inner.model_name
 
+    def still_works(self) -> bool:
+        return self.inner.still_works()
+
     def _embed(self, texts: Sequence[str]) -> list[np.ndarray]:
         done = self.embedder.embed([EmbeddingRequest(key=str(i), inputs=(text,))
                                     for i, text in enumerate(texts)])

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from coalescer.dispatch import Dispatcher
+from coalescer.dispatch import Dispatcher, ring
 from models.batches import expire_overdue_batches
 from models.files import take_expired_files
 from models.queue import sweep_expired_leases
@@ -40,7 +40,7 @@ def sweep(
     for batch_id, model in result.requeued:
         log.warning("re-dispatching batch %s", batch_id,
                     extra={"batch_id": str(batch_id), "model": model})
-        dispatcher.dispatch(batch_id, model)
+    ring(dispatcher, sessions, [(batch_id, model, None) for batch_id, model in result.requeued])
     for batch_id in result.failed:
         log.error("batch %s failed: out of attempts", batch_id,
                   extra={"batch_id": str(batch_id)})

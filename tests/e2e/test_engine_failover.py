@@ -5,6 +5,7 @@ engine's reason."""
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,11 +16,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
+from coalescer.runner import Coalescer
 from models.status import BatchStatus
 from models.tables import Batch, Job, LedgerEntry, Result
 from penny.runtime import Runtime, open_runtime
 from tests.support import make_settings, reset_tables, wait_until
 from workers.engine import BatchGeneration, GenerationRequest
+from workers.execution import BatchRunner, EngineBroken, GenerationExecutor
 from workers.inprocess import InProcessPipeline
 from workers.vllm_engine import VllmEngine
 
@@ -36,6 +39,8 @@ class FaultyEngine:
     def __init__(self, engine: VllmEngine, fail_first: int = 0) -> None:
         self.engine, self.fail_first = engine, fail_first
         self.calls: list[int] = []  # batch sizes, in order
+        self.canaries = 0  # one-token probes the worker sent after a failure
+        self._generated = 0
 
     @property
     def model_name(self) -> str:
@@ -45,8 +50,12 @@ class FaultyEngine:
         return self.engine.prompt_token_ids(request)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> BatchGeneration:
-        self.calls.append(len(requests))
-        if len(self.calls) <= self.fail_first:
+        if [r.key for r in requests] == ["canary"]:
+            self.canaries += 1
+        else:
+            self.calls.append(len(requests))
+        self._generated += 1
+        if self._generated <= self.fail_first:
             raise RuntimeError("engine core died (injected)")
         if any(POISON in (r.prompt or "") + "".join(c for _, c in r.messages or ())
                for r in requests):
@@ -122,6 +131,7 @@ def test_a_passing_engine_fault_costs_a_rerun_and_nothing_else(
         runtime.close()
     assert {j.status for j in jobs.values()} == {"succeeded"}
     assert faulty.calls == [6, 3, 3]  # the halves ran at once, not after a lease
+    assert faulty.canaries == 1  # the engine answered the probe: the batch, not it, broke
     assert len(ledger) == len(set(ledger)) == len(results) == len(ids)
     assert batches == Counter({BatchStatus.SPLIT: 1, BatchStatus.DONE: 2})
 
@@ -147,3 +157,84 @@ def test_a_lone_poison_job_is_tried_max_attempts_times_then_fails(
     assert job.error is not None
     assert job.error["message"].startswith("the engine failed on this request 3 time(s)")
     assert ledger == results == [] and unfinished == 0
+
+
+def test_requests_a_failed_call_left_in_vllm_never_come_back_with_the_next_batch(
+    engine: VllmEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that raises midway leaves its requests inside vLLM; `LLM.generate` runs until
+    none is unfinished, so without the abort they would come back with the next batch."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    llm_engine = engine.llm.llm_engine
+    ids = engine.tokenizer.encode("A request left behind.")
+    llm_engine.add_request("left-behind", TokensPrompt(prompt_token_ids=ids),
+                           SamplingParams(max_tokens=4))
+    assert llm_engine.has_unfinished_requests()
+
+    def engine_dies(*_: object, **__: object) -> list[object]:
+        raise RuntimeError("engine step failed (injected)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine.llm, "generate", engine_dies)
+        with pytest.raises(RuntimeError, match="injected"):
+            engine.generate([GenerationRequest.from_stored(
+                "a", {"prompt": "Say hi.", "sampling": {"max_tokens": 2, "temperature": 0,
+                                                        "top_p": 1}}, cache_salt="t")])
+    assert not llm_engine.has_unfinished_requests()
+    answered = engine.generate([GenerationRequest.from_stored(
+        "b", {"prompt": "Say hi.", "sampling": {"max_tokens": 2, "temperature": 0,
+                                                "top_p": 1}}, cache_salt="t")])
+    assert [g.key for g in answered.generations] == ["b"] and answered.generations[0].ok
+
+
+class Doorbells:
+    def __init__(self) -> None:
+        self.rung: list[uuid.UUID] = []
+
+    def dispatch(self, batch_id: uuid.UUID, model: str, worker: str | None = None) -> None:
+        self.rung.append(batch_id)
+
+
+def test_a_broken_engine_hands_its_batch_back_whole_and_its_worker_stops(
+    tmp_path: Path, database_url: str, engine: VllmEngine
+) -> None:
+    """When even a one-token canary fails, the engine is broken, not the batch: bisecting
+    would fail every job this worker takes. The batch goes back untouched (no attempt
+    burned) for another worker, and this one stops."""
+    settings = make_settings(tmp_path, database_url, max_batch_jobs=4)
+    runtime = open_runtime(settings)
+    try:
+        reset_tables(runtime)
+        client = TestClient(create_app(runtime))
+        assert client.post("/v1/jobs/bulk", json={"jobs": _jobs(4)}).status_code == 202
+        doorbells = Doorbells()
+        coalescer = Coalescer(settings, runtime.sessions, doorbells, runtime.store,
+                              list(settings.models))
+        for _ in range(50):
+            if coalescer.tick():
+                break
+        (batch_id,) = doorbells.rung
+        broken = FaultyEngine(engine, fail_first=2)  # the batch, then the canary
+        runner = BatchRunner(settings, runtime.sessions, GenerationExecutor(broken, settings),
+                             runtime.store, "worker-broken")
+        with pytest.raises(EngineBroken):
+            runner.run(batch_id)
+        assert (broken.calls, broken.canaries) == ([4], 1)
+        with runtime.sessions() as session:
+            batch = session.execute(select(Batch).where(Batch.id == batch_id)).scalar_one()
+            jobs = list(session.execute(select(Job)).scalars())
+        assert (batch.status, batch.attempts, batch.worker_id, batch.dispatched_at) == (
+            BatchStatus.PENDING, 0, None, None)  # never sent: the next sweep sends it
+        assert {(j.status, j.attempts, j.error is None) for j in jobs} == {
+            ("batched", 0, True)}
+
+        healthy = BatchRunner(settings, runtime.sessions, GenerationExecutor(engine, settings),
+                              runtime.store, "worker-healthy")
+        assert healthy.run(batch_id).recorded
+        jobs, ledger, results, _ = _rows(runtime)
+    finally:
+        runtime.close()
+    assert {(j.status, j.attempts) for j in jobs.values()} == {("succeeded", 1)}
+    assert len(ledger) == len(results) == 4
