@@ -54,10 +54,12 @@ def main() -> None:
     engine = VllmEngine(settings, settings.default_model)
 
     rounds = []
-    for _ in range(args.rounds):
+    for number in range(1, args.rounds + 1):
+        print(f"round {number}: calibration probe", file=sys.stderr, flush=True)
         started = time.perf_counter()
         speed = run_probe(engine, settings)
         probe_seconds = time.perf_counter() - started
+        print(f"round {number}: {len(jobs)} jobs the naive way", file=sys.stderr, flush=True)
         calibration = Calibration(
             model=engine.model_name,
             request_overhead_s=seconds_decimal(speed.request_overhead_s),
