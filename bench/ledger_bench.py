@@ -6,7 +6,7 @@ naive run so both see the same machine load. Also times the costing penny adds p
 at record time. Prints a table with the command and the machine.
 
     .venv/bin/python bench/ledger_bench.py [--file examples/requests.jsonl] [--rounds 2]
-                                           [--batch-jobs 64] [--compiled]
+                                           [--batch-jobs 64] [--probe-repeats 2] [--compiled]
 
 Needs no database: the calibration is kept in memory.
 """
@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--file", type=Path, default=REPO / "examples" / "requests.jsonl")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-jobs", type=int, default=64)
+    parser.add_argument("--probe-repeats", type=int, default=2,
+                        help="times each probe shape is run alone (the median counts)")
     parser.add_argument("--compiled", action="store_true",
                         help="compile the model (slower start, faster engine)")
     args = parser.parse_args()
@@ -57,7 +59,7 @@ def main() -> None:
     for number in range(1, args.rounds + 1):
         print(f"round {number}: calibration probe", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        speed = run_probe(engine, settings)
+        speed = run_probe(engine, settings, repeats=args.probe_repeats)
         probe_seconds = time.perf_counter() - started
         print(f"round {number}: {len(jobs)} jobs the naive way", file=sys.stderr, flush=True)
         calibration = Calibration(
