@@ -251,3 +251,35 @@ def test_the_calibrations_cli_lists_versions_and_calibrate_refuses_an_unknown_mo
     assert "20.000" in lines[0]  # decode alone, ms per token
     refused = cli.invoke(app, ["calibrate", "no-such-model"])
     assert refused.exit_code != 0 and "no-such-model" in refused.output
+
+
+def test_a_calibrated_baseline_model_prices_the_naive_way_and_routing_gets_the_gap(
+    tmp_path: Path, database_url: str,
+) -> None:
+    settings = make_settings(tmp_path, database_url, api_keys={"key-acme": "acme"},
+                             ledger_baseline_model="big",
+                             prices={"big": {"engine_hour_usd": "1.00"}})
+    runtime = open_runtime(settings)
+    reset_tables(runtime)
+    try:
+        with TestClient(create_app(runtime)) as client:
+            post(client, "a")
+            # Uncalibrated, the baseline is not used: no routing saving is guessed.
+            with runtime.sessions() as session:
+                store_calibration(session, settings.default_model, SPEED)
+            assert record(runtime, claim_queued(runtime))
+            post(client, "b")
+            with runtime.sessions() as session:
+                big = store_calibration(session, "big", SPEED)
+            assert record(runtime, claim_queued(runtime))
+        before, after = rows(runtime)
+    finally:
+        runtime.close()
+    assert before.baseline_model == settings.default_model and before.saving_routing_usd == 0
+    assert after.baseline_model == "big" and big.id is not None
+    # Same speed (0.148 s alone), ten times the hourly price.
+    naive_there, naive_here = (money(Decimal("0.148") * rate / 3600)
+                               for rate in (Decimal("1.00"), Decimal("0.10")))
+    assert after.naive_cost_usd == naive_there
+    assert after.saving_routing_usd == naive_there - naive_here
+    assert after.naive_cost_usd - after.cost_usd == parts(after)

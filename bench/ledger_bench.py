@@ -1,0 +1,124 @@
+"""The ledger's counterfactual checked against reality: run a file the naive way (each job
+alone, a fresh cache salt each so no prefix is reused, no result cache, no single-flight)
+and compare the engine seconds it really took with what the cost model, calibrated by the
+same probe `penny calibrate` runs, says the naive way takes. Rounds alternate probe and
+naive run so both see the same machine load. Also times the costing penny adds per job
+at record time. Prints a table with the command and the machine.
+
+    .venv/bin/python bench/ledger_bench.py [--file examples/requests.jsonl] [--rounds 2]
+                                           [--batch-jobs 64] [--probe-repeats 2] [--compiled]
+
+Needs no database: the calibration is kept in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--file", type=Path, default=REPO / "examples" / "requests.jsonl")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-jobs", type=int, default=64)
+    parser.add_argument("--probe-repeats", type=int, default=2,
+                        help="times each probe shape is run alone (the median counts)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="compile the model (slower start, faster engine)")
+    args = parser.parse_args()
+
+    from intake.files import parse_input_file
+    from intake.limits import IntakeLimits
+    from intake.service import jobs_for_file
+    from ledger.attribution import EngineJob, attribute_engine_job
+    from ledger.cost_model import Calibration, CostBasis, PriceCard, seconds_decimal
+    from penny.settings import Settings
+    from workers.calibration_probe import run_probe
+    from workers.engine import GenerationRequest
+    from workers.vllm_engine import VllmEngine
+
+    settings = Settings(engine_enforce_eager=not args.compiled,
+                        calibration_batch_jobs=args.batch_jobs)
+    outcomes = parse_input_file(args.file.name, args.file.read_bytes(), settings.max_json_depth)
+    jobs = [j for j in jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
+            if j.error is None]
+    engine = VllmEngine(settings, settings.default_model)
+
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        print(f"round {number}: calibration probe", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        speed = run_probe(engine, settings, repeats=args.probe_repeats)
+        probe_seconds = time.perf_counter() - started
+        print(f"round {number}: {len(jobs)} jobs the naive way", file=sys.stderr, flush=True)
+        calibration = Calibration(
+            model=engine.model_name,
+            request_overhead_s=seconds_decimal(speed.request_overhead_s),
+            prefill_s_per_token=seconds_decimal(speed.prefill_s_per_token),
+            decode_s_per_token_bs1=seconds_decimal(speed.decode_s_per_token_bs1),
+            decode_s_per_token_full=seconds_decimal(speed.decode_s_per_token_full),
+            full_batch_jobs=speed.full_batch_jobs)
+        measured = Decimal(0)
+        modelled = Decimal(0)
+        errors = []
+        for job in jobs:
+            request = GenerationRequest.from_stored(str(uuid.uuid4()), job.request,
+                                                    cache_salt=str(uuid.uuid4()))
+            generated = engine.generate([request])
+            [g] = generated.generations
+            alone = calibration.alone_seconds(g.prompt_tokens - g.cached_tokens,
+                                              g.output_tokens)
+            real = seconds_decimal(generated.engine_seconds)
+            measured += real
+            modelled += alone
+            errors.append(float(alone / real) if real else 0.0)
+        rounds.append((speed, probe_seconds, measured, modelled, errors))
+
+    # Costing at record time: the pure attribution of one job (card and calibration are
+    # read from the database at most once a minute per model, not per job).
+    card = PriceCard(model=engine.model_name, engine_hour_usd=Decimal("0.10"), id=1)
+    basis = CostBasis(card, calibration)
+    sample = EngineJob(prompt_tokens=300, cached_tokens=256, output_tokens=40,
+                       requested_max_tokens=64, applied_max_tokens=64, finish_reason="stop",
+                       batch_jobs=24)
+    n = 20_000
+    started = time.perf_counter()
+    for _ in range(n):
+        attribute_engine_job(sample, Decimal("0.0000012345"), basis, basis).columns()
+    costing_us = (time.perf_counter() - started) / n * 1e6
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load average (1 min) at "
+          f"the end {load:.1f}; model {engine.model_name}, "
+          f"{'compiled' if args.compiled else 'eager'}; {len(jobs)} jobs from {args.file.name}")
+    print()
+    print("| round | probe s | overhead ms | prefill ms/tok | decode ms/tok alone | "
+          "decode ms/tok batch | measured naive s | modelled naive s | modelled/measured | "
+          "per-job ratio p10-p50-p90 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for i, (speed, probe_s, measured, modelled, errors) in enumerate(rounds, 1):
+        deciles = statistics.quantiles(errors, n=10) if len(errors) > 1 else errors * 9
+        print(f"| {i} | {probe_s:.1f} | {speed.request_overhead_s * 1000:.1f} | "
+              f"{speed.prefill_s_per_token * 1000:.3f} | "
+              f"{speed.decode_s_per_token_bs1 * 1000:.2f} | "
+              f"{speed.decode_s_per_token_full * 1000:.2f} | {measured:.2f} | "
+              f"{modelled:.2f} | {modelled / measured:.3f} | "
+              f"{deciles[0]:.2f}-{statistics.median(errors):.2f}-{deciles[-1]:.2f} |")
+    print()
+    print(f"costing at record time: {costing_us:.1f} µs per job (pure attribution)")
+
+
+if __name__ == "__main__":
+    main()
