@@ -37,8 +37,18 @@ pytestmark = pytest.mark.engine
 SMALL, LARGE = OFFLINE_PRUNED_MODEL_NAME, OFFLINE_MODEL_NAME
 
 
+@pytest.fixture(scope="session")
+def small_engine(tmp_path_factory: pytest.TempPathFactory) -> VllmEngine:
+    """The pruned tier's engine, kept for the whole session: a vLLM engine collected while
+    another lives in the process tears down the parallel state that one still uses (the
+    session's shared engine then fails every batch after this test)."""
+    settings = make_settings(tmp_path_factory.mktemp("small-engine"), "postgresql://unused",
+                             models={SMALL: OFFLINE_PRUNED_SOURCE, LARGE: OFFLINE_SOURCE})
+    return VllmEngine(settings, SMALL)
+
+
 def test_cascade_escalates_what_is_cut_off_and_keeps_what_is_not(
-    tmp_path: Path, database_url: str, engine: VllmEngine
+    tmp_path: Path, database_url: str, engine: VllmEngine, small_engine: VllmEngine
 ) -> None:
     settings = make_settings(
         tmp_path, database_url,
@@ -48,7 +58,6 @@ def test_cascade_escalates_what_is_cut_off_and_keeps_what_is_not(
         cascade_min_mean_logprob=-100.0)
     runtime = open_runtime(settings)
     reset_tables(runtime)
-    small_engine = VllmEngine(settings, SMALL)
     cut_off = {"model": "cascade", "max_tokens": 3, "custom_id": "cut",
                "messages": [{"role": "user", "content": "Describe the sea in detail."}]}
     confident = {"model": "cascade", "max_tokens": 48, "custom_id": "ok",
