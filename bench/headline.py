@@ -154,11 +154,13 @@ def main() -> None:
         entries: list[dict[str, Any]] = []
         correct = answered = 0
         savings: dict[str, Decimal] = defaultdict(Decimal)
+        unexplained = Decimal(0)
         for submission in submissions:
             ledger = json.loads(penny.output(submission, "ledger_json"))
             entries.extend(ledger["entries"])
             for mechanism, usd in ledger["totals"]["savings_by_mechanism_usd"].items():
                 savings[mechanism] += Decimal(usd)
+            unexplained += Decimal(ledger["totals"]["unexplained_usd"])
             for line in penny.output(submission, "results").decode().splitlines():
                 result = json.loads(line)
                 item = items[result["custom_id"]]
@@ -206,6 +208,7 @@ def main() -> None:
     print("penny's savings vs naive by mechanism (the ledger):")
     for mechanism, usd in sorted(savings.items(), key=lambda kv: -kv[1]):
         print(f"  {mechanism:20}{usd:>14.6f}")
+    print(f"  {'unexplained':20}{unexplained:>14.6f}   (what the cost model does not explain)")
     print(f"command: {' '.join(sys.argv)}\nmachine: {machine()}")
 
 
