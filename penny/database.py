@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import select
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,15 @@ def start_embedded_postgres(data_dir: Path) -> str:
     _forget_dead_handles(server)
     _embedded_servers[pg_dir] = server
     return str(server.get_uri())
+
+
+def detach_embedded_postgres(data_dir: Path) -> Callable[[], None]:
+    """Take the embedded server under `data_dir/pg` out of what `stop_embedded_postgres`
+    stops, for a caller that manages its life itself (a test session's shared server,
+    which in-process commands would otherwise stop on their way out). Returns the stop."""
+    server = _embedded_servers.pop(data_dir / "pg")
+    cleanup: Callable[[], None] = server.cleanup
+    return cleanup
 
 
 def _forget_dead_handles(server: Any) -> None:
