@@ -108,7 +108,7 @@ def costs(
     the exact sums of the groups. A feature of "" is the jobs without the feature tag."""
     start, end = window(start, end)
     with sessions_of(request)() as session:
-        rows = rollup_rows(session, start, end, tenant_id=scope.tenant_id,
+        rows = rollup_rows(session, start, end, by=(group_by,), tenant_id=scope.tenant_id,
                            feature_tag=settings_of(request).report_feature_tag)
     return {"object": "report.costs", "group_by": group_by, "groupings": list(GROUPINGS),
             **_scope_dict(scope, start, end),
@@ -125,7 +125,8 @@ def drivers(
     """The costliest (tenant, model, feature) combinations of the window."""
     start, end = window(start, end)
     with sessions_of(request)() as session:
-        rows = rollup_rows(session, start, end, tenant_id=scope.tenant_id,
+        rows = rollup_rows(session, start, end, by=("tenant", "model", "feature"),
+                           tenant_id=scope.tenant_id,
                            feature_tag=settings_of(request).report_feature_tag)
     return {"object": "report.top_drivers", **_scope_dict(scope, start, end),
             "total_cost_usd": f"{total(rows).cost_usd:f}",

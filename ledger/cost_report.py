@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -132,37 +131,31 @@ class Usage:
 
 @dataclass(frozen=True)
 class RollupRow:
-    """One row of the daily rollup: a day, tenant, model, feature, how its jobs were
-    served and their outcome, with their sums."""
+    """Sums of the daily rollup for one value of each key it was grouped by (any of
+    GROUPINGS; the query groups in SQL, so a month is a few rows, not thousands)."""
 
-    day: date
-    tenant: str
-    model: str
-    feature: str
-    served_by: str
-    outcome: str
+    keys: Mapping[str, str]
     usage: Usage
 
     def key(self, grouping: str) -> str:
-        if grouping == "day":
-            return self.day.isoformat()
         if grouping not in GROUPINGS:
             raise ValueError(f"unknown grouping {grouping!r}")
-        value: str = getattr(self, grouping)
-        return value
+        if grouping not in self.keys:
+            raise ValueError(f"the rows were not grouped by {grouping!r}")
+        return self.keys[grouping]
 
 
 def rollup_usage(*, jobs: int, requests: int, length_jobs: int, capped_jobs: int,
-                 input_tokens: int, cached_tokens: int, output_tokens: int,
-                 engine_seconds: float, served_by: str, outcome: str,
+                 failed_billed: int, input_tokens: int, cached_tokens: int,
+                 output_tokens: int, engine_seconds: float, served: Mapping[str, int],
                  money: Mapping[str, Decimal]) -> Usage:
-    """A rollup row's sums as `Usage`; `money` has the ledger's money column names."""
+    """Rollup sums as `Usage`; `money` has the ledger's money column names."""
     return Usage(
         jobs=jobs, requests=requests, length_jobs=length_jobs, capped_jobs=capped_jobs,
-        failed_billed=requests if outcome == FAILED else 0,
-        input_tokens=input_tokens, cached_tokens=cached_tokens, output_tokens=output_tokens,
-        engine_seconds=engine_seconds, list_cost_usd=money.get("list_cost_usd", Decimal(0)),
-        savings=SavingsTotals.of_row(money), served={served_by: jobs})
+        failed_billed=failed_billed, input_tokens=input_tokens, cached_tokens=cached_tokens,
+        output_tokens=output_tokens, engine_seconds=engine_seconds,
+        list_cost_usd=money.get("list_cost_usd", Decimal(0)),
+        savings=SavingsTotals.of_row(money), served=dict(served))
 
 
 @dataclass(frozen=True)
@@ -213,7 +206,7 @@ def top_drivers(rows: Sequence[RollupRow], limit: int) -> list[Driver]:
     """The `limit` costliest (tenant, model, feature) combinations."""
     sums: dict[tuple[str, str, str], Usage] = {}
     for row in rows:
-        key = (row.tenant, row.model, row.feature)
+        key = (row.key("tenant"), row.key("model"), row.key("feature"))
         sums[key] = sums.get(key, Usage()) + row.usage
     whole = total(rows).cost_usd
     ranked = sorted(sums.items(), key=lambda item: (-item[1].cost_usd, item[0]))[:limit]
