@@ -25,18 +25,17 @@ from api.errors import error_responses
 from api.intake_caps import CapsCache
 from api.json_body import JsonBodyRoute
 from intake.text import StorableText
-from ledger.cost_report import GROUPINGS, compare, group, top_drivers, total
-from ledger.max_tokens_audit import DEFAULT_MARGIN, AuditLine, audit_line, recommendation
-from ledger.retry_storms import KeyStorm, is_key_storm, request_storm
-from models.audit_queries import (
-    client_retries,
-    excess_over,
-    feature_outputs,
-    repeated_requests,
-    replayed_keys,
+from ledger.cost_report import GROUPINGS
+from ledger.max_tokens_audit import DEFAULT_MARGIN, AuditLine
+from models.max_tokens_caps import CapInfo, delete_cap, list_caps, set_cap
+from models.report_views import (
+    Window,
+    compare_report,
+    cost_report,
+    drivers_report,
+    max_tokens_audit,
+    retry_storms,
 )
-from models.max_tokens_caps import CapInfo, caps_of, delete_cap, list_caps, set_cap
-from models.report_queries import day_start, rollup_rows
 from models.tenants import TenantRef, find_tenant
 from penny.errors import InvalidRequest, NotFound
 from tenancy.keys import AdminKeys
@@ -94,8 +93,14 @@ def window(start: date | None, end: date | None, param: str = "start") -> tuple[
     return start, end
 
 
-def _scope_dict(scope: Scope, start: date, end: date) -> dict[str, Any]:
-    return {"tenant": scope.tenant, "start": start.isoformat(), "end": end.isoformat()}
+def _scope_dict(scope: Scope, span: Window) -> dict[str, Any]:
+    return {"tenant": scope.tenant, "start": span.start.isoformat(),
+            "end": span.end.isoformat()}
+
+
+def _window(start: date | None, end: date | None, param: str = "start") -> Window:
+    first, last = window(start, end, param)
+    return Window(first, last)
 
 
 @router.get("/v1/reports/costs")
@@ -106,15 +111,14 @@ def costs(
 ) -> dict[str, Any]:
     """Cost, naive counterfactual and savings by mechanism per group, with totals that are
     the exact sums of the groups. A feature of "" is the jobs without the feature tag."""
-    start, end = window(start, end)
+    span = _window(start, end)
+    tag = settings_of(request).report_feature_tag
     with sessions_of(request)() as session:
-        rows = rollup_rows(session, start, end, by=(group_by,), tenant_id=scope.tenant_id,
-                           feature_tag=settings_of(request).report_feature_tag)
+        totals, lines = cost_report(session, span, group_by, tenant_id=scope.tenant_id,
+                                    feature_tag=tag)
     return {"object": "report.costs", "group_by": group_by, "groupings": list(GROUPINGS),
-            **_scope_dict(scope, start, end),
-            "feature_tag": settings_of(request).report_feature_tag,
-            "totals": total(rows).as_dict(),
-            "data": [line.as_dict(group_by) for line in group(rows, group_by)]}
+            **_scope_dict(scope, span), "feature_tag": tag, "totals": totals.as_dict(),
+            "data": [line.as_dict(group_by) for line in lines]}
 
 
 @router.get("/v1/reports/top-drivers")
@@ -123,14 +127,12 @@ def drivers(
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> dict[str, Any]:
     """The costliest (tenant, model, feature) combinations of the window."""
-    start, end = window(start, end)
+    span = _window(start, end)
     with sessions_of(request)() as session:
-        rows = rollup_rows(session, start, end, by=("tenant", "model", "feature"),
-                           tenant_id=scope.tenant_id,
-                           feature_tag=settings_of(request).report_feature_tag)
-    return {"object": "report.top_drivers", **_scope_dict(scope, start, end),
-            "total_cost_usd": f"{total(rows).cost_usd:f}",
-            "data": [d.as_dict() for d in top_drivers(rows, limit)]}
+        totals, found = drivers_report(session, span, limit, tenant_id=scope.tenant_id,
+                                       feature_tag=settings_of(request).report_feature_tag)
+    return {"object": "report.top_drivers", **_scope_dict(scope, span),
+            "total_cost_usd": f"{totals.cost_usd:f}", "data": [d.as_dict() for d in found]}
 
 
 @router.get("/v1/reports/compare")
@@ -141,57 +143,43 @@ def compare_windows(
 ) -> dict[str, Any]:
     """Baseline vs current: cost per request, tokens per dollar, volume, savings and quality
     signals (failure rate, finish_reason "length" rate, cache hit rates)."""
-    b_start, b_end = window(baseline_start, baseline_end, "baseline_start")
-    c_start, c_end = window(current_start, current_end, "current_start")
-    tag = settings_of(request).report_feature_tag
+    before = _window(baseline_start, baseline_end, "baseline_start")
+    after = _window(current_start, current_end, "current_start")
     with sessions_of(request)() as session:
-        baseline = total(rollup_rows(session, b_start, b_end, tenant_id=scope.tenant_id,
-                                     feature_tag=tag))
-        current = total(rollup_rows(session, c_start, c_end, tenant_id=scope.tenant_id,
-                                    feature_tag=tag))
+        baseline, current, changes = compare_report(
+            session, before, after, tenant_id=scope.tenant_id,
+            feature_tag=settings_of(request).report_feature_tag)
     return {"object": "report.compare", "tenant": scope.tenant,
-            "baseline": {"start": b_start.isoformat(), "end": b_end.isoformat(),
+            "baseline": {"start": before.start.isoformat(), "end": before.end.isoformat(),
                          **baseline.as_dict()},
-            "current": {"start": c_start.isoformat(), "end": c_end.isoformat(),
+            "current": {"start": after.start.isoformat(), "end": after.end.isoformat(),
                         **current.as_dict()},
-            "changes": [c.as_dict() for c in compare(baseline, current)]}
+            "changes": [c.as_dict() for c in changes]}
 
 
-def max_tokens_audit_lines(request: Request, scope: Scope, start: date, end: date,
-                           margin: float) -> list[AuditLine]:
-    tag = settings_of(request).report_feature_tag
-    since, until = day_start(start), day_start(end)
+def _audit(request: Request, scope: Scope, span: Window, margin: float) -> list[AuditLine]:
     with sessions_of(request)() as session:
-        outputs = feature_outputs(session, since, until, tenant_id=scope.tenant_id,
-                                  feature_tag=tag)
-        recommended = {(o.tenant, o.feature): recommendation(o, margin) for o in outputs}
-        wanted = {k: v for k, v in recommended.items() if v is not None}
-        excess = excess_over(session, since, until, tenant_id=scope.tenant_id,
-                             feature_tag=tag, caps=wanted)
-        current = caps_of(session, scope.tenant_id) if scope.tenant_id is not None else {}
-    return [audit_line(o, recommended[(o.tenant, o.feature)],
-                       *excess.get((o.tenant, o.feature), (0, 0)),
-                       current_cap=current.get(o.feature) if scope.tenant_id else None)
-            for o in outputs]
+        return max_tokens_audit(session, span, margin, tenant_id=scope.tenant_id,
+                                feature_tag=settings_of(request).report_feature_tag)
 
 
 @router.get("/v1/reports/max-tokens-audit")
-def max_tokens_audit(
+def max_tokens_audit_report(
     request: Request, scope: ReportScope, start: Day = None, end: Day = None,
     margin: Annotated[float, Query(ge=1.0, le=10.0)] = DEFAULT_MARGIN,
 ) -> dict[str, Any]:
     """Per feature: finish_reason "length" rate, output tokens (p50/p95/p99) against the
     max_tokens asked for, the recommended max_tokens (p99 x margin, rounded up to 16) and
     an upper bound on what it would save."""
-    start, end = window(start, end)
-    lines = max_tokens_audit_lines(request, scope, start, end, margin)
-    return {"object": "report.max_tokens_audit", **_scope_dict(scope, start, end),
+    span = _window(start, end)
+    lines = _audit(request, scope, span, margin)
+    return {"object": "report.max_tokens_audit", **_scope_dict(scope, span),
             "feature_tag": settings_of(request).report_feature_tag, "margin": margin,
             "data": [line.as_dict() for line in lines]}
 
 
 @router.get("/v1/reports/retry-storms")
-def retry_storms(
+def retry_storms_report(
     request: Request, scope: ReportScope, start: Day = None, end: Day = None,
     min_sends: Annotated[int, Query(ge=2, le=100_000)] = 3,
     window_seconds: Annotated[float, Query(gt=0, le=86_400 * 31)] = 3600.0,
@@ -199,28 +187,16 @@ def retry_storms(
     """The same request (or Idempotency-Key) sent at least `min_sends` times within
     `window_seconds`, and jobs whose SDK said it was retrying, with what the repeats cost
     and would have cost the naive way."""
-    start, end = window(start, end)
-    tag = settings_of(request).report_feature_tag
-    since, until = day_start(start), day_start(end)
-    span = timedelta(seconds=window_seconds)
+    span = _window(start, end)
     with sessions_of(request)() as session:
-        repeats = repeated_requests(session, since, until, tenant_id=scope.tenant_id,
-                                    feature_tag=tag, min_sends=min_sends)
-        keys = replayed_keys(session, since, until, tenant_id=scope.tenant_id,
-                             min_sends=min_sends)
-        retried = client_retries(session, since, until, tenant_id=scope.tenant_id,
-                                 feature_tag=tag)
-    storms = [s for s in (request_storm(t, f, m, k, sends, min_sends, span)
-                          for t, f, m, k, sends in repeats) if s is not None]
-    storms.sort(key=lambda s: (-s.repeats_naive_cost_usd, -s.sends, s.key))
-    key_storms = [KeyStorm(t, str(sid), replays, first, last, naive)
-                  for t, sid, replays, first, last, naive in keys
-                  if is_key_storm(replays, first, last, min_sends, span)]
-    return {"object": "report.retry_storms", **_scope_dict(scope, start, end),
+        found = retry_storms(session, span, min_sends, timedelta(seconds=window_seconds),
+                             tenant_id=scope.tenant_id,
+                             feature_tag=settings_of(request).report_feature_tag)
+    return {"object": "report.retry_storms", **_scope_dict(scope, span),
             "min_sends": min_sends, "window_seconds": window_seconds,
-            "requests": [s.as_dict() for s in storms],
-            "idempotency_keys": [k.as_dict() for k in key_storms],
-            "client_retries": [r.as_dict() for r in retried]}
+            "requests": [s.as_dict() for s in found.requests],
+            "idempotency_keys": [k.as_dict() for k in found.idempotency_keys],
+            "client_retries": [r.as_dict() for r in found.client_retries]}
 
 
 class CapOut(BaseModel):
@@ -275,8 +251,7 @@ def put_cap(body: SetCap, request: Request, scope: ReportScope) -> CapOut:
         raise InvalidRequest("give either max_tokens or recommended: true",
                              param="max_tokens")
     if cap is None:
-        start, end = window(None, None)
-        lines = max_tokens_audit_lines(request, scope, start, end, body.margin)
+        lines = _audit(request, scope, _window(None, None), body.margin)
         found = [line.recommended_max_tokens for line in lines
                  if line.outputs.feature == body.feature]
         if not found or found[0] is None:
