@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from api.app import create_app
 from cache.model_identity import cache_policy
@@ -30,6 +31,7 @@ from models.queue import (
     record_batch,
 )
 from models.tables import Job, LedgerEntry, Tenant
+from penny.cli import app as cli_app
 from penny.runtime import Runtime, open_runtime
 from tests.support import make_settings, reset_tables
 from workers.engine import Generation
@@ -293,3 +295,35 @@ def test_retry_storms_name_the_repeats_and_what_they_cost(
     [retried] = storms["client_retries"]
     assert retried["feature"] == "sync" and retried["retried_jobs"] == 3
     assert client.get("/v1/reports/retry-storms", headers=BETA).json()["requests"] == []
+
+
+def test_the_cli_prints_the_same_report_and_sets_caps(
+    served: tuple[Runtime, TestClient], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime, client = served
+    for i in range(3):
+        post(client, ACME, f"q{i} n={5 + i}", feature="summaries")
+    run_queued(runtime)
+    monkeypatch.setenv("PENNY_DATABASE_URL", runtime.settings.database_url or "")
+    monkeypatch.setenv("PENNY_DATA_DIR", str(runtime.settings.data_dir))
+    monkeypatch.setenv("COLUMNS", "220")  # rich sizes its tables to the terminal
+    api = client.get("/v1/reports/costs", headers=ACME).json()["totals"]
+    shown = CliRunner().invoke(cli_app, ["report", "costs", "--by", "feature",
+                                         "--tenant", "acme"], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert "summaries" in shown.output
+    assert f"${Decimal(api['cost_usd']):.6f}" in shown.output
+    assert f"${Decimal(api['naive_cost_usd']):.6f}" in shown.output
+    for command in (["drivers"], ["max-tokens"], ["retry-storms"],
+                    ["compare", "--baseline-start", "2020-01-01", "--baseline-end",
+                     "2020-02-01", "--current-start", "2026-01-01", "--current-end",
+                     _tomorrow()]):
+        ran = CliRunner().invoke(cli_app, ["report", *command], terminal_width=200)
+        assert ran.exit_code == 0, (command, ran.output)
+    set_cap = CliRunner().invoke(cli_app, ["report", "caps", "set", "summaries", "--tenant",
+                                           "acme", "--max-tokens", "64"])
+    assert set_cap.exit_code == 0, set_cap.output
+    assert client.get("/v1/max-tokens-caps", headers=ACME).json()["data"][0][
+        "max_tokens"] == 64
+    missing = CliRunner().invoke(cli_app, ["report", "costs", "--tenant", "nobody"])
+    assert missing.exit_code != 0 and "nobody" in missing.output
