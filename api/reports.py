@@ -85,7 +85,11 @@ ReportScope = Annotated[Scope, Depends(report_scope)]
 
 def window(start: date | None, end: date | None, param: str = "start") -> tuple[date, date]:
     end = end or datetime.now(UTC).date() + timedelta(days=1)
-    start = start or end - timedelta(days=DEFAULT_WINDOW_DAYS)
+    if start is None:
+        if end - date.min < timedelta(days=DEFAULT_WINDOW_DAYS):
+            raise InvalidRequest("the window's end is too early to count days back from",
+                                 param="end")
+        start = end - timedelta(days=DEFAULT_WINDOW_DAYS)
     if start >= end:
         raise InvalidRequest(f"{param} must be before the window's end", param=param)
     if (end - start).days > MAX_WINDOW_DAYS:

@@ -107,6 +107,17 @@ def repeated_requests(session: Session, start: datetime, end: datetime, *,
     """(tenant, feature, model, key, its billed sends) of every request sent at least
     `min_sends` times in the window (cascade attempts left out)."""
     feature = _feature(feature_tag)
+    where = (_window(start, end, tenant_id) & Job.single_flight_key.is_not(None)
+             & Job.cascade_of.is_(None))
+    # First the keys sent often enough (a count per key), then the sends of those alone:
+    # gathering every key's sends first cost seconds per million ledger rows.
+    hot = (
+        select(LedgerEntry.tenant_id.label("tenant_id"), Job.single_flight_key.label("key"))
+        .select_from(LedgerEntry).join(Job, Job.id == LedgerEntry.job_id)
+        .where(where)
+        .group_by(LedgerEntry.tenant_id, Job.single_flight_key)
+        .having(func.count() >= min_sends)
+    ).subquery()
     # The aggregates of one group read its rows in the same order, so the arrays line up.
     query = (
         select(Tenant.name, feature, Job.model, Job.single_flight_key,
@@ -115,9 +126,10 @@ def repeated_requests(session: Session, start: datetime, end: datetime, *,
                func.array_agg(LedgerEntry.served_by), func.array_agg(Job.client_retry_count))
         .select_from(LedgerEntry)
         .join(Job, Job.id == LedgerEntry.job_id)
+        .join(hot, (hot.c.tenant_id == LedgerEntry.tenant_id)
+              & (hot.c.key == Job.single_flight_key))
         .join(Tenant, Tenant.id == LedgerEntry.tenant_id)
-        .where(_window(start, end, tenant_id), Job.single_flight_key.is_not(None),
-               Job.cascade_of.is_(None))
+        .where(where)
         .group_by(Tenant.name, feature, Job.model, Job.single_flight_key)
         .having(func.count() >= min_sends)
     )

@@ -36,7 +36,10 @@ DEFAULT_DAYS = 30
 
 def window(start: date | None, end: date | None) -> Window:
     end = end or datetime.now(UTC).date() + timedelta(days=1)
-    start = start or end - timedelta(days=DEFAULT_DAYS)
+    if start is None:
+        if end - date.min < timedelta(days=DEFAULT_DAYS):
+            raise typer.BadParameter("too early to count days back from", param_hint="--end")
+        start = end - timedelta(days=DEFAULT_DAYS)
     if start >= end:
         raise typer.BadParameter("the start must be before the end", param_hint="--start")
     return Window(start, end)
