@@ -80,6 +80,9 @@ class Generation:
     min_logprob: float | None = None  # the least likely token's; likewise
     error_code: str | None = None
     error_message: str | None = None
+    # A failed request the engine worked on before it failed (its tokens were computed):
+    # it bills what ran. False for one refused before it ran, which bills nothing.
+    ran: bool = False
 
     @property
     def ok(self) -> bool:

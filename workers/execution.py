@@ -92,6 +92,12 @@ class JobProduct:
     usage: TokenUsage
     result: dict[str, Any] | None
     error: dict[str, Any] | None = None
+    # A failed job the engine worked on: it bills what ran (outcome "failed").
+    ran: bool = False
+
+    @property
+    def billed(self) -> bool:
+        return self.result is not None or self.ran
 
 
 @dataclass(frozen=True)
@@ -132,11 +138,11 @@ def priced_outcomes(
 ) -> list[JobOutcome]:
     """Pair each job with its product, its share of engine time and its price."""
     shares = iter(share_engine_seconds(engine_seconds, [p.usage for p in products
-                                                        if p.result is not None]))
+                                                        if p.billed]))
     price = settings.price_for(batch.model)
     outcomes = []
     for job, product in zip(batch.jobs, products, strict=True):
-        if product.result is None:
+        if not product.billed:
             outcomes.append(JobOutcome(job, None, None, product.error))
             continue
         seconds = next(shares)
@@ -153,6 +159,10 @@ def priced_outcomes(
             **unmodelled(cost.cost_usd).columns(),
             "route": route_label(job.route),
         }
+        if product.result is None:  # it ran, then failed: billed, with its error
+            ledger["outcome"] = "failed"
+            outcomes.append(JobOutcome(job, None, ledger, product.error))
+            continue
         outcomes.append(JobOutcome(job, product.result, ledger, None))
     return outcomes
 
@@ -162,7 +172,8 @@ def _generation_product(generation: Generation) -> JobProduct:
                        generation.output_tokens)
     if not generation.ok:
         return JobProduct(usage, None, {"code": generation.error_code,
-                                        "message": generation.error_message})
+                                        "message": generation.error_message},
+                          ran=generation.ran)
     return JobProduct(usage, {
         "text": generation.text,
         "finish_reason": generation.finish_reason,
