@@ -353,3 +353,26 @@ def test_a_failed_job_bills_what_ran_and_one_refused_before_it_ran_bills_nothing
     totals = client.get("/v1/reports/costs", headers=ACME).json()["totals"]
     assert Decimal(totals["cost_usd"]) == sum(r.cost_usd for r in rows.values())
     assert totals["failed_jobs"] == 2 and totals["failure_rate"] == pytest.approx(2 / 3)
+
+
+def test_the_feature_tag_is_configurable(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path, database_url, api_keys={"key-acme": "acme"},
+                             report_feature_tag="team", report_caps_cache_seconds=0)
+    runtime = open_runtime(settings)
+    reset_tables(runtime)
+    try:
+        with TestClient(create_app(runtime)) as client:
+            for team in ("search", "search", "billing"):
+                response = client.post("/v1/jobs", headers=ACME, json={
+                    "messages": [{"role": "user", "content": f"{team} {uuid.uuid4()} n=5"}],
+                    "max_tokens": 32, "metadata": {"team": team, "feature": "ignored"}})
+                assert response.status_code == 202
+            run_queued(runtime)
+            report = client.get("/v1/reports/costs", headers=ACME).json()
+            assert report["feature_tag"] == "team"
+            assert {line["feature"]: line["requests"] for line in report["data"]} == {
+                "search": 2, "billing": 1}
+            audit = client.get("/v1/reports/max-tokens-audit", headers=ACME).json()
+            assert {line["feature"] for line in audit["data"]} == {"search", "billing"}
+    finally:
+        runtime.close()
