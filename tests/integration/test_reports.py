@@ -259,6 +259,7 @@ def test_the_max_tokens_audit_recommends_a_cap_that_intake_then_applies(
     run_queued(runtime)
     job = client.get(f"/v1/jobs/{capped['id']}", headers=ACME).json()
     assert job["result"]["finish_reason"] == "length"  # cut by the cap, for all to see
+    assert job["max_tokens"] == {"requested": 256, "applied": 128}
     [row] = [r for r in ledger_rows(runtime) if str(r.job_id) == capped["id"]]
     assert row.output_tokens == 128 and row.saving_output_limit_usd > 0
     audit = client.get("/v1/reports/max-tokens-audit", headers=ACME).json()
