@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from intake.max_tokens_caps import apply_caps, feature_of
@@ -60,6 +60,7 @@ def rows(draw: st.DrawFn) -> RollupRow:
     return RollupRow(keys, usage)
 
 
+@settings(deadline=None)  # a loaded machine is slow, not wrong
 @given(st.lists(rows(), max_size=30), st.sampled_from(GROUPINGS))
 def test_groups_add_up_to_the_total_to_the_last_digit(found: list[RollupRow],
                                                       grouping: str) -> None:
@@ -115,6 +116,7 @@ def test_cost_per_request_tokens_per_dollar_and_the_comparison() -> None:
     assert compare(Usage(), Usage())[1].change is None  # nothing to compare: no ratio
 
 
+@settings(deadline=None)
 @given(st.integers(0, 100_000), st.floats(1.0, 3.0))
 def test_the_recommendation_covers_p99_with_its_margin_in_steps_of_16(
         p99: int, margin: float) -> None:
@@ -150,6 +152,7 @@ def test_a_cap_is_recommended_only_below_what_jobs_ask_for_and_its_saving_is_pri
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(0, 10_000), min_size=1, max_size=40), st.integers(1, 5_000))
 def test_most_in_window_matches_counting_every_window(offsets: list[int], width: int) -> None:
     times = [T0 + timedelta(seconds=s) for s in offsets]
