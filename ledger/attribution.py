@@ -21,6 +21,12 @@ and is never spread over the other parts.
 
 A job served without running (exact cache, semantic cache, single-flight) cost nothing;
 its whole naive cost is the saving of the mechanism that served it.
+
+Routing and cascades: `routing` (N0 - N1) is what running on a cheaper tier than the
+baseline saved. A cascade attempt that escalated is a row of its own that the naive way
+would never have run: its naive cost is 0 and its whole cost is a negative routing saving
+(the cascade's loss). Summed over a cascade job's rows, the routing column is what the
+tier it ended on saved against the baseline minus every attempt it paid for on the way.
 """
 
 from __future__ import annotations
@@ -129,6 +135,15 @@ def attribute_served_without_running(naive_cost_usd: Decimal, mechanism: str
     savings = _zeros()
     savings[mechanism] = naive
     return Attribution(cost_usd=Decimal(0), naive_cost_usd=naive, savings=savings)
+
+
+def attribute_escalated_attempt(cost_usd: Decimal) -> Attribution:
+    """A cascade attempt whose answer was not kept: the naive way sends the job once, to
+    the baseline, so this attempt's whole cost is the cascade's loss."""
+    cost = money(cost_usd)
+    savings = _zeros()
+    savings[ROUTING] = -cost
+    return Attribution(cost_usd=cost, naive_cost_usd=Decimal(0), savings=savings)
 
 
 def unmodelled(cost_usd: Decimal) -> Attribution:

@@ -207,8 +207,10 @@ class Settings(BaseSettings):
     # The ledger's counterfactual.
     ledger_baseline_model: str | None = None
     """The model the naive counterfactual runs every job on (the largest tier you would
-    otherwise send everything to). It needs a calibration of its own; until it has one,
-    and when unset, each job's counterfactual uses the model that served it."""
+    otherwise send everything to); what a cheaper tier saves against it is the ledger's
+    routing saving. Unset: the last of `tiers`, or with no tiers the model that served
+    each job. It needs a calibration of its own; until it has one, each job's
+    counterfactual uses the model that served it."""
     calibration_batch_jobs: int = Field(default=64, ge=2, le=1024)
     """How many requests `penny calibrate` sends together to measure decode speed at a
     full batch."""
@@ -455,6 +457,14 @@ class Settings(BaseSettings):
     def served_models(self) -> list[str]:
         """Every model a worker can run: the chat models, then the embedding models."""
         return [*self.models, *self.embedding_models]
+
+    @property
+    def baseline_model(self) -> str | None:
+        """The naive counterfactual's model: `ledger_baseline_model`, else the largest
+        tier, else None (each job's own model)."""
+        if self.ledger_baseline_model is not None:
+            return self.ledger_baseline_model
+        return self.tiers[-1] if self.tiers else None
 
     def engine_for(self, model: str) -> ModelEngine:
         return self.model_engines.get(model) or ModelEngine()

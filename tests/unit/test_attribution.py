@@ -19,6 +19,7 @@ from ledger.attribution import (
     SINGLE_FLIGHT,
     EngineJob,
     attribute_engine_job,
+    attribute_escalated_attempt,
     attribute_served_without_running,
     unmodelled,
 )
@@ -149,6 +150,57 @@ def test_the_parts_add_up_to_the_total_saving_exactly(
     for mechanism in (ROUTING, OUTPUT_LIMIT, PREFIX_CACHE, BATCHING):
         assert attribution.savings[mechanism] >= 0, mechanism
     assert attribution.naive_cost_usd >= 0
+
+
+money_amounts = st.decimals(min_value=Decimal(0), max_value=Decimal(10), places=10)
+
+
+@PROPERTY
+@given(job=engine_jobs(), small=calibrations, large=calibrations, card=cards,
+       large_rate=st.integers(1, 10), cost=money_amounts)
+def test_a_job_on_a_cheaper_tier_saves_exactly_the_gap_to_the_baseline_in_routing(
+    job: EngineJob, small: Calibration, large: Calibration, card: PriceCard,
+    large_rate: int, cost: Decimal,
+) -> None:
+    """`auto` sent it to the small tier, or a cascade kept the small tier's answer."""
+    served = CostBasis(card, small)
+    baseline = CostBasis(PriceCard(model="large", engine_hour_usd=card.engine_hour_usd
+                                   * large_rate), large)
+    attribution = attribute_engine_job(job, cost, served, baseline)
+    naive_out = job.naive_output_tokens
+    on_baseline = baseline.card.engine_cost(large.alone_seconds(job.prompt_tokens, naive_out))
+    on_served = card.engine_cost(small.alone_seconds(job.prompt_tokens, naive_out))
+    assert attribution.naive_cost_usd == on_baseline
+    assert attribution.savings[ROUTING] == on_baseline - on_served
+    # On the baseline itself nothing is saved by routing.
+    assert attribute_engine_job(job, cost, baseline, baseline).savings[ROUTING] == 0
+
+
+@PROPERTY
+@given(final_job=engine_jobs(), small=calibrations, large=calibrations, card=cards,
+       large_rate=st.integers(1, 10), final_cost=money_amounts,
+       attempt_costs=st.lists(money_amounts, min_size=1, max_size=3))
+def test_an_escalated_cascade_bills_every_attempt_and_routing_carries_the_loss(
+    final_job: EngineJob, small: Calibration, large: Calibration, card: PriceCard,
+    large_rate: int, final_cost: Decimal, attempt_costs: list[Decimal],
+) -> None:
+    """The attempts that were not kept, then the answer that was, each its own row: the
+    naive way runs the job once, so the attempts' costs are the cascade's loss and the
+    rows still add up, one by one and summed."""
+    baseline = CostBasis(PriceCard(model="large", engine_hour_usd=card.engine_hour_usd
+                                   * large_rate), large)
+    attempts = [attribute_escalated_attempt(c) for c in attempt_costs]
+    for attempt, cost in zip(attempts, attempt_costs, strict=True):
+        assert attempt.naive_cost_usd == 0 and attempt.cost_usd == cost
+        assert attempt.savings[ROUTING] == -cost
+        assert sum(attempt.savings.values(), Decimal(0)) + attempt.unexplained_usd == -cost
+    final = attribute_engine_job(final_job, final_cost, CostBasis(card, small), baseline)
+    rows = [{"cost_usd": a.cost_usd, **a.columns()} for a in [*attempts, final]]
+    total = SavingsTotals.of_rows(rows)
+    assert total.cost_usd == final_cost + sum(attempt_costs, Decimal(0))
+    assert total.naive_cost_usd == final.naive_cost_usd
+    assert total.savings[ROUTING] == final.savings[ROUTING] - sum(attempt_costs, Decimal(0))
+    assert total.saved_usd == sum(total.savings.values(), Decimal(0)) + total.unexplained_usd
 
 
 @PROPERTY
