@@ -250,12 +250,18 @@ def record_batch(
         )
     for outcome in outcomes:
         if outcome.error is not None:
-            session.execute(
+            failed = session.execute(
                 update(Job)
                 .where(Job.id == outcome.job.id, Job.status == JobStatus.RUNNING)
                 .values(status=JobStatus.FAILED, error=outcome.error,
                         finished_at=func.now(), updated_at=func.now())
-            )
+                .returning(Job.id)
+            ).scalar_one_or_none()
+            if failed is not None and outcome.ledger is not None:
+                # It failed after the engine worked on it: what ran is billed, once.
+                session.execute(insert(LedgerEntry).values(
+                    **outcome.ledger, job_id=outcome.job.id, tenant_id=outcome.job.tenant_id,
+                    submission_id=outcome.job.submission_id, batch_id=batch.id))
     answer_followers(session, batch.id, outcomes)
     if cache is not None:
         # Copies answered above need no entry of their own: their leader's is the same.

@@ -332,7 +332,8 @@ class LedgerEntry(Base):
                                                              server_default="0")
     saving_batching_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                          server_default="0")
-    # Zero until routing and cascades exist.
+    # What a cheaper tier saved against the baseline; negative on a cascade attempt that
+    # escalated (the naive way never ran it).
     saving_routing_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                         server_default="0")
     saving_output_limit_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,

@@ -80,10 +80,20 @@ class Generation:
     min_logprob: float | None = None  # the least likely token's; likewise
     error_code: str | None = None
     error_message: str | None = None
+    # For a failed request: whether the engine worked on it before it failed (it ran in
+    # the batch: its uncached prompt prefilled, `output_tokens` decoded). One that ran is
+    # billed its share of the batch; one refused before the engine (a prompt over the
+    # context window) bills nothing.
+    ran: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error_code is None
+
+    @property
+    def billable(self) -> bool:
+        """Whether it used engine time: every answer, and a failure that ran."""
+        return self.ok or self.ran
 
 
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"

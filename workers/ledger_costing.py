@@ -114,7 +114,8 @@ class LedgerCosting:
                 ledger["calibration_id"] = served.calibration.id if served else None
                 ledger["baseline_model"] = (baseline.model if baseline is not None
                                             else self.settings.baseline_model)
-            elif served is None or baseline is None:
+            elif served is None or baseline is None or outcome.error is not None:
+                # A failure that ran has no naive twin to compare with: no saving claimed.
                 ledger.update(unmodelled(cost).columns())
                 ledger["calibration_id"] = None
                 ledger["baseline_model"] = None

@@ -189,6 +189,8 @@ def _to_generation(request: GenerationRequest, output: Any) -> Generation:
         # that failed to compile): the text is no answer, so the job fails, named.
         return Generation(key=request.key,
                           prompt_tokens=len(output.prompt_token_ids or ()),
+                          cached_tokens=int(output.num_cached_tokens or 0),
+                          output_tokens=token_count, ran=True,
                           error_code="engine_error",
                           error_message="the engine could not finish this request "
                                         "(for a constrained answer: its grammar failed "

@@ -25,6 +25,7 @@ from coalescer.planning import PlannedBatch
 from ledger.attribution import SAVING_COLUMNS
 from ledger.cost_model import money
 from ledger.savings import SavingsTotals
+from models.batches import cancel_batch
 from models.costing import MeasuredSpeed, store_calibration
 from models.ledger_sums import ledger_sums
 from models.queue import (
@@ -35,7 +36,7 @@ from models.queue import (
     record_batch,
     sweep_expired_leases,
 )
-from models.tables import LedgerEntry
+from models.tables import Job, LedgerEntry
 from penny.runtime import Runtime, open_runtime
 from tests.support import make_settings, reset_tables
 from workers.cascade import judge_cascade
@@ -360,3 +361,58 @@ def test_routing_and_the_cascade_land_in_the_routing_column_against_the_largest_
                                      *SAVING_COLUMNS)} for r in (attempt, final)])
     assert cascade_total.cost_usd == attempt.cost_usd + final.cost_usd
     assert cascade_total.savings["routing"] == -attempt.cost_usd
+
+
+def test_a_failed_job_bills_what_ran_and_nothing_when_it_never_ran(
+    keyed: tuple[Runtime, TestClient],
+) -> None:
+    """One batch of three: an answer, a job the engine worked on and then failed (billed
+    its share, outcome `failed`), and one refused before the engine (context window: no
+    row). A job cancelled before its batch ran bills nothing either."""
+    runtime, client = keyed
+    answered_job, broken, too_long = (uuid.UUID(post(client, q)["id"])
+                                      for q in ("a", "b", "c"))
+    script = {
+        answered_job: Generation(key="", text="fine", finish_reason="stop", prompt_tokens=40,
+                                 output_tokens=10),
+        broken: Generation(key="", prompt_tokens=40, output_tokens=10, ran=True,
+                           error_code="engine_error", error_message="grammar failed"),
+        too_long: Generation(key="", prompt_tokens=4000, error_code="context_length_exceeded",
+                             error_message="over the window"),
+    }
+    batch = claim_queued(runtime)
+    outcomes = outcomes_for(batch, [script[job.id] for job in batch.jobs], 0.5,
+                            runtime.settings)
+    costed = LedgerCosting(runtime.settings, runtime.sessions).cost(batch, outcomes)
+    with runtime.sessions() as session:
+        assert record_batch(session, batch, costed, 0.5)
+    with runtime.sessions() as session:
+        assert not record_batch(session, batch, costed, 0.5)  # a second recording: refused
+    by_job = {row.job_id: row for row in rows(runtime)}
+    assert set(by_job) == {answered_job, broken}
+    kept, failed = by_job[answered_job], by_job[broken]
+    assert (kept.outcome, failed.outcome) == ("succeeded", "failed")
+    # Both computed 50 tokens: the batch's engine time is theirs, half each.
+    assert failed.engine_seconds == kept.engine_seconds == pytest.approx(0.25)
+    assert failed.cost_usd == kept.cost_usd > 0
+    assert (failed.input_tokens, failed.output_tokens) == (40, 10)
+    assert failed.naive_cost_usd == failed.cost_usd and parts(failed) == 0
+    statuses = {job: client.get(f"/v1/jobs/{job}", headers=ACME).json()["status"]
+                for job in (answered_job, broken, too_long)}
+    assert statuses == {answered_job: "succeeded", broken: "failed", too_long: "failed"}
+
+    cancelled = uuid.UUID(post(client, "d")["id"])
+    model = runtime.settings.default_model
+    with runtime.sessions() as session:
+        queued = claim_queued_jobs(session, model, 10, timedelta(0))
+        [batch_id] = create_batches(session, [PlannedBatch(
+            model=model, job_ids=tuple(r.job.id for r in queued), estimated_tokens=0)], [None])
+        submission_id = session.execute(
+            select(Job.submission_id).where(Job.id == cancelled)).scalar_one()
+        assert cancel_batch(session, submission_id)
+        session.commit()
+    with runtime.sessions() as session:
+        late = claim_batch(session, batch_id, "scripted-worker", 30)
+    assert late is None or not late.jobs
+    assert cancelled not in {row.job_id for row in rows(runtime)}
+    assert client.get(f"/v1/jobs/{cancelled}", headers=ACME).json()["status"] == "cancelled"
