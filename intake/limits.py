@@ -9,6 +9,7 @@ from intake.schema import JobRequest
 from intake.text import DEFAULT_MAX_JSON_DEPTH
 from penny.errors import InvalidRequest, UnknownModel
 from penny.settings import Settings
+from routing.policy import TagRoute, requested_model, tag_routes
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class IntakeLimits:
     default_embedding_model: str = ""
     # Chat models `auto` and `cascade` choose among, cheapest first.
     tiers: tuple[str, ...] = ()
+    # Per-tag routing policy for jobs that name no model, in declared order.
+    tag_routes: tuple[TagRoute, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeLimits:
@@ -39,13 +42,16 @@ class IntakeLimits:
                               for name, model in settings.embedding_models.items()},
             default_embedding_model=settings.default_embedding_model,
             tiers=tuple(settings.tiers),
+            tag_routes=tag_routes(settings.tag_routes),
         )
 
 
 def resolve_model(request: JobRequest, limits: IntakeLimits) -> str:
     """Return the model the job will run on (for `auto` and `cascade`, the tier they
     choose), or raise a precise error."""
-    model = routed_model(request, request.model or limits.default_model, limits.tiers)
+    asked, _ = requested_model(request.model, request.metadata, limits.default_model,
+                               limits.tag_routes)
+    model = routed_model(request, asked, limits.tiers)
     if model in limits.embedding_models:
         raise UnknownModel(f"model {model!r} is an embedding model; send it /v1/embeddings "
                            "requests in an OpenAI batch", param="model")

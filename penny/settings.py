@@ -174,6 +174,12 @@ class Settings(BaseSettings):
     model_descriptions: dict[str, str] = Field(default_factory=dict)
     """What each model is, JSON: model -> label, shown by /v1/models and `penny models
     list` (e.g. which copy of which weights, at what precision)."""
+    tag_routes: dict[str, str] = Field(default_factory=dict)
+    """Per-tag routing policy, JSON: metadata tag -> a tier, `auto` or `cascade`. A tag is
+    `key` (any value) or `key=value`; the first matching entry, in the order written,
+    routes a job that names no model (one that names its model keeps it), e.g.
+    `{"feature=faq": "cascade", "feature=codegen": "large", "batch": "auto"}`. The job's
+    route records the tag that chose it."""
     cascade_min_mean_logprob: float = -0.35
     """A cascade answer whose mean token logprob is below this goes to the next tier
     (`penny calibrate-cascade` picks it from a labelled set)."""
@@ -444,7 +450,15 @@ class Settings(BaseSettings):
             raise ValueError(f"tiers or model_engines name models not in `models`: {unknown}")
         if len(set(self.tiers)) != len(self.tiers):
             raise ValueError(f"a model is listed twice in tiers: {self.tiers}")
-        routed = sorted({"auto", "cascade"} & set(self.served_models))
+        routed_names = {"auto", "cascade"}
+        wrong = {tag: target for tag, target in self.tag_routes.items()
+                 if target not in self.models and not (target in routed_names and self.tiers)}
+        if wrong:
+            raise ValueError(f"tag_routes name neither a chat model nor, with tiers declared, "
+                             f"`auto` or `cascade`: {wrong}")
+        if any(not tag.partition("=")[0] for tag in self.tag_routes):
+            raise ValueError("a tag_routes tag needs a metadata key (`key` or `key=value`)")
+        routed = sorted(routed_names & set(self.served_models))
         if routed:
             raise ValueError(f"{routed} name the router; a model cannot be called that")
         return self

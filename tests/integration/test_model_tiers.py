@@ -26,7 +26,9 @@ def tiered_settings(tmp_path: Path, database_url: str) -> Settings:
         tmp_path, database_url, models=TIERS, default_model="tier-large",
         tiers=["tier-small", "tier-large"],
         model_descriptions={"tier-small": "a pruned copy, cheaper and worse"},
-        model_engines={"tier-small": {"dtype": "float32", "max_num_seqs": 64}})
+        model_engines={"tier-small": {"dtype": "float32", "max_num_seqs": 64}},
+        tag_routes={"feature=faq": "cascade", "feature=codegen": "tier-large",
+                    "feature=triage": "auto"})
 
 
 @pytest.fixture
@@ -93,3 +95,27 @@ def test_routed_names_without_tiers_are_a_precise_404(runtime: Runtime) -> None:
     assert answer.json()["error"]["param"] == "model"
     assert "PENNY_TIERS" in answer.json()["error"]["message"]
     assert "auto" not in names and "cascade" not in names
+
+
+def test_a_tag_policy_routes_jobs_that_name_no_model_and_says_so(client: TestClient) -> None:
+    faq = _job(client, _chat("Write a python function that sorts a list.",
+                             metadata={"feature": "faq"}))
+    assert faq["model"] == "tier-small"
+    assert faq["route"] == {"mode": "cascade", "tier": "tier-small", "attempts": [],
+                            "policy": "feature=faq",
+                            "reason": "tag feature=faq: a cascade starts on the cheapest tier"}
+    code = _job(client, _chat("What is the capital of Peru?",
+                              metadata={"feature": "codegen"}))
+    assert code["model"] == "tier-large"
+    assert code["route"] == {"mode": "policy", "tier": "tier-large",
+                             "policy": "feature=codegen",
+                             "reason": "tag feature=codegen names it"}
+    triage = _job(client, _chat("What is the capital of Peru?",
+                                metadata={"feature": "triage"}))
+    assert triage["model"] == "tier-small"
+    assert triage["route"]["reason"] == "tag feature=triage: easy: lookup question"  # type: ignore[index]
+    # A named model is never rerouted, and a job without a matching tag takes the default.
+    named = _job(client, _chat("hi", model="tier-small", metadata={"feature": "codegen"}))
+    untagged = _job(client, _chat("hi", metadata={"feature": "other"}))
+    assert (named["model"], named["route"]) == ("tier-small", None)
+    assert (untagged["model"], untagged["route"]) == ("tier-large", None)
