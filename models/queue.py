@@ -135,6 +135,7 @@ class ClaimedJob:
     request: dict[str, Any]
     cache_mode: str = "on"  # whether its answer may fill the exact result cache
     route: dict[str, Any] | None = None  # how auto or cascade chose its tier
+    tags: dict[str, Any] | None = None  # its metadata (a cascade's verifier is per tag)
 
 
 @dataclass(frozen=True)
@@ -175,12 +176,13 @@ def claim_batch(
                Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
         .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, updated_at=func.now())
         .returning(Job.id, Job.tenant_id, Job.submission_id, Job.request, Job.batch_position,
-                   Job.created_at, Job.line_no, Job.cache_mode, Job.route)
+                   Job.created_at, Job.line_no, Job.cache_mode, Job.route, Job.tags)
     ).all()
     # The engine sees jobs in the order the planner put them (RETURNING has no order).
     ordered = sorted(rows, key=lambda r: (r.batch_position or 0, r.created_at, r.line_no,
                                           r.id))
-    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request, r.cache_mode, r.route)
+    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request, r.cache_mode, r.route,
+                       r.tags)
             for r in ordered]
     session.commit()
     return ClaimedBatch(id=batch_id, model=model, claim_token=token, jobs=jobs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -81,6 +82,30 @@ class EmbeddingModel(BaseModel):
     wheel)."""
     dimensions: int = Field(default=384, ge=1)
     """The vector size the model must produce."""
+
+
+class CascadeVerifier(BaseModel):
+    """A check on a cascade answer that sends the job to the next tier when it fails."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    kind: Literal["json", "regex"] = "json"
+    """`json`: the answer must parse as JSON. `regex`: it must match `pattern` in full."""
+    pattern: str | None = None
+    """For `regex`: the pattern the whole answer (whitespace stripped) must match."""
+
+    @model_validator(mode="after")
+    def _pattern_fits_kind(self) -> CascadeVerifier:
+        if self.kind == "regex":
+            if self.pattern is None:
+                raise ValueError("a regex verifier needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as error:
+                raise ValueError(f"pattern {self.pattern!r} is not a regex: {error}") from None
+        elif self.pattern is not None:
+            raise ValueError("only a regex verifier takes a pattern")
+        return self
 
 
 class ModelEngine(BaseModel):
@@ -187,6 +212,12 @@ class Settings(BaseSettings):
     """... or whose least likely token is below this. Unset: not a rule."""
     cascade_escalate_on_length: bool = True
     """... or that was cut off at max_tokens (finish_reason `length`)."""
+    cascade_verifiers: dict[str, CascadeVerifier] = Field(default_factory=dict)
+    """... or that fails the verifier of a tag its job carries, JSON: tag (`key` or
+    `key=value`) -> `{"kind": "json"}` or `{"kind": "regex", "pattern": ...}`; the first
+    matching tag, in the order written, picks the verifier, e.g.
+    `{"feature=extract": {"kind": "json"}, "feature=yesno": {"kind": "regex", "pattern":
+    "(?i)(yes|no)\\.?"}}`."""
     embedding_models: dict[str, EmbeddingModel] = Field(
         default_factory=lambda: {OFFLINE_EMBEDDING_MODEL_NAME: EmbeddingModel()})
     """Embedding models, JSON: served name -> `{"source": ..., "dimensions": ...}`. They

@@ -15,19 +15,24 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def tag_matches(tag: str, metadata: Mapping[str, Any]) -> bool:
+    """Whether a job's metadata carries `tag` (`key`, or `key=value`)."""
+    key, separator, value = tag.partition("=")
+    if key not in metadata:
+        return False
+    if not separator:
+        return True
+    held = metadata[key]
+    return (held if isinstance(held, str) else json.dumps(held)) == value
+
+
 @dataclass(frozen=True)
 class TagRoute:
     tag: str  # `key` or `key=value`
     target: str  # a tier, `auto` or `cascade`
 
     def matches(self, metadata: Mapping[str, Any]) -> bool:
-        key, separator, value = self.tag.partition("=")
-        if key not in metadata:
-            return False
-        if not separator:
-            return True
-        held = metadata[key]
-        return (held if isinstance(held, str) else json.dumps(held)) == value
+        return tag_matches(self.tag, metadata)
 
 
 def tag_routes(policies: Mapping[str, str]) -> tuple[TagRoute, ...]:

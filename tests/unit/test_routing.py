@@ -15,6 +15,7 @@ from routing.catalog import build_catalog
 from routing.features import features_of
 from routing.policy import requested_model, tag_routes
 from routing.router import Difficulty, assess, route, tier_for
+from routing.verifiers import TaggedVerifier, build_verifier, verifier_for
 
 TWO = ["small", "large"]
 THREE = ["small", "medium", "large"]
@@ -204,3 +205,25 @@ def test_tag_routes_must_name_a_chat_model_or_a_router_with_tiers() -> None:
         Settings(**base, tiers=TWO, tag_routes={"f=x": "huge"})
     with pytest.raises(ValidationError, match="metadata key"):
         Settings(**base, tiers=TWO, tag_routes={"=x": "small"})
+
+
+def test_the_built_in_verifiers_and_the_first_matching_tag() -> None:
+    as_json = build_verifier("json")
+    assert as_json('{"ok": true}') is None and as_json("[1, 2]") is None
+    assert "not JSON" in (as_json("ok: true") or "")
+    yes_no = build_verifier("regex", r"(?i)(yes|no)\.?")
+    assert yes_no(" Yes.\n") is None
+    assert yes_no("Yes, because...") == r"the answer does not match /(?i)(yes|no)\.?/"
+    with pytest.raises(ValueError, match="pattern"):
+        build_verifier("regex")
+    verifiers = [TaggedVerifier("kind=yesno", yes_no), TaggedVerifier("kind", as_json)]
+    assert verifier_for({"kind": "yesno"}, verifiers) == verifiers[0]
+    assert verifier_for({"kind": "other"}, verifiers) == verifiers[1]
+    assert verifier_for({}, verifiers) is verifier_for(None, verifiers) is None
+
+
+@pytest.mark.parametrize("spec", [{"kind": "regex"}, {"kind": "regex", "pattern": "("},
+                                  {"kind": "json", "pattern": "x"}, {"kind": "xml"}])
+def test_a_verifier_setting_that_cannot_work_is_refused(spec: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="cascade_verifiers"):
+        Settings(data_dir=Path("/nonexistent"), cascade_verifiers={"f": spec})
