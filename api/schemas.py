@@ -52,6 +52,9 @@ class Usage(BaseModel):
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
+    # With `compress`: the prompt's tokens before compression (`prompt_tokens` is what
+    # the engine read).
+    original_prompt_tokens: int | None = None
 
 
 class Cost(BaseModel):
@@ -118,7 +121,9 @@ class JobOut(BaseModel):
                                  mean_logprob=result.mean_logprob,
                                  model=job.model) if result else None,
             usage=Usage(prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens,
-                        completion_tokens=result.output_tokens) if result else None,
+                        completion_tokens=result.output_tokens,
+                        original_prompt_tokens=result.original_prompt_tokens)
+            if result else None,
             cost=Cost(usd=str(ledger.cost_usd), naive_usd=f"{ledger.naive_cost_usd:f}",
                       savings_by_mechanism_usd={
                           m: f"{getattr(ledger, saving_column(m)):f}" for m in MECHANISMS},

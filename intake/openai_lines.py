@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from intake.cache_option import PENNY_CACHE_FIELD, line_cache_mode
+from intake.compress_option import PENNY_COMPRESS_FIELD
 from intake.embeddings import EmbeddingJobRequest, parse_embedding_body
 from intake.limits import IntakeLimits, resolve_model
 from intake.line_problem import LineProblem
@@ -64,7 +65,7 @@ GUIDED_FIELD = "penny_guided"
 _SAMPLING_FIELDS = frozenset({"model", "max_tokens", "temperature", "top_p", "stop", "seed",
                               "presence_penalty", "frequency_penalty", "logit_bias",
                               "response_format", GUIDED_FIELD,
-                              PENNY_CACHE_FIELD})
+                              PENNY_CACHE_FIELD, PENNY_COMPRESS_FIELD})
 _CHAT_FIELDS = _SAMPLING_FIELDS | {"messages", "max_completion_tokens"}
 _COMPLETION_FIELDS = _SAMPLING_FIELDS | {"prompt"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -179,6 +180,8 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
             payload[key] = body[key]
     if body.get(GUIDED_FIELD) is not None:
         payload["guided"] = body[GUIDED_FIELD]
+    if body.get(PENNY_COMPRESS_FIELD) is not None:
+        payload["compress"] = body[PENNY_COMPRESS_FIELD]
     stop = _stop(body.get("stop"))
     if stop is not None:
         payload["stop"] = stop
@@ -191,6 +194,8 @@ def _schema_param(error: ValidationError) -> tuple[str, str]:
     path = field_path(first["loc"])
     if path[:1] == ("guided",):  # the line calls it penny_guided
         path = (GUIDED_FIELD, *path[1:])
+    if path[:1] == ("compress",):
+        path = (PENNY_COMPRESS_FIELD, *path[1:])
     location = escape_unstorable(".".join(str(p) for p in path))
     param = f"body.{location}" if location else "body"
     return param, f"{param}: {first['msg']}"

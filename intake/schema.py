@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from cache.keys import CacheMode
+from intake.compress_option import CompressOption
 from intake.structured import Guided, ResponseFormat, output_constraint
 from intake.text import PromptText, StorableText, unstorable_paths
 
@@ -100,6 +101,9 @@ class JobRequest(BaseModel):
     # The exact result cache: "on" (answered from it when it can), "off" (neither read
     # nor written), "refresh" (run fresh and replace the entry). See cache.keys.
     cache: CacheMode = CacheMode.ON
+    # Opt-in prompt compression of the context (see intake.compress_option); never on
+    # unless asked for.
+    compress: CompressOption | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -162,6 +166,8 @@ class JobRequest(BaseModel):
             # without it stays as it was, and a copy that wants logprobs never shares a
             # run that computed none.
             sampling["logprobs"] = True
+        if self.compress is not None:
+            body["compress"] = self.compress.stored()
         if self.messages is not None:
             body["messages"] = [m.model_dump() for m in self.messages]
         else:

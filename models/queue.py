@@ -21,7 +21,7 @@ from models.cascade import EscalatedAttempt, Escalation, record_escalations
 from models.result_cache import fill_result_cache
 from models.single_flight import answer_followers
 from models.status import BatchStatus, JobStatus
-from models.tables import Batch, Job, LedgerEntry, Result
+from models.tables import Batch, Job, LedgerEntry, Result, result_row
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,8 @@ def record_batch(
     record_escalations(session, batch.id, batch.model, escalated)
     succeeded = [o for o in outcomes if o.result is not None and o.escalation is None]
     if succeeded:
-        session.execute(insert(Result), [{**o.result, "job_id": o.job.id, "batch_id": batch.id}
+        session.execute(insert(Result), [result_row(o.result, job_id=o.job.id,
+                                                    batch_id=batch.id)
                                          for o in succeeded if o.result is not None])
         session.execute(insert(LedgerEntry), [
             {**o.ledger, "job_id": o.job.id, "tenant_id": o.job.tenant_id,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ledger.pricing import copied_answer_ledger
 from models.status import JobStatus
-from models.tables import Job, LedgerEntry, Result
+from models.tables import Job, LedgerEntry, Result, result_row
 
 if TYPE_CHECKING:
     from models.queue import JobOutcome
@@ -104,7 +104,8 @@ def answer_followers(
                         updated_at=func.now())
             )
         elif outcome.result is not None and outcome.ledger is not None:
-            results.append({**outcome.result, "job_id": follower_id, "batch_id": batch_id})
+            results.append(result_row(outcome.result, job_id=follower_id,
+                                      batch_id=batch_id))
             ledgers.append({
                 **copied_answer_ledger(outcome.ledger, leader_id),
                 "job_id": follower_id, "tenant_id": tenant_id,

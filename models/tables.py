@@ -273,7 +273,24 @@ class Result(Base):
     # bytes the OpenAI API's base64 encoding carries). Null for generations.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     embedding_dimensions: Mapped[int | None] = mapped_column(Integer)
+    # The prompt's tokens before opt-in compression cut its context (`prompt_tokens` is what
+    # the engine read); null when the job did not ask for compression.
+    original_prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    # OpenAI's `logprobs.content` list for the answer, when the job asked for logprobs.
+    token_logprobs: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
+    # An n > 1 request's further samples (index 1..n-1), each {text, finish_reason,
+    # output_tokens, token_logprobs}; `text` above is sample 0. Usage counts them all.
+    choices: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
     created_at: Mapped[datetime] = _now()
+
+
+# Result columns only some jobs fill: every row inserted in one statement names them all.
+RESULT_OPTIONAL_FIELDS = ("original_prompt_tokens", "token_logprobs", "choices")
+
+
+def result_row(result: dict[str, Any], **row: Any) -> dict[str, Any]:
+    """A `results` row from a worker's result dict (which may leave the optional fields out)."""
+    return {**dict.fromkeys(RESULT_OPTIONAL_FIELDS), **result, **row}
 
 
 class LedgerEntry(Base):
@@ -338,6 +355,8 @@ class LedgerEntry(Base):
                                                         server_default="0")
     saving_output_limit_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                              server_default="0")
+    saving_compression_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                            server_default="0")
     unexplained_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
     # "semantic_cache": answered with the answer cached for a close question; the entry
     # (a `semantic_cache` row) and the cosine similarity it was served at.
@@ -416,6 +435,9 @@ class ResultCacheEntry(Base):
     mean_logprob: Mapped[float | None] = mapped_column(Float)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     embedding_dimensions: Mapped[int | None] = mapped_column(Integer)
+    original_prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    token_logprobs: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
+    choices: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
     # The source job's ledger figures: a hit saves `cost_usd`, and `list_cost_usd` is
     # still what a hosted API would have charged for the request.
     cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)

@@ -72,18 +72,27 @@ def _executor(settings: Settings, model: str, sessions: sessionmaker[Session]) -
         from workers.sentence_embedder import SentenceTransformerEmbedder
 
         return EmbeddingExecutor(SentenceTransformerEmbedder(settings, model), settings)
+    from workers.compression_execution import compressing
     from workers.execution import GenerationExecutor
+    from workers.sentence_embedder import SentenceTransformerEmbedder
     from workers.vllm_engine import VllmEngine
 
-    executor = GenerationExecutor(VllmEngine(settings, model), settings)
+    engine = VllmEngine(settings, model)
+    loaded: list[SentenceTransformerEmbedder] = []
+
+    def embedder() -> SentenceTransformerEmbedder:  # one per process, loaded when first needed
+        if not loaded:
+            loaded.append(SentenceTransformerEmbedder(
+                settings,
+                settings.semantic_cache_embedding_model or settings.default_embedding_model))
+        return loaded[0]
+
+    executor = compressing(GenerationExecutor(engine, settings), engine, embedder)
     if not settings.semantic_cache:
         return executor
     from workers.semantic_execution import SemanticExecutor
-    from workers.sentence_embedder import SentenceTransformerEmbedder
 
-    embedder = SentenceTransformerEmbedder(
-        settings, settings.semantic_cache_embedding_model or settings.default_embedding_model)
-    return SemanticExecutor(executor, embedder, sessions, settings)
+    return SemanticExecutor(executor, embedder(), sessions, settings)
 
 
 def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> None:

@@ -127,7 +127,9 @@ class LedgerCosting:
                     output_tokens=int(ledger["output_tokens"]),
                     requested_max_tokens=asked, applied_max_tokens=applied,
                     finish_reason=(outcome.result or {}).get("finish_reason"),
-                    batch_jobs=ran)
+                    batch_jobs=ran,
+                    original_prompt_tokens=(outcome.result or {}).get(
+                        "original_prompt_tokens"))
                 ledger.update(attribute_engine_job(job, cost, served, baseline).columns())
                 ledger["calibration_id"] = served.calibration.id
                 ledger["baseline_model"] = baseline.model

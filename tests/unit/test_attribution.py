@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ledger.attribution import (
     BATCHING,
+    COMPRESSION,
     EXACT_CACHE,
     MECHANISMS,
     OUTPUT_LIMIT,
@@ -82,6 +83,19 @@ def test_each_mechanism_gets_its_step_of_the_removal_order() -> None:
     assert attribution.unexplained_usd == n4 - Decimal("0.00005")
 
 
+def test_a_compressed_prompt_saves_its_dropped_prefill_under_compression() -> None:
+    job = EngineJob(prompt_tokens=400, cached_tokens=0, output_tokens=10,
+                    requested_max_tokens=10, applied_max_tokens=10, finish_reason="stop",
+                    batch_jobs=1, original_prompt_tokens=1000)
+    attribution = attribute_engine_job(job, Decimal("0.0003"), BASIS, BASIS)
+    # Naive: 0.02 + 1000 * 0.0002 + 10 * 0.02 = 0.42 s; as compressed 0.02 + 0.08 + 0.2.
+    assert attribution.naive_cost_usd == Decimal("0.00042")
+    assert attribution.savings[COMPRESSION] == Decimal("0.00012")
+    assert attribution.unexplained_usd == 0
+    assert sum(attribution.savings.values()) + attribution.unexplained_usd == (
+        attribution.saved_usd)
+
+
 def test_a_job_that_stopped_on_its_own_under_a_cap_saved_nothing_by_the_cap() -> None:
     job = EngineJob(prompt_tokens=10, cached_tokens=0, output_tokens=5,
                     requested_max_tokens=50, applied_max_tokens=10, finish_reason="stop",
@@ -127,7 +141,8 @@ def engine_jobs(draw: st.DrawFn) -> EngineJob:
                      output_tokens=draw(st.integers(0, applied)),
                      requested_max_tokens=requested, applied_max_tokens=applied,
                      finish_reason=draw(st.sampled_from(["stop", "length", None])),
-                     batch_jobs=draw(st.integers(1, 512)))
+                     batch_jobs=draw(st.integers(1, 512)),
+                     original_prompt_tokens=draw(st.none() | st.integers(prompt, 20_000)))
 
 
 @PROPERTY
@@ -147,7 +162,7 @@ def test_the_parts_add_up_to_the_total_saving_exactly(
     assert parts == attribution.naive_cost_usd - attribution.cost_usd
     assert set(attribution.savings) == set(MECHANISMS)
     # Every modelled mechanism saves something or nothing, never a negative amount.
-    for mechanism in (ROUTING, OUTPUT_LIMIT, PREFIX_CACHE, BATCHING):
+    for mechanism in (ROUTING, COMPRESSION, OUTPUT_LIMIT, PREFIX_CACHE, BATCHING):
         assert attribution.savings[mechanism] >= 0, mechanism
     assert attribution.naive_cost_usd >= 0
 
