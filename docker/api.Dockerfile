@@ -48,7 +48,7 @@ COPY delivery ./delivery
 COPY tenancy ./tenancy
 COPY cache ./cache
 COPY routing ./routing
-RUN pip install --no-cache-dir ".[coalescer]" \
+RUN pip install --no-cache-dir ".[coalescer,otlp]" \
     && useradd --create-home --uid 10001 penny \
     && mkdir -p /var/lib/penny && chown penny /var/lib/penny
 COPY --from=offline-model /models /opt/penny/models
