@@ -50,7 +50,7 @@ COPY tenancy ./tenancy
 COPY cache ./cache
 COPY routing ./routing
 COPY compression ./compression
-RUN pip install --no-cache-dir ".[coalescer]" \
+RUN pip install --no-cache-dir ".[coalescer,otlp]" \
     && useradd --create-home --uid 10001 penny \
     && mkdir -p /var/lib/penny && chown penny /var/lib/penny
 COPY --from=offline-model /models /opt/penny/models

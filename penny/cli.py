@@ -269,7 +269,10 @@ def _serve_unless_unsafe(command: str, serve: Callable[[Settings], None],
                          settings: Settings) -> None:
     """Run a listening role; refusing to listen openly without keys is a message and exit
     code 2, not a traceback."""
+    from observability.tracing import configure_tracing
+
     try:
+        configure_tracing(settings, command)
         serve(settings)
     except (UnsafeBinding, MissingCapability) as error:
         typer.echo(f"penny {command}: {error.message}", err=True)

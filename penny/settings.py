@@ -468,6 +468,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     """`text`: lines for people. `json`: one JSON object per line with the role and the
     job, batch and submission ids as fields (`--log-format`)."""
+    traces_exporter: Literal["otlp", "console", "none"] | None = None
+    """OpenTelemetry traces of intake requests, coalescer batches and worker runs, linked
+    through each job's submission: `otlp` (OTLP over HTTP; endpoint, headers and sampler
+    from the standard `OTEL_EXPORTER_OTLP_*` and `OTEL_TRACES_SAMPLER` variables; needs the
+    `otlp` extra), `console` (spans printed as JSON), or `none`. Unset: the standard
+    `OTEL_TRACES_EXPORTER` if set, else none: no span is made and nothing is stored."""
 
     @model_validator(mode="after")
     def _model_names_are_distinct(self) -> Settings:

@@ -32,6 +32,8 @@ from models.queue import (
     renew_lease,
 )
 from models.retrying import is_connection_failure, with_retries
+from models.trace_context import traceparents_of_submissions
+from observability import tracing
 from observability.logs import logs_about_batch
 from penny.settings import Settings
 from routing.router import route_label
@@ -286,6 +288,24 @@ class BatchRunner:
                 self.listener.batch_finished()
 
     def _run_claimed(self, batch: ClaimedBatch) -> BatchRun:
+        with tracing.worker_span(str(batch.id), batch.model, batch.traceparent,
+                                 self._submission_traceparents(batch)):
+            return self._run_traced(batch)
+
+    def _submission_traceparents(self, batch: ClaimedBatch) -> list[str]:
+        """The intake requests the batch's jobs came from, for the worker span's links;
+        not asked with tracing off. A trace is not worth failing a batch for."""
+        if not tracing.enabled():
+            return []
+        try:
+            with self.sessions() as session:
+                return traceparents_of_submissions(
+                    session, {job.submission_id for job in batch.jobs})
+        except Exception:
+            log.exception("could not read the trace contexts of batch %s", batch.id)
+            return []
+
+    def _run_traced(self, batch: ClaimedBatch) -> BatchRun:
         batch_id = batch.id
         try:
             with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
