@@ -257,8 +257,10 @@ class Settings(BaseSettings):
 
     # Engine (vLLM).
     engine_max_model_len: int = 2048
-    """Context window in tokens: a longer prompt fails its job with
-    `context_length_exceeded`; answers stop there with finish_reason `length`."""
+    """Context window in tokens of every chat model whose `model_engines` entry sets no
+    `max_model_len`: intake refuses a `max_tokens` that leaves no room for the prompt, a
+    longer prompt fails its job with `context_length_exceeded`, and answers stop there
+    with finish_reason `length`."""
     engine_kv_cache_gib: int = 1
     """On CPU: the KV cache size in GiB."""
     engine_gpu_memory_utilization: float = 0.35
@@ -410,8 +412,9 @@ class Settings(BaseSettings):
     max_prompt_chars: int = 200_000
     """Longest prompt, in characters, intake accepts."""
     max_output_tokens: int = 4096
-    """Largest `max_tokens` a job may ask for. The model's context (`engine_max_model_len`)
-    is a limit too: the effective limit is the smaller of the two."""
+    """Largest `max_tokens` a job may ask for. The model's context window (its
+    `max_model_len` in `model_engines`, else `engine_max_model_len`) is a limit too: the
+    effective limit is the smaller of the two."""
     max_json_depth: int = Field(default=64, ge=4, le=500)
     """JSON bodies and lines nesting deeper than this are refused with a 400 / line error
     before anything validates them (a job is ~4 levels)."""
@@ -519,6 +522,11 @@ class Settings(BaseSettings):
 
     def engine_for(self, model: str) -> ModelEngine:
         return self.model_engines.get(model) or ModelEngine()
+
+    def context_tokens_for(self, model: str) -> int:
+        """The context window `model`'s engine is started with: its own `max_model_len`
+        in `model_engines`, else `engine_max_model_len`."""
+        return self.engine_for(model).max_model_len or self.engine_max_model_len
 
     def price_for(self, model: str) -> ModelPrice:
         if model in self.prices:
