@@ -183,8 +183,8 @@ def test_a_job_on_a_cheaper_tier_saves_exactly_the_gap_to_the_baseline_in_routin
                                    * large_rate), large)
     attribution = attribute_engine_job(job, cost, served, baseline)
     naive_out = job.naive_output_tokens
-    on_baseline = baseline.card.engine_cost(large.alone_seconds(job.prompt_tokens, naive_out))
-    on_served = card.engine_cost(small.alone_seconds(job.prompt_tokens, naive_out))
+    on_baseline = baseline.card.engine_cost(large.alone_seconds(job.sent_prompt_tokens, naive_out))
+    on_served = card.engine_cost(small.alone_seconds(job.sent_prompt_tokens, naive_out))
     assert attribution.naive_cost_usd == on_baseline
     assert attribution.savings[ROUTING] == on_baseline - on_served
     # On the baseline itself nothing is saved by routing.
