@@ -75,15 +75,32 @@ def _executor(settings: Settings, model: str, sessions: sessionmaker[Session]) -
     from workers.execution import GenerationExecutor
     from workers.vllm_engine import VllmEngine
 
-    executor = GenerationExecutor(VllmEngine(settings, model), settings)
-    if not settings.semantic_cache:
+    executor: BatchExecutor = GenerationExecutor(VllmEngine(settings, model), settings)
+    classify = settings.router_classifier and len(settings.tiers) > 1
+    if not settings.semantic_cache and not classify:
         return executor
-    from workers.semantic_execution import SemanticExecutor
     from workers.sentence_embedder import SentenceTransformerEmbedder
 
-    embedder = SentenceTransformerEmbedder(
-        settings, settings.semantic_cache_embedding_model or settings.default_embedding_model)
-    return SemanticExecutor(executor, embedder, sessions, settings)
+    embedders: dict[str, SentenceTransformerEmbedder] = {}
+
+    def embedder_of(name: str) -> SentenceTransformerEmbedder:
+        # One loaded copy when the cache and the classifier read the same model.
+        if name not in embedders:
+            embedders[name] = SentenceTransformerEmbedder(settings, name)
+        return embedders[name]
+
+    if settings.semantic_cache:
+        from workers.semantic_execution import SemanticExecutor
+
+        executor = SemanticExecutor(executor, embedder_of(
+            settings.semantic_cache_embedding_model or settings.default_embedding_model),
+            sessions, settings)
+    if classify:
+        from workers.router_step import RouterStep
+
+        executor = RouterStep(executor, embedder_of(settings.default_embedding_model),
+                              sessions, settings)
+    return executor
 
 
 def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> None:
