@@ -51,6 +51,9 @@ def train_router_command(settings: Settings, path: Path, target: float,
     if small is None or large is None or large <= 0:
         raise typer.BadParameter("give --small-cost and --large-cost: the lines carry no "
                                  "costs (or a large cost of 0)")
+    if labelled.prompts is None:  # before loading an embedder for nothing
+        raise typer.BadParameter("every line needs its `prompt` to train the router on "
+                                 "(bench/tier_eval.py writes them)")
     from workers.sentence_embedder import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder(settings, settings.default_embedding_model)
