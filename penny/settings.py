@@ -222,7 +222,7 @@ class Settings(BaseSettings):
     `key=value`) -> `{"kind": "json"}` or `{"kind": "regex", "pattern": ...}`; the first
     matching tag, in the order written, picks the verifier, e.g.
     `{"feature=extract": {"kind": "json"}, "feature=yesno": {"kind": "regex", "pattern":
-    "(?i)(yes|no)\\.?"}}`."""
+    "(?i)(yes|no)[.]?"}}`."""
     embedding_models: dict[str, EmbeddingModel] = Field(
         default_factory=lambda: {OFFLINE_EMBEDDING_MODEL_NAME: EmbeddingModel()})
     """Embedding models, JSON: served name -> `{"source": ..., "dimensions": ...}`. They
