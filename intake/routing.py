@@ -50,7 +50,9 @@ def job_route(request: JobRequest, model: str, routes: Sequence[TagRoute] = ()
     if asked == AUTO_MODEL:
         assessment = assess(request_features(request))
         reason = f"{assessment.difficulty.name.lower()}: {assessment.reason}"
-        route = {"mode": AUTO_MODE, "tier": model, "reason": by_tag + reason}
+        # The level lets a worker's router classifier (routing.classifier) take it on.
+        route = {"mode": AUTO_MODE, "tier": model, "reason": by_tag + reason,
+                 "difficulty": assessment.difficulty.name.lower()}
     elif asked == CASCADE_MODEL:
         route = {"mode": CASCADE_MODE, "tier": model,
                  "reason": by_tag + "a cascade starts on the cheapest tier", "attempts": []}

@@ -219,6 +219,14 @@ class JobOutcome:
     error: dict[str, Any] | None
     # A cascade answer not confident enough: billed as an attempt, the job goes on.
     escalation: Escalation | None = None
+    # Sent to another tier before it ran (the router's classifier): nothing billed.
+    reroute: Reroute | None = None
+
+
+@dataclass(frozen=True)
+class Reroute:
+    to_model: str
+    route: dict[str, Any]  # the job's route, saying why
 
 
 def record_batch(
@@ -259,6 +267,15 @@ def record_batch(
             .values(status=JobStatus.SUCCEEDED, finished_at=func.now(), updated_at=func.now())
         )
     for outcome in outcomes:
+        if outcome.reroute is not None:
+            # It never ran: back to the queue on its new tier, its attempt given back.
+            session.execute(
+                update(Job)
+                .where(Job.id == outcome.job.id, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.QUEUED, model=outcome.reroute.to_model,
+                        route=outcome.reroute.route, batch_id=None, batch_position=None,
+                        attempts=func.greatest(Job.attempts - 1, 0), updated_at=func.now())
+            )
         if outcome.error is not None:
             failed = session.execute(
                 update(Job)

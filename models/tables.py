@@ -409,6 +409,23 @@ class StoredCalibration(Base):
     created_at: Mapped[datetime] = _now()
 
 
+class StoredRouterClassifier(Base):
+    """One version of the router's classifier (`routing.classifier`), as `penny
+    train-router` fitted it, with what it was trained on and how it scored."""
+
+    __tablename__ = "router_classifiers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
+    embedding_model: Mapped[str] = mapped_column(String(200), nullable=False)
+    dimensions: Mapped[int] = mapped_column(Integer, nullable=False)
+    weights: Mapped[list[float]] = mapped_column(JsonDoc, nullable=False)
+    bias: Mapped[float] = mapped_column(Float, nullable=False)
+    threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    trained_on: Mapped[dict[str, Any]] = mapped_column(JsonDoc, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
 class ResultCacheEntry(Base):
     """An answer kept for later identical jobs of the same tenant (see cache.keys). It
     holds the result row as the source job got it and what producing it cost."""

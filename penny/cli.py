@@ -157,6 +157,25 @@ def calibrate_cascade(
     typer.echo(f"PENNY_CASCADE_MIN_MEAN_LOGPROB={best.policy.min_mean_logprob:.4f}")
 
 
+@app.command("train-router")
+def train_router(
+    labelled: Annotated[Path, typer.Argument(help="JSON lines as for calibrate-cascade, "
+                                                  "each with its `prompt`")],
+    target: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                          help="the accuracy to reach (a fraction)")] = 0.9,
+    small_cost: Annotated[float | None, typer.Option(
+        help="the small tier's cost per item; default: the lines' mean")] = None,
+    large_cost: Annotated[float | None, typer.Option(
+        help="the large tier's cost per item; default: the lines' mean")] = None,
+) -> None:
+    """Fit the router's classifier (a logistic regression on the prompt's embedding) on a
+    labelled set, pick its threshold for --target accuracy on held-out folds, and store it
+    as the next version: `auto` consults it with PENNY_ROUTER_CLASSIFIER=true."""
+    from penny.router_cli import train_router_command
+
+    train_router_command(Settings(), labelled, target, small_cost, large_cost)
+
+
 @app.command("config-reference")
 def config_reference(
     output: Annotated[Path | None, typer.Option(

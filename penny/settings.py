@@ -205,6 +205,11 @@ class Settings(BaseSettings):
     routes a job that names no model (one that names its model keeps it), e.g.
     `{"feature=faq": "cascade", "feature=codegen": "large", "batch": "auto"}`. The job's
     route records the tag that chose it."""
+    router_classifier: bool = False
+    """`auto` consults the latest router classifier (`penny train-router`) after its cheap
+    features: the worker embeds the prompt with `default_embedding_model` and sends work
+    the features did not call hard to the cheapest tier or off it. Off, or with no
+    classifier stored: the features alone decide."""
     cascade_min_mean_logprob: float = -0.35
     """A cascade answer whose mean token logprob is below this goes to the next tier
     (`penny calibrate-cascade` picks it from a labelled set)."""
@@ -217,7 +222,7 @@ class Settings(BaseSettings):
     `key=value`) -> `{"kind": "json"}` or `{"kind": "regex", "pattern": ...}`; the first
     matching tag, in the order written, picks the verifier, e.g.
     `{"feature=extract": {"kind": "json"}, "feature=yesno": {"kind": "regex", "pattern":
-    "(?i)(yes|no)\\.?"}}`."""
+    "(?i)(yes|no)[.]?"}}`."""
     embedding_models: dict[str, EmbeddingModel] = Field(
         default_factory=lambda: {OFFLINE_EMBEDDING_MODEL_NAME: EmbeddingModel()})
     """Embedding models, JSON: served name -> `{"source": ..., "dimensions": ...}`. They

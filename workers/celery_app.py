@@ -65,8 +65,9 @@ class CeleryDispatcher:
 
 def _executor(settings: Settings, model: str, sessions: sessionmaker[Session]) -> BatchExecutor:
     """The model loaded for this worker: an embedder for an embedding model (vLLM is never
-    imported then), a vLLM engine for anything else, behind the semantic cache when it is
-    on (with its own embedder: the API never embeds)."""
+    imported then), a vLLM engine for anything else, behind opt-in prompt compression and,
+    when they are on, the semantic cache and the router's classifier (with embedders of
+    their own: the API never embeds)."""
     if model in settings.embedding_models:
         from workers.embedding_execution import EmbeddingExecutor
         from workers.sentence_embedder import SentenceTransformerEmbedder
@@ -78,21 +79,28 @@ def _executor(settings: Settings, model: str, sessions: sessionmaker[Session]) -
     from workers.vllm_engine import VllmEngine
 
     engine = VllmEngine(settings, model)
-    loaded: list[SentenceTransformerEmbedder] = []
+    embedders: dict[str, SentenceTransformerEmbedder] = {}
 
-    def embedder() -> SentenceTransformerEmbedder:  # one per process, loaded when first needed
-        if not loaded:
-            loaded.append(SentenceTransformerEmbedder(
-                settings,
-                settings.semantic_cache_embedding_model or settings.default_embedding_model))
-        return loaded[0]
+    def embedder_of(name: str) -> SentenceTransformerEmbedder:
+        # One per process, loaded when first needed; one copy when compression, the cache
+        # and the classifier read the same model.
+        if name not in embedders:
+            embedders[name] = SentenceTransformerEmbedder(settings, name)
+        return embedders[name]
 
-    executor = compressing(GenerationExecutor(engine, settings), engine, embedder)
-    if not settings.semantic_cache:
-        return executor
-    from workers.semantic_execution import SemanticExecutor
+    questions = settings.semantic_cache_embedding_model or settings.default_embedding_model
+    executor: BatchExecutor = compressing(GenerationExecutor(engine, settings), engine,
+                                          lambda: embedder_of(questions))
+    if settings.semantic_cache:
+        from workers.semantic_execution import SemanticExecutor
 
-    return SemanticExecutor(executor, embedder(), sessions, settings)
+        executor = SemanticExecutor(executor, embedder_of(questions), sessions, settings)
+    if settings.router_classifier and len(settings.tiers) > 1:
+        from workers.router_step import RouterStep
+
+        executor = RouterStep(executor, embedder_of(settings.default_embedding_model),
+                              sessions, settings)
+    return executor
 
 
 def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> None:

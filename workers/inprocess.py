@@ -56,7 +56,26 @@ def _compression_embedder(settings: Settings, loaded: Embedder | None) -> Embedd
 def _generation_executor(runtime: Runtime, engine: Engine,
                          embedders: Sequence[Embedder]) -> BatchExecutor:
     """A generation executor, behind the semantic cache when it is on (its questions are
-    embedded by the loaded embedder of the configured embedding model)."""
+    embedded by the loaded embedder of the configured embedding model), and behind the
+    router's classifier when that is on."""
+    executor = _semantic_executor(runtime, engine, embedders)
+    settings = runtime.settings
+    if not (settings.router_classifier and len(settings.tiers) > 1):
+        return executor
+    embedder = next((e for e in embedders
+                     if e.model_name == settings.default_embedding_model), None)
+    if embedder is None:
+        log.warning("the router classifier is on but embedding model %s is not loaded here;"
+                    " %s routes by features alone", settings.default_embedding_model,
+                    engine.model_name)
+        return executor
+    from workers.router_step import RouterStep
+
+    return RouterStep(executor, embedder, runtime.sessions, settings)
+
+
+def _semantic_executor(runtime: Runtime, engine: Engine,
+                       embedders: Sequence[Embedder]) -> BatchExecutor:
     settings = runtime.settings
     wanted = settings.semantic_cache_embedding_model or settings.default_embedding_model
     embedder = next((e for e in embedders if e.model_name == wanted), None)

@@ -63,7 +63,7 @@ def test_auto_routes_by_cheap_features_and_records_why(client: TestClient) -> No
     easy = _job(client, _chat("What is the capital of Peru?", model="auto"))
     assert easy["model"] == "tier-small"
     assert easy["route"] == {"mode": "auto", "tier": "tier-small",
-                             "reason": "easy: lookup question"}
+                             "reason": "easy: lookup question", "difficulty": "easy"}
     hard = _job(client, _chat("Write a python function that sorts a list.", model="auto"))
     assert hard["model"] == "tier-large"
     assert hard["route"]["reason"] == "hard: code markers"  # type: ignore[index]
