@@ -69,6 +69,21 @@ def embedding_body(record: LineRecord) -> dict[str, Any]:
     }
 
 
+def _samples(record: LineRecord) -> list[dict[str, Any]]:
+    """Every answer of the line, the first one included, in index order."""
+    first = {"text": record.text or "", "finish_reason": record.finish_reason,
+             "token_logprobs": record.token_logprobs}
+    return [first, *(record.choices or [])]
+
+
+def _chat_choice(index: int, sample: dict[str, Any], asked_logprobs: bool) -> dict[str, Any]:
+    logprobs = ({"content": sample.get("token_logprobs") or [], "refusal": None}
+                if asked_logprobs else None)
+    return {"index": index,
+            "message": {"role": "assistant", "content": sample["text"], "refusal": None},
+            "logprobs": logprobs, "finish_reason": sample["finish_reason"]}
+
+
 def completion_body(record: LineRecord, endpoint: str) -> dict[str, Any]:
     """The body the synchronous endpoint would have answered with."""
     hex_id = record.job_id.replace("-", "")
@@ -80,12 +95,8 @@ def completion_body(record: LineRecord, endpoint: str) -> dict[str, Any]:
             "object": "chat.completion",
             "created": _unix(record),
             "model": record.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": record.text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": record.finish_reason,
-            }],
+            "choices": [_chat_choice(index, sample, record.asked_logprobs)
+                        for index, sample in enumerate(_samples(record))],
             "usage": _usage(record),
             "system_fingerprint": None,
         }
@@ -94,8 +105,9 @@ def completion_body(record: LineRecord, endpoint: str) -> dict[str, Any]:
         "object": "text_completion",
         "created": _unix(record),
         "model": record.model,
-        "choices": [{"index": 0, "text": record.text, "logprobs": None,
-                     "finish_reason": record.finish_reason}],
+        "choices": [{"index": index, "text": sample["text"], "logprobs": None,
+                     "finish_reason": sample["finish_reason"]}
+                    for index, sample in enumerate(_samples(record))],
         "usage": _usage(record),
         "system_fingerprint": None,
     }

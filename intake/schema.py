@@ -29,6 +29,10 @@ from intake.text import PromptText, StorableText, unstorable_paths
 MAX_STOP_SEQUENCES = 4
 MAX_TAGS = 16
 MAX_LOGIT_BIAS_ENTRIES = 300  # the hosted API's limit
+MAX_TOP_LOGPROBS = 20  # the hosted API's limit
+# Samples per request. The hosted API allows 128; every sample is a sequence in the
+# engine's batch, so a few large-n requests would crowd out everyone else's.
+MAX_N = 16
 COMPLETION_WINDOW_PATTERN = r"^[1-9][0-9]{0,5}[smh]$"
 MAX_COMPLETION_WINDOW = timedelta(days=7)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
@@ -92,6 +96,12 @@ class JobRequest(BaseModel):
     # confidence signal). Off by default: computing logprobs costs the engine 4-14% of its
     # speed, so only the jobs that read it pay for it.
     logprobs: StrictBool = False
+    # The answer's per-token log-probabilities (result `logprobs`, OpenAI's
+    # `logprobs.content` shape), each with this many most likely alternatives.
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    # Samples of the one prompt, computed together; `choices` in the result holds them
+    # all and usage counts all their tokens.
+    n: StrictInt = Field(default=1, ge=1, le=MAX_N)
     # Lower runs sooner when the engines are backed up; ties go to the older job.
     priority: StrictInt = Field(default=0, ge=-100, le=100)
     # "90s", "30m", "1h", "24h": when the job should be done; near it, it goes out first.
@@ -161,11 +171,15 @@ class JobRequest(BaseModel):
         constraint = self.output_constraint()
         if constraint is not None:
             body["constraint"] = constraint
-        if self.logprobs:
+        if self.logprobs or self.top_logprobs is not None:
             # Only when asked: the stored document (and so the single-flight key) of a job
             # without it stays as it was, and a copy that wants logprobs never shares a
             # run that computed none.
             sampling["logprobs"] = True
+        if self.top_logprobs is not None:
+            sampling["top_logprobs"] = self.top_logprobs
+        if self.n > 1:
+            sampling["n"] = self.n
         if self.compress is not None:
             body["compress"] = self.compress.stored()
         if self.messages is not None:
@@ -181,4 +195,4 @@ def estimate_tokens(request: JobRequest) -> int:
     Roughly 3 characters per token for English text plus the whole output allowance; the
     worker counts exactly.
     """
-    return request.prompt_chars() // 3 + 8 + request.max_tokens
+    return request.prompt_chars() // 3 + 8 + request.max_tokens * request.n

@@ -25,6 +25,11 @@ class Sampling:
     # Whether the engine computes the answer's log-probabilities (`Generation.mean_logprob`).
     # They cost engine speed, so only jobs that asked, or a cascade that reads them, set it.
     logprobs: bool = False
+    # Per-token log-probabilities in the answer (OpenAI's `logprobs.content`), each with
+    # this many most likely alternatives (0-20); None: not asked for.
+    top_logprobs: int | None = None
+    # Samples of the one prompt, computed together (the prompt is read once).
+    n: int = 1
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class GenerationRequest:
                 logit_bias=tuple((int(token), float(bias))
                                  for token, bias in (sampling.get("logit_bias") or {}).items()),
                 logprobs=bool(sampling.get("logprobs", False)),
+                top_logprobs=sampling.get("top_logprobs"),
+                n=int(sampling.get("n", 1)),
             ),
             messages=tuple((m["role"], m["content"]) for m in messages) if messages else None,
             prompt=request.get("prompt"),
@@ -67,8 +74,27 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """One of an n > 1 request's further answers (the first is the generation itself)."""
+
+    text: str
+    finish_reason: str
+    output_tokens: int
+    token_logprobs: tuple[dict[str, Any], ...] | None = None
+
+    def stored(self) -> dict[str, Any]:
+        return {"text": self.text, "finish_reason": self.finish_reason,
+                "output_tokens": self.output_tokens,
+                "token_logprobs": list(self.token_logprobs) if self.token_logprobs is not None
+                else None}
+
+
+@dataclass(frozen=True)
 class Generation:
-    """The outcome of one request: either text with its token accounting, or an error."""
+    """The outcome of one request: either text with its token accounting, or an error.
+
+    With n > 1, `text`, `finish_reason` and `token_logprobs` are the first sample's and
+    `samples` holds the others; `output_tokens` counts every sample's tokens."""
 
     key: str
     text: str = ""
@@ -76,6 +102,10 @@ class Generation:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
+    # OpenAI's `logprobs.content` entries ({token, logprob, bytes, top_logprobs}), when the
+    # request's sampling asked for `top_logprobs`.
+    token_logprobs: tuple[dict[str, Any], ...] | None = None
+    samples: tuple[Sample, ...] = ()
     mean_logprob: float | None = None  # None unless the request's sampling asked for it
     min_logprob: float | None = None  # the least likely token's; likewise
     error_code: str | None = None
