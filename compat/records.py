@@ -51,6 +51,8 @@ class LineRecord:
     token_logprobs: list[dict[str, Any]] | None = None
     choices: list[dict[str, Any]] | None = None
     asked_logprobs: bool = False
+    # The names of the functions the line offered as tools (empty: none offered).
+    offered_tools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -42,18 +42,21 @@ _IGNORED_FIELDS = frozenset({"user", "store", "metadata", "service_tier", "strea
 # penny does not implement, and silently ignoring it would return a different answer.
 _DEFAULT_ONLY: dict[str, tuple[Any, ...]] = {
     "stream": (False,), "echo": (False,), "best_of": (1,), "suffix": (None,),
-    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []),
+    "tools": (None, []), "tool_choice": (None, "none", "auto"), "functions": (None, []),
     "function_call": (None, "none"),
 }
+# A chat line may offer tools (_CHAT_FIELDS); only the model choosing whether to call one
+# is served.
 # On /v1/completions, logprobs is a number and answers in another shape; not served.
 _COMPLETIONS_DEFAULT_ONLY: dict[str, tuple[Any, ...]] = {
     **_DEFAULT_ONLY, "logprobs": (None,)}
 # Why each of those is refused, so the line error says more than "not served".
 _WHY_REFUSED = {
-    "tools": "tool / function calling is not served here",
-    "tool_choice": "tool / function calling is not served here",
-    "functions": "tool / function calling is not served here",
-    "function_call": "tool / function calling is not served here",
+    "tools": "tools are offered on /v1/chat/completions lines only",
+    "tool_choice": "only 'auto' and 'none' are served here: forcing a call is not",
+    "functions": "the deprecated functions parameter is not served here; use tools",
+    "function_call": "the deprecated function_call parameter is not served here; use "
+                     "tools",
     "logprobs": "logprobs are returned on /v1/chat/completions lines only",
     "stream": "batches do not stream",
 }
@@ -67,7 +70,7 @@ _SAMPLING_FIELDS = frozenset({"model", "max_tokens", "temperature", "top_p", "st
                               "response_format", GUIDED_FIELD, "n",
                               PENNY_CACHE_FIELD, PENNY_COMPRESS_FIELD})
 _CHAT_FIELDS = _SAMPLING_FIELDS | {"messages", "max_completion_tokens", "logprobs",
-                                   "top_logprobs"}
+                                   "top_logprobs", "tools"}
 _COMPLETION_FIELDS = _SAMPLING_FIELDS | {"prompt"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
@@ -181,6 +184,9 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
                               "body.messages")
         payload: dict[str, Any] = {"messages": _messages(body["messages"]),
                                    **_chat_logprobs(body)}
+        # tool_choice "none": the model may not call a tool, so none is offered.
+        if body.get("tools") and body.get("tool_choice") != "none":
+            payload["tools"] = body["tools"]
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     else:
         _check_fields(body, _COMPLETION_FIELDS, _COMPLETIONS_DEFAULT_ONLY)

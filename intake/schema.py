@@ -25,6 +25,7 @@ from cache.keys import CacheMode
 from intake.compress_option import CompressOption
 from intake.structured import Guided, ResponseFormat, output_constraint
 from intake.text import PromptText, StorableText, unstorable_paths
+from intake.tools import Tools, stored_tools
 
 MAX_STOP_SEQUENCES = 4
 MAX_TAGS = 16
@@ -102,6 +103,9 @@ class JobRequest(BaseModel):
     # Samples of the one prompt, computed together; `choices` in the result holds them
     # all and usage counts all their tokens.
     n: StrictInt = Field(default=1, ge=1, le=MAX_N)
+    # Functions the model may call (chat jobs, models whose chat template takes tools):
+    # the answer's tool calls come back as `tool_calls`. See intake.tools.
+    tools: Tools | None = None
     # Lower runs sooner when the engines are backed up; ties go to the older job.
     priority: StrictInt = Field(default=0, ge=-100, le=100)
     # "90s", "30m", "1h", "24h": when the job should be done; near it, it goes out first.
@@ -132,6 +136,8 @@ class JobRequest(BaseModel):
             raise ValueError("stop sequences must be non-empty strings")
         if self.completion_window is not None:
             parse_completion_window(self.completion_window)
+        if self.tools is not None and self.messages is None:
+            raise ValueError("tools are offered to chat jobs ('messages') only")
         self.output_constraint()  # raises for guided with both kinds, or with a JSON format
         return self
 
@@ -182,6 +188,8 @@ class JobRequest(BaseModel):
             sampling["n"] = self.n
         if self.compress is not None:
             body["compress"] = self.compress.stored()
+        if self.tools is not None:
+            body["tools"] = stored_tools(self.tools)
         if self.messages is not None:
             body["messages"] = [m.model_dump() for m in self.messages]
         else:

@@ -301,6 +301,8 @@ def line_records(session: Session, submission_id: uuid.UUID) -> list[LineRecord]
             token_logprobs=result.token_logprobs if result else None,
             choices=result.choices if result else None,
             asked_logprobs="top_logprobs" in (job.request.get("sampling") or {}),
+            offered_tools=tuple(str(tool["function"]["name"])
+                                for tool in job.request.get("tools") or ()),
             savings=_row_savings(ledger) if ledger else SavingsTotals(),
         )
         for job, result, ledger in submission_rows(session, submission_id)

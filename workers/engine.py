@@ -5,6 +5,7 @@ Workers talk to this Protocol only; `workers.vllm_engine` is its one real adapte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,6 +45,8 @@ class GenerationRequest:
     cache_salt: str | None = None
     # Guided decoding: what the answer must match (a JSON schema, JSON, a regex, a choice).
     constraint: OutputConstraint | None = None
+    # Functions offered to the model (OpenAI's tool shape), rendered by its chat template.
+    tools: tuple[dict[str, Any], ...] | None = None
 
     @classmethod
     def from_stored(cls, key: str, request: dict[str, Any], cache_salt: str) -> GenerationRequest:
@@ -70,6 +73,7 @@ class GenerationRequest:
             prompt=request.get("prompt"),
             cache_salt=cache_salt,
             constraint=OutputConstraint.from_stored(request.get("constraint")),
+            tools=tuple(request["tools"]) if request.get("tools") else None,
         )
 
 
@@ -117,6 +121,21 @@ class Generation:
 
 
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+# A chat template reads the offered tools from a variable of this name (the convention of
+# Hugging Face chat templates that take tools).
+_TOOLS_VARIABLE = re.compile(r"\{[{%][^}]*\btools\b")
+
+
+def template_takes_tools(template: str | None) -> bool:
+    """Whether a chat template has a place for tools: it reads `tools` in a Jinja
+    expression or statement. One that does not would render a prompt without them."""
+    return bool(template) and _TOOLS_VARIABLE.search(template or "") is not None
+
+
+def no_tools_message(model: str) -> str:
+    return (f"model {model}'s chat template takes no tools, so tool / function calling is "
+            f"not served for it; send this line without tools, or to a model whose chat "
+            f"template takes them")
 
 
 def context_overflow(prompt_tokens: int, max_tokens: int, context: int, model: str

@@ -24,6 +24,7 @@ from workers.engine import (
     GenerationRequest,
     Sample,
     context_overflow,
+    no_tools_message,
 )
 from workers.guided_decoding import GUIDED_DECODING_CONFIG, refusal, structured_outputs_params
 from workers.registry import model_source
@@ -126,6 +127,11 @@ class VllmEngine:
         runnable: list[GenerationRequest] = []
         rejected: dict[str, Generation] = {}
         for request in requests:
+            if request.tools and not self._chat_tokenizer.takes_tools:
+                rejected[request.key] = Generation(
+                    key=request.key, error_code="invalid_request",
+                    error_message=no_tools_message(self._model_name))
+                continue
             ids = self.prompt_token_ids(request)
             # Here, because only here are the exact prompt tokens known on every path.
             overflow = context_overflow(len(ids), request.sampling.max_tokens,

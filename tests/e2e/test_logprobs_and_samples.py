@@ -1,6 +1,7 @@
 """logprobs and n > 1 end to end: one OpenAI chat batch on the real engine where one line
 asks for per-token logprobs with alternatives, one for three samples of its prompt, and
-one for neither; each answers in OpenAI's shape and usage counts every sample."""
+one for neither; each answers in OpenAI's shape and usage counts every sample. A line
+offering tools to a model whose chat template takes none fails alone, naming the model."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def test_logprobs_and_samples_answer_in_openai_shape(
     client = openai_sdk(server)
     lines = [line("logprobs", logprobs=True, top_logprobs=3),
              line("samples", n=3, temperature=1.0),
-             line("plain")]
+             line("plain"),
+             line("tools", tools=[{"type": "function", "function": {"name": "paint"}}])]
     upload = client.files.create(file=("surface.jsonl", jsonl(lines)), purpose="batch")
     batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
                                   completion_window="24h")
@@ -50,6 +52,11 @@ def test_logprobs_and_samples_answer_in_openai_shape(
     assert ended.status == "completed"
     outputs = {o["custom_id"]: o for o in read_jsonl(client, ended.output_file_id)}
     assert sorted(outputs) == ["logprobs", "plain", "samples"]
+    (refused,) = read_jsonl(client, ended.error_file_id)
+    assert refused["custom_id"] == "tools" and refused["response"]["status_code"] == 400
+    error = refused["response"]["body"]["error"]
+    assert error["code"] == "invalid_request"
+    assert f"model {MODEL}'s chat template takes no tools" in error["message"]
 
     body = outputs["logprobs"]["response"]["body"]
     (choice,) = body["choices"]
