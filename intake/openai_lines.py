@@ -129,6 +129,10 @@ def _messages(raw: Any) -> list[dict[str, str]]:
         where = f"body.messages.{index}"
         if not isinstance(message, dict):
             raise LineProblem("invalid_request", "each message must be an object", where)
+        if message.get("tool_calls"):
+            raise LineProblem("unsupported_parameter",
+                              "assistant tool_calls (tool results fed back) are not served "
+                              "here", f"{where}.tool_calls")
         role = _ROLES.get(str(message.get("role")))
         if role is None:
             raise LineProblem("unsupported_parameter",

@@ -56,6 +56,10 @@ def test_a_chat_line_offers_its_tools_to_the_job() -> None:
             "name": "f", "parameters": {"type": "nope"}}}]},
          "body.tools.0.function.parameters", "not a valid JSON Schema"),
         ({"functions": [{"name": "f"}]}, "body.functions", "use tools"),
+        ({"messages": [{"role": "assistant", "content": "", "tool_calls": [{"id": "c"}]}]},
+         "body.messages.0.tool_calls", "not served"),
+        ({"messages": [{"role": "tool", "content": "18C", "tool_call_id": "c"}]},
+         "body.messages.0.role", "not served"),
     ],
 )
 def test_a_bad_tools_line_names_the_field(body: dict[str, Any], param: str,
