@@ -189,6 +189,9 @@ def _generation_product(generation: Generation) -> JobProduct:
         "cached_tokens": generation.cached_tokens,
         "output_tokens": generation.output_tokens,
         "mean_logprob": generation.mean_logprob,
+        "token_logprobs": (list(generation.token_logprobs)
+                           if generation.token_logprobs is not None else None),
+        "choices": [s.stored() for s in generation.samples] or None,
     })
 
 
