@@ -227,21 +227,28 @@ def calibrations(
     calibrations_command(Settings(), model)
 
 
+# The CSV options `penny run` and `penny submit` share.
+Template = Annotated[str | None, typer.Option(
+    help="CSV: build each prompt from columns, e.g. 'Summarise: {body}' (instead of a "
+         "'prompt' column).")]
+IdColumn = Annotated[str | None, typer.Option(
+    help="CSV: the column holding each row's custom_id (default: 'custom_id').")]
+Encoding = Annotated[str | None, typer.Option(
+    help="CSV: the file's encoding when it is not UTF-8, e.g. latin-1 or utf-16.")]
+SkipBadRows = Annotated[bool, typer.Option(
+    help="CSV: run the good rows and report each bad one as a failed job naming its "
+         "line (default: a file with bad rows is rejected whole).")]
+
+
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     verbose: bool = False,
     log_format: LogFormat = None,
-    template: Annotated[str | None, typer.Option(
-        help="CSV: build each prompt from columns, e.g. 'Summarise: {body}' (instead of a "
-             "'prompt' column).")] = None,
-    id_column: Annotated[str | None, typer.Option(
-        help="CSV: the column holding each row's custom_id (default: 'custom_id').")] = None,
-    encoding: Annotated[str | None, typer.Option(
-        help="CSV: the file's encoding when it is not UTF-8, e.g. latin-1 or utf-16.")] = None,
-    skip_bad_rows: Annotated[bool, typer.Option(
-        help="CSV: run the good rows and report each bad one as a failed job naming its "
-             "line (default: a file with bad rows is rejected whole).")] = False,
+    template: Template = None,
+    id_column: IdColumn = None,
+    encoding: Encoding = None,
+    skip_bad_rows: SkipBadRows = False,
 ) -> None:
     """Process FILE (JSONL, or CSV with a 'prompt' column) end to end on the embedded
     default, then print where the results and ledger are and what it all cost."""
@@ -389,16 +396,25 @@ def submit(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     url: ServerUrl = None, api_key: ApiKey = None,
     watch: Annotated[bool, typer.Option(help="Then follow it like `penny watch`.")] = False,
+    template: Template = None, id_column: IdColumn = None, encoding: Encoding = None,
+    skip_bad_rows: SkipBadRows = False,
 ) -> None:
-    """Send FILE to a running server: JSONL or CSV of penny jobs (all or nothing: bad
-    lines are listed and nothing is sent), or an OpenAI batch file (becomes a batch).
-    Prints the id that `status`, `watch` and `results` take."""
+    """Send FILE to a running server: a CSV (*.csv) is streamed to the server, which
+    checks every row (bad rows are listed and nothing is queued, unless
+    --skip-bad-rows); JSONL of penny jobs is checked here first (all or nothing); an
+    OpenAI batch file becomes a batch. Prints the id that `status`, `watch` and
+    `results` take."""
+    from intake.csv_mapping import CsvOptions
+
+    options = CsvOptions(template=template, id_column=id_column, encoding=encoding,
+                         skip_bad_rows=skip_bad_rows)
     with _client(url, api_key) as client:
         try:
-            submitted = client.submit_file(file)
+            submitted = client.submit_file(file, options)
         except RemoteError as error:
             raise _fail(error) from None
-        typer.echo(f"{submitted.id}\t{submitted.jobs} jobs ({submitted.kind})")
+        bad = f", {submitted.bad_rows} bad rows as failed jobs" if submitted.bad_rows else ""
+        typer.echo(f"{submitted.id}\t{submitted.jobs} jobs ({submitted.kind}{bad})")
         if watch:
             _watch(client, submitted.id)
 
