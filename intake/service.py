@@ -29,6 +29,7 @@ from models.submissions import (
     insert_submission,
     job_ids_of,
     lookup_keys,
+    note_replay,
 )
 from models.tenants import TenantRef
 from observability import metrics
@@ -268,6 +269,8 @@ def submit(
                 "this Idempotency-Key was already used with a different request body",
                 param="Idempotency-Key",
             )
+        note_replay(session, existing.id)
+        session.commit()
         return StoredSubmission(
             submission=existing, job_ids=job_ids_of(session, existing.id), replayed=True
         )

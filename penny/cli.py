@@ -13,6 +13,7 @@ import typer
 from penny.errors import MissingCapability, UnsafeBinding
 from penny.key_commands import keys_app
 from penny.remote import PennyClient, RemoteError
+from penny.report_commands import report_app
 from penny.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -22,6 +23,7 @@ cache_app = typer.Typer(no_args_is_help=True,
                         help="Inspect and purge the exact result cache (in the database).")
 app.add_typer(cache_app, name="cache")
 app.add_typer(keys_app, name="keys")
+app.add_typer(report_app, name="report")
 
 
 class LogFormatName(StrEnum):

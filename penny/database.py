@@ -109,11 +109,18 @@ def migrate(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10,
+                feature_tag: str | None = None) -> Engine:
     """A pooled engine that hands out only live connections without a round trip per
     checkout: a pre-ping (`SELECT 1`) on every checkout was one of eight round trips per
-    submitted job. `_refuse_dead_connection` looks at the socket instead."""
-    engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+    submitted job. `_refuse_dead_connection` looks at the socket instead.
+
+    `feature_tag` (PENNY_REPORT_FEATURE_TAG, a plain identifier) is set as the session's
+    `penny.report_feature_tag`: the ledger's rollup trigger reads it."""
+    connect_args = ({"options": f"-c penny.report_feature_tag={feature_tag}"}
+                    if feature_tag else {})
+    engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
+                           connect_args=connect_args)
     event.listen(engine, "checkout", _refuse_dead_connection)
     return engine
 

@@ -73,7 +73,8 @@ def open_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
         if run_migrations:
             _migrate_when_reachable(url, settings.database_retry_seconds)
         db = make_engine(url, pool_size=settings.database_pool_size,
-                         max_overflow=settings.database_max_overflow)
+                         max_overflow=settings.database_max_overflow,
+                         feature_tag=settings.report_feature_tag)
         sessions = make_sessionmaker(db)
         if settings.semantic_cache:
             _require_pgvector(sessions, db)

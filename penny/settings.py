@@ -253,6 +253,13 @@ class Settings(BaseSettings):
     routing saving. Unset: the last of `tiers`, or with no tiers the model that served
     each job. It needs a calibration of its own; until it has one, each job's
     counterfactual uses the model that served it."""
+    report_feature_tag: str = Field(default="feature", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """The job metadata key whose value names the feature a job belongs to: reports group
+    cost by it, and max_tokens caps apply per value of it. The ledger's daily rollup
+    records it as each ledger row is written; changing it applies to rows written after."""
+    report_caps_cache_seconds: float = Field(default=30.0, ge=0)
+    """How long intake trusts what it read of a tenant's max_tokens caps: a new or removed
+    cap reaches every server within this many seconds."""
     calibration_batch_jobs: int = Field(default=64, ge=2, le=1024)
     """How many requests `penny calibrate` sends together to measure decode speed at a
     full batch."""

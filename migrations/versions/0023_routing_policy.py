@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0023_routing_policy"
-down_revision: str | None = "0018_intake_speed"
+down_revision: str | None = "0020_trace_context"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
