@@ -472,11 +472,14 @@ def main() -> None:
     args = parser.parse_args()
 
     workload = list(read(args.workload))
-    naive = Naive.read(args.naive)
     chosen = {"penny": DEFAULTS, "tuned": TUNED}
     penny = Penny(args.data_dir, args.port)
     penny.calibrate(args.model)
     runs = [run_variant(penny, chosen[name], workload) for name in args.variants.split(",")]
+    while not args.naive.exists():  # the naive run may still be going
+        print(f"waiting for {args.naive}", flush=True)
+        time.sleep(30)
+    naive = Naive.read(args.naive)
     lines, document = report(naive, runs, workload, sys.argv)
     print("\n".join(lines))
     args.output_dir.mkdir(parents=True, exist_ok=True)
