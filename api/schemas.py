@@ -110,6 +110,15 @@ class JobResultBody(BaseModel):
                    logprobs=result.token_logprobs, choices=choices)
 
 
+def _max_tokens(request: dict[str, Any]) -> dict[str, int] | None:
+    sampling = request.get("sampling")
+    if not isinstance(sampling, dict) or "max_tokens" not in sampling:
+        return None
+    applied = int(sampling["max_tokens"])
+    return {"requested": int(sampling.get("requested_max_tokens", applied)),
+            "applied": applied}
+
+
 class JobOut(BaseModel):
     id: str
     object: str = "job"
@@ -127,6 +136,9 @@ class JobOut(BaseModel):
     error: dict[str, Any] | None
     # For `model: "auto"` or `"cascade"`: the tier chosen, why, and a cascade's attempts.
     route: dict[str, Any] | None = None
+    # What the job asked for and what it ran with (lower when a max_tokens cap of its
+    # feature applied); None for a job without max_tokens (embeddings).
+    max_tokens: dict[str, int] | None = None
 
     @classmethod
     def from_view(cls, view: JobView) -> JobOut:
@@ -160,6 +172,7 @@ class JobOut(BaseModel):
                       cache_similarity=ledger.cache_similarity)
             if ledger else None,
             error=job.error,
+            max_tokens=_max_tokens(job.request),
             route=job.route,
         )
 

@@ -109,6 +109,9 @@ def migrate(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
+DEFAULT_FEATURE_TAG = "feature"  # what the rollup trigger uses when the session sets none
+
+
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10,
                 feature_tag: str | None = None) -> Engine:
     """A pooled engine that hands out only live connections without a round trip per
@@ -116,9 +119,11 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10,
     submitted job. `_refuse_dead_connection` looks at the socket instead.
 
     `feature_tag` (PENNY_REPORT_FEATURE_TAG, a plain identifier) is set as the session's
-    `penny.report_feature_tag`: the ledger's rollup trigger reads it."""
+    `penny.report_feature_tag`: the ledger's rollup trigger reads it. Only a tag other than
+    the trigger's own default (`feature`) is sent, so a connection pooler that refuses
+    startup options (PgBouncer does, by default) sees none unless one is configured."""
     connect_args = ({"options": f"-c penny.report_feature_tag={feature_tag}"}
-                    if feature_tag else {})
+                    if feature_tag and feature_tag != DEFAULT_FEATURE_TAG else {})
     engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
                            connect_args=connect_args)
     event.listen(engine, "checkout", _refuse_dead_connection)

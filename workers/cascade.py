@@ -47,7 +47,8 @@ def judge_cascade(
     judged = []
     for outcome, generation in zip(outcomes, generations, strict=True):
         route = outcome.job.route
-        if route is None or route.get("mode") != CASCADE_MODE or outcome.ledger is None:
+        if (route is None or route.get("mode") != CASCADE_MODE or outcome.ledger is None
+                or outcome.result is None):  # a failed job is judged by no one
             judged.append(outcome)
             continue
         upward = next_tier(settings.tiers, model)

@@ -66,6 +66,12 @@ def served(tmp_path: Path, database_url: str) -> Iterator[tuple[Runtime, TestCli
 def scripted(request: dict[str, Any]) -> Generation:
     """The answer makes as many tokens as the question's `n=` says, up to max_tokens."""
     content = request["messages"][-1]["content"]
+    if content.startswith("broken"):  # the engine worked on it, then failed
+        return Generation(key="", prompt_tokens=30, cached_tokens=0, output_tokens=4,
+                          error_code="engine_error", error_message="it broke", ran=True)
+    if content.startswith("refused"):  # refused before it ran
+        return Generation(key="", prompt_tokens=30, error_code="invalid_request",
+                          error_message="no")
     wanted = int(re.search(r"n=(\d+)", content).group(1))  # type: ignore[union-attr]
     limit = int(request["sampling"]["max_tokens"])
     made = min(wanted, limit)
@@ -253,6 +259,7 @@ def test_the_max_tokens_audit_recommends_a_cap_that_intake_then_applies(
     run_queued(runtime)
     job = client.get(f"/v1/jobs/{capped['id']}", headers=ACME).json()
     assert job["result"]["finish_reason"] == "length"  # cut by the cap, for all to see
+    assert job["max_tokens"] == {"requested": 256, "applied": 128}
     [row] = [r for r in ledger_rows(runtime) if str(r.job_id) == capped["id"]]
     assert row.output_tokens == 128 and row.saving_output_limit_usd > 0
     audit = client.get("/v1/reports/max-tokens-audit", headers=ACME).json()
@@ -327,3 +334,46 @@ def test_the_cli_prints_the_same_report_and_sets_caps(
         "max_tokens"] == 64
     missing = CliRunner().invoke(cli_app, ["report", "costs", "--tenant", "nobody"])
     assert missing.exit_code != 0 and "nobody" in missing.output
+
+
+def test_a_failed_job_bills_what_ran_and_one_refused_before_it_ran_bills_nothing(
+    served: tuple[Runtime, TestClient],
+) -> None:
+    runtime, client = served
+    ok = post(client, ACME, "fine n=6", feature="f")
+    broken = post(client, ACME, "broken n=6", feature="f")
+    refused = post(client, ACME, "refused n=6", feature="f")
+    run_queued(runtime)
+    rows = {str(r.job_id): r for r in ledger_rows(runtime)}
+    assert set(rows) == {ok["id"], broken["id"]}
+    row = rows[broken["id"]]
+    assert row.outcome == "failed" and row.output_tokens == 4 and row.cost_usd > 0
+    assert row.engine_seconds + rows[ok["id"]].engine_seconds == pytest.approx(0.5)
+    for job in (broken, refused):
+        assert client.get(f"/v1/jobs/{job['id']}", headers=ACME).json()["status"] == "failed"
+    totals = client.get("/v1/reports/costs", headers=ACME).json()["totals"]
+    assert Decimal(totals["cost_usd"]) == sum(r.cost_usd for r in rows.values())
+    assert totals["failed_jobs"] == 2 and totals["failure_rate"] == pytest.approx(2 / 3)
+
+
+def test_the_feature_tag_is_configurable(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path, database_url, api_keys={"key-acme": "acme"},
+                             report_feature_tag="team", report_caps_cache_seconds=0)
+    runtime = open_runtime(settings)
+    reset_tables(runtime)
+    try:
+        with TestClient(create_app(runtime)) as client:
+            for team in ("search", "search", "billing"):
+                response = client.post("/v1/jobs", headers=ACME, json={
+                    "messages": [{"role": "user", "content": f"{team} {uuid.uuid4()} n=5"}],
+                    "max_tokens": 32, "metadata": {"team": team, "feature": "ignored"}})
+                assert response.status_code == 202
+            run_queued(runtime)
+            report = client.get("/v1/reports/costs", headers=ACME).json()
+            assert report["feature_tag"] == "team"
+            assert {line["feature"]: line["requests"] for line in report["data"]} == {
+                "search": 2, "billing": 1}
+            audit = client.get("/v1/reports/max-tokens-audit", headers=ACME).json()
+            assert {line["feature"] for line in audit["data"]} == {"search", "billing"}
+    finally:
+        runtime.close()
