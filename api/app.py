@@ -10,11 +10,13 @@ from api import (
     admin,
     anthropic_batches,
     cache_entries,
+    dashboard,
     health,
     jobs,
     metrics,
     openai_batches,
     openai_files,
+    reports,
     semantic_cache_entries,
     uploads,
     webhooks,
@@ -22,6 +24,7 @@ from api import (
 from api.auth import TenantResolver
 from api.errors import install_error_handlers
 from api.health import HeartbeatPresence, WorkerPresence
+from api.intake_caps import CapsCache
 from api.limits import BodySizeLimit
 from api.metrics import RequestMetrics
 from api.request_tracing import RequestTracing
@@ -53,6 +56,7 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.state.result_cache = cache_policy(settings)
     app.state.group_commit = (GroupCommitWriter(runtime.sessions, app.state.result_cache)
                               if settings.intake_group_commit else None)
+    app.state.max_tokens_caps = CapsCache(settings, runtime.sessions)
     app.state.started_at = datetime.now(UTC)
     app.state.worker_presence = presence or HeartbeatPresence(runtime.sessions, settings)
     app.state.queue_metrics = queue_registry(runtime.sessions, settings.served_models,
@@ -69,6 +73,8 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.include_router(semantic_cache_entries.router)
     app.include_router(webhooks.router)
     app.include_router(admin.router)
+    app.include_router(reports.router)
+    app.include_router(dashboard.router)
     upload_limit = settings.max_file_bytes + openai_files.MULTIPART_SLACK_BYTES
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
                        path_limits={"/v1/files": upload_limit,

@@ -18,6 +18,7 @@ from api.deps import (
     store_of,
 )
 from api.errors import error_responses
+from api.intake_caps import prepared_jobs, prepared_jobs_async
 from api.json_body import JsonBodyRoute
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
 from api.webhooks import checked_callback
@@ -58,7 +59,8 @@ async def create_job(
     the tenant) the job goes to the group-commit writer and this waits for its commit on
     the event loop, no thread involved. Otherwise the transaction of its own runs in the
     thread pool."""
-    jobs = jobs_for_requests([body], limits_of(request))
+    jobs = await prepared_jobs_async(request, tenant.id,
+                                     jobs_for_requests([body], limits_of(request)))
     payload_hash = (request_hash(body.model_dump(mode="json")) if idempotency_key
                     else body_hash(await request.body()))
     writer: GroupCommitWriter | None = request.app.state.group_commit
@@ -117,6 +119,7 @@ def _create_jobs(body: BulkJobsRequest, request: Request, response: Response,
         items = [{"cache": body.cache.value, **item} if isinstance(item, dict) else item
                  for item in items]
     requests, jobs = jobs_for_bulk(items, limits_of(request))
+    jobs = prepared_jobs(request, tenant.id, jobs)
     callback_url = checked_callback(request, body.callback_url)
     with sessions_of(request)() as session:
         stored = submit(

@@ -67,7 +67,7 @@ def _storable(value: str, param: str) -> str:
     return value
 
 
-@router.post("/files")
+@router.post("/files", responses=error_responses(503))
 def upload_file(
     request: Request,
     response: Response,

@@ -30,7 +30,8 @@ from penny.errors import InvalidRequest, TooLarge
 from penny.settings import Settings
 
 router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
-                   responses=error_responses(400, 401, 402, 403, 404, 409, 413, 422, 429))
+                   responses=error_responses(400, 401, 402, 403, 404, 409, 413, 422, 429,
+                                             503))
 
 # The multipart envelope around the file: boundaries, headers, the form fields.
 MULTIPART_SLACK_BYTES = 64 * 1024

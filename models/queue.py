@@ -21,7 +21,7 @@ from models.cascade import EscalatedAttempt, Escalation, record_escalations
 from models.result_cache import fill_result_cache
 from models.single_flight import answer_followers
 from models.status import BatchStatus, JobStatus
-from models.tables import Batch, Job, LedgerEntry, Result
+from models.tables import Batch, Job, LedgerEntry, Result, result_row
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,7 @@ class ClaimedJob:
     request: dict[str, Any]
     cache_mode: str = "on"  # whether its answer may fill the exact result cache
     route: dict[str, Any] | None = None  # how auto or cascade chose its tier
+    tags: dict[str, Any] | None = None  # its metadata (a cascade's verifier is per tag)
 
 
 @dataclass(frozen=True)
@@ -181,12 +182,13 @@ def claim_batch(
                Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
         .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, updated_at=func.now())
         .returning(Job.id, Job.tenant_id, Job.submission_id, Job.request, Job.batch_position,
-                   Job.created_at, Job.line_no, Job.cache_mode, Job.route)
+                   Job.created_at, Job.line_no, Job.cache_mode, Job.route, Job.tags)
     ).all()
     # The engine sees jobs in the order the planner put them (RETURNING has no order).
     ordered = sorted(rows, key=lambda r: (r.batch_position or 0, r.created_at, r.line_no,
                                           r.id))
-    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request, r.cache_mode, r.route)
+    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request, r.cache_mode, r.route,
+                       r.tags)
             for r in ordered]
     session.commit()
     return ClaimedBatch(id=batch_id, model=claimed.model, claim_token=token, jobs=jobs,
@@ -217,6 +219,14 @@ class JobOutcome:
     error: dict[str, Any] | None
     # A cascade answer not confident enough: billed as an attempt, the job goes on.
     escalation: Escalation | None = None
+    # Sent to another tier before it ran (the router's classifier): nothing billed.
+    reroute: Reroute | None = None
+
+
+@dataclass(frozen=True)
+class Reroute:
+    to_model: str
+    route: dict[str, Any]  # the job's route, saying why
 
 
 def record_batch(
@@ -243,7 +253,8 @@ def record_batch(
     record_escalations(session, batch.id, batch.model, escalated)
     succeeded = [o for o in outcomes if o.result is not None and o.escalation is None]
     if succeeded:
-        session.execute(insert(Result), [{**o.result, "job_id": o.job.id, "batch_id": batch.id}
+        session.execute(insert(Result), [result_row(o.result, job_id=o.job.id,
+                                                    batch_id=batch.id)
                                          for o in succeeded if o.result is not None])
         session.execute(insert(LedgerEntry), [
             {**o.ledger, "job_id": o.job.id, "tenant_id": o.job.tenant_id,
@@ -256,13 +267,28 @@ def record_batch(
             .values(status=JobStatus.SUCCEEDED, finished_at=func.now(), updated_at=func.now())
         )
     for outcome in outcomes:
-        if outcome.error is not None:
+        if outcome.reroute is not None:
+            # It never ran: back to the queue on its new tier, its attempt given back.
             session.execute(
+                update(Job)
+                .where(Job.id == outcome.job.id, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.QUEUED, model=outcome.reroute.to_model,
+                        route=outcome.reroute.route, batch_id=None, batch_position=None,
+                        attempts=func.greatest(Job.attempts - 1, 0), updated_at=func.now())
+            )
+        if outcome.error is not None:
+            failed = session.execute(
                 update(Job)
                 .where(Job.id == outcome.job.id, Job.status == JobStatus.RUNNING)
                 .values(status=JobStatus.FAILED, error=outcome.error,
                         finished_at=func.now(), updated_at=func.now())
-            )
+                .returning(Job.id)
+            ).scalar_one_or_none()
+            if failed is not None and outcome.ledger is not None:
+                # It failed after the engine worked on it: what ran is billed, once.
+                session.execute(insert(LedgerEntry).values(
+                    **outcome.ledger, job_id=outcome.job.id, tenant_id=outcome.job.tenant_id,
+                    submission_id=outcome.job.submission_id, batch_id=batch.id))
     answer_followers(session, batch.id, outcomes)
     if cache is not None:
         # Copies answered above need no entry of their own: their leader's is the same.

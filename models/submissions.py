@@ -41,6 +41,8 @@ class NewJob:
     route: dict[str, Any] | None = None
     # False: never answered from another job's run (a cascade job judges its own answer).
     single_flight: bool = True
+    # The client SDK's retry count for the request (`x-stainless-retry-count`), if sent.
+    client_retry_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,14 @@ def find_by_idempotency_key(
             Submission.tenant_id == tenant_id, Submission.idempotency_key == key
         )
     ).scalar_one_or_none()
+
+
+def note_replay(session: Session, submission_id: uuid.UUID) -> None:
+    """Count one more answer of a submission to its repeated Idempotency-Key (retry-storm
+    detection reads it). The caller commits."""
+    session.execute(update(Submission).where(Submission.id == submission_id)
+                    .values(idempotent_replays=Submission.idempotent_replays + 1,
+                            last_replayed_at=func.now()))
 
 
 def forget_idempotency_key(session: Session, submission_id: uuid.UUID) -> None:
@@ -262,18 +272,19 @@ def _job_rows(rows: Iterable[tuple[uuid.UUID, uuid.UUID, uuid.UUID, NewJob]],
                None if job.error or not job.single_flight
                else single_flight_key(str(tenant_id), job.model, job.request),
                job.cache_mode, None if job.input_row is None else json_text(job.input_row),
-               None if job.route is None else json_text(job.route))
+               None if job.route is None else json_text(job.route),
+               job.client_retry_count)
 
 
 _JOB_COLUMNS = (Job.__tablename__, (
     "id", "submission_id", "tenant_id", "line_no", "custom_id", "model", "request", "tags",
     "priority", "estimated_tokens", "status", "error", "finished_at", "deadline_at",
-    "single_flight_key", "cache_mode", "input_row", "route"))
+    "single_flight_key", "cache_mode", "input_row", "route", "client_retry_count"))
 _JOB_ARRAY_TYPES = ("uuid", "uuid", "uuid", "int", "text", "text", "jsonb", "jsonb", "int",
                     "int", "text", "jsonb", "timestamptz", "timestamptz", "text", "text",
-                    "jsonb", "jsonb")
-# Parameters: request hashes, traceparents, one array per job column, then the time. The submissions
-# take their ids and tenants from the jobs' own arrays (one job each, in order).
+                    "jsonb", "jsonb", "int")
+# Parameters: request hashes, traceparents, one array per job column, then the time. The
+# submissions take their ids and tenants from the jobs' own arrays (one job each, in order).
 _INSERT_SINGLE_JOB_SUBMISSIONS = (
     "WITH job AS (SELECT * FROM unnest("
     + ", ".join(f"%s::{t}[]" for t in ("text", "text", *_JOB_ARRAY_TYPES))

@@ -4,13 +4,14 @@ answers, and every later state lives on that row."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -133,6 +134,11 @@ class Submission(Base):
     # W3C traceparent of the intake request's span (observability.tracing); null unless
     # tracing is on.
     traceparent: Mapped[str | None] = mapped_column(String(55))
+    # How often the same Idempotency-Key came back and was answered with this submission
+    # (retry-storm detection), and when it last did.
+    idempotent_replays: Mapped[int] = mapped_column(Integer, nullable=False,
+                                                    server_default="0")
+    last_replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class StoredFile(Base):
@@ -194,6 +200,8 @@ class Job(Base):
         Index("ix_jobs_tenant_unfinished", "tenant_id", "status",
               postgresql_where=text("status IN ('queued', 'batched', 'running')")),
         Index("ix_jobs_cascade_of", "cascade_of", postgresql_where=text("cascade_of IS NOT NULL")),
+        Index("ix_jobs_failed_finished", "tenant_id", "finished_at",
+              postgresql_where=text("status = 'failed'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -229,6 +237,9 @@ class Job(Base):
     # bill, and `cascade_of` is the job that went on to the next tier.
     cascade_of: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("jobs.id", name="fk_jobs_cascade_of"))
+    # The client SDK's own retry count (`x-stainless-retry-count`, sent by the openai and
+    # anthropic SDKs) on the request that made this job; None when it sent none.
+    client_retry_count: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -279,7 +290,24 @@ class Result(Base):
     # bytes the OpenAI API's base64 encoding carries). Null for generations.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     embedding_dimensions: Mapped[int | None] = mapped_column(Integer)
+    # The prompt's tokens before opt-in compression cut its context (`prompt_tokens` is what
+    # the engine read); null when the job did not ask for compression.
+    original_prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    # OpenAI's `logprobs.content` list for the answer, when the job asked for logprobs.
+    token_logprobs: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
+    # An n > 1 request's further samples (index 1..n-1), each {text, finish_reason,
+    # output_tokens, token_logprobs}; `text` above is sample 0. Usage counts them all.
+    choices: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
     created_at: Mapped[datetime] = _now()
+
+
+# Result columns only some jobs fill: every row inserted in one statement names them all.
+RESULT_OPTIONAL_FIELDS = ("original_prompt_tokens", "token_logprobs", "choices")
+
+
+def result_row(result: dict[str, Any], **row: Any) -> dict[str, Any]:
+    """A `results` row from a worker's result dict (which may leave the optional fields out)."""
+    return {**dict.fromkeys(RESULT_OPTIONAL_FIELDS), **result, **row}
 
 
 class LedgerEntry(Base):
@@ -338,16 +366,80 @@ class LedgerEntry(Base):
                                                              server_default="0")
     saving_batching_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                          server_default="0")
-    # Zero until routing and cascades exist.
+    # What a cheaper tier saved against the baseline; negative on a cascade attempt that
+    # escalated (the naive way never ran it).
     saving_routing_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                         server_default="0")
     saving_output_limit_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                              server_default="0")
+    saving_compression_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                            server_default="0")
     unexplained_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
     # "semantic_cache": answered with the answer cached for a close question; the entry
     # (a `semantic_cache` row) and the cosine similarity it was served at.
     cache_entry_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     cache_similarity: Mapped[float | None] = mapped_column(Float)
+
+
+RollupMoney = Numeric(24, 10)
+
+
+def _rollup_count() -> Mapped[int]:
+    return mapped_column(BigInteger, nullable=False, server_default="0")
+
+
+def _rollup_money() -> Mapped[Decimal]:
+    return mapped_column(RollupMoney, nullable=False, server_default="0")
+
+
+class LedgerDaily(Base):
+    """The ledger summed per UTC day, tenant, model, feature tag ('' for none), how the jobs
+    were served and their outcome. Written only by the `ledger_daily_add` trigger, in the
+    statement that inserts the ledger rows; the ledger is append-only, so every column is
+    the exact sum of the ledger rows of its group."""
+
+    __tablename__ = "ledger_daily"
+    __table_args__ = (Index("ix_ledger_daily_tenant_day", "tenant_id", "day"),)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    feature: Mapped[str] = mapped_column(String(200), primary_key=True)
+    served_by: Mapped[str] = mapped_column(String(20), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(20), primary_key=True)
+    jobs: Mapped[int] = _rollup_count()  # ledger rows, cascade attempts included
+    requests: Mapped[int] = _rollup_count()  # the jobs clients sent (no cascade attempts)
+    length_jobs: Mapped[int] = _rollup_count()  # finish_reason "length"
+    capped_jobs: Mapped[int] = _rollup_count()  # run with max_tokens lowered by a cap
+    input_tokens: Mapped[int] = _rollup_count()
+    cached_tokens: Mapped[int] = _rollup_count()
+    output_tokens: Mapped[int] = _rollup_count()
+    engine_seconds: Mapped[float] = mapped_column(Float, nullable=False, server_default="0")
+    cost_usd: Mapped[Decimal] = _rollup_money()
+    list_cost_usd: Mapped[Decimal] = _rollup_money()
+    naive_cost_usd: Mapped[Decimal] = _rollup_money()
+    saving_exact_cache_usd: Mapped[Decimal] = _rollup_money()
+    saving_semantic_cache_usd: Mapped[Decimal] = _rollup_money()
+    saving_single_flight_usd: Mapped[Decimal] = _rollup_money()
+    saving_prefix_cache_usd: Mapped[Decimal] = _rollup_money()
+    saving_batching_usd: Mapped[Decimal] = _rollup_money()
+    saving_routing_usd: Mapped[Decimal] = _rollup_money()
+    saving_output_limit_usd: Mapped[Decimal] = _rollup_money()
+    saving_compression_usd: Mapped[Decimal] = _rollup_money()
+    unexplained_usd: Mapped[Decimal] = _rollup_money()
+
+
+class MaxTokensCap(Base):
+    """A tenant's opt-in cap on max_tokens for one feature tag: intake lowers a job's
+    max_tokens to it and keeps what the client asked for (`requested_max_tokens`)."""
+
+    __tablename__ = "max_tokens_caps"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    feature: Mapped[str] = mapped_column(String(200), primary_key=True)
+    max_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
 
 
 class StoredPriceCard(Base):
@@ -389,6 +481,23 @@ class StoredCalibration(Base):
     created_at: Mapped[datetime] = _now()
 
 
+class StoredRouterClassifier(Base):
+    """One version of the router's classifier (`routing.classifier`), as `penny
+    train-router` fitted it, with what it was trained on and how it scored."""
+
+    __tablename__ = "router_classifiers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
+    embedding_model: Mapped[str] = mapped_column(String(200), nullable=False)
+    dimensions: Mapped[int] = mapped_column(Integer, nullable=False)
+    weights: Mapped[list[float]] = mapped_column(JsonDoc, nullable=False)
+    bias: Mapped[float] = mapped_column(Float, nullable=False)
+    threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    trained_on: Mapped[dict[str, Any]] = mapped_column(JsonDoc, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
 class ResultCacheEntry(Base):
     """An answer kept for later identical jobs of the same tenant (see cache.keys). It
     holds the result row as the source job got it and what producing it cost."""
@@ -421,6 +530,9 @@ class ResultCacheEntry(Base):
     mean_logprob: Mapped[float | None] = mapped_column(Float)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     embedding_dimensions: Mapped[int | None] = mapped_column(Integer)
+    original_prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    token_logprobs: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
+    choices: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
     # The source job's ledger figures: a hit saves `cost_usd`, and `list_cost_usd` is
     # still what a hosted API would have charged for the request.
     cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)

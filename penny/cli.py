@@ -13,6 +13,7 @@ import typer
 from penny.errors import MissingCapability, UnsafeBinding
 from penny.key_commands import keys_app
 from penny.remote import PennyClient, RemoteError
+from penny.report_commands import report_app
 from penny.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -22,6 +23,7 @@ cache_app = typer.Typer(no_args_is_help=True,
                         help="Inspect and purge the exact result cache (in the database).")
 app.add_typer(cache_app, name="cache")
 app.add_typer(keys_app, name="keys")
+app.add_typer(report_app, name="report")
 
 
 class LogFormatName(StrEnum):
@@ -155,6 +157,25 @@ def calibrate_cascade(
                f"{target:.1%}: accuracy {best.accuracy:.1%}, escalation rate "
                f"{best.escalation_rate:.1%}, cost {best.relative_cost:.2f}x large-only")
     typer.echo(f"PENNY_CASCADE_MIN_MEAN_LOGPROB={best.policy.min_mean_logprob:.4f}")
+
+
+@app.command("train-router")
+def train_router(
+    labelled: Annotated[Path, typer.Argument(help="JSON lines as for calibrate-cascade, "
+                                                  "each with its `prompt`")],
+    target: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                          help="the accuracy to reach (a fraction)")] = 0.9,
+    small_cost: Annotated[float | None, typer.Option(
+        help="the small tier's cost per item; default: the lines' mean")] = None,
+    large_cost: Annotated[float | None, typer.Option(
+        help="the large tier's cost per item; default: the lines' mean")] = None,
+) -> None:
+    """Fit the router's classifier (a logistic regression on the prompt's embedding) on a
+    labelled set, pick its threshold for --target accuracy on held-out folds, and store it
+    as the next version: `auto` consults it with PENNY_ROUTER_CLASSIFIER=true."""
+    from penny.router_cli import train_router_command
+
+    train_router_command(Settings(), labelled, target, small_cost, large_cost)
 
 
 @app.command("config-reference")

@@ -94,6 +94,18 @@ class JobProduct:
     usage: TokenUsage
     result: dict[str, Any] | None
     error: dict[str, Any] | None = None
+    # An error that came after the engine worked on the job: `usage` is what it computed,
+    # and the job is billed for it.
+    ran: bool = False
+
+    @property
+    def billable(self) -> bool:
+        return self.result is not None or self.ran
+
+
+# A ledger row's `outcome`: what the job it bills came to.
+SUCCEEDED = "succeeded"
+FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -132,13 +144,15 @@ def priced_outcomes(
     engine_seconds: float,
     settings: Settings,
 ) -> list[JobOutcome]:
-    """Pair each job with its product, its share of engine time and its price."""
+    """Pair each job with its product, its share of engine time and its price. A job that
+    failed after the engine worked on it pays its share like the rest (its ledger row's
+    outcome says `failed`); one that failed before the engine bills nothing."""
     shares = iter(share_engine_seconds(engine_seconds, [p.usage for p in products
-                                                        if p.result is not None]))
+                                                        if p.billable]))
     price = settings.price_for(batch.model)
     outcomes = []
     for job, product in zip(batch.jobs, products, strict=True):
-        if product.result is None:
+        if not product.billable:
             outcomes.append(JobOutcome(job, None, None, product.error))
             continue
         seconds = next(shares)
@@ -154,8 +168,10 @@ def priced_outcomes(
             # No saving claimed until the ledger costing models one (workers.ledger_costing).
             **unmodelled(cost.cost_usd).columns(),
             "route": route_label(job.route),
+            "outcome": SUCCEEDED if product.result is not None else FAILED,
         }
-        outcomes.append(JobOutcome(job, product.result, ledger, None))
+        outcomes.append(JobOutcome(job, product.result, ledger,
+                                   None if product.result is not None else product.error))
     return outcomes
 
 
@@ -164,7 +180,8 @@ def _generation_product(generation: Generation) -> JobProduct:
                        generation.output_tokens)
     if not generation.ok:
         return JobProduct(usage, None, {"code": generation.error_code,
-                                        "message": generation.error_message})
+                                        "message": generation.error_message},
+                          ran=generation.ran)
     return JobProduct(usage, {
         "text": generation.text,
         "finish_reason": generation.finish_reason,
@@ -172,6 +189,9 @@ def _generation_product(generation: Generation) -> JobProduct:
         "cached_tokens": generation.cached_tokens,
         "output_tokens": generation.output_tokens,
         "mean_logprob": generation.mean_logprob,
+        "token_logprobs": (list(generation.token_logprobs)
+                           if generation.token_logprobs is not None else None),
+        "choices": [s.stored() for s in generation.samples] or None,
     })
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0020_trace_context"
-down_revision: str | None = "0018_intake_speed"
+down_revision: str | None = "0021_prompt_compression"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -105,7 +105,10 @@ def _objects_of_a(client: TestClient, runtime: Runtime) -> dict[str, str]:
     ended_batch, ended = _ended_message_batch_of_a(client, runtime)
     deliveries = client.get("/v1/webhooks/deliveries", headers=A).json()["data"]
     assert len(deliveries) == 1, deliveries
-    return {"job_id": job["id"], "submission_id": job["submission_id"],
+    cap = client.put("/v1/max-tokens-caps", headers=A,
+                     json={"feature": "tagging", "max_tokens": 64})
+    assert cap.status_code == 200, cap.text
+    return {"cap_id": "tagging", "job_id": job["id"], "submission_id": job["submission_id"],
             "bulk_submission_id": bulk["submission_id"], "file_id": upload.json()["id"],
             "batch_id": batch.json()["id"], "message_batch_id": message_batch.json()["id"],
             "ended_message_batch_id": ended_batch, "ended_submission_id": ended,
@@ -138,6 +141,7 @@ PROBES: list[tuple[str, str, str]] = [
     # semantic cache's isolation is shown on pgvector in tests/e2e/test_semantic_cache.py.
     ("GET", "/v1/cache/semantic/entries/{entry_id}", "cache_entry_id"),
     ("DELETE", "/v1/cache/semantic/entries/{entry_id}", "cache_entry_id"),
+    ("DELETE", "/v1/max-tokens-caps/{cap_id}", "cap_id"),
 ]
 # Routes whose ids are not tenants' objects: the admin API has its own guard (tested in
 # test_api_keys.py).

@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY
 
 import observability.metrics  # noqa: F401  (registers every metric penny exports)
 from intake.cache_option import PENNY_CACHE_FIELD
+from intake.compress_option import PENNY_COMPRESS_FIELD
 from models.tables import LedgerEntry
 from penny.settings import Settings
 from tests.support import REPO
@@ -16,7 +17,7 @@ from tests.support import REPO
 PLAYBOOK = REPO / "docs" / "cost-playbook.md"
 # Fields of penny's wire format that share the metrics' prefix: the cost object on batch
 # objects, output lines and webhooks, and the cache option of hosted-API lines.
-WIRE_FIELDS = {"penny_cost", PENNY_CACHE_FIELD}
+WIRE_FIELDS = {"penny_cost", PENNY_CACHE_FIELD, PENNY_COMPRESS_FIELD}
 
 
 def _page() -> str:
