@@ -15,8 +15,9 @@ runs' answers and costs, not a fifth run), and the labelled set is written for t
 command (with each item's prompt, for `penny train-router`). A sixth row replays `auto`
 with the router's classifier (routing.classifier) consulted after the features, each item
 scored by a classifier fitted on the other folds (5-fold, held out), with its threshold
-picked on those held-out probabilities. Both tiers are calibrated first, so the ledger's
-routing column (saving against the large tier) is filled. Tiers: the offline
+picked on those held-out probabilities. With both tiers calibrated beforehand (`penny
+calibrate MODEL` against the same database), the ledger's routing column (saving against
+the large tier) is filled. Tiers: the offline
 SmolLM2-135M-Instruct (large) and its copy with 4 of 30 layers removed (small): the only
 honest pair at hand offline, and close in cost.
 """
@@ -131,9 +132,9 @@ def main() -> None:
     from intake.limits import IntakeLimits
     from intake.schema import JobRequest
     from intake.service import jobs_for_requests, request_hash, submit
+    from models.costing import latest_calibration
     from models.tables import Job, LedgerEntry, Result, Submission
     from models.tenants import ensure_tenant
-    from penny.calibration_cli import calibrate_if_missing
     from penny.runtime import open_runtime
     from penny.settings import (
         OFFLINE_MODEL_NAME,
@@ -158,8 +159,14 @@ def main() -> None:
                         single_flight=False)
     engines = [VllmEngine(settings, small), VllmEngine(settings, large)]
     runtime = open_runtime(settings)
-    for engine in engines:  # the ledger's counterfactual needs both tiers' speeds
-        calibrate_if_missing(engine, settings, runtime.sessions)
+    with runtime.sessions() as session:
+        # The ledger's routing column needs both tiers' measured speeds. Calibrate them
+        # beforehand, one process per model (`penny calibrate MODEL`): probing here, with
+        # both engines in one process, stalled for over 25 minutes on a busy machine.
+        uncalibrated = [m for m in settings.tiers if latest_calibration(session, m) is None]
+    if uncalibrated:
+        print(f"no calibration for {uncalibrated}: the ledger's routing column stays 0 "
+              "(run `penny calibrate MODEL` for each tier first)", file=sys.stderr)
     limits = IntakeLimits.from_settings(settings)
     workload = items(args.items)
     arms = {"small only": {"model": small, "logprobs": True},
