@@ -266,14 +266,6 @@ def record_batch(
             .where(Job.id.in_([o.job.id for o in succeeded]), Job.status == JobStatus.RUNNING)
             .values(status=JobStatus.SUCCEEDED, finished_at=func.now(), updated_at=func.now())
         )
-    # A job that ran and then failed bills what ran (its row says outcome "failed").
-    failed_billed = [o for o in outcomes if o.error is not None and o.ledger is not None]
-    if failed_billed:
-        session.execute(insert(LedgerEntry), [
-            {**o.ledger, "job_id": o.job.id, "tenant_id": o.job.tenant_id,
-             "submission_id": o.job.submission_id, "batch_id": batch.id}
-            for o in failed_billed if o.ledger is not None
-        ])
     for outcome in outcomes:
         if outcome.reroute is not None:
             # It never ran: back to the queue on its new tier, its attempt given back.
