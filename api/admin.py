@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import Admin, sessions_of
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
+from api.links import link, links
 from intake.text import StorableText
 from models.tenants import KeyInfo, create_key, list_keys, revoke_key
 from penny.errors import NotFound
@@ -57,7 +58,8 @@ class ApiKeyList(BaseModel):
     data: list[ApiKeyOut]
 
 
-@router.post("/keys", status_code=201)
+@router.post("/keys", status_code=201, responses=links(
+    201, RevokeKey=link("/v1/admin/keys/{key_id}/revoke", "post", key_id="$response.body#/id")))
 def create(body: CreateKey, request: Request, _: Admin) -> NewApiKey:
     with sessions_of(request)() as session:
         info, key = create_key(session, body.tenant, body.name)

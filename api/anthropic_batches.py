@@ -20,6 +20,7 @@ from api.deps import (
 )
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
+from api.links import link, links, read_by_id
 from compat.anthropic_output import results_jsonl
 from intake.batches import batch_uuid, create_anthropic_batch
 from intake.service import request_hash
@@ -37,7 +38,8 @@ from models.tables import Submission
 from models.tenants import TenantRef
 from penny.errors import NotFound, StateConflict
 
-router = APIRouter(prefix="/v1/messages/batches", route_class=JsonBodyRoute,
+PREFIX = "/v1/messages/batches"
+router = APIRouter(prefix=PREFIX, route_class=JsonBodyRoute,
                    responses=error_responses(400, 401, 402, 404, 409, 413, 422, 429))
 
 
@@ -70,7 +72,11 @@ def _load(session: Session, tenant: TenantRef, message_batch_id: str) -> Submiss
     return row
 
 
-@router.post("")
+@router.post("", responses=links(
+    200, GetMessageBatch=read_by_id(f"{PREFIX}/{{message_batch_id}}", "message_batch_id"),
+    GetResults=read_by_id(f"{PREFIX}/{{message_batch_id}}/results", "message_batch_id"),
+    CancelMessageBatch=link(f"{PREFIX}/{{message_batch_id}}/cancel", "post",
+                            message_batch_id="$response.body#/id")))
 def create(
     body: CreateMessageBatch, request: Request, response: Response, tenant: Tenant,
     idempotency_key: IdempotencyKey = None,

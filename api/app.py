@@ -27,10 +27,12 @@ from api.health import HeartbeatPresence, WorkerPresence
 from api.intake_caps import CapsCache
 from api.limits import BodySizeLimit
 from api.metrics import RequestMetrics
+from api.request_tracing import RequestTracing
 from cache.model_identity import cache_policy
 from intake.admission import IntakePolicy
 from intake.group_commit import GroupCommitWriter
 from intake.limits import IntakeLimits
+from observability import tracing
 from observability.queue_collector import queue_registry
 from penny.runtime import Runtime
 from storage.s3_sources import SourcePolicy
@@ -81,4 +83,6 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
                                     + uploads.MULTIPART_SLACK_BYTES})
     # Outermost: a request the size limit refuses is counted too.
     app.add_middleware(RequestMetrics)
+    if tracing.enabled():  # off, the request path does not even look for trace headers
+        app.add_middleware(RequestTracing)
     return app

@@ -3,7 +3,7 @@ the exact result cache's policy, and the caller's tenant."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +24,13 @@ Admin = Annotated[None, Depends(require_admin)]
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
 ]
+
+
+def replayed_response(model: type[Any]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entry of a create that answers 202 when it creates: a retry with the
+    same Idempotency-Key gets the original answer as a 200 (Idempotent-Replayed: true)."""
+    return {200: {"model": model, "description": "The original answer to an earlier "
+                  "request with the same Idempotency-Key (header Idempotent-Replayed: true)"}}
 
 
 def sessions_of(request: Request) -> sessionmaker[Session]:

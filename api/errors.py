@@ -24,6 +24,7 @@ from penny.errors import (
     PennyError,
     QueueFull,
     SourceNotAllowed,
+    SourceUnavailable,
     StateConflict,
     TooLarge,
     Unauthorized,
@@ -43,12 +44,14 @@ STATUS_BY_ERROR: dict[type[PennyError], int] = {
     SourceNotAllowed: 403,
     QueueFull: 429,
     BudgetExceeded: 402,
+    SourceUnavailable: 503,
 }
 
 
 # The error `type` the OpenAI and Anthropic SDKs expect next to penny's own `code`.
 TYPE_BY_STATUS = {401: "authentication_error", 404: "not_found_error",
-                  413: "request_too_large", 429: "rate_limit_error", 500: "api_error"}
+                  413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                  503: "api_error"}
 
 
 class ErrorDetail(BaseModel):
@@ -70,7 +73,8 @@ _MEANING = {400: "The body is not JSON penny can read", 401: "No valid API key",
             404: "No such object for this tenant",
             409: "Conflicts with the object's state or an earlier Idempotency-Key",
             413: "The body or file is too large", 422: "The request breaks a rule",
-            429: "The tenant's queue is full; see Retry-After"}
+            429: "The tenant's queue is full; see Retry-After",
+            503: "The object store holding the named s3:// object did not answer"}
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from api.deps import (
     cache_of,
     limits_of,
     policy_of,
+    replayed_response,
     sessions_of,
     settings_of,
     store_of,
@@ -20,6 +21,7 @@ from api.deps import (
 from api.errors import error_responses
 from api.intake_caps import prepared_jobs, prepared_jobs_async
 from api.json_body import JsonBodyRoute
+from api.links import links, read_by_id
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
 from api.webhooks import checked_callback
 from intake.group_commit import GroupCommitWriter
@@ -50,7 +52,10 @@ def _mark_replay(response: Response, replayed: bool) -> None:
         response.headers["Idempotent-Replayed"] = "true"
 
 
-@router.post("/jobs", status_code=202)
+@router.post("/jobs", status_code=202, responses={**replayed_response(JobAccepted), **links(
+    202, GetJob=read_by_id("/v1/jobs/{job_id}", "job_id"),
+    GetSubmission=read_by_id("/v1/submissions/{submission_id}", "submission_id",
+                             "$response.body#/submission_id"))})
 async def create_job(
     body: JobRequest, request: Request, response: Response, tenant: Tenant,
     idempotency_key: IdempotencyKey = None,
@@ -96,7 +101,12 @@ def _create_job(request: Request, response: Response, tenant: TenantRef,
                        warnings=stored.submission.warnings or [])
 
 
-@router.post("/jobs/bulk", status_code=202)
+@router.post("/jobs/bulk", status_code=202, responses={
+    **replayed_response(BulkAccepted), **links(
+        202,
+        GetFirstJob=read_by_id("/v1/jobs/{job_id}", "job_id", "$response.body#/job_ids/0"),
+        GetSubmission=read_by_id("/v1/submissions/{submission_id}", "submission_id",
+                                 "$response.body#/submission_id"))})
 async def create_jobs(
     body: BulkJobsRequest, request: Request, response: Response, tenant: Tenant,
     idempotency_key: IdempotencyKey = None,

@@ -12,6 +12,7 @@ from api.batch_views import OPENAI_BATCH_PREFIX, openai_batch, openai_list
 from api.deps import IdempotencyKey, Tenant, cache_of, policy_of, sessions_of
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
+from api.links import link, links, read_by_id
 from api.webhooks import checked_callback
 from intake.batches import OpenAIBatchParams, batch_uuid, create_openai_batch, retry_batch
 from intake.service import request_hash
@@ -57,7 +58,9 @@ def _load(session: Session, tenant: TenantRef, batch_id: str) -> Submission:
     return row
 
 
-@router.post("/batches")
+@router.post("/batches", responses=links(
+    200, GetBatch=read_by_id("/v1/batches/{batch_id}", "batch_id"),
+    CancelBatch=link("/v1/batches/{batch_id}/cancel", "post", batch_id="$response.body#/id")))
 def create_batch(
     body: CreateBatch, request: Request, response: Response, tenant: Tenant,
     idempotency_key: IdempotencyKey = None,

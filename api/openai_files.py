@@ -20,6 +20,7 @@ from api.deps import (
 )
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
+from api.links import link, links, read_by_id
 from intake.service import request_hash
 from intake.text import unstorable_reason
 from models.files import (
@@ -67,7 +68,10 @@ def _storable(value: str, param: str) -> str:
     return value
 
 
-@router.post("/files")
+@router.post("/files", responses={**error_responses(503), **links(
+    200, GetFile=read_by_id("/v1/files/{file_id}", "file_id"),
+    GetFileContent=read_by_id("/v1/files/{file_id}/content", "file_id"),
+    DeleteFile=link("/v1/files/{file_id}", "delete", file_id="$response.body#/id"))})
 def upload_file(
     request: Request,
     response: Response,

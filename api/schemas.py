@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 from cache.keys import CacheMode
 from ledger.attribution import MECHANISMS, saving_column
 from models.submissions import JobView
-from models.tables import Submission
+from models.tables import Result, Submission
 
 # A bulk item is a JobRequest, validated by intake one item at a time (schema and model
 # limits in one pass, so a 422 names every bad item); here it is only documented as one.
@@ -52,6 +52,9 @@ class Usage(BaseModel):
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
+    # With `compress`: the prompt's tokens before compression (`prompt_tokens` is what
+    # the engine read).
+    original_prompt_tokens: int | None = None
 
 
 class Cost(BaseModel):
@@ -76,11 +79,35 @@ class Cost(BaseModel):
     cache_similarity: float | None = None
 
 
+class JobChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str
+    logprobs: list[dict[str, Any]] | None = None
+
+
 class JobResultBody(BaseModel):
     text: str
     finish_reason: str
     mean_logprob: float | None
     model: str | None = None  # the tier that produced this answer
+    # With top_logprobs: each answer token's {token, logprob, bytes, top_logprobs}.
+    logprobs: list[dict[str, Any]] | None = None
+    # With n > 1: every sample, the first (`text` above) included, by index.
+    choices: list[JobChoice] | None = None
+
+    @classmethod
+    def from_result(cls, result: Result, model: str) -> JobResultBody:
+        choices = None
+        if result.choices:
+            samples = [{"text": result.text, "finish_reason": result.finish_reason,
+                        "token_logprobs": result.token_logprobs}, *result.choices]
+            choices = [JobChoice(index=i, text=s["text"], finish_reason=s["finish_reason"],
+                                 logprobs=s.get("token_logprobs"))
+                       for i, s in enumerate(samples)]
+        return cls(text=result.text, finish_reason=result.finish_reason,
+                   mean_logprob=result.mean_logprob, model=model,
+                   logprobs=result.token_logprobs, choices=choices)
 
 
 def _max_tokens(request: dict[str, Any]) -> dict[str, int] | None:
@@ -126,11 +153,11 @@ class JobOut(BaseModel):
             attempts=job.attempts,
             created_at=job.created_at,
             finished_at=job.finished_at,
-            result=JobResultBody(text=result.text, finish_reason=result.finish_reason,
-                                 mean_logprob=result.mean_logprob,
-                                 model=job.model) if result else None,
+            result=JobResultBody.from_result(result, job.model) if result else None,
             usage=Usage(prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens,
-                        completion_tokens=result.output_tokens) if result else None,
+                        completion_tokens=result.output_tokens,
+                        original_prompt_tokens=result.original_prompt_tokens)
+            if result else None,
             cost=Cost(usd=str(ledger.cost_usd), naive_usd=f"{ledger.naive_cost_usd:f}",
                       savings_by_mechanism_usd={
                           m: f"{getattr(ledger, saving_column(m)):f}" for m in MECHANISMS},

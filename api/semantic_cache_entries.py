@@ -9,11 +9,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import Tenant, sessions_of
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
+from intake.text import unstorable_reason
 from models.semantic_cache_admin import (
     correct_entry,
     delete_semantic_entry,
@@ -83,7 +84,17 @@ class SemanticStatsOut(BaseModel):
 
 
 class Correction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     text: str = Field(min_length=1, max_length=200_000)
+
+    @field_validator("text")
+    @classmethod
+    def _storable(cls, text: str) -> str:
+        reason = unstorable_reason(text)
+        if reason is not None:
+            raise ValueError(f"the answer {reason}")
+        return text
 
 
 def _entry_id(raw: str) -> uuid.UUID:

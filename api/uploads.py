@@ -14,6 +14,7 @@ from api.deps import (
     cache_of,
     limits_of,
     policy_of,
+    replayed_response,
     s3_reader_of,
     s3_sources_of,
     sessions_of,
@@ -21,6 +22,7 @@ from api.deps import (
 )
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
+from api.links import links, read_by_id
 from api.webhooks import checked_callback
 from intake.csv_mapping import CsvOptions
 from intake.csv_upload import CsvSource, queue_csv
@@ -30,7 +32,8 @@ from penny.errors import InvalidRequest, TooLarge
 from penny.settings import Settings
 
 router = APIRouter(prefix="/v1", route_class=JsonBodyRoute,
-                   responses=error_responses(400, 401, 402, 403, 404, 409, 413, 422, 429))
+                   responses=error_responses(400, 401, 402, 403, 404, 409, 413, 422, 429,
+                                             503))
 
 # The multipart envelope around the file: boundaries, headers, the form fields.
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -54,7 +57,10 @@ def _text_field(value: str | None, param: str) -> str | None:
     return value
 
 
-@router.post("/uploads/csv", status_code=202)
+@router.post("/uploads/csv", status_code=202, responses={
+    **replayed_response(CsvAccepted), **links(
+        202, GetSubmission=read_by_id("/v1/submissions/{submission_id}", "submission_id",
+                                      "$response.body#/submission_id"))})
 def upload_csv(
     request: Request,
     response: Response,

@@ -12,8 +12,14 @@ billed each submission (a cascade's escalated attempts included); accuracy is ov
 job's final answer. A fifth row replays the cascade with the threshold `penny
 calibrate-cascade` picks from the small and large runs' labels (a replay from those two
 runs' answers and costs, not a fifth run), and the labelled set is written for that
-command. Tiers: the offline SmolLM2-135M-Instruct (large) and its copy with 4 of 30
-layers removed (small): the only honest pair at hand offline, and close in cost.
+command (with each item's prompt, for `penny train-router`). A sixth row replays `auto`
+with the router's classifier (routing.classifier) consulted after the features, each item
+scored by a classifier fitted on the other folds (5-fold, held out), with its threshold
+picked on those held-out probabilities. With both tiers calibrated beforehand (`penny
+calibrate MODEL` against the same database), the ledger's routing column (saving against
+the large tier) is filled. Tiers: the offline
+SmolLM2-135M-Instruct (large) and its copy with 4 of 30 layers removed (small): the only
+honest pair at hand offline, and close in cost.
 """
 
 from __future__ import annotations
@@ -120,11 +126,13 @@ def main() -> None:
     os.environ.setdefault("PENNY_MODELS_DIR", str(REPO / "var" / "models"))
     sys.path.insert(0, str(REPO))
 
+    import numpy as np
     from sqlalchemy import func, select
 
     from intake.limits import IntakeLimits
     from intake.schema import JobRequest
     from intake.service import jobs_for_requests, request_hash, submit
+    from models.costing import latest_calibration
     from models.tables import Job, LedgerEntry, Result, Submission
     from models.tenants import ensure_tenant
     from penny.runtime import open_runtime
@@ -137,7 +145,12 @@ def main() -> None:
     )
     from routing.calibration import LabelledOutcome, calibrate
     from routing.cascade import Confidence
+    from routing.classifier import choose_threshold, consult, out_of_fold, small_suffices
+    from routing.features import features_of
+    from routing.router import assess
+    from workers.embedder import EmbeddingRequest
     from workers.inprocess import InProcessPipeline
+    from workers.sentence_embedder import SentenceTransformerEmbedder
     from workers.vllm_engine import VllmEngine
 
     small, large = OFFLINE_PRUNED_MODEL_NAME, OFFLINE_MODEL_NAME
@@ -146,6 +159,14 @@ def main() -> None:
                         single_flight=False)
     engines = [VllmEngine(settings, small), VllmEngine(settings, large)]
     runtime = open_runtime(settings)
+    with runtime.sessions() as session:
+        # The ledger's routing column needs both tiers' measured speeds. Calibrate them
+        # beforehand, one process per model (`penny calibrate MODEL`): probing here, with
+        # both engines in one process, stalled for over 25 minutes on a busy machine.
+        uncalibrated = [m for m in settings.tiers if latest_calibration(session, m) is None]
+    if uncalibrated:
+        print(f"no calibration for {uncalibrated}: the ledger's routing column stays 0 "
+              "(run `penny calibrate MODEL` for each tier first)", file=sys.stderr)
     limits = IntakeLimits.from_settings(settings)
     workload = items(args.items)
     arms = {"small only": {"model": small, "logprobs": True},
@@ -180,8 +201,9 @@ def main() -> None:
     replies: dict[str, dict[int, tuple[str, float | None, str, Decimal]]] = {}
     for arm, submission_id in submissions.items():
         with runtime.sessions() as session:
-            cost = session.execute(select(func.sum(LedgerEntry.cost_usd)).where(
-                LedgerEntry.submission_id == submission_id)).scalar_one()
+            cost, routing_saving = session.execute(
+                select(func.sum(LedgerEntry.cost_usd), func.sum(LedgerEntry.saving_routing_usd))
+                .where(LedgerEntry.submission_id == submission_id)).one()
             attempts = session.execute(select(func.count()).select_from(Job).where(
                 Job.submission_id == submission_id, Job.cascade_of.is_not(None))).scalar_one()
             final = session.execute(
@@ -194,7 +216,7 @@ def main() -> None:
                                            r.cost_usd) for r in final}
         right = sum(workload[int(r.custom_id)].correct(r.text) for r in final)
         on_small = sum(1 for r in final if r.model == small)
-        rows.append((arm, right, Decimal(cost), attempts, on_small))
+        rows.append((arm, right, Decimal(cost), attempts, on_small, Decimal(routing_saving)))
 
     # The labelled set: the small tier's confidence and both tiers' correctness per item.
     labelled = [LabelledOutcome(
@@ -209,27 +231,55 @@ def main() -> None:
                 "finish_reason": outcome.confidence.finish_reason,
                 "small_correct": outcome.small_correct, "large_correct": outcome.large_correct,
                 "small_cost_usd": str(replies["small only"][i][3]),
-                "large_cost_usd": str(replies["large only"][i][3])}) + "\n")
+                "large_cost_usd": str(replies["large only"][i][3]),
+                "prompt": f"{SYSTEM}\n{workload[i].question}"}) + "\n")
     small_cost = float(sum(r[3] for r in replies["small only"].values()))
     large_cost = float(sum(r[3] for r in replies["large only"].values()))
     large_accuracy = next(r[1] for r in rows if r[0] == "large only") / len(workload)
     best = calibrate(labelled, args.target * large_accuracy,
                      small_cost=small_cost / len(workload), large_cost=large_cost / len(workload))
 
+    # The classifier, replayed: held-out probabilities, the features first, then it.
+    embedder = SentenceTransformerEmbedder(settings, settings.default_embedding_model)
+    prompts = [f"{SYSTEM}\n{item.question}" for item in workload]
+    vectors = np.asarray([e.vectors[0] for e in embedder.embed(
+        [EmbeddingRequest(key=str(i), inputs=(p,)) for i, p in enumerate(prompts)]).embeddings])
+    small_ok = [o.small_correct for o in labelled]
+    large_ok = [o.large_correct for o in labelled]
+    held_out = out_of_fold(vectors, [small_suffices(s, b) for s, b in
+                                     zip(small_ok, large_ok, strict=True)])
+    threshold = choose_threshold(held_out, small_ok, large_ok, args.target * large_accuracy,
+                                 small_cost=small_cost / len(workload),
+                                 large_cost=large_cost / len(workload)).threshold
+    right_c, cost_c, small_c = 0, Decimal(0), 0
+    for i, p in enumerate(held_out):
+        difficulty = assess(features_of(prompts[i], MAX_TOKENS)).difficulty
+        on_small = consult(difficulty, p, threshold, settings.tiers).tier == 0
+        small_c += on_small
+        right_c += small_ok[i] if on_small else large_ok[i]
+        cost_c += replies["small only" if on_small else "large only"][i][3]
+
     print(f"\n$ PENNY_DATABASE_URL=... .venv/bin/python bench/tier_eval.py --items {args.items}")
     print(f"{len(workload)} items x 4 submissions, {wall:.0f} s wall; {machine()}; "
           f"small = {small} (26 of 30 layers), large = {large}\n")
     print("| arm | accuracy | ledger cost USD | vs large | cost per correct USD "
-          "| escalation rate | on small tier |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| escalation rate | on small tier | ledger routing saving USD |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     large_total = next(r[2] for r in rows if r[0] == "large only")
-    for arm, right, cost, attempts, on_small in rows:
+    for arm, right, cost, attempts, on_small, routing_saving in rows:
         print(f"| {arm} | {right / len(workload):.1%} | {cost:.8f} | "
               f"{float(cost / large_total):.2f} | "
               f"{(cost / right) if right else Decimal(0):.10f} | "
-              f"{attempts / len(workload):.1%} | {on_small / len(workload):.0%} |")
+              f"{attempts / len(workload):.1%} | {on_small / len(workload):.0%} | "
+              f"{routing_saving:.8f} |")
     print(f"| cascade, calibrated (replay) | {best.accuracy:.1%} | - | "
-          f"{best.relative_cost:.2f} | - | {best.escalation_rate:.1%} | - |")
+          f"{best.relative_cost:.2f} | - | {best.escalation_rate:.1%} | - | - |")
+    print(f"| auto + classifier (replay, held out) | {right_c / len(workload):.1%} | "
+          f"{cost_c:.8f} | {float(cost_c / large_total):.2f} | "
+          f"{(cost_c / right_c) if right_c else Decimal(0):.10f} | - | "
+          f"{small_c / len(workload):.0%} | - |")
+    print(f"classifier threshold (held out, {args.target:.0%} of large-only accuracy): "
+          f"p(small suffices) >= {threshold:.3f} goes small")
     print(f"\ncalibrated threshold for {args.target:.0%} of large-only accuracy: mean token "
           f"logprob < {best.policy.min_mean_logprob:.3f} escalates")
     by_kind: dict[str, list[int]] = {}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from opentelemetry.trace import Span
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.model_identity import cache_policy
@@ -44,8 +45,9 @@ from models.single_flight import (
     attach_queued_copies,
     in_flight_leaders,
 )
+from models.trace_context import traceparents_of_jobs
 from models.workers import live_workers, worker_loads
-from observability import metrics
+from observability import metrics, tracing
 from penny.settings import Settings
 from storage.port import ObjectStore
 from workers.engine import GenerationRequest
@@ -232,7 +234,12 @@ class Coalescer:
         targets = assign_workers([b.prefix_key for b in chosen], workers,
                                  worker_loads(session, model) if workers else {},
                                  self.settings.affinity_load_epsilon)
-        batch_ids = create_batches(session, chosen, targets)
+        spans = self._batch_spans(session, model, chosen)
+        batch_ids = create_batches(session, chosen, targets,
+                                   [tp for _, tp in spans] if spans else None)
+        for (span, _), batch_id in zip(spans, batch_ids, strict=False):
+            span.set_attribute("penny.batch_id", str(batch_id))
+            span.end()
         leader_batch = {job: batch_id for batch, batch_id in zip(chosen, batch_ids, strict=True)
                         for job in batch.job_ids}
         followers = {f: leader for f, leader in plan.followers.items() if leader in leader_batch}
@@ -257,6 +264,22 @@ class Coalescer:
                               self.limits.max_jobs, self.limits.max_tokens)
         return [_Dispatch(batch_id, model, target)
                 for batch_id, target in zip(batch_ids, targets, strict=True)]
+
+    @staticmethod
+    def _batch_spans(session: Session, model: str, chosen: Sequence[PlannedBatch]
+                     ) -> list[tuple[Span, str]]:
+        """With tracing on, a span per batch linked to the intake requests of its jobs,
+        and its traceparent for the batch row; with tracing off nothing, not a query."""
+        if not tracing.enabled() or not chosen:
+            return []
+        submitted = traceparents_of_jobs(session, [j for b in chosen for j in b.job_ids])
+        spans = []
+        for batch in chosen:
+            started = tracing.start_batch_span(model, len(batch.job_ids),
+                                               (submitted.get(j) for j in batch.job_ids))
+            if started is not None:
+                spans.append(started)
+        return spans
 
     @staticmethod
     def _attach_copies_beyond_horizon(

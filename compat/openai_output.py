@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compat.records import LineRecord, line_penny_cost
+from compat.tool_calls import read_tool_calls
 from compat.vectors import base64_vector, float_list, split_vectors
 from models.status import JobStatus
 
@@ -69,6 +70,29 @@ def embedding_body(record: LineRecord) -> dict[str, Any]:
     }
 
 
+def _samples(record: LineRecord) -> list[dict[str, Any]]:
+    """Every answer of the line, the first one included, in index order."""
+    first = {"text": record.text or "", "finish_reason": record.finish_reason,
+             "token_logprobs": record.token_logprobs}
+    return [first, *(record.choices or [])]
+
+
+def _chat_choice(index: int, sample: dict[str, Any], record: LineRecord) -> dict[str, Any]:
+    logprobs = ({"content": sample.get("token_logprobs") or [], "refusal": None}
+                if record.asked_logprobs else None)
+    message: dict[str, Any] = {"role": "assistant", "content": sample["text"],
+                               "refusal": None}
+    finish_reason = sample["finish_reason"]
+    if record.offered_tools:
+        read = read_tool_calls(sample["text"], record.offered_tools,
+                               f"{record.job_id.replace('-', '')}_{index}")
+        if read.calls:
+            message = {**message, "content": read.content, "tool_calls": read.calls}
+            finish_reason = "tool_calls" if finish_reason == "stop" else finish_reason
+    return {"index": index, "message": message, "logprobs": logprobs,
+            "finish_reason": finish_reason}
+
+
 def completion_body(record: LineRecord, endpoint: str) -> dict[str, Any]:
     """The body the synchronous endpoint would have answered with."""
     hex_id = record.job_id.replace("-", "")
@@ -80,12 +104,8 @@ def completion_body(record: LineRecord, endpoint: str) -> dict[str, Any]:
             "object": "chat.completion",
             "created": _unix(record),
             "model": record.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": record.text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": record.finish_reason,
-            }],
+            "choices": [_chat_choice(index, sample, record)
+                        for index, sample in enumerate(_samples(record))],
             "usage": _usage(record),
             "system_fingerprint": None,
         }
@@ -94,8 +114,9 @@ def completion_body(record: LineRecord, endpoint: str) -> dict[str, Any]:
         "object": "text_completion",
         "created": _unix(record),
         "model": record.model,
-        "choices": [{"index": 0, "text": record.text, "logprobs": None,
-                     "finish_reason": record.finish_reason}],
+        "choices": [{"index": index, "text": sample["text"], "logprobs": None,
+                     "finish_reason": sample["finish_reason"]}
+                    for index, sample in enumerate(_samples(record))],
         "usage": _usage(record),
         "system_fingerprint": None,
     }

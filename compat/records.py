@@ -46,6 +46,13 @@ class LineRecord:
     encoding_format: str = "float"
     # Its counterfactual (zero when never billed).
     savings: SavingsTotals = field(default_factory=SavingsTotals)
+    # The first answer's `logprobs.content` when the line asked for logprobs, and an n > 1
+    # line's further samples (each {text, finish_reason, output_tokens, token_logprobs}).
+    token_logprobs: list[dict[str, Any]] | None = None
+    choices: list[dict[str, Any]] | None = None
+    asked_logprobs: bool = False
+    # The names of the functions the line offered as tools (empty: none offered).
+    offered_tools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

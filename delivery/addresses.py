@@ -26,6 +26,7 @@ from penny.errors import UnsafeUrl
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_URL_LENGTH = 2000  # the column that stores a callback URL
+MAX_PORT = 65535
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -222,6 +223,10 @@ def check_url(url: str, *, allow_loopback: bool, param: str = "callback_url") ->
                         param=param)
     if parsed.userinfo:
         raise UnsafeUrl(f"{param} must not carry credentials (user:password@)", param=param)
+    if parsed.port is not None and not 1 <= parsed.port <= MAX_PORT:
+        # httpx parses any number; a delivery to it could only ever fail.
+        raise UnsafeUrl(f"{param} port {parsed.port} is not a TCP port (1 to {MAX_PORT})",
+                        param=param)
     host = parse_host(parsed.host, param=param)
     if isinstance(host, str):
         if (host == "localhost" or host.endswith(".localhost")) and not allow_loopback:

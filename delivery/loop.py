@@ -20,6 +20,7 @@ from delivery.schedule import AttemptResult, RetryPolicy, decide, parse_retry_af
 from delivery.sender import Outgoing, Resolver, SendPolicy, SystemResolver, client_for, send
 from delivery.signing import decode_secret
 from models.webhooks import Claimed, any_due, claim_due, record_attempt
+from observability import metrics
 from penny.errors import PennyError
 from penny.settings import Settings
 
@@ -108,6 +109,7 @@ class WebhookDeliverer:
             return RoundReport(0, 0)
         results = asyncio.run(self._send_all(claimed, int(now.timestamp())))
         delivered = 0
+        outcomes: list[str] = []
         with self.sessions() as session:
             for item, result in zip(claimed, results, strict=True):
                 retry_after = parse_retry_after(result.retry_after, now)
@@ -116,10 +118,12 @@ class WebhookDeliverer:
                                   now=now, spread=self.spread())
                 record_attempt(session, item, now, result, decision, retry_after)
                 delivered += decision.status == "delivered"
+                outcomes.append(decision.status.value)
                 log.info("webhook %s to %s: attempt %d, %s%s", item.event_id, item.url,
                          item.attempt, decision.status,
                          f" ({result.error})" if result.error else "")
             session.commit()
+        metrics.record_webhook_attempts(outcomes)
         return RoundReport(len(claimed), delivered)
 
     async def _send_all(self, claimed: Sequence[Claimed], timestamp: int

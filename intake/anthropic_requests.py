@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from cache.keys import parse_cache_mode
 from intake.cache_option import PENNY_CACHE_FIELD
+from intake.compress_option import PENNY_COMPRESS_FIELD
 from intake.files import describe_validation_error
 from intake.limits import IntakeLimits, resolve_model
 from intake.schema import JobRequest
@@ -26,7 +27,7 @@ from penny.errors import InvalidRequest, PennyError
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _PARAMS = frozenset({"model", "max_tokens", "messages", "system", "temperature", "top_p",
                      "stop_sequences", "metadata", "stream", "service_tier",
-                     "output_config", PENNY_CACHE_FIELD})
+                     "output_config", PENNY_CACHE_FIELD, PENNY_COMPRESS_FIELD})
 
 
 def _response_format(output_config: Any) -> dict[str, Any] | None:
@@ -101,9 +102,17 @@ def _payload(params: dict[str, Any]) -> dict[str, Any]:
     response_format = _response_format(params.get("output_config"))
     if response_format is not None:
         payload["response_format"] = response_format
+    return {**payload, **_extensions(params)}
+
+
+def _extensions(params: dict[str, Any]) -> dict[str, Any]:
+    """penny's extensions in a request's params, as job fields."""
+    fields: dict[str, Any] = {}
     if params.get(PENNY_CACHE_FIELD) is not None:
-        payload["cache"] = _cache_mode(params[PENNY_CACHE_FIELD])
-    return payload
+        fields["cache"] = _cache_mode(params[PENNY_CACHE_FIELD])
+    if params.get(PENNY_COMPRESS_FIELD) is not None:
+        fields["compress"] = params[PENNY_COMPRESS_FIELD]
+    return fields
 
 
 def _cache_mode(value: Any) -> str:
@@ -124,9 +133,12 @@ def _one(index: int, custom_id: str, params: Any, limits: IntakeLimits) -> Anthr
         request = JobRequest.model_validate({**_payload(params), "custom_id": custom_id})
         model = resolve_model(request, limits)
     except ValidationError as error:
-        # The job field a schema error names is the one this request calls output_config.
-        message = describe_validation_error(error).replace(
-            "response_format.json_schema.schema", "output_config.format.schema")
+        # The job fields a schema error names as this request calls them: output_config,
+        # penny_compress.
+        message = re.sub(r"(^|; )compress\b", rf"\1{PENNY_COMPRESS_FIELD}",
+                         describe_validation_error(error).replace(
+                             "response_format.json_schema.schema",
+                             "output_config.format.schema"))
         return AnthropicRequest(index, custom_id, model, None,
                                 {"code": "invalid_request", "message": f"params: {message}"})
     except ValueError as error:

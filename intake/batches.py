@@ -5,6 +5,7 @@ of a batch that did not succeed. Each is one penny submission whose jobs are its
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from models.submissions import NewJob, StoredSubmission
 from models.tables import Submission
 from models.tenants import TenantRef
 from penny.errors import InvalidRequest, NotFound, StateConflict
+from routing.policy import TagRoute
 
 MAX_WINDOW = timedelta(hours=24)
 ANTHROPIC_WINDOW = "24h"
@@ -44,10 +46,11 @@ def parse_completion_window(window: str) -> timedelta:
     return length
 
 
-def line_job(line: BatchLine) -> NewJob:
+def line_job(line: BatchLine, routes: Sequence[TagRoute] = ()) -> NewJob:
+    """`routes`: the per-tag policy the line's model was resolved with."""
     if isinstance(line.request, EmbeddingJobRequest):
         return embedding_job(line.line, line.request)
-    return new_job(line.line, line.request, line.model)
+    return new_job(line.line, line.request, line.model, routes)
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ def create_anthropic_batch(
     jobs = []
     for item in parsed:
         if item.request is not None:
-            jobs.append(replace(new_job(item.index, item.request, item.model),
+            jobs.append(replace(new_job(item.index, item.request, item.model,
+                                        limits.tag_routes),
                                 complete_within=parse_completion_window(ANTHROPIC_WINDOW)))
         else:
             jobs.append(NewJob(line_no=item.index, model=item.model, request={},

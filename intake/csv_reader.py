@@ -75,9 +75,16 @@ def check_encoding(encoding: str | None) -> str | None:
     if encoding is None:
         return None
     try:
-        return codecs.lookup(encoding).name
+        name = codecs.lookup(encoding).name
     except LookupError:
         raise InputFileError(f"unknown encoding {encoding!r}", param="encoding") from None
+    try:
+        # Python's bytes-to-bytes and str-to-str codecs (base64, zlib, rot13, ...) are
+        # found by lookup, but a text stream refuses them.
+        io.TextIOWrapper(io.BytesIO(), encoding=name)
+    except LookupError:
+        raise InputFileError(f"{encoding!r} is not a text encoding", param="encoding") from None
+    return name
 
 
 def _mostly_nul(head: bytes) -> bool:
@@ -128,7 +135,7 @@ class _Lines:
         if self._text is not None:
             try:
                 text = self._text.readline(self.max_line)
-            except UnicodeDecodeError:
+            except UnicodeError:  # some codecs (utf-16 without a BOM, punycode) raise the base
                 raise InputFileError(
                     f"{self.name} is not {self.encoding} text (line {self.count + 1})",
                     param="encoding") from None
@@ -142,6 +149,9 @@ class _Lines:
             return raw.decode(self.encoding)
         except UnicodeDecodeError as error:
             raise self._undecodable(error, raw) from None
+        except UnicodeError:
+            raise InputFileError(f"{self.name} is not {self.encoding} text (line "
+                                 f"{self.count + 1})", param="encoding") from None
 
     def __iter__(self) -> Iterator[str]:
         while True:

@@ -34,6 +34,7 @@ from models.submissions import (
 )
 from models.tenants import TenantRef
 from observability import metrics
+from observability.tracing import current_traceparent
 
 # Past this many waiting submissions a transaction is cut: its statements stay small and
 # the first in line does not wait behind a long tail.
@@ -64,8 +65,8 @@ class GroupCommitWriter:
         key = lookup_keys([job], self._cache)[0]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StoredSubmission] = loop.create_future()
-        self._queue.put(_Pending(SingleJobSubmission(tenant.id, job, payload_hash, key),
-                                 loop, future))
+        entry = SingleJobSubmission(tenant.id, job, payload_hash, key, current_traceparent())
+        self._queue.put(_Pending(entry, loop, future))
         self._ensure_running()
         return await future
 

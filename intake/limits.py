@@ -9,6 +9,8 @@ from intake.schema import JobRequest
 from intake.text import DEFAULT_MAX_JSON_DEPTH
 from penny.errors import InvalidRequest, UnknownModel
 from penny.settings import Settings
+from routing.policy import TagRoute, requested_model, tag_routes
+from routing.router import CASCADE_MODEL
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,8 @@ class IntakeLimits:
     default_model: str
     max_output_tokens: int
     max_prompt_chars: int
-    # The chat models' context window in tokens: prompt and answer together.
+    # A chat model's context window in tokens (prompt and answer together) unless
+    # `model_context_tokens` gives that model its own.
     context_tokens: int = 2048
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     # Embedding model name -> the dimensions of its vectors.
@@ -25,6 +28,13 @@ class IntakeLimits:
     default_embedding_model: str = ""
     # Chat models `auto` and `cascade` choose among, cheapest first.
     tiers: tuple[str, ...] = ()
+    # Per-tag routing policy for jobs that name no model, in declared order.
+    tag_routes: tuple[TagRoute, ...] = ()
+    # Chat model name -> its own context window, where it differs from `context_tokens`.
+    model_context_tokens: dict[str, int] = field(default_factory=dict)
+
+    def context_of(self, model: str) -> int:
+        return self.model_context_tokens.get(model, self.context_tokens)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IntakeLimits:
@@ -39,13 +49,18 @@ class IntakeLimits:
                               for name, model in settings.embedding_models.items()},
             default_embedding_model=settings.default_embedding_model,
             tiers=tuple(settings.tiers),
+            tag_routes=tag_routes(settings.tag_routes),
+            model_context_tokens={name: settings.context_tokens_for(name)
+                                  for name in settings.models},
         )
 
 
 def resolve_model(request: JobRequest, limits: IntakeLimits) -> str:
     """Return the model the job will run on (for `auto` and `cascade`, the tier they
     choose), or raise a precise error."""
-    model = routed_model(request, request.model or limits.default_model, limits.tiers)
+    asked, _ = requested_model(request.model, request.metadata, limits.default_model,
+                               limits.tag_routes)
+    model = routed_model(request, asked, limits.tiers)
     if model in limits.embedding_models:
         raise UnknownModel(f"model {model!r} is an embedding model; send it /v1/embeddings "
                            "requests in an OpenAI batch", param="model")
@@ -59,14 +74,7 @@ def resolve_model(request: JobRequest, limits: IntakeLimits) -> str:
             f"{limits.max_output_tokens}",
             param="max_tokens",
         )
-    # The prompt takes at least one token of the window; the worker checks the exact sum.
-    if request.max_tokens >= limits.context_tokens:
-        raise InvalidRequest(
-            f"max_tokens {request.max_tokens} does not fit model {model}'s context window "
-            f"of {limits.context_tokens} tokens, which also holds the prompt; ask for at "
-            f"most {limits.context_tokens - 1} (less the prompt's tokens)",
-            param="max_tokens",
-        )
+    _check_fits_context(request.max_tokens, asked, model, limits)
     if request.prompt_chars() > limits.max_prompt_chars:
         raise InvalidRequest(
             f"the prompt has {request.prompt_chars()} characters; the limit is "
@@ -74,3 +82,20 @@ def resolve_model(request: JobRequest, limits: IntakeLimits) -> str:
             param="messages" if request.messages is not None else "prompt",
         )
     return model
+
+
+def _check_fits_context(max_tokens: int, asked: str, model: str, limits: IntakeLimits) -> None:
+    """The answer must fit the window of every model the job may run on: the one it is
+    queued on, and for a cascade each tier it may climb to. The prompt takes at least one
+    token of the window; the worker checks the exact sum."""
+    climbs = limits.tiers if asked == CASCADE_MODEL else (model,)
+    context, tightest = min((limits.context_of(name), name) for name in climbs)
+    if max_tokens < context:
+        return
+    via = " (a cascade may climb to it)" if tightest != model else ""
+    raise InvalidRequest(
+        f"max_tokens {max_tokens} does not fit model {tightest}'s context window of "
+        f"{context} tokens{via}, which also holds the prompt; ask for at most "
+        f"{context - 1} (less the prompt's tokens)",
+        param="max_tokens",
+    )

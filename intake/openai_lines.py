@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from intake.cache_option import PENNY_CACHE_FIELD, line_cache_mode
+from intake.compress_option import PENNY_COMPRESS_FIELD
 from intake.embeddings import EmbeddingJobRequest, parse_embedding_body
 from intake.limits import IntakeLimits, resolve_model
 from intake.line_problem import LineProblem
@@ -40,32 +41,36 @@ _IGNORED_FIELDS = frozenset({"user", "store", "metadata", "service_tier", "strea
 # Fields accepted only at the value that means "off": anything else asks for a feature
 # penny does not implement, and silently ignoring it would return a different answer.
 _DEFAULT_ONLY: dict[str, tuple[Any, ...]] = {
-    "n": (1,), "stream": (False,), "logprobs": (False, None), "top_logprobs": (None, 0),
-    "echo": (False,), "best_of": (1,), "suffix": (None,),
-    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []),
+    "stream": (False,), "echo": (False,), "best_of": (1,), "suffix": (None,),
+    "tools": (None, []), "tool_choice": (None, "none", "auto"), "functions": (None, []),
     "function_call": (None, "none"),
 }
+# A chat line may offer tools (_CHAT_FIELDS); only the model choosing whether to call one
+# is served.
+# On /v1/completions, logprobs is a number and answers in another shape; not served.
+_COMPLETIONS_DEFAULT_ONLY: dict[str, tuple[Any, ...]] = {
+    **_DEFAULT_ONLY, "logprobs": (None,)}
 # Why each of those is refused, so the line error says more than "not served".
 _WHY_REFUSED = {
-    "n": "one answer per line is served here; send n lines with different custom_ids (and "
-         "a seed each, if they should differ)",
-    "tools": "tool / function calling is not served here",
-    "tool_choice": "tool / function calling is not served here",
-    "functions": "tool / function calling is not served here",
-    "function_call": "tool / function calling is not served here",
-    "logprobs": "logprobs are not returned here",
-    "top_logprobs": "logprobs are not returned here",
+    "tools": "tools are offered on /v1/chat/completions lines only",
+    "tool_choice": "only 'auto' and 'none' are served here: forcing a call is not",
+    "functions": "the deprecated functions parameter is not served here; use tools",
+    "function_call": "the deprecated function_call parameter is not served here; use "
+                     "tools",
+    "logprobs": "logprobs are returned on /v1/chat/completions lines only",
+    "stream": "batches do not stream",
 }
 # Passed through to the job request as they are (JobRequest validates them).
 _PASSED = ("model", "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty",
-           "logit_bias", "response_format")
+           "logit_bias", "response_format", "n")
 # penny's extension on a line: {"regex": ...} or {"choice": [...]}, the native `guided`.
 GUIDED_FIELD = "penny_guided"
 _SAMPLING_FIELDS = frozenset({"model", "max_tokens", "temperature", "top_p", "stop", "seed",
                               "presence_penalty", "frequency_penalty", "logit_bias",
-                              "response_format", GUIDED_FIELD,
-                              PENNY_CACHE_FIELD})
-_CHAT_FIELDS = _SAMPLING_FIELDS | {"messages", "max_completion_tokens"}
+                              "response_format", GUIDED_FIELD, "n",
+                              PENNY_CACHE_FIELD, PENNY_COMPRESS_FIELD})
+_CHAT_FIELDS = _SAMPLING_FIELDS | {"messages", "max_completion_tokens", "logprobs",
+                                   "top_logprobs", "tools"}
 _COMPLETION_FIELDS = _SAMPLING_FIELDS | {"prompt"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
@@ -124,6 +129,10 @@ def _messages(raw: Any) -> list[dict[str, str]]:
         where = f"body.messages.{index}"
         if not isinstance(message, dict):
             raise LineProblem("invalid_request", "each message must be an object", where)
+        if message.get("tool_calls"):
+            raise LineProblem("unsupported_parameter",
+                              "assistant tool_calls (tool results fed back) are not served "
+                              "here", f"{where}.tool_calls")
         role = _ROLES.get(str(message.get("role")))
         if role is None:
             raise LineProblem("unsupported_parameter",
@@ -140,18 +149,34 @@ def _stop(raw: Any) -> list[str] | None:
     return [raw] if isinstance(raw, str) else raw  # a wrong type is left for the schema
 
 
-def _check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
+def _check_fields(body: dict[str, Any], allowed: frozenset[str],
+                  default_only: dict[str, tuple[Any, ...]] = _DEFAULT_ONLY) -> None:
     for key, value in body.items():
         if key in allowed or key in _IGNORED_FIELDS:
             continue
-        if key in _DEFAULT_ONLY:
-            if value in _DEFAULT_ONLY[key]:
+        if key in default_only:
+            if value in default_only[key]:
                 continue
             why = _WHY_REFUSED.get(key, "not served here")
             raise LineProblem("unsupported_parameter",
                               f"{key}={json.dumps(value)[:200]}: {why}", f"body.{key}")
         raise LineProblem("unsupported_parameter", f"unknown or unsupported parameter {key!r}",
                           f"body.{key}")
+
+
+def _chat_logprobs(body: dict[str, Any]) -> dict[str, Any]:
+    """A chat line's `logprobs` / `top_logprobs` as the job's `top_logprobs` (absent when
+    logprobs are not asked for). As the hosted API: top_logprobs needs logprobs true."""
+    logprobs, top = body.get("logprobs"), body.get("top_logprobs")
+    if logprobs not in (None, True, False):
+        raise LineProblem("invalid_request", "logprobs must be true or false",
+                          "body.logprobs")
+    if not logprobs:
+        if top not in (None, 0):
+            raise LineProblem("invalid_request",
+                              "top_logprobs needs logprobs set to true", "body.top_logprobs")
+        return {}
+    return {"top_logprobs": 0 if top is None else top}
 
 
 def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -161,10 +186,14 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
         if "messages" not in body:
             raise LineProblem("missing_required_parameter", "messages is required",
                               "body.messages")
-        payload: dict[str, Any] = {"messages": _messages(body["messages"])}
+        payload: dict[str, Any] = {"messages": _messages(body["messages"]),
+                                   **_chat_logprobs(body)}
+        # tool_choice "none": the model may not call a tool, so none is offered.
+        if body.get("tools") and body.get("tool_choice") != "none":
+            payload["tools"] = body["tools"]
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     else:
-        _check_fields(body, _COMPLETION_FIELDS)
+        _check_fields(body, _COMPLETION_FIELDS, _COMPLETIONS_DEFAULT_ONLY)
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
@@ -179,6 +208,8 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
             payload[key] = body[key]
     if body.get(GUIDED_FIELD) is not None:
         payload["guided"] = body[GUIDED_FIELD]
+    if body.get(PENNY_COMPRESS_FIELD) is not None:
+        payload["compress"] = body[PENNY_COMPRESS_FIELD]
     stop = _stop(body.get("stop"))
     if stop is not None:
         payload["stop"] = stop
@@ -191,6 +222,8 @@ def _schema_param(error: ValidationError) -> tuple[str, str]:
     path = field_path(first["loc"])
     if path[:1] == ("guided",):  # the line calls it penny_guided
         path = (GUIDED_FIELD, *path[1:])
+    if path[:1] == ("compress",):
+        path = (PENNY_COMPRESS_FIELD, *path[1:])
     location = escape_unstorable(".".join(str(p) for p in path))
     param = f"body.{location}" if location else "body"
     return param, f"{param}: {first['msg']}"

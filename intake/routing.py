@@ -9,10 +9,13 @@ from typing import Any
 from intake.schema import JobRequest
 from penny.errors import UnknownModel
 from routing.features import RequestFeatures, features_of
+from routing.policy import TagRoute, requested_model
 from routing.router import AUTO_MODEL, CASCADE_MODEL, ROUTED_MODELS, assess, route
 
 AUTO_MODE = "auto"
 CASCADE_MODE = "cascade"
+# A tier named by the per-tag policy (routing.policy), not by the client.
+POLICY_MODE = "policy"
 
 
 def request_features(request: JobRequest) -> RequestFeatures:
@@ -36,15 +39,28 @@ def routed_model(request: JobRequest, model: str, tiers: Sequence[str]) -> str:
     return route(request_features(request), tiers).model
 
 
-def job_route(request: JobRequest, model: str) -> dict[str, Any] | None:
-    """What the job records about its route, given the tier it was queued on; None for a
-    job that named its model."""
-    if request.model == AUTO_MODEL:
+def job_route(request: JobRequest, model: str, routes: Sequence[TagRoute] = ()
+              ) -> dict[str, Any] | None:
+    """What the job records about its route, given the tier it was queued on (`routes`:
+    the per-tag policy); None for a job that named its model or took the default."""
+    asked, policy = requested_model(request.model, request.metadata, model, routes)
+    # A policy's tag leads the reason: it, not the client, chose the way here.
+    by_tag = f"tag {policy.tag}: " if policy is not None else ""
+    route: dict[str, Any]
+    if asked == AUTO_MODEL:
         assessment = assess(request_features(request))
         reason = f"{assessment.difficulty.name.lower()}: {assessment.reason}"
-        return {"mode": AUTO_MODE, "tier": model, "reason": reason}
-    if request.model == CASCADE_MODEL:
-        return {"mode": CASCADE_MODE, "tier": model,
-                "reason": "a cascade starts on the cheapest tier", "attempts": []}
-    return None
+        # The level lets a worker's router classifier (routing.classifier) take it on.
+        route = {"mode": AUTO_MODE, "tier": model, "reason": by_tag + reason,
+                 "difficulty": assessment.difficulty.name.lower()}
+    elif asked == CASCADE_MODEL:
+        route = {"mode": CASCADE_MODE, "tier": model,
+                 "reason": by_tag + "a cascade starts on the cheapest tier", "attempts": []}
+    elif policy is not None:
+        route = {"mode": POLICY_MODE, "tier": model, "reason": f"tag {policy.tag} names it"}
+    else:
+        return None
+    if policy is not None:
+        route["policy"] = policy.tag
+    return route
 

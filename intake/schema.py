@@ -22,12 +22,18 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from cache.keys import CacheMode
+from intake.compress_option import CompressOption
 from intake.structured import Guided, ResponseFormat, output_constraint
 from intake.text import PromptText, StorableText, unstorable_paths
+from intake.tools import Tools, stored_tools
 
 MAX_STOP_SEQUENCES = 4
 MAX_TAGS = 16
 MAX_LOGIT_BIAS_ENTRIES = 300  # the hosted API's limit
+MAX_TOP_LOGPROBS = 20  # the hosted API's limit
+# Samples per request. The hosted API allows 128; every sample is a sequence in the
+# engine's batch, so a few large-n requests would crowd out everyone else's.
+MAX_N = 16
 COMPLETION_WINDOW_PATTERN = r"^[1-9][0-9]{0,5}[smh]$"
 MAX_COMPLETION_WINDOW = timedelta(days=7)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
@@ -91,6 +97,15 @@ class JobRequest(BaseModel):
     # confidence signal). Off by default: computing logprobs costs the engine 4-14% of its
     # speed, so only the jobs that read it pay for it.
     logprobs: StrictBool = False
+    # The answer's per-token log-probabilities (result `logprobs`, OpenAI's
+    # `logprobs.content` shape), each with this many most likely alternatives.
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    # Samples of the one prompt, computed together; `choices` in the result holds them
+    # all and usage counts all their tokens.
+    n: StrictInt = Field(default=1, ge=1, le=MAX_N)
+    # Functions the model may call (chat jobs, models whose chat template takes tools):
+    # the answer's tool calls come back as `tool_calls`. See intake.tools.
+    tools: Tools | None = None
     # Lower runs sooner when the engines are backed up; ties go to the older job.
     priority: StrictInt = Field(default=0, ge=-100, le=100)
     # "90s", "30m", "1h", "24h": when the job should be done; near it, it goes out first.
@@ -100,6 +115,9 @@ class JobRequest(BaseModel):
     # The exact result cache: "on" (answered from it when it can), "off" (neither read
     # nor written), "refresh" (run fresh and replace the entry). See cache.keys.
     cache: CacheMode = CacheMode.ON
+    # Opt-in prompt compression of the context (see intake.compress_option); never on
+    # unless asked for.
+    compress: CompressOption | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -118,6 +136,8 @@ class JobRequest(BaseModel):
             raise ValueError("stop sequences must be non-empty strings")
         if self.completion_window is not None:
             parse_completion_window(self.completion_window)
+        if self.tools is not None and self.messages is None:
+            raise ValueError("tools are offered to chat jobs ('messages') only")
         self.output_constraint()  # raises for guided with both kinds, or with a JSON format
         return self
 
@@ -157,11 +177,19 @@ class JobRequest(BaseModel):
         constraint = self.output_constraint()
         if constraint is not None:
             body["constraint"] = constraint
-        if self.logprobs:
+        if self.logprobs or self.top_logprobs is not None:
             # Only when asked: the stored document (and so the single-flight key) of a job
             # without it stays as it was, and a copy that wants logprobs never shares a
             # run that computed none.
             sampling["logprobs"] = True
+        if self.top_logprobs is not None:
+            sampling["top_logprobs"] = self.top_logprobs
+        if self.n > 1:
+            sampling["n"] = self.n
+        if self.compress is not None:
+            body["compress"] = self.compress.stored()
+        if self.tools is not None:
+            body["tools"] = stored_tools(self.tools)
         if self.messages is not None:
             body["messages"] = [m.model_dump() for m in self.messages]
         else:
@@ -175,4 +203,4 @@ def estimate_tokens(request: JobRequest) -> int:
     Roughly 3 characters per token for English text plus the whole output allowance; the
     worker counts exactly.
     """
-    return request.prompt_chars() // 3 + 8 + request.max_tokens
+    return request.prompt_chars() // 3 + 8 + request.max_tokens * request.n

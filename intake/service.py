@@ -34,6 +34,7 @@ from models.submissions import (
 from models.tenants import TenantRef
 from observability import metrics
 from penny.errors import IdempotencyConflict, InvalidRequest, PennyError
+from routing.policy import TagRoute
 
 
 def request_hash(payload: Any) -> str:
@@ -50,9 +51,11 @@ def body_hash(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def new_job(line_no: int, request: JobRequest, model: str) -> NewJob:
-    """`model` is the resolved one (`resolve_model`): for `auto` or `cascade`, a tier."""
-    route = job_route(request, model)
+def new_job(line_no: int, request: JobRequest, model: str,
+            routes: Sequence[TagRoute] = ()) -> NewJob:
+    """`model` is the resolved one (`resolve_model`): for `auto` or `cascade`, a tier;
+    `routes` the per-tag policy it was resolved with (`IntakeLimits.tag_routes`)."""
+    route = job_route(request, model, routes)
     stored = request.engine_request()
     cache_mode: str = request.cache
     if route is not None and route["mode"] == CASCADE_MODE:
@@ -101,12 +104,14 @@ def _failed_line(line_no: int, model: str, code: str, message: str, raw: str) ->
 def jobs_for_requests(requests: Sequence[JobRequest], limits: IntakeLimits) -> list[NewJob]:
     """All or nothing: any bad item rejects the request, naming every bad item."""
     if len(requests) == 1:  # a single job's error is the answer itself, with its own kind
-        return [new_job(0, requests[0], resolve_model(requests[0], limits))]
+        return [new_job(0, requests[0], resolve_model(requests[0], limits),
+                        limits.tag_routes)]
     jobs: list[NewJob] = []
     problems: list[dict[str, object]] = []
     for index, request in enumerate(requests):
         try:
-            jobs.append(new_job(index, request, resolve_model(request, limits)))
+            jobs.append(new_job(index, request, resolve_model(request, limits),
+                                limits.tag_routes))
         except PennyError as error:
             problems.append(
                 {"index": index, "code": error.code, "message": error.message,
@@ -148,7 +153,8 @@ def jobs_for_bulk(
             problems.extend(_schema_problems(index, error))
             continue
         try:
-            jobs.append(new_job(index, request, resolve_model(request, limits)))
+            jobs.append(new_job(index, request, resolve_model(request, limits),
+                                limits.tag_routes))
             requests.append(request)
         except PennyError as error:
             param = f"jobs.{index}.{error.param}" if error.param else f"jobs.{index}"
@@ -186,7 +192,7 @@ def jobs_for_file(outcomes: Sequence[LineOutcome], limits: IntakeLimits) -> list
                 )
             )
             continue
-        job = new_job(outcome.line_no, outcome.request, model)
+        job = new_job(outcome.line_no, outcome.request, model, limits.tag_routes)
         jobs.append(job)
     return jobs
 

@@ -8,9 +8,11 @@ How the parts add up to the total saving exactly: for a job the engine ran, the 
 cost is taken from the naive cost through a fixed order of removal, one mechanism at a
 time, each step rounded to the ledger's money scale before differences are taken:
 
-    N0  naive: baseline model, alone, whole prompt prefilled, the output it was allowed
+    N0  naive: baseline model, alone, whole prompt (as sent) prefilled, the output it was
+        allowed
     N1  on the model that served it                      routing       = N0 - N1
-    N2  with the output it actually made                 output_limit  = N1 - N2
+    N1c with its prompt as compressed (opt-in)           compression   = N1 - N1c
+    N2  with the output it actually made                 output_limit  = N1c - N2
     N3  with its cached prefix not prefilled             prefix_cache  = N2 - N3
     N4  sharing a batch of the size it ran in            batching      = N3 - N4
         what it really cost (its measured engine share)  unexplained   = N4 - actual
@@ -21,6 +23,12 @@ and is never spread over the other parts.
 
 A job served without running (exact cache, semantic cache, single-flight) cost nothing;
 its whole naive cost is the saving of the mechanism that served it.
+
+Routing and cascades: `routing` (N0 - N1) is what running on a cheaper tier than the
+baseline saved. A cascade attempt that escalated is a row of its own that the naive way
+would never have run: its naive cost is 0 and its whole cost is a negative routing saving
+(the cascade's loss). Summed over a cascade job's rows, the routing column is what the
+tier it ended on saved against the baseline minus every attempt it paid for on the way.
 """
 
 from __future__ import annotations
@@ -38,9 +46,10 @@ PREFIX_CACHE = "prefix_cache"
 BATCHING = "batching"
 ROUTING = "routing"
 OUTPUT_LIMIT = "output_limit"
+COMPRESSION = "compression"
 # The ledger's column order (saving_<mechanism>_usd).
 MECHANISMS = (EXACT_CACHE, SEMANTIC_CACHE, SINGLE_FLIGHT, PREFIX_CACHE, BATCHING, ROUTING,
-              OUTPUT_LIMIT)
+              OUTPUT_LIMIT, COMPRESSION)
 
 
 def saving_column(mechanism: str) -> str:
@@ -87,6 +96,14 @@ class EngineJob:
     applied_max_tokens: int  # what it ran with (lower when a cap policy cut it)
     finish_reason: str | None
     batch_jobs: int  # how many jobs shared its engine call
+    # The prompt's tokens before opt-in compression cut its context (None: not compressed,
+    # `prompt_tokens` is what was sent).
+    original_prompt_tokens: int | None = None
+
+    @property
+    def sent_prompt_tokens(self) -> int:
+        return (self.prompt_tokens if self.original_prompt_tokens is None
+                else max(self.original_prompt_tokens, self.prompt_tokens))
 
     @property
     def naive_output_tokens(self) -> int:
@@ -103,17 +120,19 @@ def attribute_engine_job(job: EngineJob, cost_usd: Decimal, served: CostBasis,
     """Split what the naive way would have cost into the fixed order of removal above."""
     uncached = job.prompt_tokens - job.cached_tokens
     naive_out = job.naive_output_tokens
-    n0 = baseline.card.engine_cost(baseline.calibration.alone_seconds(job.prompt_tokens,
-                                                                      naive_out))
+    sent = job.sent_prompt_tokens
+    n0 = baseline.card.engine_cost(baseline.calibration.alone_seconds(sent, naive_out))
     cal, card = served.calibration, served.card
-    n1 = card.engine_cost(cal.alone_seconds(job.prompt_tokens, naive_out))
+    n1 = card.engine_cost(cal.alone_seconds(sent, naive_out))
+    n1c = card.engine_cost(cal.alone_seconds(job.prompt_tokens, naive_out))
     n2 = card.engine_cost(cal.alone_seconds(job.prompt_tokens, job.output_tokens))
     n3 = card.engine_cost(cal.alone_seconds(uncached, job.output_tokens))
     n4 = card.engine_cost(cal.batched_seconds(uncached, job.output_tokens, job.batch_jobs))
     cost = money(cost_usd)
     savings = _zeros()
     savings[ROUTING] = n0 - n1
-    savings[OUTPUT_LIMIT] = n1 - n2
+    savings[COMPRESSION] = n1 - n1c
+    savings[OUTPUT_LIMIT] = n1c - n2
     savings[PREFIX_CACHE] = n2 - n3
     savings[BATCHING] = n3 - n4
     return Attribution(cost_usd=cost, naive_cost_usd=n0, savings=savings,
@@ -129,6 +148,15 @@ def attribute_served_without_running(naive_cost_usd: Decimal, mechanism: str
     savings = _zeros()
     savings[mechanism] = naive
     return Attribution(cost_usd=Decimal(0), naive_cost_usd=naive, savings=savings)
+
+
+def attribute_escalated_attempt(cost_usd: Decimal) -> Attribution:
+    """A cascade attempt whose answer was not kept: the naive way sends the job once, to
+    the baseline, so this attempt's whole cost is the cascade's loss."""
+    cost = money(cost_usd)
+    savings = _zeros()
+    savings[ROUTING] = -cost
+    return Attribution(cost_usd=cost, naive_cost_usd=Decimal(0), savings=savings)
 
 
 def unmodelled(cost_usd: Decimal) -> Attribution:

@@ -10,7 +10,8 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ledger.pricing import SERVED_BY_ENGINE
+from ledger.attribution import MECHANISMS, saving_column
+from ledger.pricing import SERVED_BY_ENGINE, SERVED_BY_SEMANTIC_CACHE
 from models.status import TERMINAL_JOB_STATUSES
 from models.tables import Job, LedgerEntry
 
@@ -26,6 +27,10 @@ class BatchTotals:
     cost_usd: Decimal = Decimal(0)
     list_cost_usd: Decimal = Decimal(0)
     single_flight_saved_usd: Decimal = Decimal(0)
+    # The naive counterfactual and what each mechanism saved against it (ledger columns).
+    naive_cost_usd: Decimal = Decimal(0)
+    savings_usd: dict[str, Decimal] = field(default_factory=dict)  # mechanism -> USD
+    semantic_cache_hits: int = 0  # rows answered from the semantic cache
 
 
 def batch_totals(session: Session, batch_id: uuid.UUID) -> BatchTotals:
@@ -44,6 +49,10 @@ def batch_totals(session: Session, batch_id: uuid.UUID) -> BatchTotals:
             func.coalesce(func.sum(LedgerEntry.cost_usd), 0),
             func.coalesce(func.sum(LedgerEntry.list_cost_usd), 0),
             func.coalesce(func.sum(LedgerEntry.single_flight_saved_usd), 0),
+            func.coalesce(func.sum(LedgerEntry.naive_cost_usd), 0),
+            func.count().filter(LedgerEntry.served_by == SERVED_BY_SEMANTIC_CACHE),
+            *(func.coalesce(func.sum(getattr(LedgerEntry, saving_column(m))), 0)
+              for m in MECHANISMS),
         )
         .join(Job, Job.id == LedgerEntry.job_id)
         .where(Job.batch_id == batch_id, LedgerEntry.batch_id == batch_id)
@@ -56,4 +65,7 @@ def batch_totals(session: Session, batch_id: uuid.UUID) -> BatchTotals:
         cost_usd=Decimal(sums[3]),
         list_cost_usd=Decimal(sums[4]),
         single_flight_saved_usd=Decimal(sums[5]),
+        naive_cost_usd=Decimal(sums[6]),
+        semantic_cache_hits=int(sums[7]),
+        savings_usd={m: Decimal(v) for m, v in zip(MECHANISMS, sums[8:], strict=True)},
     )

@@ -298,6 +298,11 @@ def line_records(session: Session, submission_id: uuid.UUID) -> list[LineRecord]
             embedding=result.embedding if result else None,
             embedding_dimensions=result.embedding_dimensions if result else None,
             encoding_format=str(job.request.get("encoding_format") or "float"),
+            token_logprobs=result.token_logprobs if result else None,
+            choices=result.choices if result else None,
+            asked_logprobs="top_logprobs" in (job.request.get("sampling") or {}),
+            offered_tools=tuple(str(tool["function"]["name"])
+                                for tool in job.request.get("tools") or ()),
             savings=_row_savings(ledger) if ledger else SavingsTotals(),
         )
         for job, result, ledger in submission_rows(session, submission_id)

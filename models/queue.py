@@ -21,7 +21,7 @@ from models.cascade import EscalatedAttempt, Escalation, record_escalations
 from models.result_cache import fill_result_cache
 from models.single_flight import answer_followers
 from models.status import BatchStatus, JobStatus
-from models.tables import Batch, Job, LedgerEntry, Result
+from models.tables import Batch, Job, LedgerEntry, Result, result_row
 
 
 @dataclass(frozen=True)
@@ -98,12 +98,15 @@ def claim_queued_jobs(
 
 
 def create_batches(
-    session: Session, planned: Sequence[PlannedBatch], targets: Sequence[str | None]
+    session: Session, planned: Sequence[PlannedBatch], targets: Sequence[str | None],
+    traceparents: Sequence[str | None] | None = None,
 ) -> list[uuid.UUID]:
     """Write one batch row per plan, move its jobs to `batched` and attach the copies that
-    single-flight answers from a leader in the batch. The caller commits."""
+    single-flight answers from a leader in the batch. `traceparents`: each batch's trace
+    context, when tracing is on. The caller commits."""
     batch_ids: list[uuid.UUID] = []
-    for plan, target in zip(planned, targets, strict=True):
+    contexts = traceparents if traceparents is not None else [None] * len(planned)
+    for plan, target, traceparent in zip(planned, targets, contexts, strict=True):
         batch_id = uuid.uuid4()
         session.execute(
             insert(Batch).values(
@@ -115,6 +118,7 @@ def create_batches(
                 shared_prefix_tokens=plan.shared_prefix_tokens,
                 target_worker=target,
                 dispatched_at=func.now(),
+                traceparent=traceparent,
             )
         )
         now = datetime.now(UTC)  # SQL now() cannot ride along in an executemany
@@ -135,6 +139,7 @@ class ClaimedJob:
     request: dict[str, Any]
     cache_mode: str = "on"  # whether its answer may fill the exact result cache
     route: dict[str, Any] | None = None  # how auto or cascade chose its tier
+    tags: dict[str, Any] | None = None  # its metadata (a cascade's verifier is per tag)
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,8 @@ class ClaimedBatch:
     model: str
     claim_token: uuid.UUID
     jobs: list[ClaimedJob]
+    # The coalescer's trace context for this batch, when tracing is on.
+    traceparent: str | None = None
 
 
 def claim_batch(
@@ -153,7 +160,7 @@ def claim_batch(
     This conditional update is what makes a redelivered or duplicated task harmless.
     """
     token = uuid.uuid4()
-    model = session.execute(
+    claimed = session.execute(
         update(Batch)
         .where(Batch.id == batch_id, Batch.status == BatchStatus.PENDING)
         .values(
@@ -164,9 +171,9 @@ def claim_batch(
             lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
             started_at=func.now(),
         )
-        .returning(Batch.model)
-    ).scalar_one_or_none()
-    if model is None:
+        .returning(Batch.model, Batch.traceparent)
+    ).one_or_none()
+    if claimed is None:
         session.rollback()
         return None
     rows = session.execute(
@@ -175,15 +182,17 @@ def claim_batch(
                Job.status.in_([JobStatus.BATCHED, JobStatus.RUNNING]))
         .values(status=JobStatus.RUNNING, attempts=Job.attempts + 1, updated_at=func.now())
         .returning(Job.id, Job.tenant_id, Job.submission_id, Job.request, Job.batch_position,
-                   Job.created_at, Job.line_no, Job.cache_mode, Job.route)
+                   Job.created_at, Job.line_no, Job.cache_mode, Job.route, Job.tags)
     ).all()
     # The engine sees jobs in the order the planner put them (RETURNING has no order).
     ordered = sorted(rows, key=lambda r: (r.batch_position or 0, r.created_at, r.line_no,
                                           r.id))
-    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request, r.cache_mode, r.route)
+    jobs = [ClaimedJob(r.id, r.tenant_id, r.submission_id, r.request, r.cache_mode, r.route,
+                       r.tags)
             for r in ordered]
     session.commit()
-    return ClaimedBatch(id=batch_id, model=model, claim_token=token, jobs=jobs)
+    return ClaimedBatch(id=batch_id, model=claimed.model, claim_token=token, jobs=jobs,
+                        traceparent=claimed.traceparent)
 
 
 def renew_lease(
@@ -210,6 +219,14 @@ class JobOutcome:
     error: dict[str, Any] | None
     # A cascade answer not confident enough: billed as an attempt, the job goes on.
     escalation: Escalation | None = None
+    # Sent to another tier before it ran (the router's classifier): nothing billed.
+    reroute: Reroute | None = None
+
+
+@dataclass(frozen=True)
+class Reroute:
+    to_model: str
+    route: dict[str, Any]  # the job's route, saying why
 
 
 def record_batch(
@@ -236,7 +253,8 @@ def record_batch(
     record_escalations(session, batch.id, batch.model, escalated)
     succeeded = [o for o in outcomes if o.result is not None and o.escalation is None]
     if succeeded:
-        session.execute(insert(Result), [{**o.result, "job_id": o.job.id, "batch_id": batch.id}
+        session.execute(insert(Result), [result_row(o.result, job_id=o.job.id,
+                                                    batch_id=batch.id)
                                          for o in succeeded if o.result is not None])
         session.execute(insert(LedgerEntry), [
             {**o.ledger, "job_id": o.job.id, "tenant_id": o.job.tenant_id,
@@ -248,22 +266,29 @@ def record_batch(
             .where(Job.id.in_([o.job.id for o in succeeded]), Job.status == JobStatus.RUNNING)
             .values(status=JobStatus.SUCCEEDED, finished_at=func.now(), updated_at=func.now())
         )
-    # A job that ran and then failed bills what ran (its row says outcome "failed").
-    failed_billed = [o for o in outcomes if o.error is not None and o.ledger is not None]
-    if failed_billed:
-        session.execute(insert(LedgerEntry), [
-            {**o.ledger, "job_id": o.job.id, "tenant_id": o.job.tenant_id,
-             "submission_id": o.job.submission_id, "batch_id": batch.id}
-            for o in failed_billed if o.ledger is not None
-        ])
     for outcome in outcomes:
-        if outcome.error is not None:
+        if outcome.reroute is not None:
+            # It never ran: back to the queue on its new tier, its attempt given back.
             session.execute(
+                update(Job)
+                .where(Job.id == outcome.job.id, Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.QUEUED, model=outcome.reroute.to_model,
+                        route=outcome.reroute.route, batch_id=None, batch_position=None,
+                        attempts=func.greatest(Job.attempts - 1, 0), updated_at=func.now())
+            )
+        if outcome.error is not None:
+            failed = session.execute(
                 update(Job)
                 .where(Job.id == outcome.job.id, Job.status == JobStatus.RUNNING)
                 .values(status=JobStatus.FAILED, error=outcome.error,
                         finished_at=func.now(), updated_at=func.now())
-            )
+                .returning(Job.id)
+            ).scalar_one_or_none()
+            if failed is not None and outcome.ledger is not None:
+                # It failed after the engine worked on it: what ran is billed, once.
+                session.execute(insert(LedgerEntry).values(
+                    **outcome.ledger, job_id=outcome.job.id, tenant_id=outcome.job.tenant_id,
+                    submission_id=outcome.job.submission_id, batch_id=batch.id))
     answer_followers(session, batch.id, outcomes)
     if cache is not None:
         # Copies answered above need no entry of their own: their leader's is the same.

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 _ROWS_PER_STATEMENT = 10_000
 # The result-row fields an entry keeps and a hit gets back.
 _RESULT_FIELDS = ("text", "finish_reason", "prompt_tokens", "cached_tokens", "output_tokens",
-                  "mean_logprob", "embedding", "embedding_dimensions")
+                  "mean_logprob", "embedding", "embedding_dimensions",
+                  "original_prompt_tokens", "token_logprobs", "choices")
 
 
 @dataclass(frozen=True)

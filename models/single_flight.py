@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ledger.pricing import copied_answer_ledger
 from models.status import JobStatus
-from models.tables import Job, LedgerEntry, Result
+from models.tables import Job, LedgerEntry, Result, result_row
 
 if TYPE_CHECKING:
     from models.queue import JobOutcome
@@ -86,7 +86,8 @@ def answer_followers(
 ) -> None:
     """Give every copy parked on this batch its leader's answer: the same result, and a
     ledger row that costs nothing and shows what it saved. A copy whose leader did not run
-    (cancelled meanwhile) goes back to the queue to run on its own."""
+    (cancelled meanwhile, or sent to another tier) goes back to the queue to run on its
+    own."""
     followers = session.execute(
         select(Job.id, Job.tenant_id, Job.submission_id, Job.leader_job_id)
         .where(Job.batch_id == batch_id, Job.leader_job_id.is_not(None),
@@ -97,14 +98,15 @@ def answer_followers(
     results, ledgers, succeeded = [], [], []
     for follower_id, tenant_id, submission_id, leader_id in followers:
         outcome = by_leader.get(leader_id) if leader_id is not None else None
-        if outcome is None or leader_id is None:
+        if outcome is None or leader_id is None or outcome.reroute is not None:
             session.execute(
                 update(Job).where(Job.id == follower_id)
                 .values(status=JobStatus.QUEUED, batch_id=None, leader_job_id=None,
                         updated_at=func.now())
             )
         elif outcome.result is not None and outcome.ledger is not None:
-            results.append({**outcome.result, "job_id": follower_id, "batch_id": batch_id})
+            results.append(result_row(outcome.result, job_id=follower_id,
+                                      batch_id=batch_id))
             ledgers.append({
                 **copied_answer_ledger(outcome.ledger, leader_id),
                 "job_id": follower_id, "tenant_id": tenant_id,

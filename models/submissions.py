@@ -18,6 +18,7 @@ from models.fast_rows import copy_rows, json_text
 from models.result_cache import CachedAnswer, record_cache_hits
 from models.status import TERMINAL_JOB_STATUSES, JobStatus, SubmissionStatus
 from models.tables import Job, LedgerEntry, Result, StoredFile, Submission
+from observability.tracing import current_traceparent
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ def insert_submission(
             total_jobs=len(jobs),
             idempotency_key=idempotency_key,
             source_name=source_name,
+            traceparent=current_traceparent(),
             **(columns or {}),
         )
         .on_conflict_do_nothing()
@@ -198,6 +200,9 @@ class SingleJobSubmission:
     job: NewJob
     request_hash: str
     cache_key: str | None
+    # The intake request's trace context (taken where the request is handled: the group
+    # is written on another thread).
+    traceparent: str | None = None
 
 
 def insert_single_job_submissions(
@@ -212,7 +217,8 @@ def insert_single_job_submissions(
     now = datetime.now(UTC)
     submissions = [Submission(id=uuid.uuid4(), tenant_id=e.tenant_id, kind="job",
                               status=SubmissionStatus.OPEN, request_hash=e.request_hash,
-                              total_jobs=1, created_at=now, validation_attempts=0)
+                              total_jobs=1, created_at=now, validation_attempts=0,
+                              traceparent=e.traceparent)
                    for e in entries]
     job_ids = [uuid.uuid4() for _ in entries]
     hits: dict[uuid.UUID, CachedAnswer] = {}
@@ -231,7 +237,8 @@ def insert_single_job_submissions(
     assert driver is not None
     with driver.cursor() as cursor:
         cursor.execute(_INSERT_SINGLE_JOB_SUBMISSIONS,
-                       [[e.request_hash for e in entries], *columns, now])
+                       [[e.request_hash for e in entries], [e.traceparent for e in entries],
+                        *columns, now])
     for job_id, submission in zip(job_ids, submissions, strict=True):
         if job_id in hits:
             record_cache_hits(session, submission.tenant_id, submission.id,
@@ -276,15 +283,15 @@ _JOB_COLUMNS = (Job.__tablename__, (
 _JOB_ARRAY_TYPES = ("uuid", "uuid", "uuid", "int", "text", "text", "jsonb", "jsonb", "int",
                     "int", "text", "jsonb", "timestamptz", "timestamptz", "text", "text",
                     "jsonb", "jsonb", "int")
-# Parameters: request hashes, one array per job column, then the time. The submissions
-# take their ids and tenants from the jobs' own arrays (one job each, in order).
+# Parameters: request hashes, traceparents, one array per job column, then the time. The
+# submissions take their ids and tenants from the jobs' own arrays (one job each, in order).
 _INSERT_SINGLE_JOB_SUBMISSIONS = (
     "WITH job AS (SELECT * FROM unnest("
-    + ", ".join(f"%s::{t}[]" for t in ("text", *_JOB_ARRAY_TYPES))
-    + ") AS j(request_hash, " + ", ".join(_JOB_COLUMNS[1]) + ")), "
+    + ", ".join(f"%s::{t}[]" for t in ("text", "text", *_JOB_ARRAY_TYPES))
+    + ") AS j(request_hash, traceparent, " + ", ".join(_JOB_COLUMNS[1]) + ")), "
     "submitted AS (INSERT INTO submissions (id, tenant_id, kind, status, request_hash, "
-    "total_jobs, created_at) SELECT submission_id, tenant_id, 'job', 'open', request_hash, "
-    "1, %s::timestamptz FROM job) "
+    "total_jobs, created_at, traceparent) SELECT submission_id, tenant_id, 'job', 'open', "
+    "request_hash, 1, %s::timestamptz, traceparent FROM job) "
     "INSERT INTO jobs (" + ", ".join(_JOB_COLUMNS[1]) + ") SELECT "
     + ", ".join(_JOB_COLUMNS[1]) + " FROM job")
 

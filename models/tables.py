@@ -131,6 +131,9 @@ class Submission(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # What intake warned about when it accepted this (a soft budget passed): [{code, ...}].
     warnings: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
+    # W3C traceparent of the intake request's span (observability.tracing); null unless
+    # tracing is on.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
     # How often the same Idempotency-Key came back and was answered with this submission
     # (retry-storm detection), and when it last did.
     idempotent_replays: Mapped[int] = mapped_column(Integer, nullable=False,
@@ -266,6 +269,9 @@ class Batch(Base):
     created_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # W3C traceparent of the coalescer's span for this batch: the worker's span is its
+    # child. Null unless tracing is on.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
 
 class Result(Base):
@@ -284,7 +290,24 @@ class Result(Base):
     # bytes the OpenAI API's base64 encoding carries). Null for generations.
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     embedding_dimensions: Mapped[int | None] = mapped_column(Integer)
+    # The prompt's tokens before opt-in compression cut its context (`prompt_tokens` is what
+    # the engine read); null when the job did not ask for compression.
+    original_prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    # OpenAI's `logprobs.content` list for the answer, when the job asked for logprobs.
+    token_logprobs: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
+    # An n > 1 request's further samples (index 1..n-1), each {text, finish_reason,
+    # output_tokens, token_logprobs}; `text` above is sample 0. Usage counts them all.
+    choices: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
     created_at: Mapped[datetime] = _now()
+
+
+# Result columns only some jobs fill: every row inserted in one statement names them all.
+RESULT_OPTIONAL_FIELDS = ("original_prompt_tokens", "token_logprobs", "choices")
+
+
+def result_row(result: dict[str, Any], **row: Any) -> dict[str, Any]:
+    """A `results` row from a worker's result dict (which may leave the optional fields out)."""
+    return {**dict.fromkeys(RESULT_OPTIONAL_FIELDS), **result, **row}
 
 
 class LedgerEntry(Base):
@@ -343,11 +366,14 @@ class LedgerEntry(Base):
                                                              server_default="0")
     saving_batching_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                          server_default="0")
-    # Zero until routing and cascades exist.
+    # What a cheaper tier saved against the baseline; negative on a cascade attempt that
+    # escalated (the naive way never ran it).
     saving_routing_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                         server_default="0")
     saving_output_limit_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                              server_default="0")
+    saving_compression_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                            server_default="0")
     unexplained_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
     # "semantic_cache": answered with the answer cached for a close question; the entry
     # (a `semantic_cache` row) and the cosine similarity it was served at.
@@ -399,6 +425,7 @@ class LedgerDaily(Base):
     saving_batching_usd: Mapped[Decimal] = _rollup_money()
     saving_routing_usd: Mapped[Decimal] = _rollup_money()
     saving_output_limit_usd: Mapped[Decimal] = _rollup_money()
+    saving_compression_usd: Mapped[Decimal] = _rollup_money()
     unexplained_usd: Mapped[Decimal] = _rollup_money()
 
 
@@ -454,6 +481,23 @@ class StoredCalibration(Base):
     created_at: Mapped[datetime] = _now()
 
 
+class StoredRouterClassifier(Base):
+    """One version of the router's classifier (`routing.classifier`), as `penny
+    train-router` fitted it, with what it was trained on and how it scored."""
+
+    __tablename__ = "router_classifiers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, unique=True)
+    embedding_model: Mapped[str] = mapped_column(String(200), nullable=False)
+    dimensions: Mapped[int] = mapped_column(Integer, nullable=False)
+    weights: Mapped[list[float]] = mapped_column(JsonDoc, nullable=False)
+    bias: Mapped[float] = mapped_column(Float, nullable=False)
+    threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    trained_on: Mapped[dict[str, Any]] = mapped_column(JsonDoc, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
 class ResultCacheEntry(Base):
     """An answer kept for later identical jobs of the same tenant (see cache.keys). It
     holds the result row as the source job got it and what producing it cost."""
@@ -486,6 +530,9 @@ class ResultCacheEntry(Base):
     mean_logprob: Mapped[float | None] = mapped_column(Float)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     embedding_dimensions: Mapped[int | None] = mapped_column(Integer)
+    original_prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    token_logprobs: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
+    choices: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonDoc)
     # The source job's ledger figures: a hit saves `cost_usd`, and `list_cost_usd` is
     # still what a hosted API would have charged for the request.
     cost_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)

@@ -102,6 +102,23 @@ LIST_COST_USD = Counter(
 SINGLE_FLIGHT_SAVED_USD = Counter(
     "penny_single_flight_saved_usd", "Engine cost single-flight copies did not spend (the "
     "ledger's single_flight_saved_usd).", ["model"])
+NAIVE_COST_USD = Counter(
+    "penny_naive_cost_usd", "What the jobs of recorded batches would have cost the naive "
+    "way (the ledger's naive_cost_usd, copies and semantic hits included).", ["model"])
+SAVED_USD = Counter(
+    "penny_saved_usd", "What each mechanism saved against the naive way on recorded "
+    "batches (the ledger's saving_<mechanism>_usd). Exact-cache hits answered at intake "
+    "are not in it: penny_exact_cache_hits counts them, the ledger holds their saving.",
+    ["model", "mechanism"])
+SEMANTIC_CACHE_HITS = Counter(
+    "penny_semantic_cache_hits", "Jobs a worker answered from the semantic cache instead "
+    "of the engine.", ["model"])
+
+# Webhook delivery (the coalescer role).
+WEBHOOK_ATTEMPTS = Counter(
+    "penny_webhook_attempts", "Webhook delivery attempts by what came of them: delivered, "
+    "pending (tried again later), failed (given up), disabled (the receiver answered 410).",
+    ["outcome"])
 
 
 def multiprocess_dir() -> str | None:
@@ -172,3 +189,14 @@ def record_batch(model: str, engine_seconds: float, totals: BatchTotals) -> None
     COST_USD.labels(model).inc(float(totals.cost_usd))
     LIST_COST_USD.labels(model).inc(float(totals.list_cost_usd))
     SINGLE_FLIGHT_SAVED_USD.labels(model).inc(float(totals.single_flight_saved_usd))
+    NAIVE_COST_USD.labels(model).inc(float(totals.naive_cost_usd))
+    for mechanism, saved in totals.savings_usd.items():
+        SAVED_USD.labels(model, mechanism).inc(float(saved))
+    if totals.semantic_cache_hits:
+        SEMANTIC_CACHE_HITS.labels(model).inc(totals.semantic_cache_hits)
+
+
+def record_webhook_attempts(outcomes: Iterable[str]) -> None:
+    """Attempts whose outcome was recorded (committed)."""
+    for outcome, count in collections.Counter(outcomes).items():
+        WEBHOOK_ATTEMPTS.labels(outcome).inc(count)

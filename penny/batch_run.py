@@ -32,7 +32,6 @@ from models.submissions import (
 from models.tables import Submission
 from models.tenants import ensure_tenant
 from penny.calibration_cli import calibrate_if_missing
-from penny.database import stop_embedded_postgres
 from penny.errors import InputFileError, PennyError
 from penny.runtime import Runtime, open_runtime
 from penny.settings import Settings
@@ -208,4 +207,3 @@ def run_file(settings: Settings, path: Path, options: CsvOptions | None = None) 
         )
     finally:
         runtime.close()
-        stop_embedded_postgres()

@@ -22,7 +22,6 @@ from models.semantic_cache_admin import (
     list_semantic_entries,
     purge_semantic_entries,
 )
-from penny.database import stop_embedded_postgres
 from penny.runtime import open_runtime
 from penny.settings import Settings
 
@@ -45,7 +44,6 @@ def list_command(settings: Settings, tenant: str | None, limit: int) -> None:
             names = tenant_names(session)
     finally:
         runtime.close()
-        stop_embedded_postgres()  # the one this command started, if any
     # Plain tab-separated lines: whole ids (what `DELETE /v1/cache/entries/{id}` takes) at
     # any terminal width, and easy to grep.
     typer.echo("id\ttenant\tmodel\thits\texpires (UTC)\tanswer")
@@ -66,7 +64,6 @@ def stats_command(settings: Settings, tenant: str | None) -> None:
             stats = cache_stats(session, _tenant_id(session, tenant))
     finally:
         runtime.close()
-        stop_embedded_postgres()  # the one this command started, if any
     table = Table(title=f"exact result cache: {tenant or 'all tenants'}")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -88,7 +85,6 @@ def purge_command(settings: Settings, tenant: str | None) -> None:
             session.commit()
     finally:
         runtime.close()
-        stop_embedded_postgres()  # the one this command started, if any
     typer.echo(f"deleted {deleted} cache entries and {semantic} semantic cache entries "
                f"({tenant or 'all tenants'})")
 
@@ -101,7 +97,6 @@ def list_semantic_command(settings: Settings, tenant: str | None, limit: int) ->
             names = tenant_names(session)
     finally:
         runtime.close()
-        stop_embedded_postgres()  # the one this command started, if any
     typer.echo("id\ttenant\tmodel\thits\texpires (UTC)\tquestion\tanswer")
     for row in page.entries:
         corrected = " (corrected)" if row["corrected_at"] is not None else ""
@@ -126,7 +121,6 @@ def correct_command(settings: Settings, entry_id: str, answer: str) -> None:
             session.commit()
     finally:
         runtime.close()
-        stop_embedded_postgres()  # the one this command started, if any
     if kind is None:
         raise typer.BadParameter(f"no cache entry with id {entry_id}", param_hint="ENTRY_ID")
     typer.echo(f"corrected {kind} cache entry {entry_id}")

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.cost_model import Calibration
 from models.costing import latest_calibration, list_calibrations, store_calibration
-from penny.database import stop_embedded_postgres
 from penny.runtime import open_runtime
 from penny.settings import Settings
 from workers.engine import Engine
@@ -62,7 +61,6 @@ def calibrate_command(settings: Settings, model: str) -> None:
         stored = calibrate(engine, settings, runtime.sessions)
     finally:
         runtime.close()
-        stop_embedded_postgres()
     table = Table(title=f"calibration of {model} (id {stored.id})")
     _speeds(table)
     table.add_row(f"{stored.request_overhead_s * 1000:.2f}",
@@ -80,7 +78,6 @@ def calibrations_command(settings: Settings, model: str | None) -> None:
             found = list_calibrations(session, model)
     finally:
         runtime.close()
-        stop_embedded_postgres()
     table = Table(title="calibrations (newest first)")
     for column in ("id", "model", "version", "measured at"):
         table.add_column(column)

@@ -159,6 +159,25 @@ def calibrate_cascade(
     typer.echo(f"PENNY_CASCADE_MIN_MEAN_LOGPROB={best.policy.min_mean_logprob:.4f}")
 
 
+@app.command("train-router")
+def train_router(
+    labelled: Annotated[Path, typer.Argument(help="JSON lines as for calibrate-cascade, "
+                                                  "each with its `prompt`")],
+    target: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                          help="the accuracy to reach (a fraction)")] = 0.9,
+    small_cost: Annotated[float | None, typer.Option(
+        help="the small tier's cost per item; default: the lines' mean")] = None,
+    large_cost: Annotated[float | None, typer.Option(
+        help="the large tier's cost per item; default: the lines' mean")] = None,
+) -> None:
+    """Fit the router's classifier (a logistic regression on the prompt's embedding) on a
+    labelled set, pick its threshold for --target accuracy on held-out folds, and store it
+    as the next version: `auto` consults it with PENNY_ROUTER_CLASSIFIER=true."""
+    from penny.router_cli import train_router_command
+
+    train_router_command(Settings(), labelled, target, small_cost, large_cost)
+
+
 @app.command("config-reference")
 def config_reference(
     output: Annotated[Path | None, typer.Option(
@@ -210,21 +229,28 @@ def calibrations(
     calibrations_command(Settings(), model)
 
 
+# The CSV options `penny run` and `penny submit` share.
+Template = Annotated[str | None, typer.Option(
+    help="CSV: build each prompt from columns, e.g. 'Summarise: {body}' (instead of a "
+         "'prompt' column).")]
+IdColumn = Annotated[str | None, typer.Option(
+    help="CSV: the column holding each row's custom_id (default: 'custom_id').")]
+Encoding = Annotated[str | None, typer.Option(
+    help="CSV: the file's encoding when it is not UTF-8, e.g. latin-1 or utf-16.")]
+SkipBadRows = Annotated[bool, typer.Option(
+    help="CSV: run the good rows and report each bad one as a failed job naming its "
+         "line (default: a file with bad rows is rejected whole).")]
+
+
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     verbose: bool = False,
     log_format: LogFormat = None,
-    template: Annotated[str | None, typer.Option(
-        help="CSV: build each prompt from columns, e.g. 'Summarise: {body}' (instead of a "
-             "'prompt' column).")] = None,
-    id_column: Annotated[str | None, typer.Option(
-        help="CSV: the column holding each row's custom_id (default: 'custom_id').")] = None,
-    encoding: Annotated[str | None, typer.Option(
-        help="CSV: the file's encoding when it is not UTF-8, e.g. latin-1 or utf-16.")] = None,
-    skip_bad_rows: Annotated[bool, typer.Option(
-        help="CSV: run the good rows and report each bad one as a failed job naming its "
-             "line (default: a file with bad rows is rejected whole).")] = False,
+    template: Template = None,
+    id_column: IdColumn = None,
+    encoding: Encoding = None,
+    skip_bad_rows: SkipBadRows = False,
 ) -> None:
     """Process FILE (JSONL, or CSV with a 'prompt' column) end to end on the embedded
     default, then print where the results and ledger are and what it all cost."""
@@ -271,7 +297,10 @@ def _serve_unless_unsafe(command: str, serve: Callable[[Settings], None],
                          settings: Settings) -> None:
     """Run a listening role; refusing to listen openly without keys is a message and exit
     code 2, not a traceback."""
+    from observability.tracing import configure_tracing
+
     try:
+        configure_tracing(settings, command)
         serve(settings)
     except (UnsafeBinding, MissingCapability) as error:
         typer.echo(f"penny {command}: {error.message}", err=True)
@@ -369,16 +398,25 @@ def submit(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     url: ServerUrl = None, api_key: ApiKey = None,
     watch: Annotated[bool, typer.Option(help="Then follow it like `penny watch`.")] = False,
+    template: Template = None, id_column: IdColumn = None, encoding: Encoding = None,
+    skip_bad_rows: SkipBadRows = False,
 ) -> None:
-    """Send FILE to a running server: JSONL or CSV of penny jobs (all or nothing: bad
-    lines are listed and nothing is sent), or an OpenAI batch file (becomes a batch).
-    Prints the id that `status`, `watch` and `results` take."""
+    """Send FILE to a running server: a CSV (*.csv) is streamed to the server, which
+    checks every row (bad rows are listed and nothing is queued, unless
+    --skip-bad-rows); JSONL of penny jobs is checked here first (all or nothing); an
+    OpenAI batch file becomes a batch. Prints the id that `status`, `watch` and
+    `results` take."""
+    from intake.csv_mapping import CsvOptions
+
+    options = CsvOptions(template=template, id_column=id_column, encoding=encoding,
+                         skip_bad_rows=skip_bad_rows)
     with _client(url, api_key) as client:
         try:
-            submitted = client.submit_file(file)
+            submitted = client.submit_file(file, options)
         except RemoteError as error:
             raise _fail(error) from None
-        typer.echo(f"{submitted.id}\t{submitted.jobs} jobs ({submitted.kind})")
+        bad = f", {submitted.bad_rows} bad rows as failed jobs" if submitted.bad_rows else ""
+        typer.echo(f"{submitted.id}\t{submitted.jobs} jobs ({submitted.kind}{bad})")
         if watch:
             _watch(client, submitted.id)
 

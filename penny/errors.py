@@ -108,6 +108,14 @@ class MissingCapability(PennyError):
     code = "missing_capability"
 
 
+class SourceUnavailable(PennyError):
+    """The store holding a named `s3://` object did not answer, or refused penny itself
+    (its credentials, an outage): nothing was read, and the same request may succeed
+    later."""
+
+    code = "source_unavailable"
+
+
 class UnsafeUrl(InvalidRequest):
     """A URL penny would call is refused: a scheme other than http(s), credentials in it,
     or a host that is (or resolves to) a loopback, private, link-local, metadata,

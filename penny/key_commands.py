@@ -19,7 +19,6 @@ T = TypeVar("T")
 
 @contextmanager
 def _session() -> Iterator[Session]:
-    from penny.database import stop_embedded_postgres
     from penny.runtime import open_runtime
 
     runtime = open_runtime(Settings())
@@ -28,7 +27,6 @@ def _session() -> Iterator[Session]:
             yield session
     finally:
         runtime.close()
-        stop_embedded_postgres()
 
 
 def _in_session(action: Callable[[Session], T]) -> T:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from intake.csv_mapping import CsvOptions
 from intake.files import LineError, ParsedLine, parse_input_file
 from penny.errors import InputFileError
 
@@ -24,7 +25,12 @@ TERMINAL = {"succeeded", "failed", "cancelled", "expired"}
 
 
 class RemoteError(Exception):
-    """Something the person at the terminal can act on; the message says what."""
+    """Something the person at the terminal can act on; the message says what. `status`:
+    the server's HTTP status, when it answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def submission_uuid(raw: str) -> uuid.UUID:
@@ -41,7 +47,8 @@ def submission_uuid(raw: str) -> uuid.UUID:
 class Submitted:
     id: str  # what `penny status/watch/results` take
     jobs: int
-    kind: str  # "bulk" or "openai_batch"
+    kind: str  # "bulk", "csv" or "openai_batch"
+    bad_rows: int = 0  # CSV rows stored as failed jobs (--skip-bad-rows)
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,22 @@ class Snapshot:
         """Saved against the naive counterfactual (a server without one: vs list price)."""
         return Decimal(str(self.cost.get("saved_vs_naive_usd",
                                          self.cost.get("saved_usd", "0"))))
+
+
+def is_csv_file(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
+def _csv_hint(error: RemoteError, options: CsvOptions) -> str:
+    """What to do about a CSV the server refused."""
+    if error.status == 413:
+        return (f"{error}\nThe server takes CSV files up to its PENNY_MAX_CSV_UPLOAD_BYTES: "
+                "split the file, or ask for a larger limit.")
+    if error.status == 422 and not options.skip_bad_rows:
+        return (f"{error}\nNothing was queued. Fix the rows listed, or pass "
+                "--skip-bad-rows to run the good ones (each bad one becomes a failed job "
+                "naming its line).")
+    return str(error)
 
 
 def is_openai_batch_file(path: Path, data: bytes) -> bool:
@@ -113,7 +136,7 @@ class PennyClient:
                 f"no penny server answers at {self.base_url} ({error}): start one with "
                 "`penny up`, or point --url at it") from None
         if response.status_code >= 400:
-            raise RemoteError(self._explain(response))
+            raise RemoteError(self._explain(response), response.status_code)
         return response
 
     @staticmethod
@@ -135,11 +158,39 @@ class PennyClient:
         return "\n".join([f"the server said {response.status_code}: {message}.{hint}",
                           *details[:20]])
 
-    def submit_file(self, path: Path) -> Submitted:
+    def submit_file(self, path: Path, csv: CsvOptions | None = None) -> Submitted:
+        """Send a file: a CSV is streamed to `/v1/uploads/csv` (as large as the server
+        takes, read with `csv`'s options); JSONL goes to `/v1/jobs/bulk`, or becomes an
+        OpenAI batch when its lines are OpenAI batch requests."""
+        if is_csv_file(path):
+            return self._submit_csv(path, csv or CsvOptions())
+        if csv is not None and csv != CsvOptions():
+            raise RemoteError(f"{path.name}: --template, --id-column, --encoding and "
+                              "--skip-bad-rows read CSV files (named *.csv); leave them out "
+                              "for JSONL")
         data = path.read_bytes()
         if is_openai_batch_file(path, data):
             return self._submit_openai_batch(path, data)
         return self._submit_jobs(path, data)
+
+    def _submit_csv(self, path: Path, options: CsvOptions) -> Submitted:
+        form = {name: value for name, value in (
+            ("template", options.template), ("id_column", options.id_column),
+            ("encoding", options.encoding)) if value is not None}
+        form["on_bad_rows"] = "skip" if options.skip_bad_rows else "reject"
+        with path.open("rb") as stream:
+            try:
+                # Streamed from disk; the server answers once every row is queued, which
+                # for a large file takes a while: no read timeout.
+                response = self._request(
+                    "POST", "/v1/uploads/csv", data=form,
+                    files={"file": (path.name, stream, "text/csv")},
+                    timeout=httpx.Timeout(self._http.timeout.connect, read=None))
+            except RemoteError as error:
+                raise RemoteError(_csv_hint(error, options), error.status) from None
+        body = response.json()
+        return Submitted(id=str(body["submission_id"]), jobs=int(body["rows"]), kind="csv",
+                         bad_rows=int(body["bad_rows"]))
 
     def _submit_jobs(self, path: Path, data: bytes) -> Submitted:
         try:

@@ -26,7 +26,6 @@ from models.report_views import (
     retry_storms,
 )
 from models.tenants import find_tenant
-from penny.database import stop_embedded_postgres
 from penny.runtime import open_runtime
 from penny.settings import Settings
 
@@ -62,7 +61,6 @@ def _with_session(settings: Settings, tenant: str | None,
             return result
     finally:
         runtime.close()
-        stop_embedded_postgres()  # the one this command started, if any
 
 
 def _money(value: Decimal | None) -> str:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.retrying import is_connection_failure, pauses
-from penny.database import make_engine, make_sessionmaker, migrate, resolve_database_url
+from penny.database import (
+    make_engine,
+    make_sessionmaker,
+    migrate,
+    resolve_database_url,
+    stop_embedded_postgres,
+)
 from penny.errors import MissingCapability
 from penny.settings import Settings
 from storage.factory import object_store
@@ -27,9 +34,18 @@ class Runtime:
     db: Engine
     sessions: sessionmaker[Session]
     store: ObjectStore
+    # The data directory of the embedded Postgres this runtime started; None when it
+    # uses a server given by URL (or has let go of its own).
+    embedded_data_dir: Path | None = None
 
     def close(self) -> None:
+        """Close the connection pool and let go of the embedded Postgres this runtime
+        started (it stops unless someone else still holds it); a server it did not start
+        is left running."""
         self.db.dispose()
+        if self.embedded_data_dir is not None:
+            data_dir, self.embedded_data_dir = self.embedded_data_dir, None
+            stop_embedded_postgres(data_dir)
 
 
 def _migrate_when_reachable(url: str, within_seconds: float) -> None:
@@ -52,20 +68,28 @@ def _migrate_when_reachable(url: str, within_seconds: float) -> None:
 
 def open_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
     url = resolve_database_url(settings)
-    if run_migrations:
-        _migrate_when_reachable(url, settings.database_retry_seconds)
-    db = make_engine(url, pool_size=settings.database_pool_size,
-                     max_overflow=settings.database_max_overflow,
-                     feature_tag=settings.report_feature_tag)
-    sessions = make_sessionmaker(db)
-    if settings.semantic_cache:
-        _require_pgvector(sessions, db)
+    embedded_data_dir = None if settings.database_url else settings.data_dir
+    try:
+        if run_migrations:
+            _migrate_when_reachable(url, settings.database_retry_seconds)
+        db = make_engine(url, pool_size=settings.database_pool_size,
+                         max_overflow=settings.database_max_overflow,
+                         feature_tag=settings.report_feature_tag)
+        sessions = make_sessionmaker(db)
+        if settings.semantic_cache:
+            _require_pgvector(sessions, db)
+        store = object_store(settings)
+    except BaseException:
+        if embedded_data_dir is not None:
+            stop_embedded_postgres(embedded_data_dir)
+        raise
     return Runtime(
         settings=settings,
         database_url=url,
         db=db,
         sessions=sessions,
-        store=object_store(settings),
+        store=store,
+        embedded_data_dir=embedded_data_dir,
     )
 
 

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from penny.database import stop_embedded_postgres
 from penny.errors import UnsafeBinding
 from penny.runtime import Runtime, open_runtime
 from penny.settings import Settings
@@ -123,7 +122,6 @@ def serve_api(settings: Settings) -> None:
             _serve(create_app(runtime), settings, lambda: None)
         finally:
             runtime.close()
-            stop_embedded_postgres()
 
 
 def _serve_api_workers(settings: Settings, workers: int) -> None:
@@ -140,7 +138,7 @@ def _serve_api_workers(settings: Settings, workers: int) -> None:
     own_metrics_dir = None
     try:
         refuse_open_binding(runtime)
-        runtime.close()  # no pooled connection may cross the fork
+        runtime.db.dispose()  # no pooled connection may cross the fork
         if not os.environ.get(MULTIPROC_ENV):
             own_metrics_dir = _shared_metrics_dir()
         shared = settings.model_copy(update={"database_url": runtime.database_url})
@@ -152,7 +150,6 @@ def _serve_api_workers(settings: Settings, workers: int) -> None:
         _supervise(children)
     finally:
         runtime.close()
-        stop_embedded_postgres()
         if own_metrics_dir is not None:
             os.environ.pop(MULTIPROC_ENV, None)
             shutil.rmtree(own_metrics_dir, ignore_errors=True)
@@ -246,7 +243,6 @@ def serve_coalescer(settings: Settings) -> None:
                 webhooks.join()
         finally:
             runtime.close()
-            stop_embedded_postgres()
 
 
 def serve_all_in_one(settings: Settings) -> None:
@@ -270,4 +266,3 @@ def serve_all_in_one(settings: Settings) -> None:
                 _serve(create_app(runtime, pipeline), settings, pipeline.stop)
         finally:
             runtime.close()
-            stop_embedded_postgres()

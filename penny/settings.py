@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -81,6 +82,30 @@ class EmbeddingModel(BaseModel):
     wheel)."""
     dimensions: int = Field(default=384, ge=1)
     """The vector size the model must produce."""
+
+
+class CascadeVerifier(BaseModel):
+    """A check on a cascade answer that sends the job to the next tier when it fails."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    kind: Literal["json", "regex"] = "json"
+    """`json`: the answer must parse as JSON. `regex`: it must match `pattern` in full."""
+    pattern: str | None = None
+    """For `regex`: the pattern the whole answer (whitespace stripped) must match."""
+
+    @model_validator(mode="after")
+    def _pattern_fits_kind(self) -> CascadeVerifier:
+        if self.kind == "regex":
+            if self.pattern is None:
+                raise ValueError("a regex verifier needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as error:
+                raise ValueError(f"pattern {self.pattern!r} is not a regex: {error}") from None
+        elif self.pattern is not None:
+            raise ValueError("only a regex verifier takes a pattern")
+        return self
 
 
 class ModelEngine(BaseModel):
@@ -174,6 +199,17 @@ class Settings(BaseSettings):
     model_descriptions: dict[str, str] = Field(default_factory=dict)
     """What each model is, JSON: model -> label, shown by /v1/models and `penny models
     list` (e.g. which copy of which weights, at what precision)."""
+    tag_routes: dict[str, str] = Field(default_factory=dict)
+    """Per-tag routing policy, JSON: metadata tag -> a tier, `auto` or `cascade`. A tag is
+    `key` (any value) or `key=value`; the first matching entry, in the order written,
+    routes a job that names no model (one that names its model keeps it), e.g.
+    `{"feature=faq": "cascade", "feature=codegen": "large", "batch": "auto"}`. The job's
+    route records the tag that chose it."""
+    router_classifier: bool = False
+    """`auto` consults the latest router classifier (`penny train-router`) after its cheap
+    features: the worker embeds the prompt with `default_embedding_model` and sends work
+    the features did not call hard to the cheapest tier or off it. Off, or with no
+    classifier stored: the features alone decide."""
     cascade_min_mean_logprob: float = -0.35
     """A cascade answer whose mean token logprob is below this goes to the next tier
     (`penny calibrate-cascade` picks it from a labelled set)."""
@@ -181,6 +217,12 @@ class Settings(BaseSettings):
     """... or whose least likely token is below this. Unset: not a rule."""
     cascade_escalate_on_length: bool = True
     """... or that was cut off at max_tokens (finish_reason `length`)."""
+    cascade_verifiers: dict[str, CascadeVerifier] = Field(default_factory=dict)
+    """... or that fails the verifier of a tag its job carries, JSON: tag (`key` or
+    `key=value`) -> `{"kind": "json"}` or `{"kind": "regex", "pattern": ...}`; the first
+    matching tag, in the order written, picks the verifier, e.g.
+    `{"feature=extract": {"kind": "json"}, "feature=yesno": {"kind": "regex", "pattern":
+    "(?i)(yes|no)[.]?"}}`."""
     embedding_models: dict[str, EmbeddingModel] = Field(
         default_factory=lambda: {OFFLINE_EMBEDDING_MODEL_NAME: EmbeddingModel()})
     """Embedding models, JSON: served name -> `{"source": ..., "dimensions": ...}`. They
@@ -207,8 +249,10 @@ class Settings(BaseSettings):
     # The ledger's counterfactual.
     ledger_baseline_model: str | None = None
     """The model the naive counterfactual runs every job on (the largest tier you would
-    otherwise send everything to). It needs a calibration of its own; until it has one,
-    and when unset, each job's counterfactual uses the model that served it."""
+    otherwise send everything to); what a cheaper tier saves against it is the ledger's
+    routing saving. Unset: the last of `tiers`, or with no tiers the model that served
+    each job. It needs a calibration of its own; until it has one, each job's
+    counterfactual uses the model that served it."""
     report_feature_tag: str = Field(default="feature", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     """The job metadata key whose value names the feature a job belongs to: reports group
     cost by it, and max_tokens caps apply per value of it. The ledger's daily rollup
@@ -225,8 +269,10 @@ class Settings(BaseSettings):
 
     # Engine (vLLM).
     engine_max_model_len: int = 2048
-    """Context window in tokens: a longer prompt fails its job with
-    `context_length_exceeded`; answers stop there with finish_reason `length`."""
+    """Context window in tokens of every chat model whose `model_engines` entry sets no
+    `max_model_len`: intake refuses a `max_tokens` that leaves no room for the prompt, a
+    longer prompt fails its job with `context_length_exceeded`, and answers stop there
+    with finish_reason `length`."""
     engine_kv_cache_gib: int = 1
     """On CPU: the KV cache size in GiB."""
     engine_gpu_memory_utilization: float = 0.35
@@ -378,8 +424,9 @@ class Settings(BaseSettings):
     max_prompt_chars: int = 200_000
     """Longest prompt, in characters, intake accepts."""
     max_output_tokens: int = 4096
-    """Largest `max_tokens` a job may ask for. The model's context (`engine_max_model_len`)
-    is a limit too: the effective limit is the smaller of the two."""
+    """Largest `max_tokens` a job may ask for. The model's context window (its
+    `max_model_len` in `model_engines`, else `engine_max_model_len`) is a limit too: the
+    effective limit is the smaller of the two."""
     max_json_depth: int = Field(default=64, ge=4, le=500)
     """JSON bodies and lines nesting deeper than this are refused with a 400 / line error
     before anything validates them (a job is ~4 levels)."""
@@ -436,6 +483,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     """`text`: lines for people. `json`: one JSON object per line with the role and the
     job, batch and submission ids as fields (`--log-format`)."""
+    traces_exporter: Literal["otlp", "console", "none"] | None = None
+    """OpenTelemetry traces of intake requests, coalescer batches and worker runs, linked
+    through each job's submission: `otlp` (OTLP over HTTP; endpoint, headers and sampler
+    from the standard `OTEL_EXPORTER_OTLP_*` and `OTEL_TRACES_SAMPLER` variables; needs the
+    `otlp` extra), `console` (spans printed as JSON), or `none`. Unset: the standard
+    `OTEL_TRACES_EXPORTER` if set, else none: no span is made and nothing is stored."""
 
     @model_validator(mode="after")
     def _model_names_are_distinct(self) -> Settings:
@@ -449,7 +502,15 @@ class Settings(BaseSettings):
             raise ValueError(f"tiers or model_engines name models not in `models`: {unknown}")
         if len(set(self.tiers)) != len(self.tiers):
             raise ValueError(f"a model is listed twice in tiers: {self.tiers}")
-        routed = sorted({"auto", "cascade"} & set(self.served_models))
+        routed_names = {"auto", "cascade"}
+        wrong = {tag: target for tag, target in self.tag_routes.items()
+                 if target not in self.models and not (target in routed_names and self.tiers)}
+        if wrong:
+            raise ValueError(f"tag_routes name neither a chat model nor, with tiers declared, "
+                             f"`auto` or `cascade`: {wrong}")
+        if any(not tag.partition("=")[0] for tag in self.tag_routes):
+            raise ValueError("a tag_routes tag needs a metadata key (`key` or `key=value`)")
+        routed = sorted(routed_names & set(self.served_models))
         if routed:
             raise ValueError(f"{routed} name the router; a model cannot be called that")
         return self
@@ -463,8 +524,21 @@ class Settings(BaseSettings):
         """Every model a worker can run: the chat models, then the embedding models."""
         return [*self.models, *self.embedding_models]
 
+    @property
+    def baseline_model(self) -> str | None:
+        """The naive counterfactual's model: `ledger_baseline_model`, else the largest
+        tier, else None (each job's own model)."""
+        if self.ledger_baseline_model is not None:
+            return self.ledger_baseline_model
+        return self.tiers[-1] if self.tiers else None
+
     def engine_for(self, model: str) -> ModelEngine:
         return self.model_engines.get(model) or ModelEngine()
+
+    def context_tokens_for(self, model: str) -> int:
+        """The context window `model`'s engine is started with: its own `max_model_len`
+        in `model_engines`, else `engine_max_model_len`."""
+        return self.engine_for(model).max_model_len or self.engine_max_model_len
 
     def price_for(self, model: str) -> ModelPrice:
         if model in self.prices:

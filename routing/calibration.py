@@ -72,14 +72,18 @@ class LabelledSet:
     # Mean cost per item of each tier, when the lines carry them (`*_cost_usd`).
     small_cost: float | None
     large_cost: float | None
+    # Each item's prompt, when every line carries one (`prompt`): what the router's
+    # classifier is trained on.
+    prompts: list[str] | None = None
 
 
 def parse_labelled(text: str) -> LabelledSet:
     """JSON lines of `{"mean_logprob", "finish_reason", "small_correct", "large_correct"}`,
-    optionally with `min_logprob`, `small_cost_usd` and `large_cost_usd` (what
+    optionally with `min_logprob`, `small_cost_usd`, `large_cost_usd` and `prompt` (what
     `bench/tier_eval.py` writes). A bad line raises ValueError naming it (1-based)."""
     outcomes: list[LabelledOutcome] = []
     costs: dict[str, list[float]] = {"small": [], "large": []}
+    prompts: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -92,6 +96,8 @@ def parse_labelled(text: str) -> LabelledSet:
                            else float(line["min_logprob"]),
                            str(line.get("finish_reason") or "stop")),
                 bool(line["small_correct"]), bool(line["large_correct"])))
+            if isinstance(line.get("prompt"), str):
+                prompts.append(line["prompt"])
             for tier, values in costs.items():
                 if line.get(f"{tier}_cost_usd") is not None:
                     values.append(float(line[f"{tier}_cost_usd"]))
@@ -103,4 +109,5 @@ def parse_labelled(text: str) -> LabelledSet:
     def mean_of(values: list[float]) -> float | None:
         return sum(values) / len(values) if len(values) == len(outcomes) else None
 
-    return LabelledSet(outcomes, mean_of(costs["small"]), mean_of(costs["large"]))
+    return LabelledSet(outcomes, mean_of(costs["small"]), mean_of(costs["large"]),
+                       prompts if len(prompts) == len(outcomes) else None)

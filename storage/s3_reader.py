@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from penny.errors import NotFound, TooLarge
+from penny.errors import NotFound, SourceUnavailable, TooLarge
 from storage.s3_sources import S3Location
 
 if TYPE_CHECKING:
@@ -57,13 +57,23 @@ class S3Reader:
         return NotFound(f"penny cannot read {location.url[:300]!r}: no such object, or no "
                         "access to it", param=param)
 
+    def _failed(self, location: S3Location, error: Exception, param: str) -> Exception:
+        """What a failed S3 call means to the caller: no such object, or a store that
+        did not answer (a 503, not a 500: the request was fine)."""
+        if isinstance(error, ClientError):
+            if str(error.response.get("Error", {}).get("Code")) in _MISSING:
+                return self._missing(location, param)
+            reason = f"the object store answered {error.response.get('Error', {}).get('Code')}"
+        else:
+            reason = f"the object store could not be used ({type(error).__name__})"
+        return SourceUnavailable(f"penny could not read {location.url[:300]!r}: {reason}; "
+                                 "try again later", param=param)
+
     def info(self, location: S3Location, param: str = "source") -> ObjectInfo:
         try:
             head = self.client.head_object(Bucket=location.bucket, Key=location.key)
-        except ClientError as error:
-            if str(error.response.get("Error", {}).get("Code")) in _MISSING:
-                raise self._missing(location, param) from None
-            raise
+        except (ClientError, BotoCoreError) as error:
+            raise self._failed(location, error, param) from error
         return ObjectInfo(size=int(head["ContentLength"]), etag=str(head.get("ETag", "")))
 
     def open(self, location: S3Location, info: ObjectInfo, param: str = "source"
@@ -73,10 +83,8 @@ class S3Reader:
         try:
             response = self.client.get_object(Bucket=location.bucket, Key=location.key,
                                               IfMatch=info.etag)
-        except ClientError as error:
-            if str(error.response.get("Error", {}).get("Code")) in _MISSING:
-                raise self._missing(location, param) from None
-            raise
+        except (ClientError, BotoCoreError) as error:
+            raise self._failed(location, error, param) from error
         return io.BufferedReader(_Body(response["Body"]), buffer_size=1 << 16)
 
     def read(self, location: S3Location, limit: int, param: str = "source") -> bytes:

@@ -56,7 +56,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def pgvector_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A database of our own on a Postgres that has pgvector: the embedded server (the
     machine's Postgres may lack the extension), started for this session."""
-    from penny.database import detach_embedded_postgres, start_embedded_postgres
+    from penny.database import start_embedded_postgres, stop_embedded_postgres
 
     data_dir = tmp_path_factory.mktemp("pgvector")
     with warnings.catch_warnings():
@@ -64,9 +64,6 @@ def pgvector_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         # XDG_RUNTIME_DIR is unset that is a warning about its fallback, not about penny.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         admin = start_embedded_postgres(data_dir)
-    # Commands run in this process (penny cache, calibrations, ...) stop the embedded
-    # servers they started on their way out: this one must outlive them all.
-    stop_server = detach_embedded_postgres(data_dir)
     name = f"penny_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -74,7 +71,7 @@ def pgvector_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     yield f"{base.rpartition('/')[0]}/{name}?{query}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    stop_server()
+    stop_embedded_postgres(data_dir)
 
 
 @pytest.fixture(scope="session")

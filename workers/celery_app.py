@@ -65,25 +65,42 @@ class CeleryDispatcher:
 
 def _executor(settings: Settings, model: str, sessions: sessionmaker[Session]) -> BatchExecutor:
     """The model loaded for this worker: an embedder for an embedding model (vLLM is never
-    imported then), a vLLM engine for anything else, behind the semantic cache when it is
-    on (with its own embedder: the API never embeds)."""
+    imported then), a vLLM engine for anything else, behind opt-in prompt compression and,
+    when they are on, the semantic cache and the router's classifier (with embedders of
+    their own: the API never embeds)."""
     if model in settings.embedding_models:
         from workers.embedding_execution import EmbeddingExecutor
         from workers.sentence_embedder import SentenceTransformerEmbedder
 
         return EmbeddingExecutor(SentenceTransformerEmbedder(settings, model), settings)
+    from workers.compression_execution import compressing
     from workers.execution import GenerationExecutor
+    from workers.sentence_embedder import SentenceTransformerEmbedder
     from workers.vllm_engine import VllmEngine
 
-    executor = GenerationExecutor(VllmEngine(settings, model), settings)
-    if not settings.semantic_cache:
-        return executor
-    from workers.semantic_execution import SemanticExecutor
-    from workers.sentence_embedder import SentenceTransformerEmbedder
+    engine = VllmEngine(settings, model)
+    embedders: dict[str, SentenceTransformerEmbedder] = {}
 
-    embedder = SentenceTransformerEmbedder(
-        settings, settings.semantic_cache_embedding_model or settings.default_embedding_model)
-    return SemanticExecutor(executor, embedder, sessions, settings)
+    def embedder_of(name: str) -> SentenceTransformerEmbedder:
+        # One per process, loaded when first needed; one copy when compression, the cache
+        # and the classifier read the same model.
+        if name not in embedders:
+            embedders[name] = SentenceTransformerEmbedder(settings, name)
+        return embedders[name]
+
+    questions = settings.semantic_cache_embedding_model or settings.default_embedding_model
+    executor: BatchExecutor = compressing(GenerationExecutor(engine, settings), engine,
+                                          lambda: embedder_of(questions))
+    if settings.semantic_cache:
+        from workers.semantic_execution import SemanticExecutor
+
+        executor = SemanticExecutor(executor, embedder_of(questions), sessions, settings)
+    if settings.router_classifier and len(settings.tiers) > 1:
+        from workers.router_step import RouterStep
+
+        executor = RouterStep(executor, embedder_of(settings.default_embedding_model),
+                              sessions, settings)
+    return executor
 
 
 def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> None:

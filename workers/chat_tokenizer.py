@@ -11,7 +11,7 @@ from collections import OrderedDict
 from typing import Any
 
 from penny.settings import Settings
-from workers.engine import GenerationRequest
+from workers.engine import GenerationRequest, template_takes_tools
 from workers.registry import model_source
 
 PIECE_CACHE_SIZE = 4096
@@ -104,7 +104,17 @@ class ChatTokenizer:
 
         return cls(AutoTokenizer.from_pretrained(model_source(settings, model)))
 
+    @property
+    def takes_tools(self) -> bool:
+        """Whether the model's chat template has a place for tools."""
+        return template_takes_tools(getattr(self._tokenizer, "chat_template", None))
+
     def prompt_token_ids(self, request: GenerationRequest) -> list[int]:
+        if request.messages is not None and request.tools:
+            conversation = [{"role": r, "content": c} for r, c in request.messages]
+            return list(self._tokenizer.apply_chat_template(
+                conversation, tools=list(request.tools), add_generation_prompt=True,
+                tokenize=True, return_dict=False))
         if request.messages is not None:
             conversation = [{"role": r, "content": c} for r, c in request.messages]
             if self._pieces is not None:

@@ -32,6 +32,8 @@ from models.queue import (
     renew_lease,
 )
 from models.retrying import is_connection_failure, with_retries
+from models.trace_context import traceparents_of_submissions
+from observability import tracing
 from observability.logs import logs_about_batch
 from penny.settings import Settings
 from routing.router import route_label
@@ -92,12 +94,18 @@ class JobProduct:
     usage: TokenUsage
     result: dict[str, Any] | None
     error: dict[str, Any] | None = None
-    # A failed job the engine worked on: it bills what ran (outcome "failed").
+    # An error that came after the engine worked on the job: `usage` is what it computed,
+    # and the job is billed for it.
     ran: bool = False
 
     @property
-    def billed(self) -> bool:
+    def billable(self) -> bool:
         return self.result is not None or self.ran
+
+
+# A ledger row's `outcome`: what the job it bills came to.
+SUCCEEDED = "succeeded"
+FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -136,13 +144,15 @@ def priced_outcomes(
     engine_seconds: float,
     settings: Settings,
 ) -> list[JobOutcome]:
-    """Pair each job with its product, its share of engine time and its price."""
+    """Pair each job with its product, its share of engine time and its price. A job that
+    failed after the engine worked on it pays its share like the rest (its ledger row's
+    outcome says `failed`); one that failed before the engine bills nothing."""
     shares = iter(share_engine_seconds(engine_seconds, [p.usage for p in products
-                                                        if p.billed]))
+                                                        if p.billable]))
     price = settings.price_for(batch.model)
     outcomes = []
     for job, product in zip(batch.jobs, products, strict=True):
-        if not product.billed:
+        if not product.billable:
             outcomes.append(JobOutcome(job, None, None, product.error))
             continue
         seconds = next(shares)
@@ -158,12 +168,10 @@ def priced_outcomes(
             # No saving claimed until the ledger costing models one (workers.ledger_costing).
             **unmodelled(cost.cost_usd).columns(),
             "route": route_label(job.route),
+            "outcome": SUCCEEDED if product.result is not None else FAILED,
         }
-        if product.result is None:  # it ran, then failed: billed, with its error
-            ledger["outcome"] = "failed"
-            outcomes.append(JobOutcome(job, None, ledger, product.error))
-            continue
-        outcomes.append(JobOutcome(job, product.result, ledger, None))
+        outcomes.append(JobOutcome(job, product.result, ledger,
+                                   None if product.result is not None else product.error))
     return outcomes
 
 
@@ -181,6 +189,9 @@ def _generation_product(generation: Generation) -> JobProduct:
         "cached_tokens": generation.cached_tokens,
         "output_tokens": generation.output_tokens,
         "mean_logprob": generation.mean_logprob,
+        "token_logprobs": (list(generation.token_logprobs)
+                           if generation.token_logprobs is not None else None),
+        "choices": [s.stored() for s in generation.samples] or None,
     })
 
 
@@ -280,6 +291,24 @@ class BatchRunner:
                 self.listener.batch_finished()
 
     def _run_claimed(self, batch: ClaimedBatch) -> BatchRun:
+        with tracing.worker_span(str(batch.id), batch.model, batch.traceparent,
+                                 self._submission_traceparents(batch)):
+            return self._run_traced(batch)
+
+    def _submission_traceparents(self, batch: ClaimedBatch) -> list[str]:
+        """The intake requests the batch's jobs came from, for the worker span's links;
+        not asked with tracing off. A trace is not worth failing a batch for."""
+        if not tracing.enabled():
+            return []
+        try:
+            with self.sessions() as session:
+                return traceparents_of_submissions(
+                    session, {job.submission_id for job in batch.jobs})
+        except Exception:
+            log.exception("could not read the trace contexts of batch %s", batch.id)
+            return []
+
+    def _run_traced(self, batch: ClaimedBatch) -> BatchRun:
         batch_id = batch.id
         try:
             with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):

@@ -8,12 +8,15 @@ import queue
 import threading
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from types import TracebackType
 
 from coalescer.runner import Coalescer
 from delivery.loop import WebhookDeliverer
 from models.queue import release_undelivered
 from penny.runtime import Runtime
+from penny.settings import Settings
+from workers.compression_execution import compressing
 from workers.embedder import Embedder
 from workers.embedding_execution import EmbeddingExecutor
 from workers.engine import Engine
@@ -39,16 +42,48 @@ class LocalDispatcher:
         batches.put(batch_id)  # one worker per model in process: no routing
 
 
+def _compression_embedder(settings: Settings, loaded: Embedder | None) -> Embedder:
+    """The embedder compression uses: the one this process loaded, else its own (loaded on
+    the first job that asks for compression)."""
+    if loaded is not None:
+        return loaded
+    from workers.sentence_embedder import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(
+        settings, settings.semantic_cache_embedding_model or settings.default_embedding_model)
+
+
 def _generation_executor(runtime: Runtime, engine: Engine,
                          embedders: Sequence[Embedder]) -> BatchExecutor:
     """A generation executor, behind the semantic cache when it is on (its questions are
-    embedded by the loaded embedder of the configured embedding model)."""
-    executor: BatchExecutor = GenerationExecutor(engine, runtime.settings)
+    embedded by the loaded embedder of the configured embedding model), and behind the
+    router's classifier when that is on."""
+    executor = _semantic_executor(runtime, engine, embedders)
     settings = runtime.settings
-    if not settings.semantic_cache:
+    if not (settings.router_classifier and len(settings.tiers) > 1):
         return executor
+    embedder = next((e for e in embedders
+                     if e.model_name == settings.default_embedding_model), None)
+    if embedder is None:
+        log.warning("the router classifier is on but embedding model %s is not loaded here;"
+                    " %s routes by features alone", settings.default_embedding_model,
+                    engine.model_name)
+        return executor
+    from workers.router_step import RouterStep
+
+    return RouterStep(executor, embedder, runtime.sessions, settings)
+
+
+def _semantic_executor(runtime: Runtime, engine: Engine,
+                       embedders: Sequence[Embedder]) -> BatchExecutor:
+    settings = runtime.settings
     wanted = settings.semantic_cache_embedding_model or settings.default_embedding_model
     embedder = next((e for e in embedders if e.model_name == wanted), None)
+    executor: BatchExecutor = compressing(
+        GenerationExecutor(engine, settings), engine,
+        partial(_compression_embedder, settings, embedder))
+    if not settings.semantic_cache:
+        return executor
     if embedder is None:
         log.warning("the semantic cache is on but embedding model %s is not loaded here; "
                     "%s runs without it", wanted, engine.model_name)

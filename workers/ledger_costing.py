@@ -19,7 +19,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger.attribution import EngineJob, attribute_engine_job, unmodelled
+from ledger.attribution import (
+    EngineJob,
+    attribute_engine_job,
+    attribute_escalated_attempt,
+    unmodelled,
+)
 from ledger.cost_model import Calibration, CostBasis, PriceCard
 from ledger.pricing import SERVED_BY_ENGINE
 from models.costing import latest_calibration, price_card_for
@@ -67,7 +72,7 @@ class LedgerCosting:
             return known
 
     def _baseline(self, served: CostBasis) -> CostBasis:
-        name = self.settings.ledger_baseline_model
+        name = self.settings.baseline_model
         if name is None or name == served.model:
             return served
         baseline = self.current(name)
@@ -102,7 +107,15 @@ class LedgerCosting:
             ledger = dict(outcome.ledger)
             cost = Decimal(ledger["cost_usd"])
             ledger["price_card_id"] = current.card.id
-            if served is None or baseline is None:
+            if outcome.escalation is not None:
+                # Needs no calibration: whatever the attempt cost, the naive way never
+                # ran it.
+                ledger.update(attribute_escalated_attempt(cost).columns())
+                ledger["calibration_id"] = served.calibration.id if served else None
+                ledger["baseline_model"] = (baseline.model if baseline is not None
+                                            else self.settings.baseline_model)
+            elif served is None or baseline is None or outcome.error is not None:
+                # A failure that ran has no naive twin to compare with: no saving claimed.
                 ledger.update(unmodelled(cost).columns())
                 ledger["calibration_id"] = None
                 ledger["baseline_model"] = None
@@ -114,7 +127,9 @@ class LedgerCosting:
                     output_tokens=int(ledger["output_tokens"]),
                     requested_max_tokens=asked, applied_max_tokens=applied,
                     finish_reason=(outcome.result or {}).get("finish_reason"),
-                    batch_jobs=ran)
+                    batch_jobs=ran,
+                    original_prompt_tokens=(outcome.result or {}).get(
+                        "original_prompt_tokens"))
                 ledger.update(attribute_engine_job(job, cost, served, baseline).columns())
                 ledger["calibration_id"] = served.calibration.id
                 ledger["baseline_model"] = baseline.model

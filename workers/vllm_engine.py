@@ -22,7 +22,9 @@ from workers.engine import (
     BatchGeneration,
     Generation,
     GenerationRequest,
+    Sample,
     context_overflow,
+    no_tools_message,
 )
 from workers.guided_decoding import GUIDED_DECODING_CONFIG, refusal, structured_outputs_params
 from workers.registry import model_source
@@ -110,8 +112,11 @@ class VllmEngine:
             structured_outputs=(structured_outputs_params(request.constraint)
                                 if request.constraint is not None else None),
             # logprobs=0 gives the sampled token's logprob only (the cumulative one we need);
-            # None skips computing them, which is 4-14% faster on CPU.
-            logprobs=0 if sampling.logprobs else None,
+            # None skips computing them, which is 4-14% faster on CPU. top_logprobs=k adds
+            # the k most likely tokens at each position.
+            logprobs=(sampling.top_logprobs if sampling.top_logprobs is not None
+                      else 0 if sampling.logprobs else None),
+            n=sampling.n,
         )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> BatchGeneration:
@@ -122,6 +127,11 @@ class VllmEngine:
         runnable: list[GenerationRequest] = []
         rejected: dict[str, Generation] = {}
         for request in requests:
+            if request.tools and not self._chat_tokenizer.takes_tools:
+                rejected[request.key] = Generation(
+                    key=request.key, error_code="invalid_request",
+                    error_message=no_tools_message(self._model_name))
+                continue
             ids = self.prompt_token_ids(request)
             # Here, because only here are the exact prompt tokens known on every path.
             overflow = context_overflow(len(ids), request.sampling.max_tokens,
@@ -182,14 +192,15 @@ def _needs_check(request: GenerationRequest) -> bool:
 
 
 def _to_generation(request: GenerationRequest, output: Any) -> Generation:
-    completion = output.outputs[0]
+    completions = sorted(output.outputs, key=lambda c: int(c.index))
+    completion = completions[0]
     token_count = len(completion.token_ids)
-    if completion.finish_reason == "error":
+    if any(c.finish_reason == "error" for c in completions):
         # vLLM ends a request this way when it could not run it to the end (a grammar
         # that failed to compile): the text is no answer, so the job fails, named.
         return Generation(key=request.key,
                           prompt_tokens=len(output.prompt_token_ids or ()),
-                          cached_tokens=int(getattr(output, "num_cached_tokens", 0) or 0),
+                          cached_tokens=int(output.num_cached_tokens or 0),
                           output_tokens=token_count, ran=True,
                           error_code="engine_error",
                           error_message="the engine could not finish this request "
@@ -200,16 +211,50 @@ def _to_generation(request: GenerationRequest, output: Any) -> Generation:
             and token_count):
         mean_logprob = float(completion.cumulative_logprob) / token_count
         min_logprob = _min_logprob(completion)
+    top = request.sampling.top_logprobs
+    samples = tuple(
+        Sample(text=c.text, finish_reason=str(c.finish_reason or "stop"),
+               output_tokens=len(c.token_ids),
+               token_logprobs=token_logprobs(c, top) if top is not None else None)
+        for c in completions[1:])
     return Generation(
         key=request.key,
         text=completion.text,
         finish_reason=str(completion.finish_reason or "stop"),
         prompt_tokens=len(output.prompt_token_ids or ()),
         cached_tokens=int(output.num_cached_tokens or 0),
-        output_tokens=token_count,
+        output_tokens=token_count + sum(s.output_tokens for s in samples),
         mean_logprob=mean_logprob,
         min_logprob=min_logprob,
+        token_logprobs=token_logprobs(completion, top) if top is not None else None,
+        samples=samples,
     )
+
+
+def _entry(token: str, logprob: float) -> dict[str, Any]:
+    # float("-inf") is not JSON: a token the model gives no chance is written as OpenAI
+    # does for such tokens, a very large negative number.
+    value = logprob if logprob > -9999.0 else -9999.0
+    return {"token": token, "logprob": value, "bytes": list(token.encode("utf-8"))}
+
+
+def token_logprobs(completion: Any, top: int) -> tuple[dict[str, Any], ...]:
+    """OpenAI's `logprobs.content`: per answer token its text, logprob and UTF-8 bytes,
+    and the `top` most likely tokens at that position (most likely first)."""
+    content = []
+    for token_id, position in zip(completion.token_ids, completion.logprobs or [],
+                                  strict=False):
+        chosen = position.get(token_id) if position else None
+        if chosen is None:
+            continue
+        ranked = sorted((lp for lp in position.values() if lp.rank is not None),
+                        key=lambda lp: int(lp.rank))[:top]
+        content.append({
+            **_entry(str(chosen.decoded_token or ""), float(chosen.logprob)),
+            "top_logprobs": [_entry(str(lp.decoded_token or ""), float(lp.logprob))
+                             for lp in ranked],
+        })
+    return tuple(content)
 
 
 def _min_logprob(completion: Any) -> float | None:

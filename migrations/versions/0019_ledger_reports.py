@@ -20,13 +20,13 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0019_ledger_reports"
-down_revision: str | None = "0018_intake_speed"
+down_revision: str | None = "0023_routing_policy"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 MONEY = sa.Numeric(20, 10)
 MECHANISMS = ("exact_cache", "semantic_cache", "single_flight", "prefix_cache", "batching",
-              "routing", "output_limit")
+              "routing", "output_limit", "compression")
 MONEY_SUMS = ("cost_usd", "list_cost_usd", "naive_cost_usd",
               *(f"saving_{m}_usd" for m in MECHANISMS), "unexplained_usd")
 TOKEN_SUMS = ("input_tokens", "cached_tokens", "output_tokens")

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from api.app import create_app
-from models.tables import LedgerEntry, Submission
+from models.tables import Job, LedgerEntry, Submission
 from penny.cli import app
 from penny.runtime import Runtime
 from tests.support import REPO, LiveServer, free_port
@@ -56,7 +56,7 @@ def test_csv_jobs_submit_watch_status_results(
     code, out = penny("submit", str(jobs), "--url", server)
     assert code == 0, out
     submission, summary = out.strip().split("\t")
-    assert summary == "3 jobs (bulk)"
+    assert summary == "3 jobs (csv)"
 
     code, out = penny("watch", submission, "--url", server)
     assert code == 0, out
@@ -134,3 +134,56 @@ def test_a_full_queue_says_when_to_try_again(runtime: Runtime, tmp_path: Path) -
     assert "429" in out and "Try again in 30 s." in out
     with runtime.sessions() as session:
         assert session.execute(select(func.count()).select_from(Submission)).scalar_one() == 0
+
+
+def test_a_csv_is_streamed_to_the_upload_endpoint_with_the_csv_options(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """More rows than one bulk request may hold, in latin-1, with a template and an id
+    column: `penny submit` takes the options `penny run` takes."""
+    rows = 25
+    jobs = tmp_path / "notes.csv"
+    jobs.write_bytes(("ref,note\n" + "".join(f"n{i},caf\u00e9 {i}\n" for i in range(rows))
+                      ).encode("latin-1"))
+    bulk_capped = runtime.settings.model_copy(update={"max_bulk_jobs": 10})
+    with LiveServer(create_app(replace(runtime, settings=bulk_capped))) as live:
+        code, out = penny("submit", str(jobs), "--url", live.url, "--template",
+                          "Summarise: {note}", "--id-column", "ref", "--encoding", "latin-1")
+    assert code == 0, out
+    submission, summary = out.strip().split("\t")
+    assert summary == f"{rows} jobs (csv)"
+    with runtime.sessions() as session:
+        kinds = session.execute(select(Submission.id, Submission.kind)).all()
+        stored = session.execute(select(Job.custom_id, Job.request)
+                                 .order_by(Job.line_no)).all()
+    assert [(str(sid), kind) for sid, kind in kinds] == [(submission, "csv")]
+    assert [custom_id for custom_id, _ in stored] == [f"n{i}" for i in range(rows)]
+    assert "Summarise: caf\u00e9 3" in json.dumps(stored[3][1], ensure_ascii=False)
+
+
+def test_bad_csv_rows_are_listed_and_can_be_skipped(runtime: Runtime, tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("prompt,max_tokens\nfine,4\nalso fine,lots\nok,4\n")
+    with LiveServer(create_app(runtime)) as live:
+        code, out = penny("submit", str(jobs), "--url", live.url)
+        assert code == 2
+        assert "422" in out and "line 3" in out and "--skip-bad-rows" in out
+        with runtime.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Job)) == 0
+
+        code, out = penny("submit", str(jobs), "--url", live.url, "--skip-bad-rows")
+    assert code == 0, out
+    assert out.strip().split("\t")[1] == "3 jobs (csv, 1 bad rows as failed jobs)"
+    with runtime.sessions() as session:
+        statuses = session.execute(select(Job.status).order_by(Job.line_no)).scalars().all()
+    assert statuses == ["queued", "failed", "queued"]
+
+
+def test_csv_options_on_a_jsonl_file_say_they_are_for_csv(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "fine", "max_tokens": 4}\n')
+    code, out = penny("submit", str(jobs), "--url", f"http://127.0.0.1:{free_port()}",
+                      "--template", "{prompt}")
+    assert code == 2 and "read CSV files" in out and "leave them out for JSONL" in out

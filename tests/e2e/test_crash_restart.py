@@ -76,7 +76,7 @@ def penny_up(tmp_path: Path) -> Iterator[PennyUp]:
         with warnings.catch_warnings():  # as in test_shutdown: the wheel's import warns
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
             start_embedded_postgres(up.data_dir)  # take the orphan over, then stop it
-        stop_embedded_postgres()
+        stop_embedded_postgres(up.data_dir)
 
 
 def test_penny_up_killed_mid_batch_finishes_every_job_once_after_restart(
@@ -107,13 +107,17 @@ def test_penny_up_killed_mid_batch_finishes_every_job_once_after_restart(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         database = start_embedded_postgres(penny_up.data_dir)
-    with psycopg.connect(database) as conn:
-        per_job = conn.execute(
-            "SELECT j.id::text, j.attempts, "
-            "(SELECT count(*) FROM results r WHERE r.job_id = j.id), "
-            "(SELECT count(*) FROM ledger_entries l WHERE l.job_id = j.id) FROM jobs j"
-        ).fetchall()
-        retried = conn.execute("SELECT count(*) FROM batches WHERE attempts > 1").fetchone()
+    try:
+        with psycopg.connect(database) as conn:
+            per_job = conn.execute(
+                "SELECT j.id::text, j.attempts, "
+                "(SELECT count(*) FROM results r WHERE r.job_id = j.id), "
+                "(SELECT count(*) FROM ledger_entries l WHERE l.job_id = j.id) FROM jobs j"
+            ).fetchall()
+            retried = conn.execute("SELECT count(*) FROM batches WHERE attempts > 1"
+                                   ).fetchone()
+    finally:
+        stop_embedded_postgres(penny_up.data_dir)
     assert sorted(job_id for job_id, _, _, _ in per_job) == sorted(ids)
     assert {(results, ledger) for _, _, results, ledger in per_job} == {(1, 1)}
     # The batch that was running when the process died ran again after the restart.
@@ -176,7 +180,7 @@ def test_penny_run_killed_midway_is_finished_by_the_next_run_of_the_same_file(
                 "(SELECT count(*) FROM ledger_entries l WHERE l.job_id = j.id) FROM jobs j"
             ).fetchall()
     finally:
-        stop_embedded_postgres()
+        stop_embedded_postgres(data_dir)
     assert submissions == (1,)  # the same submission, finished, not a second one
     assert len(per_job) == 18
     assert {(status, results, ledger) for status, _, results, ledger in per_job} == {

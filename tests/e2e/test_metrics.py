@@ -10,10 +10,11 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api.app import create_app
-from models.tables import Batch
+from ledger.attribution import MECHANISMS, saving_column
+from models.tables import Batch, LedgerEntry
 from penny.runtime import Runtime
 from tests.support import LiveServer, wait_until
 from workers.inprocess import InProcessPipeline
@@ -125,6 +126,19 @@ def test_metrics_count_what_the_ledger_recorded(runtime: Runtime, engine: VllmEn
     assert saved == pytest.approx(float(total(answers, "cost", "single_flight_saved_usd")),
                                   rel=1e-9)
     assert saved > 0
+    # The naive counterfactual and the savings by mechanism: the ledger's own sums.
+    with runtime.sessions() as session:
+        naive = session.scalar(select(func.sum(LedgerEntry.naive_cost_usd)))
+        by_mechanism = {m: session.scalar(select(func.sum(getattr(LedgerEntry,
+                                                                  saving_column(m)))))
+                        for m in MECHANISMS}
+    assert moved(before, after, "penny_naive_cost_usd_total", model=model) == pytest.approx(
+        float(naive), rel=1e-9)
+    for mechanism, expected in by_mechanism.items():
+        assert moved(before, after, "penny_saved_usd_total", model=model,
+                     mechanism=mechanism) == pytest.approx(float(expected), rel=1e-9)
+    assert moved(before, after, "penny_saved_usd_total", model=model,
+                 mechanism="single_flight") > 0
 
     # The API: by route template and status.
     assert moved(before, after, "penny_http_requests_total", method="POST",

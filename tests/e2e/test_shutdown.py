@@ -95,7 +95,7 @@ def test_sigterm_finishes_the_running_batch_releases_the_rest_and_stops_postgres
                 "SELECT count(*) FROM jobs WHERE batch_id IS NULL AND status <> 'queued'"
             ).fetchone()
     finally:
-        stop_embedded_postgres()
+        stop_embedded_postgres(data_dir)
     assert unbatched == (0,)
     statuses = sorted((status, released, job_states) for status, released, _, job_states
                       in batches)

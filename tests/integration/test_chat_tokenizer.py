@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -63,3 +64,26 @@ def test_a_shared_system_prompt_is_reused_across_jobs(tokenizer: Any) -> None:
     for n in range(20):
         messages = [("system", system), ("user", f"Where is parcel {n}?")]
         assert chat.prompt_token_ids(request(messages)) == own_ids(tokenizer, messages)
+
+
+TOOLS_TEMPLATE = ("{%- if tools %}<|im_start|>system\n<tools>{% for tool in tools %}"
+                  "{{ tool | tojson }}{% endfor %}</tools><|im_end|>\n{%- endif %}"
+                  "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+                  "{{ message['content'] }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n")
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+def test_offered_tools_reach_the_prompt_only_through_a_template_that_takes_them(
+    tokenizer: Any,
+) -> None:
+    request = GenerationRequest(key="k", sampling=Sampling(max_tokens=4),
+                                messages=(("user", "Weather in Oslo?"),), tools=(WEATHER,))
+    offline = ChatTokenizer(tokenizer)
+    assert not offline.takes_tools  # the offline model's template has no place for them
+    tooled = copy.deepcopy(tokenizer)
+    tooled.chat_template = TOOLS_TEMPLATE
+    with_tools = ChatTokenizer(tooled)
+    assert with_tools.takes_tools
+    prompt = tooled.decode(with_tools.prompt_token_ids(request))
+    assert "<tools>" in prompt and '"get_weather"' in prompt and "Weather in Oslo?" in prompt

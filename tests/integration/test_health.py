@@ -40,6 +40,11 @@ def test_api_command_serves_on_the_given_port_and_is_ready_once_every_model_has_
     api_process: str, runtime: Runtime
 ) -> None:
     assert httpx.get(f"{api_process}/healthz").json() == {"status": "ok"}
+    # The API reference a new team reads: interactive at /docs, the schema beside it.
+    reference = httpx.get(f"{api_process}/docs")
+    assert reference.status_code == 200 and "/openapi.json" in reference.text
+    paths = httpx.get(f"{api_process}/openapi.json").json()["paths"]
+    assert {"/v1/jobs", "/v1/uploads/csv", "/v1/batches", "/readyz"} <= set(paths)
 
     models = runtime.settings.served_models
     not_ready = httpx.get(f"{api_process}/readyz")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,8 @@ from sqlalchemy import func, select
 from api.app import create_app
 from coalescer.runner import Coalescer
 from models.tables import Job, Submission
-from penny.runtime import Runtime
-from tests.support import jsonl
+from penny.runtime import Runtime, open_runtime
+from tests.support import free_port, jsonl, make_settings, reset_tables
 from workers.inprocess import LocalDispatcher
 
 MODEL = "smollm2-135m-instruct"
@@ -258,3 +259,80 @@ def test_batch_file_lines_with_unstorable_text_fail_the_batch_naming_each_line(
     ]
     assert "deeper than 64 levels" in batch["errors"]["data"][-1]["message"]
     assert rows(runtime) == (0, 1)  # the batch, and no job: a bad line fails it whole
+
+
+CSV = b"custom_id,prompt\nr1,What is 2 + 2?\n"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "says"),
+    [("rot13", "'rot13' is not a text encoding"),  # str-to-str codecs: no text from bytes
+     ("base64", "'base64' is not a text encoding"),  # bytes-to-bytes
+     ("zlib", "'zlib' is not a text encoding"),
+     ("utf-16", "in.csv is not utf-16 text (line 1)"),  # no BOM: the codec's own error
+     ("punycode", "in.csv is not punycode text (line 1)")],
+)
+def test_csv_encodings_that_yield_no_text_are_a_422_naming_the_encoding(
+    client: TestClient, runtime: Runtime, encoding: str, says: str
+) -> None:
+    response = client.post("/v1/uploads/csv", files={"file": ("in.csv", CSV, "text/csv")},
+                           data={"encoding": encoding})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["message"]) == ("encoding", says)
+    assert rows(runtime) == (0, 0)
+
+
+def test_a_cache_correction_must_be_storable_text_and_nothing_else(
+    client: TestClient,
+) -> None:
+    entry = "/v1/cache/entries/00000000-0000-0000-0000-000000000000"
+    for body, param, says in (
+        ({"text": f"Paris{NUL}"}, "text", "contains a NUL character"),
+        ({"text": f"Paris{SURROGATE}"}, "text", "unable to parse raw data as a unicode string"),
+        ({"text": "Paris", "answer": "Lyon"}, "answer", "Extra inputs are not permitted"),
+    ):
+        response = client.patch(entry, content=json.dumps(body).encode(),
+                                headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["param"] == param and says in error["message"]
+    # A storable correction of an entry that does not exist is still just not found.
+    assert client.patch(entry, json={"text": "Paris"}).status_code == 404
+
+
+def test_a_webhook_url_with_no_tcp_port_is_refused(client: TestClient) -> None:
+    for port in ("0", "65536", "99999"):
+        response = client.put("/v1/webhooks/endpoint",
+                              json={"url": f"https://example.com:{port}/hook"})
+        assert response.status_code == 422, response.text
+        assert f"port {port} is not a TCP port" in response.json()["error"]["message"]
+    assert client.get("/v1/webhooks/endpoint").json()["url"] is None
+
+
+def test_an_object_store_that_does_not_answer_is_a_503_not_a_500(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(name, value)
+    # Nothing listens on the endpoint's port: the connection is refused.
+    settings = make_settings(tmp_path, database_url, api_keys={"key-acme": "acme"},
+                             tenant_s3_sources={"acme": ["s3://acme-in/batches"]},
+                             s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    runtime = open_runtime(settings)
+    reset_tables(runtime)
+    try:
+        with TestClient(create_app(runtime), raise_server_exceptions=False) as acme:
+            acme.headers["Authorization"] = "Bearer key-acme"
+            source = "s3://acme-in/batches/q1.csv"
+            for path, form in (("/v1/uploads/csv", {"source": source}),
+                               ("/v1/files", {"source": source, "purpose": "batch"})):
+                response = acme.post(path, data=form)
+                assert response.status_code == 503, response.text
+                error = response.json()["error"]
+                assert (error["code"], error["param"]) == ("source_unavailable", "source")
+                assert "EndpointConnectionError" in error["message"]
+            assert rows(runtime) == (0, 0)
+    finally:
+        runtime.close()

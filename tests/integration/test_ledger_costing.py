@@ -25,6 +25,7 @@ from coalescer.planning import PlannedBatch
 from ledger.attribution import SAVING_COLUMNS
 from ledger.cost_model import money
 from ledger.savings import SavingsTotals
+from models.batches import cancel_batch
 from models.costing import MeasuredSpeed, store_calibration
 from models.ledger_sums import ledger_sums
 from models.queue import (
@@ -35,9 +36,10 @@ from models.queue import (
     record_batch,
     sweep_expired_leases,
 )
-from models.tables import LedgerEntry
+from models.tables import Job, LedgerEntry
 from penny.runtime import Runtime, open_runtime
 from tests.support import make_settings, reset_tables
+from workers.cascade import judge_cascade
 from workers.engine import Generation
 from workers.execution import outcomes_for
 from workers.ledger_costing import LedgerCosting
@@ -67,8 +69,8 @@ def answered(request: dict[str, Any]) -> Generation:
                       prompt_tokens=40, cached_tokens=32, output_tokens=6)
 
 
-def claim_queued(runtime: Runtime) -> ClaimedBatch:
-    model = runtime.settings.default_model
+def claim_queued(runtime: Runtime, model: str | None = None) -> ClaimedBatch:
+    model = model or runtime.settings.default_model
     with runtime.sessions() as session:
         rows = claim_queued_jobs(session, model, 1000, timedelta(0))
         plan = PlannedBatch(model=model, job_ids=tuple(r.job.id for r in rows),
@@ -283,3 +285,134 @@ def test_a_calibrated_baseline_model_prices_the_naive_way_and_routing_gets_the_g
     assert after.naive_cost_usd == naive_there
     assert after.saving_routing_usd == naive_there - naive_here
     assert after.naive_cost_usd - after.cost_usd == parts(after)
+
+
+def test_routing_and_the_cascade_land_in_the_routing_column_against_the_largest_tier(
+    tmp_path: Path, database_url: str,
+) -> None:
+    """Tiers and no baseline named: the largest tier is the baseline. `auto` sends an easy
+    question to the small tier (routing saves the gap); a cascade escalates (its first
+    attempt's whole cost is a routing loss) and then answers on the large tier (no
+    routing saving: it ran on the baseline)."""
+    settings = make_settings(
+        tmp_path, database_url, api_keys={"key-acme": "acme"},
+        models={"tier-small": "unused/small", "tier-large": "unused/large"},
+        default_model="tier-large", tiers=["tier-small", "tier-large"],
+        prices={"tier-small": {"engine_hour_usd": "0.10"},
+                "tier-large": {"engine_hour_usd": "1.00"}})
+    assert settings.baseline_model == "tier-large"
+    runtime = open_runtime(settings)
+    reset_tables(runtime)
+    try:
+        with runtime.sessions() as session:
+            for tier in settings.tiers:
+                store_calibration(session, tier, SPEED)
+        with TestClient(create_app(runtime)) as client:
+            routed = client.post("/v1/jobs", headers=ACME, json={
+                "model": "auto", "max_tokens": 16,
+                "messages": [{"role": "user", "content": "What is the capital of Peru?"}]})
+            cascaded = client.post("/v1/jobs", headers=ACME, json={
+                "model": "cascade", "max_tokens": 16,
+                "messages": [{"role": "user", "content": "Is a tomato a fruit?"}]})
+        assert routed.status_code == cascaded.status_code == 202
+        routed_id, cascade_id = (uuid.UUID(r.json()["id"]) for r in (routed, cascaded))
+
+        def unsure(job_id: uuid.UUID) -> Generation:
+            confidence = -3.0 if job_id == cascade_id else -0.01
+            return Generation(key="", text="maybe", finish_reason="stop", prompt_tokens=40,
+                              cached_tokens=0, output_tokens=6, mean_logprob=confidence,
+                              min_logprob=confidence)
+
+        costing = LedgerCosting(settings, runtime.sessions)
+        for tier in settings.tiers:
+            batch = claim_queued(runtime, tier)
+            generations = [unsure(job.id) for job in batch.jobs]
+            outcomes = judge_cascade(tier, outcomes_for(batch, generations, 0.3, settings),
+                                     generations, settings)
+            with runtime.sessions() as session:
+                assert record_batch(session, batch, costing.cost(batch, outcomes), 0.3)
+        ledger = rows(runtime)
+        with runtime.sessions() as session:
+            attempt_id = session.execute(text(
+                "SELECT id FROM jobs WHERE cascade_of = :id"), {"id": cascade_id}).scalar_one()
+    finally:
+        runtime.close()
+    by_job = {row.job_id: row for row in ledger}
+    assert set(by_job) == {routed_id, cascade_id, attempt_id}
+    for row in ledger:
+        assert row.baseline_model == "tier-large"
+        assert row.naive_cost_usd - row.cost_usd == parts(row)
+    # Same measured speed on both tiers, a tenth of the hourly price: 0.148 s alone.
+    on_large, on_small = (money(Decimal("0.148") * rate / 3600)
+                          for rate in (Decimal("1.00"), Decimal("0.10")))
+    auto_row = by_job[routed_id]
+    assert auto_row.model == "tier-small"
+    assert auto_row.naive_cost_usd == on_large
+    assert auto_row.saving_routing_usd == on_large - on_small > 0
+    attempt = by_job[attempt_id]
+    assert attempt.model == "tier-small" and attempt.cost_usd > 0
+    assert attempt.naive_cost_usd == 0
+    assert attempt.saving_routing_usd == -attempt.cost_usd
+    final = by_job[cascade_id]
+    assert final.model == "tier-large" and final.naive_cost_usd == on_large
+    assert final.saving_routing_usd == 0
+    cascade_total = SavingsTotals.of_rows(
+        [{c: getattr(r, c) for c in ("cost_usd", "naive_cost_usd", "unexplained_usd",
+                                     *SAVING_COLUMNS)} for r in (attempt, final)])
+    assert cascade_total.cost_usd == attempt.cost_usd + final.cost_usd
+    assert cascade_total.savings["routing"] == -attempt.cost_usd
+
+
+def test_a_failed_job_bills_what_ran_and_nothing_when_it_never_ran(
+    keyed: tuple[Runtime, TestClient],
+) -> None:
+    """One batch of three: an answer, a job the engine worked on and then failed (billed
+    its share, outcome `failed`), and one refused before the engine (context window: no
+    row). A job cancelled before its batch ran bills nothing either."""
+    runtime, client = keyed
+    answered_job, broken, too_long = (uuid.UUID(post(client, q)["id"])
+                                      for q in ("a", "b", "c"))
+    script = {
+        answered_job: Generation(key="", text="fine", finish_reason="stop", prompt_tokens=40,
+                                 output_tokens=10),
+        broken: Generation(key="", prompt_tokens=40, output_tokens=10, ran=True,
+                           error_code="engine_error", error_message="grammar failed"),
+        too_long: Generation(key="", prompt_tokens=4000, error_code="context_length_exceeded",
+                             error_message="over the window"),
+    }
+    batch = claim_queued(runtime)
+    outcomes = outcomes_for(batch, [script[job.id] for job in batch.jobs], 0.5,
+                            runtime.settings)
+    costed = LedgerCosting(runtime.settings, runtime.sessions).cost(batch, outcomes)
+    with runtime.sessions() as session:
+        assert record_batch(session, batch, costed, 0.5)
+    with runtime.sessions() as session:
+        assert not record_batch(session, batch, costed, 0.5)  # a second recording: refused
+    by_job = {row.job_id: row for row in rows(runtime)}
+    assert set(by_job) == {answered_job, broken}
+    kept, failed = by_job[answered_job], by_job[broken]
+    assert (kept.outcome, failed.outcome) == ("succeeded", "failed")
+    # Both computed 50 tokens: the batch's engine time is theirs, half each.
+    assert failed.engine_seconds == kept.engine_seconds == pytest.approx(0.25)
+    assert failed.cost_usd == kept.cost_usd > 0
+    assert (failed.input_tokens, failed.output_tokens) == (40, 10)
+    assert failed.naive_cost_usd == failed.cost_usd and parts(failed) == 0
+    statuses = {job: client.get(f"/v1/jobs/{job}", headers=ACME).json()["status"]
+                for job in (answered_job, broken, too_long)}
+    assert statuses == {answered_job: "succeeded", broken: "failed", too_long: "failed"}
+
+    cancelled = uuid.UUID(post(client, "d")["id"])
+    model = runtime.settings.default_model
+    with runtime.sessions() as session:
+        queued = claim_queued_jobs(session, model, 10, timedelta(0))
+        [batch_id] = create_batches(session, [PlannedBatch(
+            model=model, job_ids=tuple(r.job.id for r in queued), estimated_tokens=0)], [None])
+        submission_id = session.execute(
+            select(Job.submission_id).where(Job.id == cancelled)).scalar_one()
+        assert cancel_batch(session, submission_id)
+        session.commit()
+    with runtime.sessions() as session:
+        late = claim_batch(session, batch_id, "scripted-worker", 30)
+    assert late is None or not late.jobs
+    assert cancelled not in {row.job_id for row in rows(runtime)}
+    assert client.get(f"/v1/jobs/{cancelled}", headers=ACME).json()["status"] == "cancelled"

@@ -5,6 +5,7 @@ logprobs on, and /v1/models describes every tier."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
+from coalescer.planning import PlannedBatch
+from models.queue import claim_batch, claim_queued_jobs, create_batches, record_batch
 from models.tables import Job
 from penny.runtime import Runtime, open_runtime
 from penny.settings import Settings
 from tests.support import make_settings, reset_tables
+from workers.cascade import judge_cascade
+from workers.engine import Generation
+from workers.execution import outcomes_for
 
 TIERS = {"tier-small": "unused/small", "tier-large": "unused/large"}
 
@@ -26,7 +32,10 @@ def tiered_settings(tmp_path: Path, database_url: str) -> Settings:
         tmp_path, database_url, models=TIERS, default_model="tier-large",
         tiers=["tier-small", "tier-large"],
         model_descriptions={"tier-small": "a pruned copy, cheaper and worse"},
-        model_engines={"tier-small": {"dtype": "float32", "max_num_seqs": 64}})
+        model_engines={"tier-small": {"dtype": "float32", "max_num_seqs": 64}},
+        tag_routes={"feature=faq": "cascade", "feature=codegen": "tier-large",
+                    "feature=triage": "auto"},
+        cascade_verifiers={"feature=extract": {"kind": "json"}})
 
 
 @pytest.fixture
@@ -54,7 +63,7 @@ def test_auto_routes_by_cheap_features_and_records_why(client: TestClient) -> No
     easy = _job(client, _chat("What is the capital of Peru?", model="auto"))
     assert easy["model"] == "tier-small"
     assert easy["route"] == {"mode": "auto", "tier": "tier-small",
-                             "reason": "easy: lookup question"}
+                             "reason": "easy: lookup question", "difficulty": "easy"}
     hard = _job(client, _chat("Write a python function that sorts a list.", model="auto"))
     assert hard["model"] == "tier-large"
     assert hard["route"]["reason"] == "hard: code markers"  # type: ignore[index]
@@ -93,3 +102,58 @@ def test_routed_names_without_tiers_are_a_precise_404(runtime: Runtime) -> None:
     assert answer.json()["error"]["param"] == "model"
     assert "PENNY_TIERS" in answer.json()["error"]["message"]
     assert "auto" not in names and "cascade" not in names
+
+
+def test_a_tag_policy_routes_jobs_that_name_no_model_and_says_so(client: TestClient) -> None:
+    faq = _job(client, _chat("Write a python function that sorts a list.",
+                             metadata={"feature": "faq"}))
+    assert faq["model"] == "tier-small"
+    assert faq["route"] == {"mode": "cascade", "tier": "tier-small", "attempts": [],
+                            "policy": "feature=faq",
+                            "reason": "tag feature=faq: a cascade starts on the cheapest tier"}
+    code = _job(client, _chat("What is the capital of Peru?",
+                              metadata={"feature": "codegen"}))
+    assert code["model"] == "tier-large"
+    assert code["route"] == {"mode": "policy", "tier": "tier-large",
+                             "policy": "feature=codegen",
+                             "reason": "tag feature=codegen names it"}
+    triage = _job(client, _chat("What is the capital of Peru?",
+                                metadata={"feature": "triage"}))
+    assert triage["model"] == "tier-small"
+    assert triage["route"]["reason"] == "tag feature=triage: easy: lookup question"  # type: ignore[index]
+    # A named model is never rerouted, and a job without a matching tag takes the default.
+    named = _job(client, _chat("hi", model="tier-small", metadata={"feature": "codegen"}))
+    untagged = _job(client, _chat("hi", metadata={"feature": "other"}))
+    assert (named["model"], named["route"]) == ("tier-small", None)
+    assert (untagged["model"], untagged["route"]) == ("tier-large", None)
+
+
+def test_a_cascade_verifier_escalates_a_confident_answer_that_fails_it(
+    client: TestClient, tiered_settings: Settings,
+) -> None:
+    """The job's tags reach the worker with its batch; the verifier of its tag sends a
+    confident non-JSON answer on to the next tier, through the ordinary queue."""
+    job = _job(client, _chat("Give the name as JSON: Ada Lovelace.", model="cascade",
+                             metadata={"feature": "extract"}))
+    sessions = client.app.state.sessions
+    with sessions() as session:
+        rows = claim_queued_jobs(session, "tier-small", 10, timedelta(0))
+        [batch_id] = create_batches(session, [PlannedBatch(
+            model="tier-small", job_ids=tuple(r.job.id for r in rows), estimated_tokens=0)],
+            [None])
+        session.commit()
+    with sessions() as session:
+        batch = claim_batch(session, batch_id, "scripted-worker", 30)
+    assert batch is not None and batch.jobs[0].tags == {"feature": "extract"}
+    generations = [Generation(key="", text="The name is Ada Lovelace.", finish_reason="stop",
+                              prompt_tokens=20, output_tokens=7, mean_logprob=-0.01,
+                              min_logprob=-0.05)]
+    outcomes = judge_cascade("tier-small", outcomes_for(batch, generations, 0.2,
+                                                        tiered_settings),
+                             generations, tiered_settings)
+    with sessions() as session:
+        assert record_batch(session, batch, outcomes, 0.2)
+    after = client.get(f"/v1/jobs/{job['id']}").json()
+    assert (after["status"], after["model"]) == ("queued", "tier-large")
+    assert after["route"]["reason"].startswith(
+        "escalated from tier-small: verifier feature=extract: the answer is not JSON")

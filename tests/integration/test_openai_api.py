@@ -239,7 +239,8 @@ def test_bad_lines_fail_the_batch_naming_each_line(client: openai.OpenAI, runtim
         chat_line("model", model="gpt-17"),
         {**chat_line("mixed"), "url": "/v1/completions"},
         chat_line("temp", temperature=7),
-        chat_line("tools", tools=[{"type": "function", "function": {"name": "f"}}]),
+        chat_line("tools", tools=[{"type": "function", "function": {"name": "f"}}],
+                  tool_choice="required"),
         chat_line("ok-2"),
     ]
     created = client.batches.create(input_file_id=upload(client, lines),
@@ -260,7 +261,7 @@ def test_bad_lines_fail_the_batch_naming_each_line(client: openai.OpenAI, runtim
         (7, "model_not_found", "body.model"),
         (8, "mismatched_endpoint", "url"),
         (9, "invalid_request", "body.temperature"),
-        (10, "unsupported_parameter", "body.tools"),
+        (10, "unsupported_parameter", "body.tool_choice"),
     ]
     assert all(e.message for e in batch.errors.data)
     assert batch.request_counts is not None and batch.request_counts.total == 0

@@ -18,6 +18,7 @@ from typing import Any
 import openai
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
@@ -208,6 +209,13 @@ def test_the_tenant_default_endpoint_is_used_without_a_callback_url(
     assert [e["data"]["id"] for e in hook.events()] == [mine]
 
 
+def attempts_counted() -> dict[str, float]:
+    """`penny_webhook_attempts_total` by outcome, as this process counts it."""
+    return {outcome: REGISTRY.get_sample_value("penny_webhook_attempts_total",
+                                               {"outcome": outcome}) or 0.0
+            for outcome in ("pending", "delivered", "failed", "disabled")}
+
+
 def test_retries_follow_the_schedule_with_the_same_webhook_id(
     runtime: Runtime, api: TestClient, receiver: tuple[Receiver, str]
 ) -> None:
@@ -215,6 +223,7 @@ def test_retries_follow_the_schedule_with_the_same_webhook_id(
     hook.answers = [Answer(500), Answer(502)]
     cancelled_batch(runtime, api, url)
     loop = deliverer(runtime)
+    counted_before = attempts_counted()
     start = datetime.now(UTC)
     assert loop.deliver_due(start).attempted == 1
     first = deliveries(runtime)[0]
@@ -236,6 +245,9 @@ def test_retries_follow_the_schedule_with_the_same_webhook_id(
     assert log["status"] == "delivered" and log["event"]["id"] in ids
     assert [(a["attempt"], a["status_code"], a["outcome"]) for a in log["attempts"]] == [
         (1, 500, "pending"), (2, 502, "pending"), (3, 200, "delivered")]
+    counted = attempts_counted()
+    assert {outcome: counted[outcome] - counted_before[outcome] for outcome in counted} == {
+        "pending": 2, "delivered": 1, "failed": 0, "disabled": 0}
     assert all(a["address"].startswith("127.0.0.1:") for a in log["attempts"])
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ledger.attribution import (
     BATCHING,
+    COMPRESSION,
     EXACT_CACHE,
     MECHANISMS,
     OUTPUT_LIMIT,
@@ -19,6 +20,7 @@ from ledger.attribution import (
     SINGLE_FLIGHT,
     EngineJob,
     attribute_engine_job,
+    attribute_escalated_attempt,
     attribute_served_without_running,
     unmodelled,
 )
@@ -81,6 +83,19 @@ def test_each_mechanism_gets_its_step_of_the_removal_order() -> None:
     assert attribution.unexplained_usd == n4 - Decimal("0.00005")
 
 
+def test_a_compressed_prompt_saves_its_dropped_prefill_under_compression() -> None:
+    job = EngineJob(prompt_tokens=400, cached_tokens=0, output_tokens=10,
+                    requested_max_tokens=10, applied_max_tokens=10, finish_reason="stop",
+                    batch_jobs=1, original_prompt_tokens=1000)
+    attribution = attribute_engine_job(job, Decimal("0.0003"), BASIS, BASIS)
+    # Naive: 0.02 + 1000 * 0.0002 + 10 * 0.02 = 0.42 s; as compressed 0.02 + 0.08 + 0.2.
+    assert attribution.naive_cost_usd == Decimal("0.00042")
+    assert attribution.savings[COMPRESSION] == Decimal("0.00012")
+    assert attribution.unexplained_usd == 0
+    assert sum(attribution.savings.values()) + attribution.unexplained_usd == (
+        attribution.saved_usd)
+
+
 def test_a_job_that_stopped_on_its_own_under_a_cap_saved_nothing_by_the_cap() -> None:
     job = EngineJob(prompt_tokens=10, cached_tokens=0, output_tokens=5,
                     requested_max_tokens=50, applied_max_tokens=10, finish_reason="stop",
@@ -126,7 +141,8 @@ def engine_jobs(draw: st.DrawFn) -> EngineJob:
                      output_tokens=draw(st.integers(0, applied)),
                      requested_max_tokens=requested, applied_max_tokens=applied,
                      finish_reason=draw(st.sampled_from(["stop", "length", None])),
-                     batch_jobs=draw(st.integers(1, 512)))
+                     batch_jobs=draw(st.integers(1, 512)),
+                     original_prompt_tokens=draw(st.none() | st.integers(prompt, 20_000)))
 
 
 @PROPERTY
@@ -146,9 +162,60 @@ def test_the_parts_add_up_to_the_total_saving_exactly(
     assert parts == attribution.naive_cost_usd - attribution.cost_usd
     assert set(attribution.savings) == set(MECHANISMS)
     # Every modelled mechanism saves something or nothing, never a negative amount.
-    for mechanism in (ROUTING, OUTPUT_LIMIT, PREFIX_CACHE, BATCHING):
+    for mechanism in (ROUTING, COMPRESSION, OUTPUT_LIMIT, PREFIX_CACHE, BATCHING):
         assert attribution.savings[mechanism] >= 0, mechanism
     assert attribution.naive_cost_usd >= 0
+
+
+money_amounts = st.decimals(min_value=Decimal(0), max_value=Decimal(10), places=10)
+
+
+@PROPERTY
+@given(job=engine_jobs(), small=calibrations, large=calibrations, card=cards,
+       large_rate=st.integers(1, 10), cost=money_amounts)
+def test_a_job_on_a_cheaper_tier_saves_exactly_the_gap_to_the_baseline_in_routing(
+    job: EngineJob, small: Calibration, large: Calibration, card: PriceCard,
+    large_rate: int, cost: Decimal,
+) -> None:
+    """`auto` sent it to the small tier, or a cascade kept the small tier's answer."""
+    served = CostBasis(card, small)
+    baseline = CostBasis(PriceCard(model="large", engine_hour_usd=card.engine_hour_usd
+                                   * large_rate), large)
+    attribution = attribute_engine_job(job, cost, served, baseline)
+    naive_out = job.naive_output_tokens
+    on_baseline = baseline.card.engine_cost(large.alone_seconds(job.sent_prompt_tokens, naive_out))
+    on_served = card.engine_cost(small.alone_seconds(job.sent_prompt_tokens, naive_out))
+    assert attribution.naive_cost_usd == on_baseline
+    assert attribution.savings[ROUTING] == on_baseline - on_served
+    # On the baseline itself nothing is saved by routing.
+    assert attribute_engine_job(job, cost, baseline, baseline).savings[ROUTING] == 0
+
+
+@PROPERTY
+@given(final_job=engine_jobs(), small=calibrations, large=calibrations, card=cards,
+       large_rate=st.integers(1, 10), final_cost=money_amounts,
+       attempt_costs=st.lists(money_amounts, min_size=1, max_size=3))
+def test_an_escalated_cascade_bills_every_attempt_and_routing_carries_the_loss(
+    final_job: EngineJob, small: Calibration, large: Calibration, card: PriceCard,
+    large_rate: int, final_cost: Decimal, attempt_costs: list[Decimal],
+) -> None:
+    """The attempts that were not kept, then the answer that was, each its own row: the
+    naive way runs the job once, so the attempts' costs are the cascade's loss and the
+    rows still add up, one by one and summed."""
+    baseline = CostBasis(PriceCard(model="large", engine_hour_usd=card.engine_hour_usd
+                                   * large_rate), large)
+    attempts = [attribute_escalated_attempt(c) for c in attempt_costs]
+    for attempt, cost in zip(attempts, attempt_costs, strict=True):
+        assert attempt.naive_cost_usd == 0 and attempt.cost_usd == cost
+        assert attempt.savings[ROUTING] == -cost
+        assert sum(attempt.savings.values(), Decimal(0)) + attempt.unexplained_usd == -cost
+    final = attribute_engine_job(final_job, final_cost, CostBasis(card, small), baseline)
+    rows = [{"cost_usd": a.cost_usd, **a.columns()} for a in [*attempts, final]]
+    total = SavingsTotals.of_rows(rows)
+    assert total.cost_usd == final_cost + sum(attempt_costs, Decimal(0))
+    assert total.naive_cost_usd == final.naive_cost_usd
+    assert total.savings[ROUTING] == final.savings[ROUTING] - sum(attempt_costs, Decimal(0))
+    assert total.saved_usd == sum(total.savings.values(), Decimal(0)) + total.unexplained_usd
 
 
 @PROPERTY

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -95,6 +96,28 @@ def test_output_and_error_files() -> None:
         "request_timeout", "batch_cancelled", "batch_expired"]
     assert all(e["response"] is None for e in errors[1:])
     assert (files.output_lines, files.error_lines) == (1, 4)
+
+
+def test_a_chat_line_with_n_and_logprobs_answers_every_choice_in_openai_shape() -> None:
+    entry = {"token": "Paris", "logprob": -0.1, "bytes": list(b"Paris"),
+             "top_logprobs": [{"token": "Paris", "logprob": -0.1, "bytes": list(b"Paris")}]}
+    second = {"text": "Lyon.", "finish_reason": "length", "output_tokens": 2,
+              "token_logprobs": [{**entry, "token": "Lyon"}]}
+    line = dataclasses.replace(record("succeeded", billed=True), token_logprobs=[entry],
+                               choices=[second], asked_logprobs=True, output_tokens=5)
+    files = render_batch_files([line], "/v1/chat/completions")
+    body = json.loads(files.output)["response"]["body"]
+    first, other = body["choices"]
+    assert (first["index"], first["message"]["content"], first["finish_reason"]) == (
+        0, "Paris.", "stop")
+    assert first["logprobs"] == {"content": [entry], "refusal": None}
+    assert (other["index"], other["message"]["content"], other["finish_reason"]) == (
+        1, "Lyon.", "length")
+    assert other["logprobs"]["content"][0]["token"] == "Lyon"
+    assert body["usage"]["completion_tokens"] == 5
+    plain = json.loads(render_batch_files([record("succeeded")], "/v1/chat/completions")
+                       .output)["response"]["body"]
+    assert [c["logprobs"] for c in plain["choices"]] == [None]
 
 
 def test_anthropic_results() -> None:

@@ -57,3 +57,36 @@ def test_the_last_tier_keeps_whatever_it_answers() -> None:
 def test_a_failed_cascade_job_is_not_judged() -> None:
     failed = JobOutcome(_outcome(CASCADE).job, None, None, {"code": "engine_error"})
     assert judge_cascade("small", [failed], [_generation(None)], SETTINGS) == [failed]
+
+
+VERIFIED = Settings(data_dir=Path("/nonexistent"), models={"small": "s", "large": "l"},
+                    tiers=["small", "large"], default_model="large",
+                    cascade_verifiers={"feature=extract": {"kind": "json"},
+                                       "feature": {"kind": "regex", "pattern": r"\d+"}})
+
+
+def _tagged(tags: dict[str, Any] | None) -> JobOutcome:
+    job = ClaimedJob(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), {}, "off", CASCADE, tags)
+    return JobOutcome(job, {"text": "x"}, {"cost_usd": 1, "route": None}, None)
+
+
+def _confident(text: str) -> Generation:
+    return Generation(key="k", text=text, finish_reason="stop", output_tokens=3,
+                      mean_logprob=-0.01, min_logprob=-0.02)
+
+
+def test_a_failed_verifier_escalates_a_confident_answer_and_a_passed_one_keeps_it() -> None:
+    outcomes = [_tagged({"feature": "extract"}), _tagged({"feature": "extract"}),
+                _tagged({"feature": "count"}), _tagged({"feature": "count"}),
+                _tagged(None)]
+    generations = [_confident("Sure! {\"a\": 1}"), _confident(' {"a": 1} '),
+                   _confident("about 12"), _confident("12\n"), _confident("not checked")]
+    judged = judge_cascade("small", outcomes, generations, VERIFIED)
+    escalated = [o.escalation.reason if o.escalation else None for o in judged]
+    assert escalated[0] is not None
+    assert escalated[0].startswith("verifier feature=extract: the answer is not JSON")
+    assert escalated[2] == r"verifier feature: the answer does not match /\d+/"
+    assert escalated[1] is escalated[3] is escalated[4] is None
+    # On the last tier a failed check changes nothing: its answer is the cascade's last.
+    [last] = judge_cascade("large", outcomes[:1], generations[:1], VERIFIED)
+    assert last.escalation is None

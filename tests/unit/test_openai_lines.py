@@ -62,7 +62,7 @@ def test_completions_default_to_sixteen_tokens_like_the_hosted_api() -> None:
          "body.messages.0.role"),
         (line(messages=[{"role": "user", "content": [{"type": "image_url"}]}]),
          "unsupported_parameter", "body.messages.0.content.0"),
-        (line(n=2), "unsupported_parameter", "body.n"),
+        (line(n=0), "invalid_request", "body.n"),
         (line(stream=True), "unsupported_parameter", "body.stream"),
         (line(max_tokens=0), "invalid_request", "body.max_tokens"),
         (line(max_tokens=10_000), "invalid_request", "body.max_tokens"),

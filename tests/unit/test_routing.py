@@ -3,13 +3,19 @@ catalog, as plain tables."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
+from penny.settings import Settings
 from routing.calibration import LabelledOutcome, calibrate, estimate
 from routing.cascade import CascadePolicy, Confidence, escalation_reason, next_tier
 from routing.catalog import build_catalog
 from routing.features import features_of
+from routing.policy import requested_model, tag_routes
 from routing.router import Difficulty, assess, route, tier_for
+from routing.verifiers import TaggedVerifier, build_verifier, verifier_for
 
 TWO = ["small", "large"]
 THREE = ["small", "medium", "large"]
@@ -168,3 +174,56 @@ def test_parse_labelled_reads_costs_and_names_a_bad_line() -> None:
     assert parsed.outcomes[1].confidence == Confidence(None, None, "stop")
     with pytest.raises(ValueError, match="line 2: KeyError"):
         parse_labelled(good.splitlines()[0] + '\n{"mean_logprob": -1}\n')
+
+
+POLICY = tag_routes({"feature=faq": "cascade", "feature=code": "large", "tier=1": "medium",
+                     "batch": "auto"})
+
+
+@pytest.mark.parametrize(("model", "metadata", "expected"), [
+    (None, {"feature": "faq"}, ("cascade", "feature=faq")),
+    (None, {"feature": "code", "batch": "x"}, ("large", "feature=code")),  # first declared
+    (None, {"feature": "other", "batch": "nightly"}, ("auto", "batch")),  # `key`: any value
+    (None, {"tier": 1}, ("medium", "tier=1")),  # a number matches its JSON text
+    (None, {"tier": "2"}, ("default", None)),
+    (None, {}, ("default", None)),
+    ("small", {"feature": "faq"}, ("small", None)),  # a named model is never rerouted
+])
+def test_the_first_matching_tag_routes_a_job_that_names_no_model(
+    model: str | None, metadata: dict[str, object], expected: tuple[str, str | None],
+) -> None:
+    asked, policy = requested_model(model, metadata, "default", POLICY)
+    assert (asked, policy.tag if policy is not None else None) == expected
+
+
+def test_tag_routes_must_name_a_chat_model_or_a_router_with_tiers() -> None:
+    base = {"data_dir": Path("/nonexistent"), "models": {"small": "s", "large": "l"}}
+    assert Settings(**base, tiers=TWO, tag_routes={"f=x": "auto"}).tag_routes == {"f=x": "auto"}
+    with pytest.raises(ValidationError, match="tag_routes"):
+        Settings(**base, tag_routes={"f=x": "auto"})  # no tiers: nothing to route among
+    with pytest.raises(ValidationError, match="tag_routes"):
+        Settings(**base, tiers=TWO, tag_routes={"f=x": "huge"})
+    with pytest.raises(ValidationError, match="metadata key"):
+        Settings(**base, tiers=TWO, tag_routes={"=x": "small"})
+
+
+def test_the_built_in_verifiers_and_the_first_matching_tag() -> None:
+    as_json = build_verifier("json")
+    assert as_json('{"ok": true}') is None and as_json("[1, 2]") is None
+    assert "not JSON" in (as_json("ok: true") or "")
+    yes_no = build_verifier("regex", r"(?i)(yes|no)\.?")
+    assert yes_no(" Yes.\n") is None
+    assert yes_no("Yes, because...") == r"the answer does not match /(?i)(yes|no)\.?/"
+    with pytest.raises(ValueError, match="pattern"):
+        build_verifier("regex")
+    verifiers = [TaggedVerifier("kind=yesno", yes_no), TaggedVerifier("kind", as_json)]
+    assert verifier_for({"kind": "yesno"}, verifiers) == verifiers[0]
+    assert verifier_for({"kind": "other"}, verifiers) == verifiers[1]
+    assert verifier_for({}, verifiers) is verifier_for(None, verifiers) is None
+
+
+@pytest.mark.parametrize("spec", [{"kind": "regex"}, {"kind": "regex", "pattern": "("},
+                                  {"kind": "json", "pattern": "x"}, {"kind": "xml"}])
+def test_a_verifier_setting_that_cannot_work_is_refused(spec: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="cascade_verifiers"):
+        Settings(data_dir=Path("/nonexistent"), cascade_verifiers={"f": spec})

@@ -20,6 +20,7 @@ from workers.guided_decoding import OutputConstraint
 LIMITS = IntakeLimits(models=frozenset({"m"}), default_model="m", max_output_tokens=512,
                       max_prompt_chars=1000)
 CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
 PERSON = {"type": "object", "properties": {"name": {"type": "string"},
                                            "age": {"type": "integer"}},
           "required": ["name", "age"], "additionalProperties": False}
@@ -164,10 +165,18 @@ def test_openai_line_maps_response_format_and_extras() -> None:
         ({"penny_guided": {"regex": "("}}, "invalid_request", "body.penny_guided.regex",
          "not a valid regex"),
         ({"logit_bias": {"x": 1}}, "invalid_request", "body.logit_bias.x.[key]", "pattern"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]},
-         "unsupported_parameter", "body.tools", "tool / function calling"),
-        ({"n": 3}, "unsupported_parameter", "body.n", "one answer per line"),
-        ({"logprobs": True}, "unsupported_parameter", "body.logprobs", "logprobs"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}],
+          "tool_choice": {"type": "function", "function": {"name": "f"}}},
+         "unsupported_parameter", "body.tool_choice", "forcing a call"),
+        ({"n": 17}, "invalid_request", "body.n", "less than or equal to 16"),
+        ({"n": "2"}, "invalid_request", "body.n", "valid integer"),
+        ({"top_logprobs": 3}, "invalid_request", "body.top_logprobs", "needs logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "invalid_request", "body.top_logprobs",
+         "less than or equal to 20"),
+        ({"logprobs": "yes"}, "invalid_request", "body.logprobs", "true or false"),
+        ({"stream": True}, "unsupported_parameter", "body.stream", "do not stream"),
+        ({"penny_compress": {"ratio": 2}}, "invalid_request", "body.penny_compress.ratio",
+         "less than or equal to 0.9"),
     ],
 )
 def test_bad_line_names_the_field(body: dict[str, Any], code: str, param: str,
@@ -175,6 +184,29 @@ def test_bad_line_names_the_field(body: dict[str, Any], code: str, param: str,
     errors = parse_line(**body).errors
     assert [(e.line, e.code, e.param) for e in errors] == [(1, code, param)]
     assert fragment in errors[0].message
+
+
+def test_openai_line_maps_n_logprobs_and_compression() -> None:
+    request = parse_line(n=3, logprobs=True, top_logprobs=2, temperature=0.7, seed=1,
+                         penny_compress={"ratio": 0.4}).lines[0].request
+    sampling = request.engine_request()["sampling"]
+    assert (sampling["n"], sampling["top_logprobs"], sampling["logprobs"]) == (3, 2, True)
+    assert request.engine_request()["compress"]["ratio"] == 0.4
+    plain = parse_line(n=1, logprobs=False, top_logprobs=0).lines[0].request
+    assert not {"n", "top_logprobs", "logprobs"} & set(plain.engine_request()["sampling"])
+    # The same prompt with another n is another request: keys that include the stored
+    # request never let a 2-sample line share a 3-sample run.
+    two = parse_line(n=2, temperature=0.7, seed=1).lines[0].request.engine_request()
+    three = parse_line(n=3, temperature=0.7, seed=1).lines[0].request.engine_request()
+    assert single_flight_key("t", "m", two) != single_flight_key("t", "m", three)
+
+
+def test_completions_lines_take_n_but_not_logprobs() -> None:
+    line = {"custom_id": "a", "method": "POST", "url": COMPLETIONS,
+            "body": {"model": "m", "prompt": "hi", "n": 2, "logprobs": 2}}
+    errors = parse_batch_file(json.dumps(line).encode(), COMPLETIONS, LIMITS, 10).errors
+    assert [(e.code, e.param) for e in errors] == [("unsupported_parameter", "body.logprobs")]
+    assert "chat/completions lines only" in errors[0].message
 
 
 def anthropic(**params: Any) -> Any:
