@@ -116,8 +116,8 @@ def test_ledger_json_totals() -> None:
     }
 
 
-# Seven mechanisms and the unexplained part at 0; no baseline, card or calibration named.
-NOTHING_SAVED = ["0"] * 8 + ["", "", ""]
+# Eight mechanisms and the unexplained part at 0; no baseline, card or calibration named.
+NOTHING_SAVED = ["0"] * 9 + ["", "", ""]
 
 
 def test_ledger_csv_header_and_rows() -> None:
