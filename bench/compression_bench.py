@@ -2,7 +2,7 @@
 score, every compression ratio against the uncompressed prompts, in one run.
 
     .venv/bin/python bench/compression_bench.py [--docs 24] [--sentences 60]
-        [--ratios 0.7,0.5,0.35] [--max-tokens 96] [--compiled]
+        [--ratios 0.7,0.5,0.35] [--max-tokens 96] [--compiled] [--prompt-only]
 
 The set is built here: each document is a project report of `--sentences` sentences, four
 of which state its key facts (who leads it, where it is based, its budget, the month it
@@ -12,6 +12,8 @@ the four facts whose value (the leader's surname, the city, the budget's number,
 month) appears in the answer; quality is the mean over documents. Compression is the code
 the worker runs (`compression.extractive` with the offline embedder); every arm runs as one
 engine batch of the same documents, greedy, with the prefix cache emptied first.
+`--prompt-only` loads no engine: it reports, per ratio, the share of characters kept and
+the share of key facts still in the compressed prompt (what any model could at best say).
 """
 
 from __future__ import annotations
@@ -108,6 +110,21 @@ def stored(document: Document, max_tokens: int) -> dict[str, Any]:
         "max_tokens": max_tokens, "temperature": 0}).engine_request()
 
 
+def prompt_only(embed: Any, docs: Sequence[Document], ratios: Sequence[float]) -> None:
+    from compression.extractive import CompressionSpec, compress_request
+
+    print("| ratio | context chars kept | key facts still in the prompt |")
+    print("|---|---:|---:|")
+    for ratio in ratios:
+        kept = total = 0
+        facts = 0.0
+        for document in docs:
+            done = compress_request(stored(document, 8), CompressionSpec(ratio, 0), embed)
+            kept, total = kept + done.kept_chars, total + done.context_chars
+            facts += score(document, done.request["messages"][-1]["content"])
+        print(f"| {ratio} | {kept / total:.0%} | {facts / len(docs):.3f} |")
+
+
 def machine() -> str:
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB"
@@ -144,6 +161,8 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.7,0.5,0.35")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--compiled", action="store_true", help="vLLM with compilation")
+    parser.add_argument("--prompt-only", action="store_true",
+                        help="no engine: the facts left in the compressed prompts")
     args = parser.parse_args()
     os.environ.setdefault("PENNY_DATA_DIR", str(REPO / "var" / "bench"))
     os.environ.setdefault("PENNY_MODELS_DIR", str(REPO / "var" / "models"))
@@ -156,7 +175,6 @@ def main() -> None:
     from workers.vllm_engine import VllmEngine
 
     settings = Settings(engine_enforce_eager=not args.compiled)
-    engine = VllmEngine(settings, settings.default_model)
     embedder = SentenceTransformerEmbedder(settings, settings.default_embedding_model)
 
     def embed(texts: Sequence[str]) -> list[Any]:
@@ -166,6 +184,12 @@ def main() -> None:
 
     docs = documents(args.docs, args.sentences)
     ratios = [float(r) for r in args.ratios.split(",")]
+    if args.prompt_only:
+        print(f"\n{len(docs)} documents of {args.sentences} sentences (4 key facts each); "
+              f"embedder {settings.default_embedding_model}; {machine()}\n")
+        prompt_only(embed, docs, ratios)
+        return
+    engine = VllmEngine(settings, settings.default_model)
     run_arm(engine, embed, docs[:1], None, args.max_tokens)  # warm-up
     rows = [run_arm(engine, embed, docs, ratio, args.max_tokens) for ratio in [None, *ratios]]
 

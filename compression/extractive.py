@@ -91,15 +91,30 @@ def split_question(text: str) -> tuple[str, str, str]:
     return head, context, question
 
 
+# A question asking for several things ("who leads it, where it is based, its budget")
+# is split into its parts: a sentence answering any one part is relevant, however little
+# it resembles the question as a whole.
+_QUESTION_PARTS = re.compile(r"[.;:?!]\s*|,\s*|\s+and\s+")
+
+
+def question_parts(question: str) -> list[str]:
+    """The question and each clause of it worth matching on its own (2+ words)."""
+    parts = [p.strip() for p in _QUESTION_PARTS.split(question)]
+    return [question, *(p for p in parts if len(p.split()) >= 2 and p != question)]
+
+
 def choose_sentences(vectors: np.ndarray, question: np.ndarray | None,
                      lengths: Sequence[int], budget: int) -> list[int]:
     """Indices (ascending) of the sentences to keep: best score first while they fit in
-    `budget` characters; always at least the best one. Vectors are unit length."""
+    `budget` characters; always at least the best one. Vectors are unit length;
+    `question` is one vector or a matrix of a question's parts (a sentence scores its best
+    match among them)."""
     centroid = vectors.mean(axis=0)
     norm = float(np.linalg.norm(centroid))
     centrality = vectors @ (centroid / norm) if norm else np.zeros(len(vectors))
     if question is not None and question.size:
-        scores = RELEVANCE_WEIGHT * (vectors @ question) + (1 - RELEVANCE_WEIGHT) * centrality
+        relevance = (vectors @ np.atleast_2d(question).T).max(axis=1)
+        scores = RELEVANCE_WEIGHT * relevance + (1 - RELEVANCE_WEIGHT) * centrality
     else:
         scores = centrality
     kept: list[int] = []
@@ -154,9 +169,11 @@ def compress_request(request: dict[str, Any], spec: CompressionSpec, embed: Embe
     context_chars = sum(len(s) for s in found)
     if context_chars < spec.min_context_chars or len(found) < 2:
         return Compressed(request, context_chars, context_chars)
-    vectors = embed([*found, *([question] if question else [])])
+    asked = question_parts(question) if question else []
+    vectors = embed([*found, *asked])
     matrix = np.stack([np.asarray(v, dtype=np.float32) for v in vectors[:len(found)]])
-    question_vector = np.asarray(vectors[len(found)], dtype=np.float32) if question else None
+    question_vector = (np.stack([np.asarray(v, dtype=np.float32)
+                                 for v in vectors[len(found):]]) if asked else None)
     lengths = [len(s) for s in found]
     kept = set(choose_sentences(matrix, question_vector, lengths,
                                 int(context_chars * spec.ratio)))

@@ -16,6 +16,7 @@ from compression.extractive import (
     CompressionSpec,
     choose_sentences,
     compress_request,
+    question_parts,
     sentences,
     split_question,
 )
@@ -60,6 +61,20 @@ def test_the_sentences_closest_to_the_question_are_kept_in_their_order() -> None
     kept = choose_sentences(vectors, question, [len(t) for t in texts], budget=60)
     assert 2 in kept and kept == sorted(kept)
     assert sum(len(texts[i]) for i in kept) <= 60
+
+
+def test_a_question_asking_for_several_things_is_matched_part_by_part() -> None:
+    question = "Say who leads the project, where its team is based, its budget and the month."
+    assert question_parts(question) == [question, "Say who leads the project",
+                                        "where its team is based", "its budget",
+                                        "the month"]
+    # A sentence that answers one part scores as well as one close to that part alone.
+    texts = [*FILLER, FACT]
+    vectors = np.stack(bag_of_words(texts))
+    parts = np.stack(bag_of_words(["Tell me about the coffee and lunch meeting weather",
+                                   "the budget in million"]))
+    kept = choose_sentences(vectors, parts, [len(t) for t in texts], budget=len(FACT))
+    assert kept == [len(FILLER)]
 
 
 def test_the_best_sentence_is_kept_even_when_none_fits() -> None:
