@@ -17,6 +17,7 @@ from workers.presence import Presence
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
+    from penny.runtime import Runtime
     from workers.execution import BatchExecutor
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,17 @@ def run_worker(settings: Settings, model: str, *, loglevel: str = "INFO") -> Non
     """Start one Celery worker process for `model`: the model loads once, here, before the
     first message is taken, and every batch runs in this same process (solo pool)."""
     from penny.runtime import open_runtime
-    from workers.execution import BatchRunner, EngineBroken
 
     runtime = open_runtime(settings)
+    try:
+        _consume(settings, model, runtime, loglevel)
+    finally:
+        runtime.close()  # after a warm shutdown: the batch in flight is recorded by now
+
+
+def _consume(settings: Settings, model: str, runtime: Runtime, loglevel: str) -> None:
+    from workers.execution import BatchRunner, EngineBroken
+
     executor = _executor(settings, model, runtime.sessions)
     worker_id = f"{socket.gethostname()}-{model}-{uuid.uuid4().hex[:8]}"
     app = make_celery(settings)

@@ -130,3 +130,46 @@ def test_worker_process_survives_sigkill_mid_batch(
     assert len(result_jobs) == len(set(result_jobs)) == 36
     assert retried_batches == 1
     assert sorted(attempts) == [2] * 24
+
+
+def test_worker_sigterm_finishes_its_running_batch_then_exits(
+    distributed: Runtime, tmp_path: Path
+) -> None:
+    """A warm shutdown: the batch in flight when SIGTERM arrives is finished and recorded
+    once, nothing is left leased to the stopped worker, and the process exits cleanly."""
+    runtime = distributed
+    client = TestClient(create_app(runtime))
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = start_worker(runtime.settings, log)
+        try:
+            work = client.post("/v1/jobs/bulk", json={"jobs": job_payloads(8, 48, "term")})
+            assert work.status_code == 202
+
+            def batch_running() -> bool:
+                with runtime.sessions() as session:
+                    return session.execute(
+                        select(func.count()).select_from(Batch)
+                        .where(Batch.status == BatchStatus.RUNNING)
+                    ).scalar_one() > 0
+
+            wait_until(batch_running, timeout=300, what="the worker to start the batch",
+                       interval=0.1)
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=300) == 0
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    log_text = (tmp_path / "worker.log").read_text(errors="replace")
+    # The signal came while the batch ran: the shutdown began before the batch was recorded.
+    assert "Warm shutdown" in log_text, log_text[-3000:]
+    assert log_text.index("Warm shutdown") < log_text.index(" recorded: 8 succeeded")
+
+    assert statuses(runtime) == {"succeeded": 8}, log_text[-3000:]
+    with runtime.sessions() as session:
+        batches = session.execute(select(Batch.status, Batch.attempts)).all()
+        ledger_jobs = session.execute(select(LedgerEntry.job_id)).scalars().all()
+        result_jobs = session.execute(select(Result.job_id)).scalars().all()
+    assert [(status, attempts) for status, attempts in batches] == [(BatchStatus.DONE, 1)]
+    assert len(ledger_jobs) == len(set(ledger_jobs)) == 8
+    assert len(result_jobs) == len(set(result_jobs)) == 8
