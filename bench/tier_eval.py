@@ -161,8 +161,8 @@ def main() -> None:
     runtime = open_runtime(settings)
     with runtime.sessions() as session:
         # The ledger's routing column needs both tiers' measured speeds. Calibrate them
-        # beforehand, one process per model (`penny calibrate MODEL`): probing here, with
-        # both engines in one process, stalled for over 25 minutes on a busy machine.
+        # beforehand (`penny calibrate MODEL`): a probe here, with both engines in one
+        # process, did not finish in 25 minutes on a busy machine.
         uncalibrated = [m for m in settings.tiers if latest_calibration(session, m) is None]
     if uncalibrated:
         print(f"no calibration for {uncalibrated}: the ledger's routing column stays 0 "
