@@ -5,7 +5,6 @@ of a batch that did not succeed. Each is one penny submission whose jobs are its
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -28,7 +27,6 @@ from models.submissions import NewJob, StoredSubmission
 from models.tables import Submission
 from models.tenants import TenantRef
 from penny.errors import InvalidRequest, NotFound, StateConflict
-from routing.policy import TagRoute
 
 MAX_WINDOW = timedelta(hours=24)
 ANTHROPIC_WINDOW = "24h"
@@ -46,11 +44,11 @@ def parse_completion_window(window: str) -> timedelta:
     return length
 
 
-def line_job(line: BatchLine, routes: Sequence[TagRoute] = ()) -> NewJob:
-    """`routes`: the per-tag policy the line's model was resolved with."""
+def line_job(line: BatchLine, limits: IntakeLimits | None = None) -> NewJob:
+    """`limits`: what the line's model was resolved with (its per-tag policies)."""
     if isinstance(line.request, EmbeddingJobRequest):
         return embedding_job(line.line, line.request)
-    return new_job(line.line, line.request, line.model, routes)
+    return new_job(line.line, line.request, line.model, limits)
 
 
 @dataclass(frozen=True)
@@ -120,8 +118,7 @@ def create_anthropic_batch(
     jobs = []
     for item in parsed:
         if item.request is not None:
-            jobs.append(replace(new_job(item.index, item.request, item.model,
-                                        limits.tag_routes),
+            jobs.append(replace(new_job(item.index, item.request, item.model, limits),
                                 complete_within=parse_completion_window(ANTHROPIC_WINDOW)))
         else:
             jobs.append(NewJob(line_no=item.index, model=item.model, request={},

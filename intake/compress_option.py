@@ -7,9 +7,13 @@ compression drops sentences of the client's context, which only the client may a
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
+
+from routing.policy import tag_matches
 
 PENNY_COMPRESS_FIELD = "penny_compress"
 DEFAULT_RATIO = 0.5
@@ -29,3 +33,26 @@ class CompressOption(BaseModel):
     def stored(self) -> dict[str, Any]:
         """As the job row stores it (and so as the single-flight and cache keys see it)."""
         return {"ratio": self.ratio, "min_context_chars": self.min_context_chars}
+
+
+@dataclass(frozen=True)
+class TagCompression:
+    """A deployment's opt-in for one metadata tag (`key` or `key=value`, as the routing
+    policy writes tags): its jobs that ask nothing about compression are compressed so."""
+
+    tag: str
+    option: CompressOption
+
+
+def tag_compressions(policies: Mapping[str, CompressOption]) -> tuple[TagCompression, ...]:
+    """The policies in declared order."""
+    return tuple(TagCompression(tag, option) for tag, option in policies.items())
+
+
+def compression_for(asked: CompressOption | None, metadata: Mapping[str, Any],
+                    policies: Sequence[TagCompression]) -> CompressOption | None:
+    """What a job is compressed with: what it asked for, else the first policy whose tag it
+    carries, else nothing."""
+    if asked is not None:
+        return asked
+    return next((p.option for p in policies if tag_matches(p.tag, metadata)), None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from intake.compress_option import TagCompression, tag_compressions
 from intake.routing import routed_model
 from intake.schema import JobRequest
 from intake.text import DEFAULT_MAX_JSON_DEPTH
@@ -30,6 +31,8 @@ class IntakeLimits:
     tiers: tuple[str, ...] = ()
     # Per-tag routing policy for jobs that name no model, in declared order.
     tag_routes: tuple[TagRoute, ...] = ()
+    # Per-tag opt-in compression for jobs that say nothing of it, in declared order.
+    tag_compression: tuple[TagCompression, ...] = ()
     # Chat model name -> its own context window, where it differs from `context_tokens`.
     model_context_tokens: dict[str, int] = field(default_factory=dict)
 
@@ -50,6 +53,7 @@ class IntakeLimits:
             default_embedding_model=settings.default_embedding_model,
             tiers=tuple(settings.tiers),
             tag_routes=tag_routes(settings.tag_routes),
+            tag_compression=tag_compressions(settings.tag_compression),
             model_context_tokens={name: settings.context_tokens_for(name)
                                   for name in settings.models},
         )

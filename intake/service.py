@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from cache.keys import CacheMode, CachePolicy
 from intake.admission import IntakePolicy, admit
+from intake.compress_option import compression_for
 from intake.embeddings import EmbeddingJobRequest
 from intake.files import LineError, LineOutcome
 from intake.limits import IntakeLimits, resolve_model
@@ -34,7 +35,6 @@ from models.submissions import (
 from models.tenants import TenantRef
 from observability import metrics
 from penny.errors import IdempotencyConflict, InvalidRequest, PennyError
-from routing.policy import TagRoute
 
 
 def request_hash(payload: Any) -> str:
@@ -52,11 +52,16 @@ def body_hash(raw: bytes) -> str:
 
 
 def new_job(line_no: int, request: JobRequest, model: str,
-            routes: Sequence[TagRoute] = ()) -> NewJob:
+            limits: IntakeLimits | None = None) -> NewJob:
     """`model` is the resolved one (`resolve_model`): for `auto` or `cascade`, a tier;
-    `routes` the per-tag policy it was resolved with (`IntakeLimits.tag_routes`)."""
-    route = job_route(request, model, routes)
+    `limits` what it was resolved with, whose per-tag policies (routing, compression) the
+    job takes."""
+    route = job_route(request, model, limits.tag_routes if limits else ())
+    compress = compression_for(request.compress, request.metadata,
+                               limits.tag_compression if limits else ())
     stored = request.engine_request()
+    if compress is not None and request.compress is None:
+        stored["compress"] = compress.stored()
     cache_mode: str = request.cache
     if route is not None and route["mode"] == CASCADE_MODE:
         # The cascade reads the answer's logprobs, so its jobs (and only they) pay for
@@ -104,14 +109,12 @@ def _failed_line(line_no: int, model: str, code: str, message: str, raw: str) ->
 def jobs_for_requests(requests: Sequence[JobRequest], limits: IntakeLimits) -> list[NewJob]:
     """All or nothing: any bad item rejects the request, naming every bad item."""
     if len(requests) == 1:  # a single job's error is the answer itself, with its own kind
-        return [new_job(0, requests[0], resolve_model(requests[0], limits),
-                        limits.tag_routes)]
+        return [new_job(0, requests[0], resolve_model(requests[0], limits), limits)]
     jobs: list[NewJob] = []
     problems: list[dict[str, object]] = []
     for index, request in enumerate(requests):
         try:
-            jobs.append(new_job(index, request, resolve_model(request, limits),
-                                limits.tag_routes))
+            jobs.append(new_job(index, request, resolve_model(request, limits), limits))
         except PennyError as error:
             problems.append(
                 {"index": index, "code": error.code, "message": error.message,
@@ -153,8 +156,7 @@ def jobs_for_bulk(
             problems.extend(_schema_problems(index, error))
             continue
         try:
-            jobs.append(new_job(index, request, resolve_model(request, limits),
-                                limits.tag_routes))
+            jobs.append(new_job(index, request, resolve_model(request, limits), limits))
             requests.append(request)
         except PennyError as error:
             param = f"jobs.{index}.{error.param}" if error.param else f"jobs.{index}"
@@ -192,7 +194,7 @@ def jobs_for_file(outcomes: Sequence[LineOutcome], limits: IntakeLimits) -> list
                 )
             )
             continue
-        job = new_job(outcome.line_no, outcome.request, model, limits.tag_routes)
+        job = new_job(outcome.line_no, outcome.request, model, limits)
         jobs.append(job)
     return jobs
 

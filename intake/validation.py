@@ -156,7 +156,7 @@ def _validate(
         fail_batch(session, batch_id, [e.as_dict() for e in parsed.errors])
         session.commit()
         return Validated(batch_id, Outcome.FAILED, 0)
-    jobs = [replace(line_job(line, limits.tag_routes), complete_within=_time_left(batch.expires_at))
+    jobs = [replace(line_job(line, limits), complete_within=_time_left(batch.expires_at))
             for line in parsed.lines]
     tenant = TenantRef(batch.tenant_id, session.get_one(Tenant, batch.tenant_id).name)
     try:

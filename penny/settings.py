@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from intake.compress_option import CompressOption
+
 OFFLINE_MODEL_NAME = "smollm2-135m-instruct"
 # A model source of this form names a model penny builds itself from a wheel on disk.
 OFFLINE_SOURCE = "offline:smollm2"
@@ -205,6 +207,13 @@ class Settings(BaseSettings):
     routes a job that names no model (one that names its model keeps it), e.g.
     `{"feature=faq": "cascade", "feature=codegen": "large", "batch": "auto"}`. The job's
     route records the tag that chose it."""
+    tag_compression: dict[str, CompressOption] = Field(default_factory=dict)
+    """Per-tag opt-in prompt compression, JSON: metadata tag -> `{"ratio",
+    "min_context_chars"}` (the job option `compress`). A tag is `key` or `key=value`; the
+    first matching entry, in the order written, compresses a job that says nothing about
+    compression (a job's own `compress` wins), e.g. `{"feature=summaries": {"ratio": 0.5}}`.
+    Compression drops sentences of the client's context: declare it only for features whose
+    owners agreed to that."""
     router_classifier: bool = False
     """`auto` consults the latest router classifier (`penny train-router`) after its cheap
     features: the worker embeds the prompt with `default_embedding_model` and sends work
@@ -510,6 +519,9 @@ class Settings(BaseSettings):
                              f"`auto` or `cascade`: {wrong}")
         if any(not tag.partition("=")[0] for tag in self.tag_routes):
             raise ValueError("a tag_routes tag needs a metadata key (`key` or `key=value`)")
+        if any(not tag.partition("=")[0] for tag in self.tag_compression):
+            raise ValueError("a tag_compression tag needs a metadata key (`key` or "
+                             "`key=value`)")
         routed = sorted(routed_names & set(self.served_models))
         if routed:
             raise ValueError(f"{routed} name the router; a model cannot be called that")

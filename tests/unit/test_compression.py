@@ -20,7 +20,11 @@ from compression.extractive import (
     sentences,
     split_question,
 )
+from intake.compress_option import CompressOption, tag_compressions
+from intake.limits import IntakeLimits
 from intake.schema import JobRequest
+from intake.service import jobs_for_requests
+from penny.settings import Settings
 
 VOCABULARY = ("budget", "million", "city", "oslo", "weather", "lunch", "coffee", "meeting")
 
@@ -129,3 +133,40 @@ def test_compression_is_stored_only_when_asked_for() -> None:
 def test_a_bad_compress_option_is_refused(option: dict[str, Any]) -> None:
     with pytest.raises(ValidationError, match="compress"):
         JobRequest.model_validate({"prompt": "hi", "compress": option})
+
+
+SUMMARIES_AT_40 = IntakeLimits(
+    models=frozenset({"m"}), default_model="m", max_output_tokens=256, max_prompt_chars=10_000,
+    tag_compression=tag_compressions({"feature=summaries": CompressOption(ratio=0.4),
+                                      "compress_me": CompressOption(ratio=0.7)}))
+
+
+def _stored_compress(body: dict[str, Any]) -> Any:
+    request = JobRequest.model_validate(body)
+    (job,) = jobs_for_requests([request], SUMMARIES_AT_40)
+    return job.request.get("compress")
+
+
+def test_a_tag_policy_compresses_the_jobs_of_its_tag_that_ask_nothing() -> None:
+    plain = {"messages": [{"role": "user", "content": "Summarise this."}]}
+    assert _stored_compress({**plain, "metadata": {"feature": "summaries"}}) == {
+        "ratio": 0.4, "min_context_chars": 2000}
+    # The first matching policy, in the order written, wins.
+    assert _stored_compress({**plain, "metadata": {"feature": "summaries",
+                                                   "compress_me": True}})["ratio"] == 0.4
+    assert _stored_compress({**plain, "metadata": {"compress_me": 1}})["ratio"] == 0.7
+    # Another value of the tag, or no tag: nothing is compressed.
+    assert _stored_compress({**plain, "metadata": {"feature": "faq"}}) is None
+    assert _stored_compress(plain) is None
+    # The job's own option wins over the policy.
+    assert _stored_compress({**plain, "metadata": {"feature": "summaries"},
+                             "compress": {"ratio": 0.8}})["ratio"] == 0.8
+
+
+def test_a_tag_compression_policy_is_read_from_settings_and_needs_a_key() -> None:
+    settings = Settings(tag_compression={"feature=summaries": {"ratio": 0.5}})
+    assert settings.tag_compression["feature=summaries"] == CompressOption(ratio=0.5)
+    with pytest.raises(ValidationError, match="tag_compression tag needs a metadata key"):
+        Settings(tag_compression={"=summaries": {"ratio": 0.5}})
+    with pytest.raises(ValidationError):
+        Settings(tag_compression={"feature": {"ratio": 2.0}})
