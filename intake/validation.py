@@ -156,8 +156,16 @@ def _validate(
         fail_batch(session, batch_id, [e.as_dict() for e in parsed.errors])
         session.commit()
         return Validated(batch_id, Outcome.FAILED, 0)
-    jobs = [replace(line_job(line, limits), complete_within=_time_left(batch.expires_at))
-            for line in parsed.lines]
+    # The batch's metadata (`batches.create(metadata=...)`) tags each of its jobs, so
+    # reports by feature and the max_tokens audit see batch files like any other work;
+    # a callback URL given there is where to call, not what the work is.
+    batch_tags = {key: value for key, value in (batch.batch_metadata or {}).items()
+                  if key != "callback_url"}
+    jobs = []
+    for line in parsed.lines:
+        job = line_job(line, limits)
+        jobs.append(replace(job, complete_within=_time_left(batch.expires_at),
+                            tags={**batch_tags, **(job.tags or {})} if batch_tags else job.tags))
     tenant = TenantRef(batch.tenant_id, session.get_one(Tenant, batch.tenant_id).name)
     try:
         # A savepoint: a refusal undoes the jobs and keeps the batch's row lock.

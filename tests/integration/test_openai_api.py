@@ -110,6 +110,20 @@ def test_create_answers_validating_and_the_coalescer_queues_the_lines(
     assert validate_waiting(runtime) == 0  # validated once, never again
 
 
+def test_the_batch_metadata_tags_each_of_its_jobs(client: openai.OpenAI, runtime: Runtime
+                                                ) -> None:
+    """So reports by feature and the max_tokens audit see batch files too."""
+    tagged = create_chat_batch(client, 2, metadata={"feature": "tickets", "team": "support"})
+    plain = create_chat_batch(client, 1)
+    assert validate_waiting(runtime) == 2
+    with runtime.sessions() as session:
+        tags = {f"batch_{submission.hex}": jobs_tags for submission, jobs_tags in
+                session.execute(select(Job.submission_id, func.array_agg(Job.tags))
+                                .group_by(Job.submission_id)).all()}
+    assert tags[tagged.id] == [{"feature": "tickets", "team": "support"}] * 2
+    assert tags[plain.id] == [{}]
+
+
 def test_cancel_while_validating_queues_nothing(client: openai.OpenAI, runtime: Runtime
                                                 ) -> None:
     batch = create_chat_batch(client, 4)
