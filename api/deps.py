@@ -13,6 +13,7 @@ from cache.keys import CachePolicy
 from intake.admission import IntakePolicy
 from intake.limits import IntakeLimits
 from models.tenants import TenantRef
+from penny.errors import InvalidRequest
 from penny.settings import Settings
 from storage.port import ObjectStore
 from storage.s3_reader import S3Reader
@@ -31,6 +32,16 @@ def replayed_response(model: type[Any]) -> dict[int | str, dict[str, Any]]:
     same Idempotency-Key gets the original answer as a 200 (Idempotent-Replayed: true)."""
     return {200: {"model": model, "description": "The original answer to an earlier "
                   "request with the same Idempotency-Key (header Idempotent-Replayed: true)"}}
+
+
+async def single_form_fields(request: Request) -> None:
+    """A multipart form names each field once: a second `file` part (or any field sent
+    twice) would otherwise be dropped without a word, and its rows never queued."""
+    form = await request.form()  # the form the route already parsed (kept on the request)
+    repeated = sorted(key for key in form if len(form.getlist(key)) > 1)
+    if repeated:
+        raise InvalidRequest("each form field is sent once; sent more than once: "
+                             + ", ".join(repeated), param=repeated[0])
 
 
 def sessions_of(request: Request) -> sessionmaker[Session]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 
 from api.batch_views import file_object, openai_list, unix
 from api.deps import (
@@ -16,6 +16,7 @@ from api.deps import (
     s3_sources_of,
     sessions_of,
     settings_of,
+    single_form_fields,
     store_of,
 )
 from api.errors import error_responses
@@ -68,7 +69,8 @@ def _storable(value: str, param: str) -> str:
     return value
 
 
-@router.post("/files", responses={**error_responses(503), **links(
+@router.post("/files", dependencies=[Depends(single_form_fields)],
+             responses={**error_responses(503), **links(
     200, GetFile=read_by_id("/v1/files/{file_id}", "file_id"),
     GetFileContent=read_by_id("/v1/files/{file_id}/content", "file_id"),
     DeleteFile=link("/v1/files/{file_id}", "delete", file_id="$response.body#/id"))})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel
 
 from api.deps import (
@@ -19,6 +19,7 @@ from api.deps import (
     s3_sources_of,
     sessions_of,
     settings_of,
+    single_form_fields,
 )
 from api.errors import error_responses
 from api.json_body import JsonBodyRoute
@@ -57,7 +58,8 @@ def _text_field(value: str | None, param: str) -> str | None:
     return value
 
 
-@router.post("/uploads/csv", status_code=202, responses={
+@router.post("/uploads/csv", status_code=202,
+             dependencies=[Depends(single_form_fields)], responses={
     **replayed_response(CsvAccepted), **links(
         202, GetSubmission=read_by_id("/v1/submissions/{submission_id}", "submission_id",
                                       "$response.body#/submission_id"))})

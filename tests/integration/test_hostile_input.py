@@ -283,6 +283,30 @@ def test_csv_encodings_that_yield_no_text_are_a_422_naming_the_encoding(
     assert rows(runtime) == (0, 0)
 
 
+def test_a_form_field_sent_twice_is_a_422_not_a_silently_dropped_file(
+    client: TestClient, runtime: Runtime
+) -> None:
+    other = b"prompt\nSay hi\n"
+    csv_twice = client.post("/v1/uploads/csv", files=[
+        ("file", ("a.csv", CSV, "text/csv")), ("file", ("b.csv", other, "text/csv"))])
+    template_twice = client.post("/v1/uploads/csv", files={"file": ("in.csv", CSV, "text/csv")},
+                                 data={"template": ["{prompt}", "Say: {prompt}"]})
+    jsonl_twice = client.post("/v1/files", data={"purpose": "batch"}, files=[
+        ("file", ("a.jsonl", b"{}\n", "application/jsonl")),
+        ("file", ("b.jsonl", b"{}\n", "application/jsonl"))])
+    for response, field in ((csv_twice, "file"), (template_twice, "template"),
+                            (jsonl_twice, "file")):
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["param"] == field
+        assert error["message"] == f"each form field is sent once; sent more than once: {field}"
+    assert rows(runtime) == (0, 0)
+    assert client.get("/v1/files").json()["data"] == []
+    # One of each still goes through.
+    single = client.post("/v1/uploads/csv", files={"file": ("in.csv", CSV, "text/csv")})
+    assert single.status_code == 202, single.text
+
+
 def test_a_cache_correction_must_be_storable_text_and_nothing_else(
     client: TestClient,
 ) -> None:
