@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cache.keys import CacheMode
 from intake.compress_option import TagCompression, tag_compressions
 from intake.routing import routed_model
 from intake.schema import JobRequest
@@ -33,6 +34,8 @@ class IntakeLimits:
     tag_routes: tuple[TagRoute, ...] = ()
     # Per-tag opt-in compression for jobs that say nothing of it, in declared order.
     tag_compression: tuple[TagCompression, ...] = ()
+    # Whether the deployment runs the semantic cache (`cache: "semantic"` asks for it).
+    semantic_cache: bool = False
     # Chat model name -> its own context window, where it differs from `context_tokens`.
     model_context_tokens: dict[str, int] = field(default_factory=dict)
 
@@ -54,6 +57,7 @@ class IntakeLimits:
             tiers=tuple(settings.tiers),
             tag_routes=tag_routes(settings.tag_routes),
             tag_compression=tag_compressions(settings.tag_compression),
+            semantic_cache=settings.semantic_cache,
             model_context_tokens={name: settings.context_tokens_for(name)
                                   for name in settings.models},
         )
@@ -79,6 +83,11 @@ def resolve_model(request: JobRequest, limits: IntakeLimits) -> str:
             param="max_tokens",
         )
     _check_fits_context(request.max_tokens, asked, model, limits)
+    if request.cache == CacheMode.SEMANTIC and not limits.semantic_cache:
+        # Run as "on" it would quietly never be what was asked for.
+        raise InvalidRequest("cache 'semantic' asks for the semantic cache, which this "
+                             "deployment does not run (PENNY_SEMANTIC_CACHE); ask for 'on' "
+                             "to use the exact result cache only", param="cache")
     if request.prompt_chars() > limits.max_prompt_chars:
         raise InvalidRequest(
             f"the prompt has {request.prompt_chars()} characters; the limit is "

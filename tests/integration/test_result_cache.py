@@ -558,12 +558,24 @@ def test_a_bulk_submission_sets_the_cache_mode_of_jobs_that_name_none(
 
     runtime, client = keyed
     accepted = client.post("/v1/jobs/bulk", headers=ACME, json={
-        "cache": "semantic",
+        "cache": "refresh",
         "jobs": [job("Is Oman in Asia?"), job("Is Oman in Africa?", cache="off")]})
     assert accepted.status_code == 202, accepted.text
     with runtime.sessions() as session:
         modes = dict(session.execute(select(Job.line_no, Job.cache_mode)).all())
-    assert modes == {0: "semantic", 1: "off"}
+    assert modes == {0: "refresh", 1: "off"}
+    # This deployment runs no semantic cache: asking for it is refused, never run as "on".
+    single = client.post("/v1/jobs", headers=ACME, json=job("Is Oman in Asia?",
+                                                            cache="semantic"))
+    assert single.status_code == 422, single.text
+    assert single.json()["error"]["param"] == "cache"
+    assert "PENNY_SEMANTIC_CACHE" in single.json()["error"]["message"]
+    bulk = client.post("/v1/jobs/bulk", headers=ACME, json={
+        "cache": "semantic", "jobs": [job("Is Oman in Asia?"), job("Is Oman in Africa?")]})
+    assert bulk.status_code == 422, bulk.text
+    assert [(d["param"], "PENNY_SEMANTIC_CACHE" in d["message"])
+            for d in bulk.json()["error"]["details"]] == [("jobs.0.cache", True),
+                                                          ("jobs.1.cache", True)]
     refused = client.post("/v1/jobs/bulk", headers=ACME,
                           json={"cache": "sometimes", "jobs": [job("x")]})
     assert refused.status_code == 422 and "cache" in refused.text
