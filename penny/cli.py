@@ -140,17 +140,10 @@ def calibrate_cascade(
 ) -> None:
     """Pick the cascade's mean-logprob threshold from a labelled set: the cheapest that
     reaches --target accuracy (or, if none does, the most accurate)."""
-    from routing.calibration import calibrate, parse_labelled
+    from penny.router_cli import read_labelled
+    from routing.calibration import calibrate
 
-    try:
-        labelled_set = parse_labelled(labelled.read_text())
-    except (OSError, ValueError) as error:
-        raise typer.BadParameter(f"{labelled}: {error}") from None
-    small = small_cost if small_cost is not None else labelled_set.small_cost
-    large = large_cost if large_cost is not None else labelled_set.large_cost
-    if small is None or large is None or large <= 0:
-        raise typer.BadParameter("give --small-cost and --large-cost: the lines carry no "
-                                 "costs (or a large cost of 0)")
+    labelled_set, small, large = read_labelled(labelled, small_cost, large_cost)
     best = calibrate(labelled_set.outcomes, target, small_cost=small, large_cost=large)
     reached = "reaches" if best.accuracy >= target else "does NOT reach"
     typer.echo(f"{len(labelled_set.outcomes)} labelled items; the best threshold {reached} "

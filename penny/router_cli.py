@@ -39,8 +39,10 @@ def training_of(labelled: LabelledSet, embedder: Embedder, target: float,
                  embedding_model=embedder.model_name)
 
 
-def train_router_command(settings: Settings, path: Path, target: float,
-                         small_cost: float | None, large_cost: float | None) -> None:
+def read_labelled(path: Path, small_cost: float | None, large_cost: float | None
+                  ) -> tuple[LabelledSet, float, float]:
+    """The labelled set `penny calibrate-cascade` and `penny train-router` read, with the
+    two tiers' costs per item: as given, else the lines' means."""
     try:
         labelled = parse_labelled(path.read_text())
     except (OSError, ValueError) as error:
@@ -50,6 +52,12 @@ def train_router_command(settings: Settings, path: Path, target: float,
     if small is None or large is None or large <= 0:
         raise typer.BadParameter("give --small-cost and --large-cost: the lines carry no "
                                  "costs (or a large cost of 0)")
+    return labelled, small, large
+
+
+def train_router_command(settings: Settings, path: Path, target: float,
+                         small_cost: float | None, large_cost: float | None) -> None:
+    labelled, small, large = read_labelled(path, small_cost, large_cost)
     if labelled.prompts is None:  # before loading an embedder for nothing
         raise typer.BadParameter("every line needs its `prompt` to train the router on "
                                  "(bench/tier_eval.py writes them)")

@@ -3,6 +3,7 @@ catalog, as plain tables."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,29 @@ def test_the_built_in_verifiers_and_the_first_matching_tag() -> None:
 def test_a_verifier_setting_that_cannot_work_is_refused(spec: dict[str, str]) -> None:
     with pytest.raises(ValidationError, match="cascade_verifiers"):
         Settings(data_dir=Path("/nonexistent"), cascade_verifiers={"f": spec})
+
+
+def test_calibrate_cascade_reads_a_labelled_file_and_names_the_threshold(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from penny.cli import app
+
+    # Confident answers the small tier gets right, unsure ones only the large tier gets.
+    lines = [{"mean_logprob": -0.1, "finish_reason": "stop", "small_correct": True,
+              "large_correct": True}] * 6 + [
+             {"mean_logprob": -1.5, "finish_reason": "stop", "small_correct": False,
+              "large_correct": True}] * 4
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("\n".join(json.dumps(line) for line in lines))
+    runner = CliRunner()
+    done = runner.invoke(app, ["calibrate-cascade", str(labelled), "--target", "0.95",
+                               "--small-cost", "1", "--large-cost", "10"])
+    assert done.exit_code == 0, done.output
+    assert "accuracy 100.0%" in done.output
+    threshold = float(done.output.split("PENNY_CASCADE_MIN_MEAN_LOGPROB=")[1])
+    # Just above the unsure answers (printed to 4 places): they escalate, the six stay.
+    assert -1.5 <= threshold < -0.1
+    no_costs = runner.invoke(app, ["calibrate-cascade", str(labelled)])
+    assert no_costs.exit_code == 2 and "give --small-cost and --large-cost" in no_costs.output
