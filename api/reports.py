@@ -10,13 +10,14 @@ and including today).
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import presented_key, tenant_for_request
@@ -46,7 +47,18 @@ router = APIRouter(route_class=JsonBodyRoute,
 MAX_WINDOW_DAYS = 400
 DEFAULT_WINDOW_DAYS = 30
 TenantName = Annotated[StorableText | None, Query(min_length=1, max_length=200)]
-Day = Annotated[date | None, Query()]
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_day(value: object) -> object:
+    """A day is written YYYY-MM-DD; pydantic alone would also read `0.0` as a Unix time."""
+    if isinstance(value, str) and not _ISO_DAY.fullmatch(value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+IsoDay = Annotated[date, BeforeValidator(_iso_day)]
+Day = Annotated[IsoDay | None, Query()]
 Feature = Annotated[StorableText, Field(min_length=1, max_length=200)]
 
 
@@ -142,8 +154,8 @@ def drivers(
 @router.get("/v1/reports/compare")
 def compare_windows(
     request: Request, scope: ReportScope,
-    baseline_start: Annotated[date, Query()], baseline_end: Annotated[date, Query()],
-    current_start: Annotated[date, Query()], current_end: Annotated[date, Query()],
+    baseline_start: Annotated[IsoDay, Query()], baseline_end: Annotated[IsoDay, Query()],
+    current_start: Annotated[IsoDay, Query()], current_end: Annotated[IsoDay, Query()],
 ) -> dict[str, Any]:
     """Baseline vs current: cost per request, tokens per dollar, volume, savings and quality
     signals (failure rate, finish_reason "length" rate, cache hit rates)."""

@@ -198,6 +198,13 @@ def test_a_tenant_sees_only_its_own_and_bad_windows_are_400(
         "start": "2026-02-01", "end": "2026-01-01"}).status_code == 422
     assert client.get("/v1/reports/costs", headers=ACME, params={
         "group_by": "colour"}).status_code in (400, 422)
+    # A day is written YYYY-MM-DD: a number is not read as a Unix time.
+    for path, param in (("/v1/reports/max-tokens-audit", "end"), ("/v1/reports/costs", "start")):
+        for day in ("0.0", "1700000000", "2026-1-5"):
+            answer = client.get(path, headers=ACME, params={param: day})
+            assert answer.status_code == 422, (path, day, answer.text)
+    assert client.get("/v1/reports/max-tokens-audit", headers=ACME,
+                      params={"end": "2026-01-05"}).status_code == 200
     assert client.get("/v1/reports/costs").status_code == 401
 
 
