@@ -1,7 +1,7 @@
 """Opt-in prompt compression on the worker: before a batch reaches the engine, the jobs
 that asked for it (`compress`) have their long context cut down to the sentences that
-matter for their question (`compression.extractive`, sentences embedded in one embedder
-call for the whole batch). The rest pass through untouched.
+matter for their question (`compression.extractive`, each job's sentences embedded in one
+embedder call). The rest pass through untouched.
 
 It runs here, beside the model, because it needs the embedder (torch), which the API
 never imports. Each compressed job's result keeps the prompt's size before compression
