@@ -126,17 +126,25 @@ def cache_purge(
     if (tenant is None) == (not all_tenants):
         raise typer.BadParameter("give --tenant NAME or --all")
     purge_command(Settings(), tenant)
+
+
+# The options `calibrate-cascade` and `train-router` share: both read the same labelled set.
+TargetAccuracy = Annotated[float, typer.Option(min=0.0, max=1.0,
+                                               help="the accuracy to reach (a fraction)")]
+SmallTierCost = Annotated[float | None, typer.Option(
+    help="the small tier's cost per item; default: the lines' mean")]
+LargeTierCost = Annotated[float | None, typer.Option(
+    help="the large tier's cost per item; default: the lines' mean")]
+
+
 @app.command("calibrate-cascade")
 def calibrate_cascade(
     labelled: Annotated[Path, typer.Argument(help="JSON lines: mean_logprob, finish_reason, "
                                                   "small_correct, large_correct[, "
                                                   "small_cost_usd, large_cost_usd]")],
-    target: Annotated[float, typer.Option(min=0.0, max=1.0,
-                                          help="the accuracy to reach (a fraction)")] = 0.9,
-    small_cost: Annotated[float | None, typer.Option(
-        help="the small tier's cost per item; default: the lines' mean")] = None,
-    large_cost: Annotated[float | None, typer.Option(
-        help="the large tier's cost per item; default: the lines' mean")] = None,
+    target: TargetAccuracy = 0.9,
+    small_cost: SmallTierCost = None,
+    large_cost: LargeTierCost = None,
 ) -> None:
     """Pick the cascade's mean-logprob threshold from a labelled set: the cheapest that
     reaches --target accuracy (or, if none does, the most accurate)."""
@@ -156,12 +164,9 @@ def calibrate_cascade(
 def train_router(
     labelled: Annotated[Path, typer.Argument(help="JSON lines as for calibrate-cascade, "
                                                   "each with its `prompt`")],
-    target: Annotated[float, typer.Option(min=0.0, max=1.0,
-                                          help="the accuracy to reach (a fraction)")] = 0.9,
-    small_cost: Annotated[float | None, typer.Option(
-        help="the small tier's cost per item; default: the lines' mean")] = None,
-    large_cost: Annotated[float | None, typer.Option(
-        help="the large tier's cost per item; default: the lines' mean")] = None,
+    target: TargetAccuracy = 0.9,
+    small_cost: SmallTierCost = None,
+    large_cost: LargeTierCost = None,
 ) -> None:
     """Fit the router's classifier (a logistic regression on the prompt's embedding) on a
     labelled set, pick its threshold for --target accuracy on held-out folds, and store it
