@@ -42,7 +42,15 @@ def main() -> None:
     from intake.limits import IntakeLimits
     from intake.service import jobs_for_file
     from ledger.attribution import EngineJob, attribute_engine_job
-    from ledger.cost_model import Calibration, CostBasis, PriceCard, seconds_decimal
+    from ledger.cost_model import (
+        AloneSample,
+        Calibration,
+        CostBasis,
+        PriceCard,
+        fit_alone,
+        seconds_decimal,
+    )
+    from models.costing import MeasuredSpeed
     from penny.settings import Settings
     from workers.calibration_probe import run_probe
     from workers.engine import GenerationRequest
@@ -54,6 +62,30 @@ def main() -> None:
     jobs = [j for j in jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
             if j.error is None]
     engine = VllmEngine(settings, settings.default_model)
+
+    def relative_fit(speed: MeasuredSpeed) -> Calibration:
+        """The same probe's samples fitted by relative error (`fit_alone(relative=True)`):
+        the medians of each shape alone, then the full batch's decoding as the probe does."""
+        by_shape: dict[tuple[int, int], list[float]] = {}
+        batch = None
+        for sample in speed.samples:
+            if sample["batch_jobs"] == 1:
+                shape = (sample["prompt_tokens"], sample["output_tokens"])
+                by_shape.setdefault(shape, []).append(sample["seconds"])
+            else:
+                batch = sample
+        medians = [AloneSample(p, o, statistics.median(t)) for (p, o), t in by_shape.items()]
+        overhead, prefill, decode_alone = fit_alone(medians, relative=True)
+        decode_full = decode_alone
+        if batch is not None and batch["output_tokens"]:
+            decoding = batch["seconds"] - overhead - prefill * batch["prompt_tokens"]
+            decode_full = min(max(decoding / batch["output_tokens"], 0.0), decode_alone)
+        return Calibration(
+            model=engine.model_name, request_overhead_s=seconds_decimal(overhead),
+            prefill_s_per_token=seconds_decimal(prefill),
+            decode_s_per_token_bs1=seconds_decimal(decode_alone),
+            decode_s_per_token_full=seconds_decimal(decode_full),
+            full_batch_jobs=speed.full_batch_jobs)
 
     rounds = []
     for number in range(1, args.rounds + 1):
@@ -69,8 +101,10 @@ def main() -> None:
             decode_s_per_token_bs1=seconds_decimal(speed.decode_s_per_token_bs1),
             decode_s_per_token_full=seconds_decimal(speed.decode_s_per_token_full),
             full_batch_jobs=speed.full_batch_jobs)
+        relative = relative_fit(speed)
         measured = Decimal(0)
         modelled = Decimal(0)
+        modelled_relative = Decimal(0)
         errors = []
         for job in jobs:
             request = GenerationRequest.from_stored(str(uuid.uuid4()), job.request,
@@ -82,8 +116,11 @@ def main() -> None:
             real = seconds_decimal(generated.engine_seconds)
             measured += real
             modelled += alone
+            modelled_relative += relative.alone_seconds(g.prompt_tokens - g.cached_tokens,
+                                                        g.output_tokens)
             errors.append(float(alone / real) if real else 0.0)
-        rounds.append((speed, probe_seconds, measured, modelled, errors))
+        rounds.append((speed, probe_seconds, measured, modelled, errors, relative,
+                       modelled_relative))
 
     # Costing at record time: the pure attribution of one job (card and calibration are
     # read from the database at most once a minute per model, not per job).
@@ -108,7 +145,7 @@ def main() -> None:
           "decode ms/tok batch | measured naive s | modelled naive s | modelled/measured | "
           "per-job ratio p10-p50-p90 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for i, (speed, probe_s, measured, modelled, errors) in enumerate(rounds, 1):
+    for i, (speed, probe_s, measured, modelled, errors, *_) in enumerate(rounds, 1):
         deciles = statistics.quantiles(errors, n=10) if len(errors) > 1 else errors * 9
         print(f"| {i} | {probe_s:.1f} | {speed.request_overhead_s * 1000:.1f} | "
               f"{speed.prefill_s_per_token * 1000:.3f} | "
@@ -116,6 +153,18 @@ def main() -> None:
               f"{speed.decode_s_per_token_full * 1000:.2f} | {measured:.2f} | "
               f"{modelled:.2f} | {modelled / measured:.3f} | "
               f"{deciles[0]:.2f}-{statistics.median(errors):.2f}-{deciles[-1]:.2f} |")
+    print()
+    print("The same probes fitted by relative error (`fit_alone(relative=True)`):")
+    print()
+    print("| round | overhead ms | prefill ms/tok | decode ms/tok alone | decode ms/tok batch | "
+          "measured naive s | modelled naive s | modelled/measured |")
+    print("|---|---|---|---|---|---|---|---|")
+    for i, (_, _, measured, _, _, rel, modelled_rel) in enumerate(rounds, 1):
+        print(f"| {i} | {rel.request_overhead_s * 1000:.1f} | "
+              f"{rel.prefill_s_per_token * 1000:.3f} | "
+              f"{rel.decode_s_per_token_bs1 * 1000:.2f} | "
+              f"{rel.decode_s_per_token_full * 1000:.2f} | {measured:.2f} | "
+              f"{modelled_rel:.2f} | {modelled_rel / measured:.3f} |")
     print()
     print(f"costing at record time: {costing_us:.1f} µs per job (pure attribution)")
 

@@ -143,19 +143,28 @@ def _solve(matrix: list[list[float]], vector: list[float]) -> list[float] | None
     return [rows[i][n] / rows[i][i] for i in range(n)]
 
 
-def fit_alone(samples: list[AloneSample]) -> tuple[float, float, float]:
+def fit_alone(samples: list[AloneSample], relative: bool = False
+              ) -> tuple[float, float, float]:
     """Least-squares fit of `seconds = overhead + prefill * prompt + decode * output` to
     requests timed alone, as (overhead, prefill, decode). A coefficient the data would make
     negative (noise on a tiny term) is fixed at 0 and the others are fitted again, so the
-    model never says more tokens cost less time."""
+    model never says more tokens cost less time.
+
+    `relative` minimises squared relative errors instead of squared seconds: plain least
+    squares lets the longest sample set the line (its error is the largest in seconds), so
+    a long prompt's slower decoding leaks into the prefill term and short requests, the
+    common case, come out dearer than they are."""
     if not samples:
         raise ValueError("no samples to fit")
     features = [(1.0, float(s.prompt_tokens), float(s.output_tokens)) for s in samples]
     targets = [s.seconds for s in samples]
+    weights = [1.0 / (t * t) if relative and t > 0 else 1.0 for t in targets]
     free = [0, 1, 2]
     while free:
-        matrix = [[sum(f[i] * f[j] for f in features) for j in free] for i in free]
-        vector = [sum(f[i] * t for f, t in zip(features, targets, strict=True)) for i in free]
+        matrix = [[sum(w * f[i] * f[j] for f, w in zip(features, weights, strict=True))
+                   for j in free] for i in free]
+        vector = [sum(w * f[i] * t for f, t, w in zip(features, targets, weights, strict=True))
+                  for i in free]
         solution = _solve(matrix, vector)
         if solution is None:
             free.pop(0 if len(free) == 3 else -1)  # drop a term the samples cannot separate

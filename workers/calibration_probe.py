@@ -79,7 +79,7 @@ def run_probe(engine: Engine, settings: Settings, repeats: int = 2) -> MeasuredS
         samples.append(AloneSample(timed[0].prompt_tokens, timed[0].output_tokens, median))
         raw.extend({"batch_jobs": 1, "prompt_tokens": s.prompt_tokens,
                     "output_tokens": s.output_tokens, "seconds": s.seconds} for s in timed)
-    overhead, prefill, decode_alone = fit_alone(samples)
+    overhead, prefill, decode_alone = fit_alone(samples, relative=True)
 
     jobs = settings.calibration_batch_jobs
     # Short and medium prompts: the batch measures decoding, and prefill (already fitted)

@@ -256,3 +256,21 @@ def test_the_fit_recovers_a_line_and_never_goes_negative() -> None:
              AloneSample(15, 48, 1.0), AloneSample(730, 48, 0.99)]
     overhead, prefill, decode = fit_alone(noisy)
     assert prefill == 0 and overhead > 0 and decode > 0
+
+
+def test_a_relative_fit_follows_short_requests_where_plain_least_squares_follows_long() -> None:
+    exact = [AloneSample(p, o, 0.03 + 0.0004 * p + 0.02 * o)
+             for p in (15, 190, 730) for o in (4, 48)]
+    assert fit_alone(exact, relative=True) == pytest.approx((0.03, 0.0004, 0.02))
+    # The longest request decodes more slowly than the line says (attention over a long
+    # prompt): plain least squares bends the line towards it, a relative fit much less.
+    skewed = [*exact[:-1], AloneSample(730, 48, exact[-1].seconds * 1.25)]
+
+    def worst_error(fit: tuple[float, float, float]) -> float:
+        """The largest relative error on the requests that kept to the line."""
+        overhead, prefill, decode = fit
+        return max(abs((overhead + prefill * s.prompt_tokens + decode * s.output_tokens)
+                       / s.seconds - 1) for s in exact[:-1])
+
+    assert worst_error(fit_alone(skewed, relative=True)) < 0.06
+    assert worst_error(fit_alone(skewed)) > 0.15
