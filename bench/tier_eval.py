@@ -21,8 +21,9 @@ calibrate MODEL` against the same database), the ledger's routing column (saving
 the large tier) is filled.
 
 Tiers (`--small`, `--large`), any two of the models penny builds from wheels:
-SmolLM2-135M-Instruct (`smollm2-135m-instruct`, the default small tier), the Gemma 3 270M
-base model (`gemma-3-270m-base`, not instruction-tuned; the default large tier) and
+the Gemma 3 270M base model (`gemma-3-270m-base`, not instruction-tuned; the default
+small tier: it writes fewer tokens), SmolLM2-135M-Instruct (`smollm2-135m-instruct`, the
+default large tier) and
 SmolLM2 with 4 of 30 layers removed (`smollm2-135m-instruct-pruned26`). `--arms cascade`
 with `PENNY_CASCADE_MIN_MEAN_LOGPROB` set runs only the cascade, e.g. at the threshold
 `penny calibrate-cascade` picked from an earlier run's labelled set (no labelled set, no
@@ -133,9 +134,9 @@ def main() -> None:
                         default=REPO / "var" / "bench" / "cascade-labelled.jsonl")
     parser.add_argument("--target", type=float, default=0.95,
                         help="calibrated cascade: this fraction of large-only's accuracy")
-    parser.add_argument("--small", default="smollm2-135m-instruct", choices=sorted(OFFLINE),
+    parser.add_argument("--small", default="gemma-3-270m-base", choices=sorted(OFFLINE),
                         help="the cheap tier")
-    parser.add_argument("--large", default="gemma-3-270m-base", choices=sorted(OFFLINE),
+    parser.add_argument("--large", default="smollm2-135m-instruct", choices=sorted(OFFLINE),
                         help="the next tier")
     parser.add_argument("--arms", default=",".join(ARMS),
                         help=f"which of {','.join(ARMS)} to run (comma-separated)")

@@ -68,6 +68,6 @@ def test_the_example_tier_config_declares_the_offline_pair(
             name, _, value = line.partition("=")
             monkeypatch.setenv(name, shlex.split(value)[0])
     settings = Settings()
-    assert [settings.models[tier] for tier in settings.tiers] == [OFFLINE_SOURCE,
-                                                                  OFFLINE_GEMMA_SOURCE]
+    assert [settings.models[tier] for tier in settings.tiers] == [OFFLINE_GEMMA_SOURCE,
+                                                                  OFFLINE_SOURCE]
     assert all(tier in settings.labelled_models for tier in settings.tiers)
