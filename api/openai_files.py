@@ -200,7 +200,7 @@ def read_models(request: Request, tenant: Tenant) -> dict[str, Any]:
     settings = settings_of(request)
     catalog = build_catalog(
         list(settings.models), list(settings.embedding_models), settings.tiers,
-        settings.model_descriptions,
+        settings.labelled_models,
         {name: engine.declared() for name, engine in settings.model_engines.items()})
     return {"object": "list", "data": [
         {"id": entry.id, "object": "model", "created": started, "owned_by": "penny",

