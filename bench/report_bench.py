@@ -162,9 +162,10 @@ def _batch_insert(conn: psycopg.Connection, at: datetime) -> None:
         JOIN submissions s ON s.tenant_id = t.id""")
     conn.execute("""
         INSERT INTO jobs (id, submission_id, tenant_id, line_no, model, request, tags, status,
-                          estimated_tokens, created_at)
+                          estimated_tokens, single_flight_key, created_at)
         SELECT id, submission, tenant, i, 'small', '{"sampling": {"max_tokens": 64}}',
-               jsonb_build_object('feature', 'feature-' || (i %% 5)), 'succeeded', 100, %s
+               jsonb_build_object('feature', 'feature-' || (i %% 5)), 'succeeded', 100,
+               md5(id::text), %s
         FROM batch""", [at])
     conn.execute("INSERT INTO results (job_id, text, finish_reason, prompt_tokens, "
                  "cached_tokens, output_tokens) SELECT id, '', 'stop', 100, 0, 20 FROM batch")

@@ -41,6 +41,7 @@ def histogram_rows(session: Session, start: date, end: date, *,
                func.sum(d.length_jobs), func.sum(d.capped_jobs), func.sum(d.output_tokens),
                func.max(d.max_output), func.min(d.min_requested), func.max(d.max_requested),
                func.sum(d.cost_usd))
+        .select_from(d)
         .join(Tenant, Tenant.id == d.tenant_id)
         .where(scope, d.day >= start, d.day < end)
         .group_by(Tenant.name, d.feature, d.output_bucket, d.requested_bucket)
@@ -70,6 +71,7 @@ def repeated_requests(session: Session, start: datetime, end: datetime, *,
     sends = union_all(
         select(hot.c.tenant_id, hot.c.key, hot.c.first_job_id.label("job_id")),
         select(hot.c.tenant_id, hot.c.key, RequestRepeat.job_id)
+        .select_from(hot)
         .join(RequestRepeat, (RequestRepeat.tenant_id == hot.c.tenant_id)
               & (RequestRepeat.key == hot.c.key)),
     ).subquery("sends")
@@ -129,6 +131,7 @@ def client_retries(session: Session, start: date, end: date, *,
     query = (
         select(Tenant.name, d.feature, jobs, func.max(d.max_client_retry_count),
                func.sum(d.cost_usd), func.sum(d.naive_cost_usd))
+        .select_from(d)
         .join(Tenant, Tenant.id == d.tenant_id)
         .where(scope, d.day >= start, d.day < end)
         .group_by(Tenant.name, d.feature)
