@@ -396,8 +396,9 @@ def test_the_database_buckets_counts_as_the_audit_reads_them(
     runtime, _ = served
     counts = [*range(0, 2100), 4095, 4096, 4097, 65_537, 1_000_000, 2**31 - 1]
     with runtime.sessions() as session:
-        found = session.execute(text("SELECT penny_token_bucket(c) FROM unnest(:c) c"),
-                                {"c": counts}).scalars().all()
+        found = session.execute(
+            text("SELECT penny_token_bucket(c) FROM unnest(CAST(:c AS integer[])) c"),
+            {"c": counts}).scalars().all()
     assert found == [bucket_of(c) for c in counts]
 
 
