@@ -17,6 +17,11 @@ tables are added to by statement-level triggers in the statement that inserts le
 
 All are back-filled from existing ledger rows.
 
+Failed engine calls: `batches.failover_seconds` carries the seconds of engine calls that
+raised on a batch's jobs (its share of the batch it was split from), and the ledger gains
+`saving_failover_usd` (minus what those seconds cost a job's row): the "parts add up"
+check and the daily rollup (column and trigger function) are rebuilt to include it.
+
 Revision ID: 0028_audit_rollup
 Revises: 0019_ledger_reports
 """
@@ -136,6 +141,50 @@ def _retries_insert(source: str, tag: str) -> str:
             naive_cost_usd = d.naive_cost_usd + EXCLUDED.naive_cost_usd"""
 
 
+MONEY = sa.Numeric(20, 10)
+CHECK = "ck_ledger_entries_attribution_adds_up"
+BEFORE = ("exact_cache", "semantic_cache", "single_flight", "prefix_cache", "batching",
+          "routing", "output_limit", "compression")
+AFTER = (*BEFORE, "failover")
+
+
+def _adds_up(mechanisms: Sequence[str]) -> str:
+    savings = " + ".join(f"saving_{m}_usd" for m in mechanisms)
+    return f"naive_cost_usd - cost_usd = {savings} + unexplained_usd"
+
+
+def _daily_function(mechanisms: Sequence[str]) -> str:
+    """`ledger_daily_add` as migration 0019 wrote it, summing the savings of
+    `mechanisms`."""
+    money = ("cost_usd", "list_cost_usd", "naive_cost_usd",
+             *(f"saving_{m}_usd" for m in mechanisms), "unexplained_usd")
+    sums = ", ".join(f"sum(n.{c})" for c in ("input_tokens", "cached_tokens",
+                                             "output_tokens", "engine_seconds", *money))
+    added = ("jobs", "requests", "length_jobs", "capped_jobs", "input_tokens",
+             "cached_tokens", "output_tokens", "engine_seconds", *money)
+    keys = "day, tenant_id, model, feature, served_by, outcome"
+    updates = ", ".join(f"{c} = d.{c} + EXCLUDED.{c}" for c in added)
+    return f"""
+        CREATE OR REPLACE FUNCTION ledger_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            tag text := {_FEATURE_TAG};
+        BEGIN
+            INSERT INTO ledger_daily AS d ({keys}, {", ".join(added)})
+            SELECT (n.created_at AT TIME ZONE 'UTC')::date, n.tenant_id, n.model,
+                   left(coalesce(j.tags ->> tag, ''), 200), n.served_by, n.outcome,
+                   count(*), count(*) FILTER (WHERE j.cascade_of IS NULL),
+                   count(*) FILTER (WHERE r.finish_reason = 'length'),
+                   count(*) FILTER (WHERE j.request -> 'sampling' ? 'requested_max_tokens'),
+                   {sums}
+            FROM new_rows n JOIN jobs j ON j.id = n.job_id
+            LEFT JOIN results r ON r.job_id = n.job_id
+            GROUP BY 1, 2, 3, 4, 5, 6
+            ORDER BY 1, 2, 3, 4, 5, 6
+            ON CONFLICT ({keys}) DO UPDATE SET {updates};
+            RETURN NULL;
+        END $$"""
+
+
 def _count(name: str) -> sa.Column[int]:
     return sa.Column(name, sa.BigInteger(), nullable=False, server_default="0")
 
@@ -210,8 +259,26 @@ def upgrade() -> None:
     op.execute(_sends_insert("ledger_entries"))
     op.execute(_retries_insert("ledger_entries", "'feature'"))
 
+    op.add_column("batches", sa.Column("failover_seconds", sa.Float(), nullable=False,
+                                       server_default="0"))
+    op.add_column("ledger_entries", sa.Column("saving_failover_usd", MONEY, nullable=False,
+                                              server_default="0"))
+    op.drop_constraint(CHECK, "ledger_entries")
+    op.create_check_constraint(CHECK, "ledger_entries", _adds_up(AFTER))
+    op.add_column("ledger_daily", sa.Column("saving_failover_usd", sa.Numeric(24, 10),
+                                            nullable=False, server_default="0"))
+    op.execute(_daily_function(AFTER))
+
 
 def downgrade() -> None:
+    # Rows with a failover share would no longer add up without it; refuse rather than
+    # rewrite an append-only ledger.
+    op.execute(_daily_function(BEFORE))
+    op.drop_column("ledger_daily", "saving_failover_usd")
+    op.drop_constraint(CHECK, "ledger_entries")
+    op.create_check_constraint(CHECK, "ledger_entries", _adds_up(BEFORE))
+    op.drop_column("ledger_entries", "saving_failover_usd")
+    op.drop_column("batches", "failover_seconds")
     op.execute("DROP TRIGGER ledger_audits_add ON ledger_entries")
     op.execute("DROP FUNCTION ledger_audits_add()")
     op.drop_table("client_retries_daily")
