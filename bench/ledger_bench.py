@@ -7,6 +7,7 @@ at record time. Prints a table with the command and the machine.
 
     .venv/bin/python bench/ledger_bench.py [--file examples/requests.jsonl] [--rounds 2]
                                            [--batch-jobs 64] [--probe-repeats 2] [--compiled]
+                                           [--probe-budget 3600]
 
 Needs no database: the calibration is kept in memory.
 """
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--batch-jobs", type=int, default=64)
     parser.add_argument("--probe-repeats", type=int, default=2,
                         help="times each probe shape is run alone (the median counts)")
+    parser.add_argument("--probe-budget", type=float, default=3600.0,
+                        help="seconds the probe may take (a bench measures, it does not skip)")
     parser.add_argument("--compiled", action="store_true",
                         help="compile the model (slower start, faster engine)")
     args = parser.parse_args()
@@ -57,7 +60,8 @@ def main() -> None:
     from workers.vllm_engine import VllmEngine
 
     settings = Settings(engine_enforce_eager=not args.compiled,
-                        calibration_batch_jobs=args.batch_jobs)
+                        calibration_batch_jobs=args.batch_jobs,
+                        calibration_budget_seconds=args.probe_budget)
     outcomes = parse_input_file(args.file.name, args.file.read_bytes(), settings.max_json_depth)
     jobs = [j for j in jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
             if j.error is None]

@@ -29,6 +29,13 @@ baseline saved. A cascade attempt that escalated is a row of its own that the na
 would never have run: its naive cost is 0 and its whole cost is a negative routing saving
 (the cascade's loss). Summed over a cascade job's rows, the routing column is what the
 tier it ended on saved against the baseline minus every attempt it paid for on the way.
+
+Failover: when a whole engine call raises, the seconds it ran were spent on its jobs, but
+the engine cannot say on which; the batch is split and its jobs carry equal shares of those
+seconds to their next call (`workers.execution`). A job's row bills its share in
+`cost_usd`, and `failover` (always <= 0) is minus what the share cost: the naive way, each
+job alone, never ran the batch that raised. The other parts are taken against the cost
+without it, so they mean what they mean for any job and the sum still telescopes.
 """
 
 from __future__ import annotations
@@ -47,9 +54,10 @@ BATCHING = "batching"
 ROUTING = "routing"
 OUTPUT_LIMIT = "output_limit"
 COMPRESSION = "compression"
+FAILOVER = "failover"
 # The ledger's column order (saving_<mechanism>_usd).
 MECHANISMS = (EXACT_CACHE, SEMANTIC_CACHE, SINGLE_FLIGHT, PREFIX_CACHE, BATCHING, ROUTING,
-              OUTPUT_LIMIT, COMPRESSION)
+              OUTPUT_LIMIT, COMPRESSION, FAILOVER)
 
 
 def saving_column(mechanism: str) -> str:
@@ -115,9 +123,16 @@ class EngineJob:
         return self.output_tokens
 
 
+def _failover_share(cost: Decimal, failover_usd: Decimal) -> Decimal:
+    """The part of `cost` that paid for failed engine calls: between 0 and all of it."""
+    return min(max(money(failover_usd), Decimal(0)), cost)
+
+
 def attribute_engine_job(job: EngineJob, cost_usd: Decimal, served: CostBasis,
-                         baseline: CostBasis) -> Attribution:
-    """Split what the naive way would have cost into the fixed order of removal above."""
+                         baseline: CostBasis, failover_usd: Decimal = Decimal(0)
+                         ) -> Attribution:
+    """Split what the naive way would have cost into the fixed order of removal above;
+    `failover_usd` is the part of `cost_usd` that paid for failed engine calls."""
     uncached = job.prompt_tokens - job.cached_tokens
     naive_out = job.naive_output_tokens
     sent = job.sent_prompt_tokens
@@ -129,14 +144,16 @@ def attribute_engine_job(job: EngineJob, cost_usd: Decimal, served: CostBasis,
     n3 = card.engine_cost(cal.alone_seconds(uncached, job.output_tokens))
     n4 = card.engine_cost(cal.batched_seconds(uncached, job.output_tokens, job.batch_jobs))
     cost = money(cost_usd)
+    failover = _failover_share(cost, failover_usd)
     savings = _zeros()
     savings[ROUTING] = n0 - n1
     savings[COMPRESSION] = n1 - n1c
     savings[OUTPUT_LIMIT] = n1c - n2
     savings[PREFIX_CACHE] = n2 - n3
     savings[BATCHING] = n3 - n4
+    savings[FAILOVER] = -failover
     return Attribution(cost_usd=cost, naive_cost_usd=n0, savings=savings,
-                       unexplained_usd=n4 - cost)
+                       unexplained_usd=n4 - (cost - failover))
 
 
 def attribute_served_without_running(naive_cost_usd: Decimal, mechanism: str
@@ -150,16 +167,24 @@ def attribute_served_without_running(naive_cost_usd: Decimal, mechanism: str
     return Attribution(cost_usd=Decimal(0), naive_cost_usd=naive, savings=savings)
 
 
-def attribute_escalated_attempt(cost_usd: Decimal) -> Attribution:
+def attribute_escalated_attempt(cost_usd: Decimal, failover_usd: Decimal = Decimal(0)
+                                ) -> Attribution:
     """A cascade attempt whose answer was not kept: the naive way sends the job once, to
-    the baseline, so this attempt's whole cost is the cascade's loss."""
+    the baseline, so this attempt's whole cost is the cascade's loss (what failed calls
+    cost of it, failover's)."""
     cost = money(cost_usd)
+    failover = _failover_share(cost, failover_usd)
     savings = _zeros()
-    savings[ROUTING] = -cost
+    savings[ROUTING] = -(cost - failover)
+    savings[FAILOVER] = -failover
     return Attribution(cost_usd=cost, naive_cost_usd=Decimal(0), savings=savings)
 
 
-def unmodelled(cost_usd: Decimal) -> Attribution:
-    """A job whose model has no calibration: the ledger claims no saving for it."""
+def unmodelled(cost_usd: Decimal, failover_usd: Decimal = Decimal(0)) -> Attribution:
+    """A job whose model has no calibration (or that failed): the ledger claims no saving
+    for it — but what failed engine calls cost of it is failover's loss all the same."""
     cost = money(cost_usd)
-    return Attribution(cost_usd=cost, naive_cost_usd=cost)
+    failover = _failover_share(cost, failover_usd)
+    savings = _zeros()
+    savings[FAILOVER] = -failover
+    return Attribution(cost_usd=cost, naive_cost_usd=cost - failover, savings=savings)

@@ -4,8 +4,9 @@ max_tokens and what applying it would save. Pure: the numbers come from
 `models.audit_queries`.
 
 The recommendation is the p99 of output tokens times a margin (default 1.25), rounded up
-to a multiple of 16 tokens — kept only when it is below the max_tokens the feature's jobs
-usually ask for (their median request), since otherwise no cap would change anything.
+to a multiple of 16 tokens (and up to a histogram bucket's edge: `ledger.output_histogram`)
+— kept only when it is below the max_tokens the feature's jobs usually ask for (their
+median request), since otherwise no cap would change anything.
 
 What it would save: the output tokens the jobs made beyond the recommendation (the ones
 the cap would have cut), priced at the feature's cost per output token (its cost divided
@@ -90,14 +91,6 @@ class AuditLine:
             "estimated_saving_usd": f"{self.saving_usd:f}",
             "current_cap": self.current_cap,
         }
-
-
-def recommendation(outputs: FeatureOutputs, margin: float = DEFAULT_MARGIN) -> int | None:
-    """The cap to recommend, or None when it would not be below what jobs ask for."""
-    if outputs.jobs == 0:
-        return None
-    cap = recommend_max_tokens(outputs.p99_output, margin)
-    return cap if cap < outputs.p50_requested else None
 
 
 def audit_line(outputs: FeatureOutputs, recommended: int | None, cut_jobs: int,

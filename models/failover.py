@@ -6,6 +6,12 @@ succeed, the one that does splits again, until the culprit runs alone. A job tha
 is tried again up to `max_attempts` times (the fault may have been passing) and then fails
 with the engine's reason. A split burns no attempt of its jobs: only runs alone count, so a
 poison job in a batch of hundreds is still tried `max_attempts` times by itself.
+
+The seconds a raising call ran are real cost. Nobody can say which job used them, so each
+half carries its share by job count (with what the batch already carried), a lone job
+retried keeps carrying its own, and the jobs pay their shares when they are recorded
+(`saving_failover_usd`). A job that runs out of attempts bills nothing (as before): what
+its failed calls cost is not billed.
 """
 
 from __future__ import annotations
@@ -51,10 +57,12 @@ def engine_failure_message(reason: str, attempts: int) -> str:
             f"was given up: {reason[:MAX_REASON_CHARS]}")
 
 
-def fail_over(session: Session, batch: ClaimedBatch, *, max_attempts: int, reason: str
-              ) -> Failover:
-    """Split the batch, retry its lone job, or fail that job when it is out of attempts.
-    Fenced by the claim token like `record_batch`; commits."""
+def fail_over(session: Session, batch: ClaimedBatch, *, max_attempts: int, reason: str,
+              failed_seconds: float = 0.0) -> Failover:
+    """Split the batch, retry its lone job, or fail that job when it is out of attempts;
+    `failed_seconds` (what the raising call ran) is carried on. Fenced by the claim token
+    like `record_batch`; commits."""
+    carried = batch.failover_seconds + max(failed_seconds, 0.0)
     held = session.execute(
         select(Batch.prefix_key, Batch.shared_prefix_tokens)
         .where(Batch.id == batch.id, Batch.claim_token == batch.claim_token,
@@ -65,16 +73,16 @@ def fail_over(session: Session, batch: ClaimedBatch, *, max_attempts: int, reaso
         session.rollback()
         return Failover(held=False, rerun=[], failed_jobs=[])
     if len(batch.jobs) > 1:
-        rerun = _split(session, batch, held.prefix_key, held.shared_prefix_tokens)
+        rerun = _split(session, batch, held.prefix_key, held.shared_prefix_tokens, carried)
         session.commit()
         return Failover(held=True, rerun=rerun, failed_jobs=[])
-    failed = _retry_or_fail_alone(session, batch, max_attempts, reason)
+    failed = _retry_or_fail_alone(session, batch, max_attempts, reason, carried)
     session.commit()
     return Failover(held=True, rerun=[] if failed else [batch.id], failed_jobs=failed)
 
 
 def _split(session: Session, batch: ClaimedBatch, prefix_key: str | None,
-           shared_prefix_tokens: int) -> list[uuid.UUID]:
+           shared_prefix_tokens: int, carried: float) -> list[uuid.UUID]:
     now = func.now()
     new_ids: list[uuid.UUID] = []
     for half in halves(batch.jobs):
@@ -83,7 +91,7 @@ def _split(session: Session, batch: ClaimedBatch, prefix_key: str | None,
         session.execute(insert(Batch).values(
             id=half_id, model=batch.model, status=BatchStatus.PENDING, job_count=len(ids),
             prefix_key=prefix_key, shared_prefix_tokens=shared_prefix_tokens,
-            dispatched_at=now,
+            dispatched_at=now, failover_seconds=carried * len(half) / len(batch.jobs),
         ))
         # The run that raised was the batch's, not yet any one job's: give its attempt back.
         session.execute(
@@ -107,7 +115,7 @@ def _split(session: Session, batch: ClaimedBatch, prefix_key: str | None,
 
 
 def _retry_or_fail_alone(session: Session, batch: ClaimedBatch, max_attempts: int,
-                         reason: str) -> list[uuid.UUID]:
+                         reason: str, carried: float) -> list[uuid.UUID]:
     now = func.now()
     job_ids = [job.id for job in batch.jobs]
     attempts = max(session.execute(select(Job.attempts).where(Job.id.in_(job_ids)))
@@ -120,7 +128,7 @@ def _retry_or_fail_alone(session: Session, batch: ClaimedBatch, max_attempts: in
         session.execute(
             update(Batch).where(Batch.id == batch.id)
             .values(status=BatchStatus.PENDING, claim_token=None, worker_id=None,
-                    lease_expires_at=None, dispatched_at=now)
+                    lease_expires_at=None, dispatched_at=now, failover_seconds=carried)
         )
         return []
     error = {"code": ENGINE_ERROR, "message": engine_failure_message(reason, attempts)}
@@ -134,16 +142,17 @@ def _retry_or_fail_alone(session: Session, batch: ClaimedBatch, max_attempts: in
     session.execute(
         update(Batch).where(Batch.id == batch.id)
         .values(status=BatchStatus.FAILED, claim_token=None, lease_expires_at=None,
-                finished_at=now)
+                finished_at=now, failover_seconds=carried)
     )
     return list(failed)
 
 
-def hand_back(session: Session, batch: ClaimedBatch) -> bool:
+def hand_back(session: Session, batch: ClaimedBatch, failed_seconds: float = 0.0) -> bool:
     """Give a batch back untouched because the worker's engine, not the batch, is broken:
     pending again and marked never sent (the sweeper sends it to the model's other workers
-    at once), and neither the batch nor its jobs lose an attempt. Fenced by the claim
-    token; commits. False when the batch was no longer ours."""
+    at once), and neither the batch nor its jobs lose an attempt; the seconds the raising
+    call ran are carried with it. Fenced by the claim token; commits. False when the batch
+    was no longer ours."""
     now = func.now()
     handed = session.execute(
         update(Batch)
@@ -151,7 +160,8 @@ def hand_back(session: Session, batch: ClaimedBatch) -> bool:
                Batch.status == BatchStatus.RUNNING)
         .values(status=BatchStatus.PENDING, claim_token=None, worker_id=None,
                 target_worker=None, lease_expires_at=None, dispatched_at=None,
-                attempts=func.greatest(Batch.attempts - 1, 0))
+                attempts=func.greatest(Batch.attempts - 1, 0),
+                failover_seconds=Batch.failover_seconds + max(failed_seconds, 0.0))
         .returning(Batch.id)
     ).scalar_one_or_none()
     if handed is None:

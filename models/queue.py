@@ -150,6 +150,8 @@ class ClaimedBatch:
     jobs: list[ClaimedJob]
     # The coalescer's trace context for this batch, when tracing is on.
     traceparent: str | None = None
+    # Seconds of engine calls that raised on these jobs, to bill with them.
+    failover_seconds: float = 0.0
 
 
 def claim_batch(
@@ -171,7 +173,7 @@ def claim_batch(
             lease_expires_at=func.now() + timedelta(seconds=lease_seconds),
             started_at=func.now(),
         )
-        .returning(Batch.model, Batch.traceparent)
+        .returning(Batch.model, Batch.traceparent, Batch.failover_seconds)
     ).one_or_none()
     if claimed is None:
         session.rollback()
@@ -192,7 +194,8 @@ def claim_batch(
             for r in ordered]
     session.commit()
     return ClaimedBatch(id=batch_id, model=claimed.model, claim_token=token, jobs=jobs,
-                        traceparent=claimed.traceparent)
+                        traceparent=claimed.traceparent,
+                        failover_seconds=float(claimed.failover_seconds or 0.0))
 
 
 def renew_lease(

@@ -11,12 +11,12 @@ from datetime import date, timedelta
 from sqlalchemy.orm import Session
 
 from ledger.cost_report import Change, Driver, ReportLine, Usage, compare, group, top_drivers, total
-from ledger.max_tokens_audit import AuditLine, audit_line, recommendation
+from ledger.max_tokens_audit import AuditLine, audit_line
+from ledger.output_histogram import histograms, recommend_from_histogram
 from ledger.retry_storms import ClientRetries, KeyStorm, RequestStorm, is_key_storm, request_storm
 from models.audit_queries import (
     client_retries,
-    excess_over,
-    feature_outputs,
+    histogram_rows,
     repeated_requests,
     replayed_keys,
 )
@@ -62,18 +62,19 @@ def compare_report(session: Session, baseline: Window, current: Window, *,
 
 def max_tokens_audit(session: Session, window: Window, margin: float, *,
                      tenant_id: uuid.UUID | None, feature_tag: str) -> list[AuditLine]:
-    since, until = day_start(window.start), day_start(window.end)
-    outputs = feature_outputs(session, since, until, tenant_id=tenant_id,
-                              feature_tag=feature_tag)
-    recommended = {(o.tenant, o.feature): recommendation(o, margin) for o in outputs}
-    wanted = {k: v for k, v in recommended.items() if v is not None}
-    excess = excess_over(session, since, until, tenant_id=tenant_id,
-                         feature_tag=feature_tag, caps=wanted)
+    """From the output-token rollup: percentiles never below the true ones (see
+    `ledger.output_histogram`), exact totals, and a recommendation whose cut jobs and
+    excess tokens are exact. `feature_tag` is fixed when rows are rolled up."""
+    found = histograms(histogram_rows(session, window.start, window.end,
+                                      tenant_id=tenant_id))
     current = caps_of(session, tenant_id) if tenant_id is not None else {}
-    return [audit_line(o, recommended[(o.tenant, o.feature)],
-                       *excess.get((o.tenant, o.feature), (0, 0)),
-                       current_cap=current.get(o.feature))
-            for o in outputs]
+    lines = []
+    for histogram in found:
+        recommended = recommend_from_histogram(histogram, margin)
+        beyond = histogram.beyond(recommended) if recommended is not None else (0, 0)
+        lines.append(audit_line(histogram.feature_outputs(), recommended, *beyond,
+                                current_cap=current.get(histogram.feature)))
+    return lines
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,7 @@ def retry_storms(session: Session, window: Window, min_sends: int, span: timedel
     repeats = repeated_requests(session, since, until, tenant_id=tenant_id,
                                 feature_tag=feature_tag, min_sends=min_sends)
     keys = replayed_keys(session, since, until, tenant_id=tenant_id, min_sends=min_sends)
-    retried = client_retries(session, since, until, tenant_id=tenant_id,
-                             feature_tag=feature_tag)
+    retried = client_retries(session, window.start, window.end, tenant_id=tenant_id)
     storms = [s for s in (request_storm(t, f, m, k, sends, min_sends, span)
                           for t, f, m, k, sends in repeats) if s is not None]
     storms.sort(key=lambda s: (-s.repeats_naive_cost_usd, -s.sends, s.key))

@@ -266,6 +266,9 @@ class Batch(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     engine_seconds: Mapped[float | None] = mapped_column(Float)
+    # Seconds of engine calls that raised on these jobs (this batch's own, or its share of
+    # the batch it was split from), billed with them when they are recorded.
+    failover_seconds: Mapped[float] = mapped_column(Float, nullable=False, server_default="0")
     created_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -374,6 +377,9 @@ class LedgerEntry(Base):
                                                              server_default="0")
     saving_compression_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
                                                             server_default="0")
+    # Minus this job's share of engine calls that raised (ledger.attribution): <= 0.
+    saving_failover_usd: Mapped[Decimal] = mapped_column(Money, nullable=False,
+                                                         server_default="0")
     unexplained_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
     # "semantic_cache": answered with the answer cached for a close question; the entry
     # (a `semantic_cache` row) and the cosine similarity it was served at.
@@ -426,6 +432,7 @@ class LedgerDaily(Base):
     saving_routing_usd: Mapped[Decimal] = _rollup_money()
     saving_output_limit_usd: Mapped[Decimal] = _rollup_money()
     saving_compression_usd: Mapped[Decimal] = _rollup_money()
+    saving_failover_usd: Mapped[Decimal] = _rollup_money()
     unexplained_usd: Mapped[Decimal] = _rollup_money()
 
 

@@ -110,6 +110,11 @@ SAVED_USD = Counter(
     "batches (the ledger's saving_<mechanism>_usd). Exact-cache hits answered at intake "
     "are not in it: penny_exact_cache_hits counts them, the ledger holds their saving.",
     ["model", "mechanism"])
+LOST_USD = Counter(
+    "penny_lost_usd", "What a mechanism cost beyond the naive way on recorded batches (a "
+    "negative saving: a cascade's escalated attempts under routing, engine calls that "
+    "raised under failover). A counter cannot go down, so losses are counted here.",
+    ["model", "mechanism"])
 SEMANTIC_CACHE_HITS = Counter(
     "penny_semantic_cache_hits", "Jobs a worker answered from the semantic cache instead "
     "of the engine.", ["model"])
@@ -191,7 +196,10 @@ def record_batch(model: str, engine_seconds: float, totals: BatchTotals) -> None
     SINGLE_FLIGHT_SAVED_USD.labels(model).inc(float(totals.single_flight_saved_usd))
     NAIVE_COST_USD.labels(model).inc(float(totals.naive_cost_usd))
     for mechanism, saved in totals.savings_usd.items():
-        SAVED_USD.labels(model, mechanism).inc(float(saved))
+        if saved >= 0:
+            SAVED_USD.labels(model, mechanism).inc(float(saved))
+        else:
+            LOST_USD.labels(model, mechanism).inc(float(-saved))
     if totals.semantic_cache_hits:
         SEMANTIC_CACHE_HITS.labels(model).inc(totals.semantic_cache_hits)
 

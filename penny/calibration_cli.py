@@ -4,6 +4,7 @@ the ledger's counterfactual, and listing what was measured."""
 from __future__ import annotations
 
 import logging
+import sys
 
 import typer
 from rich.console import Console
@@ -19,14 +20,24 @@ from workers.engine import Engine
 log = logging.getLogger(__name__)
 
 
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def calibrate(engine: Engine, settings: Settings, sessions: sessionmaker[Session]
               ) -> Calibration:
-    """Run the probe on `engine` and store the result as its model's next version."""
+    """Run the probe on `engine` within the budget, printing progress on stderr, and store
+    the result as its model's next version. Raises `CalibrationSkipped` when the probe
+    could not finish within the budget (nothing stored)."""
     from workers.calibration_probe import run_probe
 
-    speed = run_probe(engine, settings)
+    speed = run_probe(engine, settings, progress=_progress)
     with sessions() as session:
-        return store_calibration(session, engine.model_name, speed)
+        stored = store_calibration(session, engine.model_name, speed)
+    _progress(f"calibrated {engine.model_name} in {speed.machine['probe_seconds']} s: the "
+              f"fit reproduces each probe shape's seconds within "
+              f"{speed.machine['fit_error']:.0%}")
+    return stored
 
 
 def calibrate_if_missing(engine: Engine, settings: Settings,
@@ -38,8 +49,16 @@ def calibrate_if_missing(engine: Engine, settings: Settings,
     with sessions() as session:
         if latest_calibration(session, engine.model_name) is not None:
             return None
+    from workers.calibration_probe import CalibrationSkipped
+
     log.info("calibrating %s once for the ledger's counterfactual", engine.model_name)
-    return calibrate(engine, settings, sessions)
+    try:
+        return calibrate(engine, settings, sessions)
+    except CalibrationSkipped as skipped:
+        # The run goes on: its rows claim no saving, as for a model with no calibration.
+        _progress(f"{engine.model_name}: {skipped.message} This run's ledger claims no "
+                  "saving for it.")
+        return None
 
 
 def _speeds(table: Table) -> None:
@@ -53,14 +72,21 @@ def calibrate_command(settings: Settings, model: str) -> None:
         raise typer.BadParameter(
             f"{model!r} is not a chat model penny serves ({', '.join(settings.models)})",
             param_hint="MODEL")
+    from workers.calibration_probe import CalibrationSkipped, ProbeBudget
     from workers.vllm_engine import VllmEngine
 
-    runtime = open_runtime(settings)
     try:
-        engine = VllmEngine(settings, model)
-        stored = calibrate(engine, settings, runtime.sessions)
-    finally:
-        runtime.close()
+        # No budget at all: say so before starting an engine for nothing.
+        ProbeBudget(settings.calibration_budget_seconds).check("the probe", 0.0)
+        runtime = open_runtime(settings)
+        try:
+            engine = VllmEngine(settings, model)
+            stored = calibrate(engine, settings, runtime.sessions)
+        finally:
+            runtime.close()
+    except CalibrationSkipped as skipped:
+        _progress(f"{model}: {skipped.message}")
+        raise typer.Exit(1) from None
     table = Table(title=f"calibration of {model} (id {stored.id})")
     _speeds(table)
     table.add_row(f"{stored.request_overhead_s * 1000:.2f}",

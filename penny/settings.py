@@ -291,6 +291,12 @@ class Settings(BaseSettings):
     auto_calibrate: bool = True
     """`penny run` calibrates a chat model once (a probe of some seconds) when it has no
     calibration yet, so the ledger can show savings against the naive counterfactual."""
+    calibration_budget_seconds: float = Field(default=120.0, ge=0)
+    """The most seconds a calibration probe may take (engine start-up not counted). Before
+    each engine call the probe predicts its seconds from what it measured so far; when the
+    call would end past the budget the calibration is skipped and nothing is stored
+    (`penny run` goes on and its ledger claims no saving for the model, as without a
+    calibration). 0 skips it."""
 
     # Engine (vLLM).
     engine_max_model_len: int = 2048

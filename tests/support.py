@@ -29,7 +29,8 @@ MODELS_DIR = Path(os.environ.get("PENNY_TEST_MODELS_DIR", REPO / "var" / "models
 
 TABLES = ("ledger_entries", "results", "jobs", "batches", "files", "submissions", "api_keys",
           "tenants", "workers", "result_cache", "price_cards", "calibrations",
-          "semantic_cache_counters", "router_classifiers", "ledger_daily", "max_tokens_caps")
+          "semantic_cache_counters", "router_classifiers", "ledger_daily", "max_tokens_caps",
+          "ledger_output_daily", "request_sends", "request_repeats", "client_retries_daily")
 
 
 def reset_tables(runtime: Runtime) -> None:

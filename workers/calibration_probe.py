@@ -3,32 +3,47 @@ alone and as one full batch, fitted into the cost model's speeds (`ledger.cost_m
 
 Alone, each request gets a cache salt of its own, so nothing comes from the prefix cache
 and every prompt token is prefilled: exactly the naive way the counterfactual models. The
-shapes span short and long prompts and short and long answers, so the fit separates the
-fixed cost of an engine call from prefill and decode (a probe of one shape cannot).
+shapes are a short and a long prompt times a short and a long answer, so the fit separates
+the fixed cost of an engine call from prefill and decode (a probe of one shape cannot);
+each shape runs twice and its median counts. How well the straight-line fit reproduces
+the four shapes' times is the calibration's stated precision (`fit_error`).
+
+The probe runs within a time budget (`PENNY_CALIBRATION_BUDGET_SECONDS`): before each
+engine call it predicts the call's seconds from what it has measured so far and stops,
+storing nothing, when the call would end past the budget (`CalibrationSkipped`). A call
+cannot be interrupted, so a prediction that was too low can overrun the budget by part
+of one call. On a busy machine a calibration would be both slow and wrong (the seconds
+measured include other processes' work), so skipping is the honest result: the ledger
+then claims no saving for the model, as without a calibration.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import statistics
+import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.cost_model import AloneSample, fit_alone
 from models.costing import MeasuredSpeed
+from penny.errors import PennyError
 from penny.settings import Settings
-from workers.engine import Engine, GenerationRequest, Sampling
+from workers.engine import BatchGeneration, Engine, GenerationRequest, Sampling
 
 # A neutral paragraph, repeated to make longer prompts.
 _FILLER = ("The harbour town keeps a small museum of maps, tide tables and ship models, "
            "and its volunteers answer questions from visitors about the coast. ")
 # Asked of every prompt: an answer that runs on, so max_tokens decides its length.
 _TASK = "Count from 1 to 200, separated by commas."
-PROMPT_REPEATS = (0, 6, 24)  # about 15, 190 and 730 prompt tokens
+PROMPT_REPEATS = (0, 24)  # about 15 and 730 prompt tokens
 ANSWER_TOKENS = (4, 48)
 FULL_BATCH_ANSWER_TOKENS = 32
+REPEATS = 2
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,47 @@ class ProbeShape:
 
 def probe_shapes() -> list[ProbeShape]:
     return [ProbeShape(r, t) for r in PROMPT_REPEATS for t in ANSWER_TOKENS]
+
+
+class CalibrationSkipped(PennyError):
+    """The probe could not finish within its time budget; nothing was stored."""
+
+    code = "calibration_skipped"
+
+
+@dataclass
+class ProbeBudget:
+    """Seconds the probe may take, counted from its creation on `clock`."""
+
+    seconds: float
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def spent(self) -> float:
+        return self.clock() - self.started
+
+    def check(self, what: str, predicted_s: float) -> None:
+        """Raise `CalibrationSkipped` if `what`, predicted to take `predicted_s`, would
+        end past the budget."""
+        spent = self.spent()
+        if spent + predicted_s >= self.seconds:
+            why = (f"{what} was predicted to take {predicted_s:.1f} s more" if predicted_s
+                   else f"no time was left for {what}")
+            raise CalibrationSkipped(
+                f"calibration skipped: {why}, {spent:.1f} s of the {self.seconds:g} s "
+                "budget spent; nothing was stored. Calibrate on a quieter machine or raise "
+                "PENNY_CALIBRATION_BUDGET_SECONDS.")
+
+
+def fit_error(samples: list[AloneSample], overhead: float, prefill: float,
+              decode: float) -> float:
+    """The largest relative gap between a shape's measured seconds and the fit's."""
+    gaps = [abs(overhead + prefill * s.prompt_tokens + decode * s.output_tokens - s.seconds)
+            / s.seconds for s in samples if s.seconds > 0]
+    return max(gaps, default=0.0)
 
 
 def machine_facts() -> dict[str, Any]:
@@ -67,27 +123,67 @@ def _alone(engine: Engine, shape: ProbeShape) -> AloneSample:
                        output_tokens=g.output_tokens, seconds=generated.engine_seconds)
 
 
-def run_probe(engine: Engine, settings: Settings, repeats: int = 2) -> MeasuredSpeed:
+def _predict_alone(engine: Engine, samples: list[AloneSample], shape: ProbeShape) -> float:
+    """Seconds of `shape` alone by the fit of what was measured so far; with nothing
+    measured yet, nothing can be predicted (0: the call starts if any budget is left)."""
+    if not samples:
+        return 0.0
+    overhead, prefill, decode = fit_alone(samples)
+    prompt = len(engine.prompt_token_ids(shape.request()))
+    return overhead + prefill * prompt + decode * shape.max_tokens
+
+
+def run_probe(engine: Engine, settings: Settings, repeats: int = REPEATS,
+              progress: Callable[[str], None] = lambda _: None,
+              budget: ProbeBudget | None = None) -> MeasuredSpeed:
     """Time every shape alone `repeats` times (the median of each counts) and one full
-    batch of `settings.calibration_batch_jobs` requests; fit the speeds."""
-    engine.generate([ProbeShape(0, 2).request()])  # warm-up, not counted
+    batch of `settings.calibration_batch_jobs` requests; fit the speeds. Raises
+    `CalibrationSkipped` when the next call would end past the budget."""
+    budget = budget or ProbeBudget(settings.calibration_budget_seconds)
+    shapes = probe_shapes()
+    calls = 1 + len(shapes) * repeats + 1
+    done = 0
+
+    def run(what: str, predicted: float, call: Callable[[], Any]) -> Any:
+        nonlocal done
+        budget.check(what, predicted)
+        result = call()
+        done += 1
+        progress(f"calibrating {engine.model_name}: {done}/{calls} engine calls ({what}), "
+                 f"{budget.spent():.1f} s of the {budget.seconds:g} s budget")
+        return result
+
+    warm_up = ProbeShape(0, 2)
+    run("warm-up", 0.0, lambda: engine.generate([warm_up.request()]))
     samples: list[AloneSample] = []
+    measured: list[AloneSample] = []
     raw: list[dict[str, Any]] = []
-    for shape in probe_shapes():
-        timed = [_alone(engine, shape) for _ in range(repeats)]
+    for shape in shapes:
+        timed = []
+        for _ in range(repeats):
+            what = f"{shape.max_tokens} tokens alone after {shape.filler_repeats} paragraphs"
+            sample = run(what, _predict_alone(engine, measured, shape),
+                         functools.partial(_alone, engine, shape))
+            timed.append(sample)
+            measured.append(sample)
         median = statistics.median(s.seconds for s in timed)
         samples.append(AloneSample(timed[0].prompt_tokens, timed[0].output_tokens, median))
         raw.extend({"batch_jobs": 1, "prompt_tokens": s.prompt_tokens,
                     "output_tokens": s.output_tokens, "seconds": s.seconds} for s in timed)
     overhead, prefill, decode_alone = fit_alone(samples, relative=True)
+    error = fit_error(samples, overhead, prefill, decode_alone)
 
     jobs = settings.calibration_batch_jobs
-    # Short and medium prompts: the batch measures decoding, and prefill (already fitted)
-    # is only subtracted, so it should be a small part of the batch's time.
-    shapes = PROMPT_REPEATS[:2]
-    batch = [ProbeShape(shapes[i % len(shapes)], FULL_BATCH_ANSWER_TOKENS).request()
-             for i in range(jobs)]
-    generated = engine.generate(batch)
+    # Short prompts: the batch measures decoding, and prefill (already fitted) is only
+    # subtracted, so it should be a small part of the batch's time.
+    batch = [ProbeShape(0, FULL_BATCH_ANSWER_TOKENS).request() for _ in range(jobs)]
+    short_prompt = min(s.prompt_tokens for s in samples)
+    # At best a batch step takes as long as one request's (decoding k sequences at once
+    # costs more): the lowest honest prediction.
+    predicted = overhead + prefill * short_prompt * jobs + decode_alone \
+        * FULL_BATCH_ANSWER_TOKENS
+    generated: BatchGeneration = run(f"a batch of {jobs}", predicted,
+                                     lambda: engine.generate(batch))
     prompt = sum(g.prompt_tokens - g.cached_tokens for g in generated.generations)
     output = sum(g.output_tokens for g in generated.generations)
     raw.append({"batch_jobs": jobs, "prompt_tokens": prompt, "output_tokens": output,
@@ -99,5 +195,6 @@ def run_probe(engine: Engine, settings: Settings, repeats: int = 2) -> MeasuredS
     return MeasuredSpeed(
         request_overhead_s=overhead, prefill_s_per_token=prefill,
         decode_s_per_token_bs1=decode_alone, decode_s_per_token_full=decode_full,
-        full_batch_jobs=jobs, machine=machine_facts(), engine_settings=engine_facts(settings),
-        samples=raw)
+        full_batch_jobs=jobs, machine={**machine_facts(), "fit_error": round(error, 4),
+                                       "probe_seconds": round(budget.spent(), 2)},
+        engine_settings=engine_facts(settings), samples=raw)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -146,9 +147,14 @@ def priced_outcomes(
 ) -> list[JobOutcome]:
     """Pair each job with its product, its share of engine time and its price. A job that
     failed after the engine worked on it pays its share like the rest (its ledger row's
-    outcome says `failed`); one that failed before the engine bills nothing."""
+    outcome says `failed`); one that failed before the engine bills nothing. The seconds
+    of earlier calls that raised on these jobs (`batch.failover_seconds`) are shared
+    equally by the billed jobs and shown as their `saving_failover_usd` (minus what they
+    cost)."""
     shares = iter(share_engine_seconds(engine_seconds, [p.usage for p in products
                                                         if p.billable]))
+    billed = sum(1 for p in products if p.billable)
+    failover_share = batch.failover_seconds / billed if billed else 0.0
     price = settings.price_for(batch.model)
     outcomes = []
     for job, product in zip(batch.jobs, products, strict=True):
@@ -156,17 +162,19 @@ def priced_outcomes(
             outcomes.append(JobOutcome(job, None, None, product.error))
             continue
         seconds = next(shares)
-        cost = price_job(product.usage, seconds, price)
+        cost = price_job(product.usage, seconds + failover_share, price)
+        failover_usd = cost.cost_usd - price_job(product.usage, seconds, price).cost_usd
         ledger = {
             "model": batch.model,
             "input_tokens": product.usage.prompt_tokens,
             "cached_tokens": product.usage.cached_tokens,
             "output_tokens": product.usage.output_tokens,
+            # This call's share; the failed calls' seconds are in cost_usd, shown apart.
             "engine_seconds": seconds,
             "cost_usd": cost.cost_usd,
             "list_cost_usd": cost.list_cost_usd,
             # No saving claimed until the ledger costing models one (workers.ledger_costing).
-            **unmodelled(cost.cost_usd).columns(),
+            **unmodelled(cost.cost_usd, failover_usd).columns(),
             "route": route_label(job.route),
             "outcome": SUCCEEDED if product.result is not None else FAILED,
         }
@@ -310,21 +318,24 @@ class BatchRunner:
 
     def _run_traced(self, batch: ClaimedBatch) -> BatchRun:
         batch_id = batch.id
+        started = time.perf_counter()
         try:
             with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
                 executed = self.executor.execute(batch)
         except Exception as error:  # the engine broke on something in this batch, or broke
+            # What the raising call ran: real seconds, billed with the jobs later.
+            failed_seconds = time.perf_counter() - started
             log.exception("the engine raised on batch %s (%d jobs)", batch_id,
                           len(batch.jobs))
             if isinstance(error, DBAPIError) and is_connection_failure(error):
                 raise  # the database, not the batch (an executor that reads it): lease
             if not self.executor.still_works():
                 # Failing the batch over would fail every job this worker takes next.
-                self._retrying(lambda session: hand_back(session, batch),
+                self._retrying(lambda session: hand_back(session, batch, failed_seconds),
                                f"handing back batch {batch_id}")
                 raise EngineBroken(f"the engine of {self.worker_id} is broken; batch "
                                    f"{batch_id} was handed back") from error
-            self._fail_over(batch, f"{type(error).__name__}: {error}")
+            self._fail_over(batch, f"{type(error).__name__}: {error}", failed_seconds)
             return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
                             failed_over=True)
         outcomes = self.costing.cost(batch, executed.outcomes)
@@ -348,12 +359,12 @@ class BatchRunner:
         return with_retries(self.sessions, work,
                             within_seconds=self.settings.database_retry_seconds, what=what)
 
-    def _fail_over(self, batch: ClaimedBatch, reason: str) -> None:
+    def _fail_over(self, batch: ClaimedBatch, reason: str, failed_seconds: float) -> None:
         """Now, not after the lease: split the batch so the culprit is found by bisection,
         or retry or fail a lone job."""
         outcome: Failover = self._retrying(
             lambda session: fail_over(session, batch, max_attempts=self.settings.max_attempts,
-                                      reason=reason),
+                                      reason=reason, failed_seconds=failed_seconds),
             f"failing over batch {batch.id}")
         if not outcome.held:
             log.warning("batch %s was taken over while running; not failing it over",

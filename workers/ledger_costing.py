@@ -106,17 +106,19 @@ class LedgerCosting:
                 continue
             ledger = dict(outcome.ledger)
             cost = Decimal(ledger["cost_usd"])
+            # The part of the cost that paid for engine calls that raised (priced_outcomes).
+            failover = -Decimal(ledger.get("saving_failover_usd", 0))
             ledger["price_card_id"] = current.card.id
             if outcome.escalation is not None:
                 # Needs no calibration: whatever the attempt cost, the naive way never
                 # ran it.
-                ledger.update(attribute_escalated_attempt(cost).columns())
+                ledger.update(attribute_escalated_attempt(cost, failover).columns())
                 ledger["calibration_id"] = served.calibration.id if served else None
                 ledger["baseline_model"] = (baseline.model if baseline is not None
                                             else self.settings.baseline_model)
             elif served is None or baseline is None or outcome.error is not None:
                 # A failure that ran has no naive twin to compare with: no saving claimed.
-                ledger.update(unmodelled(cost).columns())
+                ledger.update(unmodelled(cost, failover).columns())
                 ledger["calibration_id"] = None
                 ledger["baseline_model"] = None
             else:
@@ -130,7 +132,8 @@ class LedgerCosting:
                     batch_jobs=ran,
                     original_prompt_tokens=(outcome.result or {}).get(
                         "original_prompt_tokens"))
-                ledger.update(attribute_engine_job(job, cost, served, baseline).columns())
+                ledger.update(attribute_engine_job(job, cost, served, baseline,
+                                                   failover).columns())
                 ledger["calibration_id"] = served.calibration.id
                 ledger["baseline_model"] = baseline.model
             costed.append(replace(outcome, ledger=ledger))

@@ -7,6 +7,7 @@ const MECHANISMS = {
   exact_cache: "exact result cache", semantic_cache: "semantic cache",
   single_flight: "single-flight", prefix_cache: "prefix cache", batching: "batching",
   routing: "routing and cascade", output_limit: "output-length limits",
+  compression: "prompt compression", failover: "failed engine calls",
 };
 const HITS = { exact_cache: "exact cache", semantic_cache: "semantic cache",
                single_flight: "single-flight" };

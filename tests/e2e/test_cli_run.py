@@ -18,9 +18,10 @@ from tests.support import MODELS_DIR, REPO
 pytestmark = pytest.mark.engine
 
 
-def penny_run(path: Path, data_dir: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def penny_run(path: Path, data_dir: Path, *options: str, **settings: str
+              ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PENNY_")}
-    env.update(PENNY_DATA_DIR=str(data_dir), PENNY_MODELS_DIR=str(MODELS_DIR))
+    env.update(PENNY_DATA_DIR=str(data_dir), PENNY_MODELS_DIR=str(MODELS_DIR), **settings)
     penny = Path(sys.executable).with_name("penny")
     return subprocess.run([str(penny), "run", str(path), *options], env=env,
                           capture_output=True,
@@ -122,9 +123,18 @@ def test_lines_with_unstorable_text_fail_alone_and_the_good_lines_run(tmp_path: 
         + b"[" * 5000 + b"]" * 5000 + b"\n"
         b'{"custom_id": "good-2", "prompt": "Name a colour.", "max_tokens": 8}\n'
     )
-    completed = penny_run(source, tmp_path / "data")
+    # No time for the calibration probe: it is skipped, the run goes on, and the ledger
+    # claims no saving for the lines that ran.
+    completed = penny_run(source, tmp_path / "data", PENNY_CALIBRATION_BUDGET_SECONDS="0")
     assert completed.returncode == 1, completed.stdout + completed.stderr  # some failed
     assert "Traceback" not in completed.stderr
+    assert "calibration skipped: no time was left" in completed.stderr
+    assert "claims no saving" in completed.stderr
+    ledger = json.loads(outputs_of(completed.stdout)["ledger_json"].read_text())
+    assert ledger["totals"]["unmodelled_jobs"] == 2
+    for entry in ledger["entries"]:
+        assert entry["calibration_id"] is None
+        assert Decimal(entry["naive_cost_usd"]) == Decimal(entry["cost_usd"]) > 0
     results = outputs_of(completed.stdout)["results"].read_text().splitlines()
     by_line = {r["line"]: r for r in map(json.loads, results)}
     assert sorted(by_line) == [1, 2, 3, 4, 5, 6, 7]

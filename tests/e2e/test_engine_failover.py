@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,11 @@ class FaultyEngine:
     that mentions POISON (as a request that crashes a kernel would), and on the first
     `fail_first` batches whatever they hold (a passing fault)."""
 
-    def __init__(self, engine: VllmEngine, fail_first: int = 0) -> None:
+    def __init__(self, engine: VllmEngine, fail_first: int = 0,
+                 work_before_failing: bool = False) -> None:
         self.engine, self.fail_first = engine, fail_first
+        self.work_before_failing = work_before_failing  # generate, then raise anyway
+        self.failed_seconds = 0.0  # what the real engine ran in calls that then raised
         self.calls: list[int] = []  # batch sizes, in order
         self.canaries = 0  # one-token probes the worker sent after a failure
         self._generated = 0
@@ -56,6 +60,8 @@ class FaultyEngine:
             self.calls.append(len(requests))
         self._generated += 1
         if self._generated <= self.fail_first:
+            if self.work_before_failing:
+                self.failed_seconds += self.engine.generate(requests).engine_seconds
             raise RuntimeError("engine core died (injected)")
         if any(POISON in (r.prompt or "") + "".join(c for _, c in r.messages or ())
                for r in requests):
@@ -123,10 +129,17 @@ def test_a_poison_job_is_bisected_out_and_its_batch_mates_succeed(
 def test_a_passing_engine_fault_costs_a_rerun_and_nothing_else(
     tmp_path: Path, database_url: str, engine: VllmEngine
 ) -> None:
-    faulty = FaultyEngine(engine, fail_first=1)
+    # The first call runs the whole batch on the real engine, then raises: its seconds
+    # are real cost.
+    faulty = FaultyEngine(engine, fail_first=1, work_before_failing=True)
     runtime, ids = _run(tmp_path, database_url, faulty, _jobs(6))
     try:
         jobs, ledger, results, batches = _rows(runtime)
+        with runtime.sessions() as session:
+            rows = list(session.execute(select(LedgerEntry)).scalars())
+            carried = [b.failover_seconds for b in session.execute(
+                select(Batch).where(Batch.status == BatchStatus.DONE)).scalars()]
+        rate = runtime.settings.price_for(runtime.settings.default_model).engine_hour_usd
     finally:
         runtime.close()
     assert {j.status for j in jobs.values()} == {"succeeded"}
@@ -134,6 +147,16 @@ def test_a_passing_engine_fault_costs_a_rerun_and_nothing_else(
     assert faulty.canaries == 1  # the engine answered the probe: the batch, not it, broke
     assert len(ledger) == len(set(ledger)) == len(results) == len(ids)
     assert batches == Counter({BatchStatus.SPLIT: 1, BatchStatus.DONE: 2})
+    # The raising call's seconds went with the halves, half each, and every job paid an
+    # equal share in its one row, shown as a failover loss (the rows' CHECK says the parts
+    # still add up).
+    assert sum(carried) >= faulty.failed_seconds > 0
+    assert carried[0] == pytest.approx(carried[1])
+    losses = [-r.saving_failover_usd for r in rows]
+    assert all(loss > 0 for loss in losses)
+    billed = Decimal(repr(sum(carried))) * rate / 3600
+    assert abs(sum(losses, Decimal(0)) - billed) <= Decimal("0.0000000001") * len(rows)
+    assert all(r.cost_usd >= loss for r, loss in zip(rows, losses, strict=True))
 
 
 def test_a_lone_poison_job_is_tried_max_attempts_times_then_fails(

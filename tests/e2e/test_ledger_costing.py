@@ -47,12 +47,15 @@ QUESTIONS = ["When was the lighthouse built?", "What is a tide table?",
 def test_a_real_run_is_costed_against_a_measured_counterfactual(
     runtime: Runtime, engine: VllmEngine,
 ) -> None:
-    settings = runtime.settings.model_copy(update={"calibration_batch_jobs": 8})
+    # A budget no loaded test machine reaches: this test needs the calibration made.
+    settings = runtime.settings.model_copy(update={"calibration_batch_jobs": 8,
+                                                   "calibration_budget_seconds": 3600.0})
     speed = run_probe(engine, settings, repeats=1)
     assert speed.decode_s_per_token_bs1 > 0
     assert 0 <= speed.decode_s_per_token_full <= speed.decode_s_per_token_bs1
     assert speed.machine["cpus"] and speed.engine_settings["engine_max_model_len"]
-    assert len(speed.samples) == 7  # six shapes alone, one batch
+    assert len(speed.samples) == 5  # four shapes alone, one batch
+    assert speed.machine["fit_error"] >= 0 and speed.machine["probe_seconds"] > 0
     with runtime.sessions() as session:
         calibration = store_calibration(session, engine.model_name, speed)
         assert latest_calibration(session, engine.model_name) == calibration

@@ -26,7 +26,7 @@ from ledger.attribution import SAVING_COLUMNS
 from ledger.cost_model import money
 from ledger.savings import SavingsTotals
 from models.batches import cancel_batch
-from models.costing import MeasuredSpeed, store_calibration
+from models.costing import MeasuredSpeed, latest_calibration, store_calibration
 from models.ledger_sums import ledger_sums
 from models.queue import (
     ClaimedBatch,
@@ -253,6 +253,26 @@ def test_the_calibrations_cli_lists_versions_and_calibrate_refuses_an_unknown_mo
     assert "20.000" in lines[0]  # decode alone, ms per token
     refused = cli.invoke(app, ["calibrate", "no-such-model"])
     assert refused.exit_code != 0 and "no-such-model" in refused.output
+
+
+def test_calibrate_with_no_time_budget_says_it_was_skipped_and_stores_nothing(
+    keyed: tuple[Runtime, TestClient], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from penny.cli import app
+
+    runtime, _ = keyed
+    model = runtime.settings.default_model
+    monkeypatch.setenv("PENNY_DATABASE_URL", runtime.database_url)
+    monkeypatch.setenv("PENNY_DATA_DIR", str(runtime.settings.data_dir))
+    monkeypatch.setenv("PENNY_CALIBRATION_BUDGET_SECONDS", "0")
+    skipped = CliRunner().invoke(app, ["calibrate", model])
+    assert skipped.exit_code == 1, skipped.output
+    assert "calibration skipped" in skipped.output and "nothing was stored" in skipped.output
+    assert "PENNY_CALIBRATION_BUDGET_SECONDS" in skipped.output
+    with runtime.sessions() as session:
+        assert latest_calibration(session, model) is None
 
 
 def test_a_calibrated_baseline_model_prices_the_naive_way_and_routing_gets_the_gap(

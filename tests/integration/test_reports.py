@@ -5,6 +5,7 @@ Totals equal the sum of the ledger rows to the cent; a tenant sees only its own.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import uuid
 from collections.abc import Iterator
@@ -15,13 +16,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from api.app import create_app
 from cache.model_identity import cache_policy
 from coalescer.planning import PlannedBatch
 from ledger.attribution import SAVING_COLUMNS
+from ledger.output_histogram import bucket_of
 from models.costing import MeasuredSpeed, store_calibration
 from models.queue import (
     ClaimedBatch,
@@ -33,7 +35,7 @@ from models.queue import (
 from models.tables import Job, LedgerEntry, Tenant
 from penny.cli import app as cli_app
 from penny.runtime import Runtime, open_runtime
-from tests.support import make_settings, reset_tables
+from tests.support import REPO, make_settings, reset_tables
 from workers.engine import Generation
 from workers.execution import outcomes_for
 from workers.ledger_costing import LedgerCosting
@@ -231,8 +233,10 @@ def test_the_max_tokens_audit_recommends_a_cap_that_intake_then_applies(
     served: tuple[Runtime, TestClient],
 ) -> None:
     runtime, client = served
-    # 100 jobs ask for 256 tokens and make 1..100: p99 is 99, the recommendation 99 x 1.25
-    # rounded up to 16 = 128; the one job past it made 100 -> nothing cut at 128.
+    # 100 jobs ask for 256 tokens and make 1..100, one more makes 300 and is cut at 256.
+    # Read from the output-token buckets: p50 (51) as the top of its bucket 49-52, p99
+    # (100) as the largest count seen in its bucket 97-104; the recommendation 100 x 1.25
+    # rounded up to 16 = 128, an edge, so the one job past it is counted exactly.
     for i in range(1, 101):
         post(client, ACME, f"q{i} n={i}", max_tokens=256, feature="tagging")
     post(client, ACME, "long n=300", max_tokens=256, feature="tagging")  # cut at 256
@@ -241,7 +245,7 @@ def test_the_max_tokens_audit_recommends_a_cap_that_intake_then_applies(
     [line] = audit["data"]
     assert line["feature"] == "tagging" and line["jobs"] == 101
     assert line["length_jobs"] == 1
-    assert line["output_tokens"]["p50"] == 51 and line["output_tokens"]["p99"] == 100
+    assert line["output_tokens"]["p50"] == 52 and line["output_tokens"]["p99"] == 100
     assert line["requested_max_tokens"] == {"p50": 256, "max": 256}
     assert line["recommended_max_tokens"] == 128
     assert line["cut_jobs"] == 1 and line["excess_output_tokens"] == 256 - 128
@@ -384,3 +388,49 @@ def test_the_feature_tag_is_configurable(tmp_path: Path, database_url: str) -> N
             assert {line["feature"] for line in audit["data"]} == {"search", "billing"}
     finally:
         runtime.close()
+
+
+def test_the_database_buckets_counts_as_the_audit_reads_them(
+    served: tuple[Runtime, TestClient],
+) -> None:
+    runtime, _ = served
+    counts = [*range(0, 2100), 4095, 4096, 4097, 65_537, 1_000_000, 2**31 - 1]
+    with runtime.sessions() as session:
+        found = session.execute(
+            text("SELECT penny_token_bucket(c) FROM unnest(CAST(:c AS integer[])) c"),
+            {"c": counts}).scalars().all()
+    assert found == [bucket_of(c) for c in counts]
+
+
+def test_the_audit_rollups_back_filled_from_the_ledger_answer_as_the_trigger_kept_them(
+    served: tuple[Runtime, TestClient],
+) -> None:
+    runtime, client = served
+    for i in range(1, 41):
+        post(client, ACME, f"q{i} n={i * 7}", max_tokens=200, feature="tagging")
+    for attempt in range(3):
+        client.post("/v1/jobs", headers={**ACME, "x-stainless-retry-count": str(attempt)},
+                    json={"messages": [{"role": "user", "content": "again n=5"}],
+                          "max_tokens": 16, "metadata": {"feature": "sync"}, "cache": "off"})
+    run_queued(runtime)
+    kept = (client.get("/v1/reports/max-tokens-audit", headers=ACME).json(),
+            client.get("/v1/reports/retry-storms", headers=ACME).json())
+    [line] = [line for line in kept[0]["data"] if line["feature"] == "tagging"]
+    rows = [r for r in ledger_rows(runtime) if r.output_tokens != 5]  # the "sync" ones make 5
+    assert line["jobs"] == len(rows) == 40
+    assert line["length_jobs"] == sum(1 for r in rows if r.output_tokens == 200)
+    assert kept[1]["requests"][0]["sends"] == 3
+
+    migration = importlib.util.spec_from_file_location(
+        "audit_rollup", REPO / "migrations" / "versions" / "0028_audit_rollup.py")
+    assert migration is not None and migration.loader is not None
+    module = importlib.util.module_from_spec(migration)
+    migration.loader.exec_module(module)
+    with runtime.db.begin() as conn:
+        conn.execute(text("TRUNCATE ledger_output_daily, request_sends, request_repeats, "
+                          "client_retries_daily"))
+        conn.execute(text(module._outputs_insert("ledger_entries", "'feature'")))
+        conn.execute(text(module._sends_insert("ledger_entries")))
+        conn.execute(text(module._retries_insert("ledger_entries", "'feature'")))
+    assert (client.get("/v1/reports/max-tokens-audit", headers=ACME).json(),
+            client.get("/v1/reports/retry-storms", headers=ACME).json()) == kept

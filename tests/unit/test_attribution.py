@@ -13,6 +13,7 @@ from ledger.attribution import (
     BATCHING,
     COMPRESSION,
     EXACT_CACHE,
+    FAILOVER,
     MECHANISMS,
     OUTPUT_LIMIT,
     PREFIX_CACHE,
@@ -168,6 +169,33 @@ def test_the_parts_add_up_to_the_total_saving_exactly(
 
 
 money_amounts = st.decimals(min_value=Decimal(0), max_value=Decimal(10), places=10)
+
+
+@PROPERTY
+@given(job=engine_jobs(), calibration=calibrations, card=cards, cost=money_amounts,
+       failover=money_amounts)
+def test_failed_engine_calls_are_their_own_loss_and_the_rest_is_as_without_them(
+    job: EngineJob, calibration: Calibration, card: PriceCard, cost: Decimal,
+    failover: Decimal,
+) -> None:
+    """A row that pays for engine calls that raised: cost includes them, `failover` is
+    minus their share (never more than the cost), every other part is what it would be
+    for the cost without them, and the parts still add up, on every kind of row."""
+    basis = CostBasis(card, calibration)
+    share = min(failover, cost)
+    billed = attribute_engine_job(job, cost, basis, basis, failover)
+    alone = attribute_engine_job(job, cost - share, basis, basis)
+    assert billed.cost_usd == cost and billed.savings[FAILOVER] == -share
+    assert billed.naive_cost_usd == alone.naive_cost_usd
+    assert billed.unexplained_usd == alone.unexplained_usd
+    assert {m: v for m, v in billed.savings.items() if m != FAILOVER} == {
+        m: v for m, v in alone.savings.items() if m != FAILOVER}
+    for row in (billed, unmodelled(cost, failover), attribute_escalated_attempt(cost, failover)):
+        parts = sum(row.savings.values(), Decimal(0)) + row.unexplained_usd
+        assert parts == row.naive_cost_usd - row.cost_usd
+        assert row.savings[FAILOVER] == -share
+    assert unmodelled(cost, failover).naive_cost_usd == cost - share  # no other saving
+
 
 
 @PROPERTY

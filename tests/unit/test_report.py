@@ -117,7 +117,7 @@ def test_ledger_json_totals() -> None:
 
 
 # Eight mechanisms and the unexplained part at 0; no baseline, card or calibration named.
-NOTHING_SAVED = ["0"] * 9 + ["", "", ""]
+NOTHING_SAVED = ["0"] * (len(MECHANISMS) + 1) + ["", "", ""]  # savings, unexplained
 
 
 def test_ledger_csv_header_and_rows() -> None:

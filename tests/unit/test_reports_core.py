@@ -29,7 +29,6 @@ from ledger.max_tokens_audit import (
     audit_line,
     percentile,
     recommend_max_tokens,
-    recommendation,
 )
 from ledger.retry_storms import Send, is_key_storm, most_in_window, request_storm
 from ledger.savings import SavingsTotals
@@ -140,9 +139,7 @@ def _outputs(p99: int, asked: int, cost: str = "1.00", output_tokens: int = 1000
                           output_tokens=output_tokens, cost_usd=Decimal(cost))
 
 
-def test_a_cap_is_recommended_only_below_what_jobs_ask_for_and_its_saving_is_priced() -> None:
-    assert recommendation(_outputs(p99=99, asked=256)) == 128
-    assert recommendation(_outputs(p99=250, asked=256)) is None  # would change nothing
+def test_the_saving_of_a_cap_is_priced_at_the_cost_per_output_token() -> None:
     line = audit_line(_outputs(p99=99, asked=256), 128, cut_jobs=2, excess_output_tokens=50)
     # $1.00 over 1000 output tokens, 50 tokens past the cap
     assert line.saving_usd == Decimal("0.05")
