@@ -164,7 +164,7 @@ class Coalescer:
             # A batch waiting for a busy engine takes what arrived since it was planned:
             # the engine's next call then runs it too, instead of a call after that.
             waiting_for = [model for model in self.models if model not in room]
-            if waiting_for:
+            if waiting_for and self.settings.grow_waiting_batches:
                 self._top_up_waiting(session, waiting_for)
                 session.commit()  # also releases the rows it locked and did not use
             if not room:

@@ -342,6 +342,9 @@ class Settings(BaseSettings):
     that arrived spread out still lands in one batch."""
     prefix_grouping: bool = True
     """Group jobs by shared token prefix. Off only to measure what it buys."""
+    grow_waiting_batches: bool = True
+    """A batch waiting for its engine takes arrivals until a worker takes it (see
+    `max_pending_batches`). Off only to measure what it buys."""
     single_flight: bool = True
     """Run identical deterministic requests once. Off only to measure what it buys."""
     affinity_load_epsilon: float = 0.25
