@@ -408,6 +408,11 @@ class Coalescer:
         if window_open or self._validated:  # a window to close, or more files to validate
             return self.settings.poll_interval_ms / 1000
         if self._local_workers and self._running_here:
+            if self._engines_busy and not self.settings.grow_waiting_batches:
+                # The next batch is waiting and takes nothing more: nothing is planned
+                # before a worker takes it, and that worker rings. The sweeper still runs
+                # on time.
+                return self.settings.sweep_interval_seconds
             # The engine takes nothing new before its batch ends; work that arrives
             # meanwhile only needs to be planned before then, or to join the next batch
             # while it waits (a worker taking that batch rings for the one after).

@@ -141,3 +141,27 @@ def test_the_halves_of_a_failed_batch_take_no_arrivals(quiet: Runtime) -> None:
         time.sleep(0.01)
     assert {half: set(jobs_of(quiet, half)) for half in halves} == before
     assert status_of(quiet, arrivals[0]) == JobStatus.QUEUED
+
+
+def test_with_growing_off_arrivals_wait_for_the_batch_after(quiet: Runtime) -> None:
+    settings = quiet.settings.model_copy(update={"grow_waiting_batches": False})
+    model = settings.default_model
+    dispatcher = LocalDispatcher([model])
+    doorbells: queue.Queue[uuid.UUID] = dispatcher.queues[model]
+    coalescer = Coalescer(settings, quiet.sessions, dispatcher, quiet.store, [model])
+    queue_jobs(quiet, ["running"])
+    tick_until(coalescer, lambda: not doorbells.empty())
+    claim(quiet, doorbells.get_nowait())
+    planned = queue_jobs(quiet, ["waiting"])
+    tick_until(coalescer, lambda: not doorbells.empty())
+    waiting = doorbells.get_nowait()
+
+    late = queue_jobs(quiet, ["late"])
+    for _ in range(5):
+        coalescer.tick()
+        time.sleep(0.01)
+    assert set(jobs_of(quiet, waiting)) == set(planned)
+    assert status_of(quiet, late[0]) == JobStatus.QUEUED
+    claim(quiet, waiting)
+    tick_until(coalescer, lambda: not doorbells.empty())
+    assert set(jobs_of(quiet, doorbells.get_nowait())) == set(late)
