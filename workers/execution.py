@@ -56,6 +56,8 @@ class BatchRun:
     jobs: int = 0
     # The engine raised: the batch was split (or its lone job retried or failed).
     failed_over: bool = False
+    # Handed to a recorder: its results are written while the engine runs the next batch.
+    recording: bool = False
 
 
 class _LeaseKeeper:
@@ -239,6 +241,12 @@ class GenerationExecutor:
         return True
 
 
+class Recorder(Protocol):
+    """Records executed batches later, off the engine's thread (`workers.recorder`)."""
+
+    def submit(self, record: Callable[[], object]) -> None: ...
+
+
 class BatchListener(Protocol):
     """Told when this worker takes a batch and when it is done with it (recorded, dropped
     or failed): the in-process coalescer sleeps through a running batch instead of polling."""
@@ -258,6 +266,7 @@ class BatchRunner:
         worker_id: str,
         listener: BatchListener | None = None,
         dispatcher: Dispatcher | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -272,6 +281,9 @@ class BatchRunner:
         # sweeper sends them at its next look.
         self.dispatcher = dispatcher
         self.costing = LedgerCosting(settings, sessions)
+        # Where executed batches are recorded while the engine runs the next one; without
+        # one (or with tracing on, whose worker span covers the recording) right here.
+        self.recorder = recorder
 
     @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
@@ -327,6 +339,14 @@ class BatchRunner:
             self._fail_over(batch, f"{type(error).__name__}: {error}")
             return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
                             failed_over=True)
+        if self.recorder is not None and not tracing.enabled():
+            self.recorder.submit(lambda: self._record(batch, executed))
+            return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
+                            recording=True)
+        return self._record(batch, executed)
+
+    def _record(self, batch: ClaimedBatch, executed: ExecutedBatch) -> BatchRun:
+        batch_id = batch.id
         outcomes = self.costing.cost(batch, executed.outcomes)
         # The answers are made and paid for in engine time: wait out a database restart
         # rather than run them again after the lease.
