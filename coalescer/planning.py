@@ -175,6 +175,7 @@ def top_up(members: Sequence[QueuedJob], queued: Iterable[QueuedJob], options: P
     by_id = {job.id: job for job in ordered}
     rank = {job.id: index for index, job in enumerate(ordered)}
     candidates = [by_id[leader] for leader in collapsed.leaders]
+    runs: list[tuple[QueuedJob, ...]]
     if options.group_prefixes:
         runs = [group.jobs for group in _fit_runs(
             prefix_runs(candidates, _radix_key, options.min_shared_tokens), options.limits)]
@@ -204,7 +205,8 @@ def _batch_tokens(jobs: Sequence[QueuedJob], options: PlanOptions) -> int:
     radix neighbours (at least `min_shared_tokens` long) once."""
     if not options.group_prefixes:
         return sum(job.budget_tokens for job in jobs)
-    total, previous = 0, None
+    total = 0
+    previous: tuple[str, bytes] | None = None
     for job in sorted(jobs, key=_radix_key):
         key = _radix_key(job)
         shared = 0
