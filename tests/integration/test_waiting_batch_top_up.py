@@ -9,6 +9,7 @@ import queue
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from intake.limits import IntakeLimits
 from intake.schema import JobRequest
 from intake.service import jobs_for_requests, request_hash, submit
 from models.failover import fail_over
-from models.queue import ClaimedBatch, claim_batch
+from models.queue import ClaimedBatch, claim_batch, queued_snapshot
 from models.status import JobStatus
 from models.tables import Batch, Job
 from models.tenants import ensure_tenant
@@ -165,3 +166,19 @@ def test_with_growing_off_arrivals_wait_for_the_batch_after(quiet: Runtime) -> N
     claim(quiet, waiting)
     tick_until(coalescer, lambda: not doorbells.empty())
     assert set(jobs_of(quiet, doorbells.get_nowait())) == set(late)
+
+
+def test_the_queue_counts_prompt_tokens_toward_a_full_batch(quiet: Runtime) -> None:
+    """A window closes at once when a full batch waits; the budget counts prompts, so a
+    queue of small prompts with large max_tokens is not a full batch by tokens."""
+    requests = [JobRequest(prompt="x" * 300, max_tokens=1000, n=2),
+                JobRequest(prompt="y" * 30, max_tokens=10)]
+    jobs = jobs_for_requests(requests, IntakeLimits.from_settings(quiet.settings))
+    with quiet.sessions() as session:
+        submit(session, tenant=ensure_tenant(session, "t"), kind="bulk", jobs=jobs,
+               payload_hash=request_hash([time.time_ns()]))
+        estimated = sum(job.estimated_tokens for job in jobs)
+        snapshot = queued_snapshot(session, [quiet.settings.default_model],
+                                   timedelta(seconds=60))
+    assert snapshot.jobs == 2
+    assert snapshot.tokens == estimated - 2 * 1000 - 10
