@@ -69,11 +69,11 @@ class _LeaseKeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
 
-    def __enter__(self) -> _LeaseKeeper:
+    def start(self) -> _LeaseKeeper:
         self._thread.start()
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
 
@@ -322,10 +322,13 @@ class BatchRunner:
 
     def _run_traced(self, batch: ClaimedBatch) -> BatchRun:
         batch_id = batch.id
+        keeper = _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds).start()
         try:
-            with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
-                executed = self.executor.execute(batch)
-        except Exception as error:  # the engine broke on something in this batch, or broke
+            executed = self.executor.execute(batch)
+        except BaseException as error:  # the engine broke on something in this batch, or broke
+            keeper.stop()
+            if not isinstance(error, Exception):  # interrupted: the sweeper takes over
+                raise
             log.exception("the engine raised on batch %s (%d jobs)", batch_id,
                           len(batch.jobs))
             if isinstance(error, DBAPIError) and is_connection_failure(error):
@@ -340,9 +343,16 @@ class BatchRunner:
             return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
                             failed_over=True)
         if self.recorder is not None and not tracing.enabled():
-            self.recorder.submit(lambda: self._record(batch, executed))
+            def record() -> BatchRun:
+                # The lease is kept while the batch waits for the recorder, so a slow
+                # record ahead of it does not hand a finished batch to the sweeper.
+                keeper.stop()
+                return self._record(batch, executed)
+
+            self.recorder.submit(record)
             return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
                             recording=True)
+        keeper.stop()
         return self._record(batch, executed)
 
     def _record(self, batch: ClaimedBatch, executed: ExecutedBatch) -> BatchRun:

@@ -4,8 +4,8 @@ A batch's results, ledger rows and output files are written after its engine cal
 the worker's own thread, the engine waits for those writes before it starts the next batch.
 Handed to this recorder instead, they are written while the next batch generates. Records
 run one at a time in the order batches ran; at most one batch waits to be recorded, so a
-worker handing over another waits (memory stays bounded). A recording that fails leaves the
-batch running in the database: its lease runs out and the sweeper sends it again, as when
+worker handing over another waits (memory stays bounded). The batch's lease is renewed
+until its recording starts. A recording that fails leaves the batch running in the database: its lease runs out and the sweeper sends it again, as when
 the process dies before recording; the claim token keeps a late write from counting twice.
 """
 
