@@ -5,8 +5,9 @@ the worker's own thread, the engine waits for those writes before it starts the 
 Handed to this recorder instead, they are written while the next batch generates. Records
 run one at a time in the order batches ran; at most one batch waits to be recorded, so a
 worker handing over another waits (memory stays bounded). The batch's lease is renewed
-until its recording starts. A recording that fails leaves the batch running in the database: its lease runs out and the sweeper sends it again, as when
-the process dies before recording; the claim token keeps a late write from counting twice.
+until its recording starts. A recording that fails leaves the batch running in the
+database: its lease runs out and the sweeper sends it again, as when the process dies
+before recording; the claim token keeps a late write from counting twice.
 """
 
 from __future__ import annotations
