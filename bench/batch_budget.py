@@ -1,15 +1,17 @@
 """Does the batch token budget cost engine time on the headline workload? One day's
-distinct requests planned by the coalescer under two `max_batch_tokens` budgets, each plan
-run on the same engine (one generate() call per planned batch, in order), alternating,
-engine seconds side by side.
+distinct requests planned by the coalescer under each `max_batch_tokens` budget and each way
+of counting it, each plan run on the same engine (one generate() call per planned batch, in
+order), alternating, engine seconds side by side.
 
-    .venv/bin/python bench/batch_budget.py [--items 400] [--day 0] [--budgets 65536,131072]
-                                           [--repeat 1] [--limit 0]
+    .venv/bin/python bench/batch_budget.py [--items 400] [--day 0] [--budgets 65536]
+                                           [--counts prompt,requested] [--repeat 1]
+                                           [--limit 0]
 
-The budget counts each job's prompt plus its requested max_tokens (a shared prefix once).
-With generous max_tokens it cuts a day's work into several calls, and each call runs as long
-as its longest answer: answers that loop to max_tokens keep a small batch busy for hundreds
-of steps per call. This measures what that costs here.
+`prompt` is what penny counts: each job's prompt tokens, a shared prefix once. `requested`
+is what it counted before: the prompt plus the requested max_tokens. With generous
+max_tokens that cuts a day's work into several calls, and each call runs as long as its
+longest answer: answers that loop to max_tokens keep a small batch busy for hundreds of
+steps per call. This measures what that costs here.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from naive_runner import machine  # noqa: E402
 from workload import Item, generate  # noqa: E402
 
 
-def plan(items: list[Item], engine: Any, budget: int) -> list[list[Item]]:
-    """The coalescer's batches for `items` queued in one window under `budget`."""
+def plan(items: list[Item], engine: Any, budget: int, count: str) -> list[list[Item]]:
+    """The coalescer's batches for `items` queued in one window under `budget`, counting
+    prompts only (`prompt`) or prompts plus requested max_tokens (`requested`)."""
     from coalescer.planning import BatchLimits, PlanOptions, QueuedJob, plan_window
     from penny.settings import Settings
     from workers.engine import GenerationRequest, Sampling
@@ -48,7 +51,8 @@ def plan(items: list[Item], engine: Any, budget: int) -> list[list[Item]]:
         jobs.append(QueuedJob(id=item.id, model="m", estimated_tokens=len(ids) + item.max_tokens,
                               priority=0, created_at=now,
                               single_flight_key=json.dumps([item.messages, item.max_tokens]),
-                              prompt_tokens=tuple(ids)))
+                              prompt_tokens=tuple(ids),
+                              output_tokens=item.max_tokens if count == "prompt" else 0))
     settings = Settings()
     window = plan_window(jobs, PlanOptions(limits=BatchLimits(settings.max_batch_jobs, budget),
                                            now=now))
@@ -75,7 +79,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=400)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--day", type=int, default=0)
-    parser.add_argument("--budgets", default="65536,131072")
+    parser.add_argument("--budgets", default="65536")
+    parser.add_argument("--counts", default="prompt,requested",
+                        help="what the budget counts: prompt, requested (prompt + max_tokens)")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--limit", type=int, default=0, help="first N distinct requests only")
     args = parser.parse_args()
@@ -89,30 +95,30 @@ def main() -> None:
     distinct = list({json.dumps([i.messages, i.max_tokens]): i for i in day}.values())
     if args.limit:
         distinct = distinct[:args.limit]
-    budgets = [int(b) for b in args.budgets.split(",")]
-    plans = {b: plan(distinct, engine, b) for b in budgets}
-    measured: dict[int, list[tuple[float, int]]] = {b: [] for b in budgets}
+    arms = [(int(b), c) for b in args.budgets.split(",") for c in args.counts.split(",")]
+    plans = {arm: plan(distinct, engine, *arm) for arm in arms}
+    measured: dict[tuple[int, str], list[tuple[float, int]]] = {arm: [] for arm in arms}
     for _ in range(args.repeat):
-        for budget in budgets:
+        for arm in arms:
             # Each run starts with a cold prefix cache, as a fresh day would not; equal for
-            # both plans.
+            # every plan.
             engine.llm.reset_prefix_cache()
             box: list[tuple[float, int]] = []
-            worker = threading.Thread(target=lambda b=budget, out=box: out.append(
-                run_plan(engine, plans[b])))
+            worker = threading.Thread(target=lambda a=arm, out=box: out.append(
+                run_plan(engine, plans[a])))
             worker.start()
             worker.join()
-            measured[budget].append(box[0])
+            measured[arm].append(box[0])
             time.sleep(1)
     print(f"day {args.day} of the {args.items}-item workload: {len(day)} requests, "
           f"{len(distinct)} distinct, run once each per plan")
-    print(f"{'max_batch_tokens':>18}{'batches (jobs)':>24}{'engine s':>12}{'output tok':>12}"
-          f"{'vs first':>10}")
-    first = min(s for s, _ in measured[budgets[0]])
-    for budget in budgets:
-        seconds = min(s for s, _ in measured[budget])
-        sizes = ",".join(str(len(b)) for b in plans[budget])
-        print(f"{budget:>18}{sizes:>24}{seconds:>12.1f}{measured[budget][0][1]:>12}"
+    print(f"{'max_batch_tokens':>18}{'counts':>11}{'batches (jobs)':>24}{'engine s':>12}"
+          f"{'output tok':>12}{'vs first':>10}")
+    first = min(s for s, _ in measured[arms[0]])
+    for arm in arms:
+        seconds = min(s for s, _ in measured[arm])
+        sizes = ",".join(str(len(b)) for b in plans[arm])
+        print(f"{arm[0]:>18}{arm[1]:>11}{sizes:>24}{seconds:>12.1f}{measured[arm][0][1]:>12}"
               f"{seconds / first:>9.2f}x")
     print(f"command: {' '.join(sys.argv)}\nmachine: {machine()}")
 

@@ -27,7 +27,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from cache.model_identity import cache_policy
 from coalescer.affinity import assign_workers
 from coalescer.dispatch import Dispatcher, ring
-from coalescer.planning import BatchLimits, PlannedBatch, PlanOptions, QueuedJob, plan_window
+from coalescer.planning import (
+    BatchLimits,
+    PlannedBatch,
+    PlanOptions,
+    QueuedJob,
+    plan_window,
+    top_up,
+)
 from coalescer.windows import WindowBounds, WindowState, batch_room, window_should_close
 from intake.admission import IntakePolicy
 from intake.limits import IntakeLimits
@@ -46,6 +53,7 @@ from models.single_flight import (
     in_flight_leaders,
 )
 from models.trace_context import traceparents_of_jobs
+from models.waiting_batches import batch_members, grow_batch, lock_waiting_batches
 from models.workers import live_workers, worker_loads
 from observability import metrics, tracing
 from penny.settings import Settings
@@ -74,6 +82,7 @@ class CoalescerStats:
     tick_seconds: float = 0.0  # whole ticks that closed a window, database work included
     batches_validated: int = 0
     validating_seconds: float = 0.0
+    jobs_topped_up: int = 0  # queued jobs that joined a batch waiting for its engine
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,12 @@ class Coalescer:
                               {m: len(ids) for m, ids in workers.items()},
                               self.models, self.settings.max_pending_batches)
             self._engines_busy = not room
+            # A batch waiting for a busy engine takes what arrived since it was planned:
+            # the engine's next call then runs it too, instead of a call after that.
+            waiting_for = [model for model in self.models if model not in room]
+            if waiting_for and self.settings.grow_waiting_batches:
+                self._top_up_waiting(session, waiting_for)
+                session.commit()  # also releases the rows it locked and did not use
             if not room:
                 return 0
             if not self._window_closes(session, list(room), now):
@@ -221,11 +236,7 @@ class Coalescer:
         jobs = self._with_tokens(model, rows)
         keys = sorted({j.single_flight_key for j in jobs if j.single_flight_key})
         in_flight = in_flight_leaders(session, keys) if self.settings.single_flight else {}
-        options = PlanOptions(
-            self.limits, now=datetime.now(UTC), urgent_within=self.urgent_within,
-            group_prefixes=self.settings.prefix_grouping and model in self.tokenizers,
-            single_flight=self.settings.single_flight,
-        )
+        options = self._plan_options(model)
         started = time.perf_counter()
         plan = plan_window(jobs, options, {k: str(v.leader_id) for k, v in in_flight.items()})
         self.stats.planning_seconds += time.perf_counter() - started
@@ -264,6 +275,56 @@ class Coalescer:
                               self.limits.max_jobs, self.limits.max_tokens)
         return [_Dispatch(batch_id, model, target)
                 for batch_id, target in zip(batch_ids, targets, strict=True)]
+
+    def _top_up_waiting(self, session: Session, models: Sequence[str]) -> int:
+        """Grow the batches that wait for these models' engines with queued jobs; returns
+        how many jobs joined (copies included). The caller commits."""
+        joined = 0
+        for model in models:
+            waiting = lock_waiting_batches(session, model, self.limits.max_jobs)
+            if not waiting:
+                continue
+            rows = claim_queued_jobs(session, model, self.limits.max_jobs * len(waiting),
+                                     self.urgent_within)
+            if not rows:
+                continue
+            queued = self._with_tokens(model, rows)
+            keys = sorted({j.single_flight_key for j in queued if j.single_flight_key})
+            in_flight = in_flight_leaders(session, keys) if self.settings.single_flight else {}
+            leaders = {key: (str(v.leader_id), v.batch_id) for key, v in in_flight.items()}
+            options = self._plan_options(model)
+            for batch in waiting:
+                if not queued:
+                    break
+                members = self._with_tokens(model, batch_members(session, batch.id))
+                grown = top_up(members, queued, options,
+                               {key: leader for key, (leader, _) in leaders.items()})
+                if not grown.taken:
+                    continue
+                grow_batch(session, batch.id, grown.job_ids)
+                attach_followers(session, grown.followers,
+                                 dict.fromkeys(grown.added, batch.id))
+                attach_followers(session, grown.joined_in_flight, dict(leaders.values()))
+                leaders.update({job.single_flight_key: (job.id, batch.id) for job in queued
+                                if job.id in grown.added and job.single_flight_key})
+                queued = [job for job in queued if job.id not in grown.taken]
+                joined += len(grown.taken)
+                self.stats.jobs_planned += len(grown.taken)
+                self.stats.jobs_topped_up += len(grown.taken)
+                self.stats.copies_collapsed += (len(grown.followers)
+                                                + len(grown.joined_in_flight))
+                log.info("batch %s waiting for %s took %d queued jobs (%d copies)", batch.id,
+                         model, len(grown.taken),
+                         len(grown.followers) + len(grown.joined_in_flight),
+                         extra={"model": model})
+        return joined
+
+    def _plan_options(self, model: str) -> PlanOptions:
+        return PlanOptions(
+            self.limits, now=datetime.now(UTC), urgent_within=self.urgent_within,
+            group_prefixes=self.settings.prefix_grouping and model in self.tokenizers,
+            single_flight=self.settings.single_flight,
+        )
 
     @staticmethod
     def _batch_spans(session: Session, model: str, chosen: Sequence[PlannedBatch]
@@ -309,9 +370,8 @@ class Coalescer:
                 self._tokens[row.job.id] = tokens
                 if len(self._tokens) > TOKEN_CACHE_SIZE:
                     self._tokens.popitem(last=False)
-            max_tokens = int(row.request["sampling"]["max_tokens"])
             jobs.append(replace(row.job, prompt_tokens=tokens,
-                                estimated_tokens=len(tokens) + max_tokens))
+                                estimated_tokens=len(tokens) + row.job.output_tokens))
         self.stats.tokenizing_seconds += time.perf_counter() - started
         return jobs
 
@@ -348,12 +408,14 @@ class Coalescer:
         if window_open or self._validated:  # a window to close, or more files to validate
             return self.settings.poll_interval_ms / 1000
         if self._local_workers and self._running_here:
-            if self._engines_busy:
-                # The next batch is waiting: nothing is planned before a worker takes it,
-                # and that worker rings. The sweeper still runs on time.
+            if self._engines_busy and not self.settings.grow_waiting_batches:
+                # The next batch is waiting and takes nothing more: nothing is planned
+                # before a worker takes it, and that worker rings. The sweeper still runs
+                # on time.
                 return self.settings.sweep_interval_seconds
             # The engine takes nothing new before its batch ends; work that arrives
-            # meanwhile only needs to be planned before then.
+            # meanwhile only needs to be planned before then, or to join the next batch
+            # while it waits (a worker taking that batch rings for the one after).
             return max(self.busy_interval, self.idle_interval)
         return self.idle_interval
 

@@ -38,10 +38,13 @@ def _is_urgent(urgent_within: timedelta) -> ColumnElement[bool]:
 def queued_snapshot(
     session: Session, models: Sequence[str], urgent_within: timedelta
 ) -> QueueSnapshot:
+    # The batch budget counts prompts, not output allowances (see QueuedJob.budget_tokens).
+    allowance = (func.coalesce(Job.request["sampling"]["max_tokens"].as_integer(), 0)
+                 * func.coalesce(Job.request["sampling"]["n"].as_integer(), 1))
     jobs, tokens, urgent = session.execute(
         select(
             func.count(),
-            func.coalesce(func.sum(Job.estimated_tokens), 0),
+            func.coalesce(func.sum(func.greatest(Job.estimated_tokens - allowance, 0)), 0),
             func.count().filter(_is_urgent(urgent_within)),
         ).where(Job.status == JobStatus.QUEUED, Job.model.in_(models))
     ).one()
@@ -65,6 +68,12 @@ def pending_batch_counts(session: Session) -> dict[str, int]:
     return {model: int(n) for model, n in rows}
 
 
+def output_allowance(request: dict[str, Any]) -> int:
+    """The output tokens a stored request may ask for: max_tokens for each of its n."""
+    sampling = request.get("sampling") or {}
+    return int(sampling.get("max_tokens") or 0) * int(sampling.get("n") or 1)
+
+
 @dataclass(frozen=True)
 class QueuedRow:
     job: QueuedJob
@@ -78,23 +87,29 @@ def claim_queued_jobs(
     and age. Concurrent coalescers skip each other's rows; rows the plan does not use are
     released unchanged at commit."""
     rows = session.execute(
-        select(Job.id, Job.model, Job.estimated_tokens, Job.priority, Job.created_at,
-               Job.tenant_id, Job.deadline_at, Job.single_flight_key, Job.request)
+        select(*QUEUED_ROW_COLUMNS)
         .where(Job.status == JobStatus.QUEUED, Job.model == model)
         .order_by(_is_urgent(urgent_within).desc(), Job.priority, Job.created_at,
                   Job.line_no)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return [
-        QueuedRow(
-            QueuedJob(id=str(r.id), model=r.model, estimated_tokens=r.estimated_tokens,
-                      priority=r.priority, created_at=r.created_at, tenant=str(r.tenant_id),
-                      deadline_at=r.deadline_at, single_flight_key=r.single_flight_key),
-            r.request,
-        )
-        for r in rows
-    ]
+    return [queued_row(r) for r in rows]
+
+
+# What the planner reads of a job (`queued_row` makes it a QueuedRow).
+QUEUED_ROW_COLUMNS = (Job.id, Job.model, Job.estimated_tokens, Job.priority, Job.created_at,
+                      Job.tenant_id, Job.deadline_at, Job.single_flight_key, Job.request)
+
+
+def queued_row(r: Any) -> QueuedRow:
+    return QueuedRow(
+        QueuedJob(id=str(r.id), model=r.model, estimated_tokens=r.estimated_tokens,
+                  priority=r.priority, created_at=r.created_at, tenant=str(r.tenant_id),
+                  deadline_at=r.deadline_at, single_flight_key=r.single_flight_key,
+                  output_tokens=output_allowance(r.request)),
+        r.request,
+    )
 
 
 def create_batches(
@@ -119,6 +134,7 @@ def create_batches(
                 target_worker=target,
                 dispatched_at=func.now(),
                 traceparent=traceparent,
+                takes_arrivals=True,
             )
         )
         now = datetime.now(UTC)  # SQL now() cannot ride along in an executemany

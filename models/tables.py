@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     Float,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
     func,
     text,
 )
@@ -275,6 +277,10 @@ class Batch(Base):
     # W3C traceparent of the coalescer's span for this batch: the worker's span is its
     # child. Null unless tracing is on.
     traceparent: Mapped[str | None] = mapped_column(String(55))
+    # Planned by the coalescer: until a worker first takes it, newly queued jobs of its
+    # model may join it (a failover half never does: it is looking for a culprit).
+    takes_arrivals: Mapped[bool] = mapped_column(Boolean, nullable=False,
+                                                 server_default=false())
 
 
 class Result(Base):

@@ -341,17 +341,22 @@ class Settings(BaseSettings):
     busy_poll_interval_ms: int = 1000
     """How often it looks while the in-process engine runs a batch (embedded mode): the
     worker takes no new batch before it finishes and says when it does, so new work only
-    needs planning before then. Looking every 250 ms was ~16 SQL statements per engine
-    second."""
+    needs planning, or joining the batch that waits for the engine, before then. Looking
+    every 250 ms was ~16 SQL statements per engine second."""
     max_batch_jobs: int = 256
     """Jobs per batch at most: vLLM's own limit of sequences in flight on CPU. Fewer,
     bigger batches keep the engine's steps full: 1000 jobs in batches of 256 ran 1.06x
     faster than in 64s."""
     max_batch_tokens: int = 65536
-    """Prompt + max_tokens per batch at most (a shared prefix counts once)."""
+    """Prompt tokens per batch at most (a shared prefix counts once). Output allowances
+    (max_tokens) do not count: vLLM admits a batch's requests as its KV cache frees, and
+    counting them cut one day's work into several engine calls, each as long as its
+    longest answer (four calls took 1.33x as long as one, same output)."""
     max_pending_batches: int = 1
     """Jobs wait in the queue while this many batches per worker are not yet running, so
-    a busy engine gets one big, well-grouped batch later instead of many small ones now."""
+    a busy engine gets one big, well-grouped batch later instead of many small ones now.
+    A batch waiting for its engine keeps taking arrivals of its model (within the batch
+    limits) until a worker takes it."""
     urgent_within_seconds: float = 60.0
     """A job whose completion deadline is this close goes out in the next window, first."""
     plan_horizon_batches: int = 4
@@ -359,6 +364,9 @@ class Settings(BaseSettings):
     that arrived spread out still lands in one batch."""
     prefix_grouping: bool = True
     """Group jobs by shared token prefix. Off only to measure what it buys."""
+    grow_waiting_batches: bool = True
+    """A batch waiting for its engine takes arrivals until a worker takes it (see
+    `max_pending_batches`). Off only to measure what it buys."""
     single_flight: bool = True
     """Run identical deterministic requests once. Off only to measure what it buys."""
     affinity_load_epsilon: float = 0.25

@@ -57,6 +57,8 @@ class BatchRun:
     jobs: int = 0
     # The engine raised: the batch was split (or its lone job retried or failed).
     failed_over: bool = False
+    # Handed to a recorder: its results are written while the engine runs the next batch.
+    recording: bool = False
 
 
 class _LeaseKeeper:
@@ -68,11 +70,11 @@ class _LeaseKeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
 
-    def __enter__(self) -> _LeaseKeeper:
+    def start(self) -> _LeaseKeeper:
         self._thread.start()
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
 
@@ -247,6 +249,12 @@ class GenerationExecutor:
         return True
 
 
+class Recorder(Protocol):
+    """Records executed batches later, off the engine's thread (`workers.recorder`)."""
+
+    def submit(self, record: Callable[[], object]) -> None: ...
+
+
 class BatchListener(Protocol):
     """Told when this worker takes a batch and when it is done with it (recorded, dropped
     or failed): the in-process coalescer sleeps through a running batch instead of polling."""
@@ -266,6 +274,7 @@ class BatchRunner:
         worker_id: str,
         listener: BatchListener | None = None,
         dispatcher: Dispatcher | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -280,6 +289,9 @@ class BatchRunner:
         # sweeper sends them at its next look.
         self.dispatcher = dispatcher
         self.costing = LedgerCosting(settings, sessions)
+        # Where executed batches are recorded while the engine runs the next one; without
+        # one (or with tracing on, whose worker span covers the recording) right here.
+        self.recorder = recorder
 
     @logs_about_batch
     def run(self, batch_id: uuid.UUID) -> BatchRun:
@@ -319,10 +331,13 @@ class BatchRunner:
     def _run_traced(self, batch: ClaimedBatch) -> BatchRun:
         batch_id = batch.id
         started = time.perf_counter()
+        keeper = _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds).start()
         try:
-            with _LeaseKeeper(self.sessions, batch, self.settings.lease_seconds):
-                executed = self.executor.execute(batch)
-        except Exception as error:  # the engine broke on something in this batch, or broke
+            executed = self.executor.execute(batch)
+        except BaseException as error:  # the engine broke on something in this batch, or broke
+            keeper.stop()
+            if not isinstance(error, Exception):  # interrupted: the sweeper takes over
+                raise
             # What the raising call ran: real seconds, billed with the jobs later.
             failed_seconds = time.perf_counter() - started
             log.exception("the engine raised on batch %s (%d jobs)", batch_id,
@@ -338,6 +353,21 @@ class BatchRunner:
             self._fail_over(batch, f"{type(error).__name__}: {error}", failed_seconds)
             return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
                             failed_over=True)
+        if self.recorder is not None and not tracing.enabled():
+            def record() -> BatchRun:
+                # The lease is kept while the batch waits for the recorder, so a slow
+                # record ahead of it does not hand a finished batch to the sweeper.
+                keeper.stop()
+                return self._record(batch, executed)
+
+            self.recorder.submit(record)
+            return BatchRun(batch_id, claimed=True, recorded=False, jobs=len(batch.jobs),
+                            recording=True)
+        keeper.stop()
+        return self._record(batch, executed)
+
+    def _record(self, batch: ClaimedBatch, executed: ExecutedBatch) -> BatchRun:
+        batch_id = batch.id
         outcomes = self.costing.cost(batch, executed.outcomes)
         # The answers are made and paid for in engine time: wait out a database restart
         # rather than run them again after the lease.

@@ -21,6 +21,7 @@ from workers.embedder import Embedder
 from workers.embedding_execution import EmbeddingExecutor
 from workers.engine import Engine
 from workers.execution import BatchExecutor, BatchRunner, EngineBroken, GenerationExecutor
+from workers.recorder import BackgroundRecorder
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +123,14 @@ class InProcessPipeline:
                              daemon=True),
         ]
         self._workers: dict[str, threading.Thread] = {}
+        # One recorder for all engines: records are short next to generation, and one
+        # thread more beside the engines is the most a 2-core machine should pay.
+        self.recorder = BackgroundRecorder()
         for executor in executors:
             runner = BatchRunner(
                 runtime.settings, runtime.sessions, executor, runtime.store,
                 worker_id=f"in-process:{executor.model_name}", listener=self.coalescer,
-                dispatcher=self.dispatcher,
+                dispatcher=self.dispatcher, recorder=self.recorder,
             )
             self._workers[executor.model_name] = threading.Thread(
                 target=self._work, args=(runner, self.dispatcher.queues[executor.model_name]),
@@ -160,6 +164,7 @@ class InProcessPipeline:
                 log.exception("batch %s failed in the in-process worker", batch_id)
 
     def __enter__(self) -> InProcessPipeline:
+        self.recorder.start()
         for thread in self._threads:
             thread.start()
         return self
@@ -174,6 +179,7 @@ class InProcessPipeline:
         self.coalescer.wake()
         for thread in self._threads:
             thread.join()
+        self.recorder.close()  # the batches the engines ran are written before we go
         self._release_undelivered()
 
     def _release_undelivered(self) -> None:

@@ -30,8 +30,11 @@ NEVER = 600_000  # ms: any poll this slow would time the test out
 
 @pytest.fixture
 def sleepy(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
+    # A waiting batch that takes arrivals is tested on its own
+    # (test_waiting_batch_top_up.py); here it would race the test's own arrivals.
     settings = make_settings(tmp_path, database_url, idle_poll_interval_ms=NEVER,
-                             busy_poll_interval_ms=NEVER, sweep_interval_seconds=NEVER / 1000)
+                             busy_poll_interval_ms=NEVER, sweep_interval_seconds=NEVER / 1000,
+                             grow_waiting_batches=False)
     runtime = open_runtime(settings)
     reset_tables(runtime)
     yield runtime
