@@ -26,8 +26,7 @@ from api.errors import install_error_handlers
 from api.health import HeartbeatPresence, WorkerPresence
 from api.intake_caps import CapsCache
 from api.limits import BodySizeLimit
-from api.metrics import RequestMetrics
-from api.request_tracing import RequestTracing
+from api.request_observation import RequestObservation
 from cache.model_identity import cache_policy
 from intake.admission import IntakePolicy
 from intake.group_commit import GroupCommitWriter
@@ -81,8 +80,6 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
                                     "/v1/messages/batches": settings.max_file_bytes,
                                     "/v1/uploads/csv": settings.max_csv_upload_bytes
                                     + uploads.MULTIPART_SLACK_BYTES})
-    # Outermost: a request the size limit refuses is counted too.
-    app.add_middleware(RequestMetrics)
-    if tracing.enabled():  # off, the request path does not even look for trace headers
-        app.add_middleware(RequestTracing)
+    # Outermost: a request the size limit refuses is counted (and traced) too.
+    app.add_middleware(RequestObservation, traced=tracing.enabled())
     return app

@@ -18,6 +18,7 @@ from api.deps import (
     settings_of,
     store_of,
 )
+from api.direct_route import DirectCreateRoute
 from api.errors import error_responses
 from api.intake_caps import prepared_jobs, prepared_jobs_async
 from api.json_body import JsonBodyRoute
@@ -52,14 +53,9 @@ def _mark_replay(response: Response, replayed: bool) -> None:
         response.headers["Idempotent-Replayed"] = "true"
 
 
-@router.post("/jobs", status_code=202, responses={**replayed_response(JobAccepted), **links(
-    202, GetJob=read_by_id("/v1/jobs/{job_id}", "job_id"),
-    GetSubmission=read_by_id("/v1/submissions/{submission_id}", "submission_id",
-                             "$response.body#/submission_id"))})
 async def create_job(
-    body: JobRequest, request: Request, response: Response, tenant: Tenant,
-    idempotency_key: IdempotencyKey = None,
-) -> JobAccepted:
+    body: JobRequest, request: Request, tenant: Tenant, idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Async: with nothing to read per request (no Idempotency-Key, no limit or budget for
     the tenant) the job goes to the group-commit writer and this waits for its commit on
     the event loop, no thread involved. Otherwise the transaction of its own runs in the
@@ -73,16 +69,34 @@ async def create_job(
     if (writer is not None and idempotency_key is None and policy.max_queued_jobs is None
             and tenant.name not in policy.budgets):
         stored = await writer.submit(tenant, jobs[0], payload_hash)
-        return JobAccepted(id=str(stored.job_ids[0]),
-                           status="succeeded" if stored.from_cache else "queued",
-                           submission_id=str(stored.submission.id))
-    return await run_in_threadpool(_create_job, request, response, tenant, idempotency_key,
-                                   jobs, payload_hash)
+        return _accepted(JobAccepted(id=str(stored.job_id),
+                                     status="succeeded" if stored.from_cache else "queued",
+                                     submission_id=str(stored.submission_id)), replayed=False)
+    answer, replayed = await run_in_threadpool(_create_job, request, tenant, idempotency_key,
+                                               jobs, payload_hash)
+    return _accepted(answer, replayed)
 
 
-def _create_job(request: Request, response: Response, tenant: TenantRef,
-                idempotency_key: str | None, jobs: list[NewJob], payload_hash: str
-                ) -> JobAccepted:
+# Every single job comes this way: past FastAPI's generic handling when nothing is unusual.
+router.add_api_route(
+    "/jobs", create_job, methods=["POST"], status_code=202, response_model=JobAccepted,
+    route_class_override=DirectCreateRoute, responses={
+        **replayed_response(JobAccepted), **links(
+            202, GetJob=read_by_id("/v1/jobs/{job_id}", "job_id"),
+            GetSubmission=read_by_id("/v1/submissions/{submission_id}", "submission_id",
+                                     "$response.body#/submission_id"))})
+
+
+def _accepted(answer: JobAccepted, replayed: bool) -> Response:
+    """The answer serialised here, once: the declared `response_model` documents it, and
+    a Response returned as is skips FastAPI's validating the answer again."""
+    return Response(answer.model_dump_json(), status_code=200 if replayed else 202,
+                    media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"} if replayed else None)
+
+
+def _create_job(request: Request, tenant: TenantRef, idempotency_key: str | None,
+                jobs: list[NewJob], payload_hash: str) -> tuple[JobAccepted, bool]:
     with sessions_of(request)() as session:
         stored = submit(
             session, tenant=tenant, kind="job", jobs=jobs,
@@ -95,10 +109,9 @@ def _create_job(request: Request, response: Response, tenant: TenantRef,
         if stored.replayed:
             view = get_job(session, stored.submission.tenant_id, stored.job_ids[0])
             status = view.job.status if view else status
-    _mark_replay(response, stored.replayed)
     return JobAccepted(id=str(stored.job_ids[0]), status=status,
                        submission_id=str(stored.submission.id),
-                       warnings=stored.submission.warnings or [])
+                       warnings=stored.submission.warnings or []), stored.replayed
 
 
 @router.post("/jobs/bulk", status_code=202, responses={

@@ -28,7 +28,7 @@ from models.result_cache import CachedAnswer, find_cached_answers
 from models.submissions import (
     NewJob,
     SingleJobSubmission,
-    StoredSubmission,
+    StoredSingleJob,
     insert_single_job_submissions,
     lookup_keys,
 )
@@ -48,7 +48,7 @@ IDLE_SECONDS = 5.0
 class _Pending:
     entry: SingleJobSubmission
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[StoredSubmission]
+    future: asyncio.Future[StoredSingleJob]
 
 
 class GroupCommitWriter:
@@ -60,11 +60,11 @@ class GroupCommitWriter:
         self._thread: threading.Thread | None = None
 
     async def submit(self, tenant: TenantRef, job: NewJob, payload_hash: str
-                     ) -> StoredSubmission:
+                     ) -> StoredSingleJob:
         """Queue one single-job submission; return once it is committed."""
         key = lookup_keys([job], self._cache)[0]
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[StoredSubmission] = loop.create_future()
+        future: asyncio.Future[StoredSingleJob] = loop.create_future()
         entry = SingleJobSubmission(tenant.id, job, payload_hash, key, current_traceparent())
         self._queue.put(_Pending(entry, loop, future))
         self._ensure_running()
@@ -106,12 +106,17 @@ class GroupCommitWriter:
             for pending in group:
                 self._write([pending])
             return
+        # One wake-up per event loop for the whole group, not one per request.
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[StoredSingleJob],
+                                                            StoredSingleJob]]] = {}
         for pending, result in zip(group, stored, strict=True):
-            pending.loop.call_soon_threadsafe(_resolve, pending.future, result)
+            answers.setdefault(pending.loop, []).append((pending.future, result))
+        for loop, resolved in answers.items():
+            loop.call_soon_threadsafe(_resolve, resolved)
         metrics.record_exact_cache_hits(
             p.entry.job.model for p, s in zip(group, stored, strict=True) if s.from_cache)
 
-    def _commit(self, entries: Sequence[SingleJobSubmission]) -> list[StoredSubmission]:
+    def _commit(self, entries: Sequence[SingleJobSubmission]) -> list[StoredSingleJob]:
         with self._sessions() as session:
             answers: dict[tuple[uuid.UUID, str], CachedAnswer] = {}
             wanted: dict[uuid.UUID, set[str]] = {}
@@ -127,11 +132,13 @@ class GroupCommitWriter:
         return stored
 
 
-def _resolve(future: asyncio.Future[StoredSubmission], result: StoredSubmission) -> None:
-    if not future.cancelled():  # the client went away; the job is queued all the same
-        future.set_result(result)
+def _resolve(resolved: list[tuple[asyncio.Future[StoredSingleJob], StoredSingleJob]]
+             ) -> None:
+    for future, result in resolved:
+        if not future.cancelled():  # the client went away; the job is queued all the same
+            future.set_result(result)
 
 
-def _reject(future: asyncio.Future[StoredSubmission], error: BaseException) -> None:
+def _reject(future: asyncio.Future[StoredSingleJob], error: BaseException) -> None:
     if not future.cancelled():
         future.set_exception(error)

@@ -12,13 +12,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
-    ARRAY,
     ColumnElement,
-    Row,
-    String,
     Table,
     and_,
-    any_,
     bindparam,
     delete,
     func,
@@ -54,37 +50,22 @@ class CachedAnswer:
     list_cost_usd: Decimal
 
 
-_ANSWER_COLUMNS = (ResultCacheEntry.id, ResultCacheEntry.cache_key,
-                   ResultCacheEntry.source_job_id, ResultCacheEntry.model,
-                   ResultCacheEntry.cost_usd, ResultCacheEntry.list_cost_usd,
-                   *(getattr(ResultCacheEntry, f) for f in _RESULT_FIELDS))
-
-
 def _live(keys: Collection[str]) -> ColumnElement[bool]:
     # An expired entry is never served, even before the sweeper removes it.
     return and_(ResultCacheEntry.cache_key.in_(list(keys)),
                 ResultCacheEntry.expires_at > func.now())
 
 
-def _answers(rows: Sequence[Row[Any]]) -> dict[str, CachedAnswer]:
-    return {
-        row.cache_key: CachedAnswer(
-            entry_id=row.id, cache_key=row.cache_key, source_job_id=row.source_job_id,
-            model=row.model,
-            result={f: getattr(row, f) for f in _RESULT_FIELDS},
-            cost_usd=row.cost_usd, list_cost_usd=row.list_cost_usd,
-        )
-        for row in rows if row.cache_key is not None
-    }
-
-
+_ANSWER_COLUMNS = ("id", "cache_key", "source_job_id", "model", "cost_usd", "list_cost_usd",
+                   *_RESULT_FIELDS)
 # One statement text however many keys are looked up (the keys travel as one array
-# parameter), so Postgres plans it once per connection and psycopg prepares it.
-_LOOKUP = select(*_ANSWER_COLUMNS).where(
-    ResultCacheEntry.tenant_id == bindparam("tenant_id"),
-    ResultCacheEntry.cache_key == any_(bindparam("keys", type_=ARRAY(String))),
-    # An expired entry is never served, even before the sweeper removes it.
-    ResultCacheEntry.expires_at > func.now())
+# parameter), so Postgres plans it once per connection and psycopg prepares it. Sent on
+# the session's own connection as plain text: it runs on every single-job intake, where
+# the ORM's execution and row machinery cost several times the statement itself.
+_LOOKUP = (f"SELECT {', '.join(_ANSWER_COLUMNS)} FROM {ResultCacheEntry.__tablename__} "
+           "WHERE tenant_id = %s AND cache_key = ANY(%s::text[]) "
+           # An expired entry is never served, even before the sweeper removes it.
+           "AND expires_at > now()")
 
 
 def find_cached_answers(
@@ -93,8 +74,18 @@ def find_cached_answers(
     """The live entries of one tenant under `keys`, in one query on the (tenant, key)
     unique index: the lookup at intake (only for requests that have a key) and when a
     batch is validated. A miss reads no row."""
-    rows = session.execute(_LOOKUP, {"tenant_id": tenant_id, "keys": sorted(keys)}).all()
-    return _answers(rows)
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        rows = cursor.execute(_LOOKUP, [tenant_id, sorted(keys)]).fetchall()
+    answers = {}
+    for row in rows:
+        entry_id, cache_key, source_job_id, model, cost_usd, list_cost_usd = row[:6]
+        answers[cache_key] = CachedAnswer(
+            entry_id=entry_id, cache_key=cache_key, source_job_id=source_job_id,
+            model=model, result=dict(zip(_RESULT_FIELDS, row[6:], strict=True)),
+            cost_usd=cost_usd, list_cost_usd=list_cost_usd)
+    return answers
 
 
 @dataclass(frozen=True)

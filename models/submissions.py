@@ -205,32 +205,37 @@ class SingleJobSubmission:
     traceparent: str | None = None
 
 
+@dataclass(frozen=True)
+class StoredSingleJob:
+    """A single-job submission written by `insert_single_job_submissions`: all its
+    request is answered with."""
+
+    submission_id: uuid.UUID
+    job_id: uuid.UUID
+    from_cache: bool
+
+
 def insert_single_job_submissions(
     session: Session, entries: Sequence[SingleJobSubmission],
     answers: Mapping[tuple[uuid.UUID, str], CachedAnswer],
-) -> list[StoredSubmission]:
+) -> list[StoredSingleJob]:
     """Insert many single-job submissions (no idempotency key) and their jobs in one
     statement of fixed text (psycopg prepares it after a few uses): the arrays travel as
     one parameter each, whatever the group's size. Nothing comes back from the database,
-    so nothing is read back. `answers` holds the exact cache's live entries by (tenant,
-    key). The caller commits."""
+    so nothing is read back, and no ORM object is made for rows only their ids answer
+    for. `answers` holds the exact cache's live entries by (tenant, key). The caller
+    commits."""
     now = datetime.now(UTC)
-    submissions = [Submission(id=uuid.uuid4(), tenant_id=e.tenant_id, kind="job",
-                              status=SubmissionStatus.OPEN, request_hash=e.request_hash,
-                              total_jobs=1, created_at=now, validation_attempts=0,
-                              traceparent=e.traceparent)
-                   for e in entries]
-    job_ids = [uuid.uuid4() for _ in entries]
-    hits: dict[uuid.UUID, CachedAnswer] = {}
-    for job_id, entry in zip(job_ids, entries, strict=True):
-        answer = (answers.get((entry.tenant_id, entry.cache_key))
-                  if entry.cache_key is not None else None)
-        if answer is not None:
-            hits[job_id] = answer
+    stored = [StoredSingleJob(submission_id=uuid.uuid4(), job_id=uuid.uuid4(),
+                              from_cache=entry.cache_key is not None
+                              and (entry.tenant_id, entry.cache_key) in answers)
+              for entry in entries]
+    hits = {s.job_id: answers[(e.tenant_id, e.cache_key)]
+            for s, e in zip(stored, entries, strict=True)
+            if s.from_cache and e.cache_key is not None}
     columns: list[list[Any]] = [[] for _ in _JOB_COLUMNS[1]]
-    for row in _job_rows([(job_id, submission.id, entry.tenant_id, entry.job)
-                          for job_id, submission, entry in zip(job_ids, submissions, entries,
-                                                               strict=True)], hits, now):
+    for row in _job_rows([(s.job_id, s.submission_id, e.tenant_id, e.job)
+                          for s, e in zip(stored, entries, strict=True)], hits, now):
         for column, value in zip(columns, row, strict=True):
             column.append(value)
     driver = session.connection().connection.driver_connection
@@ -239,13 +244,11 @@ def insert_single_job_submissions(
         cursor.execute(_INSERT_SINGLE_JOB_SUBMISSIONS,
                        [[e.request_hash for e in entries], [e.traceparent for e in entries],
                         *columns, now])
-    for job_id, submission in zip(job_ids, submissions, strict=True):
-        if job_id in hits:
-            record_cache_hits(session, submission.tenant_id, submission.id,
-                              {job_id: hits[job_id]})
-    return [StoredSubmission(submission=submission, job_ids=[job_id], replayed=False,
-                             from_cache=frozenset({job_id}) if job_id in hits else frozenset())
-            for job_id, submission in zip(job_ids, submissions, strict=True)]
+    for one, entry in zip(stored, entries, strict=True):
+        if one.from_cache:
+            record_cache_hits(session, entry.tenant_id, one.submission_id,
+                              {one.job_id: hits[one.job_id]})
+    return stored
 
 
 def _copy_jobs(session: Session,

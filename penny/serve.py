@@ -98,7 +98,8 @@ def refuse_open_binding(runtime: Runtime) -> None:
 def _serve(app: FastAPI, settings: Settings, on_exit: Callable[[], None]) -> None:
     # log_config=None: uvicorn's records go through penny's handler (text or JSON).
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                            log_level="info", log_config=None)
+                            log_level="info", log_config=None,
+                            access_log=settings.api_access_log)
     _Server(config, on_exit).run()
 
 
@@ -177,7 +178,8 @@ def _fork_worker(settings: Settings, sock: socket.socket) -> int:
         from api.app import create_app
 
         runtime = open_runtime(settings, run_migrations=False)
-        config = uvicorn.Config(create_app(runtime), log_level="info", log_config=None)
+        config = uvicorn.Config(create_app(runtime), log_level="info", log_config=None,
+                                access_log=settings.api_access_log)
         uvicorn.Server(config).run(sockets=[sock])
         runtime.close()
         code = 0

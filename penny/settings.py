@@ -434,6 +434,10 @@ class Settings(BaseSettings):
     api_workers: int | None = Field(default=None, ge=1)
     """`penny api` worker processes (forked, one socket). Unset: one per CPU core.
     `penny up` always serves from its one process."""
+    api_access_log: bool = False
+    """Write uvicorn's access log (one line per HTTP request). Off by default: formatting
+    and writing that line is CPU spent on every single-job submission, and `/metrics`
+    already counts every request by route and status."""
     api_keys: dict[str, str] = Field(default_factory=dict)
     """Bootstrap API keys, JSON: plain key -> tenant name. Keys made with `penny keys
     create` (or the admin API) live hashed in Postgres. With neither there is no auth:

@@ -17,7 +17,7 @@ from intake.group_commit import GroupCommitWriter
 from intake.limits import IntakeLimits
 from intake.schema import JobRequest
 from intake.service import jobs_for_requests
-from models.submissions import NewJob, StoredSubmission
+from models.submissions import NewJob, StoredSingleJob
 from models.tables import Job, Submission
 from models.tenants import TenantRef, ensure_tenant
 from penny.runtime import Runtime
@@ -79,7 +79,7 @@ def test_waiting_submissions_share_one_transaction_and_wait_for_its_commit(
     writer = GroupCommitWriter(held, cache=None)  # type: ignore[arg-type]
     commits = count_commits(runtime)
 
-    async def scenario() -> list[StoredSubmission]:
+    async def scenario() -> list[StoredSingleJob]:
         first = asyncio.create_task(writer.submit(tenant, job(runtime, 0), "h0"))
         await asyncio.to_thread(held.started.wait, 60)
         rest = [asyncio.create_task(writer.submit(tenant, job(runtime, n), f"h{n}"))
@@ -91,11 +91,18 @@ def test_waiting_submissions_share_one_transaction_and_wait_for_its_commit(
 
     stored = asyncio.run(scenario())
     assert len(commits) == 2  # the first alone, then the 39 that waited behind it together
-    found = stored_jobs(runtime, [str(s.submission.id) for s in stored])
-    assert found == {str(s.submission.id): [str(s.job_ids[0])] for s in stored}
-    assert all(s.submission.kind == "job" and s.submission.total_jobs == 1 for s in stored)
-    assert sorted(s.submission.request_hash for s in stored) == sorted(
-        f"h{n}" for n in range(40))
+    found = stored_jobs(runtime, [str(s.submission_id) for s in stored])
+    assert found == {str(s.submission_id): [str(s.job_id)] for s in stored}
+    with runtime.sessions() as session:
+        rows = session.execute(
+            select(Submission.id, Submission.kind, Submission.total_jobs,
+                   Submission.request_hash)
+            .where(Submission.id.in_([s.submission_id for s in stored]))).all()
+    assert all(kind == "job" and total == 1 for _, kind, total, _ in rows)
+    # Each request is answered with its own submission: the one holding its hash.
+    hashes = {submission_id: request_hash for submission_id, _, _, request_hash in rows}
+    assert [hashes[s.submission_id] for s in stored] == [f"h{n}" for n in range(40)]
+    assert not any(s.from_cache for s in stored)
 
 
 def test_a_job_that_cannot_be_stored_fails_alone(runtime: Runtime, tenant: TenantRef) -> None:
@@ -105,7 +112,7 @@ def test_a_job_that_cannot_be_stored_fails_alone(runtime: Runtime, tenant: Tenan
     unstorable = NewJob(line_no=0, model="m" * 300, request={"prompt": "x"},
                         estimated_tokens=1)
 
-    async def scenario() -> list[StoredSubmission | BaseException]:
+    async def scenario() -> list[StoredSingleJob | BaseException]:
         first = asyncio.create_task(writer.submit(tenant, job(runtime, 0), "h0"))
         await asyncio.to_thread(held.started.wait, 60)
         group = [asyncio.create_task(writer.submit(tenant, job(runtime, 1), "h1")),
@@ -116,10 +123,10 @@ def test_a_job_that_cannot_be_stored_fails_alone(runtime: Runtime, tenant: Tenan
 
     first, good_1, bad, good_2 = asyncio.run(scenario())
     assert isinstance(bad, Exception) and "too long" in str(bad)
-    good = [s for s in (first, good_1, good_2) if isinstance(s, StoredSubmission)]
+    good = [s for s in (first, good_1, good_2) if isinstance(s, StoredSingleJob)]
     assert len(good) == 3
-    assert set(stored_jobs(runtime, [str(s.submission.id) for s in good])) == {
-        str(s.submission.id) for s in good}
+    assert set(stored_jobs(runtime, [str(s.submission_id) for s in good])) == {
+        str(s.submission_id) for s in good}
     with runtime.sessions() as session:
         assert session.execute(select(func.count()).select_from(Job)).scalar_one() == 3
         assert session.execute(
