@@ -26,10 +26,11 @@ from intake.csv_mapping import (
     CsvMapping,
     CsvOptions,
     csv_mapping,
+    plain_row_job,
     refuse_bad_rows,
     row_outcome,
 )
-from intake.csv_reader import CsvReader, CsvRow, CsvRowError
+from intake.csv_reader import CsvItem, CsvReader, CsvRow, CsvRowError
 from intake.limits import IntakeLimits
 from intake.line_outcome import LineError, LineOutcome
 from intake.service import jobs_for_file, request_hash
@@ -124,15 +125,24 @@ def _replay(session: Session, tenant: TenantRef, key: str, digest: str,
     return existing
 
 
-def _outcomes(reader: CsvReader, mapping: CsvMapping
-              ) -> Iterator[tuple[LineOutcome, tuple[str, ...]]]:
-    for item in reader:
-        if isinstance(item, CsvRowError):
-            code = BAD_FILE if item.fatal else "invalid_line"
-            yield LineError(item.line_no, code, item.message, item.raw), ()
-        else:
-            assert isinstance(item, CsvRow)
-            yield row_outcome(mapping, item), item.cells
+def _general_outcome(item: CsvItem, mapping: CsvMapping
+                     ) -> tuple[LineOutcome, tuple[str, ...]]:
+    if isinstance(item, CsvRowError):
+        code = BAD_FILE if item.fatal else "invalid_line"
+        return LineError(item.line_no, code, item.message, item.raw), ()
+    return row_outcome(mapping, item), item.cells
+
+
+def _row_job(item: CsvItem, mapping: CsvMapping, limits: IntakeLimits) -> NewJob:
+    """The job (or failed job naming its line) one row makes: a plain valid row without
+    the general validator, every other one through it."""
+    if isinstance(item, CsvRow):
+        job = plain_row_job(mapping, item, limits)
+        if job is not None:
+            return job
+    outcome, cells = _general_outcome(item, mapping)
+    (job,) = jobs_for_file([outcome], limits)
+    return replace(job, input_row=_stored_row(cells) if cells else None)
 
 
 def _stored_row(cells: tuple[str, ...]) -> list[str]:
@@ -161,15 +171,14 @@ def _write_chunk(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
 
 
 def _stream_rows(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
-                 outcomes: Iterator[tuple[LineOutcome, tuple[str, ...]]],
-                 limits: IntakeLimits, cache: CachePolicy | None, *, reject: bool) -> _Tally:
+                 rows: Iterator[NewJob], cache: CachePolicy | None, *, reject: bool
+                 ) -> _Tally:
     """Write every row's job, a chunk at a time; once a row is bad in a file that will be
     rejected, only read on to name every bad row."""
     tally = _Tally()
     chunk: list[NewJob] = []
-    for outcome, cells in outcomes:
+    for job in rows:
         tally.rows += 1
-        (job,) = jobs_for_file([outcome], limits)
         if job.error is not None:
             tally.error_count += 1
             if len(tally.errors) < MAX_REPORTED_ERRORS:
@@ -180,7 +189,7 @@ def _stream_rows(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
                 continue
         if tally.error_count and reject:
             continue
-        chunk.append(replace(job, input_row=_stored_row(cells) if cells else None))
+        chunk.append(job)
         if len(chunk) >= CHUNK_ROWS:
             _write_chunk(session, submission_id, tenant, chunk, cache, tally)
             chunk = []
@@ -214,7 +223,8 @@ def queue_csv(
     reader = CsvReader(source.stream, name=source.name, max_cell_chars=source.max_cell_chars,
                        encoding=source.options.encoding)
     # The header and the mapping are checked before anything is written.
-    outcomes = _outcomes(reader, csv_mapping(reader.header, source.options))
+    mapping = csv_mapping(reader.header, source.options)
+    rows = (_row_job(item, mapping, limits) for item in reader)
     stored = insert_submission(
         session, tenant_id=tenant.id, kind=kind, request_hash=digest, jobs=[],
         idempotency_key=idempotency_key, source_name=source.name,
@@ -229,7 +239,7 @@ def queue_csv(
         return QueuedCsv(existing, existing.total_jobs, 0, 0, replayed=True)
     submission_id = stored.submission.id
     try:
-        tally = _stream_rows(session, submission_id, tenant, outcomes, limits, cache,
+        tally = _stream_rows(session, submission_id, tenant, rows, cache,
                              reject=not source.options.skip_bad_rows)
         if tally.error_count and (tally.fatal or not source.options.skip_bad_rows):
             raise refuse_bad_rows(source.name, tally.errors, tally.rows, MAX_REPORTED_ERRORS)
