@@ -18,10 +18,11 @@ from typing import Any, Protocol
 import msgspec
 
 _sorted_json = msgspec.json.Encoder(order="sorted").encode
-# Where msgspec and json.dumps may write a float differently: an exponent (msgspec writes
-# "1e16", json "1e+16"), or a tiny value (msgspec "0.00001", json "1e-05"). Text that
-# merely looks like one ("item 3e") only costs the slower encoder.
-_FLOAT_SPELLING = re.compile(rb"[0-9][eE]|0\.0000")
+# Where msgspec and json.dumps may write a number differently: with an exponent (msgspec
+# writes "1e16", json "1e+16") or tiny (msgspec "0.00001", json "1e-05"). A number comes
+# first or after ':', '[' or ','; text in a string that merely looks like one ("x:3e")
+# only costs the slower encoder, and hex ids ("4e5a...") do not look like one.
+_FLOAT_SPELLING = re.compile(rb"(?:^|[:\[,])-?(?:[0-9]+(?:\.[0-9]+)?[eE]|0\.0000)")
 
 
 def canonical_json(document: Any) -> bytes:

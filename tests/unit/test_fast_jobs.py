@@ -195,3 +195,18 @@ def test_canonical_json_spells_floats_as_json_does() -> None:
     for value in [1e-05, 1e16, 1.7976931348623157e308, 5e-324, 0.0001, 123.0, -0.0]:
         assert canonical_json({"v": value}) == json.dumps({"v": value},
                                                           separators=(",", ":")).encode()
+
+
+def test_a_stored_request_is_encoded_without_json_dumps(monkeypatch: Any) -> None:
+    from coalescer import single_flight
+
+    def refuse(*_: Any, **__: Any) -> str:
+        raise AssertionError("json.dumps was called")
+
+    job = plain_job(PLAIN[1], 0, LIMITS)
+    assert job is not None
+    expected = single_flight.single_flight_key("4e5a0d3c-1e00-4c6e-9e2f-0123456789ab",
+                                               job.model, job.request)
+    monkeypatch.setattr(single_flight.json, "dumps", refuse)
+    assert single_flight.single_flight_key("4e5a0d3c-1e00-4c6e-9e2f-0123456789ab",
+                                           job.model, job.request) == expected
