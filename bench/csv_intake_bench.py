@@ -6,11 +6,12 @@ Memory flat in the file's size is the point; rows/s is what it costs.
 
     .venv/bin/python bench/csv_intake_bench.py [--sizes-mb 10 40] [--code DIR ...]
 
-`--code` runs the same measurement on other checkouts of penny (for example the code
-before a change, from `git worktree add`), each on a fresh database of its own, in the
-same run: read the columns side by side. Each size runs in a fresh child process, so its
-peak RSS (ru_maxrss) is its own. CPU per row is robust to a busy machine where rows/s is
-not: "Python" is the child's user+system time, "Postgres" its backend's (from /proc).
+`--code before=DIR after=DIR` runs the same measurement on other checkouts of penny (for
+example the code before a change, from `git worktree add`), each on a fresh database of
+its own, in the same run: read the rows side by side. Each size runs in a fresh child
+process, so its peak RSS (ru_maxrss) is its own. CPU per row is robust to a busy machine
+where rows/s is not: "Python" is the child's user+system time, "Postgres" its backend's
+(from /proc).
 The rows look like a real bulk job: an id, a prompt of ~120 characters with a comma and a
 quoted line break in one row of five, a team tag, max_tokens. Databases are created on
 the Postgres of `--admin-url` and dropped afterwards.
@@ -146,8 +147,8 @@ def _load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes-mb", type=int, nargs="+", default=[10, 40])
-    parser.add_argument("--code", type=Path, nargs="+", default=[REPO],
-                        help="checkouts of penny to measure, side by side")
+    parser.add_argument("--code", nargs="+", default=[f"this={REPO}"],
+                        help="checkouts of penny to measure side by side, each LABEL=DIR")
     parser.add_argument("--admin-url", default=os.environ.get(
         "PENNY_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--modes", nargs="+", default=["parse", "queue"])
@@ -162,10 +163,11 @@ def main() -> None:
         for size in args.sizes_mb:
             path = Path(scratch) / f"bench-{size}mb.csv"
             rows = write_csv(path, size)
-            for code in args.code:
+            for labelled in args.code:
+                label, _, code = labelled.rpartition("=")
                 with fresh_database(args.admin_url) as database_url:
                     env = {**os.environ, "PENNY_DATABASE_URL": database_url,
-                           "PYTHONPATH": str(code.resolve()),
+                           "PYTHONPATH": str(Path(code).resolve()),
                            "PENNY_DATA_DIR": str(Path(scratch) / "data")}
                     measured = {}
                     for mode in args.modes:
@@ -173,11 +175,11 @@ def main() -> None:
                                               str(path)], env=env, capture_output=True,
                                              text=True, check=False)
                         if out.returncode:
-                            raise SystemExit(f"{code} {mode} failed:\n{out.stderr}")
+                            raise SystemExit(f"{labelled} {mode} failed:\n{out.stderr}")
                         measured[mode] = json.loads(out.stdout.strip().splitlines()[-1])
                         assert measured[mode]["rows"] == rows
                         loads.append(_load())
-                results.append((code, path.stat().st_size, rows, measured))
+                results.append((label or code, path.stat().st_size, rows, measured))
             path.unlink()
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} "
@@ -189,7 +191,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for code, nbytes, rows, m in results:
         parse, queue = m.get("parse"), m.get("queue")
-        cells = [code.name, f"{nbytes / 1e6:,.0f} MB", f"{rows:,}"]
+        cells = [code, f"{nbytes / 1e6:,.0f} MB", f"{rows:,}"]
         cells += ([f"{rows / parse['seconds']:,.0f}", f"{1e6 * parse['cpu'] / rows:.1f}"]
                   if parse else ["", ""])
         cells += ([f"{rows / queue['seconds']:,.0f}", f"{1e6 * queue['cpu'] / rows:.1f}",
