@@ -50,9 +50,9 @@ def _number(value: object, default: float) -> float | None:
     if value is _ABSENT:
         return default
     if type(value) is float:
-        return value  # type: ignore[return-value]
-    if type(value) is int and -4 <= value <= 4:  # type: ignore[operator]
-        return float(value)  # type: ignore[arg-type]
+        return value
+    if type(value) is int and -4 <= value <= 4:
+        return float(value)
     return None
 
 
@@ -66,7 +66,8 @@ def _messages(value: object) -> tuple[list[dict[str, str]], int] | None:
         if type(message) is not dict or len(message) != 2:
             return None
         role, content = message.get("role"), message.get("content")
-        if type(role) is not str or role not in _ROLES or not _prompt_text(content):
+        if (type(role) is not str or role not in _ROLES or type(content) is not str
+                or not _prompt_text(content)):
             return None
         stored.append({"role": role, "content": content})
         chars += len(content)
@@ -95,7 +96,7 @@ def _model(value: object, limits: IntakeLimits) -> str | None:
     if (value in ROUTED_MODELS or value not in limits.models
             or value in limits.embedding_models):
         return None
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _sampling(get: Any, model: str, limits: IntakeLimits) -> dict[str, Any] | None:
