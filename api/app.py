@@ -79,6 +79,8 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
                        path_limits={"/v1/files": upload_limit,
                                     "/v1/messages/batches": settings.max_file_bytes,
                                     "/v1/uploads/csv": settings.max_csv_upload_bytes
+                                    + uploads.MULTIPART_SLACK_BYTES,
+                                    "/v1/uploads/jsonl": settings.max_csv_upload_bytes
                                     + uploads.MULTIPART_SLACK_BYTES})
     # Outermost: a request the size limit refuses is counted (and traced) too.
     app.add_middleware(RequestObservation, traced=tracing.enabled())

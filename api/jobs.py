@@ -141,7 +141,9 @@ def _create_jobs(body: BulkJobsRequest, request: Request, response: Response,
     if body.cache is not None:
         items = [{"cache": body.cache.value, **item} if isinstance(item, dict) else item
                  for item in items]
-    requests, jobs = jobs_for_bulk(items, limits_of(request))
+    # The validated requests are kept only for what a key's replay is compared by.
+    requests, jobs = jobs_for_bulk(items, limits_of(request),
+                                   keep_requests=idempotency_key is not None)
     jobs = prepared_jobs(request, tenant.id, jobs)
     callback_url = checked_callback(request, body.callback_url)
     with sessions_of(request)() as session:

@@ -166,8 +166,10 @@ def wait_for(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 def server(command: list[str], env: dict[str, str], health: str, log: Path
            ) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
+        # In the checkout served: `python -c` and `-m` import from the working directory
+        # before PYTHONPATH.
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   cwd=REPO)
+                                   cwd=env["PYTHONPATH"])
         try:
             wait_for(health, process, log)
             yield process
@@ -355,6 +357,8 @@ def main() -> None:
                         help="per bulk run: a 5,000-job request takes seconds")
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop POSTs/s")
     parser.add_argument("--open-seconds", type=float, default=5.0)
+    parser.add_argument("--code", type=Path, default=REPO,
+                        help="the checkout of penny to serve (for a before/after run)")
     parser.add_argument("--workers", type=int, default=None,
                         help="uvicorn worker processes of each server (default: one per "
                              "core, penny's own default)")
@@ -366,7 +370,8 @@ def main() -> None:
     runs: list[Run] = []
     penny_port, reference_port = 18_431, 18_432
     with fresh_database(args.admin_url) as database_url:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PENNY_DATABASE_URL": database_url,
+        env = {**os.environ, "PYTHONPATH": str(args.code.resolve()),
+               "PENNY_DATABASE_URL": database_url,
                "PENNY_DATA_DIR": str(workdir / "data"),
                "PENNY_MODELS_DIR": os.environ.get("PENNY_MODELS_DIR",
                                                   str(REPO / "var" / "models")),
@@ -382,11 +387,12 @@ def main() -> None:
                 server(reference_cmd, env, f"http://127.0.0.1:{reference_port}/docs",
                        workdir / "reference.log") as reference:
             targets = {"reference": (reference, reference_port), "penny": (penny, penny_port)}
+            # An empty list ("--clients ''") leaves those scenarios out.
             scenarios = [(f"single, {c} clients", SINGLE_PATH, c, 0, args.seconds)
-                         for c in map(int, args.clients.split(","))]
+                         for c in map(int, filter(None, args.clients.split(",")))]
             scenarios += [(f"bulk {n:,}/request, {args.bulk_clients} clients", BULK_PATH,
                            args.bulk_clients, n, args.bulk_seconds)
-                          for n in map(int, args.bulk.split(","))]
+                          for n in map(int, filter(None, args.bulk.split(",")))]
             for scenario, path, clients, per_request, seconds in scenarios:
                 for target, (process, port) in targets.items():
                     run = Run(target, scenario, per_request)
@@ -407,7 +413,7 @@ def main() -> None:
                     print(f"{scenario:40} {target:10} {run.jobs_per_second:9,.0f} jobs/s",
                           file=sys.stderr)
             scenario = f"open loop, {args.rate:,.0f} POSTs/s offered"
-            for target, (process, port) in targets.items():
+            for target, (process, port) in (targets.items() if args.open_seconds else ()):
                 run = Run(target, scenario, 0)
                 before_rows = job_count(database_url) if target == "penny" else 0
                 cpu = tree_cpu(process.pid)

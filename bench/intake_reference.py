@@ -32,7 +32,7 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/jobs/bulk", status_code=202)
     async def create_jobs(jobs: list[Any] = Body(embed=True)) -> BulkAccepted:  # noqa: B008
-        _, built = jobs_for_bulk(jobs, limits)
+        _, built = jobs_for_bulk(jobs, limits, keep_requests=False)
         return BulkAccepted(submission_id=str(uuid.uuid4()),
                             job_ids=[str(uuid.uuid4()) for _ in built], count=len(built))
 

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from intake.csv_reader import CsvReader, CsvRow, CsvRowError
+from intake.fast_jobs import plain_job
+from intake.limits import IntakeLimits
 from intake.line_outcome import LineError, LineOutcome, validated_line
 from intake.text import escape_unstorable, unstorable_reason
+from models.submissions import NewJob
 from penny.errors import InputFileError
 
 NUMBER_FIELDS: dict[str, type[int] | type[float]] = {
@@ -161,6 +164,20 @@ def row_outcome(mapping: CsvMapping, row: CsvRow) -> LineOutcome:
     # are its cells.
     storable = all(unstorable_reason(cell) is None for cell in row.cells)
     return validated_line(row.line_no, raw, payload, storable=storable)
+
+
+def plain_row_job(mapping: CsvMapping, row: CsvRow, limits: IntakeLimits) -> NewJob | None:
+    """The job a valid, plain row makes, its cells kept as its input row, without the
+    general validator (see intake.fast_jobs); None: `row_outcome` and the general path
+    decide, and word any error."""
+    # Joining cells makes no NUL or surrogate that no cell holds.
+    if unstorable_reason("".join(row.cells)) is not None:
+        return None
+    try:
+        payload = row_payload(mapping, row.cells)
+    except _BadCell:
+        return None
+    return plain_job(payload, row.line_no, limits, input_row=row.cells)
 
 
 def csv_outcomes(reader: CsvReader, mapping: CsvMapping) -> Iterator[LineOutcome]:

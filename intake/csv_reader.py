@@ -261,30 +261,35 @@ class CsvReader:
         return CsvRowError(start, message, fatal=True)
 
     def __iter__(self) -> Iterator[CsvItem]:
-        width = len(self.header)
+        width, limit = len(self.header), self.max_cell_chars
+        reader, lines = self._reader, self._lines
         while True:
-            item = self._next()
-            if item is None:
+            # _next inlined: this loop runs once per row of files of millions of rows.
+            start = self._consumed + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
                 return
-            if isinstance(item, CsvRowError):
-                yield item
+            except csv.Error as error:
+                self._consumed = lines.count
+                yield self._structural(start, str(error))
                 return
-            cells = list(item.cells)
+            self._consumed = lines.count
             if not cells:
                 continue  # a blank line
             if len(cells) > width:
-                yield CsvRowError(item.line_no, "the row has "
+                yield CsvRowError(start, "the row has "
                                   f"{len(cells)} fields, more fields than the header's {width} "
                                   "columns",
                                   _raw(cells))
                 continue
-            long_cell = next((i for i, c in enumerate(cells)
-                              if len(c) > self.max_cell_chars), None)
-            if long_cell is not None:
-                yield CsvRowError(item.line_no, "column "
+            if max(map(len, cells)) > limit:
+                long_cell = next(i for i, c in enumerate(cells) if len(c) > limit)
+                yield CsvRowError(start, "column "
                                   f"{self.header[long_cell]!r} holds {len(cells[long_cell])} "
-                                  f"characters; the limit is {self.max_cell_chars}",
+                                  f"characters; the limit is {limit}",
                                   _raw(cells))
                 continue
-            cells.extend([""] * (width - len(cells)))
-            yield CsvRow(item.line_no, tuple(cells))
+            if len(cells) < width:
+                cells.extend([""] * (width - len(cells)))
+            yield CsvRow(start, tuple(cells))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
@@ -26,12 +26,14 @@ from intake.csv_mapping import (
     CsvMapping,
     CsvOptions,
     csv_mapping,
+    plain_row_job,
     refuse_bad_rows,
     row_outcome,
 )
-from intake.csv_reader import CsvReader, CsvRow, CsvRowError
+from intake.csv_reader import CsvItem, CsvReader, CsvRow, CsvRowError
 from intake.limits import IntakeLimits
 from intake.line_outcome import LineError, LineOutcome
+from intake.read_ahead import read_ahead
 from intake.service import jobs_for_file, request_hash
 from intake.text import escape_unstorable
 from models.result_cache import find_cached_answers
@@ -50,7 +52,10 @@ from observability import metrics
 from penny.errors import IdempotencyConflict, InputFileError
 from tenancy.budgets import TokenBound
 
-CHUNK_ROWS = 2000  # rows per insert: one statement stays well under 65,535 parameters
+CHUNK_ROWS = 2000  # rows per COPY, with one exact-cache lookup for them
+# Chunks parsed ahead of the one being written: the parser and Postgres work at once, and
+# memory stays a few chunks however large the file.
+READ_AHEAD_CHUNKS = 2
 _HASH_CHUNK = 1 << 20
 MAX_REPORTED_ERRORS = 1000
 
@@ -124,29 +129,43 @@ def _replay(session: Session, tenant: TenantRef, key: str, digest: str,
     return existing
 
 
-def _outcomes(reader: CsvReader, mapping: CsvMapping
-              ) -> Iterator[tuple[LineOutcome, tuple[str, ...]]]:
-    for item in reader:
-        if isinstance(item, CsvRowError):
-            code = BAD_FILE if item.fatal else "invalid_line"
-            yield LineError(item.line_no, code, item.message, item.raw), ()
-        else:
-            assert isinstance(item, CsvRow)
-            yield row_outcome(mapping, item), item.cells
+def _general_outcome(item: CsvItem, mapping: CsvMapping
+                     ) -> tuple[LineOutcome, tuple[str, ...]]:
+    if isinstance(item, CsvRowError):
+        code = BAD_FILE if item.fatal else "invalid_line"
+        return LineError(item.line_no, code, item.message, item.raw), ()
+    return row_outcome(mapping, item), item.cells
+
+
+def _row_job(item: CsvItem, mapping: CsvMapping, limits: IntakeLimits) -> NewJob:
+    """The job (or failed job naming its line) one row makes: a plain valid row without
+    the general validator, every other one through it."""
+    if isinstance(item, CsvRow):
+        job = plain_row_job(mapping, item, limits)
+        if job is not None:
+            return job
+    outcome, cells = _general_outcome(item, mapping)
+    (job,) = jobs_for_file([outcome], limits)
+    return replace(job, input_row=_stored_row(cells) if cells else None)
 
 
 def _stored_row(cells: tuple[str, ...]) -> list[str]:
     return [escape_unstorable(cell) for cell in cells]
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    jobs: list[NewJob]
+    keys: list[str | None]  # each job's exact cache key, if it may be answered from it
+
+
 def _write_chunk(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
-                 jobs: list[NewJob], cache: CachePolicy | None, tally: _Tally) -> None:
-    keys = lookup_keys(jobs, cache)
-    wanted = {k for k in keys if k is not None}
+                 chunk: _Chunk, tally: _Tally) -> None:
+    wanted = {k for k in chunk.keys if k is not None}
     answers = find_cached_answers(session, tenant.id, wanted) if wanted else {}
-    inserted = insert_jobs(session, submission_id, tenant.id, jobs,
-                           CacheLookup(keys, answers))
-    for job, job_id in zip(jobs, inserted.ids, strict=True):
+    inserted = insert_jobs(session, submission_id, tenant.id, chunk.jobs,
+                           CacheLookup(chunk.keys, answers))
+    for job, job_id in zip(chunk.jobs, inserted.ids, strict=True):
         if job.error is not None:
             continue
         if job_id in inserted.from_cache:
@@ -160,16 +179,13 @@ def _write_chunk(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
         bound[1] += output
 
 
-def _stream_rows(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
-                 outcomes: Iterator[tuple[LineOutcome, tuple[str, ...]]],
-                 limits: IntakeLimits, cache: CachePolicy | None, *, reject: bool) -> _Tally:
-    """Write every row's job, a chunk at a time; once a row is bad in a file that will be
-    rejected, only read on to name every bad row."""
-    tally = _Tally()
-    chunk: list[NewJob] = []
-    for outcome, cells in outcomes:
+def _chunks(rows: Iterator[NewJob], cache: CachePolicy | None, tally: _Tally, *,
+            reject: bool) -> Iterator[_Chunk]:
+    """The jobs to write, a chunk at a time, counting rows and bad rows as it reads; once
+    a row is bad in a file that will be rejected, it only reads on to name every bad row."""
+    jobs: list[NewJob] = []
+    for job in rows:
         tally.rows += 1
-        (job,) = jobs_for_file([outcome], limits)
         if job.error is not None:
             tally.error_count += 1
             if len(tally.errors) < MAX_REPORTED_ERRORS:
@@ -180,13 +196,92 @@ def _stream_rows(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
                 continue
         if tally.error_count and reject:
             continue
-        chunk.append(replace(job, input_row=_stored_row(cells) if cells else None))
-        if len(chunk) >= CHUNK_ROWS:
-            _write_chunk(session, submission_id, tenant, chunk, cache, tally)
-            chunk = []
-    if chunk and not (tally.error_count and reject):
-        _write_chunk(session, submission_id, tenant, chunk, cache, tally)
+        jobs.append(job)
+        if len(jobs) >= CHUNK_ROWS:
+            yield _Chunk(jobs, lookup_keys(jobs, cache))
+            jobs = []
+    if jobs and not (tally.error_count and reject):
+        yield _Chunk(jobs, lookup_keys(jobs, cache))
+
+
+def _stream_rows(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
+                 rows: Iterator[NewJob], cache: CachePolicy | None, *, reject: bool
+                 ) -> _Tally:
+    """Write every row's job, a chunk at a time, the file read ahead on another thread
+    while the database takes the chunk before (see intake.read_ahead)."""
+    tally = _Tally()
+    for chunk in read_ahead(_chunks(rows, cache, tally, reject=reject), READ_AHEAD_CHUNKS):
+        if tally.error_count and reject:
+            continue  # the file will be refused: what is written is rolled back anyway
+        _write_chunk(session, submission_id, tenant, chunk, tally)
     return tally
+
+
+@dataclass(frozen=True)
+class StreamedFile:
+    """An input file opened for queueing: its jobs, read as they are consumed, and what
+    the submission records about it."""
+
+    name: str
+    jobs: Iterator[NewJob]
+    skip_bad_rows: bool
+    columns: dict[str, Any] = field(default_factory=dict)  # e.g. a CSV's input columns
+
+
+def queue_streamed(
+    session: Session,
+    digest: str,
+    open_file: Callable[[], StreamedFile],
+    *,
+    tenant: TenantRef,
+    policy: IntakePolicy,
+    cache: CachePolicy | None,
+    idempotency_key: str | None = None,
+    columns: dict[str, Any] | None = None,
+    kind: str,
+) -> QueuedCsv:
+    """Queue every job of the file `open_file` opens as one submission and commit; replay
+    the original on a repeated Idempotency-Key (`digest` identifies the upload; the file is
+    not opened then). InputFileError (nothing written) for a file that cannot be used:
+    what `open_file` refuses, bad rows unless skipped, no rows."""
+    if idempotency_key is not None:
+        existing = _replay(session, tenant, idempotency_key, digest, policy)
+        if existing is not None:
+            return QueuedCsv(existing, existing.total_jobs, 0, 0, replayed=True)
+    opened = open_file()  # what it checks up front (a CSV's header) fails before any write
+    stored = insert_submission(
+        session, tenant_id=tenant.id, kind=kind, request_hash=digest, jobs=[],
+        idempotency_key=idempotency_key, source_name=opened.name,
+        columns={**opened.columns, **(columns or {})})
+    if stored is None:  # a twin with the same key got in first: answer as it did
+        session.rollback()
+        assert idempotency_key is not None
+        existing = _replay(session, tenant, idempotency_key, digest, policy)
+        if existing is None:
+            raise IdempotencyConflict("this Idempotency-Key is in use; retry",
+                                      param="Idempotency-Key")
+        return QueuedCsv(existing, existing.total_jobs, 0, 0, replayed=True)
+    submission_id = stored.submission.id
+    try:
+        tally = _stream_rows(session, submission_id, tenant, opened.jobs, cache,
+                             reject=not opened.skip_bad_rows)
+        if tally.error_count and (tally.fatal or not opened.skip_bad_rows):
+            raise refuse_bad_rows(opened.name, tally.errors, tally.rows, MAX_REPORTED_ERRORS)
+        if not tally.rows:
+            raise InputFileError(f"{opened.name} holds no jobs")
+        session.execute(update(Submission).where(Submission.id == submission_id)
+                        .values(total_jobs=tally.rows))
+        warnings = admit_counted(session, policy, tenant, tally.queued, tally.bounds())
+        if warnings:
+            stored.submission.warnings = warnings
+    except BaseException:
+        session.rollback()
+        raise
+    session.commit()
+    metrics.record_exact_cache_hits(tally.hit_models.elements())
+    session.refresh(stored.submission)
+    return QueuedCsv(stored.submission, tally.rows, tally.error_count, tally.from_cache,
+                     replayed=False)
 
 
 def queue_csv(
@@ -201,50 +296,20 @@ def queue_csv(
     columns: dict[str, Any] | None = None,
     kind: str = "csv",
 ) -> QueuedCsv:
-    """Queue every row of `source` as one submission and commit; replay the original on a
-    repeated Idempotency-Key. InputFileError (nothing written) for a file that cannot be
-    used: no header, options that do not fit it, bad rows unless skipped, no rows."""
-    digest = source.digest(columns)
-    if idempotency_key is not None:
-        existing = _replay(session, tenant, idempotency_key, digest, policy)
-        if existing is not None:
-            return QueuedCsv(existing, existing.total_jobs, 0, 0, replayed=True)
-    if source.fingerprint is None:
-        source.stream.seek(0)
-    reader = CsvReader(source.stream, name=source.name, max_cell_chars=source.max_cell_chars,
-                       encoding=source.options.encoding)
-    # The header and the mapping are checked before anything is written.
-    outcomes = _outcomes(reader, csv_mapping(reader.header, source.options))
-    stored = insert_submission(
-        session, tenant_id=tenant.id, kind=kind, request_hash=digest, jobs=[],
-        idempotency_key=idempotency_key, source_name=source.name,
-        columns={"input_columns": list(reader.header), **(columns or {})})
-    if stored is None:  # a twin with the same key got in first: answer as it did
-        session.rollback()
-        assert idempotency_key is not None
-        existing = _replay(session, tenant, idempotency_key, digest, policy)
-        if existing is None:
-            raise IdempotencyConflict("this Idempotency-Key is in use; retry",
-                                      param="Idempotency-Key")
-        return QueuedCsv(existing, existing.total_jobs, 0, 0, replayed=True)
-    submission_id = stored.submission.id
-    try:
-        tally = _stream_rows(session, submission_id, tenant, outcomes, limits, cache,
-                             reject=not source.options.skip_bad_rows)
-        if tally.error_count and (tally.fatal or not source.options.skip_bad_rows):
-            raise refuse_bad_rows(source.name, tally.errors, tally.rows, MAX_REPORTED_ERRORS)
-        if not tally.rows:
-            raise InputFileError(f"{source.name} holds no jobs")
-        session.execute(update(Submission).where(Submission.id == submission_id)
-                        .values(total_jobs=tally.rows))
-        warnings = admit_counted(session, policy, tenant, tally.queued, tally.bounds())
-        if warnings:
-            stored.submission.warnings = warnings
-    except BaseException:
-        session.rollback()
-        raise
-    session.commit()
-    metrics.record_exact_cache_hits(tally.hit_models.elements())
-    session.refresh(stored.submission)
-    return QueuedCsv(stored.submission, tally.rows, tally.error_count, tally.from_cache,
-                     replayed=False)
+    """Queue every row of `source` as one submission and commit (see `queue_streamed`):
+    a CSV without a header, or options that do not fit it, is refused before any write."""
+
+    def open_csv() -> StreamedFile:
+        if source.fingerprint is None:
+            source.stream.seek(0)
+        reader = CsvReader(source.stream, name=source.name,
+                           max_cell_chars=source.max_cell_chars,
+                           encoding=source.options.encoding)
+        mapping = csv_mapping(reader.header, source.options)
+        return StreamedFile(source.name, (_row_job(item, mapping, limits) for item in reader),
+                            source.options.skip_bad_rows,
+                            {"input_columns": list(reader.header)})
+
+    return queue_streamed(session, source.digest(columns), open_csv, tenant=tenant,
+                          policy=policy, cache=cache, idempotency_key=idempotency_key,
+                          columns=columns, kind=kind)

@@ -15,6 +15,7 @@ from cache.keys import CacheMode, CachePolicy
 from intake.admission import IntakePolicy, admit
 from intake.compress_option import compression_for
 from intake.embeddings import EmbeddingJobRequest
+from intake.fast_jobs import plain_job
 from intake.files import LineError, LineOutcome
 from intake.limits import IntakeLimits, resolve_model
 from intake.routing import CASCADE_MODE, job_route
@@ -140,16 +141,24 @@ def _schema_problems(index: int, error: ValidationError) -> list[dict[str, objec
 
 
 def jobs_for_bulk(
-    items: Sequence[object], limits: IntakeLimits
+    items: Sequence[object], limits: IntakeLimits, *, keep_requests: bool = True
 ) -> tuple[list[JobRequest], list[NewJob]]:
     """`jobs_for_requests` for a bulk body's raw items: all or nothing, naming every bad
     item. Each item is validated on its own, schema and deployment limits in one pass, so
     an item with a malformed field and another naming an unknown model are both named in
-    the one answer (validating the whole body first stopped at the schema errors)."""
+    the one answer (validating the whole body first stopped at the schema errors).
+
+    Without `keep_requests` (the caller needs the jobs only, not the validated requests
+    an Idempotency-Key's hash is made of), plain valid items skip the general validator
+    (`intake.fast_jobs`) and no requests come back."""
     requests: list[JobRequest] = []
     jobs: list[NewJob] = []
     problems: list[dict[str, object]] = []
     for index, item in enumerate(items):
+        plain = None if keep_requests else plain_job(item, index, limits)
+        if plain is not None:
+            jobs.append(plain)
+            continue
         try:
             request = JobRequest.model_validate(item)
         except ValidationError as error:
@@ -157,7 +166,8 @@ def jobs_for_bulk(
             continue
         try:
             jobs.append(new_job(index, request, resolve_model(request, limits), limits))
-            requests.append(request)
+            if keep_requests:
+                requests.append(request)
         except PennyError as error:
             param = f"jobs.{index}.{error.param}" if error.param else f"jobs.{index}"
             problems.append({"index": index, "code": error.code, "param": param,

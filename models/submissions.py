@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from cache.keys import CacheMode, CachePolicy
 from coalescer.single_flight import single_flight_key
-from models.fast_rows import copy_rows, json_text
+from models.fast_rows import copy_rows, json_text, time_ordered_ids
 from models.result_cache import CachedAnswer, record_cache_hits
 from models.status import TERMINAL_JOB_STATUSES, JobStatus, SubmissionStatus
 from models.tables import Job, LedgerEntry, Result, StoredFile, Submission
@@ -178,7 +178,7 @@ def insert_jobs(
     """Queue `jobs` under a submission (a job with `error` is stored failed). A job whose
     answer `cached` holds is stored `succeeded` with its result and a zero-cost ledger row
     instead, never reaching the queue. The caller commits."""
-    job_ids = [uuid.uuid4() for _ in jobs]
+    job_ids = time_ordered_ids(len(jobs))
     if not jobs:  # a batch that failed validation, or is still validating, has no jobs
         return InsertedJobs(job_ids, frozenset())
     hits: dict[uuid.UUID, CachedAnswer] = {}

@@ -478,9 +478,10 @@ class Settings(BaseSettings):
     max_batch_requests: int = 50_000
     """Lines per OpenAI/Anthropic batch (the hosted APIs' own limit)."""
     max_csv_upload_bytes: int = 1024 * 1024 * 1024
-    """Largest file `POST /v1/uploads/csv` takes. The upload is spooled to disk and read
-    as a stream, so memory does not grow with it; the limit guards the disk and the
-    transaction that queues its rows."""
+    """Largest file `POST /v1/uploads/csv` or `POST /v1/uploads/jsonl` takes (sent, or
+    named as an s3:// object). The upload is spooled to disk and read as a stream, so
+    memory does not grow with it; the limit guards the disk and the transaction that
+    queues its rows."""
     max_validation_attempts: int = Field(default=5, ge=1)
     """A batch whose validation raised (the store did not answer, Postgres refused a row)
     is tried again while newer batches are validated; after this many attempts it fails,

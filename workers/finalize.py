@@ -3,10 +3,12 @@ the object store. Safe to run twice: it rewrites the same keys with the same con
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,7 +40,32 @@ def output_keys(submission_id: uuid.UUID) -> dict[str, str]:
     }
 
 
-def write_outputs(session: Session, store: ObjectStore, submission_id: uuid.UUID) -> None:
+class _Noted:
+    """The object store, noting each object written through it: what the manifest lists."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.objects: list[dict[str, Any]] = []
+
+    def put(self, key: str, data: bytes, content_type: str) -> str:
+        uri = self.store.put(key, data, content_type)
+        self.objects.append({"key": key, "uri": uri, "bytes": len(data),
+                             "sha256": hashlib.sha256(data).hexdigest(),
+                             "content_type": content_type})
+        return uri
+
+    def get(self, key: str) -> bytes:
+        return self.store.get(key)
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+    def download_url(self, uri: str, seconds: int) -> str | None:
+        return self.store.download_url(uri, seconds)
+
+
+def write_outputs(session: Session, target: ObjectStore, submission_id: uuid.UUID) -> None:
+    store = _Noted(target)
     records = job_records(session, submission_id)
     keys = output_keys(submission_id)
     outputs = {
@@ -54,9 +81,11 @@ def write_outputs(session: Session, store: ObjectStore, submission_id: uuid.UUID
                                            "text/csv")
     write_batch_files(session, store, submission_id)  # OpenAI batches: output + error files
     # Last, once every object it lists is written whole: a reader watching the bucket
-    # takes the manifest as the sign that the outputs are complete.
-    manifest = {"submission_id": str(submission_id), "outputs": outputs}
-    store.put(keys["manifest"], json.dumps(manifest, indent=2).encode(), "application/json")
+    # takes the manifest as the sign that the outputs are complete, and checks each
+    # object it lists (the batch APIs' output and error files too) by size and SHA-256.
+    manifest = {"submission_id": str(submission_id), "outputs": outputs,
+                "objects": store.objects}
+    target.put(keys["manifest"], json.dumps(manifest, indent=2).encode(), "application/json")
     # The webhook event is queued in the transaction that completes the submission.
     progress = progress_of(session, [submission_id])[submission_id]
     record_end(session, submission_id, status=SubmissionStatus.COMPLETED,

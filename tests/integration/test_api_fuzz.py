@@ -122,6 +122,7 @@ VALID_CREATES: dict[str, Any] = {
                        b'"url": "/v1/chat/completions", "body": {"max_tokens": 8, '
                        b'"messages": [{"role": "user", "content": "hi"}]}}\n'},
     "POST /v1/uploads/csv": {"file": b"custom_id,prompt\nr1,What is 2 + 2?\n"},
+    "POST /v1/uploads/jsonl": {"file": b'{"prompt": "What is 2 + 2?", "max_tokens": 8}\n'},
 }
 
 

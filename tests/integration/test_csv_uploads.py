@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -266,3 +267,34 @@ def test_a_file_with_a_header_only_is_refused(client: TestClient, runtime: Runti
     assert response.status_code == 422
     assert "holds no jobs" in response.json()["error"]["message"]
     assert counts(runtime) == (0, 0)
+
+
+def test_queueing_memory_is_flat_in_the_file_size(runtime: Runtime) -> None:
+    """The file is parsed a few chunks ahead of the COPY, never further: three times the
+    rows, about the same peak (tracemalloc counts Python's own allocations)."""
+    from intake.admission import IntakePolicy
+    from intake.csv_mapping import CsvOptions
+    from intake.csv_upload import CsvSource, queue_csv
+    from intake.limits import IntakeLimits
+    from models.tenants import ensure_tenant
+
+    settings = runtime.settings
+    peaks = []
+    for rows in (5 * CHUNK_ROWS, 15 * CHUNK_ROWS):
+        data = b"custom_id,prompt,team\n" + b"".join(
+            b"r%d,Translate item %d to French please,team-%d\n" % (n, n, n % 7)
+            for n in range(rows))
+        tracemalloc.start()
+        try:
+            with runtime.sessions() as session:
+                tenant = ensure_tenant(session, "acme")
+                queued = queue_csv(session, CsvSource(io.BytesIO(data), "big.csv",
+                                                      CsvOptions(), settings.max_prompt_chars),
+                                   tenant=tenant, limits=IntakeLimits.from_settings(settings),
+                                   policy=IntakePolicy(), cache=None)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert queued.rows == rows
+        peaks.append(peak)  # the file's bytes were allocated before tracing began
+    assert peaks[1] < 1.3 * peaks[0] + 2 * 1024 * 1024, peaks

@@ -351,6 +351,7 @@ def test_an_object_store_that_does_not_answer_is_a_503_not_a_500(
             acme.headers["Authorization"] = "Bearer key-acme"
             source = "s3://acme-in/batches/q1.csv"
             for path, form in (("/v1/uploads/csv", {"source": source}),
+                               ("/v1/uploads/jsonl", {"source": source}),
                                ("/v1/files", {"source": source, "purpose": "batch"})):
                 response = acme.post(path, data=form)
                 assert response.status_code == 503, response.text

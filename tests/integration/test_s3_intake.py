@@ -7,9 +7,11 @@ through the worker's own `record_batch`."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from intake.limits import IntakeLimits
+from intake.validation import validate_next_batch
 from penny.runtime import Runtime, open_runtime
 from tests.integration.test_result_cache import run_queued
 from tests.support import free_port, make_settings, reset_tables
@@ -31,6 +35,8 @@ GLOBEX = {"Authorization": "Bearer key-globex"}
 CSV = b"custom_id,prompt\nr1,What is 2 + 2?\nr2,=cmd|' /C calc'!A0\n"
 LINE = (b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", '
         b'"body": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}}\n')
+NATIVE = (b'{"custom_id": "n1", "messages": [{"role": "user", "content": "2 + 2?"}]}\n'
+          b'{"custom_id": "n2", "messages": [{"role": "user", "content": "hi"}]}\n')
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +57,8 @@ def s3_endpoint() -> Iterator[str]:
             s3.create_bucket(Bucket=bucket)
         s3.put_object(Bucket="acme-in", Key="batches/q1.csv", Body=CSV)
         s3.put_object(Bucket="acme-in", Key="batches/lines.jsonl", Body=LINE)
+        s3.put_object(Bucket="acme-in", Key="batches/native.jsonl", Body=NATIVE)
+        s3.put_object(Bucket="acme-in", Key="private/native.jsonl", Body=NATIVE)
         s3.put_object(Bucket="acme-in", Key="batches/big.csv",
                       Body=b"prompt\n" + b"x" * 70_000 + b"\n")
         s3.put_object(Bucket="acme-in", Key="private/secret.csv", Body=CSV)
@@ -121,7 +129,15 @@ def test_a_csv_named_by_url_is_read_and_its_outputs_come_back_by_presigned_link(
     # Every object whole, the manifest last, listing them.
     assert written[-1] == f"runs/submissions/{submission_id}/manifest.json"
     manifest = json.loads(store.get(f"submissions/{submission_id}/manifest.json"))
-    assert manifest == {"submission_id": submission_id, "outputs": read["outputs"]}
+    assert manifest["submission_id"] == submission_id
+    assert manifest["outputs"] == read["outputs"]
+    listed = {o["uri"]: o for o in manifest["objects"]}
+    assert set(listed) == set(read["outputs"].values())
+    assert [f"runs/{o['key']}" for o in manifest["objects"]] == written[:-1]
+    for entry in manifest["objects"]:  # each listed object is there, whole
+        data = store.get(entry["key"])
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["bytes"],
+                                                                 entry["sha256"])
     prefix = f"s3://penny-out/runs/submissions/{submission_id}"
     assert read["outputs"]["results_csv"] == f"{prefix}/results.csv"
     links = read["output_urls"]
@@ -163,6 +179,30 @@ def test_reads_outside_the_tenants_locations_are_refused_before_any_request(
     filed = client.post("/v1/files", data={"source": url, "purpose": "batch"}, headers=headers)
     assert filed.status_code == status, filed.text
     assert s3_calls == []
+
+
+def test_a_native_jsonl_named_by_url_is_streamed_into_jobs(
+    client: TestClient, runtime: Runtime, s3_calls: list[str],
+) -> None:
+    response = client.post("/v1/uploads/jsonl", data={"source": "s3://acme-in/batches/"
+                                                                "native.jsonl"},
+                           headers={**ACME, "Idempotency-Key": "native-1"})
+    assert response.status_code == 202, response.text
+    assert response.json()["rows"] == 2
+    assert s3_calls == ["HeadObject", "GetObject"]
+    again = client.post("/v1/uploads/jsonl", data={"source": "s3://acme-in/batches/"
+                                                             "native.jsonl"},
+                        headers={**ACME, "Idempotency-Key": "native-1"})
+    assert again.status_code == 200  # a replay: same object, same key
+    assert again.json()["submission_id"] == response.json()["submission_id"]
+    assert s3_calls == ["HeadObject", "GetObject"] * 2
+    assert run_queued(runtime) == 2
+    for headers, url in ((ACME, "s3://acme-in/private/native.jsonl"),
+                         (GLOBEX, "s3://acme-in/batches/native.jsonl")):
+        refused = client.post("/v1/uploads/jsonl", data={"source": url}, headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "source_not_allowed"
+    assert s3_calls == ["HeadObject", "GetObject"] * 2  # not even a HEAD
 
 
 def test_a_missing_object_in_an_allowed_folder_is_a_404(client: TestClient) -> None:
@@ -208,3 +248,21 @@ def test_an_openai_file_registered_from_s3_runs_as_a_batch(client: TestClient,
         "input_file_id": filed.json()["id"], "endpoint": "/v1/chat/completions",
         "completion_window": "24h"})
     assert batch.status_code == 200, batch.text
+    # Validated, run and finalized: the manifest lists the batch's output file too.
+    limits = IntakeLimits.from_settings(runtime.settings)
+    while validate_next_batch(runtime.sessions, runtime.store, limits,
+                              runtime.settings.max_batch_requests):
+        pass
+    assert run_queued(runtime) == 1
+    finalize_ready(runtime.sessions, runtime.store)
+    ended = client.get(f"/v1/batches/{batch.json()['id']}", headers=ACME).json()
+    assert ended["status"] == "completed", ended
+    store: Any = runtime.store
+    submission = uuid.UUID(ended["id"].removeprefix("batch_"))
+    manifest = json.loads(store.get(f"submissions/{submission}/manifest.json"))
+    keys = [o["key"] for o in manifest["objects"]]
+    assert f"files/{ended['output_file_id']}" in keys
+    for entry in manifest["objects"]:
+        data = store.get(entry["key"])
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["bytes"],
+                                                                 entry["sha256"])
