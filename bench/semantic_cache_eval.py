@@ -114,10 +114,46 @@ def embed(texts: list[str]) -> np.ndarray:
                                         show_progress_bar=False))
 
 
-def quality(name: str, pairs: list[Pair], threshold: float) -> list[str]:
+def similarities(pairs: list[Pair]) -> np.ndarray:
     vectors = embed([p.cached for p in pairs] + [p.asked for p in pairs])
     cached, asked = vectors[: len(pairs)], vectors[len(pairs):]
-    similarity = (cached * asked).sum(axis=1)
+    return np.asarray((cached * asked).sum(axis=1))
+
+
+def served_by_rules(pairs: list[Pair], threshold: float) -> list[Pair]:
+    verified = [verify(p.cached, p.asked) is None for p in pairs]
+    return [p for p, s, v in zip(pairs, similarities(pairs), verified, strict=True)
+            if s >= threshold and v]
+
+
+def judge_verdicts(pairs: list[Pair]) -> dict[tuple[str, str], bool]:
+    """The worker's small model as the judge (`cache.semantic_judge`) on each pair, in one
+    engine pass, as the worker asks it: greedy, the answer constrained to yes/no."""
+    from cache.semantic_judge import (
+        JUDGE_CHOICES,
+        JUDGE_MAX_TOKENS,
+        judge_agrees,
+        judge_messages,
+    )
+    from workers.engine import GenerationRequest, Sampling
+    from workers.guided_decoding import OutputConstraint
+    from workers.vllm_engine import VllmEngine
+
+    settings = Settings()
+    engine = VllmEngine(settings, settings.default_model)
+    requests = [GenerationRequest(key=str(i), sampling=Sampling(max_tokens=JUDGE_MAX_TOKENS),
+                                  messages=judge_messages(p.cached, p.asked),
+                                  cache_salt="bench",
+                                  constraint=OutputConstraint(choice=JUDGE_CHOICES))
+                for i, p in enumerate(pairs)]
+    done = engine.generate(requests)
+    by_key = {g.key: g.ok and judge_agrees(g.text) for g in done.generations}
+    return {(p.cached, p.asked): by_key[str(i)] for i, p in enumerate(pairs)}
+
+
+def quality(name: str, pairs: list[Pair], threshold: float,
+            judged: dict[tuple[str, str], bool] | None = None) -> list[str]:
+    similarity = similarities(pairs)
     positive = np.array([p.should_hit for p in pairs])
     verified = np.array([verify(p.cached, p.asked) is None for p in pairs])
     penny = score((similarity >= threshold) & verified, positive)
@@ -136,6 +172,11 @@ def quality(name: str, pairs: list[Pair], threshold: float) -> list[str]:
         f"| | threshold only, {base_threshold:.3f} (same recall) | {base.precision:.3f} "
         f"| {base.recall:.3f} | {base.false_hit_rate:.1%} ({base.served_wrong}) |",
     ]
+    if judged is not None:
+        confirmed = np.array([judged.get((p.cached, p.asked), False) for p in pairs])
+        both = score((similarity >= threshold) & verified & confirmed, positive)
+        rows.append(f"| | penny + the small-model judge | {both.precision:.3f} "
+                    f"| {both.recall:.3f} | {both.false_hit_rate:.1%} ({both.served_wrong}) |")
     missed = [p for p, s in zip(pairs, (similarity >= threshold) & verified, strict=True)
               if p.should_hit and not s]
     wrong = [p for p, s in zip(pairs, (similarity >= threshold) & verified, strict=True)
@@ -250,25 +291,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--lookups", type=int, default=1000)
+    parser.add_argument("--judge", action="store_true",
+                        help="also ask the offline small model, as the judge, about every "
+                             "pair the rules serve (starts the engine)")
+    parser.add_argument("--no-latency", action="store_true",
+                        help="the quality tables only")
     args = parser.parse_args()
     threshold = Settings().semantic_cache_threshold
     dev, heldout = load_pairs(PAIRS / "dev.txt"), load_pairs(PAIRS / "heldout.txt")
     heldout2 = load_pairs(PAIRS / "heldout2.txt")
     lines: list[str] = []
     notes: list[str] = []
+    judged = (judge_verdicts(served_by_rules(heldout + heldout2 + dev, threshold))
+              if args.judge else None)
     for name, pairs in (("held-out", heldout), ("held-out 2", heldout2),
                         ("development", dev), ("all", heldout + heldout2 + dev)):
-        out = quality(name, pairs, threshold)
+        out = quality(name, pairs, threshold, judged)
         split = out.index("NOTES")
         lines += out[:split]
         notes += out[split + 1:]
-    queries = embed([p.asked for p in dev + heldout + heldout2])
-    version, client, server, load_s, index_s = latency(args.entries, args.lookups, queries)
-
+    flags = " --judge" * args.judge + " --no-latency" * args.no_latency
     print(f"command: python bench/semantic_cache_eval.py --entries {args.entries} "
-          f"--lookups {args.lookups}")
+          f"--lookups {args.lookups}{flags}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, {version} with pgvector")
+          f"Python {platform.python_version()}; load average at the start "
+          f"{os.getloadavg()[0]:.1f}")
     print()
     print("| pairs | rule | precision | recall | false-hit rate (served near-misses) |")
     print("|---|---|---|---|---|")
@@ -277,7 +324,12 @@ def main() -> None:
     print()
     for note in notes:
         print(note)
+    if args.no_latency:
+        return
+    queries = embed([p.asked for p in dev + heldout + heldout2])
+    version, client, server, load_s, index_s = latency(args.entries, args.lookups, queries)
     print()
+    print(f"{version} with pgvector")
     print("| lookup (k=5, one tenant of 10) | entries | p50 ms | p99 ms |")
     print("|---|---|---|---|")
     print(f"| the worker's call, timed by the client | {args.entries:,} | {client[0]:.2f} "

@@ -46,6 +46,7 @@ class Rejection(StrEnum):
     COMPARISON = "comparison"
     LANGUAGE = "language"
     ACTION = "action"  # one content word (most often the verb) replaced by another
+    JUDGE = "judge"  # the small-model judge did not confirm it (cache.semantic_judge)
 
 
 _APOSTROPHE = "\u2019"  # a typographic apostrophe: "can\u2019t"

@@ -163,3 +163,14 @@ def test_semantic_mode_reads_and_fills_the_exact_cache_too() -> None:
     assert parse_cache_mode("semantic") is CacheMode.SEMANTIC
     assert policy.reads("semantic") and policy.writes("semantic")
     assert not policy.reads("refresh") and not policy.writes("off")
+
+
+def test_the_judge_is_asked_both_questions_and_only_a_plain_yes_serves() -> None:
+    from cache.semantic_judge import judge_agrees, judge_messages
+
+    chat = judge_messages("Is Paris the capital of France?", "Is Paris France's capital?")
+    assert [role for role, _ in chat] == ["system", "user"]
+    assert "Is Paris the capital of France?" in chat[1][1]
+    assert "Is Paris France's capital?" in chat[1][1]
+    assert judge_agrees("yes") and judge_agrees(" Yes.\n")
+    assert not judge_agrees("no") and not judge_agrees("") and not judge_agrees("yes, but")
