@@ -12,8 +12,10 @@
    (changed verbs and actions among its near-misses) before the rules were changed for
    it: all are reported.
 2. Latency: nearest-entry lookups (`models.semantic_cache.nearest_answers`, the worker's
-   query, HNSW with an iterative scan under the tenant filter) against ENTRIES stored
-   vectors spread over 10 tenants, timed one by one.
+   call: an exact search for a small scope, HNSW with an iterative scan under the tenant
+   filter for a big one) against ENTRIES stored vectors spread over 10 tenants plus a
+   small tenant, timed one by one for a big, a small and an empty scope, each beside the
+   HNSW query alone on the same lookups.
 
     .venv/bin/python bench/semantic_cache_eval.py [--entries 100000] [--lookups 1000]
 
@@ -202,23 +204,27 @@ def database_url(workdir: Path) -> str:
         return start_embedded_postgres(workdir)
 
 
-def latency(entries: int, lookups: int, queries: np.ndarray
-            ) -> tuple[str, tuple[float, float], tuple[float, float], float, float]:
+SMALL_SCOPE = 200  # entries of the small tenant, beside the ten big ones
+
+
+@dataclass(frozen=True)
+class Timings:
+    scope: str
+    client: tuple[float, float]  # the worker's call (`nearest_answers`), p50 and p99 ms
+    hnsw: tuple[float, float]  # the HNSW query alone on the same lookups, p50 and p99 ms
+    server: tuple[float, float]  # the worker's query's execution time as Postgres reports it
+
+
+def _load(runtime: Any, entries: int, dims: int, tenants: list[uuid.UUID],
+          small: uuid.UUID) -> tuple[float, float]:
     from sqlalchemy import text
 
-    from models.semantic_cache import EF_SEARCH, NEAREST_SQL, nearest_answers, vector_literal
-    from penny.runtime import open_runtime
+    from models.semantic_cache import vector_literal
 
-    workdir = Path(tempfile.mkdtemp(prefix="penny-semantic-bench-"))
-    settings = Settings(data_dir=workdir, database_url=database_url(workdir),
-                        semantic_cache=True)
-    runtime = open_runtime(settings)
     rng = np.random.default_rng(7)
-    tenants = [uuid.uuid4() for _ in range(10)]
-    dims = queries.shape[1]
     with runtime.db.begin() as conn:
         conn.execute(text("TRUNCATE semantic_cache"))
-        for tenant in tenants:
+        for tenant in [*tenants, small, uuid.UUID(int=0)]:
             conn.execute(text("INSERT INTO tenants (id, name) VALUES (:id, :name) "
                               "ON CONFLICT DO NOTHING"), {"id": tenant, "name": str(tenant)})
         # Bulk load without the index, then build it once: how a large cache is restored.
@@ -228,13 +234,15 @@ def latency(entries: int, lookups: int, queries: np.ndarray
     try:
         cursor = raw.cursor()
         step = 10_000
-        for start in range(0, entries, step):
-            block = rng.standard_normal((min(step, entries - start), dims)).astype(np.float32)
+        total = entries + SMALL_SCOPE
+        for start in range(0, total, step):
+            block = rng.standard_normal((min(step, total - start), dims)).astype(np.float32)
             block /= np.linalg.norm(block, axis=1, keepdims=True)
             buffer = io.StringIO()
             for i, vector in enumerate(block):
-                tenant = tenants[(start + i) % len(tenants)]
-                buffer.write(f"{uuid.uuid4()}\t{tenant}\tbench\tctx\tminilm\tq{start + i}\t"
+                n = start + i
+                tenant = tenants[n % len(tenants)] if n < entries else small
+                buffer.write(f"{uuid.uuid4()}\t{tenant}\tbench\tctx\tminilm\tq{n}\t"
                              f"{vector_literal(vector.tolist())}\t{uuid.uuid4()}\tanswer\t"
                              f"stop\t10\t0\t5\t0.0001\t0.0002\t2100-01-01\n")
             buffer.seek(0)
@@ -250,35 +258,81 @@ def latency(entries: int, lookups: int, queries: np.ndarray
         cursor.execute("SET maintenance_work_mem = '1GB'")
         cursor.execute("CREATE INDEX ix_semantic_cache_embedding ON semantic_cache "
                        "USING hnsw (embedding vector_cosine_ops)")
-        cursor.execute("ANALYZE semantic_cache")
+        cursor.execute("VACUUM ANALYZE semantic_cache")  # as autovacuum would leave it
         raw.commit()
-        index_seconds = time.perf_counter() - started
+        return load_seconds, time.perf_counter() - started
     finally:
         raw.close()
-    timings = []
+
+
+def latency(entries: int, lookups: int, queries: np.ndarray
+            ) -> tuple[str, list[Timings], float, float]:
+    """Lookups in a big scope (one of ten tenants sharing ENTRIES), a small one (a tenant
+    with SMALL_SCOPE entries in the same table) and an empty one (a tenant with none): the
+    worker's call, and beside it on the same lookups the HNSW query alone (the way every
+    lookup was made before small scopes were searched exactly)."""
+    from sqlalchemy import text
+
+    from models.semantic_cache import (
+        EF_SEARCH,
+        EXACT_NEAREST_SQL,
+        EXACT_SCOPE_MAX,
+        NEAREST_SQL,
+        SCOPE_SIZE_SQL,
+        nearest_answers,
+        vector_literal,
+    )
+    from penny.runtime import open_runtime
+
+    workdir = Path(tempfile.mkdtemp(prefix="penny-semantic-bench-"))
+    settings = Settings(data_dir=workdir, database_url=database_url(workdir),
+                        semantic_cache=True)
+    runtime = open_runtime(settings)
+    tenants = [uuid.uuid4() for _ in range(10)]
+    small, empty = uuid.uuid4(), uuid.UUID(int=0)
+    load_s, index_s = _load(runtime, entries, queries.shape[1], tenants, small)
+    hnsw_settings = (f"SET LOCAL hnsw.ef_search = {EF_SEARCH}; "
+                     "SET LOCAL hnsw.iterative_scan = relaxed_order")
+    results = []
     with runtime.sessions() as session:
-        for n in range(lookups + 20):
-            vector = queries[n % len(queries)].tolist()
-            began = time.perf_counter()
-            nearest_answers(session, tenants[n % len(tenants)], "bench", "ctx", vector, 5)
-            session.rollback()
-            if n >= 20:  # the first few warm the connection and the index pages
-                timings.append((time.perf_counter() - began) * 1000)
-        # The same query as the server times it, without the client's share.
-        executions = []
-        for n in range(min(lookups, 300)):
-            session.execute(text(f"SET LOCAL hnsw.ef_search = {EF_SEARCH}; "
-                                 "SET LOCAL hnsw.iterative_scan = relaxed_order"))
-            plan = session.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + NEAREST_SQL), {
-                "vector": vector_literal(queries[n % len(queries)].tolist()),
-                "tenant": tenants[n % len(tenants)], "model": "bench", "context": "ctx",
-                "limit": 5}).scalar_one()
-            executions.append(float(plan[0]["Execution Time"]))
-            session.rollback()
         version = session.execute(text("SELECT version()")).scalar_one()
+        for scope, pick, size in (
+                (f"big: one of 10 tenants, {entries // 10:,} entries", tenants, entries // 10),
+                (f"small: {SMALL_SCOPE} entries", [small], SMALL_SCOPE),
+                ("empty: no entries", [empty], 0)):
+            client, hnsw, server = [], [], []
+            for n in range(lookups + 20):
+                vector = queries[n % len(queries)].tolist()
+                params = {"vector": vector_literal(vector), "tenant": pick[n % len(pick)],
+                          "model": "bench", "context": "ctx", "limit": 5}
+                began = time.perf_counter()
+                nearest_answers(session, pick[n % len(pick)], "bench", "ctx", vector, 5)
+                session.rollback()
+                mid = time.perf_counter()
+                session.execute(text(hnsw_settings))
+                session.execute(text(NEAREST_SQL), params).all()
+                session.rollback()
+                done = time.perf_counter()
+                if n < 20:  # the first few warm the connection and the index pages
+                    continue
+                client.append((mid - began) * 1000)
+                hnsw.append((done - mid) * 1000)
+                if n < 320:  # the worker's last query as the server times it
+                    query, bound = EXACT_NEAREST_SQL, params
+                    if size == 0:  # the scope's size says there is nothing to look for
+                        query = SCOPE_SIZE_SQL
+                        bound = {k: params[k] for k in ("tenant", "model", "context")}
+                    elif size > EXACT_SCOPE_MAX:
+                        session.execute(text(hnsw_settings))
+                        query = NEAREST_SQL
+                    plan = session.execute(text("EXPLAIN (ANALYZE, FORMAT JSON) " + query),
+                                           bound).scalar_one()
+                    server.append(float(plan[0]["Execution Time"]))
+                    session.rollback()
+            results.append(Timings(scope, _percentiles(client), _percentiles(hnsw),
+                                   _percentiles(server)))
     runtime.close()
-    return (str(version).split(" on ")[0], _percentiles(timings),
-            _percentiles(executions), load_seconds, index_seconds)
+    return str(version).split(" on ")[0], results, load_s, index_s
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
@@ -327,18 +381,18 @@ def main() -> None:
     if args.no_latency:
         return
     queries = embed([p.asked for p in dev + heldout + heldout2])
-    version, client, server, load_s, index_s = latency(args.entries, args.lookups, queries)
+    version, timings, load_s, index_s = latency(args.entries, args.lookups, queries)
     print()
-    print(f"{version} with pgvector")
-    print("| lookup (k=5, one tenant of 10) | entries | p50 ms | p99 ms |")
+    print(f"{version} with pgvector; {args.entries + SMALL_SCOPE:,} entries in the table, "
+          f"k=5, {args.lookups} lookups per scope")
+    print("| scope | the worker's call p50 / p99 ms | HNSW query alone p50 / p99 ms "
+          "| the worker's query, server execution p50 / p99 ms |")
     print("|---|---|---|---|")
-    print(f"| the worker's call, timed by the client | {args.entries:,} | {client[0]:.2f} "
-          f"| {client[1]:.2f} |")
-    print(f"| the query's execution, timed by Postgres (EXPLAIN ANALYZE, "
-          f"{min(args.lookups, 300)} lookups) | {args.entries:,} | {server[0]:.2f} "
-          f"| {server[1]:.2f} |")
-    print(f"  ({args.lookups} lookups; loading took {load_s:.1f} s, building the index "
-          f"{index_s:.1f} s; load average during the run {os.getloadavg()[0]:.1f})")
+    for t in timings:
+        print(f"| {t.scope} | {t.client[0]:.2f} / {t.client[1]:.2f} "
+              f"| {t.hnsw[0]:.2f} / {t.hnsw[1]:.2f} | {t.server[0]:.2f} / {t.server[1]:.2f} |")
+    print(f"  (loading took {load_s:.1f} s, building the index {index_s:.1f} s; load average "
+          f"at the end {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ def new_job(line_no: int, request: JobRequest, model: str,
             batch_tags: Mapping[str, Any] | None = None) -> NewJob:
     """`model` is the resolved one (`resolve_model`): for `auto` or `cascade`, a tier;
     `limits` what it was resolved with, whose per-tag policies (routing, compression,
-    cache) the job takes. `batch_tags`: the tags its batch gives every job (a job's own
-    metadata wins a key both name)."""
+    cache) the job takes. `batch_tags`: the tags its batch gives every job (an OpenAI
+    batch's metadata; the job's own metadata wins a key both name), which the cache policy
+    reads with the job's own."""
     route = job_route(request, model, limits.tag_routes if limits else ())
     compress = compression_for(request.compress, request.metadata,
                                limits.tag_compression if limits else ())

@@ -62,8 +62,16 @@ def fill(tenant: uuid.UUID, question: str, vector: list[float], *, model: str = 
         cost_usd=Decimal("0.001"), list_cost_usd=Decimal("0.002"))
 
 
-def test_lookups_are_scoped_and_nearest_first(runtime: Runtime) -> None:
-    a, b = tenants(runtime, "a", "b")
+@pytest.mark.parametrize("search", ["exact", "hnsw"])
+def test_lookups_are_scoped_and_nearest_first(runtime: Runtime, search: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways a lookup is made: a small scope searched exactly, and (every scope made
+    "big" here) the HNSW index scan under the scope filter."""
+    import models.semantic_cache
+
+    if search == "hnsw":
+        monkeypatch.setattr(models.semantic_cache, "EXACT_SCOPE_MAX", 0)
+    a, b, c = tenants(runtime, "a", "b", "c")
     with runtime.sessions() as session:
         fill_semantic_cache(session, [
             fill(a, "near", unit(1, 0.1)), fill(a, "far", unit(1, 1)),
@@ -79,6 +87,7 @@ def test_lookups_are_scoped_and_nearest_first(runtime: Runtime) -> None:
         assert found[0].result["text"] == "answer to near"
         assert [f.candidate.question for f in nearest_answers(session, b, "m", "c",
                                                               unit(1, 0), 5)] == ["b's own"]
+        assert nearest_answers(session, c, "m", "c", unit(1, 0), 5) == []
 
 
 def test_outcomes_and_counters_accumulate(runtime: Runtime) -> None:
