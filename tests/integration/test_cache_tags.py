@@ -101,11 +101,11 @@ def test_a_csv_cache_column_sets_each_rows_mode_and_empty_cells_take_the_tags(
     tagged: tuple[Runtime, TestClient],
 ) -> None:
     runtime, client = tagged
-    data = (f"custom_id,prompt,cache,feature\n"
-            f"c-off,{QUESTION},off,\n"
-            f"c-tag,{QUESTION},,draft\n"
-            f"c-own,{QUESTION},on,draft\n"
-            f"c-plain,{QUESTION},,\n").encode()
+    data = (f"custom_id,prompt,max_tokens,cache,feature\n"  # as the cached job asked
+            f"c-off,{QUESTION},8,off,\n"
+            f"c-tag,{QUESTION},8,,draft\n"
+            f"c-own,{QUESTION},8,on,draft\n"
+            f"c-plain,{QUESTION},8,,\n").encode()
     accepted = client.post("/v1/uploads/csv", headers=ACME,
                            files={"file": ("in.csv", data, "text/csv")})
     assert accepted.status_code == 202, accepted.text
