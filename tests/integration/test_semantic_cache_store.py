@@ -62,15 +62,7 @@ def fill(tenant: uuid.UUID, question: str, vector: list[float], *, model: str = 
         cost_usd=Decimal("0.001"), list_cost_usd=Decimal("0.002"))
 
 
-@pytest.mark.parametrize("search", ["exact", "hnsw"])
-def test_lookups_are_scoped_and_nearest_first(runtime: Runtime, search: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both ways a lookup is made: a small scope searched exactly, and (every scope made
-    "big" here) the HNSW index scan under the scope filter."""
-    import models.semantic_cache
-
-    if search == "hnsw":
-        monkeypatch.setattr(models.semantic_cache, "EXACT_SCOPE_MAX", 0)
+def test_lookups_are_scoped_and_nearest_first(runtime: Runtime) -> None:
     a, b, c = tenants(runtime, "a", "b", "c")
     with runtime.sessions() as session:
         fill_semantic_cache(session, [
