@@ -45,6 +45,7 @@ NEAREST_SQL = f"""
     ORDER BY embedding <=> CAST(:vector AS vector)
     LIMIT :limit"""
 
+
 def semantic_table_present(session: Session) -> bool:
     """Whether this database has the vector table (it has pgvector and was migrated)."""
     present = session.execute(text("SELECT to_regclass('semantic_cache') IS NOT NULL"))
