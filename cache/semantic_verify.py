@@ -14,7 +14,11 @@ plain rules can read:
   other one with a single content word swapped, added or dropped ("cats" for "dogs");
 - comparison direction: a different set of directed words (bigger/smaller, before/after,
   first/last, minimum/maximum; "less expensive" reads as "cheaper");
-- language: another language (an answer in English does not serve a question in French).
+- language: another language (an answer in English does not serve a question in French);
+- action: the same content words but one replaced by another that is no form of it,
+  however the small words around it changed ("What year did the Berlin Wall fall?" and
+  "... was built?", "How do I install X?" and "How do I update X?"): a changed verb or
+  action asks something else about the same things.
 
 Every rule errs on the side of a miss: a miss costs one generation, a false hit a wrong
 answer. The rules are written for English questions; a question in another language is
@@ -26,6 +30,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -40,6 +45,8 @@ class Rejection(StrEnum):
     ENTITIES = "entities"
     COMPARISON = "comparison"
     LANGUAGE = "language"
+    ACTION = "action"  # one content word (most often the verb) replaced by another
+    JUDGE = "judge"  # the small-model judge did not confirm it (cache.semantic_judge)
 
 
 _APOSTROPHE = "\u2019"  # a typographic apostrophe: "can\u2019t"
@@ -366,7 +373,26 @@ def disagreement(cached: QuestionFacts, asked: QuestionFacts) -> Rejection | Non
         return Rejection.ENTITIES
     if _single_swap(cached.tokens, asked.tokens):
         return Rejection.ENTITIES
+    if _replaced_term(cached.terms, asked.terms):
+        return Rejection.ACTION
     return None
+
+
+def _replaced_term(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """Whether the content words of one question are those of the other with exactly one
+    replaced by a word that is no form of it, in any order and whatever the function
+    words around them: "fall" for "built" once "did"/"was" are set aside. `_single_swap`
+    needs the rest of the sentence equal; a changed verb usually drags an auxiliary with
+    it. A paraphrase rewords more than one word, or swaps a word for a form of itself."""
+    removed = list((Counter(a) - Counter(b)).elements())
+    added = list((Counter(b) - Counter(a)).elements())
+    # Inflections and derived forms ("sink"/"sinking", "discovered"/"discoverer") pair off.
+    for word in list(removed):
+        twin = next((other for other in added if _same_word(word, other)), None)
+        if twin is not None:
+            removed.remove(word)
+            added.remove(twin)
+    return len(removed) == 1 and len(added) == 1
 
 
 def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:

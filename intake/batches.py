@@ -5,6 +5,7 @@ of a batch that did not succeed. Each is one penny submission whose jobs are its
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -44,11 +45,14 @@ def parse_completion_window(window: str) -> timedelta:
     return length
 
 
-def line_job(line: BatchLine, limits: IntakeLimits | None = None) -> NewJob:
-    """`limits`: what the line's model was resolved with (its per-tag policies)."""
+def line_job(line: BatchLine, limits: IntakeLimits | None = None,
+             batch_tags: Mapping[str, Any] | None = None) -> NewJob:
+    """`limits`: what the line's model was resolved with (its per-tag policies);
+    `batch_tags`: its batch's metadata, which tags each of its jobs."""
     if isinstance(line.request, EmbeddingJobRequest):
-        return embedding_job(line.line, line.request)
-    return new_job(line.line, line.request, line.model, limits)
+        job = embedding_job(line.line, line.request)
+        return replace(job, tags=dict(batch_tags)) if batch_tags else job
+    return new_job(line.line, line.request, line.model, limits, batch_tags)
 
 
 @dataclass(frozen=True)

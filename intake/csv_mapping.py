@@ -1,8 +1,9 @@
 """Maps a CSV file's columns onto job requests. Pure.
 
 The prompt is a `prompt` column, or a template over several columns
-(`"Summarise: {body}"`). `system`, `model`, `max_tokens`, `temperature`, `top_p` and
-`seed` columns map to those fields, the id column (`custom_id` unless another is named) to
+(`"Summarise: {body}"`). `system`, `model`, `cache`, `max_tokens`, `temperature`, `top_p`
+and `seed` columns map to those fields (an empty cell leaves the field unset: for `cache`,
+the deployment's per-tag policy or `on`), the id column (`custom_id` unless another is named) to
 the job's `custom_id`, and every other column becomes a metadata tag.
 """
 
@@ -24,7 +25,7 @@ from penny.errors import InputFileError
 
 NUMBER_FIELDS: dict[str, type[int] | type[float]] = {
     "max_tokens": int, "temperature": float, "top_p": float, "seed": int}
-TEXT_FIELDS = ("system", "model")
+TEXT_FIELDS = ("system", "model", "cache")
 DEFAULT_ID_COLUMN = "custom_id"
 # A row error's code; a file the reader cannot read past has its own.
 BAD_ROW = "invalid_line"

@@ -139,4 +139,4 @@ def parse_embedding_body(
                           f"the input has {chars} characters; the limit is "
                           f"{limits.max_prompt_chars}", "body.input")
     return EmbeddingJobRequest(model=model, inputs=inputs, encoding_format=encoding_format,
-                               custom_id=custom_id, cache=line_cache_mode(body))
+                               custom_id=custom_id, cache=line_cache_mode(body) or CacheMode.ON)

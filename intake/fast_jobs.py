@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cache.keys import CacheMode
+from intake.cache_option import cache_mode_for
 from intake.compress_option import compression_for
 from intake.limits import IntakeLimits
 from intake.schema import MAX_TAGS
@@ -146,9 +147,12 @@ def plain_job(payload: object, line_no: int, limits: IntakeLimits,
         return None
     priority = get("priority", 0)
     custom_id = get("custom_id")
-    cache = get("cache", "on")
-    cache_mode = _PLAIN_CACHE.get(cache) if type(cache) is str else None
     tags = _tags(get("metadata", _ABSENT))
+    cache = get("cache", _ABSENT)
+    if cache is _ABSENT:  # a job that names no mode takes its tags' (as `new_job` does)
+        cache_mode = None if tags is None else cache_mode_for(None, tags, limits.tag_cache)
+    else:
+        cache_mode = _PLAIN_CACHE.get(cache) if type(cache) is str else None
     if (type(priority) is not int or not -100 <= priority <= 100
             or (custom_id is not None
                 and (not _storable(custom_id) or not 1 <= len(custom_id) <= 500))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cache.keys import CacheMode
+from intake.cache_option import TagCache, tag_caches
 from intake.compress_option import TagCompression, tag_compressions
 from intake.routing import routed_model
 from intake.schema import JobRequest
@@ -34,6 +35,8 @@ class IntakeLimits:
     tag_routes: tuple[TagRoute, ...] = ()
     # Per-tag opt-in compression for jobs that say nothing of it, in declared order.
     tag_compression: tuple[TagCompression, ...] = ()
+    # Per-tag cache mode for jobs that name none, in declared order.
+    tag_cache: tuple[TagCache, ...] = ()
     # Whether the deployment runs the semantic cache (`cache: "semantic"` asks for it).
     semantic_cache: bool = False
     # Chat model name -> its own context window, where it differs from `context_tokens`.
@@ -57,6 +60,7 @@ class IntakeLimits:
             tiers=tuple(settings.tiers),
             tag_routes=tag_routes(settings.tag_routes),
             tag_compression=tag_compressions(settings.tag_compression),
+            tag_cache=tag_caches(settings.tag_cache),
             semantic_cache=settings.semantic_cache,
             model_context_tokens={name: settings.context_tokens_for(name)
                                   for name in settings.models},

@@ -206,15 +206,24 @@ def _job_payload(url: str, body: dict[str, Any]) -> dict[str, Any]:
     for key in _PASSED:
         if body.get(key) is not None:
             payload[key] = body[key]
-    if body.get(GUIDED_FIELD) is not None:
-        payload["guided"] = body[GUIDED_FIELD]
-    if body.get(PENNY_COMPRESS_FIELD) is not None:
-        payload["compress"] = body[PENNY_COMPRESS_FIELD]
     stop = _stop(body.get("stop"))
     if stop is not None:
         payload["stop"] = stop
-    payload["cache"] = line_cache_mode(body)
-    return payload
+    return {**payload, **_penny_extensions(body)}
+
+
+def _penny_extensions(body: dict[str, Any]) -> dict[str, Any]:
+    """penny's extensions in a line's body, as job fields; each only when the line names
+    it (a line naming no `penny_cache` takes the deployment's per-tag policy)."""
+    fields: dict[str, Any] = {}
+    if body.get(GUIDED_FIELD) is not None:
+        fields["guided"] = body[GUIDED_FIELD]
+    if body.get(PENNY_COMPRESS_FIELD) is not None:
+        fields["compress"] = body[PENNY_COMPRESS_FIELD]
+    cache = line_cache_mode(body)
+    if cache is not None:
+        fields["cache"] = cache
+    return fields
 
 
 def _schema_param(error: ValidationError) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from cache.keys import CacheMode, CachePolicy
 from intake.admission import IntakePolicy, admit
+from intake.cache_option import asked_cache_mode, cache_mode_for
 from intake.compress_option import compression_for
 from intake.embeddings import EmbeddingJobRequest
 from intake.fast_jobs import plain_job
@@ -53,17 +54,22 @@ def body_hash(raw: bytes) -> str:
 
 
 def new_job(line_no: int, request: JobRequest, model: str,
-            limits: IntakeLimits | None = None) -> NewJob:
+            limits: IntakeLimits | None = None,
+            batch_tags: Mapping[str, Any] | None = None) -> NewJob:
     """`model` is the resolved one (`resolve_model`): for `auto` or `cascade`, a tier;
-    `limits` what it was resolved with, whose per-tag policies (routing, compression) the
-    job takes."""
+    `limits` what it was resolved with, whose per-tag policies (routing, compression,
+    cache) the job takes. `batch_tags`: the tags its batch gives every job (an OpenAI
+    batch's metadata; the job's own metadata wins a key both name), which the cache policy
+    reads with the job's own."""
     route = job_route(request, model, limits.tag_routes if limits else ())
     compress = compression_for(request.compress, request.metadata,
                                limits.tag_compression if limits else ())
     stored = request.engine_request()
     if compress is not None and request.compress is None:
         stored["compress"] = compress.stored()
-    cache_mode: str = request.cache
+    tags = {**batch_tags, **request.metadata} if batch_tags else dict(request.metadata)
+    cache_mode: str = cache_mode_for(asked_cache_mode(request), tags,
+                                     limits.tag_cache if limits else ())
     if route is not None and route["mode"] == CASCADE_MODE:
         # The cascade reads the answer's logprobs, so its jobs (and only they) pay for
         # them; and it judges its own answer, so it neither rides another job's run nor
@@ -76,7 +82,7 @@ def new_job(line_no: int, request: JobRequest, model: str,
         request=stored,
         estimated_tokens=estimate_tokens(request),
         custom_id=request.custom_id,
-        tags=dict(request.metadata),
+        tags=tags,
         priority=request.priority,
         complete_within=request.complete_within(),
         cache_mode=cache_mode,

@@ -161,11 +161,9 @@ def _validate(
     # a callback URL given there is where to call, not what the work is.
     batch_tags = {key: value for key, value in (batch.batch_metadata or {}).items()
                   if key != "callback_url"}
-    jobs = []
-    for line in parsed.lines:
-        job = line_job(line, limits)
-        jobs.append(replace(job, complete_within=_time_left(batch.expires_at),
-                            tags={**batch_tags, **(job.tags or {})} if batch_tags else job.tags))
+    jobs = [replace(line_job(line, limits, batch_tags),
+                    complete_within=_time_left(batch.expires_at))
+             for line in parsed.lines]
     tenant = TenantRef(batch.tenant_id, session.get_one(Tenant, batch.tenant_id).name)
     try:
         # A savepoint: a refusal undoes the jobs and keeps the batch's row lock.

@@ -30,15 +30,18 @@ EF_SEARCH = 40
 # The answer fields an entry keeps and a hit gets back as its result row.
 ANSWER_FIELDS = ("text", "finish_reason", "prompt_tokens", "cached_tokens", "output_tokens",
                  "mean_logprob")
+_RETURNED = (f"id, question, outcomes, source_job_id, cost_usd, list_cost_usd, "
+             f"{', '.join(ANSWER_FIELDS)}")
+_SCOPE = ("tenant_id = :tenant AND model = :model AND context_key = :context "
+          "AND expires_at > now()")
 
-
-# The worker's lookup: the scope filters run on the rows the HNSW scan yields.
+# The worker's lookup: the scope filters run on the rows the HNSW scan yields. For a small
+# scope the planner, from the table's statistics, reads the scope's own rows through its
+# B-tree index instead (measured: 0.2 ms for 200 entries among 100,000).
 NEAREST_SQL = f"""
-    SELECT id, question, 1 - (embedding <=> CAST(:vector AS vector)) AS similarity,
-           outcomes, source_job_id, cost_usd, list_cost_usd, {", ".join(ANSWER_FIELDS)}
+    SELECT {_RETURNED}, 1 - (embedding <=> CAST(:vector AS vector)) AS similarity
     FROM semantic_cache
-    WHERE tenant_id = :tenant AND model = :model AND context_key = :context
-      AND expires_at > now()
+    WHERE {_SCOPE}
     ORDER BY embedding <=> CAST(:vector AS vector)
     LIMIT :limit"""
 
@@ -80,8 +83,7 @@ def nearest_answers(
                          "SET LOCAL hnsw.iterative_scan = relaxed_order"))
     rows = session.execute(text(NEAREST_SQL), {
         "vector": vector_literal(vector), "tenant": tenant_id, "model": model,
-        "context": context_key, "limit": limit,
-    }).mappings().all()
+        "context": context_key, "limit": limit}).mappings().all()
     answers = [
         SemanticAnswer(
             candidate=Candidate(entry_id=str(row["id"]), question=row["question"],

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cache.keys import CacheMode
 from intake.compress_option import CompressOption
 
 OFFLINE_MODEL_NAME = "smollm2-135m-instruct"
@@ -230,6 +231,13 @@ class Settings(BaseSettings):
     compression (a job's own `compress` wins), e.g. `{"feature=summaries": {"ratio": 0.5}}`.
     Compression drops sentences of the client's context: declare it only for features whose
     owners agreed to that."""
+    tag_cache: dict[str, CacheMode] = Field(default_factory=dict)
+    """Per-tag cache mode, JSON: metadata tag -> `on`, `off`, `refresh` or `semantic` (the
+    job option `cache`). A tag is `key` or `key=value`; the first matching entry, in the
+    order written, sets the mode of a job that names none (a job's own `cache`, or its
+    bulk request's or line's, wins), e.g. `{"feature=faq": "semantic", "feature=draft":
+    "off"}`. An OpenAI batch's metadata tags its lines. `semantic` needs `semantic_cache`:
+    declare it only for features whose questions are safe to answer from a close one."""
     router_classifier: bool = False
     """`auto` consults the latest router classifier (`penny train-router`) after its cheap
     features: the worker embeds the prompt with `default_embedding_model` and sends work
@@ -407,6 +415,11 @@ class Settings(BaseSettings):
     """Nearest entries considered per lookup, closest first."""
     semantic_cache_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1)
     """A semantic entry older than this is never served, and the sweeper removes it."""
+    semantic_cache_judge: bool = False
+    """A second stage after verification: the worker's own model is asked, in one engine
+    pass per batch before the batch's own, whether the cached question and the asked one
+    ask the same thing (answer constrained to yes/no); a candidate it does not confirm is
+    a miss. Costs that engine pass; how much it catches depends on the model."""
     semantic_cache_embedding_model: str | None = None
     """The embedding model (a key of `embedding_models`, 384-dimensional) that embeds
     questions; unset: `default_embedding_model`."""
@@ -557,6 +570,13 @@ class Settings(BaseSettings):
         if any(not tag.partition("=")[0] for tag in self.tag_compression):
             raise ValueError("a tag_compression tag needs a metadata key (`key` or "
                              "`key=value`)")
+        if any(not tag.partition("=")[0] for tag in self.tag_cache):
+            raise ValueError("a tag_cache tag needs a metadata key (`key` or `key=value`)")
+        semantic = sorted(tag for tag, mode in self.tag_cache.items()
+                          if mode == CacheMode.SEMANTIC)
+        if semantic and not self.semantic_cache:
+            raise ValueError(f"tag_cache asks for the semantic cache for {semantic}, which "
+                             "runs only with semantic_cache (PENNY_SEMANTIC_CACHE) on")
         routed = sorted(routed_names & set(self.served_models))
         if routed:
             raise ValueError(f"{routed} name the router; a model cannot be called that")

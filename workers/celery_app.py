@@ -95,7 +95,8 @@ def _executor(settings: Settings, model: str, sessions: sessionmaker[Session]) -
     if settings.semantic_cache:
         from workers.semantic_execution import SemanticExecutor
 
-        executor = SemanticExecutor(executor, embedder_of(questions), sessions, settings)
+        executor = SemanticExecutor(executor, embedder_of(questions), sessions, settings,
+                                    judge=engine if settings.semantic_cache_judge else None)
     if settings.router_classifier and len(settings.tiers) > 1:
         from workers.router_step import RouterStep
 

@@ -91,7 +91,8 @@ def _semantic_executor(runtime: Runtime, engine: Engine,
         return executor
     from workers.semantic_execution import SemanticExecutor
 
-    return SemanticExecutor(executor, embedder, runtime.sessions, settings)
+    return SemanticExecutor(executor, embedder, runtime.sessions, settings,
+                            judge=engine if settings.semantic_cache_judge else None)
 
 
 class InProcessPipeline:

@@ -8,6 +8,12 @@ torch. A small fraction of hits is audited (`semantic_cache_audit_rate`): the jo
 the engine anyway and gets the fresh answer, and whether the cached answer said the same
 (their embeddings within AUDIT_AGREEMENT) becomes an outcome of the entry, which its
 threshold reads (`cache.semantic_threshold`).
+
+With `semantic_cache_judge`, every candidate that passed verification is also put to the
+worker's own model (`cache.semantic_judge`): all of a batch's judge questions go to the
+engine in one pass before the batch's own, and a candidate the judge does not confirm is a
+miss (rejected as "judge") whose job runs on the engine. The judge's engine seconds are
+part of the batch's.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.semantic import SemanticPolicy, SemanticQuestion, choose, semantic_question
+from cache.semantic_judge import JUDGE_CHOICES, JUDGE_MAX_TOKENS, judge_agrees, judge_messages
 from cache.semantic_threshold import Outcome, base_threshold, should_audit
 from ledger.pricing import semantic_hit_ledger
 from models.queue import ClaimedBatch, ClaimedJob, JobOutcome
@@ -39,7 +46,9 @@ from models.semantic_cache import (
 )
 from penny.settings import Settings
 from workers.embedder import Embedder, EmbeddingRequest
+from workers.engine import Engine, GenerationRequest, Sampling
 from workers.execution import BatchExecutor, ExecutedBatch
+from workers.guided_decoding import OutputConstraint
 
 log = logging.getLogger(__name__)
 SEMANTIC_MODE = "semantic"
@@ -75,12 +84,14 @@ def _unit(vector: Sequence[float]) -> np.ndarray:
 
 class SemanticExecutor:
     """Wraps a generation executor; jobs that did not ask for the semantic cache pass
-    straight through."""
+    straight through. `judge`: the engine that confirms candidates (None: no judge)."""
 
     def __init__(self, inner: BatchExecutor, embedder: Embedder,
-                 sessions: sessionmaker[Session], settings: Settings) -> None:
+                 sessions: sessionmaker[Session], settings: Settings,
+                 judge: Engine | None = None) -> None:
         self.inner, self.embedder, self.sessions = inner, embedder, sessions
         self.policy = semantic_policy(settings)
+        self.judge = judge
 
     @property
     def model_name(self) -> str:
@@ -138,9 +149,18 @@ class SemanticExecutor:
                 hits[job.id] = _Hit(job, by_id[choice.hit.entry_id], audited)
                 counts[(job.tenant_id, "audits" if audited else "hits")] += 1
             session.rollback()  # lookups only; SET LOCAL ends with the transaction
+        judge_seconds = 0.0
+        if self.judge is not None and hits:
+            refused, judge_seconds = self._judged(hits, questions)
+            for job_id in refused:
+                hit = hits.pop(job_id)
+                counts[(hit.job.tenant_id, "audits" if hit.audited else "hits")] -= 1
+                counts[(hit.job.tenant_id, "rejected:judge")] += 1
+                counts[(hit.job.tenant_id, "misses")] += 1
         to_run = [job for job in batch.jobs if job.id not in hits or hits[job.id].audited]
         ran = (self.inner.execute(dataclasses.replace(batch, jobs=to_run)) if to_run
                else ExecutedBatch([], 0.0))
+        ran = dataclasses.replace(ran, engine_seconds=ran.engine_seconds + judge_seconds)
         fresh = {o.job.id: o for o in ran.outcomes}
         outcomes = [fresh[job.id] if job.id in fresh else self._served(batch, hits[job.id])
                     for job in batch.jobs]
@@ -166,6 +186,24 @@ class SemanticExecutor:
                 add_counts(session, tenant, {name: n})
 
         return ExecutedBatch(outcomes, ran.engine_seconds, record_with=bookkeeping)
+
+    def _judged(self, hits: dict[uuid.UUID, _Hit], questions: dict[uuid.UUID, SemanticQuestion]
+                ) -> tuple[list[uuid.UUID], float]:
+        """The jobs whose candidate the judge did not confirm, and the engine seconds the
+        judging took (one engine pass for the whole batch)."""
+        assert self.judge is not None
+        sampling = Sampling(max_tokens=JUDGE_MAX_TOKENS)
+        requests = [
+            GenerationRequest(
+                key=str(job_id), sampling=sampling,
+                messages=judge_messages(hit.answer.candidate.question,
+                                        questions[job_id].text),
+                cache_salt=str(hit.job.tenant_id),
+                constraint=OutputConstraint(choice=JUDGE_CHOICES))
+            for job_id, hit in hits.items()]
+        done = self.judge.generate(requests)
+        confirmed = {uuid.UUID(g.key) for g in done.generations if g.ok and judge_agrees(g.text)}
+        return [job_id for job_id in hits if job_id not in confirmed], done.engine_seconds
 
     def _served(self, batch: ClaimedBatch, hit: _Hit) -> JobOutcome:
         answer = hit.answer
@@ -208,7 +246,7 @@ class SemanticExecutor:
 
 def _by_tenant(counts: Counter[tuple[uuid.UUID, str]],
                mismatches: Counter[uuid.UUID]) -> dict[tuple[uuid.UUID, str], int]:
-    merged = dict(counts)
+    merged = dict(+counts)  # a hit the judge turned down leaves a zero
     for tenant, n in mismatches.items():
         merged[(tenant, "audit_mismatches")] = n
     return merged

@@ -14,11 +14,14 @@ import pytest
 from sqlalchemy import func, select, text
 
 from api.app import create_app
+from cache.semantic_judge import JUDGE_CHOICES, JUDGE_MAX_TOKENS, judge_agrees, judge_messages
 from models.semantic_cache import read_counts
 from models.tables import Batch, Tenant
 from penny.errors import MissingCapability
 from penny.runtime import Runtime, open_runtime
 from tests.support import LiveServer, make_settings, reset_tables, wait_until
+from workers.engine import GenerationRequest, Sampling
+from workers.guided_decoding import OutputConstraint
 from workers.inprocess import InProcessPipeline
 from workers.sentence_embedder import SentenceTransformerEmbedder
 from workers.vllm_engine import VllmEngine
@@ -163,6 +166,38 @@ def test_an_audited_hit_runs_on_the_engine_and_records_its_outcome(
         assert batches == 2
         assert len(observed) == 1 and 0.8 <= observed[0][0] <= 1.0
         assert counts(runtime, "acme")["audits"] == 1
+    finally:
+        runtime.close()
+
+
+def test_the_judge_serves_a_candidate_only_when_the_model_confirms_it(
+    tmp_path: Path, pgvector_database_url: str, engine: VllmEngine,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    """With the judge on, a candidate that passed every rule is put to the worker's model;
+    it is served exactly when the model answers yes (asked here the same question alone),
+    and a refusal is counted as a `judge` rejection whose job runs on the engine."""
+    cached, asked = "Is Paris the capital of France?", "Is Paris France's capital?"
+    [verdict] = engine.generate([GenerationRequest(
+        key="judge", sampling=Sampling(max_tokens=JUDGE_MAX_TOKENS),
+        messages=judge_messages(cached, asked), cache_salt="probe",
+        constraint=OutputConstraint(choice=JUDGE_CHOICES))]).generations
+    assert verdict.ok and verdict.text in JUDGE_CHOICES, verdict
+    agrees = judge_agrees(verdict.text)
+    runtime = open_live(tmp_path, pgvector_database_url, semantic_cache_audit_rate=0.0,
+                        semantic_cache_judge=True)
+    try:
+        with InProcessPipeline(runtime, [engine], [embedder]), \
+                LiveServer(create_app(runtime)) as server, \
+                httpx.Client(base_url=server.url, timeout=30) as client:
+            first = run(client, ask(cached), ACME)
+            second = run(client, ask(asked), ACME)
+        assert first["cost"]["served_by"] == "engine"
+        assert second["cost"]["served_by"] == ("semantic_cache" if agrees else "engine")
+        tally = counts(runtime, "acme")
+        assert tally.get("hits", 0) == int(agrees)
+        assert tally.get("rejected:judge", 0) == int(not agrees)
+        assert engine_jobs(runtime) == 1 + int(not agrees)
     finally:
         runtime.close()
 

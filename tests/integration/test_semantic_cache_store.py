@@ -63,7 +63,7 @@ def fill(tenant: uuid.UUID, question: str, vector: list[float], *, model: str = 
 
 
 def test_lookups_are_scoped_and_nearest_first(runtime: Runtime) -> None:
-    a, b = tenants(runtime, "a", "b")
+    a, b, c = tenants(runtime, "a", "b", "c")
     with runtime.sessions() as session:
         fill_semantic_cache(session, [
             fill(a, "near", unit(1, 0.1)), fill(a, "far", unit(1, 1)),
@@ -79,6 +79,7 @@ def test_lookups_are_scoped_and_nearest_first(runtime: Runtime) -> None:
         assert found[0].result["text"] == "answer to near"
         assert [f.candidate.question for f in nearest_answers(session, b, "m", "c",
                                                               unit(1, 0), 5)] == ["b's own"]
+        assert nearest_answers(session, c, "m", "c", unit(1, 0), 5) == []
 
 
 def test_outcomes_and_counters_accumulate(runtime: Runtime) -> None:

@@ -24,6 +24,9 @@ SERVED = [
      "Does the laptop include a two year warranty?"),
     ("Is Spanish easier to learn than French?", "Is learning Spanish easier than learning French?"),
     ("Is gold heavier than lead?", "Is gold denser than lead?"),
+    # A word for a form of itself is no changed action.
+    ("Who discovered penicillin?", "Who was the discoverer of penicillin?"),
+    ("When did the Titanic sink?", "When was the sinking of the Titanic?"),
     ("How many miles is a marathon?", "How long is a marathon in miles?"),
 ]
 
@@ -50,6 +53,9 @@ REFUSED = [
     ("Can dogs eat grapes?", "Can cats eat grapes?", "entities"),
     ("What is the population of Tokyo?", "What is the population of Kyoto?", "entities"),
     ("Can I pay with PayPal?", "¿Puedo pagar con PayPal?", "language"),
+    # The verb changed and took its auxiliary with it: no single token swap, one action.
+    ("When did the Titanic sink?", "When was the Titanic built?", "action"),
+    ("How did the company fail?", "How was the company founded?", "action"),
     ("Can I pay with PayPal?", "Kann ich mit PayPal bezahlen?", "language"),
     ("How do I convert Celsius to Fahrenheit?",
      "Come si convertono i gradi Celsius in Fahrenheit?", "language"),
@@ -157,3 +163,14 @@ def test_semantic_mode_reads_and_fills_the_exact_cache_too() -> None:
     assert parse_cache_mode("semantic") is CacheMode.SEMANTIC
     assert policy.reads("semantic") and policy.writes("semantic")
     assert not policy.reads("refresh") and not policy.writes("off")
+
+
+def test_the_judge_is_asked_both_questions_and_only_a_plain_yes_serves() -> None:
+    from cache.semantic_judge import judge_agrees, judge_messages
+
+    chat = judge_messages("Is Paris the capital of France?", "Is Paris France's capital?")
+    assert [role for role, _ in chat] == ["system", "user"]
+    assert "Is Paris the capital of France?" in chat[1][1]
+    assert "Is Paris France's capital?" in chat[1][1]
+    assert judge_agrees("yes") and judge_agrees(" Yes.\n")
+    assert not judge_agrees("no") and not judge_agrees("") and not judge_agrees("yes, but")
