@@ -108,17 +108,24 @@ def urgency_order(jobs: Iterable[QueuedJob], now: datetime,
     ))
 
 
+def _ordered_and_collapsed(jobs: Iterable[QueuedJob], options: PlanOptions,
+                           in_flight: Mapping[str, str] | None
+                           ) -> tuple[list[QueuedJob], Collapsed]:
+    """`jobs` most urgent first, and their copies collapsed onto leaders when single-flight
+    is on (every job its own leader when it is off)."""
+    ordered = urgency_order(jobs, options.now, options.urgent_within)
+    if options.single_flight:
+        return ordered, collapse(ordered, in_flight or {})
+    return ordered, Collapsed(leaders=[job.id for job in ordered], followers={},
+                              joined_in_flight={})
+
+
 def plan_window(
     jobs: Iterable[QueuedJob], options: PlanOptions, in_flight: Mapping[str, str] | None = None
 ) -> WindowPlan:
     """Plan one window. Every job ends up in exactly one place: a batch, a follower of a
     leader in the plan, or a follower of a leader in flight (`in_flight`: key -> job id)."""
-    ordered = urgency_order(jobs, options.now, options.urgent_within)
-    if options.single_flight:
-        collapsed = collapse(ordered, in_flight or {})
-    else:
-        collapsed = Collapsed(leaders=[job.id for job in ordered], followers={},
-                              joined_in_flight={})
+    ordered, collapsed = _ordered_and_collapsed(jobs, options, in_flight)
     by_id = {job.id: job for job in ordered}
     rank = {job.id: index for index, job in enumerate(ordered)}
     followers_of: dict[str, list[str]] = {}
@@ -166,12 +173,7 @@ def top_up(members: Sequence[QueuedJob], queued: Iterable[QueuedJob], options: P
     request batched or running (`in_flight`: key -> leader id, this batch's leaders among
     them) join their leader; the rest join as whole prefix runs, most urgent run first,
     while the batch stays within its limits; runs that do not fit stay queued whole."""
-    ordered = urgency_order(queued, options.now, options.urgent_within)
-    if options.single_flight:
-        collapsed = collapse(ordered, in_flight or {})
-    else:
-        collapsed = Collapsed(leaders=[job.id for job in ordered], followers={},
-                              joined_in_flight={})
+    ordered, collapsed = _ordered_and_collapsed(queued, options, in_flight)
     by_id = {job.id: job for job in ordered}
     rank = {job.id: index for index, job in enumerate(ordered)}
     candidates = [by_id[leader] for leader in collapsed.leaders]

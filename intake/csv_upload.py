@@ -60,6 +60,20 @@ _HASH_CHUNK = 1 << 20
 MAX_REPORTED_ERRORS = 1000
 
 
+def content_digest(stream: IO[bytes], fingerprint: str | None) -> str:
+    """What identifies an uploaded file's bytes: its `fingerprint` (an S3 object's URL and
+    ETag) when it has one, else the SHA-256 of the seekable stream, read from the start and
+    left at the start."""
+    if fingerprint is not None:
+        return fingerprint
+    sha = hashlib.sha256()
+    stream.seek(0)
+    while chunk := stream.read(_HASH_CHUNK):
+        sha.update(chunk)
+    stream.seek(0)
+    return sha.hexdigest()
+
+
 @dataclass(frozen=True)
 class CsvSource:
     """A CSV file to queue: its bytes (seekable), its name and how to read it."""
@@ -74,17 +88,10 @@ class CsvSource:
 
     def digest(self, extra: Any = None) -> str:
         """What the Idempotency-Key is checked against: the bytes and the options."""
-        content = self.fingerprint
-        if content is None:
-            sha = hashlib.sha256()
-            self.stream.seek(0)
-            while chunk := self.stream.read(_HASH_CHUNK):
-                sha.update(chunk)
-            self.stream.seek(0)
-            content = sha.hexdigest()
         options = self.options
-        return request_hash([self.name, content, options.template, options.id_column,
-                             options.encoding, options.skip_bad_rows, extra])
+        return request_hash([self.name, content_digest(self.stream, self.fingerprint),
+                             options.template, options.id_column, options.encoding,
+                             options.skip_bad_rows, extra])
 
 
 @dataclass(frozen=True)

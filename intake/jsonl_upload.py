@@ -9,7 +9,6 @@ number; a file with bad lines is rejected whole unless the caller asks to skip t
 from __future__ import annotations
 
 import codecs
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session
 from cache.keys import CachePolicy
 from intake.admission import IntakePolicy
 from intake.csv_mapping import BAD_FILE
-from intake.csv_upload import QueuedCsv, StreamedFile, queue_streamed
+from intake.csv_upload import QueuedCsv, StreamedFile, content_digest, queue_streamed
 from intake.fast_jobs import plain_job
 from intake.limits import IntakeLimits
 from intake.line_outcome import LineError, validated_line
@@ -29,7 +28,6 @@ from models.submissions import NewJob
 from models.tenants import TenantRef
 from penny.errors import InvalidJson
 
-_HASH_CHUNK = 1 << 20
 RAW_ECHO_CHARS = 200  # how much of a bad line its error echoes back
 
 
@@ -54,15 +52,8 @@ class JsonlSource:
 
     def digest(self, extra: Any = None) -> str:
         """What the Idempotency-Key is checked against: the bytes and the options."""
-        content = self.fingerprint
-        if content is None:
-            sha = hashlib.sha256()
-            self.stream.seek(0)
-            while chunk := self.stream.read(_HASH_CHUNK):
-                sha.update(chunk)
-            self.stream.seek(0)
-            content = sha.hexdigest()
-        return request_hash([self.name, content, "jsonl", self.skip_bad_rows, extra])
+        return request_hash([self.name, content_digest(self.stream, self.fingerprint),
+                             "jsonl", self.skip_bad_rows, extra])
 
 
 def _raw(line: bytes) -> str:
