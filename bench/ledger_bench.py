@@ -67,9 +67,10 @@ def main() -> None:
             if j.error is None]
     engine = VllmEngine(settings, settings.default_model)
 
-    def relative_fit(speed: MeasuredSpeed) -> Calibration:
-        """The same probe's samples fitted by relative error (`fit_alone(relative=True)`):
-        the medians of each shape alone, then the full batch's decoding as the probe does."""
+    def plain_fit(speed: MeasuredSpeed) -> Calibration:
+        """The same probe's samples fitted by plain least squares (`fit_alone`; the probe
+        fits by relative error): the medians of each shape alone, then the full batch's
+        decoding as the probe does."""
         by_shape: dict[tuple[int, int], list[float]] = {}
         batch = None
         for sample in speed.samples:
@@ -79,7 +80,7 @@ def main() -> None:
             else:
                 batch = sample
         medians = [AloneSample(p, o, statistics.median(t)) for (p, o), t in by_shape.items()]
-        overhead, prefill, decode_alone = fit_alone(medians, relative=True)
+        overhead, prefill, decode_alone = fit_alone(medians)
         decode_full = decode_alone
         if batch is not None and batch["output_tokens"]:
             decoding = batch["seconds"] - overhead - prefill * batch["prompt_tokens"]
@@ -105,10 +106,10 @@ def main() -> None:
             decode_s_per_token_bs1=seconds_decimal(speed.decode_s_per_token_bs1),
             decode_s_per_token_full=seconds_decimal(speed.decode_s_per_token_full),
             full_batch_jobs=speed.full_batch_jobs)
-        relative = relative_fit(speed)
+        plain = plain_fit(speed)
         measured = Decimal(0)
         modelled = Decimal(0)
-        modelled_relative = Decimal(0)
+        modelled_plain = Decimal(0)
         errors = []
         for job in jobs:
             request = GenerationRequest.from_stored(str(uuid.uuid4()), job.request,
@@ -120,11 +121,11 @@ def main() -> None:
             real = seconds_decimal(generated.engine_seconds)
             measured += real
             modelled += alone
-            modelled_relative += relative.alone_seconds(g.prompt_tokens - g.cached_tokens,
+            modelled_plain += plain.alone_seconds(g.prompt_tokens - g.cached_tokens,
                                                         g.output_tokens)
             errors.append(float(alone / real) if real else 0.0)
-        rounds.append((speed, probe_seconds, measured, modelled, errors, relative,
-                       modelled_relative))
+        rounds.append((speed, probe_seconds, measured, modelled, errors, plain,
+                       modelled_plain))
 
     # Costing at record time: the pure attribution of one job (card and calibration are
     # read from the database at most once a minute per model, not per job).
@@ -158,17 +159,17 @@ def main() -> None:
               f"{modelled:.2f} | {modelled / measured:.3f} | "
               f"{deciles[0]:.2f}-{statistics.median(errors):.2f}-{deciles[-1]:.2f} |")
     print()
-    print("The same probes fitted by relative error (`fit_alone(relative=True)`):")
+    print("The same probes fitted by plain least squares (`fit_alone(relative=False)`):")
     print()
     print("| round | overhead ms | prefill ms/tok | decode ms/tok alone | decode ms/tok batch | "
           "measured naive s | modelled naive s | modelled/measured |")
     print("|---|---|---|---|---|---|---|---|")
-    for i, (_, _, measured, _, _, rel, modelled_rel) in enumerate(rounds, 1):
-        print(f"| {i} | {rel.request_overhead_s * 1000:.1f} | "
-              f"{rel.prefill_s_per_token * 1000:.3f} | "
-              f"{rel.decode_s_per_token_bs1 * 1000:.2f} | "
-              f"{rel.decode_s_per_token_full * 1000:.2f} | {measured:.2f} | "
-              f"{modelled_rel:.2f} | {modelled_rel / measured:.3f} |")
+    for i, (_, _, measured, _, _, alt, modelled_alt) in enumerate(rounds, 1):
+        print(f"| {i} | {alt.request_overhead_s * 1000:.1f} | "
+              f"{alt.prefill_s_per_token * 1000:.3f} | "
+              f"{alt.decode_s_per_token_bs1 * 1000:.2f} | "
+              f"{alt.decode_s_per_token_full * 1000:.2f} | {measured:.2f} | "
+              f"{modelled_alt:.2f} | {modelled_alt / measured:.3f} |")
     print()
     print(f"costing at record time: {costing_us:.1f} µs per job (pure attribution)")
 
