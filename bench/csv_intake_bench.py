@@ -182,8 +182,8 @@ def main() -> None:
                 results.append((label or code, path.stat().st_size, rows, measured))
             path.unlink()
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} "
-          f"{platform.release()}, Python {platform.python_version()}; load average "
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()}, "
+          f"Python {platform.python_version()}; load average "
           f"(1, 5, 15 min) before and after each step: {' | '.join(loads)}")
     print()
     print("| code | file | rows | parse rows/s | parse CPU µs/row | into jobs rows/s | "
