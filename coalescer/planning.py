@@ -329,6 +329,9 @@ def _main_prefix(groups: Sequence[_Group]) -> tuple[str, int]:
     first = best.jobs[0]
     head = first.prompt_tokens[:min(best.shared_tokens or AFFINITY_KEY_TOKENS,
                                     AFFINITY_KEY_TOKENS)]
-    digest = hashlib.blake2b(first.tenant.encode() + b"\x00" + pack_tokens(head),
-                             digest_size=12)
+    # Without prompt tokens (an embedding model, or grouping off) there is no cache to
+    # come back to: keyed by the tenant alone, every batch would prefer the same worker
+    # while the others idle. Keyed by its first job, each batch lands anywhere.
+    identity = pack_tokens(head) if head else b"job:" + first.id.encode()
+    digest = hashlib.blake2b(first.tenant.encode() + b"\x00" + identity, digest_size=12)
     return digest.hexdigest(), best.shared_tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coalescer.affinity import assign_workers
 from coalescer.planning import BatchLimits, PlanOptions, QueuedJob, WindowPlan, plan_window
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -94,6 +96,16 @@ def test_tenants_never_share_a_group() -> None:
     result = plan(jobs, max_jobs=2)
     assert sorted(ids(result)) == [("p0", "p1"), ("q0", "q1")]
     assert len({b.prefix_key for b in result.batches}) == 2
+
+
+def test_batches_without_prompt_tokens_prefer_no_single_worker() -> None:
+    # An embedding model's jobs carry no tokens: nothing is cached on any worker, so
+    # batches placed one at a time on idle workers must not all prefer the same one.
+    jobs = [replace(job(f"e{i}", second=i), prompt_tokens=()) for i in range(40)]
+    keys = [b.prefix_key for b in plan(jobs, max_jobs=2).batches]
+    assert len(set(keys)) == len(keys) == 20
+    chosen = [assign_workers([key], ["w1", "w2"], {}, 0.25)[0] for key in keys]
+    assert set(chosen) == {"w1", "w2"}
 
 
 def test_identical_deterministic_jobs_run_once_and_fan_out() -> None:
