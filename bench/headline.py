@@ -297,8 +297,11 @@ class PennyRun:
     def modelled_naive(self) -> Decimal:
         return sum((Decimal(e["naive_cost_usd"]) for e in self.entries), Decimal(0))
 
-    def quality(self) -> float:
-        return sum(1 for ok, _ in self.answers.values() if ok) / len(self.answers)
+    def quality(self, among: frozenset[str] | None = None) -> float:
+        """Share of answers correct: of every request, or of those in `among` only."""
+        scored = [ok for custom_id, (ok, _) in self.answers.items()
+                  if among is None or custom_id in among]
+        return sum(scored) / len(scored) if scored else 0.0
 
 
 def run_variant(penny: Penny, variant: Variant, workload: list[Item]) -> PennyRun:
@@ -336,6 +339,8 @@ class Naive:
     output_tokens: float
     cost: Decimal
     quality: float
+    # The requests the sample ran: quality is only comparable on the same ones.
+    ids: frozenset[str]
 
     @classmethod
     def read(cls, path: Path) -> Naive:
@@ -347,7 +352,8 @@ class Naive:
                                      for r in results) * scale,
                    output_tokens=sum(r["output_tokens"] for r in results) * scale,
                    cost=Decimal(naive["estimated_cost_usd"]),
-                   quality=sum(1 for r in results if r["correct"]) / len(results))
+                   quality=sum(1 for r in results if r["correct"]) / len(results),
+                   ids=frozenset(r["id"] for r in results))
 
 
 def per_feature(run: PennyRun, items: Mapping[str, Item]) -> list[str]:
@@ -403,6 +409,10 @@ def report(naive: Naive, runs: list[PennyRun], workload: list[Item], argv: list[
         row("cost by the price card (USD)", float(naive.cost),
             [float(r.cost()) for r in runs], ".4f"),
         row("quality (share correct)", naive.quality, [r.quality() for r in runs], ".3f"),
+        # The naive side scored its sample only, penny every request: this row compares
+        # the same requests, so it is the one quality ratio to quote.
+        row(f"quality on the naive's {len(naive.ids)}", naive.quality,
+            [r.quality(naive.ids) for r in runs], ".3f"),
     ]
 
     def per_correct(cost: Decimal, quality: float) -> str:
@@ -447,6 +457,9 @@ def report(naive: Naive, runs: list[PennyRun], workload: list[Item], argv: list[
         "penny": [{"name": r.variant.name, "engine_seconds": r.engine_seconds(),
                    "prompt_tokens": r.prompt_tokens(), "output_tokens": r.output_tokens(),
                    "cost_usd": str(r.cost()), "quality": r.quality(),
+                   "quality_on_naive_sample": r.quality(naive.ids),
+                   "answers": {custom_id: {"correct": ok, "finish_reason": finish}
+                               for custom_id, (ok, finish) in sorted(r.answers.items())},
                    "modelled_naive_usd": str(r.modelled_naive()),
                    "savings_usd": {m: str(v) for m, v in r.savings.items()},
                    "client_caps_usd": str(c), "unexplained_usd": str(r.unexplained),
@@ -487,8 +500,9 @@ def main() -> None:
     (args.output_dir / "headline.txt").write_text("\n".join(lines) + "\n")
     write_svg(args.output_dir / "headline.svg",
               [Bar(f"naive ({naive.sample} run)", float(naive.cost), naive.quality)]
-              + [Bar(r.variant.name, float(r.cost()), r.quality()) for r in runs],
-              f"{len(workload)} requests; {machine()}")
+              + [Bar(r.variant.name, float(r.cost()), r.quality(naive.ids)) for r in runs],
+              f"{len(workload)} requests, quality on the {len(naive.ids)} the naive way ran; "
+              f"{machine()}")
     print(f"wrote {args.output_dir / 'headline.json'}, headline.txt, headline.svg")
 
 
