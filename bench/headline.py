@@ -1,7 +1,7 @@
 """The headline comparison: the same workload the naive way and through penny, side by side.
 
     .venv/bin/python bench/workload.py --items 400
-    .venv/bin/python bench/naive_runner.py --sample 60
+    .venv/bin/python bench/naive_runner.py --sample 30
     .venv/bin/python bench/headline.py [--workload var/bench/workload.jsonl]
                                        [--naive var/bench/naive.json] [--port 8765]
                                        [--output-dir var/bench]

@@ -3,7 +3,7 @@ sends it — one `LLM.chat` call per request, prefix cache off, no caches, no gr
 requested `max_tokens` as given — on the same engine settings penny uses.
 
     .venv/bin/python bench/naive_runner.py [--workload var/bench/workload.jsonl]
-                                           [--sample 60] [--seed 7] [--model NAME]
+                                           [--sample 30] [--seed 7] [--model NAME]
                                            [--output var/bench/naive.json]
 
 Sending hundreds of requests one by one takes long on a CPU, so `--sample N` runs a seeded
@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workload", type=Path,
                         default=REPO / "var" / "bench" / "workload.jsonl")
-    parser.add_argument("--sample", type=int, default=60,
+    parser.add_argument("--sample", type=int, default=30,
                         help="requests to run (0: all); the rest are scaled from the sample")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--model", default=None, help="served model (default: the default)")
