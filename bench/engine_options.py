@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+BASELINE = "baseline (float32)"
 OPTION_SETS: dict[str, dict[str, object]] = {
-    "baseline (float32)": {},
+    BASELINE: {},
     "dtype bfloat16": {"dtype": "bfloat16"},
     "kv_cache_dtype fp8": {"kv_cache_dtype": "fp8"},
     "kv_cache_dtype fp8_e5m2": {"kv_cache_dtype": "fp8_e5m2"},
@@ -63,6 +64,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--only", default=None,
+                        help="comma-separated option sets to run (the baseline always runs: "
+                             "answers are compared with it)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("PENNY_DATA_DIR", str(REPO / "var" / "bench"))
@@ -71,8 +75,14 @@ def main() -> None:
         print("RESULT " + json.dumps(child(json.loads(args.child), args.prompts,
                                            args.max_tokens)))
         return
+    wanted = None if args.only is None else {BASELINE, *args.only.split(",")}
+    unknown = (wanted or set()) - set(OPTION_SETS)
+    if unknown:
+        parser.error(f"unknown option sets {sorted(unknown)}; known: {sorted(OPTION_SETS)}")
     results: dict[str, dict[str, object]] = {}
     for name, options in OPTION_SETS.items():
+        if wanted is not None and name not in wanted:
+            continue
         run = subprocess.run(
             [sys.executable, __file__, "--prompts", str(args.prompts), "--max-tokens",
              str(args.max_tokens), "--child", json.dumps(options)],
@@ -87,10 +97,11 @@ def main() -> None:
         else:
             results[name] = json.loads(line.removeprefix("RESULT "))
         print(name, {k: v for k, v in results[name].items() if k != "answers"}, flush=True)
-    baseline = results["baseline (float32)"].get("answers")
+    baseline = results[BASELINE].get("answers")
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    only = f" --only '{args.only}'" if args.only else ""
     print(f"\n$ .venv/bin/python bench/engine_options.py --prompts {args.prompts} "
-          f"--max-tokens {args.max_tokens}")
+          f"--max-tokens {args.max_tokens}{only}")
     print(f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB; "
           "SmolLM2-135M-Instruct, enforce_eager\n")
     print("| options | result | start s | output tok/s | peak RSS GiB | answers = baseline |")
