@@ -10,8 +10,9 @@ plain rules can read:
 - numbers: a different set of numbers (digits, number words, ordinals);
 - quantities and units: a different set of units (grams vs ounces, per day vs per hour);
 - named entities: a different set of capitalised names, or the same names in another
-  order where order carries meaning (comparisons, "from ... to"), or a question that is the
-  other one with a single content word swapped, added or dropped ("cats" for "dogs");
+  order where order carries meaning (comparisons, "from ... to"), or the same terms with
+  two of them swapped ("Do cats eat mice?" / "Do mice eat cats?"), or a question that is
+  the other one with a single content word swapped, added or dropped ("cats" for "dogs");
 - comparison direction: a different set of directed words (bigger/smaller, before/after,
   first/last, minimum/maximum; "less expensive" reads as "cheaper");
 - language: another language (an answer in English does not serve a question in French);
@@ -580,7 +581,10 @@ def _names_the_answer(wh: tuple[str, ...], which: tuple[str, ...]) -> bool:
     if len(wh) != 1 or wh[0] not in _WH_WORDS:
         return False
     rest = which[1:] if which[:1] and which[0] in _PREPOSITIONS else which
-    return len(rest) == 2 and rest[0] in ("which", "what") and bool(_content([rest[1]]))
+    if len(rest) != 2 or rest[0] not in ("which", "what") or not _content([rest[1]]):
+        return False
+    # "When" asks for a year, a time or a date; "what day" or "what month" is narrower.
+    return wh[0] != "when" or rest[1] in ("year", "time", "date")
 
 
 def disagreement(cached: QuestionFacts, asked: QuestionFacts) -> Rejection | None:
@@ -603,7 +607,7 @@ def disagreement(cached: QuestionFacts, asked: QuestionFacts) -> Rejection | Non
         return Rejection.ENTITIES
     if (cached.ordered or asked.ordered) and _order(cached.entities) != _order(asked.entities):
         return Rejection.ENTITIES
-    if (cached.ordered or asked.ordered) and _swapped(cached, asked):
+    if _swapped(cached, asked):
         return Rejection.ENTITIES
     if _single_swap(cached.tokens, asked.tokens):
         return Rejection.ENTITIES
@@ -630,11 +634,11 @@ def _replaced_term(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 
 def _swapped(a: QuestionFacts, b: QuestionFacts) -> bool:
-    """The same terms in another order where order carries meaning: "is gold heavier than
-    lead" against "is lead heavier than gold", "Celsius to Fahrenheit" against the reverse.
-    One phrase moved to the other end of the question is no swap ("Is it safe to drink tap
-    water in Mexico?" / "Is tap water in Mexico safe to drink?"): the ordering words move
-    with it, where a swap leaves them between the swapped terms."""
+    """The same terms in another order: "is gold heavier than lead" against "is lead heavier
+    than gold", "Celsius to Fahrenheit" against the reverse, "do cats eat mice" against "do
+    mice eat cats". One phrase moved to the other end of the question is no swap ("Is it
+    safe to drink tap water in Mexico?" / "Is tap water in Mexico safe to drink?"): the
+    ordering words move with it, where a swap leaves them between the swapped terms."""
     if sorted(a.terms) != sorted(b.terms) or a.terms == b.terms:
         return False
     shared = set(a.tokens) & set(b.tokens) & _ORDERING

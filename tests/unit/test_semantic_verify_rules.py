@@ -132,3 +132,15 @@ def test_a_plural_name_is_the_same_name() -> None:
 def test_each_and_every_are_no_content() -> None:
     assert served("How many glasses of milk should a child drink every day?",
                   "How many glasses of milk should a child drink each day?")
+
+
+def test_swapped_terms_are_refused_without_an_ordering_word() -> None:
+    assert verify("Do cats eat mice?", "Do mice eat cats?") == Rejection.ENTITIES
+    assert verify("Can a dog outrun a horse?", "Can a horse outrun a dog?") == Rejection.ENTITIES
+    # One phrase moved is still the same question.
+    assert served("Is Paris the capital of France?", "Is the capital of France Paris?")
+
+
+def test_when_is_a_year_a_time_or_a_date_not_a_day() -> None:
+    assert verify("When does the market open?", "What weekday does the market open?") \
+        == Rejection.ENTITIES
