@@ -417,8 +417,8 @@ _AUXILIARIES = frozenset({
     "is", "are", "am", "was", "were", "can", "could", "do", "does", "did", "should", "will",
     "would", "may", "might", "must", "has", "have", "had", "shall",
 })
-_EXTENT_UNITS = frozenset({"s", "min", "h", "day", "week", "month", "year", "mm", "cm", "m",
-                           "km", "mi", "ft", "in", "yd"})
+_LENGTH_UNITS = frozenset({"mm", "cm", "m", "km", "mi", "ft", "in", "yd"})
+_EXTENT_UNITS = _LENGTH_UNITS | {"s", "min", "h", "day", "week", "month", "year"}
 _MONEY_WORDS = frozenset({"cost", "costs", "price", "prices", "priced", "fee", "fees", "pay"})
 
 
@@ -514,6 +514,14 @@ def _stem(word: str) -> str:
     return word
 
 
+def _answers_how(adjective: str, unit: str) -> bool:
+    """Whether "how many <unit>" asks what "how <adjective>" does: "long" a time or a
+    length, "far" a length."""
+    if adjective == "long":
+        return unit == "time" or _UNITS.get(unit) in _EXTENT_UNITS
+    return adjective == "far" and _UNITS.get(unit) in _LENGTH_UNITS
+
+
 def _shared_start(x: str, y: str) -> int:
     """How many letters two words share from their start."""
     shared = 0
@@ -534,10 +542,10 @@ def _same_word(a: str, b: str) -> bool:
             shared = _shared_start(x, y)
             if x == y or (shared >= 4 and len(x) - shared <= 3 and len(y) - shared <= 3):
                 return True
-    # "long" or "far" and a unit of time or length: "how long" / "how many hours".
-    for x, y in ((a, b), (b, a)):
-        if x in ("long", "far") and _UNITS.get(y) in _EXTENT_UNITS:
-            return True
+    # "long" and a unit of time or length, "far" and one of length: "how long" / "how many
+    # hours".
+    if _answers_how(a, b) or _answers_how(b, a):
+        return True
     # Words naming the same direction; a verb of measure and a direction on its axis ("cost"
     # and "expensive").
     da, db = _DIRECTIONS.get(a), _DIRECTIONS.get(b)
@@ -577,7 +585,7 @@ def _names_the_answer(wh: tuple[str, ...], which: tuple[str, ...]) -> bool:
     question word already asks (the units rule compares the unit)."""
     if wh in (("long",), ("far",)):
         return (len(which) == 2 and which[0] in ("many", "much")
-                and (which[1] == "time" or which[1] in _UNITS))
+                and _answers_how(wh[0], which[1]))
     if len(wh) != 1 or wh[0] not in _WH_WORDS:
         return False
     rest = which[1:] if which[:1] and which[0] in _PREPOSITIONS else which

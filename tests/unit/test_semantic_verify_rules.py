@@ -144,3 +144,10 @@ def test_swapped_terms_are_refused_without_an_ordering_word() -> None:
 def test_when_is_a_year_a_time_or_a_date_not_a_day() -> None:
     assert verify("When does the market open?", "What weekday does the market open?") \
         == Rejection.ENTITIES
+
+
+def test_how_far_is_a_length_not_a_time() -> None:
+    assert served("How far is the lighthouse from the harbour?",
+                  "How many kilometers is the lighthouse from the harbour?")
+    assert verify("How far is the lighthouse from the harbour?",
+                  "How many hours is the lighthouse from the harbour?") is not None
