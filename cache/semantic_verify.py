@@ -50,6 +50,33 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cache.semantic_words import (
+    AMBIGUOUS_UNITS,
+    APOSTROPHE,
+    AUXILIARIES,
+    DETERMINERS,
+    DIRECTIONS,
+    DISTINCT,
+    EXTENT_UNITS,
+    FUNCTION_WORDS,
+    LENGTH_UNITS,
+    MEASURE_VERBS,
+    MODALS,
+    MODIFIERS,
+    MONEY_WORDS,
+    NEGATIONS,
+    NUMBER_WORDS,
+    ORDERING,
+    PREPOSITIONS,
+    STOPWORDS,
+    SUFFIXES,
+    TOKEN,
+    UNITS,
+    WEAK_AXES,
+    WH_WORDS,
+    WORD_CHARS,
+)
+
 
 class Rejection(StrEnum):
     """Why a candidate was not served; the statistics count rejections by these names."""
@@ -67,161 +94,6 @@ class Rejection(StrEnum):
     JUDGE = "judge"  # the small-model judge did not confirm it (cache.semantic_judge)
 
 
-_APOSTROPHE = "\u2019"  # a typographic apostrophe: "can\u2019t"
-_TOKEN = re.compile(r"[$€£%]|[\w'\u2019.-]+", re.UNICODE)
-
-_NEGATIONS = frozenset({
-    "not", "no", "never", "cannot", "none", "nothing", "nobody", "neither", "nor", "without",
-})
-
-_NUMBER_WORDS = {
-    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
-    "thirteen": "13", "fourteen": "14", "fifteen": "15", "twenty": "20", "thirty": "30",
-    "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1e6",
-    "billion": "1e9", "half": "0.5", "quarter": "0.25", "dozen": "12", "twice": "x2",
-    "double": "x2", "triple": "x3",
-    "first": "#1", "second": "#2", "third": "#3", "fourth": "#4", "fifth": "#5",
-}
-
-# Canonical unit per spelling. Currency symbols are units too ($50 is not €50).
-_UNITS = {
-    **dict.fromkeys(("mg", "milligram", "milligrams"), "mg"),
-    **dict.fromkeys(("g", "gram", "grams", "gramm"), "g"),
-    **dict.fromkeys(("kg", "kilogram", "kilograms", "kilo", "kilos"), "kg"),
-    **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "lb"),
-    **dict.fromkeys(("oz", "ounce", "ounces"), "oz"),
-    **dict.fromkeys(("ml", "milliliter", "milliliters", "millilitre", "millilitres"), "ml"),
-    **dict.fromkeys(("l", "liter", "liters", "litre", "litres"), "l"),
-    **dict.fromkeys(("gallon", "gallons", "gal"), "gal"),
-    **dict.fromkeys(("mm", "millimeter", "millimeters"), "mm"),
-    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), "cm"),
-    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), "m"),
-    **dict.fromkeys(("km", "kilometer", "kilometers", "kilometre", "kilometres"), "km"),
-    **dict.fromkeys(("mile", "miles", "mi"), "mi"),
-    **dict.fromkeys(("foot", "feet", "ft"), "ft"),
-    **dict.fromkeys(("inch", "inches"), "in"),
-    **dict.fromkeys(("yard", "yards"), "yd"),
-    **dict.fromkeys(("celsius", "°c"), "C"),
-    **dict.fromkeys(("fahrenheit", "°f"), "F"),
-    **dict.fromkeys(("kelvin",), "K"),
-    **dict.fromkeys(("second", "seconds", "sec", "secs"), "s"),
-    **dict.fromkeys(("minute", "minutes", "min", "mins"), "min"),
-    **dict.fromkeys(("hour", "hours", "hr", "hrs", "hourly"), "h"),
-    **dict.fromkeys(("day", "days", "daily"), "day"),
-    **dict.fromkeys(("week", "weeks", "weekly"), "week"),
-    **dict.fromkeys(("month", "months", "monthly"), "month"),
-    **dict.fromkeys(("year", "years", "yearly", "annual", "annually"), "year"),
-    **dict.fromkeys(("$", "dollar", "dollars", "usd"), "USD"),
-    **dict.fromkeys(("€", "euro", "euros", "eur"), "EUR"),
-    **dict.fromkeys(("£", "gbp", "sterling"), "GBP"),
-    **dict.fromkeys(("%", "percent", "percentage"), "%"),
-    **dict.fromkeys(("calorie", "calories", "kcal", "cal"), "kcal"),
-    **dict.fromkeys(("gb", "gigabyte", "gigabytes"), "GB"),
-    **dict.fromkeys(("mb", "megabyte", "megabytes"), "MB"),
-    **dict.fromkeys(("tb", "terabyte", "terabytes"), "TB"),
-    **dict.fromkeys(("mph",), "mph"),
-    **dict.fromkeys(("square", "sq"), "square"),
-}
-# "second" is an ordinal more often than a unit; it counts as a unit only after a number.
-_AMBIGUOUS_UNITS = frozenset({"second", "l", "m", "g", "in", "mi", "min", "cal"})
-
-# Directed words: (axis, sign). Two questions must agree on every axis either one names.
-_DIRECTIONS: dict[str, tuple[str, int]] = {
-    **dict.fromkeys(("more", "most", "greater", "greatest", "increase", "over", "above",
-                     "exceed", "exceeds", "too"), ("amount", 1)),
-    **dict.fromkeys(("less", "least", "fewer", "fewest", "lower", "lowest", "decrease",
-                     "under", "below"), ("amount", -1)),
-    **dict.fromkeys(("bigger", "biggest", "larger", "largest", "big", "large", "huge"),
-                    ("size", 1)),
-    **dict.fromkeys(("smaller", "smallest", "small", "tiny"), ("size", -1)),
-    **dict.fromkeys(("taller", "tallest", "higher", "highest", "tall", "high"), ("height", 1)),
-    **dict.fromkeys(("shorter", "shortest", "short"), ("height", -1)),
-    **dict.fromkeys(("longer", "longest", "long"), ("length", 1)),
-    **dict.fromkeys(("heavier", "heaviest", "heavy", "denser", "densest"), ("weight", 1)),
-    **dict.fromkeys(("lighter", "lightest", "light"), ("weight", -1)),
-    **dict.fromkeys(("faster", "fastest", "quicker", "quickest", "fast", "quick"),
-                    ("speed", 1)),
-    **dict.fromkeys(("slower", "slowest", "slow"), ("speed", -1)),
-    **dict.fromkeys(("older", "oldest", "old"), ("age", 1)),
-    **dict.fromkeys(("younger", "youngest", "young", "newer", "newest"), ("age", -1)),
-    **dict.fromkeys(("cheaper", "cheapest", "cheap"), ("cost", -1)),
-    **dict.fromkeys(("expensive", "pricier", "priciest", "costlier"), ("cost", 1)),
-    **dict.fromkeys(("easier", "easiest", "easy"), ("difficulty", -1)),
-    **dict.fromkeys(("harder", "hardest", "difficult", "hard"), ("difficulty", 1)),
-    **dict.fromkeys(("better", "best", "good", "safe", "healthy", "benefit"), ("good", 1)),
-    **dict.fromkeys(("worse", "worst", "bad", "unsafe", "harmful", "unhealthy", "damage",
-                     "dangerous", "harm", "harms", "hurt", "hurts"), ("good", -1)),
-    **dict.fromkeys(("before", "earlier", "earliest", "prior", "until"), ("time", -1)),
-    **dict.fromkeys(("after", "later", "latest"), ("time", 1)),
-    **dict.fromkeys(("first", "initial"), ("order", -1)),
-    **dict.fromkeys(("last", "final"), ("order", 1)),
-    **dict.fromkeys(("minimum", "min", "minimal"), ("bound", -1)),
-    # A limit is most often a maximum ("speed limit", "weight limit").
-    **dict.fromkeys(("maximum", "max", "maximal", "limit", "limits"), ("bound", 1)),
-    **dict.fromkeys(("open", "opens", "opening"), ("open", 1)),
-    **dict.fromkeys(("close", "closes", "closing", "closed"), ("open", -1)),
-    **dict.fromkeys(("enable", "enabled", "activate", "on"), ("switch", 1)),
-    **dict.fromkeys(("disable", "disabled", "deactivate", "off"), ("switch", -1)),
-    **dict.fromkeys(("upgrade",), ("tier", 1)),
-    **dict.fromkeys(("downgrade",), ("tier", -1)),
-    **dict.fromkeys(("to", "into", "towards"), ("way", 1)),
-    **dict.fromkeys(("from",), ("way", -1)),
-    **dict.fromkeys(("prevent", "prevents", "stop", "avoid"), ("cause", -1)),
-    **dict.fromkeys(("cause", "causes"), ("cause", 1)),
-    **dict.fromkeys(("growing", "grow", "rising", "rise"), ("trend", 1)),
-    **dict.fromkeys(("shrinking", "shrink", "falling"), ("trend", -1)),
-}
-# A verb of measure before "more" / "less" names its axis: "costs more" reads as "more
-# expensive", "weighs less" as "lighter".
-_MEASURE_VERBS = {
-    **dict.fromkeys(("cost", "costs"), "cost"),
-    **dict.fromkeys(("weigh", "weighs"), "weight"),
-}
-# "less X" / "more X" before a directed word: "less expensive" reads as "cheaper".
-_MODIFIERS = {"less": -1, "more": 1, "least": -1, "most": 1}
-# Axes whose words are too common in plain questions to read as a direction on their own.
-_WEAK_AXES = frozenset({"way", "switch", "height", "length", "cause"})
-# Words that make the order of names matter ("A than B", "from A to B", "A or B").
-_ORDERING = frozenset({"than", "from", "to", "into", "vs", "versus", "or", "before", "after"})
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-_STOPWORDS = {
-    "en": _words("""
-        the is are a an of to in on for what how does do can i my you your much many it
-        be with and or than which who when why should there at from was were did this
-        that have has get me we our per any where by need each every will would could
-        been had they them their"""),
-    "fr": _words("""
-        le la les est de des du un une que quel quelle qui comment combien je mon ma au
-        en pour et est-ce faut-il sur dois-je au puis-je à l' d' qu'"""),
-    "es": _words("""
-        el la los las es de del un una que qué cuál cuáles cómo cuántas cuántos cuánto
-        puedo mi con para y en hay por incluye más"""),
-    "de": _words("""
-        der die das ist ein eine einer von wie was wer ich mit für und nach dem den zu
-        kann viele viel hoch sind haben im man um in"""),
-    "it": _words("""
-        il lo la è di del della degli un una che quale come quanti quanta quante mi per
-        e ci sono dopo posso fu si più i in"""),
-    "pt": _words("""
-        o a os as é de do da um uma que qual como para com não envia em no na"""),
-}
-_DISTINCT = {
-    lang: words - frozenset().union(*(o for other, o in _STOPWORDS.items() if other != lang))
-    for lang, words in _STOPWORDS.items()
-}
-_WORD_CHARS = re.compile(r"[^\W_]", re.UNICODE)
-
-_FUNCTION_WORDS = _STOPWORDS["en"] | _words(
-    """about am been being could would will shall might may must if so such some its it's im
-    i'm way need needed okay ok right just also really please tell know like there's what's""")
-
-
 @dataclass(frozen=True)
 class QuestionFacts:
     """What the rules compare, read once per question."""
@@ -237,11 +109,11 @@ class QuestionFacts:
     ordered: bool  # whether the order of names carries meaning
     asks: str | None = None  # the kind of answer asked for, when the wording says (_asks)
     asked_unit: str | None = None  # the unit the answer is asked in ("what year", "how many g")
-    modality: frozenset[str] = frozenset()  # the kinds of modal verb used (_MODALS)
+    modality: frozenset[str] = frozenset()  # the kinds of modal verb used (MODALS)
 
 
 def _split_contractions(word: str) -> list[str]:
-    word = word.replace(_APOSTROPHE, "'")
+    word = word.replace(APOSTROPHE, "'")
     if word.endswith("n't"):
         stem = word[:-3]
         return [{"ca": "can", "wo": "will", "sha": "shall"}.get(stem, stem), "not"]
@@ -253,8 +125,8 @@ def _split_contractions(word: str) -> list[str]:
 def _tokens(text: str) -> list[tuple[str, str]]:
     """(as written, lower-cased) pairs; contractions split, trailing dots dropped."""
     out: list[tuple[str, str]] = []
-    for match in _TOKEN.finditer(unicodedata.normalize("NFC", text)):
-        raw = match.group().strip(".'-" + _APOSTROPHE)
+    for match in TOKEN.finditer(unicodedata.normalize("NFC", text)):
+        raw = match.group().strip(".'-" + APOSTROPHE)
         if not raw:
             continue
         for part in _split_contractions(raw):
@@ -273,11 +145,11 @@ def detect_language(words: list[str]) -> str:
                 if name.startswith(script):
                     return script.lower()
     # Only words of one language count: "a", "in" or "la" are common in several.
-    scores = {lang: sum(1 for w in words if w in _DISTINCT[lang]) for lang in _STOPWORDS}
+    scores = {lang: sum(1 for w in words if w in DISTINCT[lang]) for lang in STOPWORDS}
     if max(scores.values()) == 0:
         # No word of one language only ("Where do I ...": "do" is Portuguese too): count
         # every common word instead.
-        scores = {lang: sum(1 for w in words if w in _STOPWORDS[lang]) for lang in _STOPWORDS}
+        scores = {lang: sum(1 for w in words if w in STOPWORDS[lang]) for lang in STOPWORDS}
     best = max(scores.values())
     if best == 0:
         return "und"
@@ -288,8 +160,8 @@ def detect_language(words: list[str]) -> str:
 
 
 def _number(lower: str) -> str | None:
-    if lower in _NUMBER_WORDS:
-        return _NUMBER_WORDS[lower]
+    if lower in NUMBER_WORDS:
+        return NUMBER_WORDS[lower]
     if any(ch.isdigit() for ch in lower):
         digits = lower.replace(",", "")
         stripped = re.sub(r"(st|nd|rd|th)$", "", digits)
@@ -303,19 +175,13 @@ def _direction(word: str | None) -> tuple[str, int] | None:
     """The direction a word names, an adverb taking its adjective's ("safely", "easily")."""
     if word is None:
         return None
-    if word in _DIRECTIONS:
-        return _DIRECTIONS[word]
+    if word in DIRECTIONS:
+        return DIRECTIONS[word]
     if word.endswith("ily"):
-        return _DIRECTIONS.get(word[:-3] + "y")
+        return DIRECTIONS.get(word[:-3] + "y")
     if word.endswith("ly"):
-        return _DIRECTIONS.get(word[:-2])
+        return DIRECTIONS.get(word[:-2])
     return None
-
-
-# After "to", the words that make it a preposition ("to the airport"), not an infinitive.
-_DETERMINERS = frozenset({
-    "the", "a", "an", "my", "your", "our", "their", "his", "her", "its", "this", "that",
-})
 
 
 def _directions(pairs: list[tuple[str, str]]) -> frozenset[tuple[str, int]]:
@@ -332,19 +198,19 @@ def _directions(pairs: list[tuple[str, str]]) -> frozenset[tuple[str, int]]:
             continue
         nxt = lowers[index + 1] if index + 1 < len(lowers) else None
         if word in ("to", "towards", "into") and not (
-                nxt in _DETERMINERS or (nxt is not None and (
+                nxt in DETERMINERS or (nxt is not None and (
                     pairs[index + 1][0][:1].isupper() or nxt[:1].isdigit()))):
             continue
         ahead = _direction(nxt)
-        if word in _MODIFIERS and ahead is not None and ahead[0] != "amount":
+        if word in MODIFIERS and ahead is not None and ahead[0] != "amount":
             axis, sign = ahead
-            found.add((axis, sign * _MODIFIERS[word]))
+            found.add((axis, sign * MODIFIERS[word]))
             skip = True
             continue
         if index > 0 and lowers[index - 1] == "how":
             continue
-        if word in _MEASURE_VERBS and nxt in _MODIFIERS:
-            found.add((_MEASURE_VERBS[word], _MODIFIERS[nxt]))
+        if word in MEASURE_VERBS and nxt in MODIFIERS:
+            found.add((MEASURE_VERBS[word], MODIFIERS[nxt]))
             skip = True
             continue
         direction = _direction(word)
@@ -359,7 +225,7 @@ def _directions(pairs: list[tuple[str, str]]) -> frozenset[tuple[str, int]]:
 
 def _is_name(raw: str, low: str, *, first: bool) -> bool:
     """Capitalised past the first word, an acronym, or camel-cased ("iPhone")."""
-    if raw[:1].isupper() and not first and low not in _FUNCTION_WORDS:
+    if raw[:1].isupper() and not first and low not in FUNCTION_WORDS:
         return True
     if raw.isupper() and len(raw) > 1:
         return True
@@ -381,8 +247,8 @@ def read_question(text: str) -> QuestionFacts:
             numbers.add(number)
             after_number = True
             continue
-        unit = _UNITS.get(low)
-        if unit is not None and (low not in _AMBIGUOUS_UNITS or after_number):
+        unit = UNITS.get(low)
+        if unit is not None and (low not in AMBIGUOUS_UNITS or after_number):
             units.add(unit)
         elif _is_name(raw, low, first=index == 0):
             # A plural names the same thing: "on Saturday" / "on Saturdays".
@@ -392,34 +258,17 @@ def read_question(text: str) -> QuestionFacts:
     return QuestionFacts(
         tokens=tuple(lowers),
         language=detect_language(lowers),
-        negations=sum(1 for w in lowers if w in _NEGATIONS),
+        negations=sum(1 for w in lowers if w in NEGATIONS),
         numbers=frozenset(numbers),
         units=frozenset(units),
         entities=tuple(entities),
         terms=tuple(_content(lowers)),
         directions=_directions(pairs),
-        ordered=any(w in _ORDERING for w in lowers),
+        ordered=any(w in ORDERING for w in lowers),
         asks=asks,
         asked_unit=asked_unit,
-        modality=frozenset(_MODALS[w] for w in lowers if w in _MODALS),
+        modality=frozenset(MODALS[w] for w in lowers if w in MODALS),
     )
-
-
-# Modal verbs by what they ask: whether something is possible or allowed, or whether it is
-# advised or required. "Can I take ibuprofen with food?" and "Should I ...?" differ.
-_MODALS = {
-    **dict.fromkeys(("can", "could", "may", "might"), "possible"),
-    **dict.fromkeys(("should", "must", "ought"), "advised"),
-}
-
-
-_AUXILIARIES = frozenset({
-    "is", "are", "am", "was", "were", "can", "could", "do", "does", "did", "should", "will",
-    "would", "may", "might", "must", "has", "have", "had", "shall",
-})
-_LENGTH_UNITS = frozenset({"mm", "cm", "m", "km", "mi", "ft", "in", "yd"})
-_EXTENT_UNITS = _LENGTH_UNITS | {"s", "min", "h", "day", "week", "month", "year"}
-_MONEY_WORDS = frozenset({"cost", "costs", "price", "prices", "priced", "fee", "fees", "pay"})
 
 
 def _asks(lowers: list[str]) -> tuple[str | None, str | None]:
@@ -428,7 +277,7 @@ def _asks(lowers: list[str]) -> tuple[str | None, str | None]:
     minutes" for an extent, "how much ... cost" for money, "who" for a person, "how do I"
     for a manner, "is ..." for a yes or no. No kind when the wording does not say ("what
     is", "which", "how fast")."""
-    if lowers and lowers[0] in _AUXILIARIES:
+    if lowers and lowers[0] in AUXILIARIES:
         return "yes/no", None
     for index, word in enumerate(lowers):
         nxt = lowers[index + 1] if index + 1 < len(lowers) else ""
@@ -438,7 +287,7 @@ def _asks(lowers: list[str]) -> tuple[str | None, str | None]:
             return {"where": "place", "when": "time", "why": "reason"}[word], None
         if word in ("what", "which"):
             if nxt in ("year", "time", "date"):
-                return "time", _UNITS.get(nxt)
+                return "time", UNITS.get(nxt)
             return None, None
         if word == "how":
             return _asks_how(lowers, index)
@@ -454,13 +303,13 @@ def _asks_how(lowers: list[str], index: int) -> tuple[str | None, str | None]:
         return "reason", None
     if nxt in ("many", "much"):
         after = lowers[index + 2] if index + 2 < len(lowers) else ""
-        unit = _UNITS.get(after)
-        if after == "time" or unit in _EXTENT_UNITS:
+        unit = UNITS.get(after)
+        if after == "time" or unit in EXTENT_UNITS:
             return "extent", unit
-        if any(w in _MONEY_WORDS for w in lowers):
+        if any(w in MONEY_WORDS for w in lowers):
             return "money", unit
         return "amount", unit
-    if nxt in _AUXILIARIES or nxt == "to":
+    if nxt in AUXILIARIES or nxt == "to":
         return "manner", None
     return None, None  # "how fast", "how big": a magnitude of no fixed kind
 
@@ -497,15 +346,12 @@ def _units_differ(a: QuestionFacts, b: QuestionFacts) -> bool:
 
 
 def _content(words: list[str]) -> list[str]:
-    return [w for w in words if w not in _FUNCTION_WORDS and _WORD_CHARS.search(w)]
-
-
-_SUFFIXES = ("ings", "ing", "ers", "er", "ed", "ies", "es", "s", "ly", "e")
+    return [w for w in words if w not in FUNCTION_WORDS and WORD_CHARS.search(w)]
 
 
 def _stem(word: str) -> str:
     """A word without one inflectional ending ("shipped" -> "ship", "studies" -> "study")."""
-    for suffix in _SUFFIXES:
+    for suffix in SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
             break
@@ -518,8 +364,8 @@ def _answers_how(adjective: str, unit: str) -> bool:
     """Whether "how many <unit>" asks what "how <adjective>" does: "long" a time or a
     length, "far" a length."""
     if adjective == "long":
-        return unit == "time" or _UNITS.get(unit) in _EXTENT_UNITS
-    return adjective == "far" and _UNITS.get(unit) in _LENGTH_UNITS
+        return unit == "time" or UNITS.get(unit) in EXTENT_UNITS
+    return adjective == "far" and UNITS.get(unit) in LENGTH_UNITS
 
 
 def _shared_start(x: str, y: str) -> int:
@@ -548,11 +394,11 @@ def _same_word(a: str, b: str) -> bool:
         return True
     # Words naming the same direction; a verb of measure and a direction on its axis ("cost"
     # and "expensive").
-    da, db = _DIRECTIONS.get(a), _DIRECTIONS.get(b)
+    da, db = DIRECTIONS.get(a), DIRECTIONS.get(b)
     if da is not None and db is not None:
         return da == db
-    axis_a = da[0] if da is not None else _MEASURE_VERBS.get(a)
-    axis_b = db[0] if db is not None else _MEASURE_VERBS.get(b)
+    axis_a = da[0] if da is not None else MEASURE_VERBS.get(a)
+    axis_b = db[0] if db is not None else MEASURE_VERBS.get(b)
     return axis_a is not None and axis_a == axis_b
 
 
@@ -574,10 +420,6 @@ def _single_swap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return not (len(left) == 1 and len(right) == 1 and _same_word(left[0], right[0]))
 
 
-_WH_WORDS = frozenset({"who", "whom", "when", "where", "what"})
-_PREPOSITIONS = frozenset({"in", "at", "on", "by", "for", "from"})
-
-
 def _names_the_answer(wh: tuple[str, ...], which: tuple[str, ...]) -> bool:
     """A question word against "which" or "what" and one noun naming the kind of answer:
     "Who" / "Which artist", "When" / "In what year", "What time" / "When"; "how long" or
@@ -586,9 +428,9 @@ def _names_the_answer(wh: tuple[str, ...], which: tuple[str, ...]) -> bool:
     if wh in (("long",), ("far",)):
         return (len(which) == 2 and which[0] in ("many", "much")
                 and _answers_how(wh[0], which[1]))
-    if len(wh) != 1 or wh[0] not in _WH_WORDS:
+    if len(wh) != 1 or wh[0] not in WH_WORDS:
         return False
-    rest = which[1:] if which[:1] and which[0] in _PREPOSITIONS else which
+    rest = which[1:] if which[:1] and which[0] in PREPOSITIONS else which
     if len(rest) != 2 or rest[0] not in ("which", "what") or not _content([rest[1]]):
         return False
     # "When" asks for a year, a time or a date; "what day" or "what month" is narrower.
@@ -649,7 +491,7 @@ def _swapped(a: QuestionFacts, b: QuestionFacts) -> bool:
     ordering words move with it, where a swap leaves them between the swapped terms."""
     if sorted(a.terms) != sorted(b.terms) or a.terms == b.terms:
         return False
-    shared = set(a.tokens) & set(b.tokens) & _ORDERING
+    shared = set(a.tokens) & set(b.tokens) & ORDERING
     x, y = _with_ordering(a, shared), _with_ordering(b, shared)
     return not _moved_phrase(x, y)
 
@@ -684,7 +526,7 @@ def _directions_differ(a: frozenset[tuple[str, int]], b: frozenset[tuple[str, in
     # ("to", "on") may come and go with the wording.
     axes_a = {axis for axis, _ in a}
     axes_b = {axis for axis, _ in b}
-    return bool((axes_a ^ axes_b) - _WEAK_AXES)
+    return bool((axes_a ^ axes_b) - WEAK_AXES)
 
 
 def _order(entities: tuple[str, ...]) -> tuple[str, ...]:
