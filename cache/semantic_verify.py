@@ -417,7 +417,12 @@ def _single_swap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     if (not left and not right) or max(i2 - i1, j2 - j1) > 3:
         return False
     # One word for one of the same meaning ("Saturday"/"Saturdays", "bigger"/"larger").
-    return not (len(left) == 1 and len(right) == 1 and _same_word(left[0], right[0]))
+    if len(left) == 1 and len(right) == 1 and _same_word(left[0], right[0]):
+        return False
+    # Directed words for directed words naming the same ("pricier"/"more expensive").
+    return not (all(w in DIRECTIONS or w in MODIFIERS for w in left + right)
+                and _directions([(w, w) for w in left])
+                == _directions([(w, w) for w in right]) != frozenset())
 
 
 def _names_the_answer(wh: tuple[str, ...], which: tuple[str, ...]) -> bool:

@@ -151,3 +151,12 @@ def test_how_far_is_a_length_not_a_time() -> None:
                   "How many kilometers is the lighthouse from the harbour?")
     assert verify("How far is the lighthouse from the harbour?",
                   "How many hours is the lighthouse from the harbour?") is not None
+
+
+def test_a_comparative_for_its_wordier_form_is_no_swapped_term() -> None:
+    assert served("Is rail travel cheaper than flying?",
+                  "Is rail travel less expensive than flying?")
+    assert served("Is the tablet pricier than the laptop?",
+                  "Is the tablet more expensive than the laptop?")
+    assert verify("Is rail travel cheaper than flying?",
+                  "Is rail travel more expensive than flying?") == Rejection.COMPARISON
