@@ -10,15 +10,31 @@ plain rules can read:
 - numbers: a different set of numbers (digits, number words, ordinals);
 - quantities and units: a different set of units (grams vs ounces, per day vs per hour);
 - named entities: a different set of capitalised names, or the same names in another
-  order where order carries meaning (comparisons, "from ... to"), or a question that is the
-  other one with a single content word swapped, added or dropped ("cats" for "dogs");
+  order where order carries meaning (comparisons, "from ... to"), or the same terms with
+  two of them swapped ("Do cats eat mice?" / "Do mice eat cats?"), or a question that is
+  the other one with a single content word swapped, added or dropped ("cats" for "dogs");
 - comparison direction: a different set of directed words (bigger/smaller, before/after,
   first/last, minimum/maximum; "less expensive" reads as "cheaper");
 - language: another language (an answer in English does not serve a question in French);
 - action: the same content words but one replaced by another that is no form of it,
   however the small words around it changed ("What year did the Berlin Wall fall?" and
   "... was built?", "How do I install X?" and "How do I update X?"): a changed verb or
-  action asks something else about the same things.
+  action asks something else about the same things;
+- the kind of answer asked: a time ("when", "what year"), a place, a person, a reason, an
+  extent ("how long", "how many hours"), an amount, money ("how much ... cost"), an age, a
+  manner ("how do I") or a yes or no. "How long does it take to ship X?" and "How much does
+  it cost to ship X?" share every content word but one and ask different things;
+- modality: "can I" (is it possible, allowed) against "should I" (is it advised), except
+  in questions asking how to do something.
+
+Some wordings are read as the same thing: a question word and "which"/"what" with a noun
+naming its kind of answer ("Who" / "Which artist", "When" / "In what year"), "how long" and
+"how many hours" (the units rule compares the hours), a phrase moved to the other end of
+the question ("Is it safe to drink X in Y?" / "Is X in Y safe to drink?"), an adverb and
+its adjective ("safely" / "safe"), a verb of measure with more or less and the comparative
+("costs more" / "more expensive"), a name and its plural ("Saturday" / "Saturdays"), and
+inflections of one word (a shared stem, not just a shared start: "telephone" and
+"television" are different words).
 
 Every rule errs on the side of a miss: a miss costs one generation, a false hit a wrong
 answer. The rules are written for English questions; a question in another language is
@@ -34,6 +50,33 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cache.semantic_words import (
+    AMBIGUOUS_UNITS,
+    APOSTROPHE,
+    AUXILIARIES,
+    DETERMINERS,
+    DIRECTIONS,
+    DISTINCT,
+    EXTENT_UNITS,
+    FUNCTION_WORDS,
+    LENGTH_UNITS,
+    MEASURE_VERBS,
+    MODALS,
+    MODIFIERS,
+    MONEY_WORDS,
+    NEGATIONS,
+    NUMBER_WORDS,
+    ORDERING,
+    PREPOSITIONS,
+    STOPWORDS,
+    SUFFIXES,
+    TOKEN,
+    UNITS,
+    WEAK_AXES,
+    WH_WORDS,
+    WORD_CHARS,
+)
+
 
 class Rejection(StrEnum):
     """Why a candidate was not served; the statistics count rejections by these names."""
@@ -46,154 +89,9 @@ class Rejection(StrEnum):
     COMPARISON = "comparison"
     LANGUAGE = "language"
     ACTION = "action"  # one content word (most often the verb) replaced by another
+    ASKS = "asks"  # asks for another kind of answer (a time, a place, a price, a duration)
+    MODALITY = "modality"  # what may be done against what should be ("can I" / "should I")
     JUDGE = "judge"  # the small-model judge did not confirm it (cache.semantic_judge)
-
-
-_APOSTROPHE = "\u2019"  # a typographic apostrophe: "can\u2019t"
-_TOKEN = re.compile(r"[$€£%]|[\w'\u2019.-]+", re.UNICODE)
-
-_NEGATIONS = frozenset({
-    "not", "no", "never", "cannot", "none", "nothing", "nobody", "neither", "nor", "without",
-})
-
-_NUMBER_WORDS = {
-    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
-    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
-    "thirteen": "13", "fourteen": "14", "fifteen": "15", "twenty": "20", "thirty": "30",
-    "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1e6",
-    "billion": "1e9", "half": "0.5", "quarter": "0.25", "dozen": "12", "twice": "x2",
-    "double": "x2", "triple": "x3",
-    "first": "#1", "second": "#2", "third": "#3", "fourth": "#4", "fifth": "#5",
-}
-
-# Canonical unit per spelling. Currency symbols are units too ($50 is not €50).
-_UNITS = {
-    **dict.fromkeys(("mg", "milligram", "milligrams"), "mg"),
-    **dict.fromkeys(("g", "gram", "grams", "gramm"), "g"),
-    **dict.fromkeys(("kg", "kilogram", "kilograms", "kilo", "kilos"), "kg"),
-    **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "lb"),
-    **dict.fromkeys(("oz", "ounce", "ounces"), "oz"),
-    **dict.fromkeys(("ml", "milliliter", "milliliters", "millilitre", "millilitres"), "ml"),
-    **dict.fromkeys(("l", "liter", "liters", "litre", "litres"), "l"),
-    **dict.fromkeys(("gallon", "gallons", "gal"), "gal"),
-    **dict.fromkeys(("mm", "millimeter", "millimeters"), "mm"),
-    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), "cm"),
-    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), "m"),
-    **dict.fromkeys(("km", "kilometer", "kilometers", "kilometre", "kilometres"), "km"),
-    **dict.fromkeys(("mile", "miles", "mi"), "mi"),
-    **dict.fromkeys(("foot", "feet", "ft"), "ft"),
-    **dict.fromkeys(("inch", "inches"), "in"),
-    **dict.fromkeys(("yard", "yards"), "yd"),
-    **dict.fromkeys(("celsius", "°c"), "C"),
-    **dict.fromkeys(("fahrenheit", "°f"), "F"),
-    **dict.fromkeys(("kelvin",), "K"),
-    **dict.fromkeys(("second", "seconds", "sec", "secs"), "s"),
-    **dict.fromkeys(("minute", "minutes", "min", "mins"), "min"),
-    **dict.fromkeys(("hour", "hours", "hr", "hrs", "hourly"), "h"),
-    **dict.fromkeys(("day", "days", "daily"), "day"),
-    **dict.fromkeys(("week", "weeks", "weekly"), "week"),
-    **dict.fromkeys(("month", "months", "monthly"), "month"),
-    **dict.fromkeys(("year", "years", "yearly", "annual", "annually"), "year"),
-    **dict.fromkeys(("$", "dollar", "dollars", "usd"), "USD"),
-    **dict.fromkeys(("€", "euro", "euros", "eur"), "EUR"),
-    **dict.fromkeys(("£", "gbp", "sterling"), "GBP"),
-    **dict.fromkeys(("%", "percent", "percentage"), "%"),
-    **dict.fromkeys(("calorie", "calories", "kcal", "cal"), "kcal"),
-    **dict.fromkeys(("gb", "gigabyte", "gigabytes"), "GB"),
-    **dict.fromkeys(("mb", "megabyte", "megabytes"), "MB"),
-    **dict.fromkeys(("tb", "terabyte", "terabytes"), "TB"),
-    **dict.fromkeys(("mph",), "mph"),
-    **dict.fromkeys(("square", "sq"), "square"),
-}
-# "second" is an ordinal more often than a unit; it counts as a unit only after a number.
-_AMBIGUOUS_UNITS = frozenset({"second", "l", "m", "g", "in", "mi", "min", "cal"})
-
-# Directed words: (axis, sign). Two questions must agree on every axis either one names.
-_DIRECTIONS: dict[str, tuple[str, int]] = {
-    **dict.fromkeys(("more", "most", "greater", "greatest", "increase", "over", "above",
-                     "exceed", "exceeds", "too"), ("amount", 1)),
-    **dict.fromkeys(("less", "least", "fewer", "fewest", "lower", "lowest", "decrease",
-                     "under", "below"), ("amount", -1)),
-    **dict.fromkeys(("bigger", "biggest", "larger", "largest", "big", "large", "huge"),
-                    ("size", 1)),
-    **dict.fromkeys(("smaller", "smallest", "small", "tiny"), ("size", -1)),
-    **dict.fromkeys(("taller", "tallest", "higher", "highest", "tall", "high"), ("height", 1)),
-    **dict.fromkeys(("shorter", "shortest", "short"), ("height", -1)),
-    **dict.fromkeys(("longer", "longest", "long"), ("length", 1)),
-    **dict.fromkeys(("heavier", "heaviest", "heavy", "denser", "densest"), ("weight", 1)),
-    **dict.fromkeys(("lighter", "lightest", "light"), ("weight", -1)),
-    **dict.fromkeys(("faster", "fastest", "quicker", "quickest", "fast", "quick"),
-                    ("speed", 1)),
-    **dict.fromkeys(("slower", "slowest", "slow"), ("speed", -1)),
-    **dict.fromkeys(("older", "oldest", "old"), ("age", 1)),
-    **dict.fromkeys(("younger", "youngest", "young", "newer", "newest"), ("age", -1)),
-    **dict.fromkeys(("cheaper", "cheapest", "cheap"), ("cost", -1)),
-    **dict.fromkeys(("expensive", "pricier", "priciest", "costlier"), ("cost", 1)),
-    **dict.fromkeys(("easier", "easiest", "easy"), ("difficulty", -1)),
-    **dict.fromkeys(("harder", "hardest", "difficult", "hard"), ("difficulty", 1)),
-    **dict.fromkeys(("better", "best", "good", "safe", "healthy", "benefit"), ("good", 1)),
-    **dict.fromkeys(("worse", "worst", "bad", "unsafe", "harmful", "unhealthy", "damage",
-                     "dangerous"), ("good", -1)),
-    **dict.fromkeys(("before", "earlier", "earliest", "prior", "until"), ("time", -1)),
-    **dict.fromkeys(("after", "later", "latest"), ("time", 1)),
-    **dict.fromkeys(("first", "initial"), ("order", -1)),
-    **dict.fromkeys(("last", "final"), ("order", 1)),
-    **dict.fromkeys(("minimum", "min", "minimal"), ("bound", -1)),
-    **dict.fromkeys(("maximum", "max", "maximal"), ("bound", 1)),
-    **dict.fromkeys(("open", "opens", "opening"), ("open", 1)),
-    **dict.fromkeys(("close", "closes", "closing", "closed"), ("open", -1)),
-    **dict.fromkeys(("enable", "enabled", "activate", "on"), ("switch", 1)),
-    **dict.fromkeys(("disable", "disabled", "deactivate", "off"), ("switch", -1)),
-    **dict.fromkeys(("upgrade",), ("tier", 1)),
-    **dict.fromkeys(("downgrade",), ("tier", -1)),
-    **dict.fromkeys(("to", "into", "towards"), ("way", 1)),
-    **dict.fromkeys(("from",), ("way", -1)),
-    **dict.fromkeys(("prevent", "prevents", "stop", "avoid"), ("cause", -1)),
-    **dict.fromkeys(("cause", "causes"), ("cause", 1)),
-    **dict.fromkeys(("growing", "grow", "rising", "rise"), ("trend", 1)),
-    **dict.fromkeys(("shrinking", "shrink", "falling"), ("trend", -1)),
-}
-# "less X" / "more X" before a directed word: "less expensive" reads as "cheaper".
-_MODIFIERS = {"less": -1, "more": 1, "least": -1, "most": 1}
-# Axes whose words are too common in plain questions to read as a direction on their own.
-_WEAK_AXES = frozenset({"way", "switch", "height", "length", "cause"})
-# Words that make the order of names matter ("A than B", "from A to B", "A or B").
-_ORDERING = frozenset({"than", "from", "to", "into", "vs", "versus", "or", "before", "after"})
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-_STOPWORDS = {
-    "en": _words("""
-        the is are a an of to in on for what how does do can i my you your much many it
-        be with and or than which who when why should there at from was were did this
-        that have has get me we our per any"""),
-    "fr": _words("""
-        le la les est de des du un une que quel quelle qui comment combien je mon ma au
-        en pour et est-ce faut-il sur dois-je au puis-je à l' d' qu'"""),
-    "es": _words("""
-        el la los las es de del un una que qué cuál cuáles cómo cuántas cuántos cuánto
-        puedo mi con para y en hay por incluye más"""),
-    "de": _words("""
-        der die das ist ein eine einer von wie was wer ich mit für und nach dem den zu
-        kann viele viel hoch sind haben im man um in"""),
-    "it": _words("""
-        il lo la è di del della degli un una che quale come quanti quanta quante mi per
-        e ci sono dopo posso fu si più i in"""),
-    "pt": _words("""
-        o a os as é de do da um uma que qual como para com não envia em no na"""),
-}
-_DISTINCT = {
-    lang: words - frozenset().union(*(o for other, o in _STOPWORDS.items() if other != lang))
-    for lang, words in _STOPWORDS.items()
-}
-_WORD_CHARS = re.compile(r"[^\W_]", re.UNICODE)
-
-_FUNCTION_WORDS = _STOPWORDS["en"] | _words(
-    """about am been being could would will shall might may must if so such some its it's im
-    i'm way need needed okay ok right just also really please tell know like there's what's""")
 
 
 @dataclass(frozen=True)
@@ -209,10 +107,13 @@ class QuestionFacts:
     terms: tuple[str, ...]  # content words, numbers and units in order (see _swapped)
     directions: frozenset[tuple[str, int]]
     ordered: bool  # whether the order of names carries meaning
+    asks: str | None = None  # the kind of answer asked for, when the wording says (_asks)
+    asked_unit: str | None = None  # the unit the answer is asked in ("what year", "how many g")
+    modality: frozenset[str] = frozenset()  # the kinds of modal verb used (MODALS)
 
 
 def _split_contractions(word: str) -> list[str]:
-    word = word.replace(_APOSTROPHE, "'")
+    word = word.replace(APOSTROPHE, "'")
     if word.endswith("n't"):
         stem = word[:-3]
         return [{"ca": "can", "wo": "will", "sha": "shall"}.get(stem, stem), "not"]
@@ -224,8 +125,8 @@ def _split_contractions(word: str) -> list[str]:
 def _tokens(text: str) -> list[tuple[str, str]]:
     """(as written, lower-cased) pairs; contractions split, trailing dots dropped."""
     out: list[tuple[str, str]] = []
-    for match in _TOKEN.finditer(unicodedata.normalize("NFC", text)):
-        raw = match.group().strip(".'-" + _APOSTROPHE)
+    for match in TOKEN.finditer(unicodedata.normalize("NFC", text)):
+        raw = match.group().strip(".'-" + APOSTROPHE)
         if not raw:
             continue
         for part in _split_contractions(raw):
@@ -244,7 +145,11 @@ def detect_language(words: list[str]) -> str:
                 if name.startswith(script):
                     return script.lower()
     # Only words of one language count: "a", "in" or "la" are common in several.
-    scores = {lang: sum(1 for w in words if w in _DISTINCT[lang]) for lang in _STOPWORDS}
+    scores = {lang: sum(1 for w in words if w in DISTINCT[lang]) for lang in STOPWORDS}
+    if max(scores.values()) == 0:
+        # No word of one language only ("Where do I ...": "do" is Portuguese too): count
+        # every common word instead.
+        scores = {lang: sum(1 for w in words if w in STOPWORDS[lang]) for lang in STOPWORDS}
     best = max(scores.values())
     if best == 0:
         return "und"
@@ -255,8 +160,8 @@ def detect_language(words: list[str]) -> str:
 
 
 def _number(lower: str) -> str | None:
-    if lower in _NUMBER_WORDS:
-        return _NUMBER_WORDS[lower]
+    if lower in NUMBER_WORDS:
+        return NUMBER_WORDS[lower]
     if any(ch.isdigit() for ch in lower):
         digits = lower.replace(",", "")
         stripped = re.sub(r"(st|nd|rd|th)$", "", digits)
@@ -266,7 +171,25 @@ def _number(lower: str) -> str | None:
     return None
 
 
-def _directions(lowers: list[str]) -> frozenset[tuple[str, int]]:
+def _direction(word: str | None) -> tuple[str, int] | None:
+    """The direction a word names, an adverb taking its adjective's ("safely", "easily")."""
+    if word is None:
+        return None
+    if word in DIRECTIONS:
+        return DIRECTIONS[word]
+    if word.endswith("ily"):
+        return DIRECTIONS.get(word[:-3] + "y")
+    if word.endswith("ly"):
+        return DIRECTIONS.get(word[:-2])
+    return None
+
+
+def _directions(pairs: list[tuple[str, str]]) -> frozenset[tuple[str, int]]:
+    """The directions a question names. A directed word right after "how" asks for a
+    magnitude and names none ("how fast", "how large", "how old"); "to" before a verb
+    ("to take") is no way either. An axis named both ways in one question ("from A to B",
+    "growing or shrinking") is named both ways: (axis, 2)."""
+    lowers = [low for _, low in pairs]
     found: set[tuple[str, int]] = set()
     skip = False
     for index, word in enumerate(lowers):
@@ -274,19 +197,35 @@ def _directions(lowers: list[str]) -> frozenset[tuple[str, int]]:
             skip = False
             continue
         nxt = lowers[index + 1] if index + 1 < len(lowers) else None
-        if word in _MODIFIERS and nxt in _DIRECTIONS and _DIRECTIONS[nxt][0] != "amount":
-            axis, sign = _DIRECTIONS[nxt]
-            found.add((axis, sign * _MODIFIERS[word]))
+        if word in ("to", "towards", "into") and not (
+                nxt in DETERMINERS or (nxt is not None and (
+                    pairs[index + 1][0][:1].isupper() or nxt[:1].isdigit()))):
+            continue
+        ahead = _direction(nxt)
+        if word in MODIFIERS and ahead is not None and ahead[0] != "amount":
+            axis, sign = ahead
+            found.add((axis, sign * MODIFIERS[word]))
             skip = True
             continue
-        if word in _DIRECTIONS:
-            found.add(_DIRECTIONS[word])
-    return frozenset(found)
+        if index > 0 and lowers[index - 1] == "how":
+            continue
+        if word in MEASURE_VERBS and nxt in MODIFIERS:
+            found.add((MEASURE_VERBS[word], MODIFIERS[nxt]))
+            skip = True
+            continue
+        direction = _direction(word)
+        if direction is not None:
+            found.add(direction)
+    both_ways = {axis for axis, sign in found if sign and (axis, -sign) in found}
+    signed = {axis for axis, sign in found if sign}
+    kept = {(axis, sign) for axis, sign in found
+            if axis not in both_ways and (sign or axis not in signed)}
+    return frozenset(kept | {(axis, 2) for axis in both_ways})
 
 
 def _is_name(raw: str, low: str, *, first: bool) -> bool:
     """Capitalised past the first word, an acronym, or camel-cased ("iPhone")."""
-    if raw[:1].isupper() and not first and low not in _FUNCTION_WORDS:
+    if raw[:1].isupper() and not first and low not in FUNCTION_WORDS:
         return True
     if raw.isupper() and len(raw) > 1:
         return True
@@ -297,6 +236,7 @@ def read_question(text: str) -> QuestionFacts:
     """The facts the rules compare, from a question as written."""
     pairs = _tokens(text)
     lowers = [low for _, low in pairs]
+    asks, asked_unit = _asks(lowers)
     numbers: set[str] = set()
     units: set[str] = set()
     entities: list[str] = []
@@ -307,34 +247,159 @@ def read_question(text: str) -> QuestionFacts:
             numbers.add(number)
             after_number = True
             continue
-        unit = _UNITS.get(low)
-        if unit is not None and (low not in _AMBIGUOUS_UNITS or after_number):
+        unit = UNITS.get(low)
+        if unit is not None and (low not in AMBIGUOUS_UNITS or after_number):
             units.add(unit)
         elif _is_name(raw, low, first=index == 0):
-            entities.append(low)
+            # A plural names the same thing: "on Saturday" / "on Saturdays".
+            entities.append(low[:-1] if len(low) > 3 and low.endswith("s")
+                            and not low.endswith("ss") else low)
         after_number = False
     return QuestionFacts(
         tokens=tuple(lowers),
         language=detect_language(lowers),
-        negations=sum(1 for w in lowers if w in _NEGATIONS),
+        negations=sum(1 for w in lowers if w in NEGATIONS),
         numbers=frozenset(numbers),
         units=frozenset(units),
         entities=tuple(entities),
         terms=tuple(_content(lowers)),
-        directions=_directions(lowers),
-        ordered=any(w in _ORDERING for w in lowers),
+        directions=_directions(pairs),
+        ordered=any(w in ORDERING for w in lowers),
+        asks=asks,
+        asked_unit=asked_unit,
+        modality=frozenset(MODALS[w] for w in lowers if w in MODALS),
     )
 
 
+def _asks(lowers: list[str]) -> tuple[str | None, str | None]:
+    """The kind of answer a question asks for, read from its question word, and the unit
+    it asks the answer in: "when" and "what year" ask for a time, "how long" and "how many
+    minutes" for an extent, "how much ... cost" for money, "who" for a person, "how do I"
+    for a manner, "is ..." for a yes or no. No kind when the wording does not say ("what
+    is", "which", "how fast")."""
+    if lowers and lowers[0] in AUXILIARIES:
+        return "yes/no", None
+    for index, word in enumerate(lowers):
+        nxt = lowers[index + 1] if index + 1 < len(lowers) else ""
+        if word in ("who", "whom", "whose"):
+            return "person", None
+        if word in ("where", "when", "why"):
+            return {"where": "place", "when": "time", "why": "reason"}[word], None
+        if word in ("what", "which"):
+            if nxt in ("year", "time", "date"):
+                return "time", UNITS.get(nxt)
+            return None, None
+        if word == "how":
+            return _asks_how(lowers, index)
+    return None, None
+
+
+def _asks_how(lowers: list[str], index: int) -> tuple[str | None, str | None]:
+    """`_asks` for a question word "how" at `index`."""
+    nxt = lowers[index + 1] if index + 1 < len(lowers) else ""
+    if nxt in ("long", "far", "old"):
+        return ("age" if nxt == "old" else "extent"), None
+    if nxt == "come":
+        return "reason", None
+    if nxt in ("many", "much"):
+        after = lowers[index + 2] if index + 2 < len(lowers) else ""
+        unit = UNITS.get(after)
+        if after == "time" or unit in EXTENT_UNITS:
+            return "extent", unit
+        if any(w in MONEY_WORDS for w in lowers):
+            return "money", unit
+        return "amount", unit
+    if nxt in AUXILIARIES or nxt == "to":
+        return "manner", None
+    return None, None  # "how fast", "how big": a magnitude of no fixed kind
+
+
+# Kinds of answer that one wording may ask for as another: "how many hours of sleep" and
+# "how much sleep".
+_SAME_KIND = frozenset({frozenset({"extent", "amount"})})
+
+
+def _kinds_differ(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a != b and frozenset({a, b}) not in _SAME_KIND
+
+
+def _modality_differs(a: QuestionFacts, b: QuestionFacts) -> bool:
+    """Modal verbs on both sides of different kinds only ("How many can I ...?" against
+    "How many should I ...?"), unless both ask how to do something, where "how can I" and
+    "how should I" ask the same."""
+    if not a.modality or not b.modality or a.modality & b.modality:
+        return False
+    return not (a.asks == "manner" and b.asks == "manner")
+
+
+def _units_differ(a: QuestionFacts, b: QuestionFacts) -> bool:
+    """Different units, except the unit one question asks its answer in when the other
+    asks for the same kind of answer in none: "In what year ...?" and "When ...?", "How
+    many minutes ...?" and "How long ...?"."""
+    if a.units == b.units:
+        return False
+    for one, other in ((a, b), (b, a)):
+        if (one.units ^ other.units == {one.asked_unit} and other.asked_unit is None
+                and one.asks in ("time", "extent") and one.asks == other.asks):
+            return False
+    return True
+
+
 def _content(words: list[str]) -> list[str]:
-    return [w for w in words if w not in _FUNCTION_WORDS and _WORD_CHARS.search(w)]
+    return [w for w in words if w not in FUNCTION_WORDS and WORD_CHARS.search(w)]
+
+
+def _stem(word: str) -> str:
+    """A word without one inflectional ending ("shipped" -> "ship", "studies" -> "study")."""
+    for suffix in SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            break
+    if len(word) >= 4 and word[-1] == word[-2] and word[-1] not in "aeiouls":
+        word = word[:-1]  # a doubled consonant: "shipp" -> "ship"
+    return word
+
+
+def _answers_how(adjective: str, unit: str) -> bool:
+    """Whether "how many <unit>" asks what "how <adjective>" does: "long" a time or a
+    length, "far" a length."""
+    if adjective == "long":
+        return unit == "time" or UNITS.get(unit) in EXTENT_UNITS
+    return adjective == "far" and UNITS.get(unit) in LENGTH_UNITS
+
+
+def _shared_start(x: str, y: str) -> int:
+    """How many letters two words share from their start."""
+    shared = 0
+    while shared < min(len(x), len(y)) and x[shared] == y[shared]:
+        shared += 1
+    return shared
 
 
 def _same_word(a: str, b: str) -> bool:
-    """A spelling variant or inflection, or words naming the same direction."""
-    if a == b or (len(a) >= 4 and len(b) >= 4 and a[:4] == b[:4]):
+    """A spelling variant or inflection, or words naming the same direction.
+
+    Two words are forms of one when their stems are equal, or share at least four letters
+    and differ after them by at most three ("built"/"build", "discoverer"/"discovered",
+    "construct"/"construction"); a shared start alone is not enough ("telephone" and
+    "television" share "tele" and name different things)."""
+    for x in {a, _stem(a)}:
+        for y in {b, _stem(b)}:
+            shared = _shared_start(x, y)
+            if x == y or (shared >= 4 and len(x) - shared <= 3 and len(y) - shared <= 3):
+                return True
+    # "long" and a unit of time or length, "far" and one of length: "how long" / "how many
+    # hours".
+    if _answers_how(a, b) or _answers_how(b, a):
         return True
-    return a in _DIRECTIONS and _DIRECTIONS.get(a) == _DIRECTIONS.get(b)
+    # Words naming the same direction; a verb of measure and a direction on its axis ("cost"
+    # and "expensive").
+    da, db = DIRECTIONS.get(a), DIRECTIONS.get(b)
+    if da is not None and db is not None:
+        return da == db
+    axis_a = da[0] if da is not None else MEASURE_VERBS.get(a)
+    axis_b = db[0] if db is not None else MEASURE_VERBS.get(b)
+    return axis_a is not None and axis_a == axis_b
 
 
 def _single_swap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
@@ -346,11 +411,35 @@ def _single_swap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     if len(ops) != 1:
         return False
     _, i1, i2, j1, j2 = ops[0]
+    if _names_the_answer(a[i1:i2], b[j1:j2]) or _names_the_answer(b[j1:j2], a[i1:i2]):
+        return False
     left, right = _content(list(a[i1:i2])), _content(list(b[j1:j2]))
     if (not left and not right) or max(i2 - i1, j2 - j1) > 3:
         return False
     # One word for one of the same meaning ("Saturday"/"Saturdays", "bigger"/"larger").
-    return not (len(left) == 1 and len(right) == 1 and _same_word(left[0], right[0]))
+    if len(left) == 1 and len(right) == 1 and _same_word(left[0], right[0]):
+        return False
+    # Directed words for directed words naming the same ("pricier"/"more expensive").
+    return not (all(w in DIRECTIONS or w in MODIFIERS for w in left + right)
+                and _directions([(w, w) for w in left])
+                == _directions([(w, w) for w in right]) != frozenset())
+
+
+def _names_the_answer(wh: tuple[str, ...], which: tuple[str, ...]) -> bool:
+    """A question word against "which" or "what" and one noun naming the kind of answer:
+    "Who" / "Which artist", "When" / "In what year", "What time" / "When"; "how long" or
+    "how far" against "how many" and a unit ("how many hours"). The noun says what the
+    question word already asks (the units rule compares the unit)."""
+    if wh in (("long",), ("far",)):
+        return (len(which) == 2 and which[0] in ("many", "much")
+                and _answers_how(wh[0], which[1]))
+    if len(wh) != 1 or wh[0] not in WH_WORDS:
+        return False
+    rest = which[1:] if which[:1] and which[0] in PREPOSITIONS else which
+    if len(rest) != 2 or rest[0] not in ("which", "what") or not _content([rest[1]]):
+        return False
+    # "When" asks for a year, a time or a date; "what day" or "what month" is narrower.
+    return wh[0] != "when" or rest[1] in ("year", "time", "date")
 
 
 def disagreement(cached: QuestionFacts, asked: QuestionFacts) -> Rejection | None:
@@ -361,15 +450,19 @@ def disagreement(cached: QuestionFacts, asked: QuestionFacts) -> Rejection | Non
         return Rejection.NEGATION
     if cached.numbers != asked.numbers:
         return Rejection.NUMBERS
-    if cached.units != asked.units:
+    if _units_differ(cached, asked):
         return Rejection.UNITS
     if _directions_differ(cached.directions, asked.directions):
         return Rejection.COMPARISON
+    if _kinds_differ(cached.asks, asked.asks):
+        return Rejection.ASKS
+    if _modality_differs(cached, asked):
+        return Rejection.MODALITY
     if set(cached.entities) != set(asked.entities):
         return Rejection.ENTITIES
     if (cached.ordered or asked.ordered) and _order(cached.entities) != _order(asked.entities):
         return Rejection.ENTITIES
-    if (cached.ordered or asked.ordered) and _swapped(cached.terms, asked.terms):
+    if _swapped(cached, asked):
         return Rejection.ENTITIES
     if _single_swap(cached.tokens, asked.tokens):
         return Rejection.ENTITIES
@@ -395,24 +488,50 @@ def _replaced_term(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     return len(removed) == 1 and len(added) == 1
 
 
-def _swapped(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """The same terms in another order where order carries meaning: "is gold heavier than
-    lead" against "is lead heavier than gold", "Celsius to Fahrenheit" against the reverse."""
-    return sorted(a) == sorted(b) and a != b
+def _swapped(a: QuestionFacts, b: QuestionFacts) -> bool:
+    """The same terms in another order: "is gold heavier than lead" against "is lead heavier
+    than gold", "Celsius to Fahrenheit" against the reverse, "do cats eat mice" against "do
+    mice eat cats". One phrase moved to the other end of the question is no swap ("Is it
+    safe to drink tap water in Mexico?" / "Is tap water in Mexico safe to drink?"): the
+    ordering words move with it, where a swap leaves them between the swapped terms."""
+    if sorted(a.terms) != sorted(b.terms) or a.terms == b.terms:
+        return False
+    shared = set(a.tokens) & set(b.tokens) & ORDERING
+    x, y = _with_ordering(a, shared), _with_ordering(b, shared)
+    return not _moved_phrase(x, y)
+
+
+def _with_ordering(facts: QuestionFacts, ordering: set[str]) -> list[str]:
+    terms = set(facts.terms)
+    return [w for w in facts.tokens if w in terms or w in ordering]
+
+
+def _moved_phrase(x: list[str], y: list[str]) -> bool:
+    """Whether y is x with two neighbouring runs exchanged: x = S + P + Q + E and
+    y = S + Q + P + E."""
+    if sorted(x) != sorted(y):
+        return False
+    start = 0
+    while start < len(x) and x[start] == y[start]:
+        start += 1
+    end = len(x)
+    while end > start and x[end - 1] == y[end - 1]:
+        end -= 1
+    window, other = x[start:end], y[start:end]
+    return any(other == window[cut:] + window[:cut] for cut in range(1, len(window)))
 
 
 def _directions_differ(a: frozenset[tuple[str, int]], b: frozenset[tuple[str, int]]) -> bool:
     if a == b:
         return False
-    axes_a = {axis for axis, _ in a}
-    axes_b = {axis for axis, _ in b}
     # An axis named on both sides with opposite signs is always a different question.
-    if any((axis, -sign) in b for axis, sign in a):
+    if any(sign in (1, -1) and (axis, -sign) in b for axis, sign in a):
         return True
     # A strong direction on one side only ("more water", "the shortest") is too; a weak one
     # ("to", "on") may come and go with the wording.
-    only = (axes_a ^ axes_b) - _WEAK_AXES
-    return bool(only)
+    axes_a = {axis for axis, _ in a}
+    axes_b = {axis for axis, _ in b}
+    return bool((axes_a ^ axes_b) - WEAK_AXES)
 
 
 def _order(entities: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,0 +1,186 @@
+"""The word lists the semantic cache's verification reads questions with
+(`cache.semantic_verify`): negations, numbers, units, directed words, the common words of a
+few languages, modal verbs and question words. Data only."""
+
+from __future__ import annotations
+
+import re
+
+APOSTROPHE = "\u2019"  # a typographic apostrophe: "can\u2019t"
+TOKEN = re.compile(r"[$€£%]|[\w'\u2019.-]+", re.UNICODE)
+
+NEGATIONS = frozenset({
+    "not", "no", "never", "cannot", "none", "nothing", "nobody", "neither", "nor", "without",
+})
+
+NUMBER_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+    "seven": "7", "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12",
+    "thirteen": "13", "fourteen": "14", "fifteen": "15", "twenty": "20", "thirty": "30",
+    "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1e6",
+    "billion": "1e9", "half": "0.5", "quarter": "0.25", "dozen": "12", "twice": "x2",
+    "double": "x2", "triple": "x3",
+    "first": "#1", "second": "#2", "third": "#3", "fourth": "#4", "fifth": "#5",
+}
+
+# Canonical unit per spelling. Currency symbols are units too ($50 is not €50).
+UNITS = {
+    **dict.fromkeys(("mg", "milligram", "milligrams"), "mg"),
+    **dict.fromkeys(("g", "gram", "grams", "gramm"), "g"),
+    **dict.fromkeys(("kg", "kilogram", "kilograms", "kilo", "kilos"), "kg"),
+    **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "lb"),
+    **dict.fromkeys(("oz", "ounce", "ounces"), "oz"),
+    **dict.fromkeys(("ml", "milliliter", "milliliters", "millilitre", "millilitres"), "ml"),
+    **dict.fromkeys(("l", "liter", "liters", "litre", "litres"), "l"),
+    **dict.fromkeys(("gallon", "gallons", "gal"), "gal"),
+    **dict.fromkeys(("mm", "millimeter", "millimeters"), "mm"),
+    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), "cm"),
+    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), "m"),
+    **dict.fromkeys(("km", "kilometer", "kilometers", "kilometre", "kilometres"), "km"),
+    **dict.fromkeys(("mile", "miles", "mi"), "mi"),
+    **dict.fromkeys(("foot", "feet", "ft"), "ft"),
+    **dict.fromkeys(("inch", "inches"), "in"),
+    **dict.fromkeys(("yard", "yards"), "yd"),
+    **dict.fromkeys(("celsius", "°c"), "C"),
+    **dict.fromkeys(("fahrenheit", "°f"), "F"),
+    **dict.fromkeys(("kelvin",), "K"),
+    **dict.fromkeys(("second", "seconds", "sec", "secs"), "s"),
+    **dict.fromkeys(("minute", "minutes", "min", "mins"), "min"),
+    **dict.fromkeys(("hour", "hours", "hr", "hrs", "hourly"), "h"),
+    **dict.fromkeys(("day", "days", "daily"), "day"),
+    **dict.fromkeys(("week", "weeks", "weekly"), "week"),
+    **dict.fromkeys(("month", "months", "monthly"), "month"),
+    **dict.fromkeys(("year", "years", "yearly", "annual", "annually"), "year"),
+    **dict.fromkeys(("$", "dollar", "dollars", "usd"), "USD"),
+    **dict.fromkeys(("€", "euro", "euros", "eur"), "EUR"),
+    **dict.fromkeys(("£", "gbp", "sterling"), "GBP"),
+    **dict.fromkeys(("%", "percent", "percentage"), "%"),
+    **dict.fromkeys(("calorie", "calories", "kcal", "cal"), "kcal"),
+    **dict.fromkeys(("gb", "gigabyte", "gigabytes"), "GB"),
+    **dict.fromkeys(("mb", "megabyte", "megabytes"), "MB"),
+    **dict.fromkeys(("tb", "terabyte", "terabytes"), "TB"),
+    **dict.fromkeys(("mph",), "mph"),
+    **dict.fromkeys(("square", "sq"), "square"),
+}
+# "second" is an ordinal more often than a unit; it counts as a unit only after a number.
+AMBIGUOUS_UNITS = frozenset({"second", "l", "m", "g", "in", "mi", "min", "cal"})
+
+# Directed words: (axis, sign). Two questions must agree on every axis either one names.
+DIRECTIONS: dict[str, tuple[str, int]] = {
+    **dict.fromkeys(("more", "most", "greater", "greatest", "increase", "over", "above",
+                     "exceed", "exceeds", "too"), ("amount", 1)),
+    **dict.fromkeys(("less", "least", "fewer", "fewest", "lower", "lowest", "decrease",
+                     "under", "below"), ("amount", -1)),
+    **dict.fromkeys(("bigger", "biggest", "larger", "largest", "big", "large", "huge"),
+                    ("size", 1)),
+    **dict.fromkeys(("smaller", "smallest", "small", "tiny"), ("size", -1)),
+    **dict.fromkeys(("taller", "tallest", "higher", "highest", "tall", "high"), ("height", 1)),
+    **dict.fromkeys(("shorter", "shortest", "short"), ("height", -1)),
+    **dict.fromkeys(("longer", "longest", "long"), ("length", 1)),
+    **dict.fromkeys(("heavier", "heaviest", "heavy", "denser", "densest"), ("weight", 1)),
+    **dict.fromkeys(("lighter", "lightest", "light"), ("weight", -1)),
+    **dict.fromkeys(("faster", "fastest", "quicker", "quickest", "fast", "quick"),
+                    ("speed", 1)),
+    **dict.fromkeys(("slower", "slowest", "slow"), ("speed", -1)),
+    **dict.fromkeys(("older", "oldest", "old"), ("age", 1)),
+    **dict.fromkeys(("younger", "youngest", "young", "newer", "newest"), ("age", -1)),
+    **dict.fromkeys(("cheaper", "cheapest", "cheap"), ("cost", -1)),
+    **dict.fromkeys(("expensive", "pricier", "priciest", "costlier"), ("cost", 1)),
+    **dict.fromkeys(("easier", "easiest", "easy"), ("difficulty", -1)),
+    **dict.fromkeys(("harder", "hardest", "difficult", "hard"), ("difficulty", 1)),
+    **dict.fromkeys(("better", "best", "good", "safe", "healthy", "benefit"), ("good", 1)),
+    **dict.fromkeys(("worse", "worst", "bad", "unsafe", "harmful", "unhealthy", "damage",
+                     "dangerous", "harm", "harms", "hurt", "hurts"), ("good", -1)),
+    **dict.fromkeys(("before", "earlier", "earliest", "prior", "until"), ("time", -1)),
+    **dict.fromkeys(("after", "later", "latest"), ("time", 1)),
+    **dict.fromkeys(("first", "initial"), ("order", -1)),
+    **dict.fromkeys(("last", "final"), ("order", 1)),
+    **dict.fromkeys(("minimum", "min", "minimal"), ("bound", -1)),
+    # A limit is most often a maximum ("speed limit", "weight limit").
+    **dict.fromkeys(("maximum", "max", "maximal", "limit", "limits"), ("bound", 1)),
+    **dict.fromkeys(("open", "opens", "opening"), ("open", 1)),
+    **dict.fromkeys(("close", "closes", "closing", "closed"), ("open", -1)),
+    **dict.fromkeys(("enable", "enabled", "activate", "on"), ("switch", 1)),
+    **dict.fromkeys(("disable", "disabled", "deactivate", "off"), ("switch", -1)),
+    **dict.fromkeys(("upgrade",), ("tier", 1)),
+    **dict.fromkeys(("downgrade",), ("tier", -1)),
+    **dict.fromkeys(("to", "into", "towards"), ("way", 1)),
+    **dict.fromkeys(("from",), ("way", -1)),
+    **dict.fromkeys(("prevent", "prevents", "stop", "avoid"), ("cause", -1)),
+    **dict.fromkeys(("cause", "causes"), ("cause", 1)),
+    **dict.fromkeys(("growing", "grow", "rising", "rise"), ("trend", 1)),
+    **dict.fromkeys(("shrinking", "shrink", "falling"), ("trend", -1)),
+}
+# A verb of measure before "more" / "less" names its axis: "costs more" reads as "more
+# expensive", "weighs less" as "lighter".
+MEASURE_VERBS = {
+    **dict.fromkeys(("cost", "costs"), "cost"),
+    **dict.fromkeys(("weigh", "weighs"), "weight"),
+}
+# "less X" / "more X" before a directed word: "less expensive" reads as "cheaper".
+MODIFIERS = {"less": -1, "more": 1, "least": -1, "most": 1}
+# Axes whose words are too common in plain questions to read as a direction on their own.
+WEAK_AXES = frozenset({"way", "switch", "height", "length", "cause"})
+# Words that make the order of names matter ("A than B", "from A to B", "A or B").
+ORDERING = frozenset({"than", "from", "to", "into", "vs", "versus", "or", "before", "after"})
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+STOPWORDS = {
+    "en": _words("""
+        the is are a an of to in on for what how does do can i my you your much many it
+        be with and or than which who when why should there at from was were did this
+        that have has get me we our per any where by need each every will would could
+        been had they them their"""),
+    "fr": _words("""
+        le la les est de des du un une que quel quelle qui comment combien je mon ma au
+        en pour et est-ce faut-il sur dois-je au puis-je à l' d' qu'"""),
+    "es": _words("""
+        el la los las es de del un una que qué cuál cuáles cómo cuántas cuántos cuánto
+        puedo mi con para y en hay por incluye más"""),
+    "de": _words("""
+        der die das ist ein eine einer von wie was wer ich mit für und nach dem den zu
+        kann viele viel hoch sind haben im man um in"""),
+    "it": _words("""
+        il lo la è di del della degli un una che quale come quanti quanta quante mi per
+        e ci sono dopo posso fu si più i in"""),
+    "pt": _words("""
+        o a os as é de do da um uma que qual como para com não envia em no na"""),
+}
+DISTINCT = {
+    lang: words - frozenset().union(*(o for other, o in STOPWORDS.items() if other != lang))
+    for lang, words in STOPWORDS.items()
+}
+WORD_CHARS = re.compile(r"[^\W_]", re.UNICODE)
+
+FUNCTION_WORDS = STOPWORDS["en"] | _words(
+    """about am been being could would will shall might may must if so such some its it's im
+    i'm way need needed okay ok right just also really please tell know like there's what's""")
+
+# After "to", the words that make it a preposition ("to the airport"), not an infinitive.
+DETERMINERS = frozenset({
+    "the", "a", "an", "my", "your", "our", "their", "his", "her", "its", "this", "that",
+})
+
+# Modal verbs by what they ask: whether something is possible or allowed, or whether it is
+# advised or required. "Can I take ibuprofen with food?" and "Should I ...?" differ.
+MODALS = {
+    **dict.fromkeys(("can", "could", "may", "might"), "possible"),
+    **dict.fromkeys(("should", "must", "ought"), "advised"),
+}
+
+AUXILIARIES = frozenset({
+    "is", "are", "am", "was", "were", "can", "could", "do", "does", "did", "should", "will",
+    "would", "may", "might", "must", "has", "have", "had", "shall",
+})
+LENGTH_UNITS = frozenset({"mm", "cm", "m", "km", "mi", "ft", "in", "yd"})
+EXTENT_UNITS = LENGTH_UNITS | {"s", "min", "h", "day", "week", "month", "year"}
+MONEY_WORDS = frozenset({"cost", "costs", "price", "prices", "priced", "fee", "fees", "pay"})
+
+SUFFIXES = ("ings", "ing", "ers", "er", "ed", "ies", "es", "s", "ly", "e")
+
+WH_WORDS = frozenset({"who", "whom", "when", "where", "what"})
+PREPOSITIONS = frozenset({"in", "at", "on", "by", "for", "from"})
