@@ -1,7 +1,8 @@
 """A tenant's max_tokens caps on every intake path, through the HTTP API on a real Postgres:
-OpenAI batch files (validated by the coalescer's own step), their retries, CSV and JSONL
-uploads. A job of the capped feature is stored with the cap as its max_tokens and what the
-client asked for as `requested_max_tokens`; a job of another feature is stored as asked."""
+OpenAI batch files (validated by the coalescer's own step), their retries, Anthropic
+message batches (tagged by penny's `penny_metadata`), CSV and JSONL uploads. A job of the
+capped feature is stored with the cap as its max_tokens and what the client asked for as
+`requested_max_tokens`; a job of another feature is stored as asked."""
 
 from __future__ import annotations
 
@@ -34,11 +35,12 @@ def client(runtime: Runtime) -> Iterator[TestClient]:
 
 
 def stored_sampling(runtime: Runtime, submission_id: str) -> dict[str, dict[str, Any]]:
-    """Each job's stored sampling parameters by custom_id."""
+    """Each job's stored sampling parameters by custom_id (a failed line's: its error)."""
     with runtime.sessions() as session:
-        rows = session.execute(select(Job.custom_id, Job.request).where(
+        rows = session.execute(select(Job.custom_id, Job.request, Job.error).where(
             Job.submission_id == uuid.UUID(submission_id))).all()
-    return {str(custom_id): request["sampling"] for custom_id, request in rows}
+    return {str(custom_id): error or request["sampling"]
+            for custom_id, request, error in rows}
 
 
 def assert_capped(sampling: dict[str, Any], cap: int, asked: int) -> None:
@@ -191,3 +193,28 @@ def test_without_caps_every_path_stores_what_was_asked(
     assert response.status_code == 202, response.text
     stored = stored_sampling(runtime, response.json()["submission_id"])
     assert_as_asked(stored["r1"], 48)
+
+
+def test_anthropic_requests_of_a_capped_feature_are_stored_capped(
+    client: TestClient, runtime: Runtime,
+) -> None:
+    def request(custom_id: str, **extra: Any) -> dict[str, Any]:
+        return {"custom_id": custom_id, "params": {
+            "model": MODEL, "max_tokens": 48,
+            "messages": [{"role": "user", "content": f"Say {custom_id}."}], **extra}}
+
+    response = client.post("/v1/messages/batches", json={"requests": [
+        request("essay", penny_metadata={"feature": "essay"}),
+        request("chat", penny_metadata={"feature": "chat"}),
+        # The hosted API's own metadata is not a tag: it changes nothing.
+        request("plain", metadata={"user_id": "u-1"}),
+        request("bad", penny_metadata=["feature", "essay"]),
+    ]})
+    assert response.status_code == 200, response.text
+    batch_id = str(response.json()["id"]).removeprefix("msgbatch_")
+    stored = stored_sampling(runtime, str(uuid.UUID(hex=batch_id)))
+    assert_capped(stored["essay"], 4, 48)
+    assert_as_asked(stored["chat"], 48)
+    assert_as_asked(stored["plain"], 48)
+    assert stored["bad"]["code"] == "invalid_request"
+    assert stored["bad"]["message"].startswith("params: penny_metadata")
