@@ -19,6 +19,7 @@ from api.deps import (
     settings_of,
 )
 from api.errors import error_responses
+from api.intake_caps import caps_for
 from api.json_body import JsonBodyRoute
 from api.links import link, links, read_by_id
 from compat.anthropic_output import results_jsonl
@@ -81,11 +82,13 @@ def create(
     body: CreateMessageBatch, request: Request, response: Response, tenant: Tenant,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
+    caps = caps_for(request, tenant.id)  # read before the session: one connection at a time
     with sessions_of(request)() as session:
         stored = create_anthropic_batch(
             session, limits_of(request), tenant=tenant, requests=body.requests,
             max_requests=settings_of(request).max_batch_requests,
             payload_hash=request_hash(body.model_dump(mode="json")),
+            caps=caps,
             idempotency_key=idempotency_key, policy=policy_of(request), cache=cache_of(request),
         )
         if stored.replayed:

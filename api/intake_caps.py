@@ -13,7 +13,7 @@ from fastapi import Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from intake.max_tokens_caps import apply_caps
+from intake.max_tokens_caps import JobCaps, apply_caps
 from models.max_tokens_caps import caps_of
 from models.submissions import NewJob
 from penny.settings import Settings
@@ -47,10 +47,21 @@ class CapsCache:
             self._caps[tenant_id] = (time.monotonic(), caps)
         return caps
 
+    def of(self, tenant_id: uuid.UUID) -> JobCaps:
+        """The tenant's caps to apply to a submission or file (may read the database)."""
+        return JobCaps(self.caps(tenant_id), self.feature_tag)
+
     def forget(self, tenant_id: uuid.UUID) -> None:
         """A cap of the tenant changed through this process: read them again next time."""
         with self._lock:
             self._caps.pop(tenant_id, None)
+
+
+def caps_for(request: Request, tenant_id: uuid.UUID) -> JobCaps:
+    """The tenant's max_tokens caps for the whole of one submission or file. May read the
+    database: call it off the event loop."""
+    cache: CapsCache = request.app.state.max_tokens_caps
+    return cache.of(tenant_id)
 
 
 def client_retry_count(request: Request) -> int | None:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from api.batch_views import OPENAI_BATCH_PREFIX, openai_batch, openai_list
 from api.deps import IdempotencyKey, Tenant, cache_of, policy_of, sessions_of
 from api.errors import error_responses
+from api.intake_caps import caps_for
 from api.json_body import JsonBodyRoute
 from api.links import link, links, read_by_id
 from api.webhooks import checked_callback
@@ -136,10 +137,12 @@ def retry(
 ) -> dict[str, Any]:
     """penny's extension: a new batch re-running this one's failed, expired and cancelled
     lines, with the same custom_ids."""
+    caps = caps_for(request, tenant.id)  # read before the session: one connection at a time
     with sessions_of(request)() as session:
         original = _load(session, tenant, batch_id)
         stored = retry_batch(session, tenant=tenant, original=original,
                              payload_hash=request_hash(["retry", batch_id]),
+                             caps=caps,
                              idempotency_key=idempotency_key, policy=policy_of(request),
                              cache=cache_of(request))
         if stored.replayed:

@@ -25,6 +25,7 @@ from api.deps import (
     single_form_fields,
 )
 from api.errors import error_responses
+from api.intake_caps import caps_for
 from api.json_body import JsonBodyRoute
 from api.links import links, read_by_id
 from api.webhooks import checked_callback
@@ -147,9 +148,11 @@ def _from_s3(request: Request, tenant: TenantRef, url: str, options: CsvOptions,
 
 def _queue(request: Request, response: Response, tenant: TenantRef, source: CsvSource,
            idempotency_key: str | None, callback: str | None) -> CsvAccepted:
+    caps = caps_for(request, tenant.id)  # read before the session: one connection at a time
     with sessions_of(request)() as session:
         queued = queue_csv(session, source, tenant=tenant, limits=limits_of(request),
                            policy=policy_of(request), cache=cache_of(request),
+                           caps=caps,
                            idempotency_key=idempotency_key,
                            columns={"callback_url": callback} if callback else None)
         return _accepted(response, queued)
@@ -211,9 +214,11 @@ def upload_jsonl(
         jsonl = JsonlSource(stream, name, skip_bad_rows=on_bad_rows == "skip",
                             max_line_bytes=max_line_bytes(settings.max_prompt_chars),
                             max_json_depth=settings.max_json_depth, fingerprint=fingerprint)
+        caps = caps_for(request, tenant.id)  # before the session: one connection at a time
         with sessions_of(request)() as session:
             queued = queue_jsonl(session, jsonl, tenant=tenant, limits=limits_of(request),
                                  policy=policy_of(request), cache=cache_of(request),
+                                 caps=caps,
                                  idempotency_key=idempotency_key,
                                  columns={"callback_url": callback} if callback else None)
             return _accepted(response, queued)

@@ -10,19 +10,25 @@ The penny side runs `penny up` (embedded Postgres) on a fresh data directory, ca
 model first (the ledger's counterfactual needs it), and sends the workload through the public
 API as a client would: each burst of arrivals as one `POST /v1/jobs/bulk` tagged with its
 feature; the back-office features (ticket classification and extraction) as one OpenAI batch
-file a day, through the official `openai` SDK (`/v1/files` + `/v1/batches`); client retries
-as single `POST /v1/jobs` sent again; and one day's work finished before the next day's
-starts (so repeats on a later day meet the result cache, not only single-flight).
+file per feature a day, through the official `openai` SDK (`/v1/files` + `/v1/batches`),
+the batch's metadata naming its feature; client retries as single `POST /v1/jobs` sent
+again; and one day's work finished before the next day's starts (so repeats on a later day
+meet the result cache, not only single-flight). Every request asks for the workload's own
+max_tokens.
 
 It does so twice, one `penny up` after the other on the same data directory (one
 calibration and one price card for both; the result caches emptied before each):
 
 - "penny": everything at its defaults.
 - "penny tuned": what a team turns on where it fits: the semantic cache for the FAQ feature
-  (`cache: "semantic"`, `penny_cache` on batch lines) and a max_tokens cap per feature.
-  The caps are applied by the client (the request asks for the capped max_tokens); the
-  ledger then prices the naive way at the capped request too, so what the caps saved is the
-  difference of the two runs' modelled naive costs, both read from their ledgers.
+  (`cache: "semantic"`, `penny_cache` on batch lines) and a max_tokens cap per feature,
+  set for the tenant through `PUT /v1/max-tokens-caps` before its work is sent. Intake
+  lowers each job's max_tokens to its feature's cap and keeps what it asked for, so the
+  ledger prices the naive way at the requested max_tokens and what the caps saved is its
+  own `output_limit` column.
+
+Each run first sets its own caps (none for "penny") and removes any other, since the runs
+share one database.
 
 Answers are scored with the same checks as the naive run. Cost, tokens and savings by
 mechanism come from each submission's `ledger.json`. The naive side is read from
@@ -63,8 +69,8 @@ BURST_GAP_SECONDS = 2.0  # arrivals closer than this go out in one bulk request
 BATCH_FILE_FEATURES = frozenset({"classify", "extract"})
 BATCH_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
-# "penny tuned": the semantic cache where questions repeat in other words, and max_tokens
-# per feature where the workload asks for 256-1,024. The caps are what a max_tokens audit
+# "penny tuned": the semantic cache where questions repeat in other words, and a max_tokens
+# cap per feature where the workload asks for 256-1,024. The caps are what a max_tokens audit
 # recommends (p99 of the output tokens of answers that ended by themselves, times ~1.3,
 # rounded up to 16), taken from a development run of this workload: FAQ answers that end
 # by themselves used 13-80 tokens, classifications 19-51, extractions ~17, the arithmetic
@@ -80,20 +86,18 @@ class Variant:
 
     name: str
     semantic_features: frozenset[str] = frozenset()
+    # The tenant's max_tokens cap per feature, set through the API before the run.
     caps: Mapping[str, int] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         return {"PENNY_SEMANTIC_CACHE": "true"} if self.semantic_features else {}
-
-    def max_tokens(self, item: Item) -> int:
-        return min(item.max_tokens, self.caps.get(item.feature, item.max_tokens))
 
     def semantic(self, item: Item) -> bool:
         return item.feature in self.semantic_features
 
     def job_body(self, item: Item) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "messages": item.messages, "max_tokens": self.max_tokens(item),
+            "messages": item.messages, "max_tokens": item.max_tokens,
             "custom_id": item.id,
             "metadata": {"feature": item.feature, "difficulty": item.difficulty}}
         if self.semantic(item):
@@ -101,7 +105,7 @@ class Variant:
         return body
 
     def batch_line(self, item: Item) -> dict[str, Any]:
-        body: dict[str, Any] = {"messages": item.messages, "max_tokens": self.max_tokens(item)}
+        body: dict[str, Any] = {"messages": item.messages, "max_tokens": item.max_tokens}
         if self.semantic(item):
             body["penny_cache"] = "semantic"
         return {"custom_id": item.id, "method": "POST", "url": "/v1/chat/completions",
@@ -173,6 +177,17 @@ class Penny:
         self.client.delete("/v1/cache/entries").raise_for_status()
         self.client.delete("/v1/cache/semantic/entries").raise_for_status()
 
+    def set_caps(self, caps: Mapping[str, int]) -> None:
+        """Make the tenant's max_tokens caps exactly `caps`."""
+        listed = self.client.get("/v1/max-tokens-caps")
+        listed.raise_for_status()
+        for cap in listed.json()["data"]:
+            if cap["feature"] not in caps:
+                self.client.delete(f"/v1/max-tokens-caps/{cap['feature']}").raise_for_status()
+        for feature, max_tokens in caps.items():
+            self.client.put("/v1/max-tokens-caps", json={
+                "feature": feature, "max_tokens": max_tokens}).raise_for_status()
+
     def bulk(self, bodies: list[dict[str, Any]]) -> str:
         reply = self.client.post("/v1/jobs/bulk", json={"jobs": bodies})
         reply.raise_for_status()
@@ -183,13 +198,15 @@ class Penny:
         reply.raise_for_status()
         return str(reply.json()["submission_id"])
 
-    def batch_file(self, name: str, lines: list[dict[str, Any]]) -> str:
-        """Upload an OpenAI batch input file and start a batch on it; the batch id."""
+    def batch_file(self, name: str, feature: str, lines: list[dict[str, Any]]) -> str:
+        """Upload an OpenAI batch input file and start a batch on it, its metadata naming
+        the feature (which tags each of its jobs); the batch id."""
         data = "".join(json.dumps(line) + "\n" for line in lines).encode()
         uploaded = self.openai.files.create(file=(name, data), purpose="batch")
         batch = self.openai.batches.create(input_file_id=uploaded.id,
                                            endpoint="/v1/chat/completions",
-                                           completion_window="24h")
+                                           completion_window="24h",
+                                           metadata={"feature": feature})
         return batch.id
 
     def wait(self, submissions: list[Submitted]) -> None:
@@ -247,14 +264,15 @@ def send(penny: Penny, variant: Variant, workload: list[Item]) -> tuple[list[Sub
         sent: list[Submitted] = []
         arrivals = [i for i in by_day[day] if i.retry_of is None]
         retries = [i for i in by_day[day] if i.retry_of is not None]
-        nightly = [i for i in arrivals if i.feature in BATCH_FILE_FEATURES]
         online = [i for i in arrivals if i.feature not in BATCH_FILE_FEATURES]
         for burst in bursts(online):
             sent.append(Submitted(penny.bulk([variant.job_body(i) for i in burst])))
-        if nightly:
-            batch_id = penny.batch_file(f"day-{day}.jsonl",
-                                        [variant.batch_line(i) for i in nightly])
-            sent.append(Submitted(batch_id.removeprefix("batch_"), batch_id))
+        for feature in sorted(BATCH_FILE_FEATURES):
+            nightly = [i for i in arrivals if i.feature == feature]
+            if nightly:
+                batch_id = penny.batch_file(f"day-{day}-{feature}.jsonl", feature,
+                                            [variant.batch_line(i) for i in nightly])
+                sent.append(Submitted(batch_id.removeprefix("batch_"), batch_id))
         sent.extend(Submitted(penny.single(variant.job_body(item))) for item in retries)
         penny.wait(sent)
         submissions.extend(sent)
@@ -311,6 +329,7 @@ def run_variant(penny: Penny, variant: Variant, workload: list[Item]) -> PennyRu
     penny.start(variant.env())
     try:
         penny.forget_answers()
+        penny.set_caps(variant.caps)
         submissions, wall = send(penny, variant, workload)
         entries: list[dict[str, Any]] = []
         savings: dict[str, Decimal] = defaultdict(Decimal)
@@ -422,12 +441,12 @@ def report(naive: Naive, runs: list[PennyRun], workload: list[Item], argv: list[
                  f"{per_correct(naive.cost, naive.quality):>{width}}" + "".join(
                      f"{per_correct(r.cost(), r.quality()):>{width}}{'':9}" for r in runs))
 
-    # Savings against the naive way at the workload's own max_tokens, by the ledgers. The
-    # defaults run asked for exactly that, so its modelled naive cost is the reference; a
-    # run whose client capped max_tokens has a lower modelled naive, and the difference is
-    # what the caps saved.
+    # Savings against the naive way at the workload's own max_tokens, by the ledgers: every
+    # run asks for those (a capped job's ledger row prices the naive way at what it asked
+    # for), and what the caps saved is in the `output_limit` column.
     reference = default.modelled_naive()
-    lines += ["", f"the ledger's modelled naive cost: {reference:.6f} USD "
+    modelled = ", ".join(f"{r.variant.name} {r.modelled_naive():.6f}" for r in runs)
+    lines += ["", f"the ledger's modelled naive cost (USD): {modelled} "
                   f"(measured naive, scaled: {naive.cost:.6f})",
               "savings vs naive by mechanism (USD, from the ledgers):",
               f"{'':24}" + "".join(f"{r.variant.name:>{width}}" for r in runs)]
@@ -436,16 +455,13 @@ def report(naive: Naive, runs: list[PennyRun], workload: list[Item], argv: list[
     for mechanism in mechanisms:
         lines.append(f"  {mechanism:22}" + "".join(
             f"{r.savings.get(mechanism, Decimal(0)):>{width}.6f}" for r in runs))
-    caps = [reference - r.modelled_naive() for r in runs]
-    lines.append(f"  {'client max_tokens caps':22}" + "".join(f"{c:>{width}.6f}" for c in caps))
     lines.append(f"  {'unexplained':22}" + "".join(f"{r.unexplained:>{width}.6f}" for r in runs))
-    totals = [sum(r.savings.values(), Decimal(0)) + r.unexplained + c
-              for r, c in zip(runs, caps, strict=True)]
+    totals = [sum(r.savings.values(), Decimal(0)) + r.unexplained for r in runs]
     lines.append(f"  {'= naive - cost':22}" + "".join(f"{t:>{width}.6f}" for t in totals))
     for run, total in zip(runs, totals, strict=True):
-        if total != reference - run.cost():
+        if total != run.modelled_naive() - run.cost():
             lines.append(f"  !! {run.variant.name}: parts {total} != naive - cost "
-                         f"{reference - run.cost()}")
+                         f"{run.modelled_naive() - run.cost()}")
     for run in runs:
         lines += ["", f"{run.variant.name}, where the cost went:", *per_feature(run, items)]
     lines += ["", f"command: {' '.join(argv)}", f"machine: {machine()}"]
@@ -462,10 +478,10 @@ def report(naive: Naive, runs: list[PennyRun], workload: list[Item], argv: list[
                                for custom_id, (ok, finish) in sorted(r.answers.items())},
                    "modelled_naive_usd": str(r.modelled_naive()),
                    "savings_usd": {m: str(v) for m, v in r.savings.items()},
-                   "client_caps_usd": str(c), "unexplained_usd": str(r.unexplained),
+                   "unexplained_usd": str(r.unexplained),
                    "caps": dict(r.variant.caps),
                    "semantic_features": sorted(r.variant.semantic_features)}
-                  for r, c in zip(runs, caps, strict=True)],
+                  for r in runs],
     }
     return lines, document
 

@@ -25,9 +25,13 @@ from intake.text import unstorable_paths
 from penny.errors import InvalidRequest, PennyError
 
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# penny's extension: the request's tags (the hosted API's `metadata` holds only `user_id`,
+# and changes nothing here), as a native job's `metadata`: its feature, its tag policies.
+PENNY_METADATA_FIELD = "penny_metadata"
 _PARAMS = frozenset({"model", "max_tokens", "messages", "system", "temperature", "top_p",
                      "stop_sequences", "metadata", "stream", "service_tier",
-                     "output_config", PENNY_CACHE_FIELD, PENNY_COMPRESS_FIELD})
+                     "output_config", PENNY_CACHE_FIELD, PENNY_COMPRESS_FIELD,
+                     PENNY_METADATA_FIELD})
 
 
 def _response_format(output_config: Any) -> dict[str, Any] | None:
@@ -112,6 +116,8 @@ def _extensions(params: dict[str, Any]) -> dict[str, Any]:
         fields["cache"] = _cache_mode(params[PENNY_CACHE_FIELD])
     if params.get(PENNY_COMPRESS_FIELD) is not None:
         fields["compress"] = params[PENNY_COMPRESS_FIELD]
+    if params.get(PENNY_METADATA_FIELD) is not None:
+        fields["metadata"] = params[PENNY_METADATA_FIELD]
     return fields
 
 
@@ -134,11 +140,12 @@ def _one(index: int, custom_id: str, params: Any, limits: IntakeLimits) -> Anthr
         model = resolve_model(request, limits)
     except ValidationError as error:
         # The job fields a schema error names as this request calls them: output_config,
-        # penny_compress.
+        # penny_compress, penny_metadata.
         message = re.sub(r"(^|; )compress\b", rf"\1{PENNY_COMPRESS_FIELD}",
                          describe_validation_error(error).replace(
                              "response_format.json_schema.schema",
                              "output_config.format.schema"))
+        message = re.sub(r"(^|; )metadata\b", rf"\1{PENNY_METADATA_FIELD}", message)
         return AnthropicRequest(index, custom_id, model, None,
                                 {"code": "invalid_request", "message": f"params: {message}"})
     except ValueError as error:

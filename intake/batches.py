@@ -18,6 +18,7 @@ from intake.admission import IntakePolicy
 from intake.anthropic_requests import parse_requests
 from intake.embeddings import EmbeddingJobRequest
 from intake.limits import IntakeLimits
+from intake.max_tokens_caps import JobCaps
 from intake.openai_lines import SERVED_ENDPOINTS, BatchLine
 from intake.schema import completion_window_length
 from intake.service import embedding_job, new_job, submit
@@ -113,16 +114,19 @@ def create_anthropic_batch(
     requests: list[Any],
     max_requests: int,
     payload_hash: str,
+    caps: JobCaps,
     idempotency_key: str | None = None,
     policy: IntakePolicy | None = None,
     cache: CachePolicy | None = None,
 ) -> StoredSubmission:
-    """Requests the exact result cache answers are done before this returns."""
+    """Requests the exact result cache answers are done before this returns. `caps`: the
+    tenant's max_tokens caps, applied to each request."""
     parsed = parse_requests(requests, limits, max_requests)
     jobs = []
     for item in parsed:
         if item.request is not None:
-            jobs.append(replace(new_job(item.index, item.request, item.model, limits),
+            job = new_job(item.index, item.request, item.model, limits)
+            jobs.append(replace(caps.job(job),
                                 complete_within=parse_completion_window(ANTHROPIC_WINDOW)))
         else:
             jobs.append(NewJob(line_no=item.index, model=item.model, request={},
@@ -145,20 +149,26 @@ def retry_batch(
     tenant: TenantRef,
     original: Submission,
     payload_hash: str,
+    caps: JobCaps,
     idempotency_key: str | None = None,
     policy: IntakePolicy | None = None,
     cache: CachePolicy | None = None,
 ) -> StoredSubmission:
     """A new batch of the original's failed, expired and cancelled lines, with their
-    custom_ids and line numbers (they still name lines of the same input file)."""
+    custom_ids and line numbers (they still name lines of the same input file).
+
+    A line keeps the request it was stored with, so a cap it met then still holds; a
+    lower cap the tenant set since (`caps`) lowers it further, and its
+    `requested_max_tokens` stays what the client first asked for."""
     if original.status != SubmissionStatus.COMPLETED:
         raise StateConflict(f"batch {original.id.hex} has not ended (or never ran); "
                             "only an ended batch can be retried", param="batch_id")
     window = parse_completion_window(original.completion_window or "24h")
     jobs = [
-        NewJob(line_no=job.line_no, model=job.model, request=job.request,
-               estimated_tokens=job.estimated_tokens, custom_id=job.custom_id, tags=job.tags,
-               priority=job.priority, complete_within=window, cache_mode=job.cache_mode)
+        caps.job(NewJob(line_no=job.line_no, model=job.model, request=job.request,
+                        estimated_tokens=job.estimated_tokens, custom_id=job.custom_id,
+                        tags=job.tags, priority=job.priority, complete_within=window,
+                        cache_mode=job.cache_mode))
         for job in retryable_jobs(session, original.id) if job.request
     ]
     if not jobs:

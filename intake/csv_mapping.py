@@ -19,6 +19,7 @@ from intake.csv_reader import CsvReader, CsvRow, CsvRowError
 from intake.fast_jobs import plain_job
 from intake.limits import IntakeLimits
 from intake.line_outcome import LineError, LineOutcome, validated_line
+from intake.max_tokens_caps import JobCaps
 from intake.text import escape_unstorable, unstorable_reason
 from models.submissions import NewJob
 from penny.errors import InputFileError
@@ -167,10 +168,11 @@ def row_outcome(mapping: CsvMapping, row: CsvRow) -> LineOutcome:
     return validated_line(row.line_no, raw, payload, storable=storable)
 
 
-def plain_row_job(mapping: CsvMapping, row: CsvRow, limits: IntakeLimits) -> NewJob | None:
-    """The job a valid, plain row makes, its cells kept as its input row, without the
-    general validator (see intake.fast_jobs); None: `row_outcome` and the general path
-    decide, and word any error."""
+def plain_row_job(mapping: CsvMapping, row: CsvRow, limits: IntakeLimits,
+                  caps: JobCaps | None = None) -> NewJob | None:
+    """The job a valid, plain row makes, its cells kept as its input row and the tenant's
+    `caps` applied, without the general validator (see intake.fast_jobs); None:
+    `row_outcome` and the general path decide, and word any error."""
     # Joining cells makes no NUL or surrogate that no cell holds.
     if unstorable_reason("".join(row.cells)) is not None:
         return None
@@ -178,7 +180,7 @@ def plain_row_job(mapping: CsvMapping, row: CsvRow, limits: IntakeLimits) -> New
         payload = row_payload(mapping, row.cells)
     except _BadCell:
         return None
-    return plain_job(payload, row.line_no, limits, input_row=row.cells)
+    return plain_job(payload, row.line_no, limits, input_row=row.cells, caps=caps)
 
 
 def csv_outcomes(reader: CsvReader, mapping: CsvMapping) -> Iterator[LineOutcome]:

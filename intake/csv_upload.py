@@ -33,6 +33,7 @@ from intake.csv_mapping import (
 from intake.csv_reader import CsvItem, CsvReader, CsvRow, CsvRowError
 from intake.limits import IntakeLimits
 from intake.line_outcome import LineError, LineOutcome
+from intake.max_tokens_caps import JobCaps
 from intake.read_ahead import read_ahead
 from intake.service import jobs_for_file, request_hash
 from intake.text import escape_unstorable
@@ -144,16 +145,17 @@ def _general_outcome(item: CsvItem, mapping: CsvMapping
     return row_outcome(mapping, item), item.cells
 
 
-def _row_job(item: CsvItem, mapping: CsvMapping, limits: IntakeLimits) -> NewJob:
-    """The job (or failed job naming its line) one row makes: a plain valid row without
-    the general validator, every other one through it."""
+def _row_job(item: CsvItem, mapping: CsvMapping, limits: IntakeLimits, caps: JobCaps
+             ) -> NewJob:
+    """The job (or failed job naming its line) one row makes, the tenant's caps applied: a
+    plain valid row without the general validator, every other one through it."""
     if isinstance(item, CsvRow):
-        job = plain_row_job(mapping, item, limits)
+        job = plain_row_job(mapping, item, limits, caps)
         if job is not None:
             return job
     outcome, cells = _general_outcome(item, mapping)
     (job,) = jobs_for_file([outcome], limits)
-    return replace(job, input_row=_stored_row(cells) if cells else None)
+    return caps.job(replace(job, input_row=_stored_row(cells) if cells else None))
 
 
 def _stored_row(cells: tuple[str, ...]) -> list[str]:
@@ -299,12 +301,14 @@ def queue_csv(
     limits: IntakeLimits,
     policy: IntakePolicy,
     cache: CachePolicy | None,
+    caps: JobCaps,
     idempotency_key: str | None = None,
     columns: dict[str, Any] | None = None,
     kind: str = "csv",
 ) -> QueuedCsv:
     """Queue every row of `source` as one submission and commit (see `queue_streamed`):
-    a CSV without a header, or options that do not fit it, is refused before any write."""
+    a CSV without a header, or options that do not fit it, is refused before any write.
+    `caps`: the tenant's max_tokens caps, applied to each row as its job is built."""
 
     def open_csv() -> StreamedFile:
         if source.fingerprint is None:
@@ -313,7 +317,8 @@ def queue_csv(
                            max_cell_chars=source.max_cell_chars,
                            encoding=source.options.encoding)
         mapping = csv_mapping(reader.header, source.options)
-        return StreamedFile(source.name, (_row_job(item, mapping, limits) for item in reader),
+        return StreamedFile(source.name, (_row_job(item, mapping, limits, caps)
+                                          for item in reader),
                             source.options.skip_bad_rows,
                             {"input_columns": list(reader.header)})
 

@@ -20,6 +20,7 @@ from cache.keys import CacheMode
 from intake.cache_option import cache_mode_for
 from intake.compress_option import compression_for
 from intake.limits import IntakeLimits
+from intake.max_tokens_caps import JobCaps, capped_sampling
 from intake.schema import MAX_TAGS
 from intake.text import unstorable_reason
 from models.submissions import NewJob
@@ -134,10 +135,11 @@ def _input(get: Any, body: dict[str, Any]) -> int | None:
 
 
 def plain_job(payload: object, line_no: int, limits: IntakeLimits,
-              input_row: Sequence[str] | None = None) -> NewJob | None:
+              input_row: Sequence[str] | None = None, caps: JobCaps | None = None
+              ) -> NewJob | None:
     """The job `new_job(line_no, JobRequest(payload), resolve_model(...), limits)` builds,
-    with `input_row` set, when `payload` is plain and valid; None otherwise (the general
-    path then decides)."""
+    with `input_row` set and the tenant's `caps` applied (`JobCaps.job`), when `payload` is
+    plain and valid; None otherwise (the general path then decides)."""
     if type(payload) is not dict or not _PLAIN_FIELDS.issuperset(payload):
         return None
     get = payload.get
@@ -158,6 +160,9 @@ def plain_job(payload: object, line_no: int, limits: IntakeLimits,
                 and (not _storable(custom_id) or not 1 <= len(custom_id) <= 500))
             or cache_mode is None or tags is None):
         return None
+    cap = None if caps is None else caps.cap_of(tags)
+    if cap is not None:  # lowered where the request is built: no second copy of the job
+        sampling = capped_sampling(sampling, cap) or sampling
     body: dict[str, Any] = {"sampling": sampling}
     chars = _input(get, body)
     if chars is None or chars > limits.max_prompt_chars:

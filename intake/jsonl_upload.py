@@ -22,6 +22,7 @@ from intake.csv_upload import QueuedCsv, StreamedFile, content_digest, queue_str
 from intake.fast_jobs import plain_job
 from intake.limits import IntakeLimits
 from intake.line_outcome import LineError, validated_line
+from intake.max_tokens_caps import JobCaps
 from intake.service import jobs_for_file, request_hash
 from intake.text import escape_unstorable, load_json
 from models.submissions import NewJob
@@ -65,21 +66,23 @@ def _failed(line_no: int, code: str, message: str, raw: str, limits: IntakeLimit
     return job
 
 
-def line_job(line_no: int, line: bytes, limits: IntakeLimits, max_depth: int) -> NewJob:
-    """The job one line makes, or a failed job naming the line and what is wrong with it."""
+def line_job(line_no: int, line: bytes, limits: IntakeLimits, max_depth: int,
+             caps: JobCaps) -> NewJob:
+    """The job one line makes, the tenant's caps applied, or a failed job naming the line
+    and what is wrong with it."""
     try:
         payload = load_json(line, max_depth, what="the line")
     except InvalidJson as error:
         return _failed(line_no, "invalid_json", error.message, _raw(line), limits)
-    job = plain_job(payload, line_no, limits)
+    job = plain_job(payload, line_no, limits, caps=caps)
     if job is not None:
         return job
     (job,) = jobs_for_file([validated_line(line_no, _raw(line), payload)], limits)
-    return job
+    return caps.job(job)
 
 
 def jsonl_jobs(stream: IO[bytes], name: str, limits: IntakeLimits, max_line: int,
-               max_depth: int) -> Iterator[NewJob]:
+               max_depth: int, caps: JobCaps) -> Iterator[NewJob]:
     """One job per non-blank line, in order. Lines end at "\\n" only (JSON allows U+2028
     and friends raw inside strings); a UTF-8 byte-order mark before the first is skipped.
     A line over `max_line` bytes ends the reading with a failed job naming it."""
@@ -94,7 +97,7 @@ def jsonl_jobs(stream: IO[bytes], name: str, limits: IntakeLimits, max_line: int
         if line_no == 1 and line.startswith(codecs.BOM_UTF8):
             line = line[len(codecs.BOM_UTF8):]
         if line.strip():
-            yield line_job(line_no, line.rstrip(b"\r\n"), limits, max_depth)
+            yield line_job(line_no, line.rstrip(b"\r\n"), limits, max_depth, caps)
 
 
 def queue_jsonl(
@@ -105,18 +108,19 @@ def queue_jsonl(
     limits: IntakeLimits,
     policy: IntakePolicy,
     cache: CachePolicy | None,
+    caps: JobCaps,
     idempotency_key: str | None = None,
     columns: dict[str, Any] | None = None,
 ) -> QueuedCsv:
     """Queue every line of `source` as one submission and commit (see
-    `intake.csv_upload.queue_streamed`)."""
+    `intake.csv_upload.queue_streamed`), the tenant's max_tokens `caps` applied to each."""
 
     def open_jsonl() -> StreamedFile:
         if source.fingerprint is None:
             source.stream.seek(0)
         return StreamedFile(source.name, jsonl_jobs(source.stream, source.name, limits,
                                                     source.max_line_bytes,
-                                                    source.max_json_depth),
+                                                    source.max_json_depth, caps),
                             source.skip_bad_rows)
 
     return queue_streamed(session, source.digest(columns), open_jsonl, tenant=tenant,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from cache.keys import CacheMode
 from intake.cache_option import TagCache, tag_caches
 from intake.compress_option import TagCompression, tag_compressions
+from intake.max_tokens_caps import DEFAULT_FEATURE_TAG
 from intake.routing import routed_model
 from intake.schema import JobRequest
 from intake.text import DEFAULT_MAX_JSON_DEPTH
@@ -41,6 +42,8 @@ class IntakeLimits:
     semantic_cache: bool = False
     # Chat model name -> its own context window, where it differs from `context_tokens`.
     model_context_tokens: dict[str, int] = field(default_factory=dict)
+    # The tag whose value names a job's feature: a tenant's max_tokens caps are per feature.
+    feature_tag: str = DEFAULT_FEATURE_TAG
 
     def context_of(self, model: str) -> int:
         return self.model_context_tokens.get(model, self.context_tokens)
@@ -64,6 +67,7 @@ class IntakeLimits:
             semantic_cache=settings.semantic_cache,
             model_context_tokens={name: settings.context_tokens_for(name)
                                   for name in settings.models},
+            feature_tag=settings.report_feature_tag,
         )
 
 

@@ -17,6 +17,7 @@ from cache.keys import CachePolicy
 from intake.admission import IntakePolicy, admit
 from intake.batches import line_job
 from intake.limits import IntakeLimits
+from intake.max_tokens_caps import JobCaps
 from intake.openai_lines import BatchLineError, parse_batch_file
 from intake.text import escape_unstorable
 from models.batches import (
@@ -27,6 +28,7 @@ from models.batches import (
     start_batch,
 )
 from models.files import get_file
+from models.max_tokens_caps import caps_of
 from models.tables import Submission, Tenant
 from models.tenants import TenantRef
 from observability import metrics
@@ -97,6 +99,7 @@ def validate_next_batch(
     rolls that back and counts an attempt: the batch waits out a back-off while other
     batches are validated, and fails naming the error after `retry.max_attempts`. Lines
     the exact result cache answers (`cache`) are done in the same transaction as the rest.
+    Each line takes the tenant's max_tokens caps as they stand when its file is validated.
 
     The tenant's queued-jobs limit and hard budget (`admission`) are checked again with the
     lines queued: at create the batch's size was unknown, and other submissions may have
@@ -161,9 +164,11 @@ def _validate(
     # a callback URL given there is where to call, not what the work is.
     batch_tags = {key: value for key, value in (batch.batch_metadata or {}).items()
                   if key != "callback_url"}
-    jobs = [replace(line_job(line, limits, batch_tags),
+    # The tenant's max_tokens caps, read once for the whole file.
+    caps = JobCaps(caps_of(session, batch.tenant_id), limits.feature_tag)
+    jobs = [replace(caps.job(line_job(line, limits, batch_tags)),
                     complete_within=_time_left(batch.expires_at))
-             for line in parsed.lines]
+            for line in parsed.lines]
     tenant = TenantRef(batch.tenant_id, session.get_one(Tenant, batch.tenant_id).name)
     try:
         # A savepoint: a refusal undoes the jobs and keeps the batch's row lock.

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from cache.model_identity import cache_policy
 from intake.admission import IntakePolicy
@@ -18,8 +19,10 @@ from intake.csv_mapping import BAD_FILE, CsvOptions, refuse_bad_rows
 from intake.csv_upload import MAX_REPORTED_ERRORS, CsvSource, queue_csv
 from intake.files import LineError, parse_input_file, read_csv
 from intake.limits import IntakeLimits
+from intake.max_tokens_caps import JobCaps
 from intake.service import jobs_for_file, request_hash, submit
 from ledger.report import LedgerTotals, totals
+from models.max_tokens_caps import caps_of
 from models.reports import job_records
 from models.submissions import (
     NewJob,
@@ -30,7 +33,7 @@ from models.submissions import (
     unfinished_models,
 )
 from models.tables import Submission
-from models.tenants import ensure_tenant
+from models.tenants import TenantRef, ensure_tenant
 from penny.calibration_cli import calibrate_if_missing
 from penny.errors import InputFileError, PennyError
 from penny.runtime import Runtime, open_runtime
@@ -100,12 +103,18 @@ def _queue_csv(settings: Settings, runtime: Runtime, path: Path, options: CsvOpt
     """Stream a CSV file from disk into one submission, as an upload is (memory flat in
     its size); the submission and how many jobs it holds."""
     with runtime.sessions() as session, path.open("rb") as stream:
+        tenant = ensure_tenant(session, CLI_TENANT)
         queued = queue_csv(session, CsvSource(stream, path.name, options,
                                               settings.max_prompt_chars),
-                           tenant=ensure_tenant(session, CLI_TENANT),
-                           limits=IntakeLimits.from_settings(settings), policy=IntakePolicy(),
-                           cache=cache_policy(settings), kind="file")
+                           tenant=tenant, limits=IntakeLimits.from_settings(settings),
+                           policy=IntakePolicy(), cache=cache_policy(settings),
+                           caps=_caps(session, settings, tenant), kind="file")
     return queued.submission, queued.rows
+
+
+def _caps(session: Session, settings: Settings, tenant: TenantRef) -> JobCaps:
+    """The tenant's max_tokens caps, read once for the file."""
+    return JobCaps(caps_of(session, tenant.id), settings.report_feature_tag)
 
 
 def _csv_digest(settings: Settings, path: Path, options: CsvOptions) -> str:
@@ -163,6 +172,7 @@ def run_file(settings: Settings, path: Path, options: CsvOptions | None = None) 
             submission_id, tenant_id = queued.id, queued.tenant_id
         else:
             with runtime.sessions() as session:
+                jobs = _caps(session, settings, tenant).jobs(jobs)
                 stored = submit(session, tenant=tenant, kind="file", jobs=jobs,
                                 payload_hash=content_hash, source_name=path.name,
                                 cache=cache_policy(settings))

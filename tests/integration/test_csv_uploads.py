@@ -280,6 +280,7 @@ def test_queueing_memory_is_bounded_by_the_read_ahead_not_the_file(runtime: Runt
     from intake.csv_mapping import CsvOptions
     from intake.csv_upload import READ_AHEAD_CHUNKS, CsvSource, queue_csv
     from intake.limits import IntakeLimits
+    from intake.max_tokens_caps import NO_CAPS
     from models.tenants import ensure_tenant
 
     settings = runtime.settings
@@ -298,7 +299,7 @@ def test_queueing_memory_is_bounded_by_the_read_ahead_not_the_file(runtime: Runt
                 queued = queue_csv(session, CsvSource(io.BytesIO(data), "big.csv",
                                                       CsvOptions(), settings.max_prompt_chars),
                                    tenant=tenant, limits=IntakeLimits.from_settings(settings),
-                                   policy=IntakePolicy(), cache=None)
+                                   policy=IntakePolicy(), cache=None, caps=NO_CAPS)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

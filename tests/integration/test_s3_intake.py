@@ -21,10 +21,12 @@ import boto3
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from api.app import create_app
 from intake.limits import IntakeLimits
 from intake.validation import validate_next_batch
+from models.tables import Job
 from penny.runtime import Runtime, open_runtime
 from tests.integration.test_result_cache import run_queued
 from tests.support import free_port, make_settings, reset_tables
@@ -37,6 +39,11 @@ LINE = (b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", '
         b'"body": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}}\n')
 NATIVE = (b'{"custom_id": "n1", "messages": [{"role": "user", "content": "2 + 2?"}]}\n'
           b'{"custom_id": "n2", "messages": [{"role": "user", "content": "hi"}]}\n')
+TAGGED_CSV = b"custom_id,prompt,feature,max_tokens\nt1,Write an essay,essay,48\nt2,Hi,chat,48\n"
+TAGGED_JSONL = (b'{"custom_id": "t1", "prompt": "Write an essay", "max_tokens": 48, '
+                b'"metadata": {"feature": "essay"}}\n'
+                b'{"custom_id": "t2", "prompt": "Hi", "max_tokens": 48, '
+                b'"metadata": {"feature": "chat"}}\n')
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +65,8 @@ def s3_endpoint() -> Iterator[str]:
         s3.put_object(Bucket="acme-in", Key="batches/q1.csv", Body=CSV)
         s3.put_object(Bucket="acme-in", Key="batches/lines.jsonl", Body=LINE)
         s3.put_object(Bucket="acme-in", Key="batches/native.jsonl", Body=NATIVE)
+        s3.put_object(Bucket="acme-in", Key="batches/tagged.csv", Body=TAGGED_CSV)
+        s3.put_object(Bucket="acme-in", Key="batches/tagged.jsonl", Body=TAGGED_JSONL)
         s3.put_object(Bucket="acme-in", Key="private/native.jsonl", Body=NATIVE)
         s3.put_object(Bucket="acme-in", Key="batches/big.csv",
                       Body=b"prompt\n" + b"x" * 70_000 + b"\n")
@@ -266,3 +275,23 @@ def test_an_openai_file_registered_from_s3_runs_as_a_batch(client: TestClient,
         data = store.get(entry["key"])
         assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["bytes"],
                                                                  entry["sha256"])
+
+
+def test_files_named_by_url_take_the_tenants_max_tokens_caps(
+    client: TestClient, runtime: Runtime,
+) -> None:
+    cap = client.put("/v1/max-tokens-caps", headers=ACME,
+                     json={"feature": "essay", "max_tokens": 4})
+    assert cap.status_code == 200, cap.text
+    csv_upload = from_s3(client, "s3://acme-in/batches/tagged.csv")
+    jsonl_upload = client.post("/v1/uploads/jsonl", headers=ACME,
+                               data={"source": "s3://acme-in/batches/tagged.jsonl"})
+    for response in (csv_upload, jsonl_upload):
+        assert response.status_code == 202, response.text
+        with runtime.sessions() as session:
+            stored = dict(session.execute(select(Job.custom_id, Job.request).where(
+                Job.submission_id == uuid.UUID(response.json()["submission_id"]))).all())
+        assert stored["t1"]["sampling"]["max_tokens"] == 4
+        assert stored["t1"]["sampling"]["requested_max_tokens"] == 48
+        assert stored["t2"]["sampling"]["max_tokens"] == 48
+        assert "requested_max_tokens" not in stored["t2"]["sampling"]

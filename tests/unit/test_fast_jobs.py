@@ -16,6 +16,7 @@ from intake.csv_mapping import CsvOptions, csv_mapping, plain_row_job, row_outco
 from intake.csv_reader import CsvRow
 from intake.fast_jobs import plain_job
 from intake.limits import IntakeLimits, resolve_model
+from intake.max_tokens_caps import JobCaps
 from intake.schema import JobRequest
 from intake.service import jobs_for_bulk, jobs_for_file, new_job
 from models.submissions import NewJob
@@ -108,6 +109,34 @@ PLAIN = [
 ]
 
 
+# Team "a" capped below most max_tokens the strategies ask for, team "b" at 1.
+CAPS = JobCaps({"a": 20, "b": 1}, "team")
+
+
+@settings(max_examples=600, deadline=None)
+@given(near_valid, st.sampled_from([LIMITS, ROUTED]))
+def test_a_capped_plain_job_is_the_general_job_with_the_cap_applied(
+        payload: dict[str, Any], limits: IntakeLimits) -> None:
+    fast = plain_job(payload, 0, limits, caps=CAPS)
+    if fast is not None:
+        general = general_job(payload, limits)
+        assert general is not None
+        assert fast == CAPS.job(general)
+
+
+def test_a_plain_job_of_a_capped_feature_is_stored_capped() -> None:
+    payload = {"prompt": "hi", "max_tokens": 200, "metadata": {"team": "a"}}
+    job = plain_job(payload, 0, LIMITS, caps=CAPS)
+    assert job is not None
+    assert job.request["sampling"]["max_tokens"] == 20
+    assert job.request["sampling"]["requested_max_tokens"] == 200
+    uncapped = plain_job(payload, 0, LIMITS)
+    assert uncapped is not None and uncapped.request["sampling"]["max_tokens"] == 200
+    assert job.estimated_tokens == uncapped.estimated_tokens - 180
+    other = {**payload, "metadata": {"team": "c"}}
+    assert plain_job(other, 0, LIMITS, caps=CAPS) == plain_job(other, 0, LIMITS)
+
+
 def test_plain_jobs_take_the_quick_path_and_match() -> None:
     for payload in PLAIN:
         fast = plain_job(payload, 0, LIMITS)
@@ -169,6 +198,8 @@ def test_a_plain_csv_row_is_the_job_the_general_path_builds(row: list[str],
         (general,) = jobs_for_file([row_outcome(mapping, csv_row)], LIMITS)
         assert general.error is None
         assert fast == NewJob(**{**general.__dict__, "input_row": list(row)})
+        capped = plain_row_job(mapping, csv_row, LIMITS, CAPS)
+        assert capped == CAPS.job(fast)
 
 
 json_values = st.recursive(

@@ -6,6 +6,7 @@ import io
 
 from intake.jsonl_upload import jsonl_jobs
 from intake.limits import IntakeLimits
+from intake.max_tokens_caps import NO_CAPS
 
 LIMITS = IntakeLimits(models=frozenset({"tiny"}), default_model="tiny",
                       max_output_tokens=1000, max_prompt_chars=50)
@@ -13,7 +14,7 @@ LIMITS = IntakeLimits(models=frozenset({"tiny"}), default_model="tiny",
 
 def jobs(data: bytes, max_line: int = 1000) -> list[tuple[int, str | None, object]]:
     return [(j.line_no, (j.error or {}).get("code"), j.request.get("prompt"))
-            for j in jsonl_jobs(io.BytesIO(data), "in.jsonl", LIMITS, max_line, 8)]
+            for j in jsonl_jobs(io.BytesIO(data), "in.jsonl", LIMITS, max_line, 8, NO_CAPS)]
 
 
 def test_lines_are_numbered_as_an_editor_shows_them() -> None:
@@ -24,7 +25,7 @@ def test_lines_are_numbered_as_an_editor_shows_them() -> None:
 
 def test_each_bad_line_is_a_failed_job_naming_it() -> None:
     data = b'{"prompt": "a"}\n{bad\n\xff\n{"prompt": "a", "max_tokens": 5000}\n[]\n'
-    found = list(jsonl_jobs(io.BytesIO(data), "in.jsonl", LIMITS, 1000, 8))
+    found = list(jsonl_jobs(io.BytesIO(data), "in.jsonl", LIMITS, 1000, 8, NO_CAPS))
     assert [(j.line_no, (j.error or {}).get("code")) for j in found] == [
         (1, None), (2, "invalid_json"), (3, "invalid_json"), (4, "invalid_request"),
         (5, "invalid_line")]

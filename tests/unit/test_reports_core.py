@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from intake.max_tokens_caps import apply_caps, feature_of
+from intake.max_tokens_caps import NO_CAPS, JobCaps, apply_caps, feature_of
 from ledger.attribution import MECHANISMS
 from ledger.cost_report import (
     GROUPINGS,
@@ -200,3 +200,17 @@ def test_a_cap_lowers_max_tokens_and_keeps_what_was_asked() -> None:
     assert apply_caps(jobs, {}, "feature") == jobs
     assert feature_of({"feature": 7}, "feature") == "7"
     assert feature_of({"team": "x"}, "feature") is None
+
+
+def test_a_capped_request_capped_again_keeps_what_was_first_asked() -> None:
+    """A retried batch line carries the request it was stored with, already capped."""
+    (first,) = apply_caps([_job(256, {"feature": "tags"})], {"tags": 128}, "feature")
+    (same,) = apply_caps([first], {"tags": 128}, "feature")
+    assert same == first  # no second cap: nothing changes
+    (lower,) = apply_caps([first], {"tags": 32}, "feature")
+    assert lower.request["sampling"] == {"max_tokens": 32, "requested_max_tokens": 256}
+    assert lower.estimated_tokens == 10 + 32
+    (higher,) = apply_caps([first], {"tags": 200}, "feature")
+    assert higher == first  # a cap never raises what a job was stored with
+    assert JobCaps({"tags": 32}).job(first) == lower  # the default feature tag
+    assert NO_CAPS.jobs([first]) == [first]

@@ -238,3 +238,14 @@ def test_anthropic_bad_output_config_errors_its_request(output_config: Any,
     parsed = anthropic(output_config=output_config)
     assert parsed.request is None and parsed.error is not None
     assert fragment in parsed.error["message"]
+
+
+def test_anthropic_penny_metadata_tags_the_request_and_metadata_does_not() -> None:
+    tagged = anthropic(penny_metadata={"feature": "essay", "team": "a"},
+                       metadata={"user_id": "u-1"})
+    assert tagged.request is not None
+    assert tagged.request.metadata == {"feature": "essay", "team": "a"}
+    assert anthropic(metadata={"user_id": "u-1"}).request.metadata == {}
+    bad = anthropic(penny_metadata={f"k{i}": "v" for i in range(17)})
+    assert bad.request is None and bad.error is not None
+    assert bad.error["message"].startswith("params: penny_metadata")
