@@ -29,6 +29,7 @@ from models.submissions import (
     NewJob,
     SingleJobSubmission,
     StoredSingleJob,
+    insert_single_job_misses,
     insert_single_job_submissions,
     lookup_keys,
 )
@@ -118,18 +119,37 @@ class GroupCommitWriter:
 
     def _commit(self, entries: Sequence[SingleJobSubmission]) -> list[StoredSingleJob]:
         with self._sessions() as session:
-            answers: dict[tuple[uuid.UUID, str], CachedAnswer] = {}
-            wanted: dict[uuid.UUID, set[str]] = {}
-            for entry in entries:
-                if entry.cache_key is not None:
-                    wanted.setdefault(entry.tenant_id, set()).add(entry.cache_key)
-            # One indexed query per tenant in the group, and none when no job may hit.
-            for tenant_id, keys in wanted.items():
-                for key, answer in find_cached_answers(session, tenant_id, keys).items():
-                    answers[(tenant_id, key)] = answer
-            stored = insert_single_job_submissions(session, entries, answers)
+            if all(entry.cache_key is None for entry in entries):
+                stored = insert_single_job_submissions(session, entries, {})
+            else:
+                stored = _insert_looking_up(session, entries)
             session.commit()
         return stored
+
+
+def _insert_looking_up(session: Session, entries: Sequence[SingleJobSubmission]
+                       ) -> list[StoredSingleJob]:
+    """The misses go in with the lookup itself, one statement for the group; only the
+    entries found take a second step, which reads their answers (one indexed query per
+    tenant among them) and writes them succeeded (or queued, if their entry has gone in
+    between). All in the caller's transaction."""
+    stored, found = insert_single_job_misses(session, entries)
+    if found:
+        hits = [entries[position] for position in found]
+        wanted: dict[uuid.UUID, set[str]] = {}
+        for entry in hits:
+            if entry.cache_key is not None:
+                wanted.setdefault(entry.tenant_id, set()).add(entry.cache_key)
+        answers: dict[tuple[uuid.UUID, str], CachedAnswer] = {}
+        for tenant_id, keys in wanted.items():
+            for key, answer in find_cached_answers(session, tenant_id, keys).items():
+                answers[(tenant_id, key)] = answer
+        for position, one in zip(found, insert_single_job_submissions(session, hits, answers),
+                                 strict=True):
+            stored[position] = one
+    done = [one for one in stored if one is not None]
+    assert len(done) == len(entries), "every entry is stored once"
+    return done
 
 
 def _resolve(resolved: list[tuple[asyncio.Future[StoredSingleJob], StoredSingleJob]]

@@ -1,24 +1,29 @@
 """Group commit of single-job submissions against a real Postgres: submissions waiting
-together share one transaction, none is answered before its transaction commits, and a
-job that cannot be stored fails alone."""
+together share one transaction, none is answered before its transaction commits, a job
+that cannot be stored fails alone, and a group's exact-cache lookup answers only the
+tenant's own live entries."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
+from cache.keys import CachePolicy
 from intake.group_commit import GroupCommitWriter
 from intake.limits import IntakeLimits
 from intake.schema import JobRequest
 from intake.service import jobs_for_requests
 from models.submissions import NewJob, StoredSingleJob
-from models.tables import Job, Submission
+from models.tables import Job, LedgerEntry, Result, ResultCacheEntry, Submission
 from models.tenants import TenantRef, ensure_tenant
 from penny.runtime import Runtime
 
@@ -131,3 +136,63 @@ def test_a_job_that_cannot_be_stored_fails_alone(runtime: Runtime, tenant: Tenan
         assert session.execute(select(func.count()).select_from(Job)).scalar_one() == 3
         assert session.execute(
             select(func.count()).select_from(Submission)).scalar_one() == 3
+
+
+def cache_entry(runtime: Runtime, tenant: TenantRef, model: str, key: str,
+                expires_in: timedelta) -> uuid.UUID:
+    """An exact result cache entry of `tenant`'s under `key` (as a recorded batch fills
+    one), live for `expires_in` (negative: already expired)."""
+    entry_id = uuid.uuid4()
+    with runtime.sessions() as session:
+        session.add(ResultCacheEntry(
+            id=entry_id, tenant_id=tenant.id, cache_key=key, model=model,
+            model_identity="0" * 64, request={}, source_job_id=uuid.uuid4(), text="Paris",
+            finish_reason="stop", prompt_tokens=10, cached_tokens=0, output_tokens=2,
+            cost_usd=Decimal("0.0001"), list_cost_usd=Decimal("0.001"),
+            expires_at=datetime.now(UTC) + expires_in))
+        session.commit()
+    return entry_id
+
+
+def test_a_group_looks_its_keys_up_in_its_insert_and_answers_only_live_entries_of_the_tenant(
+    runtime: Runtime, tenant: TenantRef
+) -> None:
+    with runtime.sessions() as session:
+        other = ensure_tenant(session, "other")
+        session.commit()
+    asked = job(runtime, 0)
+    policy = CachePolicy(enabled=True, ttl=timedelta(days=1),
+                         identities={asked.model: "0" * 64})
+    key_of = {n: policy.key(asked.model, job(runtime, n).request) for n in range(4)}
+    hit_entry = cache_entry(runtime, tenant, asked.model, str(key_of[0]), timedelta(days=1))
+    cache_entry(runtime, other, asked.model, str(key_of[1]), timedelta(days=1))  # another tenant's
+    cache_entry(runtime, tenant, asked.model, str(key_of[2]), timedelta(seconds=-1))  # expired
+    held = HeldSessions(runtime)
+    writer = GroupCommitWriter(held, cache=policy)  # type: ignore[arg-type]
+    commits = count_commits(runtime)
+
+    async def scenario() -> list[StoredSingleJob]:
+        first = asyncio.create_task(writer.submit(tenant, job(runtime, 3), "first"))
+        await asyncio.to_thread(held.started.wait, 60)
+        group = [asyncio.create_task(writer.submit(tenant, job(runtime, n), f"h{n}"))
+                 for n in range(4)]
+        group.append(asyncio.create_task(writer.submit(other, job(runtime, 0), "other")))
+        held.release.set()
+        return await asyncio.gather(first, *group)
+
+    first, *group = asyncio.run(scenario())
+    assert len(commits) == 2  # the hit is written in its group's transaction
+    # Only the tenant's own live entry answers: not another tenant's, not an expired one.
+    assert [s.from_cache for s in [first, *group]] == [False, True, False, False, False, False]
+    found = stored_jobs(runtime, [str(s.submission_id) for s in [first, *group]])
+    assert found == {str(s.submission_id): [str(s.job_id)] for s in [first, *group]}
+    with runtime.sessions() as session:
+        statuses = dict(session.execute(select(Job.id, Job.status)).tuples().all())
+        assert [statuses[s.job_id] for s in [first, *group]] == [
+            "queued", "succeeded", "queued", "queued", "queued", "queued"]
+        results = session.execute(select(Result.job_id, Result.text)).tuples().all()
+        assert results == [(group[0].job_id, "Paris")]
+        billed = session.execute(select(LedgerEntry.job_id, LedgerEntry.cost_usd,
+                                        LedgerEntry.served_by)).tuples().all()
+        assert billed == [(group[0].job_id, Decimal(0), "exact_cache")]
+        assert session.get(ResultCacheEntry, hit_entry).hits == 1  # type: ignore[union-attr]
