@@ -15,12 +15,14 @@ for the tenant (those take a per-tenant lock and count). The rest take `submit`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.keys import CachePolicy
@@ -59,6 +61,9 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # The writer thread's own session on a connection it keeps while it runs: no
+        # session made, no pool checkout and return, per group. Only that thread uses it.
+        self._session: Session | None = None
 
     async def submit(self, tenant: TenantRef, job: NewJob, payload_hash: str
                      ) -> StoredSingleJob:
@@ -86,6 +91,7 @@ class GroupCommitWriter:
                 with self._lock:
                     if self._queue.empty():  # a submit now starts a new thread
                         self._thread = None
+                        self._let_go()
                         return
                 continue
             group = [first]
@@ -118,13 +124,35 @@ class GroupCommitWriter:
             p.entry.job.model for p, s in zip(group, stored, strict=True) if s.from_cache)
 
     def _commit(self, entries: Sequence[SingleJobSubmission]) -> list[StoredSingleJob]:
-        with self._sessions() as session:
+        session = self._session
+        if session is None:
+            engine = self._sessions.kw["bind"]
+            session = self._session = self._sessions(bind=engine.connect())
+        try:
             if all(entry.cache_key is None for entry in entries):
                 stored = insert_single_job_submissions(session, entries, {})
             else:
                 stored = _insert_looking_up(session, entries)
             session.commit()
+        except BaseException:
+            # Whatever failed (a row, the connection), the next group starts afresh.
+            self._let_go()
+            raise
         return stored
+
+    def _let_go(self) -> None:
+        """Roll back and close the thread's session and return its connection to the
+        pool (a dead one is discarded there)."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        connection = session.get_bind()
+        # Closing what already failed may fail again; the pool then discards it.
+        with contextlib.suppress(Exception):
+            session.close()
+        with contextlib.suppress(Exception):
+            assert isinstance(connection, Connection)
+            connection.close()
 
 
 def _insert_looking_up(session: Session, entries: Sequence[SingleJobSubmission]

@@ -8,14 +8,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session
 
 from cache.keys import CachePolicy
 from intake.group_commit import GroupCommitWriter
@@ -28,24 +25,22 @@ from models.tenants import TenantRef, ensure_tenant
 from penny.runtime import Runtime
 
 
-class HeldSessions:
-    """The runtime's sessions, except that the first transaction waits at its start until
-    `release` is set: everything submitted meanwhile queues up behind it."""
+class HeldWriter:
+    """The runtime's engine, except that the first transaction begun on it from here on
+    waits at its start until `release` is set: the writer's first group holds it, and
+    everything submitted meanwhile queues up behind it."""
 
     def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
         self.started = threading.Event()
         self.release = threading.Event()
-        self.opened = 0
+        self.begun = 0
+        event.listen(runtime.db, "begin", self._begin)
 
-    @contextmanager
-    def __call__(self) -> Iterator[Session]:
-        self.opened += 1
-        if self.opened == 1:
+    def _begin(self, _connection: object) -> None:
+        self.begun += 1
+        if self.begun == 1:
             self.started.set()
             assert self.release.wait(60), "the test never released the first transaction"
-        with self.runtime.sessions() as session:
-            yield session
 
 
 @pytest.fixture
@@ -80,8 +75,8 @@ def count_commits(runtime: Runtime) -> list[int]:
 def test_waiting_submissions_share_one_transaction_and_wait_for_its_commit(
     runtime: Runtime, tenant: TenantRef
 ) -> None:
-    held = HeldSessions(runtime)
-    writer = GroupCommitWriter(held, cache=None)  # type: ignore[arg-type]
+    held = HeldWriter(runtime)
+    writer = GroupCommitWriter(runtime.sessions, cache=None)
     commits = count_commits(runtime)
 
     async def scenario() -> list[StoredSingleJob]:
@@ -111,8 +106,8 @@ def test_waiting_submissions_share_one_transaction_and_wait_for_its_commit(
 
 
 def test_a_job_that_cannot_be_stored_fails_alone(runtime: Runtime, tenant: TenantRef) -> None:
-    held = HeldSessions(runtime)
-    writer = GroupCommitWriter(held, cache=None)  # type: ignore[arg-type]
+    held = HeldWriter(runtime)
+    writer = GroupCommitWriter(runtime.sessions, cache=None)
     # The model column holds 200 characters: Postgres refuses this row.
     unstorable = NewJob(line_no=0, model="m" * 300, request={"prompt": "x"},
                         estimated_tokens=1)
@@ -167,8 +162,8 @@ def test_a_group_looks_its_keys_up_in_its_insert_and_answers_only_live_entries_o
     hit_entry = cache_entry(runtime, tenant, asked.model, str(key_of[0]), timedelta(days=1))
     cache_entry(runtime, other, asked.model, str(key_of[1]), timedelta(days=1))  # another tenant's
     cache_entry(runtime, tenant, asked.model, str(key_of[2]), timedelta(seconds=-1))  # expired
-    held = HeldSessions(runtime)
-    writer = GroupCommitWriter(held, cache=policy)  # type: ignore[arg-type]
+    held = HeldWriter(runtime)
+    writer = GroupCommitWriter(runtime.sessions, cache=policy)
     commits = count_commits(runtime)
 
     async def scenario() -> list[StoredSingleJob]:
