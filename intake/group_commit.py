@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import queue
 import threading
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +25,6 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.keys import CachePolicy
-from models.result_cache import CachedAnswer, find_cached_answers
 from models.submissions import (
     NewJob,
     SingleJobSubmission,
@@ -158,20 +156,13 @@ class GroupCommitWriter:
 def _insert_looking_up(session: Session, entries: Sequence[SingleJobSubmission]
                        ) -> list[StoredSingleJob]:
     """The misses go in with the lookup itself, one statement for the group; only the
-    entries found take a second step, which reads their answers (one indexed query per
-    tenant among them) and writes them succeeded (or queued, if their entry has gone in
-    between). All in the caller's transaction."""
+    entries found take a second step, which writes them succeeded with the answers that
+    statement read. All in the caller's transaction."""
     stored, found = insert_single_job_misses(session, entries)
     if found:
         hits = [entries[position] for position in found]
-        wanted: dict[uuid.UUID, set[str]] = {}
-        for entry in hits:
-            if entry.cache_key is not None:
-                wanted.setdefault(entry.tenant_id, set()).add(entry.cache_key)
-        answers: dict[tuple[uuid.UUID, str], CachedAnswer] = {}
-        for tenant_id, keys in wanted.items():
-            for key, answer in find_cached_answers(session, tenant_id, keys).items():
-                answers[(tenant_id, key)] = answer
+        answers = {(entry.tenant_id, answer.cache_key): answer
+                   for entry, answer in zip(hits, found.values(), strict=True)}
         for position, one in zip(found, insert_single_job_submissions(session, hits, answers),
                                  strict=True):
             stored[position] = one

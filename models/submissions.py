@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from cache.keys import CacheMode, CachePolicy
 from coalescer.single_flight import single_flight_key
 from models.fast_rows import copy_rows, json_text, time_ordered_ids
-from models.result_cache import CachedAnswer, record_cache_hits
+from models.result_cache import ANSWER_COLUMNS, CachedAnswer, answer_of_row, record_cache_hits
 from models.status import TERMINAL_JOB_STATUSES, JobStatus, SubmissionStatus
 from models.tables import Job, LedgerEntry, Result, ResultCacheEntry, StoredFile, Submission
 from observability.tracing import current_traceparent
@@ -245,27 +245,27 @@ def insert_single_job_submissions(
 
 def insert_single_job_misses(
     session: Session, entries: Sequence[SingleJobSubmission],
-) -> tuple[list[StoredSingleJob | None], list[int]]:
+) -> tuple[list[StoredSingleJob | None], dict[int, CachedAnswer]]:
     """Insert, as queued, the single-job submissions the exact cache has no live entry
-    for, and look the others up, in one statement: with the cache on, a group of misses
-    (the common case) costs the same round trip as with it off. Returns what was stored
-    (None where a live entry was found) and the positions of those found: only they need
-    a second step (`find_cached_answers`, then `insert_single_job_submissions`), which
-    may still find an entry gone by then and queue the job after all. Tenant-scoped: a
-    key is looked for only among its own tenant's entries. The caller commits."""
+    for, and read the answers of the others, in one statement: with the cache on, a group
+    of misses (the common case) costs the same round trip as with it off. Returns what
+    was stored (None where a live entry was found) and the answers found by position:
+    only they need a second step (`insert_single_job_submissions` with those answers).
+    Tenant-scoped: a key is looked for only among its own tenant's entries. The caller
+    commits."""
     now = datetime.now(UTC)
-    stored = [StoredSingleJob(submission_id=uuid.uuid4(), job_id=uuid.uuid4(),
-                              from_cache=False) for _ in entries]
+    fresh = [StoredSingleJob(submission_id=uuid.uuid4(), job_id=uuid.uuid4(),
+                             from_cache=False) for _ in entries]
     with _driver_cursor(session) as cursor:
         cursor.execute(_INSERT_SINGLE_JOB_MISSES,
                        [[e.cache_key for e in entries],
-                        *_single_job_parameters(stored, entries, {}, now)])
+                        *_single_job_parameters(fresh, entries, {}, now)])
         # Ordinals count from 1.
-        found = sorted(row[0] - 1 for row in cursor.fetchall())
-    kept: list[StoredSingleJob | None] = list(stored)
+        found = {row[0] - 1: answer_of_row(row[1:]) for row in cursor.fetchall()}
+    stored: list[StoredSingleJob | None] = list(fresh)
     for position in found:
-        kept[position] = None
-    return kept, found
+        stored[position] = None
+    return stored, found
 
 
 def _driver_cursor(session: Session) -> Any:
@@ -333,7 +333,7 @@ def _single_job_statement(lookup: bool) -> str:
     """One submission and its job per row of the arrays. The submissions take their ids
     and tenants from the jobs' own arrays (one job each, in order). With `lookup`, a
     first array holds each row's cache key (or NULL): rows whose key has a live entry in
-    their tenant's exact cache are not inserted, and their ordinals come back."""
+    their tenant's exact cache are not inserted; their ordinals and entries come back."""
     types = ["text", "text", *_JOB_ARRAY_TYPES]
     names = f"request_hash, traceparent, {_COLUMN_LIST}"
     if lookup:
@@ -356,7 +356,11 @@ def _single_job_statement(lookup: bool) -> str:
     insert_jobs = f"INSERT INTO jobs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {source}"
     if not lookup:
         return f"{statement} {insert_jobs}"
-    return f"{statement}, inserted AS ({insert_jobs}) SELECT n FROM looked WHERE cached"
+    # What the lookup found is read in the same statement (the same snapshot).
+    return (f"{statement}, inserted AS ({insert_jobs}) SELECT looked.n, "
+            + ", ".join(f"e.{column}" for column in ANSWER_COLUMNS)
+            + f" FROM looked JOIN {ResultCacheEntry.__tablename__} e ON e.tenant_id = "
+            "looked.tenant_id AND e.cache_key = looked.cache_key WHERE looked.cached")
 
 
 _INSERT_SINGLE_JOB_SUBMISSIONS = _single_job_statement(lookup=False)
