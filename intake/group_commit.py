@@ -36,6 +36,7 @@ from models.submissions import (
 from models.tenants import TenantRef
 from observability import metrics
 from observability.tracing import current_traceparent
+from penny.database import connection_is_dead
 
 # Past this many waiting submissions a transaction is cut: its statements stay small and
 # the first in line does not wait behind a long tail.
@@ -123,6 +124,9 @@ class GroupCommitWriter:
 
     def _commit(self, entries: Sequence[SingleJobSubmission]) -> list[StoredSingleJob]:
         session = self._session
+        if session is not None and _closed_by_server(session):
+            self._let_go()  # as the pool does at checkout: a fresh connection instead
+            session = None
         if session is None:
             engine = self._sessions.kw["bind"]
             session = self._session = self._sessions(bind=engine.connect())
@@ -151,6 +155,16 @@ class GroupCommitWriter:
         with contextlib.suppress(Exception):
             assert isinstance(connection, Connection)
             connection.close()
+
+
+def _closed_by_server(session: Session) -> bool:
+    """Whether the server ended the kept connection while it waited for a group (a
+    restart, a terminated backend, an idle timeout), asking nothing of the server."""
+    connection = session.get_bind()
+    assert isinstance(connection, Connection)
+    if connection.invalidated or connection.closed:
+        return True
+    return connection_is_dead(connection.connection.dbapi_connection)
 
 
 def _insert_looking_up(session: Session, entries: Sequence[SingleJobSubmission]

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from cache.keys import CachePolicy
 from intake.group_commit import GroupCommitWriter
@@ -191,3 +192,32 @@ def test_a_group_looks_its_keys_up_in_its_insert_and_answers_only_live_entries_o
                                         LedgerEntry.served_by)).tuples().all()
         assert billed == [(group[0].job_id, Decimal(0), "exact_cache")]
         assert session.get(ResultCacheEntry, hit_entry).hits == 1  # type: ignore[union-attr]
+
+
+def test_the_writer_rides_out_the_server_ending_its_connection_between_groups(
+    runtime: Runtime, tenant: TenantRef
+) -> None:
+    writer = GroupCommitWriter(runtime.sessions, cache=None)
+
+    async def submit(n: int) -> StoredSingleJob:
+        return await writer.submit(tenant, job(runtime, n), f"h{n}")
+
+    first = asyncio.run(submit(0))
+    # The writer keeps its connection between groups: end every other session on the
+    # database (a restart or an administrator would), the writer's among them.
+    with runtime.sessions() as session:
+        ended = session.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")).scalars().all()
+        assert ended, "the writer's session was not found"
+        for pid in ended:
+            session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # Gone from the server (its goodbye written to the socket) before the next group.
+        for _ in range(600):
+            if not session.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = "
+                                        "ANY(:pids)"), {"pids": list(ended)}).scalar_one():
+                break
+            time.sleep(0.05)
+    second = asyncio.run(submit(1))  # a group of one: nothing to retry it one by one
+    found = stored_jobs(runtime, [str(first.submission_id), str(second.submission_id)])
+    assert found == {str(s.submission_id): [str(s.job_id)] for s in (first, second)}
