@@ -143,8 +143,9 @@ class GroupCommitWriter:
         return stored
 
     def _let_go(self) -> None:
-        """Roll back and close the thread's session and return its connection to the
-        pool (a dead one is discarded there)."""
+        """Roll back and close the thread's session, and close its connection for real:
+        handed back to the pool it came from, it would stay open there unused if that
+        pool has been disposed meanwhile (an engine disposed while the thread idled)."""
         session, self._session = self._session, None
         if session is None:
             return
@@ -154,6 +155,7 @@ class GroupCommitWriter:
             session.close()
         with contextlib.suppress(Exception):
             assert isinstance(connection, Connection)
+            connection.invalidate()
             connection.close()
 
 

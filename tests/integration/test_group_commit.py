@@ -183,13 +183,13 @@ def test_a_group_looks_its_keys_up_in_its_insert_and_answers_only_live_entries_o
     found = stored_jobs(runtime, [str(s.submission_id) for s in [first, *group]])
     assert found == {str(s.submission_id): [str(s.job_id)] for s in [first, *group]}
     with runtime.sessions() as session:
-        statuses = dict(session.execute(select(Job.id, Job.status)).tuples().all())
+        statuses = dict(session.execute(select(Job.id, Job.status)).all())
         assert [statuses[s.job_id] for s in [first, *group]] == [
             "queued", "succeeded", "queued", "queued", "queued", "queued"]
-        results = session.execute(select(Result.job_id, Result.text)).tuples().all()
+        results = session.execute(select(Result.job_id, Result.text)).all()
         assert results == [(group[0].job_id, "Paris")]
         billed = session.execute(select(LedgerEntry.job_id, LedgerEntry.cost_usd,
-                                        LedgerEntry.served_by)).tuples().all()
+                                        LedgerEntry.served_by)).all()
         assert billed == [(group[0].job_id, Decimal(0), "exact_cache")]
         assert session.get(ResultCacheEntry, hit_entry).hits == 1  # type: ignore[union-attr]
 
@@ -214,10 +214,14 @@ def test_the_writer_rides_out_the_server_ending_its_connection_between_groups(
             session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         # Gone from the server (its goodbye written to the socket) before the next group.
         for _ in range(600):
-            if not session.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = "
-                                        "ANY(:pids)"), {"pids": list(ended)}).scalar_one():
+            left = session.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = "
+                                        "ANY(:pids)"), {"pids": list(ended)}).scalar_one()
+            session.commit()  # the next look takes a fresh snapshot of the activity
+            if not left:
                 break
             time.sleep(0.05)
+        else:
+            raise AssertionError("the ended sessions never went away")
     second = asyncio.run(submit(1))  # a group of one: nothing to retry it one by one
     found = stored_jobs(runtime, [str(first.submission_id), str(second.submission_id)])
     assert found == {str(s.submission_id): [str(s.job_id)] for s in (first, second)}
