@@ -3,7 +3,7 @@ the real API (`penny api` processes) with the cache off and on, same database, s
 client, in one run, request by request in turn. Every job of the "on" row is new, so each
 lookup misses and pays for nothing: the worst case. The third row posts jobs whose
 answers are already cached (each is answered in the request). A second table times the
-query alone.
+group writer's statements alone.
 
     .venv/bin/python bench/intake_cache_bench.py [--requests 2000] [--concurrency 4]
 
@@ -27,9 +27,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select, text
@@ -128,40 +130,63 @@ def free_port() -> int:
 
 
 def query_costs(sessions: object, count: int) -> dict[str, float]:
-    """Seconds per call of the intake lookup, its own query on the (tenant, key) index (one
-    key, a miss and a hit), interleaved call by call; a trivial query beside them is the
-    floor of a round trip."""
+    """Seconds per call of the group writer's statements for a group of one job,
+    interleaved call by call in one transaction (rolled back): the insert alone (cache
+    off) and the insert that looks the job's key up in the same statement (cache on: a
+    miss, inserted; a hit, its answer read and nothing inserted, which a second step then
+    writes); a trivial query beside them is the floor of a round trip."""
     from sqlalchemy import select as select_
 
     from cache.model_identity import cache_policy
+    from intake.limits import IntakeLimits
     from intake.schema import JobRequest
-    from models.result_cache import find_cached_answers
+    from intake.service import jobs_for_requests
+    from models.submissions import (
+        SingleJobSubmission,
+        insert_single_job_misses,
+        insert_single_job_submissions,
+    )
     from models.tenants import ensure_tenant
     from penny.settings import Settings
 
-    policy = cache_policy(Settings())
-    model = Settings().default_model
+    settings = Settings()
+    policy = cache_policy(settings)
+    limits = IntakeLimits.from_settings(settings)
 
-    def key(label: str) -> str:
-        found = policy.key(model, JobRequest.model_validate(job_body(label, 0)).engine_request())
-        assert found is not None
-        return found
-
-    hit_key, miss_key = key(MODES[2]), key("never-cached")  # the first was prefilled
     with sessions() as session:  # type: ignore[operator]
         tenant_id = ensure_tenant(session, "default").id
         session.commit()
-    calls = {
-        "a round trip (SELECT 1)": lambda s: s.execute(select_(1)).scalar_one(),
-        "lookup, a miss": lambda s: find_cached_answers(s, tenant_id, {miss_key}),
-        "lookup, a hit": lambda s: find_cached_answers(s, tenant_id, {hit_key}),
+    numbered = iter(range(10**9))
+
+    def group(label: str, number: int | None, looked_up: bool) -> list[SingleJobSubmission]:
+        body = JobRequest.model_validate(
+            job_body(label, next(numbered) if number is None else number))
+        job = jobs_for_requests([body], limits)[0]
+        return [SingleJobSubmission(tenant_id, job, "h",
+                                    policy.key(job.model, job.request) if looked_up else None)]
+
+    # Each call's group is built before its clock starts: only the statement is timed.
+    groups: dict[str, Callable[[], list[SingleJobSubmission]]] = {
+        "a round trip (SELECT 1)": list,
+        "insert, cache off": lambda: group("query-cost", None, looked_up=False),
+        "insert with the lookup, a miss": lambda: group("query-cost", None, looked_up=True),
+        # The first body of the third row was cached by `prefill`: found, nothing inserted.
+        "insert with the lookup, a hit (its answer read)": lambda: group(MODES[2], 0,
+                                                                         looked_up=True),
+    }
+    calls: dict[str, Callable[[Any, list[SingleJobSubmission]], object]] = {
+        "a round trip (SELECT 1)": lambda s, _: s.execute(select_(1)).scalar_one(),
+        "insert, cache off": lambda s, one: insert_single_job_submissions(s, one, {}),
+        "insert with the lookup, a miss": insert_single_job_misses,
+        "insert with the lookup, a hit (its answer read)": insert_single_job_misses,
     }
     spent = dict.fromkeys(calls, 0.0)
     with sessions() as session:  # type: ignore[operator]
         for _ in range(count):
             for name, call in calls.items():
+                one = groups[name]()
                 started = time.perf_counter()
-                call(session)
+                call(session, one)
                 spent[name] += time.perf_counter() - started
         session.rollback()
     return {name: total / count for name, total in spent.items()}
@@ -238,7 +263,7 @@ def main() -> None:
               f"{1000 * values[int(0.9 * (len(values) - 1))]:.2f} | {1 / mean:.1f} | "
               f"{base / mean:.3f} |")
     print("\nthe query itself, in one process and session, interleaved call by call:\n")
-    print("| intake's cache lookup | µs per call |")
+    print("| the group writer's statement, a group of one | µs per call |")
     print("|---|---:|")
     for name, per_call in queries.items():
         print(f"| {name} | {1e6 * per_call:.0f} |")

@@ -15,26 +15,28 @@ for the tenant (those take a per-tenant lock and count). The rest take `submit`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.keys import CachePolicy
-from models.result_cache import CachedAnswer, find_cached_answers
 from models.submissions import (
     NewJob,
     SingleJobSubmission,
     StoredSingleJob,
+    insert_single_job_misses,
     insert_single_job_submissions,
     lookup_keys,
 )
 from models.tenants import TenantRef
 from observability import metrics
 from observability.tracing import current_traceparent
+from penny.database import connection_is_dead
 
 # Past this many waiting submissions a transaction is cut: its statements stay small and
 # the first in line does not wait behind a long tail.
@@ -58,6 +60,9 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # The writer thread's own session on a connection it keeps while it runs: no
+        # session made, no pool checkout and return, per group. Only that thread uses it.
+        self._session: Session | None = None
 
     async def submit(self, tenant: TenantRef, job: NewJob, payload_hash: str
                      ) -> StoredSingleJob:
@@ -85,6 +90,7 @@ class GroupCommitWriter:
                 with self._lock:
                     if self._queue.empty():  # a submit now starts a new thread
                         self._thread = None
+                        self._let_go()
                         return
                 continue
             group = [first]
@@ -117,19 +123,68 @@ class GroupCommitWriter:
             p.entry.job.model for p, s in zip(group, stored, strict=True) if s.from_cache)
 
     def _commit(self, entries: Sequence[SingleJobSubmission]) -> list[StoredSingleJob]:
-        with self._sessions() as session:
-            answers: dict[tuple[uuid.UUID, str], CachedAnswer] = {}
-            wanted: dict[uuid.UUID, set[str]] = {}
-            for entry in entries:
-                if entry.cache_key is not None:
-                    wanted.setdefault(entry.tenant_id, set()).add(entry.cache_key)
-            # One indexed query per tenant in the group, and none when no job may hit.
-            for tenant_id, keys in wanted.items():
-                for key, answer in find_cached_answers(session, tenant_id, keys).items():
-                    answers[(tenant_id, key)] = answer
-            stored = insert_single_job_submissions(session, entries, answers)
+        session = self._session
+        if session is not None and _closed_by_server(session):
+            self._let_go()  # as the pool does at checkout: a fresh connection instead
+            session = None
+        if session is None:
+            engine = self._sessions.kw["bind"]
+            session = self._session = self._sessions(bind=engine.connect())
+        try:
+            if all(entry.cache_key is None for entry in entries):
+                stored = insert_single_job_submissions(session, entries, {})
+            else:
+                stored = _insert_looking_up(session, entries)
             session.commit()
+        except BaseException:
+            # Whatever failed (a row, the connection), the next group starts afresh.
+            self._let_go()
+            raise
         return stored
+
+    def _let_go(self) -> None:
+        """Roll back and close the thread's session, and close its connection for real:
+        handed back to the pool it came from, it would stay open there unused if that
+        pool has been disposed meanwhile (an engine disposed while the thread idled)."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        connection = session.get_bind()
+        # Closing what already failed may fail again; the pool then discards it.
+        with contextlib.suppress(Exception):
+            session.close()
+        with contextlib.suppress(Exception):
+            assert isinstance(connection, Connection)
+            connection.invalidate()
+            connection.close()
+
+
+def _closed_by_server(session: Session) -> bool:
+    """Whether the server ended the kept connection while it waited for a group (a
+    restart, a terminated backend, an idle timeout), asking nothing of the server."""
+    connection = session.get_bind()
+    assert isinstance(connection, Connection)
+    if connection.invalidated or connection.closed:
+        return True
+    return connection_is_dead(connection.connection.dbapi_connection)
+
+
+def _insert_looking_up(session: Session, entries: Sequence[SingleJobSubmission]
+                       ) -> list[StoredSingleJob]:
+    """The misses go in with the lookup itself, one statement for the group; only the
+    entries found take a second step, which writes them succeeded with the answers that
+    statement read. All in the caller's transaction."""
+    stored, found = insert_single_job_misses(session, entries)
+    if found:
+        hits = [entries[position] for position in found]
+        answers = {(entry.tenant_id, answer.cache_key): answer
+                   for entry, answer in zip(hits, found.values(), strict=True)}
+        for position, one in zip(found, insert_single_job_submissions(session, hits, answers),
+                                 strict=True):
+            stored[position] = one
+    done = [one for one in stored if one is not None]
+    assert len(done) == len(entries), "every entry is stored once"
+    return done
 
 
 def _resolve(resolved: list[tuple[asyncio.Future[StoredSingleJob], StoredSingleJob]]

@@ -129,6 +129,10 @@ def load_json(data: bytes | str, max_depth: int, what: str = "the request body")
                           "levels") from None
     except ValueError as error:  # e.g. an integer of more than 4300 digits
         raise InvalidJson(f"{what} is not valid JSON: {error}") from None
-    if _depth_exceeds(document, max_depth):
+    # Every array or object opens with a bracket, so a text with no more brackets than
+    # `max_depth` (strings may hold more, never fewer) cannot nest deeper: the common
+    # small body is not walked.
+    if (text.count("{") + text.count("[") > max_depth
+            and _depth_exceeds(document, max_depth)):
         raise InvalidJson(f"{what} nests arrays or objects deeper than {max_depth} levels")
     return document

@@ -56,13 +56,13 @@ def _live(keys: Collection[str]) -> ColumnElement[bool]:
                 ResultCacheEntry.expires_at > func.now())
 
 
-_ANSWER_COLUMNS = ("id", "cache_key", "source_job_id", "model", "cost_usd", "list_cost_usd",
-                   *_RESULT_FIELDS)
+ANSWER_COLUMNS = ("id", "cache_key", "source_job_id", "model", "cost_usd", "list_cost_usd",
+                  *_RESULT_FIELDS)
 # One statement text however many keys are looked up (the keys travel as one array
 # parameter), so Postgres plans it once per connection and psycopg prepares it. Sent on
 # the session's own connection as plain text: it runs on every single-job intake, where
 # the ORM's execution and row machinery cost several times the statement itself.
-_LOOKUP = (f"SELECT {', '.join(_ANSWER_COLUMNS)} FROM {ResultCacheEntry.__tablename__} "
+_LOOKUP = (f"SELECT {', '.join(ANSWER_COLUMNS)} FROM {ResultCacheEntry.__tablename__} "
            "WHERE tenant_id = %s AND cache_key = ANY(%s::text[]) "
            # An expired entry is never served, even before the sweeper removes it.
            "AND expires_at > now()")
@@ -78,14 +78,16 @@ def find_cached_answers(
     assert driver is not None
     with driver.cursor() as cursor:
         rows = cursor.execute(_LOOKUP, [tenant_id, sorted(keys)]).fetchall()
-    answers = {}
-    for row in rows:
-        entry_id, cache_key, source_job_id, model, cost_usd, list_cost_usd = row[:6]
-        answers[cache_key] = CachedAnswer(
-            entry_id=entry_id, cache_key=cache_key, source_job_id=source_job_id,
-            model=model, result=dict(zip(_RESULT_FIELDS, row[6:], strict=True)),
-            cost_usd=cost_usd, list_cost_usd=list_cost_usd)
-    return answers
+    return {answer.cache_key: answer for answer in map(answer_of_row, rows)}
+
+
+def answer_of_row(row: Sequence[Any]) -> CachedAnswer:
+    """A cached answer from an entry's `ANSWER_COLUMNS`, in that order."""
+    entry_id, cache_key, source_job_id, model, cost_usd, list_cost_usd = row[:6]
+    return CachedAnswer(
+        entry_id=entry_id, cache_key=cache_key, source_job_id=source_job_id, model=model,
+        result=dict(zip(_RESULT_FIELDS, row[6:], strict=True)), cost_usd=cost_usd,
+        list_cost_usd=list_cost_usd)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 from cache.keys import CacheMode, CachePolicy
 from coalescer.single_flight import single_flight_key
 from models.fast_rows import copy_rows, json_text, time_ordered_ids
-from models.result_cache import CachedAnswer, record_cache_hits
+from models.result_cache import ANSWER_COLUMNS, CachedAnswer, answer_of_row, record_cache_hits
 from models.status import TERMINAL_JOB_STATUSES, JobStatus, SubmissionStatus
-from models.tables import Job, LedgerEntry, Result, StoredFile, Submission
+from models.tables import Job, LedgerEntry, Result, ResultCacheEntry, StoredFile, Submission
 from observability.tracing import current_traceparent
 
 
@@ -233,22 +233,62 @@ def insert_single_job_submissions(
     hits = {s.job_id: answers[(e.tenant_id, e.cache_key)]
             for s, e in zip(stored, entries, strict=True)
             if s.from_cache and e.cache_key is not None}
-    columns: list[list[Any]] = [[] for _ in _JOB_COLUMNS[1]]
-    for row in _job_rows([(s.job_id, s.submission_id, e.tenant_id, e.job)
-                          for s, e in zip(stored, entries, strict=True)], hits, now):
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    driver = session.connection().connection.driver_connection
-    assert driver is not None
-    with driver.cursor() as cursor:
+    with _driver_cursor(session) as cursor:
         cursor.execute(_INSERT_SINGLE_JOB_SUBMISSIONS,
-                       [[e.request_hash for e in entries], [e.traceparent for e in entries],
-                        *columns, now])
+                       _single_job_parameters(stored, entries, hits, now))
     for one, entry in zip(stored, entries, strict=True):
         if one.from_cache:
             record_cache_hits(session, entry.tenant_id, one.submission_id,
                               {one.job_id: hits[one.job_id]})
     return stored
+
+
+def insert_single_job_misses(
+    session: Session, entries: Sequence[SingleJobSubmission],
+) -> tuple[list[StoredSingleJob | None], dict[int, CachedAnswer]]:
+    """Insert, as queued, the single-job submissions the exact cache has no live entry
+    for, and read the answers of the others, in one statement: with the cache on, a group
+    of misses (the common case) costs the same round trip as with it off. Returns what
+    was stored (None where a live entry was found) and the answers found by position:
+    only they need a second step (`insert_single_job_submissions` with those answers).
+    Tenant-scoped: a key is looked for only among its own tenant's entries. The caller
+    commits."""
+    now = datetime.now(UTC)
+    fresh = [StoredSingleJob(submission_id=uuid.uuid4(), job_id=uuid.uuid4(),
+                             from_cache=False) for _ in entries]
+    with _driver_cursor(session) as cursor:
+        cursor.execute(_INSERT_SINGLE_JOB_MISSES,
+                       [[e.cache_key for e in entries],
+                        *_single_job_parameters(fresh, entries, {}, now)])
+        # Ordinals count from 1.
+        found = {row[0] - 1: answer_of_row(row[1:]) for row in cursor.fetchall()}
+    stored: list[StoredSingleJob | None] = list(fresh)
+    for position in found:
+        stored[position] = None
+    return stored, found
+
+
+def _driver_cursor(session: Session) -> Any:
+    """A cursor on the session's own connection (same transaction), past the ORM's
+    execution and row machinery, which cost several times these statements."""
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    return driver.cursor()
+
+
+def _single_job_parameters(stored: Sequence[StoredSingleJob],
+                           entries: Sequence[SingleJobSubmission],
+                           hits: Mapping[uuid.UUID, CachedAnswer], now: datetime
+                           ) -> list[Any]:
+    """The parameters `_single_job_statement` takes, after any of its own: request
+    hashes, traceparents, one array per job column, then the time."""
+    columns: list[list[Any]] = [[] for _ in _JOB_COLUMNS[1]]
+    for row in _job_rows([(s.job_id, s.submission_id, e.tenant_id, e.job)
+                          for s, e in zip(stored, entries, strict=True)], hits, now):
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return [[e.request_hash for e in entries], [e.traceparent for e in entries], *columns,
+            now]
 
 
 def _copy_jobs(session: Session,
@@ -286,17 +326,45 @@ _JOB_COLUMNS = (Job.__tablename__, (
 _JOB_ARRAY_TYPES = ("uuid", "uuid", "uuid", "int", "text", "text", "jsonb", "jsonb", "int",
                     "int", "text", "jsonb", "timestamptz", "timestamptz", "text", "text",
                     "jsonb", "jsonb", "int")
-# Parameters: request hashes, traceparents, one array per job column, then the time. The
-# submissions take their ids and tenants from the jobs' own arrays (one job each, in order).
-_INSERT_SINGLE_JOB_SUBMISSIONS = (
-    "WITH job AS (SELECT * FROM unnest("
-    + ", ".join(f"%s::{t}[]" for t in ("text", "text", *_JOB_ARRAY_TYPES))
-    + ") AS j(request_hash, traceparent, " + ", ".join(_JOB_COLUMNS[1]) + ")), "
-    "submitted AS (INSERT INTO submissions (id, tenant_id, kind, status, request_hash, "
-    "total_jobs, created_at, traceparent) SELECT submission_id, tenant_id, 'job', 'open', "
-    "request_hash, 1, %s::timestamptz, traceparent FROM job) "
-    "INSERT INTO jobs (" + ", ".join(_JOB_COLUMNS[1]) + ") SELECT "
-    + ", ".join(_JOB_COLUMNS[1]) + " FROM job")
+_COLUMN_LIST = ", ".join(_JOB_COLUMNS[1])
+
+
+def _single_job_statement(lookup: bool) -> str:
+    """One submission and its job per row of the arrays. The submissions take their ids
+    and tenants from the jobs' own arrays (one job each, in order). With `lookup`, a
+    first array holds each row's cache key (or NULL): rows whose key has a live entry in
+    their tenant's exact cache are not inserted; their ordinals and entries come back."""
+    types = ["text", "text", *_JOB_ARRAY_TYPES]
+    names = f"request_hash, traceparent, {_COLUMN_LIST}"
+    if lookup:
+        types, names = ["text", *types], f"cache_key, {names}"
+    statement = ("WITH job AS (SELECT * FROM unnest("
+                 + ", ".join(f"%s::{t}[]" for t in types)
+                 + f") WITH ORDINALITY AS j({names}, n)), ")
+    source = "job"
+    if lookup:
+        statement += (
+            "looked AS (SELECT job.*, job.cache_key IS NOT NULL AND EXISTS (SELECT 1 FROM "
+            f"{ResultCacheEntry.__tablename__} e WHERE e.tenant_id = job.tenant_id AND "
+            # An expired entry is never served, even before the sweeper removes it.
+            "e.cache_key = job.cache_key AND e.expires_at > now()) AS cached FROM job), ")
+        source = "looked WHERE NOT cached"
+    statement += (
+        "submitted AS (INSERT INTO submissions (id, tenant_id, kind, status, request_hash, "
+        "total_jobs, created_at, traceparent) SELECT submission_id, tenant_id, 'job', "
+        f"'open', request_hash, 1, %s::timestamptz, traceparent FROM {source})")
+    insert_jobs = f"INSERT INTO jobs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {source}"
+    if not lookup:
+        return f"{statement} {insert_jobs}"
+    # What the lookup found is read in the same statement (the same snapshot).
+    return (f"{statement}, inserted AS ({insert_jobs}) SELECT looked.n, "
+            + ", ".join(f"e.{column}" for column in ANSWER_COLUMNS)
+            + f" FROM looked JOIN {ResultCacheEntry.__tablename__} e ON e.tenant_id = "
+            "looked.tenant_id AND e.cache_key = looked.cache_key WHERE looked.cached")
+
+
+_INSERT_SINGLE_JOB_SUBMISSIONS = _single_job_statement(lookup=False)
+_INSERT_SINGLE_JOB_MISSES = _single_job_statement(lookup=True)
 
 
 def _initial_status(job: NewJob, from_cache: bool) -> JobStatus:

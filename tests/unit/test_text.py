@@ -57,3 +57,13 @@ def test_load_json_says_what_is_wrong(data: bytes | str, message: str) -> None:
 def test_load_json_reads_documents_up_to_the_depth() -> None:
     assert load_json(nested(8), max_depth=8) == load_json(nested(8).encode(), max_depth=8)
     assert load_json('{"a": [1, {"b": "\\u0000"}]}', max_depth=3) == {"a": [1, {"b": "\x00"}]}
+
+
+def test_brackets_inside_strings_neither_hide_nor_fake_depth() -> None:
+    # Brackets in strings count toward the quick bound only: the nesting decides.
+    shallow = '{"a": "' + "[{" * 20 + '"}'
+    assert load_json(shallow, max_depth=2) == {"a": "[{" * 20}
+    with pytest.raises(InvalidJson):
+        load_json('{"a": [[' + '"' + "x" * 10 + '"' + "]]}", max_depth=2)
+    with pytest.raises(InvalidJson):  # few brackets in all, yet one too deep
+        load_json(nested(3), max_depth=2)
