@@ -31,6 +31,7 @@ from intake.csv_mapping import (
     row_outcome,
 )
 from intake.csv_reader import CsvItem, CsvReader, CsvRow, CsvRowError
+from intake.heap_freeze import older_objects_frozen
 from intake.limits import IntakeLimits
 from intake.line_outcome import LineError, LineOutcome
 from intake.read_ahead import read_ahead
@@ -222,11 +223,14 @@ def _stream_rows(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
     """Write every row's job, a chunk at a time, the file read ahead on another thread
     while the database takes the chunk before (see intake.read_ahead)."""
     tally = _Tally()
-    for chunk in read_ahead(_chunks(rows, tenant, cache, tally, reject=reject),
-                            READ_AHEAD_CHUNKS):
-        if tally.error_count and reject:
-            continue  # the file will be refused: what is written is rolled back anyway
-        _write_chunk(session, submission_id, tenant, chunk, tally)
+    # The chunks in flight outlive the collector's young generations; full collections
+    # then walk the whole process for them unless what existed before is set aside.
+    with older_objects_frozen():
+        for chunk in read_ahead(_chunks(rows, tenant, cache, tally, reject=reject),
+                                READ_AHEAD_CHUNKS):
+            if tally.error_count and reject:
+                continue  # the file will be refused: what is written is rolled back anyway
+            _write_chunk(session, submission_id, tenant, chunk, tally)
     return tally
 
 
