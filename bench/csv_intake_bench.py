@@ -5,7 +5,7 @@ this process and in its Postgres backend, and the peak memory of the process doi
 Memory flat in the file's size is the point; rows/s is what it costs.
 
     .venv/bin/python bench/csv_intake_bench.py [--sizes-mb 10 40] [--code DIR ...]
-    .venv/bin/python bench/csv_intake_bench.py --sizes-mb 1024 --scratch /var/tmp  # 1 GB
+    .venv/bin/python bench/csv_intake_bench.py --sizes-mb 1024 --scratch DIR  # 1 GB
 
 `--code before=DIR after=DIR` runs the same measurement on other checkouts of penny (for
 example the code before a change, from `git worktree add`), each on a fresh database of
