@@ -5,6 +5,7 @@ this process and in its Postgres backend, and the peak memory of the process doi
 Memory flat in the file's size is the point; rows/s is what it costs.
 
     .venv/bin/python bench/csv_intake_bench.py [--sizes-mb 10 40] [--code DIR ...]
+    .venv/bin/python bench/csv_intake_bench.py --sizes-mb 1024 --scratch DIR  # 1 GB
 
 `--code before=DIR after=DIR` runs the same measurement on other checkouts of penny (for
 example the code before a change, from `git worktree add`), each on a fresh database of
@@ -13,8 +14,14 @@ process, so its peak RSS (ru_maxrss) is its own. CPU per row is robust to a busy
 where rows/s is not: "Python" is the child's user+system time, "Postgres" its backend's
 (from /proc).
 The rows look like a real bulk job: an id, a prompt of ~120 characters with a comma and a
-quoted line break in one row of five, a team tag, max_tokens. Databases are created on
-the Postgres of `--admin-url` and dropped afterwards.
+quoted line break in one row of five, a team tag, max_tokens (about 135 bytes a row).
+Databases are created on the Postgres of `--admin-url` and dropped afterwards.
+
+Nothing holds a file in memory: each is written to disk row by row (in `--scratch`, the
+system's temporary directory by default: use a disk there, not a RAM-backed tmpfs, for
+large sizes), streamed by the child that measures it, and deleted before the next size.
+A 1 GB file is about 7.8 million rows; the Postgres data directory needs room for the
+jobs they make (several GB, dropped with the database afterwards).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -154,6 +162,9 @@ def main() -> None:
     parser.add_argument("--admin-url", default=os.environ.get(
         "PENNY_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--modes", nargs="+", default=["parse", "queue"])
+    parser.add_argument("--scratch", default=None,
+                        help="directory for the generated files (default: the system's "
+                             "temporary directory)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -161,9 +172,13 @@ def main() -> None:
         return
     results = []
     loads = [_load()]
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
         for size in args.sizes_mb:
             path = Path(scratch) / f"bench-{size}mb.csv"
+            free = shutil.disk_usage(scratch).free
+            if free < 2 * size * 1024 * 1024:
+                raise SystemExit(f"{scratch} has {free / 2**30:.1f} GiB free: too little for "
+                                 f"a {size} MB file")
             rows = write_csv(path, size)
             for labelled in args.code:
                 label, _, code = labelled.rpartition("=")
@@ -188,12 +203,12 @@ def main() -> None:
           f"Python {platform.python_version()}; load average "
           f"(1, 5, 15 min) before and after each step: {' | '.join(loads)}")
     print()
-    print("| code | file | rows | parse rows/s | parse CPU µs/row | into jobs rows/s | "
-          "Python CPU µs/row | Postgres CPU µs/row | peak RSS |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| code | file | rows | bytes/row | parse rows/s | parse CPU µs/row | "
+          "into jobs rows/s | Python CPU µs/row | Postgres CPU µs/row | peak RSS |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for code, nbytes, rows, m in results:
         parse, queue = m.get("parse"), m.get("queue")
-        cells = [code, f"{nbytes / 1e6:,.0f} MB", f"{rows:,}"]
+        cells = [code, f"{nbytes / 1e6:,.0f} MB", f"{rows:,}", f"{nbytes / rows:.0f}"]
         cells += ([f"{rows / parse['seconds']:,.0f}", f"{1e6 * parse['cpu'] / rows:.1f}"]
                   if parse else ["", ""])
         cells += ([f"{rows / queue['seconds']:,.0f}", f"{1e6 * queue['cpu'] / rows:.1f}",

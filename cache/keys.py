@@ -78,6 +78,13 @@ class CachePolicy:
         # The single-flight key with the tenant left out: see the module's docstring.
         return result_cache_key(single_flight_key("", model, request), identity)
 
+    def key_from(self, model: str, request_key: str | None) -> str | None:
+        """`key(model, request)` from `request_key`, the request's single-flight key for
+        tenant "" (see coalescer.single_flight.single_flight_keys), already computed."""
+        if not self.enabled:
+            return None
+        return result_cache_key(request_key, self.identities.get(model))
+
     def reads(self, mode: str) -> bool:
         return self.enabled and mode in (CacheMode.ON, CacheMode.SEMANTIC)
 

@@ -31,6 +31,7 @@ from intake.csv_mapping import (
     row_outcome,
 )
 from intake.csv_reader import CsvItem, CsvReader, CsvRow, CsvRowError
+from intake.heap_freeze import older_objects_frozen
 from intake.limits import IntakeLimits
 from intake.line_outcome import LineError, LineOutcome
 from intake.max_tokens_caps import JobCaps
@@ -45,7 +46,7 @@ from models.submissions import (
     forget_idempotency_key,
     insert_jobs,
     insert_submission,
-    lookup_keys,
+    job_keys,
 )
 from models.tables import Submission
 from models.tenants import TenantRef
@@ -166,6 +167,11 @@ def _stored_row(cells: tuple[str, ...]) -> list[str]:
 class _Chunk:
     jobs: list[NewJob]
     keys: list[str | None]  # each job's exact cache key, if it may be answered from it
+    flight_keys: list[str | None]  # each job's single-flight key
+
+
+def _chunk(jobs: list[NewJob], tenant: TenantRef, cache: CachePolicy | None) -> _Chunk:
+    return _Chunk(jobs, *job_keys(jobs, tenant.id, cache))
 
 
 def _write_chunk(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
@@ -173,7 +179,7 @@ def _write_chunk(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
     wanted = {k for k in chunk.keys if k is not None}
     answers = find_cached_answers(session, tenant.id, wanted) if wanted else {}
     inserted = insert_jobs(session, submission_id, tenant.id, chunk.jobs,
-                           CacheLookup(chunk.keys, answers))
+                           CacheLookup(chunk.keys, answers, chunk.flight_keys))
     for job, job_id in zip(chunk.jobs, inserted.ids, strict=True):
         if job.error is not None:
             continue
@@ -188,8 +194,8 @@ def _write_chunk(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
         bound[1] += output
 
 
-def _chunks(rows: Iterator[NewJob], cache: CachePolicy | None, tally: _Tally, *,
-            reject: bool) -> Iterator[_Chunk]:
+def _chunks(rows: Iterator[NewJob], tenant: TenantRef, cache: CachePolicy | None,
+            tally: _Tally, *, reject: bool) -> Iterator[_Chunk]:
     """The jobs to write, a chunk at a time, counting rows and bad rows as it reads; once
     a row is bad in a file that will be rejected, it only reads on to name every bad row."""
     jobs: list[NewJob] = []
@@ -207,10 +213,10 @@ def _chunks(rows: Iterator[NewJob], cache: CachePolicy | None, tally: _Tally, *,
             continue
         jobs.append(job)
         if len(jobs) >= CHUNK_ROWS:
-            yield _Chunk(jobs, lookup_keys(jobs, cache))
+            yield _chunk(jobs, tenant, cache)
             jobs = []
     if jobs and not (tally.error_count and reject):
-        yield _Chunk(jobs, lookup_keys(jobs, cache))
+        yield _chunk(jobs, tenant, cache)
 
 
 def _stream_rows(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
@@ -219,10 +225,14 @@ def _stream_rows(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
     """Write every row's job, a chunk at a time, the file read ahead on another thread
     while the database takes the chunk before (see intake.read_ahead)."""
     tally = _Tally()
-    for chunk in read_ahead(_chunks(rows, cache, tally, reject=reject), READ_AHEAD_CHUNKS):
-        if tally.error_count and reject:
-            continue  # the file will be refused: what is written is rolled back anyway
-        _write_chunk(session, submission_id, tenant, chunk, tally)
+    # The chunks in flight outlive the collector's young generations; full collections
+    # then walk the whole process for them unless what existed before is set aside.
+    with older_objects_frozen():
+        for chunk in read_ahead(_chunks(rows, tenant, cache, tally, reject=reject),
+                                READ_AHEAD_CHUNKS):
+            if tally.error_count and reject:
+                continue  # the file will be refused: what is written is rolled back anyway
+            _write_chunk(session, submission_id, tenant, chunk, tally)
     return tally
 
 

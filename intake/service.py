@@ -31,7 +31,7 @@ from models.submissions import (
     forget_idempotency_key,
     insert_submission,
     job_ids_of,
-    lookup_keys,
+    job_keys,
     note_replay,
 )
 from models.tenants import TenantRef
@@ -239,7 +239,7 @@ def submit(
     answers nothing again: hits are written only with a newly inserted submission.
     """
     policy = policy or IntakePolicy()
-    keys = lookup_keys(jobs, cache)
+    keys, flight_keys = job_keys(jobs, tenant.id, cache)
     wanted = {k for k in keys if k is not None}
     for _ in range(2):  # a second pass only after forgetting an expired key
         # One indexed query on (tenant, key), and only when some job may be answered.
@@ -253,7 +253,7 @@ def submit(
             idempotency_key=idempotency_key,
             source_name=source_name,
             columns=columns,
-            cached=CacheLookup(keys, answers),
+            cached=CacheLookup(keys, answers, flight_keys),
         )
         if stored is not None:
             # Jobs answered from the cache are done: they take no room in the queue.

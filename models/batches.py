@@ -25,7 +25,7 @@ from ledger.savings import SavingsTotals
 from models.reports import submission_rows
 from models.result_cache import find_cached_answers
 from models.status import JobStatus, SubmissionStatus
-from models.submissions import CacheLookup, InsertedJobs, NewJob, insert_jobs, lookup_keys
+from models.submissions import CacheLookup, InsertedJobs, NewJob, insert_jobs, job_keys
 from models.tables import Job, LedgerEntry, Submission
 from models.webhooks import record_end
 
@@ -192,9 +192,10 @@ def start_batch(
     """Queue a validated batch's jobs and open it; lines the exact result cache answers
     are done at once (`from_cache` of what is returned). The caller holds the batch's row lock
     (claim_validating_batch) and commits."""
-    keys = lookup_keys(jobs, cache)
+    keys, flight_keys = job_keys(jobs, batch.tenant_id, cache)
     cached = CacheLookup(keys, find_cached_answers(session, batch.tenant_id,
-                                                   {k for k in keys if k is not None}))
+                                                   {k for k in keys if k is not None}),
+                         flight_keys)
     inserted = insert_jobs(session, batch.id, batch.tenant_id, jobs, cached)
     session.execute(
         update(Submission).where(Submission.id == batch.id)

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from cache.keys import CacheMode, CachePolicy
-from coalescer.single_flight import single_flight_key
+from coalescer.single_flight import single_flight_key, single_flight_keys
 from models.fast_rows import copy_rows, json_text, time_ordered_ids
 from models.result_cache import ANSWER_COLUMNS, CachedAnswer, answer_of_row, record_cache_hits
 from models.status import TERMINAL_JOB_STATUSES, JobStatus, SubmissionStatus
@@ -67,6 +67,9 @@ class CacheLookup:
 
     keys: list[str | None]
     answers: Mapping[str, CachedAnswer]
+    # Each job's single-flight key, when `job_keys` made them with `keys`; None: the
+    # insert computes them.
+    single_flight: Sequence[str | None] | None = None
 
 
 def lookup_keys(jobs: Sequence[NewJob], cache: CachePolicy | None) -> list[str | None]:
@@ -76,6 +79,26 @@ def lookup_keys(jobs: Sequence[NewJob], cache: CachePolicy | None) -> list[str |
     return [cache.key(job.model, job.request)
             if job.error is None and cache.reads(job.cache_mode) else None
             for job in jobs]
+
+
+def job_keys(jobs: Sequence[NewJob], tenant_id: uuid.UUID, cache: CachePolicy | None
+             ) -> tuple[list[str | None], list[str | None]]:
+    """Each job's exact cache key (as `lookup_keys`) and the single-flight key its row is
+    stored with (as `insert_jobs` makes it), each request encoded once for both."""
+    tenant = str(tenant_id)
+    cache_keys: list[str | None] = []
+    flight_keys: list[str | None] = []
+    for job in jobs:
+        if job.error is not None:
+            cache_keys.append(None)
+            flight_keys.append(None)
+            continue
+        # The single-flight key for "" is the exact cache's request key.
+        keys = single_flight_keys((tenant, ""), job.model, job.request)
+        flight_keys.append(keys[0] if keys is not None and job.single_flight else None)
+        cache_keys.append(cache.key_from(job.model, keys[1] if keys is not None else None)
+                          if cache is not None and cache.reads(job.cache_mode) else None)
+    return cache_keys, flight_keys
 
 
 def find_by_idempotency_key(
@@ -183,11 +206,13 @@ def insert_jobs(
         return InsertedJobs(job_ids, frozenset())
     hits: dict[uuid.UUID, CachedAnswer] = {}
     if cached is not None:
+        assert cached.single_flight is None or len(cached.single_flight) == len(jobs)
         hits = {job_id: cached.answers[key]
                 for job_id, key in zip(job_ids, cached.keys, strict=True)
                 if key is not None and key in cached.answers}
     _copy_jobs(session, [(job_id, submission_id, tenant_id, job)
-                         for job_id, job in zip(job_ids, jobs, strict=True)], hits)
+                         for job_id, job in zip(job_ids, jobs, strict=True)], hits,
+               None if cached is None else cached.single_flight)
     record_cache_hits(session, tenant_id, submission_id, hits)
     return InsertedJobs(job_ids, frozenset(hits))
 
@@ -293,26 +318,30 @@ def _single_job_parameters(stored: Sequence[StoredSingleJob],
 
 def _copy_jobs(session: Session,
                rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, NewJob]],
-               hits: Mapping[uuid.UUID, CachedAnswer]) -> None:
+               hits: Mapping[uuid.UUID, CachedAnswer],
+               flight_keys: Sequence[str | None] | None = None) -> None:
     """COPY (job id, submission id, tenant id, job) rows, each document serialised once:
     a row per statement through the ORM's executemany cost ~0.3 ms of CPU per job, more
     than everything else intake does."""
     # SQL now() cannot ride along in a COPY
-    copy_rows(session, _JOB_COLUMNS, _job_rows(rows, hits, datetime.now(UTC)))
+    copy_rows(session, _JOB_COLUMNS, _job_rows(rows, hits, datetime.now(UTC), flight_keys))
 
 
 def _job_rows(rows: Iterable[tuple[uuid.UUID, uuid.UUID, uuid.UUID, NewJob]],
-              hits: Mapping[uuid.UUID, CachedAnswer], now: datetime
+              hits: Mapping[uuid.UUID, CachedAnswer], now: datetime,
+              flight_keys: Sequence[str | None] | None = None
               ) -> Iterator[tuple[Any, ...]]:
-    """Each job's values in `_JOB_COLUMNS` order, its documents serialised once."""
-    for job_id, submission_id, tenant_id, job in rows:
+    """Each job's values in `_JOB_COLUMNS` order, its documents serialised once; its
+    single-flight key from `flight_keys` (one per row) when given."""
+    for n, (job_id, submission_id, tenant_id, job) in enumerate(rows):
         yield (job_id, submission_id, tenant_id, job.line_no, job.custom_id, job.model,
                json_text(job.request), json_text(job.tags or {}), job.priority,
                job.estimated_tokens, _initial_status(job, job_id in hits),
                None if job.error is None else json_text(job.error),
                now if job.error or job_id in hits else None,
                now + job.complete_within if job.complete_within else None,
-               None if job.error or not job.single_flight
+               flight_keys[n] if flight_keys is not None
+               else None if job.error or not job.single_flight
                else single_flight_key(str(tenant_id), job.model, job.request),
                job.cache_mode, None if job.input_row is None else json_text(job.input_row),
                None if job.route is None else json_text(job.route),

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -78,6 +79,8 @@ class Submission(Base):
     __tablename__ = "submissions"
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key"),
+        # What a job's (submission, tenant) key refers to (see Job).
+        UniqueConstraint("id", "tenant_id", name="uq_submissions_id_tenant"),
         Index("ix_submissions_open_expiry", "expires_at",
               postgresql_where=text("status = 'open' AND expires_at IS NOT NULL")),
         Index("ix_submissions_tenant_kind_created", "tenant_id", "kind", "created_at"),
@@ -172,13 +175,11 @@ class StoredFile(Base):
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        # The coalescer's claim query walks only queued rows, oldest first.
-        Index(
-            "ix_jobs_queued",
-            "priority",
-            "created_at",
-            postgresql_where=text("status = 'queued'"),
-        ),
+        # One check per new job, not one for the submission and one for the tenant, and a
+        # job's tenant is its submission's (the submission's tenant exists by its own key).
+        ForeignKeyConstraint(["submission_id", "tenant_id"],
+                             ["submissions.id", "submissions.tenant_id"],
+                             name="fk_jobs_submission_tenant"),
         Index("ix_jobs_submission", "submission_id", "line_no"),
         # A batch's jobs; a job in no batch yet (every new one) takes no entry.
         Index("ix_jobs_batch", "batch_id", postgresql_where=text("batch_id IS NOT NULL")),
@@ -198,7 +199,9 @@ class Job(Base):
             "single_flight_key",
             postgresql_where=text("status = 'queued' AND single_flight_key IS NOT NULL"),
         ),
-        # Per-tenant limits: queued jobs, and the budget's reservation for unfinished ones.
+        # Per-tenant limits: queued jobs, and the budget's reservation for unfinished ones;
+        # and the coalescer's walk over every tenant's queued jobs (it sorts what it finds
+        # most urgent first, an order no index holds).
         Index("ix_jobs_tenant_unfinished", "tenant_id", "status",
               postgresql_where=text("status IN ('queued', 'batched', 'running')")),
         Index("ix_jobs_cascade_of", "cascade_of", postgresql_where=text("cascade_of IS NOT NULL")),
@@ -207,8 +210,8 @@ class Job(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    submission_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("submissions.id"), nullable=False)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), nullable=False)
+    submission_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     line_no: Mapped[int] = mapped_column(Integer, nullable=False)
     custom_id: Mapped[str | None] = mapped_column(String(500))
     model: Mapped[str] = mapped_column(String(200), nullable=False)

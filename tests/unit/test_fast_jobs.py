@@ -3,13 +3,20 @@ very job (and key) the general one does, or leaves the decision to it."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import re
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from cache.keys import CachePolicy
+from coalescer import single_flight
 from coalescer.single_flight import canonical_json
 from intake.compress_option import CompressOption, TagCompression
 from intake.csv_mapping import CsvOptions, csv_mapping, plain_row_job, row_outcome
@@ -19,7 +26,7 @@ from intake.limits import IntakeLimits, resolve_model
 from intake.max_tokens_caps import JobCaps
 from intake.schema import JobRequest
 from intake.service import jobs_for_bulk, jobs_for_file, new_job
-from models.submissions import NewJob
+from models.submissions import NewJob, job_keys, lookup_keys
 from penny.errors import InvalidRequest, PennyError
 from routing.policy import TagRoute
 
@@ -241,3 +248,74 @@ def test_a_stored_request_is_encoded_without_json_dumps(monkeypatch: Any) -> Non
     monkeypatch.setattr(single_flight.json, "dumps", refuse)
     assert single_flight.single_flight_key("4e5a0d3c-1e00-4c6e-9e2f-0123456789ab",
                                            job.model, job.request) == expected
+
+
+# The check before the faster one: a number at the start or after a separator, spelled
+# with an exponent or as a tiny fraction.
+_FIRST_FLOAT_CHECK = re.compile(rb"(?:^|[:\[,])-?(?:[0-9]+(?:\.[0-9]+)?[eE]|0\.0000)")
+spelled = st.one_of(
+    st.binary(max_size=40),
+    st.lists(st.sampled_from([b"-", b"0", b"1", b"9", b".", b"e", b"E", b":", b"[", b",",
+                              b'"', b"{", b"0.0000", b"x"]), max_size=14).map(b"".join),
+    json_values.map(lambda v: json.dumps(v, separators=(",", ":")).encode()))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(spelled)
+def test_the_float_check_finds_what_the_first_one_found(encoded: bytes) -> None:
+    assert (single_flight._may_spell_floats_apart(encoded)
+            == (_FIRST_FLOAT_CHECK.search(encoded) is not None))
+
+
+sampling = st.fixed_dictionaries({}, optional={
+    "max_tokens": st.integers(1, 600), "temperature": st.sampled_from([0.0, 0, 0.7, 1e-05]),
+    "seed": st.one_of(st.none(), st.integers(0, 2**63 - 1)),
+    "top_p": st.floats(allow_nan=False, allow_infinity=False), "stop": st.lists(st.text())})
+requests = st.fixed_dictionaries({"sampling": sampling},
+                                 optional={"messages": json_values, "prompt": st.text(),
+                                           "x": json_values})
+names = st.one_of(st.text(max_size=12), st.sampled_from(["tiny", "a,1e5", ":0.00001", "é"]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(requests, names, names)
+def test_keys_from_parts_are_the_keys_of_the_whole(request: dict[str, Any], model: str,
+                                                  tenant: str) -> None:
+    try:
+        whole = canonical_json({"tenant": tenant, "model": model, "request": request})
+        cache_whole = canonical_json({"tenant": "", "model": model, "request": request})
+    except UnicodeEncodeError:  # a lone surrogate: no key is made for it either way
+        return
+    keys = single_flight.single_flight_keys((tenant, ""), model, request)
+    if keys is None:
+        assert request["sampling"].get("temperature", 0) > 0
+        assert request["sampling"].get("seed") is None
+        return
+    assert keys == [hashlib.sha256(whole).hexdigest(), hashlib.sha256(cache_whole).hexdigest()]
+    assert keys[0] == single_flight.single_flight_key(tenant, model, request)
+
+
+def test_job_keys_are_the_lookup_and_stored_keys() -> None:
+    tenant = uuid.uuid4()
+    cache = CachePolicy(enabled=True, ttl=timedelta(days=1),
+                        identities={"tiny": "w1", "small": None})
+    jobs = [job for payload in [*PLAIN, {"prompt": "x", "cache": "off"},
+                                {"prompt": "y", "cache": "refresh"}]
+            if (job := plain_job(payload, 0, LIMITS)) is not None]
+    jobs.append(dataclasses.replace(jobs[0], single_flight=False))
+    jobs.append(dataclasses.replace(jobs[0], error={"code": "invalid_line", "message": "m"}))
+    assert len(jobs) == 7
+    for policy in (cache, None, dataclasses.replace(cache, enabled=False)):
+        cache_keys, flight_keys = job_keys(jobs, tenant, policy)
+        assert cache_keys == lookup_keys(jobs, policy)
+        assert flight_keys == [
+            None if job.error or not job.single_flight
+            else single_flight.single_flight_key(str(tenant), job.model, job.request)
+            for job in jobs]
+    cache_keys, flight_keys = job_keys(jobs, tenant, cache)
+    # A cache key: a mode that reads, a model with an identity, a deterministic request.
+    # A single-flight key: a deterministic request that does not opt out, and no error.
+    assert [k is not None for k in cache_keys] == [True, False, False, False, False, True,
+                                                   False]
+    assert [k is not None for k in flight_keys] == [True, True, False, True, True, False,
+                                                    False]
