@@ -64,6 +64,14 @@ def probe_shapes() -> list[ProbeShape]:
     return [ProbeShape(r, t) for r in PROMPT_REPEATS for t in ANSWER_TOKENS]
 
 
+def fitting_shapes(engine: Engine, settings: Settings) -> list[ProbeShape]:
+    """The probe's shapes whose prompt and answer fit the model's context window (a model
+    started with a smaller window probes the shorter prompts only)."""
+    window = settings.context_tokens_for(engine.model_name)
+    return [shape for shape in probe_shapes()
+            if len(engine.prompt_token_ids(shape.request())) + shape.max_tokens <= window]
+
+
 class CalibrationSkipped(PennyError):
     """The probe could not finish within its time budget; nothing was stored."""
 
@@ -140,7 +148,7 @@ def run_probe(engine: Engine, settings: Settings, repeats: int = REPEATS,
     batch of `settings.calibration_batch_jobs` requests; fit the speeds. Raises
     `CalibrationSkipped` when the next call would end past the budget."""
     budget = budget or ProbeBudget(settings.calibration_budget_seconds)
-    shapes = probe_shapes()
+    shapes = fitting_shapes(engine, settings)
     calls = 1 + len(shapes) * repeats + 1
     done = 0
 
