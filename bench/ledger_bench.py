@@ -9,10 +9,12 @@ at record time. Prints a table with the command and the machine.
                                            [--batch-jobs 64] [--probe-repeats 2] [--compiled]
                                            [--probe-budget 3600]
                                            [--workload var/bench/workload.jsonl --sample 24]
+                                           [--max-tokens 128]
 
 `--workload` runs a seeded sample of a benchmark workload's items (`bench/workload.py`:
-~1,000-token prompts, answers of up to 1,024 tokens, each with its requested max_tokens)
-instead of `--file`: long contexts, where decoding slows the most per token.
+~1,000-token prompts, answers of up to 1,024 tokens, each with its requested max_tokens,
+or at most `--max-tokens`) instead of `--file`: long contexts, where decoding slows the
+most per token.
 
 Needs no database: the calibration is kept in memory.
 """
@@ -35,16 +37,19 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def workload_requests(path: Path, sample: int, seed: int) -> bytes:
+def workload_requests(path: Path, sample: int, seed: int, max_tokens: int | None = None
+                      ) -> bytes:
     """A seeded sample of a workload's items as a JSONL request file, each with its
-    messages and requested max_tokens, as `bench/naive_runner.py` sends them."""
+    messages and requested max_tokens (at most `max_tokens`), as `bench/naive_runner.py`
+    sends them."""
     sys.path.insert(0, str(REPO / "bench"))
     from workload import read
 
     items = list(read(path))
     chosen = random.Random(seed).sample(items, min(sample, len(items)))
     return b"".join(json.dumps({"custom_id": item.id, "messages": item.messages,
-                                "max_tokens": item.max_tokens}).encode() + b"\n"
+                                "max_tokens": min(item.max_tokens, max_tokens or item.max_tokens)
+                                }).encode() + b"\n"
                     for item in chosen)
 
 
@@ -56,6 +61,8 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=24,
                         help="requests sampled from --workload (seeded by --seed)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="cap each sampled request's max_tokens (a shorter run)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-jobs", type=int, default=64)
     parser.add_argument("--probe-repeats", type=int, default=2,
@@ -92,7 +99,7 @@ def main() -> None:
     name, content = args.file.name, args.file.read_bytes()
     if args.workload is not None:
         name, content = args.workload.name, workload_requests(args.workload, args.sample,
-                                                              args.seed)
+                                                              args.seed, args.max_tokens)
     outcomes = parse_input_file(name, content, settings.max_json_depth)
     jobs = [j for j in jobs_for_file(outcomes, IntakeLimits.from_settings(settings))
             if j.error is None]
@@ -191,7 +198,8 @@ def main() -> None:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    source = (f"{len(jobs)} jobs sampled from {args.workload.name} (seed {args.seed})"
+    cap = f", max_tokens at most {args.max_tokens}" if args.max_tokens else ""
+    source = (f"{len(jobs)} jobs sampled from {args.workload.name} (seed {args.seed}{cap})"
               if args.workload is not None else f"{len(jobs)} jobs from {args.file.name}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, load average (1 min) at "
           f"the end {load:.1f}; model {engine.model_name}, "
