@@ -141,8 +141,10 @@ def attribute_engine_job(job: EngineJob, cost_usd: Decimal, served: CostBasis,
     n1 = card.engine_cost(cal.alone_seconds(sent, naive_out))
     n1c = card.engine_cost(cal.alone_seconds(job.prompt_tokens, naive_out))
     n2 = card.engine_cost(cal.alone_seconds(job.prompt_tokens, job.output_tokens))
-    n3 = card.engine_cost(cal.alone_seconds(uncached, job.output_tokens))
-    n4 = card.engine_cost(cal.batched_seconds(uncached, job.output_tokens, job.batch_jobs))
+    # A cached prefix is not prefilled, but decoding still attends over it.
+    n3 = card.engine_cost(cal.alone_seconds(uncached, job.output_tokens, job.prompt_tokens))
+    n4 = card.engine_cost(cal.batched_seconds(uncached, job.output_tokens, job.batch_jobs,
+                                              job.prompt_tokens))
     cost = money(cost_usd)
     failover = _failover_share(cost, failover_usd)
     savings = _zeros()

@@ -1,15 +1,24 @@
 """Pure cost model of one served model: what engine seconds a job needs alone or in a batch,
 from a calibration measured on the real engine, and what those seconds cost on a price card.
 
-Seconds are modelled as a straight line in the tokens a job makes the engine compute:
+Seconds are modelled as a straight line in the work a job makes the engine do:
 
     alone:    overhead + prefill * uncached prompt tokens + decode(1) * output tokens
+              + context * context tokens
     batched:  overhead / k + prefill * uncached prompt tokens + decode(k) * output tokens
+              + context * context tokens
 
 `overhead` is what one engine call costs whatever its size (scheduling, the first step's
 fixed work); a batch of k jobs shares it. A decode step of k sequences takes about
 `a + b * k` seconds (a: reading the weights, b: each sequence's own work), so one output
 token costs `a / k + b`; the calibration's batch-size-1 and full-batch figures fix a and b.
+
+Each output token also attends over everything before it: the prompt (cached or not) and
+the tokens generated so far. On a CPU that attention is a large part of a small model's
+decode step, so decoding slows as the context grows. `context tokens` sums the context of
+every decode step, `prompt * output + output * (output - 1) / 2` (see `context_tokens`),
+and `context` is its seconds per token of context per decoded token. It is the same alone
+and in a batch: each sequence attends over its own context whatever runs beside it.
 
 Everything here is Decimal so that money derived from it adds up to the cent.
 """
@@ -73,6 +82,9 @@ class Calibration:
     decode_s_per_token_bs1: Decimal
     decode_s_per_token_full: Decimal
     full_batch_jobs: int
+    # Seconds per token of context per decoded token (0: a calibration from before the
+    # probe measured it, which models decoding as independent of the context).
+    decode_s_per_context_token: Decimal = Decimal(0)
     id: int | None = None
 
     def decode_s_per_token(self, batch_jobs: int) -> Decimal:
@@ -91,19 +103,37 @@ class Calibration:
         per_sequence = alone - per_step  # b
         return per_step / k + per_sequence
 
-    def alone_seconds(self, uncached_prompt_tokens: int, output_tokens: int) -> Decimal:
-        """Engine seconds of the job sent on its own."""
+    def context_seconds(self, prompt_tokens: int, output_tokens: int) -> Decimal:
+        """Decode seconds spent attending over the context (see `context_tokens`)."""
+        return self.decode_s_per_context_token * context_tokens(prompt_tokens, output_tokens)
+
+    def alone_seconds(self, uncached_prompt_tokens: int, output_tokens: int,
+                      prompt_tokens: int | None = None) -> Decimal:
+        """Engine seconds of the job sent on its own. `prompt_tokens` is the whole prompt
+        its decoding attends over, cached part included (None: the uncached tokens)."""
+        context = uncached_prompt_tokens if prompt_tokens is None else prompt_tokens
         return (self.request_overhead_s
                 + self.prefill_s_per_token * max(uncached_prompt_tokens, 0)
-                + self.decode_s_per_token_bs1 * max(output_tokens, 0))
+                + self.decode_s_per_token_bs1 * max(output_tokens, 0)
+                + self.context_seconds(context, output_tokens))
 
     def batched_seconds(self, uncached_prompt_tokens: int, output_tokens: int,
-                        batch_jobs: int) -> Decimal:
-        """Engine seconds of the job's share of a batch of `batch_jobs`."""
+                        batch_jobs: int, prompt_tokens: int | None = None) -> Decimal:
+        """Engine seconds of the job's share of a batch of `batch_jobs` (`prompt_tokens`
+        as in `alone_seconds`)."""
         k = max(batch_jobs, 1)
+        context = uncached_prompt_tokens if prompt_tokens is None else prompt_tokens
         return (self.request_overhead_s / k
                 + self.prefill_s_per_token * max(uncached_prompt_tokens, 0)
-                + self.decode_s_per_token(k) * max(output_tokens, 0))
+                + self.decode_s_per_token(k) * max(output_tokens, 0)
+                + self.context_seconds(context, output_tokens))
+
+
+def context_tokens(prompt_tokens: int, output_tokens: int) -> int:
+    """Tokens of context summed over a job's decode steps: the i-th output token
+    (i = 0, 1, ...) attends over the prompt and the i tokens generated before it."""
+    prompt, output = max(prompt_tokens, 0), max(output_tokens, 0)
+    return prompt * output + output * (output - 1) // 2
 
 
 @dataclass(frozen=True)
@@ -128,12 +158,14 @@ class AloneSample:
 
 
 def _solve(matrix: list[list[float]], vector: list[float]) -> list[float] | None:
-    """Gaussian elimination with partial pivoting; None when the system is singular."""
+    """Gaussian elimination with partial pivoting; None when the system is singular (a
+    pivot vanishing next to the matrix's largest entry)."""
     n = len(vector)
     rows = [[*matrix[i], vector[i]] for i in range(n)]
+    tolerance = 1e-10 * max((abs(v) for row in matrix for v in row), default=0.0)
     for col in range(n):
         pivot = max(range(col, n), key=lambda r: abs(rows[r][col]))
-        if abs(rows[pivot][col]) < 1e-12:
+        if abs(rows[pivot][col]) <= tolerance:
             return None
         rows[col], rows[pivot] = rows[pivot], rows[col]
         for r in range(n):
@@ -143,37 +175,73 @@ def _solve(matrix: list[list[float]], vector: list[float]) -> list[float] | None
     return [rows[i][n] / rows[i][i] for i in range(n)]
 
 
-def fit_alone(samples: list[AloneSample], relative: bool = False
-              ) -> tuple[float, float, float]:
-    """Least-squares fit of `seconds = overhead + prefill * prompt + decode * output` to
-    requests timed alone, as (overhead, prefill, decode). A coefficient the data would make
-    negative (noise on a tiny term) is fixed at 0 and the others are fitted again, so the
-    model never says more tokens cost less time.
+@dataclass(frozen=True)
+class AloneFit:
+    """Seconds of a request alone as `fit_alone` fitted them."""
+
+    overhead: float
+    prefill: float
+    decode: float
+    context: float = 0.0
+
+    def seconds(self, prompt_tokens: int, output_tokens: int) -> float:
+        return (self.overhead + self.prefill * prompt_tokens + self.decode * output_tokens
+                + self.context * context_tokens(prompt_tokens, output_tokens))
+
+
+_OVERHEAD, _PREFILL, _DECODE, _CONTEXT = range(4)
+
+
+def _features(sample: AloneSample) -> tuple[float, float, float, float]:
+    return (1.0, float(sample.prompt_tokens), float(sample.output_tokens),
+            float(context_tokens(sample.prompt_tokens, sample.output_tokens)))
+
+
+def fit_alone(samples: list[AloneSample], relative: bool = False, context: bool = True
+              ) -> AloneFit:
+    """Least-squares fit of `seconds = overhead + prefill * prompt + decode * output +
+    context * context_tokens(prompt, output)` to requests timed alone. A coefficient the
+    data would make negative (noise on a tiny term) is fixed at 0 and the others are
+    fitted again, so the model never says more tokens cost less time. Terms the samples
+    cannot separate are dropped: the context term first (it needs both prompt and output
+    lengths to vary), then the overhead.
 
     `relative` minimises squared relative errors instead of squared seconds: plain least
     squares lets the longest sample set the line (its error is the largest in seconds), so
     a long prompt's slower decoding leaks into the prefill term and short requests, the
-    common case, come out dearer than they are."""
+    common case, come out dearer than they are.
+
+    `context=False` fits the straight line without the context term (it stays 0)."""
     if not samples:
         raise ValueError("no samples to fit")
-    features = [(1.0, float(s.prompt_tokens), float(s.output_tokens)) for s in samples]
+    features = [_features(s) for s in samples]
     targets = [s.seconds for s in samples]
     weights = [1.0 / (t * t) if relative and t > 0 else 1.0 for t in targets]
-    free = [0, 1, 2]
+    free = [_OVERHEAD, _PREFILL, _DECODE, *([_CONTEXT] if context else [])]
     while free:
+        # Scaled columns: the context feature is thousands of times the others, and
+        # elimination's singularity test must not mistake a small column for a zero one.
+        scale = [max(abs(f[i]) for f in features) or 1.0 for i in free]
         matrix = [[sum(w * f[i] * f[j] for f, w in zip(features, weights, strict=True))
-                   for j in free] for i in free]
+                   / (si * sj) for j, sj in zip(free, scale, strict=True)]
+                  for i, si in zip(free, scale, strict=True)]
         vector = [sum(w * f[i] * t for f, t, w in zip(features, targets, weights, strict=True))
-                  for i in free]
+                  / si for i, si in zip(free, scale, strict=True)]
         solution = _solve(matrix, vector)
         if solution is None:
-            free.pop(0 if len(free) == 3 else -1)  # drop a term the samples cannot separate
+            if _CONTEXT in free:
+                free.remove(_CONTEXT)
+            elif _OVERHEAD in free and len(free) == 3:
+                free.remove(_OVERHEAD)
+            else:
+                free.pop()
             continue
-        negative = [i for i, v in zip(free, solution, strict=True) if v < 0]
+        values = [v / si for v, si in zip(solution, scale, strict=True)]
+        negative = [i for i, v in zip(free, values, strict=True) if v < 0]
         if not negative:
-            coefficients = [0.0, 0.0, 0.0]
-            for i, v in zip(free, solution, strict=True):
+            coefficients = [0.0, 0.0, 0.0, 0.0]
+            for i, v in zip(free, values, strict=True):
                 coefficients[i] = v
-            return coefficients[0], coefficients[1], coefficients[2]
+            return AloneFit(*coefficients)
         free.remove(negative[0])
-    return 0.0, 0.0, 0.0
+    return AloneFit(0.0, 0.0, 0.0)

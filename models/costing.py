@@ -76,7 +76,9 @@ def _calibration(row: StoredCalibration) -> Calibration:
         prefill_s_per_token=seconds_decimal(row.prefill_s_per_token),
         decode_s_per_token_bs1=seconds_decimal(row.decode_s_per_token_bs1),
         decode_s_per_token_full=seconds_decimal(row.decode_s_per_token_full),
-        full_batch_jobs=row.full_batch_jobs, id=row.id)
+        full_batch_jobs=row.full_batch_jobs,
+        decode_s_per_context_token=seconds_decimal(row.decode_s_per_context_token or 0.0),
+        id=row.id)
 
 
 def latest_calibration(session: Session, model: str) -> Calibration | None:
@@ -99,6 +101,7 @@ class MeasuredSpeed:
     machine: dict[str, Any]
     engine_settings: dict[str, Any]
     samples: list[dict[str, Any]]
+    decode_s_per_context_token: float = 0.0
 
 
 def store_calibration(session: Session, model: str, speed: MeasuredSpeed) -> Calibration:
@@ -109,7 +112,8 @@ def store_calibration(session: Session, model: str, speed: MeasuredSpeed) -> Cal
         prefill_s_per_token=speed.prefill_s_per_token,
         decode_s_per_token_bs1=speed.decode_s_per_token_bs1,
         decode_s_per_token_full=speed.decode_s_per_token_full,
-        full_batch_jobs=speed.full_batch_jobs, machine=speed.machine,
+        full_batch_jobs=speed.full_batch_jobs,
+        decode_s_per_context_token=speed.decode_s_per_context_token, machine=speed.machine,
         engine_settings=speed.engine_settings, samples=speed.samples)
     session.add(row)
     session.commit()
@@ -128,6 +132,7 @@ class CalibrationListing:
     decode_s_per_token_full: float
     full_batch_jobs: int
     machine: dict[str, Any]
+    decode_s_per_context_token: float | None = None  # None: measured before the probe did
 
 
 def list_calibrations(session: Session, model: str | None = None) -> list[CalibrationListing]:
@@ -140,7 +145,8 @@ def list_calibrations(session: Session, model: str | None = None) -> list[Calibr
         CalibrationListing(row.id, row.model, row.version, row.created_at,
                            row.request_overhead_s, row.prefill_s_per_token,
                            row.decode_s_per_token_bs1, row.decode_s_per_token_full,
-                           row.full_batch_jobs, row.machine)
+                           row.full_batch_jobs, row.machine,
+                           row.decode_s_per_context_token)
         for row in session.execute(query).scalars()
     ]
 

@@ -491,6 +491,9 @@ class StoredCalibration(Base):
     decode_s_per_token_bs1: Mapped[float] = mapped_column(Float, nullable=False)
     decode_s_per_token_full: Mapped[float] = mapped_column(Float, nullable=False)
     full_batch_jobs: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Decode seconds per token of context per output token; NULL: measured before the
+    # probe separated it (the cost model takes it as 0).
+    decode_s_per_context_token: Mapped[float | None] = mapped_column(Float)
     machine: Mapped[dict[str, Any]] = mapped_column(JsonDoc, nullable=False)
     engine_settings: Mapped[dict[str, Any]] = mapped_column(JsonDoc, nullable=False)
     samples: Mapped[list[dict[str, Any]]] = mapped_column(JsonDoc, nullable=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from decimal import Decimal
 
 import typer
 from rich.console import Console
@@ -63,8 +64,17 @@ def calibrate_if_missing(engine: Engine, settings: Settings,
 
 def _speeds(table: Table) -> None:
     for column in ("overhead ms", "prefill ms/token", "decode ms/token alone",
-                   "decode ms/token full batch", "full batch"):
+                   "decode ms/token full batch", "full batch",
+                   "decode ms/token per 1k context"):
         table.add_column(column, justify="right")
+
+
+def _per_1k_context(seconds: Decimal | float | None) -> str:
+    """Decode seconds per token of context as milliseconds per output token for every
+    1,000 tokens of context ("-": measured before the probe separated it)."""
+    if seconds is None:
+        return "-"
+    return f"{float(seconds) * 1e6:.2f}"
 
 
 def calibrate_command(settings: Settings, model: str) -> None:
@@ -93,7 +103,8 @@ def calibrate_command(settings: Settings, model: str) -> None:
                   f"{stored.prefill_s_per_token * 1000:.4f}",
                   f"{stored.decode_s_per_token_bs1 * 1000:.3f}",
                   f"{stored.decode_s_per_token_full * 1000:.3f}",
-                  str(stored.full_batch_jobs))
+                  str(stored.full_batch_jobs),
+                  _per_1k_context(stored.decode_s_per_context_token))
     Console().print(table)
 
 
@@ -115,5 +126,6 @@ def calibrations_command(settings: Settings, model: str | None) -> None:
                       f"{c.prefill_s_per_token * 1000:.4f}",
                       f"{c.decode_s_per_token_bs1 * 1000:.3f}",
                       f"{c.decode_s_per_token_full * 1000:.3f}", str(c.full_batch_jobs),
+                      _per_1k_context(c.decode_s_per_context_token),
                       f"{c.machine.get('cpus')} / {c.machine.get('load_average_1m')}")
     Console().print(table)

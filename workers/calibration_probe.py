@@ -3,10 +3,12 @@ alone and as one full batch, fitted into the cost model's speeds (`ledger.cost_m
 
 Alone, each request gets a cache salt of its own, so nothing comes from the prefix cache
 and every prompt token is prefilled: exactly the naive way the counterfactual models. The
-shapes are a short and a long prompt times a short and a long answer, so the fit separates
-the fixed cost of an engine call from prefill and decode (a probe of one shape cannot);
-each shape runs twice and its median counts. How well the straight-line fit reproduces
-the four shapes' times is the calibration's stated precision (`fit_error`).
+shapes are a short, a long and a longer prompt times a short and a long answer, so the fit
+separates the fixed cost of an engine call from prefill, decode, and the decoding that
+slows as the context grows (a long answer after a long prompt decodes more slowly per
+token than after a short one; a probe of one shape separates nothing); each shape runs
+twice and its median counts. How well the fit reproduces the six shapes' times is the
+calibration's stated precision (`fit_error`).
 
 The probe runs within a time budget (`PENNY_CALIBRATION_BUDGET_SECONDS`): before each
 engine call it predicts the call's seconds from what it has measured so far and stops,
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.cost_model import AloneSample, fit_alone
+from ledger.cost_model import AloneFit, AloneSample, context_tokens, fit_alone
 from models.costing import MeasuredSpeed
 from penny.errors import PennyError
 from penny.settings import Settings
@@ -40,7 +42,7 @@ _FILLER = ("The harbour town keeps a small museum of maps, tide tables and ship 
            "and its volunteers answer questions from visitors about the coast. ")
 # Asked of every prompt: an answer that runs on, so max_tokens decides its length.
 _TASK = "Count from 1 to 200, separated by commas."
-PROMPT_REPEATS = (0, 24)  # about 15 and 730 prompt tokens
+PROMPT_REPEATS = (0, 24, 48)  # about 15, 730 and 1,450 prompt tokens
 ANSWER_TOKENS = (4, 48)
 FULL_BATCH_ANSWER_TOKENS = 32
 REPEATS = 2
@@ -60,6 +62,14 @@ class ProbeShape:
 
 def probe_shapes() -> list[ProbeShape]:
     return [ProbeShape(r, t) for r in PROMPT_REPEATS for t in ANSWER_TOKENS]
+
+
+def fitting_shapes(engine: Engine, settings: Settings) -> list[ProbeShape]:
+    """The probe's shapes whose prompt and answer fit the model's context window (a model
+    started with a smaller window probes the shorter prompts only)."""
+    window = settings.context_tokens_for(engine.model_name)
+    return [shape for shape in probe_shapes()
+            if len(engine.prompt_token_ids(shape.request())) + shape.max_tokens <= window]
 
 
 class CalibrationSkipped(PennyError):
@@ -95,11 +105,10 @@ class ProbeBudget:
                 "PENNY_CALIBRATION_BUDGET_SECONDS.")
 
 
-def fit_error(samples: list[AloneSample], overhead: float, prefill: float,
-              decode: float) -> float:
+def fit_error(samples: list[AloneSample], fit: AloneFit) -> float:
     """The largest relative gap between a shape's measured seconds and the fit's."""
-    gaps = [abs(overhead + prefill * s.prompt_tokens + decode * s.output_tokens - s.seconds)
-            / s.seconds for s in samples if s.seconds > 0]
+    gaps = [abs(fit.seconds(s.prompt_tokens, s.output_tokens) - s.seconds) / s.seconds
+            for s in samples if s.seconds > 0]
     return max(gaps, default=0.0)
 
 
@@ -128,9 +137,8 @@ def _predict_alone(engine: Engine, samples: list[AloneSample], shape: ProbeShape
     measured yet, nothing can be predicted (0: the call starts if any budget is left)."""
     if not samples:
         return 0.0
-    overhead, prefill, decode = fit_alone(samples)
     prompt = len(engine.prompt_token_ids(shape.request()))
-    return overhead + prefill * prompt + decode * shape.max_tokens
+    return fit_alone(samples).seconds(prompt, shape.max_tokens)
 
 
 def run_probe(engine: Engine, settings: Settings, repeats: int = REPEATS,
@@ -140,7 +148,7 @@ def run_probe(engine: Engine, settings: Settings, repeats: int = REPEATS,
     batch of `settings.calibration_batch_jobs` requests; fit the speeds. Raises
     `CalibrationSkipped` when the next call would end past the budget."""
     budget = budget or ProbeBudget(settings.calibration_budget_seconds)
-    shapes = probe_shapes()
+    shapes = fitting_shapes(engine, settings)
     calls = 1 + len(shapes) * repeats + 1
     done = 0
 
@@ -170,8 +178,8 @@ def run_probe(engine: Engine, settings: Settings, repeats: int = REPEATS,
         samples.append(AloneSample(timed[0].prompt_tokens, timed[0].output_tokens, median))
         raw.extend({"batch_jobs": 1, "prompt_tokens": s.prompt_tokens,
                     "output_tokens": s.output_tokens, "seconds": s.seconds} for s in timed)
-    overhead, prefill, decode_alone = fit_alone(samples, relative=True)
-    error = fit_error(samples, overhead, prefill, decode_alone)
+    fit = fit_alone(samples, relative=True)
+    error = fit_error(samples, fit)
 
     jobs = settings.calibration_batch_jobs
     # Short prompts: the batch measures decoding, and prefill (already fitted) is only
@@ -180,7 +188,7 @@ def run_probe(engine: Engine, settings: Settings, repeats: int = REPEATS,
     short_prompt = min(s.prompt_tokens for s in samples)
     # At best a batch step takes as long as one request's (decoding k sequences at once
     # costs more): the lowest honest prediction.
-    predicted = overhead + prefill * short_prompt * jobs + decode_alone \
+    predicted = fit.overhead + fit.prefill * short_prompt * jobs + fit.decode \
         * FULL_BATCH_ANSWER_TOKENS
     generated: BatchGeneration = run(f"a batch of {jobs}", predicted,
                                      lambda: engine.generate(batch))
@@ -188,13 +196,19 @@ def run_probe(engine: Engine, settings: Settings, repeats: int = REPEATS,
     output = sum(g.output_tokens for g in generated.generations)
     raw.append({"batch_jobs": jobs, "prompt_tokens": prompt, "output_tokens": output,
                 "seconds": generated.engine_seconds})
-    decoding = generated.engine_seconds - overhead - prefill * prompt
-    decode_full = decoding / output if output else decode_alone
+    # Each sequence attends over its own context, batched or not: that part is the
+    # context term's, the rest of the decoding is the batch's per-token rate.
+    context = sum(context_tokens(g.prompt_tokens, g.output_tokens)
+                  for g in generated.generations)
+    decoding = (generated.engine_seconds - fit.overhead - fit.prefill * prompt
+                - fit.context * context)
+    decode_full = decoding / output if output else fit.decode
     # Between nothing and the alone rate: noise must not make batching cost more per token.
-    decode_full = min(max(decode_full, 0.0), decode_alone)
+    decode_full = min(max(decode_full, 0.0), fit.decode)
     return MeasuredSpeed(
-        request_overhead_s=overhead, prefill_s_per_token=prefill,
-        decode_s_per_token_bs1=decode_alone, decode_s_per_token_full=decode_full,
+        request_overhead_s=fit.overhead, prefill_s_per_token=fit.prefill,
+        decode_s_per_token_bs1=fit.decode, decode_s_per_token_full=decode_full,
         full_batch_jobs=jobs, machine={**machine_facts(), "fit_error": round(error, 4),
                                        "probe_seconds": round(budget.spent(), 2)},
-        engine_settings=engine_facts(settings), samples=raw)
+        engine_settings=engine_facts(settings), samples=raw,
+        decode_s_per_context_token=fit.context)

@@ -17,8 +17,9 @@ from intake.limits import IntakeLimits
 from intake.schema import JobRequest
 from intake.service import jobs_for_requests, request_hash, submit
 from ledger.attribution import SAVING_COLUMNS
+from ledger.cost_model import seconds_decimal
 from ledger.report import totals
-from models.costing import latest_calibration, store_calibration
+from models.costing import latest_calibration, list_calibrations, store_calibration
 from models.ledger_sums import ledger_sums
 from models.reports import job_records
 from models.tables import Job, LedgerEntry
@@ -54,11 +55,19 @@ def test_a_real_run_is_costed_against_a_measured_counterfactual(
     assert speed.decode_s_per_token_bs1 > 0
     assert 0 <= speed.decode_s_per_token_full <= speed.decode_s_per_token_bs1
     assert speed.machine["cpus"] and speed.engine_settings["engine_max_model_len"]
-    assert len(speed.samples) == 5  # four shapes alone, one batch
+    assert len(speed.samples) == 7  # six shapes alone, one batch
     assert speed.machine["fit_error"] >= 0 and speed.machine["probe_seconds"] > 0
+    # On a CPU attention over the context is much of a small model's decode step: a long
+    # answer after a ~1,450-token prompt decodes measurably slower per token.
+    assert speed.decode_s_per_context_token > 0
     with runtime.sessions() as session:
         calibration = store_calibration(session, engine.model_name, speed)
         assert latest_calibration(session, engine.model_name) == calibration
+        [listed] = [c for c in list_calibrations(session, engine.model_name)
+                    if c.id == calibration.id]
+    assert calibration.decode_s_per_context_token == seconds_decimal(
+        speed.decode_s_per_context_token)
+    assert listed.decode_s_per_context_token == speed.decode_s_per_context_token
 
     payloads = [ask(q) for q in QUESTIONS] + [ask(QUESTIONS[0])]  # the last is a copy
     jobs = jobs_for_requests([JobRequest.model_validate(p) for p in payloads],

@@ -25,7 +25,15 @@ from ledger.attribution import (
     attribute_served_without_running,
     unmodelled,
 )
-from ledger.cost_model import AloneSample, Calibration, CostBasis, PriceCard, fit_alone
+from ledger.cost_model import (
+    AloneFit,
+    AloneSample,
+    Calibration,
+    CostBasis,
+    PriceCard,
+    context_tokens,
+    fit_alone,
+)
 from ledger.savings import SavingsTotals
 
 PROPERTY = settings(database=None, deadline=None, max_examples=300)
@@ -277,28 +285,127 @@ def test_the_summary_leads_with_the_saving_and_names_each_mechanism_that_moved()
 def test_the_fit_recovers_a_line_and_never_goes_negative() -> None:
     exact = [AloneSample(p, o, 0.03 + 0.0004 * p + 0.02 * o)
              for p in (15, 190, 730) for o in (4, 48)]
-    overhead, prefill, decode = fit_alone(exact)
-    assert (overhead, prefill, decode) == pytest.approx((0.03, 0.0004, 0.02))
+    fit = fit_alone(exact)
+    assert (fit.overhead, fit.prefill, fit.decode) == pytest.approx((0.03, 0.0004, 0.02))
+    assert fit.context == pytest.approx(0.0, abs=1e-15)
     # Prompt length that does not matter at all, plus noise that would make it negative.
     noisy = [AloneSample(15, 4, 0.11), AloneSample(730, 4, 0.10),
              AloneSample(15, 48, 1.0), AloneSample(730, 48, 0.99)]
-    overhead, prefill, decode = fit_alone(noisy)
-    assert prefill == 0 and overhead > 0 and decode > 0
+    fit = fit_alone(noisy)
+    assert fit.prefill == 0 and fit.context == 0 and fit.overhead > 0 and fit.decode > 0
+
+
+# The probe's shapes: about 15, 730 and 1,450 prompt tokens times 4 and 48 answer tokens.
+PROBE_SHAPES = [(p, o) for p in (15, 730, 1450) for o in (4, 48)]
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_fit_recovers_decoding_that_slows_with_the_context(relative: bool) -> None:
+    truth = AloneFit(overhead=0.03, prefill=0.0012, decode=0.025, context=0.00003)
+    samples = [AloneSample(p, o, truth.seconds(p, o)) for p, o in PROBE_SHAPES]
+    fit = fit_alone(samples, relative=relative)
+    assert (fit.overhead, fit.prefill, fit.decode, fit.context) == pytest.approx(
+        (0.03, 0.0012, 0.025, 0.00003))
+    # A 1,100-token prompt answered in 512 tokens: each token attends over 1,100 to 1,611
+    # tokens of context, which more than doubles its decoding time.
+    assert fit.seconds(1100, 512) == pytest.approx(
+        0.03 + 0.0012 * 1100 + 0.025 * 512 + 0.00003 * (1100 * 512 + 512 * 511 / 2))
+
+
+def test_a_noisy_tiny_context_term_is_dropped_never_negative() -> None:
+    line = AloneFit(overhead=0.03, prefill=0.0012, decode=0.025)
+    samples = [AloneSample(p, o, line.seconds(p, o)) for p, o in PROBE_SHAPES]
+    # The longest request ran a little fast: alone, the context term would go negative.
+    *rest, longest = samples
+    noisy = [*rest, AloneSample(longest.prompt_tokens, longest.output_tokens,
+                                longest.seconds * 0.97)]
+    for relative in (False, True):
+        fit = fit_alone(noisy, relative=relative)
+        assert fit.context == 0
+        assert fit.overhead >= 0 and fit.prefill > 0 and fit.decode > 0
+        assert fit.seconds(2000, 1000) < line.seconds(2000, 1000)
+
+
+def test_samples_of_one_answer_length_cannot_separate_the_context_term() -> None:
+    # With one answer length the context grows with the prompt alone: it is the prefill.
+    samples = [AloneSample(p, 16, 0.05 + 0.001 * p + 0.02 * 16) for p in (15, 730, 1450)]
+    fit = fit_alone(samples)
+    assert fit.context == 0
+    assert fit.seconds(400, 16) == pytest.approx(0.05 + 0.001 * 400 + 0.02 * 16)
+
+
+def test_context_tokens_sum_every_decode_steps_context() -> None:
+    assert context_tokens(10, 0) == 0
+    assert context_tokens(10, 1) == 10
+    assert context_tokens(10, 3) == 10 + 11 + 12
+    assert context_tokens(-5, 3) == 0 + 1 + 2
+
+
+CONTEXT = Calibration(
+    model="m", request_overhead_s=Decimal("0.02"), prefill_s_per_token=Decimal("0.0002"),
+    decode_s_per_token_bs1=Decimal("0.02"), decode_s_per_token_full=Decimal("0.002"),
+    full_batch_jobs=64, decode_s_per_context_token=Decimal("0.00003"))
+
+
+def test_alone_and_batched_seconds_add_the_context_term() -> None:
+    context = Decimal("0.00003") * (100 * 10 + 45)
+    assert CONTEXT.alone_seconds(100, 10) == CALIBRATION.alone_seconds(100, 10) + context
+    assert CONTEXT.batched_seconds(100, 10, 8) == (CALIBRATION.batched_seconds(100, 10, 8)
+                                                   + context)
+    # A cached prefix is not prefilled, but decoding attends over it all the same.
+    assert CONTEXT.alone_seconds(20, 10, 100) == CALIBRATION.alone_seconds(20, 10) + context
+    assert CONTEXT.batched_seconds(20, 10, 8, 100) == (CALIBRATION.batched_seconds(20, 10, 8)
+                                                       + context)
+    # A calibration from before the term was measured models decoding as before.
+    assert CALIBRATION.decode_s_per_context_token == 0
+    assert CALIBRATION.alone_seconds(20, 10, 100) == CALIBRATION.alone_seconds(20, 10)
+
+
+def test_with_a_context_term_the_prefix_cache_saves_only_prefill() -> None:
+    job = EngineJob(prompt_tokens=300, cached_tokens=256, output_tokens=40,
+                    requested_max_tokens=64, applied_max_tokens=64, finish_reason="stop",
+                    batch_jobs=1)
+    basis = CostBasis(CARD, CONTEXT)
+    naive = CARD.engine_cost(CONTEXT.alone_seconds(300, 40))
+    result = attribute_engine_job(job, naive, basis, basis)
+    assert result.savings[PREFIX_CACHE] == naive - CARD.engine_cost(
+        CONTEXT.alone_seconds(300, 40) - Decimal("0.0002") * 256)
+    assert sum(result.savings.values()) + result.unexplained_usd == (
+        result.naive_cost_usd - result.cost_usd)
 
 
 def test_a_relative_fit_follows_short_requests_where_plain_least_squares_follows_long() -> None:
     exact = [AloneSample(p, o, 0.03 + 0.0004 * p + 0.02 * o)
              for p in (15, 190, 730) for o in (4, 48)]
-    assert fit_alone(exact, relative=True) == pytest.approx((0.03, 0.0004, 0.02))
-    # The longest request decodes more slowly than the line says (attention over a long
-    # prompt): plain least squares bends the line towards it, a relative fit much less.
-    skewed = [*exact[:-1], AloneSample(730, 48, exact[-1].seconds * 1.25)]
+    assert fit_alone(exact, relative=True).decode == pytest.approx(0.02)
+    # The long prompt's short answer ran slow (noise no term explains): plain least
+    # squares bends the line towards it, a relative fit much less.
+    slow = 4
+    skewed = [*exact]
+    skewed[slow] = AloneSample(exact[slow].prompt_tokens, exact[slow].output_tokens,
+                               exact[slow].seconds * 1.25)
 
-    def worst_error(fit: tuple[float, float, float]) -> float:
+    def worst_error(fit: AloneFit) -> float:
         """The largest relative error on the requests that kept to the line."""
-        overhead, prefill, decode = fit
-        return max(abs((overhead + prefill * s.prompt_tokens + decode * s.output_tokens)
-                       / s.seconds - 1) for s in exact[:-1])
+        return max(abs(fit.seconds(s.prompt_tokens, s.output_tokens) / s.seconds - 1)
+                   for i, s in enumerate(exact) if i != slow)
 
-    assert worst_error(fit_alone(skewed, relative=True)) < 0.06
-    assert worst_error(fit_alone(skewed)) > 0.15
+    assert worst_error(fit_alone(skewed, relative=True)) < 0.08
+    assert worst_error(fit_alone(skewed)) > 0.12
+
+
+def test_the_context_term_explains_a_long_answer_after_a_long_prompt() -> None:
+    exact = [AloneSample(p, o, 0.03 + 0.0004 * p + 0.02 * o)
+             for p in (15, 190, 730) for o in (4, 48)]
+    # The longest request decodes more slowly than the straight line says (attention over
+    # a long prompt): the context term takes it, and prefill stays near its value.
+    skewed = [*exact[:-1], AloneSample(730, 48, exact[-1].seconds * 1.25)]
+    for relative in (False, True):
+        fit = fit_alone(skewed, relative=relative)
+        assert fit.context > 0
+        assert fit.prefill == pytest.approx(0.0004, rel=0.15)
+        assert fit.seconds(730, 48) == pytest.approx(exact[-1].seconds * 1.25, rel=0.05)
+    # Fitted as a straight line (the model before it had the term), it falls short there.
+    line = fit_alone(skewed, relative=True, context=False)
+    assert line.context == 0
+    assert line.seconds(730, 48) < 0.9 * exact[-1].seconds * 1.25

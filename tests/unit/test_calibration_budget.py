@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.cost_model import AloneSample
+from ledger.cost_model import AloneFit, AloneSample
 from workers.calibration_probe import CalibrationSkipped, ProbeBudget, fit_error
 
 
@@ -38,6 +38,8 @@ def test_a_budget_of_nothing_skips_before_the_first_call() -> None:
 def test_the_stated_precision_is_the_largest_gap_between_fit_and_measure() -> None:
     samples = [AloneSample(10, 4, 1.0), AloneSample(700, 48, 2.0)]
     # The fit says 0.91 s (9% under) and 6.0 s (200% over): the worst of the two counts.
-    assert fit_error(samples, 0.5, 0.001, 0.1) == pytest.approx(2.0)
+    assert fit_error(samples, AloneFit(0.5, 0.001, 0.1)) == pytest.approx(2.0)
     exact = [AloneSample(10, 4, 0.5 + 0.01 + 0.4)]
-    assert fit_error(exact, 0.5, 0.001, 0.1) == pytest.approx(0.0)
+    assert fit_error(exact, AloneFit(0.5, 0.001, 0.1)) == pytest.approx(0.0)
+    # The context term counts: 10 * 4 + 6 tokens of context at 0.01 s adds 0.46 s.
+    assert fit_error(exact, AloneFit(0.5, 0.001, 0.1, 0.01)) == pytest.approx(0.46 / 0.91)
