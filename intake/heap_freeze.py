@@ -10,7 +10,9 @@ reference count are still freed at once; only cycles among the set-aside objects
 the unfreeze. Frozen objects are never copied or moved, so nothing else changes.
 
 Several intakes may run at once (threads of one server): the first one in freezes, the last
-one out unfreezes.
+one out unfreezes. An engine in the same process may have frozen its own start-up heap
+(vLLM does): `gc.unfreeze()` cannot tell whose objects it hands back, so when objects are
+already frozen as the first intake starts, intakes leave the collector as it is.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class _Freezes:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.active = 0
+        self.ours = False  # whether the running blocks' freeze is theirs to undo
 
 
 _freezes = _Freezes()
@@ -35,16 +38,19 @@ _freezes = _Freezes()
 @contextmanager
 def older_objects_frozen() -> Iterator[None]:
     """Run the block with every object that exists when it starts out of the cycle
-    collector's walks (see the module's docstring). Nothing else in penny freezes: the
-    last block out unfreezes everything."""
+    collector's walks (see the module's docstring); the last block out unfreezes what
+    the first froze. Objects someone else froze first (an engine's start-up heap) stay
+    theirs: then the blocks freeze and unfreeze nothing."""
     with _freezes.lock:
         if _freezes.active == 0:
-            gc.freeze()
+            _freezes.ours = gc.get_freeze_count() == 0
+            if _freezes.ours:
+                gc.freeze()
         _freezes.active += 1
     try:
         yield
     finally:
         with _freezes.lock:
             _freezes.active -= 1
-            if _freezes.active == 0:
+            if _freezes.active == 0 and _freezes.ours:
                 gc.unfreeze()

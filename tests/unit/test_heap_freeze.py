@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
 from intake.heap_freeze import older_objects_frozen
+
+
+@pytest.fixture(autouse=True)
+def no_foreign_freeze() -> Iterator[None]:
+    """Start with nothing frozen: an engine loaded earlier in the test session (vLLM
+    freezes its start-up heap) is frozen again afterwards."""
+    foreign = gc.get_freeze_count() > 0
+    gc.unfreeze()
+    yield
+    if foreign:
+        gc.freeze()
 
 
 class _Cycle:
@@ -45,3 +57,14 @@ def test_new_cycles_are_collected_during_it_and_older_ones_after_it() -> None:
         assert older_ref() is not None  # set aside: it waits for the unfreeze
     gc.collect()
     assert older_ref() is None
+
+
+def test_a_freeze_someone_else_made_is_left_to_them() -> None:
+    gc.freeze()  # as an engine in the same process does at start-up
+    try:
+        before = gc.get_freeze_count()
+        with older_objects_frozen():
+            assert gc.get_freeze_count() == before
+        assert gc.get_freeze_count() == before  # not handed back by the intake
+    finally:
+        gc.unfreeze()
