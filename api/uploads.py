@@ -112,11 +112,17 @@ def upload_csv(
 
 
 def _uploaded(file: UploadFile, options: CsvOptions, settings: Settings) -> CsvSource:
+    stream, name = _checked_upload(file, settings, default_name="upload.csv")
+    return CsvSource(stream, name, options, settings.max_prompt_chars)
+
+
+def _checked_upload(file: UploadFile, settings: Settings,
+                    default_name: str) -> tuple[IO[bytes], str]:
+    """An uploaded file's stream and name, once its declared size is within the limit."""
     limit = settings.max_csv_upload_bytes
     if file.size is not None and file.size > limit:
         raise TooLarge(f"the file is larger than {limit} bytes", param="file")
-    name = _text_field(file.filename, "file.filename") or "upload.csv"
-    return CsvSource(file.file, name, options, settings.max_prompt_chars)
+    return file.file, _text_field(file.filename, "file.filename") or default_name
 
 
 @dataclass(frozen=True)
@@ -200,12 +206,8 @@ def upload_jsonl(
                              "`source`; exactly one of the two", param="file")
     with ExitStack() as stack:
         if file is not None:
-            limit = settings.max_csv_upload_bytes
-            if file.size is not None and file.size > limit:
-                raise TooLarge(f"the file is larger than {limit} bytes", param="file")
-            stream: IO[bytes] = file.file
-            name = _text_field(file.filename, "file.filename") or "upload.jsonl"
-            fingerprint = None
+            stream, name = _checked_upload(file, settings, default_name="upload.jsonl")
+            fingerprint: str | None = None
         else:
             assert source is not None
             found = _open_s3(request, tenant, source, settings)
