@@ -510,7 +510,7 @@ def _shared_start(x: str, y: str) -> int:
 
 
 def _same_word(a: str, b: str) -> bool:
-    """A spelling variant or inflection, or words naming the same direction.
+    """A spelling variant or inflection, a synonym, or words naming the same direction.
 
     Two words are forms of one when their stems are equal, or share at least four letters
     and differ after them by at most three ("built"/"build", "discoverer"/"discovered",
@@ -759,7 +759,8 @@ def _replaced_term(a: tuple[str, ...], b: tuple[str, ...], *, manner: bool = Fal
     replaced by a word that is no form of it, in any order and whatever the function
     words around them: "fall" for "built" once "did"/"was" are set aside. `_single_swap`
     needs the rest of the sentence equal; a changed verb usually drags an auxiliary with
-    it. A paraphrase rewords more than one word, or swaps a word for a form of itself."""
+    it. A paraphrase rewords more than one word, or swaps a word for a form of itself or a
+    synonym (SYNONYMS)."""
     removed = list((Counter(a) - Counter(b)).elements())
     added = list((Counter(b) - Counter(a)).elements())
     # "What steps" for "how do I": the noun says what the question word does.
