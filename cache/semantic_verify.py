@@ -10,16 +10,21 @@ plain rules can read:
 - numbers: a different set of numbers (digits, number words, ordinals);
 - quantities and units: a different set of units (grams vs ounces, per day vs per hour);
 - named entities: a different set of capitalised names, or the same names in another
-  order where order carries meaning (comparisons, "from ... to"), or the same terms with
-  two of them swapped ("Do cats eat mice?" / "Do mice eat cats?"), or a question that is
-  the other one with a single content word swapped, added or dropped ("cats" for "dogs");
+  order where order carries meaning (comparisons, "from ... to"; units too when both
+  questions have such an order: "convert miles to km"), or the same terms with two of them
+  swapped ("Do cats eat mice?" / "Do mice eat cats?"), or the two sides of a comparison
+  exchanged in the same direction however it is worded ("Is gold denser than lead?" / "Is
+  lead heavier than gold?"), or a question that is the other one with a single content
+  word swapped, added or dropped ("cats" for "dogs");
 - comparison direction: a different set of directed words (bigger/smaller, before/after,
   first/last, minimum/maximum; "less expensive" reads as "cheaper");
 - language: another language (an answer in English does not serve a question in French);
 - action: the same content words but one replaced by another that is no form of it,
   however the small words around it changed ("What year did the Berlin Wall fall?" and
   "... was built?", "How do I install X?" and "How do I update X?"): a changed verb or
-  action asks something else about the same things;
+  action asks something else about the same things. Words that only restate the question
+  ("in what year" for "when", "am I allowed to" for "can I") are set aside first, so that
+  they cannot hide a changed verb;
 - the kind of answer asked: a time ("when", "what year"), a place, a person, a reason, an
   extent ("how long", "how many hours"), an amount, money ("how much ... cost"), an age, a
   manner ("how do I") or a yes or no. "How long does it take to ship X?" and "How much does
@@ -132,6 +137,7 @@ class QuestionFacts:
     asks: str | None = None  # the kind of answer asked for, when the wording says (_asks)
     asked_unit: str | None = None  # the unit the answer is asked in ("what year", "how many g")
     modality: frozenset[str] = frozenset()  # the kinds of modal verb used (MODALS)
+    named: tuple[str, ...] = ()  # names and units in order ("convert pounds to kilograms")
 
 
 def _split_contractions(word: str) -> list[str]:
@@ -319,6 +325,10 @@ def _is_name(raw: str, low: str, *, first: bool) -> bool:
     return raw[:1].islower() and any(c.isupper() for c in raw[1:])
 
 
+# Words before "second" that make it the unit: "per second", "a second".
+_PER = frozenset({"per", "a", "an", "each", "every"})
+
+
 def read_question(text: str) -> QuestionFacts:
     """The facts the rules compare, from a question as written."""
     pairs = _tokens(text)
@@ -327,22 +337,31 @@ def read_question(text: str) -> QuestionFacts:
     numbers: set[str] = set()
     units: set[str] = set()
     entities: list[str] = []
+    named: list[str] = []
     after_number = False
     for index, (raw, low) in enumerate(pairs):
         number = _number(low)
-        if number is not None and not (low == "second" and not after_number):
+        # "second" is the unit after a number or "per" ("30 second", "per second"), else
+        # the ordinal ("the second tallest").
+        if low == "second" and (after_number or (index > 0 and lowers[index - 1] in _PER)):
+            number = None
+        if number is not None:
             numbers.add(number)
             if any(ch.isalpha() for ch in number) and any(ch.isdigit() for ch in number):
                 entities.append(number)  # a code names a thing ("K2", "iPhone15")
+                named.append(number)
             after_number = True
             continue
         unit = UNITS.get(low)
-        if unit is not None and (low not in AMBIGUOUS_UNITS or after_number):
+        if unit is not None and (low not in AMBIGUOUS_UNITS or after_number or low == "second"):
             units.add(unit)
+            if not (index > 0 and lowers[index - 1] == "in"):  # "in km" may stand anywhere
+                named.append(unit)
         elif _is_name(raw, low, first=index == 0):
             # A plural names the same thing: "on Saturday" / "on Saturdays".
             entities.append(low[:-1] if len(low) > 3 and low.endswith("s")
                             and not low.endswith("ss") else low)
+            named.append(entities[-1])
         after_number = False
     return QuestionFacts(
         tokens=tuple(lowers),
@@ -357,7 +376,9 @@ def read_question(text: str) -> QuestionFacts:
         asks=asks,
         asked_unit=asked_unit,
         modality=frozenset(MODALS[w] for w in lowers if w in MODALS),
+        named=tuple(named),
     )
+
 
 
 def _asks(lowers: list[str]) -> tuple[str | None, str | None]:
@@ -599,7 +620,8 @@ def disagreement(cached: QuestionFacts, asked: QuestionFacts) -> Rejection | Non
     if cached.negations % 2 != asked.negations % 2:
         return Rejection.NEGATION
     cached, asked = _one_as_article(cached, asked)
-    cached, asked = _safe_as_can(cached, asked)
+    cached, asked = _as_can(cached, asked)
+    cached, asked = _time_word_aside(cached, asked), _time_word_aside(asked, cached)
     cached, asked = _joined_compounds(cached, asked), _joined_compounds(asked, cached)
     if cached.numbers != asked.numbers:
         return Rejection.NUMBERS
@@ -623,6 +645,14 @@ def _wording_disagreement(cached: QuestionFacts, asked: QuestionFacts) -> Reject
     """The rules on the order and the choice of words, for two questions naming the same
     things: names in another order, swapped terms, one term or one verb replaced."""
     if (cached.ordered or asked.ordered) and _order(cached.entities) != _order(asked.entities):
+        return Rejection.ENTITIES
+    # Both in an order ("convert A to B"): the units both name are in it too.
+    if cached.ordered and asked.ordered:
+        both = set(cached.named) & set(asked.named)
+        if ([n for n in _order(cached.named) if n in both]
+                != [n for n in _order(asked.named) if n in both]):
+            return Rejection.ENTITIES
+    if _sides_exchanged(cached, asked):
         return Rejection.ENTITIES
     if _swapped(cached, asked):
         return Rejection.ENTITIES
@@ -657,22 +687,50 @@ def _one_as_article(a: QuestionFacts, b: QuestionFacts) -> tuple[QuestionFacts, 
 
 
 _SAFE = frozenset({"safe", "safely"})
+# "Am I allowed to ...?", "Is it possible to ...?", "Am I able to ...?" ask what "Can I
+# ...?" does.
+_CAN = frozenset({"allowed", "permitted", "able", "possible"})
 
 
-def _safe_as_can(a: QuestionFacts, b: QuestionFacts) -> tuple[QuestionFacts, QuestionFacts]:
-    """"Is it safe to ...?" read as "Can I ...?" ("Can dogs eat grapes?" / "Are grapes safe
-    for dogs to eat?") when that is all the two disagree on in direction: "safe" set aside
-    on the one side, where the other asks what is possible and names no good or harm."""
+def _as_can(a: QuestionFacts, b: QuestionFacts) -> tuple[QuestionFacts, QuestionFacts]:
+    """A question without a modal verb read as the other's "Can I ...?": "allowed",
+    "possible" or "able" set aside, and "safe" too ("Can dogs eat grapes?" / "Are grapes
+    safe for dogs to eat?") when that is all the two disagree on in direction. The words
+    set aside can no longer hide a changed verb ("Am I allowed to bring ...?" / "Can I buy
+    ...?")."""
     for one, other in ((a, b), (b, a)):
-        if (one.directions == other.directions | {("good", 1)}
-                and ("good", 1) not in other.directions and _SAFE & set(one.tokens)
-                and "possible" in other.modality and "advised" not in one.modality):
+        if "possible" not in other.modality or one.modality:
+            continue
+        aside = _CAN & set(one.tokens)
+        directions = one.directions
+        if (_SAFE & set(one.tokens) and one.directions == other.directions | {("good", 1)}
+                and ("good", 1) not in other.directions):
+            aside |= _SAFE
+            directions = other.directions
+        if aside:
             read = dataclasses.replace(
-                one, directions=other.directions,
-                tokens=tuple(w for w in one.tokens if w not in _SAFE),
-                terms=tuple(w for w in one.terms if w not in _SAFE))
+                one, directions=directions,
+                tokens=tuple(w for w in one.tokens if w not in aside),
+                terms=tuple(w for w in one.terms if w not in aside))
             return (read, other) if one is a else (other, read)
     return a, b
+
+
+def _time_word_aside(facts: QuestionFacts, other: QuestionFacts) -> QuestionFacts:
+    """"In what year did X sink?" read as "When did X sink?": the noun that names the time
+    asked for is set aside where the other question asks for a time without it, so that it
+    cannot hide a changed verb ("When did X sail?")."""
+    if facts.asks != "time" or other.asks != "time":
+        return facts
+    for word, nxt in itertools.pairwise(facts.tokens):
+        if word in ("what", "which") and nxt in ("year", "time", "date"):
+            term = _term(nxt)
+            if term in facts.terms and term not in other.terms:
+                terms = list(facts.terms)
+                terms.remove(term)
+                return dataclasses.replace(facts, terms=tuple(terms))
+            return facts
+    return facts
 
 
 def _joined_compounds(facts: QuestionFacts, other: QuestionFacts) -> QuestionFacts:
@@ -716,6 +774,17 @@ def _converse(a: QuestionFacts, b: QuestionFacts) -> bool:
 
 
 _COMPARED = "<compared with>"  # where "than", "before" or "after" stands
+
+
+def _sides_exchanged(a: QuestionFacts, b: QuestionFacts) -> bool:
+    """The same comparison, in the same direction, with its two sides exchanged: "Is gold
+    denser than lead?" / "Is lead heavier than gold?". However the comparative is worded,
+    it asks the opposite."""
+    if a.directions != b.directions or not (
+            COMPARATORS & set(a.tokens) and COMPARATORS & set(b.tokens)):
+        return False
+    x, y = _compared(a), _compared(b)
+    return sorted(x) == sorted(y) and x != y and _exchanged(x, y)
 
 
 def _compared(facts: QuestionFacts) -> list[str]:
@@ -767,9 +836,10 @@ def _replaced_term(a: tuple[str, ...], b: tuple[str, ...], *, manner: bool = Fal
     if manner:
         removed = [w for w in removed if w not in MANNER_NOUNS]
         added = [w for w in added if w not in MANNER_NOUNS]
-    # A comparative for its wordier form ("cheaper" / "less expensive").
-    directed_removed = [w for w in removed if w in MODIFIERS or _direction(w) is not None]
-    directed_added = [w for w in added if w in MODIFIERS or _direction(w) is not None]
+    # A comparative for its wordier form ("cheaper" / "less expensive", "heavier" / "weighs
+    # more").
+    directed_removed = [w for w in removed if _is_directed(w)]
+    directed_added = [w for w in added if _is_directed(w)]
     if (_directions([(w, w) for w in directed_removed])
             == _directions([(w, w) for w in directed_added]) != frozenset()):
         removed = [w for w in removed if w not in directed_removed]
@@ -781,6 +851,10 @@ def _replaced_term(a: tuple[str, ...], b: tuple[str, ...], *, manner: bool = Fal
             removed.remove(word)
             added.remove(twin)
     return len(removed) == 1 and len(added) == 1
+
+
+def _is_directed(word: str) -> bool:
+    return word in MODIFIERS or word in MEASURE_VERBS or _direction(word) is not None
 
 
 def _swapped(a: QuestionFacts, b: QuestionFacts) -> bool:

@@ -180,7 +180,8 @@ WORD_CHARS = re.compile(r"[^\W_]", re.UNICODE)
 
 FUNCTION_WORDS = STOPWORDS["en"] | _words(
     """about am been being could would will shall might may must if so such some its it's im
-    i'm way need needed okay ok right just also really please tell know like there's what's""")
+    i'm way need needed okay ok right just also really please tell know like there's what's
+    considered regarded""")
 
 # After "to", the words that make it a preposition ("to the airport"), not an infinitive.
 DETERMINERS = frozenset({
@@ -237,6 +238,7 @@ SYNONYMS: tuple[frozenset[str], ...] = tuple(_words(group) for group in (
     "fix fixes fixed repair repairs repaired",
     "choose chooses chose chosen pick picks picked select selects selected",
     "car cars automobile automobiles",
+    "item items product products",
     "child children kid kids",
     "photo photos picture pictures",
     "movie movies film films",
@@ -279,7 +281,7 @@ SYNONYMS: tuple[frozenset[str], ...] = tuple(_words(group) for group in (
     "ride rides rode ridden",
     "rise rises rose risen",
     "wear wears wore worn",
-    "build builds built",
+    "build builds built construct constructs constructed construction",
 ))
 # "How long is the warranty?" asks for its period.
 DURATION_NOUNS = frozenset({"period", "duration", "length"})

@@ -325,3 +325,44 @@ def test_how_much_is_a_thing_asks_its_price() -> None:
                   "How long is a day pass for the zoo valid?") == Rejection.ASKS
     # A unit of measure says what is asked.
     assert read_question("How much is a cup in milliliters?").asks == "amount"
+
+
+def test_the_sides_of_a_comparison_exchanged_in_any_wording_are_refused() -> None:
+    assert verify("Is gold denser than lead?", "Is lead heavier than gold?") == Rejection.ENTITIES
+    assert verify("Does the tablet cost more than the phone?",
+                  "Is the phone more expensive than the tablet?") == Rejection.ENTITIES
+    assert verify("Does gold weigh more than lead?", "Is gold heavier than silver?") \
+        == Rejection.ACTION
+
+
+def test_units_keep_their_order_where_both_questions_have_one() -> None:
+    assert verify("What's the formula to convert miles into kilometers?",
+                  "How do I convert kilometers to miles?") == Rejection.ENTITIES
+    assert served("How do I convert miles to kilometers?",
+                  "What is the way to convert miles into kilometers?")
+    # A unit the answer is asked in may stand anywhere.
+    assert served("How far is the lighthouse from the harbour in kilometers?",
+                  "In kilometers, how far is the lighthouse from the harbour?")
+
+
+def test_words_that_only_restate_the_question_cannot_hide_a_changed_verb() -> None:
+    assert served("When did the ferry sink?", "In what year did the ferry sink?")
+    assert verify("In what year did the ferry sink?", "When did the ferry sail?") \
+        == Rejection.ACTION
+    assert served("Am I allowed to bring snacks on the train?",
+                  "Can I bring snacks on the train?")
+    assert verify("Am I allowed to bring snacks on the train?",
+                  "Can I buy snacks on the train?") == Rejection.ACTION
+    assert verify("Is it possible to freeze cooked pasta?", "Can I freeze raw pasta?") \
+        == Rejection.ACTION
+    assert verify("Is the tomato considered a fruit?", "Is a tomato a vegetable?") \
+        == Rejection.ACTION
+
+
+def test_second_is_an_ordinal_unless_it_follows_a_number_or_per() -> None:
+    assert read_question("What is the second tallest building in Asia?").numbers \
+        == frozenset({"#2"})
+    assert verify("What is the tallest building in Asia?",
+                  "Which is the second tallest building in Asia?") == Rejection.NUMBERS
+    assert read_question("How far does light travel per second?").units == frozenset({"s"})
+    assert read_question("Is a 30 second plank enough?").numbers == frozenset({"30"})
