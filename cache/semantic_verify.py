@@ -178,11 +178,22 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return _read_phrases(out)
 
 
+def _phrases_by_first_word() -> dict[str, list[tuple[tuple[str, ...], str]]]:
+    by_first: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    for words, written in PHRASES:
+        by_first.setdefault(words[0], []).append((words, written))
+    return by_first
+
+
+_PHRASES_BY_FIRST_WORD = _phrases_by_first_word()
+
+
 def _read_phrases(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each phrase of PHRASES replaced by the word it means."""
     out: list[tuple[str, str]] = []
     index = 0
     while index < len(pairs):
-        for words, written in PHRASES:
+        for words, written in _PHRASES_BY_FIRST_WORD.get(pairs[index][1], ()):
             if tuple(low for _, low in pairs[index:index + len(words)]) == words:
                 out.append((written, written.lower()))
                 index += len(words)
@@ -196,6 +207,8 @@ def _read_phrases(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def detect_language(words: list[str]) -> str:
     """The language whose common words the question uses most; "und" when none."""
     for word in words:
+        if word.isascii():  # no letter of the scripts below is ASCII
+            continue
         for char in word:
             name = unicodedata.name(char, "")
             for script in ("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "CYRILLIC", "ARABIC",
