@@ -522,8 +522,11 @@ _SYNONYM_GROUPS = _synonym_groups()
 
 
 def _synonyms(a: str, b: str) -> bool:
-    """Whether one group of SYNONYMS holds both words."""
-    return bool(_SYNONYM_GROUPS.get(a, frozenset()) & _SYNONYM_GROUPS.get(b, frozenset()))
+    """Whether one group of SYNONYMS holds both words, or inflections of them ("fixing" /
+    "repair")."""
+    groups_a = _SYNONYM_GROUPS.get(a, frozenset()) | _SYNONYM_GROUPS.get(_stem(a), frozenset())
+    groups_b = _SYNONYM_GROUPS.get(b, frozenset()) | _SYNONYM_GROUPS.get(_stem(b), frozenset())
+    return bool(groups_a & groups_b)
 
 
 def _answers_how(adjective: str, unit: str) -> bool:

@@ -80,6 +80,8 @@ DIRECTIONS: dict[str, tuple[str, int]] = {
     **dict.fromkeys(("taller", "tallest", "higher", "highest", "tall", "high"), ("height", 1)),
     **dict.fromkeys(("shorter", "shortest", "short"), ("height", -1)),
     **dict.fromkeys(("longer", "longest", "long"), ("length", 1)),
+    **dict.fromkeys(("deep", "deeper", "deepest"), ("depth", 1)),
+    **dict.fromkeys(("shallow", "shallower", "shallowest"), ("depth", -1)),
     **dict.fromkeys(("heavier", "heaviest", "heavy", "denser", "densest"), ("weight", 1)),
     **dict.fromkeys(("lighter", "lightest", "light"), ("weight", -1)),
     **dict.fromkeys(("faster", "fastest", "quicker", "quickest", "fast", "quick"),

@@ -169,6 +169,8 @@ def test_the_converse_comparison_with_the_sides_swapped_asks_the_same() -> None:
     assert served("Is the ferry faster than the bus from Split to Hvar?",
                   "Is the bus slower than the ferry from Split to Hvar?")
     assert served("Did the bakery open before the cafe?", "Did the cafe open after the bakery?")
+    assert served("Is Lake Baikal deeper than Lake Tanganyika?",
+                  "Is Lake Tanganyika shallower than Lake Baikal?")
     # The direction turned without the swap, or the swap without the turn, is no converse.
     assert verify("Is Mars bigger than Mercury?", "Is Mars smaller than Mercury?") \
         == Rejection.COMPARISON
@@ -177,12 +179,14 @@ def test_the_converse_comparison_with_the_sides_swapped_asks_the_same() -> None:
     assert verify("Is Mars bigger than Mercury?", "Is Mercury smaller than Venus?") is not None
 
 
-def test_warmth_and_health_are_directions() -> None:
+def test_warmth_depth_and_health_are_directions() -> None:
     assert verify("Is Lisbon warmer than Madrid in winter?",
                   "Is Lisbon colder than Madrid in winter?") == Rejection.COMPARISON
     assert verify("Is oatmeal healthier than cornflakes?", "Is oatmeal worse than cornflakes?") \
         == Rejection.COMPARISON
     assert served("Is oatmeal healthier than cornflakes?", "Is oatmeal better than cornflakes?")
+    assert verify("Is Lake Baikal deeper than Lake Tanganyika?",
+                  "Is Lake Baikal shallower than Lake Tanganyika?") == Rejection.COMPARISON
 
 
 def test_common_synonyms_and_irregular_forms_stand_for_each_other() -> None:
@@ -191,6 +195,9 @@ def test_common_synonyms_and_irregular_forms_stand_for_each_other() -> None:
     assert served("Who wrote Moby Dick?", "Who is the author of Moby Dick?")
     assert served("Should I keep butter in the fridge?", "Should butter be stored in the fridge?")
     assert served("Where is the nearest pharmacy?", "Where is the closest pharmacy?")
+    # Inflections of a synonym are synonyms too.
+    assert served("How much does it cost to repair a cracked phone screen?",
+                  "What is the price of fixing a cracked phone screen?")
     assert served("How much does a car battery replacement cost?",
                   "How much does it cost to replace a car battery?")
     # Opposites are no synonyms; a changed verb is still refused.
