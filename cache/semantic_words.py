@@ -1,6 +1,7 @@
 """The word lists the semantic cache's verification reads questions with
 (`cache.semantic_verify`): negations, numbers, units, directed words, the common words of a
-few languages, modal verbs and question words. Data only."""
+few languages, modal verbs, question words, common synonyms and phrases read as one word.
+Data only."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ UNITS = {
     **dict.fromkeys(("mg", "milligram", "milligrams"), "mg"),
     **dict.fromkeys(("g", "gram", "grams", "gramm"), "g"),
     **dict.fromkeys(("kg", "kilogram", "kilograms", "kilo", "kilos"), "kg"),
+    **dict.fromkeys(("tonne", "tonnes"), "t"),
+    **dict.fromkeys(("ton", "tons"), "ton"),  # a short or long ton, not a tonne
     **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "lb"),
     **dict.fromkeys(("oz", "ounce", "ounces"), "oz"),
     **dict.fromkeys(("ml", "milliliter", "milliliters", "millilitre", "millilitres"), "ml"),
@@ -77,6 +80,8 @@ DIRECTIONS: dict[str, tuple[str, int]] = {
     **dict.fromkeys(("taller", "tallest", "higher", "highest", "tall", "high"), ("height", 1)),
     **dict.fromkeys(("shorter", "shortest", "short"), ("height", -1)),
     **dict.fromkeys(("longer", "longest", "long"), ("length", 1)),
+    **dict.fromkeys(("deep", "deeper", "deepest"), ("depth", 1)),
+    **dict.fromkeys(("shallow", "shallower", "shallowest"), ("depth", -1)),
     **dict.fromkeys(("heavier", "heaviest", "heavy", "denser", "densest"), ("weight", 1)),
     **dict.fromkeys(("lighter", "lightest", "light"), ("weight", -1)),
     **dict.fromkeys(("faster", "fastest", "quicker", "quickest", "fast", "quick"),
@@ -88,7 +93,10 @@ DIRECTIONS: dict[str, tuple[str, int]] = {
     **dict.fromkeys(("expensive", "pricier", "priciest", "costlier"), ("cost", 1)),
     **dict.fromkeys(("easier", "easiest", "easy"), ("difficulty", -1)),
     **dict.fromkeys(("harder", "hardest", "difficult", "hard"), ("difficulty", 1)),
-    **dict.fromkeys(("better", "best", "good", "safe", "healthy", "benefit"), ("good", 1)),
+    **dict.fromkeys(("better", "best", "good", "safe", "safer", "safest", "healthy", "healthier",
+                     "healthiest", "benefit"), ("good", 1)),
+    **dict.fromkeys(("warm", "warmer", "warmest", "hot", "hotter", "hottest"), ("heat", 1)),
+    **dict.fromkeys(("cold", "colder", "coldest", "cool", "cooler", "coolest"), ("heat", -1)),
     **dict.fromkeys(("worse", "worst", "bad", "unsafe", "harmful", "unhealthy", "damage",
                      "dangerous", "harm", "harms", "hurt", "hurts"), ("good", -1)),
     **dict.fromkeys(("before", "earlier", "earliest", "prior", "until"), ("time", -1)),
@@ -120,7 +128,20 @@ MEASURE_VERBS = {
 # "less X" / "more X" before a directed word: "less expensive" reads as "cheaper".
 MODIFIERS = {"less": -1, "more": 1, "least": -1, "most": 1}
 # Axes whose words are too common in plain questions to read as a direction on their own.
-WEAK_AXES = frozenset({"way", "switch", "height", "length", "cause"})
+WEAK_AXES = frozenset({"way", "switch", "height", "length", "cause", "place"})
+# "over", "under", "above", "below" compare amounts before a number or a unit ("trucks
+# over 7.5 tonnes", "over an hour late"); elsewhere they name a place or a state ("under
+# warranty"), on a weak axis of their own.
+POSITIONS = {"over": 1, "above": 1, "under": -1, "below": -1}
+# Adverbs whose meaning is not their adjective's direction: "mostly" is "mainly", not "the
+# most"; "finally" is "at last", not "the final one".
+UNDIRECTED_ADVERBS = frozenset({
+    "mostly", "largely", "hardly", "highly", "lately", "shortly", "finally", "firstly",
+    "lastly",
+})
+# Words that compare two things in an order: "A bigger than B", "A before B". A question
+# that names the converse relation with the two things swapped asks the same.
+COMPARATORS = frozenset({"than", "before", "after"})
 # Words that make the order of names matter ("A than B", "from A to B", "A or B").
 ORDERING = frozenset({"than", "from", "to", "into", "vs", "versus", "or", "before", "after"})
 
@@ -134,7 +155,7 @@ STOPWORDS = {
         the is are a an of to in on for what how does do can i my you your much many it
         be with and or than which who when why should there at from was were did this
         that have has get me we our per any where by need each every will would could
-        been had they them their"""),
+        been had they them their as"""),
     "fr": _words("""
         le la les est de des du un une que quel quelle qui comment combien je mon ma au
         en pour et est-ce faut-il sur dois-je au puis-je à l' d' qu'"""),
@@ -149,6 +170,9 @@ STOPWORDS = {
         e ci sono dopo posso fu si più i in"""),
     "pt": _words("""
         o a os as é de do da um uma que qual como para com não envia em no na"""),
+    "nl": _words("""
+        de het een van op voor met naar hoe wat wie waar wanneer waarom hoeveel ik mijn
+        kan kun moet zijn niet dat er bij"""),
 }
 DISTINCT = {
     lang: words - frozenset().union(*(o for other, o in STOPWORDS.items() if other != lang))
@@ -158,7 +182,8 @@ WORD_CHARS = re.compile(r"[^\W_]", re.UNICODE)
 
 FUNCTION_WORDS = STOPWORDS["en"] | _words(
     """about am been being could would will shall might may must if so such some its it's im
-    i'm way need needed okay ok right just also really please tell know like there's what's""")
+    i'm way need needed okay ok right just also really please tell know like there's what's
+    considered regarded""")
 
 # After "to", the words that make it a preposition ("to the airport"), not an infinitive.
 DETERMINERS = frozenset({
@@ -177,10 +202,122 @@ AUXILIARIES = frozenset({
     "would", "may", "might", "must", "has", "have", "had", "shall",
 })
 LENGTH_UNITS = frozenset({"mm", "cm", "m", "km", "mi", "ft", "in", "yd"})
-EXTENT_UNITS = LENGTH_UNITS | {"s", "min", "h", "day", "week", "month", "year"}
+TIME_UNITS = frozenset({"s", "min", "h", "day", "week", "month", "year"})
+EXTENT_UNITS = LENGTH_UNITS | TIME_UNITS
 MONEY_WORDS = frozenset({"cost", "costs", "price", "prices", "priced", "fee", "fees", "pay"})
 
 SUFFIXES = ("ings", "ing", "ers", "er", "ed", "ies", "es", "s", "ly", "e")
+# Derivational endings a noun of action adds to its verb ("replacement" / "replace"); only
+# taken off a stem of at least four letters ("comment" is no form of "come").
+NOUN_SUFFIXES = ("ments", "ment")
+
+# Words that stand for one another in plain questions: common synonyms and the irregular
+# forms of common verbs ("kept" is a form of "keep"). A word stands for another only when
+# one group holds both; groups do not chain ("shop" is a "store", "store" may mean "keep",
+# "shop" never does). Opposites never share a group ("buy" / "sell").
+SYNONYMS: tuple[frozenset[str], ...] = tuple(_words(group) for group in (
+    "allow allows allowed permit permits permitted let lets",
+    "buy buys bought purchase purchases purchased",
+    "keep keeps kept store stores stored",
+    # Food that keeps, stays or lasts in the fridge.
+    "keep keeps kept stay stays stayed last lasts lasted",
+    "store stores shop shops",
+    "write writes wrote written author authors",
+    "cost costs price prices priced fee fees",
+    "booking bookings reservation reservations",
+    "fridge fridges refrigerator refrigerators refrigerated",
+    "ship ships shipped shipping deliver delivers delivered delivery send sends sent sending",
+    "see sees saw seen visible",
+    "main primary principal chief",
+    "online website web internet",
+    "nearest closest nearer closer",
+    "email emails e-mail e-mails",
+    "register registers registered registration",
+    # "the boiling point" is "the temperature at which it boils".
+    "point temperature",
+    "start starts started begin begins began begun",
+    "end ends ended finish finishes finished",
+    "fix fixes fixed repair repairs repaired",
+    "choose chooses chose chosen pick picks picked select selects selected",
+    "car cars automobile automobiles",
+    "item items product products",
+    "child children kid kids",
+    "photo photos picture pictures",
+    "movie movies film films",
+    "doctor doctors physician physicians",
+    "eat eats ate eaten",
+    "take takes took taken",
+    "make makes made",
+    "run runs ran",
+    "give gives gave given",
+    "go goes went gone",
+    "drive drives drove driven",
+    "fly flies flew flown flight flights",
+    "freeze freezes froze frozen",
+    "speak speaks spoke spoken",
+    "steal steals stole stolen",
+    "break breaks broke broken",
+    "grow grows grew grown",
+    "know knows knew known",
+    "pay pays paid payment payments",
+    "spend spends spent",
+    "teach teaches taught",
+    "think thinks thought",
+    "sleep sleeps slept",
+    "swim swims swam swum",
+    "bring brings brought",
+    "catch catches caught",
+    "hold holds held",
+    "meet meets met",
+    "fall falls fell fallen",
+    "tell tells told",
+    "get gets got gotten",
+    "come comes came",
+    "become becomes became",
+    "sell sells sold",
+    "lose loses lost",
+    "win wins won",
+    "feel feels felt",
+    "sing sings sang sung",
+    "hide hides hid hidden",
+    "ride rides rode ridden",
+    "rise rises rose risen",
+    "wear wears wore worn",
+    "build builds built construct constructs constructed construction",
+))
+# "How long is the warranty?" asks for its period.
+DURATION_NOUNS = frozenset({"period", "duration", "length"})
+
+# Phrases read as one word: a phrasal verb as the verb it means ("turn on" is "enable"), a
+# name as its usual short form, "make up" ("how many ounces make up a pound") as "in" and
+# "the number of" as what "how many" asks. Each is (words, the word as written).
+PHRASES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("turn", "on"), "enable"), (("switch", "on"), "enable"),
+    (("turn", "off"), "disable"), (("switch", "off"), "disable"),
+    (("come", "with"), "include"), (("comes", "with"), "include"),
+    (("make", "up"), "in"), (("makes", "up"), "in"),
+    (("number", "of"), "of"),
+    (("united", "states"), "US"), (("usa",), "US"), (("united", "kingdom"), "UK"),
+    (("cash", "machine"), "ATM"),
+    (("money", "back"), "refund"),
+    (("sign", "up"), "register"), (("signing", "up"), "registering"),
+    (("log", "in"), "login"), (("sign", "in"), "login"), (("log", "on"), "login"),
+    (("log", "out"), "logout"), (("sign", "out"), "logout"),
+)
+# An order at the start of a question asks what "what" asks: "Name the longest river in
+# Africa." / "What is the longest river in Africa?".
+REQUESTS = frozenset({"name", "calculate", "compute", "list", "define", "tell", "give"})
+# Nouns asking how something is done: "What steps unlock my SIM card?" / "How do I ...?".
+# Verbs saying only that someone made a thing: "Which composer wrote the Four Seasons?"
+# asks what "Who composed ...?" does.
+MAKING_VERBS = frozenset({
+    "create", "creates", "created", "make", "makes", "made", "write", "writes", "wrote",
+    "written", "produce", "produces", "produced",
+})
+MANNER_NOUNS = frozenset({"step", "steps", "process", "procedure", "way", "method"})
+# A kind of thing dropped from a name it leads or ends: "Mount Everest" / "Everest", "the
+# Pacific Ocean" / "the Pacific".
+GENERIC_NAMES = frozenset({"mount", "mt", "ocean"})
 
 WH_WORDS = frozenset({"who", "whom", "when", "where", "what"})
 PREPOSITIONS = frozenset({"in", "at", "on", "by", "for", "from"})

@@ -160,3 +160,216 @@ def test_a_comparative_for_its_wordier_form_is_no_swapped_term() -> None:
                   "Is the tablet more expensive than the laptop?")
     assert verify("Is rail travel cheaper than flying?",
                   "Is rail travel more expensive than flying?") == Rejection.COMPARISON
+
+
+def test_the_converse_comparison_with_the_sides_swapped_asks_the_same() -> None:
+    assert served("Is Mars bigger than Mercury?", "Is Mercury smaller than Mars?")
+    assert served("Is oatmeal healthier than cornflakes?",
+                  "Is cornflakes less healthy than oatmeal?")
+    assert served("Is the ferry faster than the bus from Split to Hvar?",
+                  "Is the bus slower than the ferry from Split to Hvar?")
+    assert served("Did the bakery open before the cafe?", "Did the cafe open after the bakery?")
+    assert served("Is Lake Baikal deeper than Lake Tanganyika?",
+                  "Is Lake Tanganyika shallower than Lake Baikal?")
+    # The direction turned without the swap, or the swap without the turn, is no converse.
+    assert verify("Is Mars bigger than Mercury?", "Is Mars smaller than Mercury?") \
+        == Rejection.COMPARISON
+    assert verify("Is Mars bigger than Mercury?", "Is Mercury bigger than Mars?") \
+        == Rejection.ENTITIES
+    assert verify("Is Mars bigger than Mercury?", "Is Mercury smaller than Venus?") is not None
+
+
+def test_warmth_depth_and_health_are_directions() -> None:
+    assert verify("Is Lisbon warmer than Madrid in winter?",
+                  "Is Lisbon colder than Madrid in winter?") == Rejection.COMPARISON
+    assert verify("Is oatmeal healthier than cornflakes?", "Is oatmeal worse than cornflakes?") \
+        == Rejection.COMPARISON
+    assert served("Is oatmeal healthier than cornflakes?", "Is oatmeal better than cornflakes?")
+    assert verify("Is Lake Baikal deeper than Lake Tanganyika?",
+                  "Is Lake Baikal shallower than Lake Tanganyika?") == Rejection.COMPARISON
+
+
+def test_common_synonyms_and_irregular_forms_stand_for_each_other() -> None:
+    assert served("Where can I buy concert tickets?", "Where do I purchase concert tickets?")
+    assert served("Does the landlord allow pets?", "Does the landlord permit pets?")
+    assert served("Who wrote Moby Dick?", "Who is the author of Moby Dick?")
+    assert served("Should I keep butter in the fridge?", "Should butter be stored in the fridge?")
+    assert served("Where is the nearest pharmacy?", "Where is the closest pharmacy?")
+    # Inflections of a synonym are synonyms too.
+    assert served("How much does it cost to repair a cracked phone screen?",
+                  "What is the price of fixing a cracked phone screen?")
+    assert served("How much does a car battery replacement cost?",
+                  "How much does it cost to replace a car battery?")
+    # Opposites are no synonyms; a changed verb is still refused.
+    assert verify("Where can I buy concert tickets?", "Where can I sell concert tickets?") \
+        is not None
+    assert verify("What is the melting point of gold?", "At what temperature does gold melt?") \
+        is None
+    assert verify("What is the melting point of gold?", "At what temperature does gold boil?") \
+        == Rejection.ACTION
+
+
+def test_a_phrasal_verb_reads_as_the_verb_it_means() -> None:
+    assert served("How do I enable dark mode?", "How do I turn on dark mode?")
+    assert verify("How do I enable dark mode?", "How do I turn off dark mode?") \
+        == Rejection.COMPARISON
+    assert served("How many grams make up a pound?", "How many grams are in a pound?")
+    assert served("How do I sign up for the newsletter?", "How do I register for the newsletter?")
+    assert served("How do I log in to my account?", "How do I sign in to my account?")
+    assert verify("How do I log in to my account?", "How do I log out of my account?") \
+        is not None
+    assert served("Can I get my money back for a cancelled tour?",
+                  "Can I get a refund for a cancelled tour?")
+
+
+def test_one_reads_as_the_article() -> None:
+    assert served("How many grams of flour are in a cup?",
+                  "How many grams of flour are in one cup?")
+    assert served("How many calories are in an egg?", "How many calories are in 1 egg?")
+    assert verify("How many grams of flour are in a cup?",
+                  "How many grams of flour are in two cups?") == Rejection.NUMBERS
+    assert verify("How many calories are in an egg?", "How many calories are in one egg yolk?") \
+        is not None
+
+
+def test_numbers_and_units_are_compared_in_one_spelling() -> None:
+    assert served("Is a 20 minute walk enough exercise?",
+                  "Is a twenty-minute walk enough exercise?")
+    assert served("How many calories does cycling 10 kilometers burn?",
+                  "How many calories do I burn cycling 10 km?")
+    assert served("Does the plan include two user accounts?",
+                  "Does the plan include 2 user accounts?")
+    assert verify("What is the half-life of iodine-131?", "What is the half-life of iodine-125?") \
+        == Rejection.NUMBERS
+
+
+def test_a_compound_written_as_one_word_is_the_same_word() -> None:
+    assert served("How do I sharpen a lawn mower blade?", "How do I sharpen a lawnmower blade?")
+    assert verify("How do I sharpen a lawn mower blade?", "How do I sharpen a lawnmower chain?") \
+        == Rejection.ENTITIES
+
+
+def test_an_order_asks_what_what_asks() -> None:
+    assert served("What is the tallest building in Europe?", "Name the tallest building in Europe.")
+    assert served("What is 12 percent of 250?", "Calculate 12 percent of 250.")
+    assert verify("What is the tallest building in Europe?", "Name the tallest building in Asia.") \
+        == Rejection.ENTITIES
+
+
+def test_a_noun_naming_the_doer_or_the_steps_says_what_the_question_word_asks() -> None:
+    assert served("Who painted the Night Watch?", "Which painter created the Night Watch?")
+    assert verify("Who painted the Night Watch?", "Which painter restored the Night Watch?") \
+        is not None
+    assert served("How do I reset my router?", "What steps reset my router?")
+    assert verify("How do I reset my router?", "What steps restart my router?") == Rejection.ACTION
+
+
+def test_a_kind_of_place_may_be_dropped_from_a_name() -> None:
+    assert served("How high is Mount Kilimanjaro?", "How high is Kilimanjaro?")
+    assert served("Is the Indian Ocean deeper than the Atlantic Ocean?",
+                  "Is the Indian deeper than the Atlantic?")
+    assert verify("How high is Mount Kilimanjaro?", "How high is Mount Kenya?") \
+        == Rejection.ENTITIES
+
+
+def test_short_names_of_countries_and_ok_are_read_as_such() -> None:
+    assert served("Who was the third president of the United States?",
+                  "Who was the third US president?")
+    assert verify("Who was the third president of the United States?",
+                  "Who was the third president of the United Kingdom?") == Rejection.ENTITIES
+    assert served("Can I freeze cooked pasta?", "Is cooked pasta OK to freeze?")
+
+
+def test_how_long_asks_for_a_period() -> None:
+    assert served("How long is the warranty on the dishwasher?",
+                  "What is the warranty period for the dishwasher?")
+    assert verify("How long is the warranty on the dishwasher?",
+                  "What is the warranty cost for the dishwasher?") is not None
+
+
+def test_over_and_under_compare_amounts_only_before_a_number_or_a_unit() -> None:
+    assert read_question("Is the television still under warranty?").directions \
+        == frozenset({("place", -1)})
+    assert read_question("Is 130 over 85 a high blood pressure?").directions \
+        == frozenset({("height", 1)})
+    assert served("Is 130 over 85 a high blood pressure?", "Is a blood pressure of 130/85 high?")
+    assert verify("Can lorries over 3 tonnes cross the bridge?",
+                  "Can lorries under 3 tonnes cross the bridge?") == Rejection.COMPARISON
+    assert verify("Can I get a refund if my bus is over an hour late?",
+                  "Can I get a refund if my bus is under an hour late?") == Rejection.COMPARISON
+
+
+def test_last_as_a_verb_and_mostly_name_no_direction() -> None:
+    assert served("How long does opened wine keep in the fridge?",
+                  "How long does opened wine last in the fridge?")
+    assert read_question("What is hummus mostly made of?").directions == frozenset()
+    assert verify("Who finished last in the race?", "Who finished first in the race?") \
+        is not None
+
+
+def test_dutch_is_another_language_and_as_is_english() -> None:
+    assert verify("How long is the warranty on the washing machine?",
+                  "Hoe lang is de garantie op de wasmachine?") == Rejection.LANGUAGE
+    assert detect_language(["do", "whales", "count", "as", "mammals"]) == "en"
+
+
+def test_is_it_safe_asks_what_can_i_asks() -> None:
+    assert served("Can cats eat tuna?", "Is tuna safe for cats to eat?")
+    assert served("Can I take ibuprofen with coffee?", "Is it safe to take ibuprofen with coffee?")
+    assert verify("Can cats eat tuna?", "Is tuna safe for dogs to eat?") is not None
+    assert verify("Can cats eat tuna?", "Is tuna dangerous for cats to eat?") \
+        == Rejection.COMPARISON
+    # Only against what is possible: "should" asks for advice, not for safety.
+    assert verify("Should cats eat tuna?", "Is tuna safe for cats to eat?") \
+        == Rejection.COMPARISON
+
+
+def test_how_much_is_a_thing_asks_its_price() -> None:
+    assert read_question("How much is a day pass for the zoo?").asks == "money"
+    assert served("How much is a day pass for the zoo?",
+                  "How much does a day pass for the zoo cost?")
+    assert verify("How much is a day pass for the zoo?",
+                  "How long is a day pass for the zoo valid?") == Rejection.ASKS
+    # A unit of measure says what is asked.
+    assert read_question("How much is a cup in milliliters?").asks == "amount"
+
+
+def test_the_sides_of_a_comparison_exchanged_in_any_wording_are_refused() -> None:
+    assert verify("Is gold denser than lead?", "Is lead heavier than gold?") == Rejection.ENTITIES
+    assert verify("Does the tablet cost more than the phone?",
+                  "Is the phone more expensive than the tablet?") == Rejection.ENTITIES
+    assert verify("Does gold weigh more than lead?", "Is gold heavier than silver?") \
+        == Rejection.ACTION
+
+
+def test_units_keep_their_order_where_both_questions_have_one() -> None:
+    assert verify("What's the formula to convert miles into kilometers?",
+                  "How do I convert kilometers to miles?") == Rejection.ENTITIES
+    assert served("How do I convert miles to kilometers?",
+                  "What is the way to convert miles into kilometers?")
+    # A unit the answer is asked in may stand anywhere.
+    assert served("How far is the lighthouse from the harbour in kilometers?",
+                  "In kilometers, how far is the lighthouse from the harbour?")
+
+
+def test_words_that_only_restate_the_question_cannot_hide_a_changed_verb() -> None:
+    assert served("When did the ferry sink?", "In what year did the ferry sink?")
+    assert verify("In what year did the ferry sink?", "When did the ferry sail?") \
+        == Rejection.ACTION
+    assert served("Am I allowed to bring snacks on the train?",
+                  "Can I bring snacks on the train?")
+    assert verify("Am I allowed to bring snacks on the train?",
+                  "Can I buy snacks on the train?") == Rejection.ACTION
+    assert verify("Is it possible to freeze cooked pasta?", "Can I freeze raw pasta?") \
+        == Rejection.ACTION
+    assert verify("Is the tomato considered a fruit?", "Is a tomato a vegetable?") \
+        == Rejection.ACTION
+
+
+def test_second_is_an_ordinal_unless_it_follows_a_number_or_per() -> None:
+    assert read_question("What is the second tallest building in Asia?").numbers \
+        == frozenset({"#2"})
+    assert verify("What is the tallest building in Asia?",
+                  "Which is the second tallest building in Asia?") == Rejection.NUMBERS
+    assert read_question("How far does light travel per second?").units == frozenset({"s"})
+    assert read_question("Is a 30 second plank enough?").numbers == frozenset({"30"})
