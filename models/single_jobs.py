@@ -1,8 +1,8 @@
 """Single-job submissions written many at a time (the group writer's statements).
 
 A group of single-job submissions (no idempotency key) goes in as one statement of fixed
-text whatever the group's size: the submissions and their jobs travel as one array
-parameter per column, so psycopg prepares the statement after a few uses and Postgres
+text whatever the group's size: the submissions and their jobs travel as one JSON
+document (a row per job), so psycopg prepares the statement after a few uses and Postgres
 plans it once. Nothing is read back but what the caller answers with, and no ORM object
 is made for rows only their ids answer for.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from psycopg import AsyncConnection
 from sqlalchemy.orm import Session
 
@@ -30,6 +31,8 @@ from models.submissions import (
     job_rows,
 )
 from models.tables import ResultCacheEntry
+
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ async def write_single_jobs(
         if not lookup:
             await cursor.execute(_INSERT, parameters)
         else:
-            await cursor.execute(_INSERT_MISSES, [[e.cache_key for e in entries], *parameters])
+            await cursor.execute(_INSERT_MISSES, parameters)
             # Ordinals count from 1.
             found = {row[0] - 1: answer_of_row(row[1:]) for row in await cursor.fetchall()}
     written: list[StoredSingleJob | None] = list(stored)
@@ -137,39 +140,50 @@ def _new_ids(entries: Sequence[SingleJobSubmission], found: Sequence[bool]
 
 def _parameters(stored: Sequence[StoredSingleJob], entries: Sequence[SingleJobSubmission],
                 hits: Mapping[uuid.UUID, CachedAnswer], now: datetime) -> list[Any]:
-    """The parameters `_statement` takes, after any of its own: request hashes,
-    traceparents, one array per job column, then the time."""
-    columns: list[list[Any]] = [[] for _ in JOB_COLUMNS[1]]
+    """The parameters `_statement` takes: the group's document, then the time. The
+    document is written by msgspec in one call, each job's own documents nested as they
+    are: as arrays, one per column, psycopg's per-element escaping of the JSON texts
+    cost more than the rest of a job's intake."""
     rows = job_rows([(s.job_id, s.submission_id, e.tenant_id, e.job)
                      for s, e in zip(stored, entries, strict=True)], hits, now,
-                    [e.flight_key for e in entries])
-    for row in rows:
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    return [[e.request_hash for e in entries], [e.traceparent for e in entries], *columns,
-            now]
+                    [e.flight_key for e in entries], document=_as_is)
+    document = [dict(zip(_NAMES, (n, e.cache_key, e.request_hash, e.traceparent, *row),
+                         strict=True))
+                for n, (e, row) in enumerate(zip(entries, rows, strict=True), start=1)]
+    return [_encode(document).decode(), now]
+
+
+def _as_is(document: Any) -> Any:
+    return document
+
+
+_HIT = "hit_"  # the prefix of a found entry's columns beside the job's own
+# Each row's fields in the group's JSON document, and their SQL types.
+_FIELDS = (("n", "int"), ("cache_key", "text"), ("request_hash", "text"),
+           ("traceparent", "text"),
+           *zip(JOB_COLUMNS[1], JOB_ARRAY_TYPES, strict=True))
+_NAMES = tuple(name for name, _ in _FIELDS)
 
 
 def _statement(lookup: bool) -> str:
-    """One submission and its job per row of the arrays. The submissions take their ids
-    and tenants from the jobs' own arrays (one job each, in order). With `lookup`, a
-    first array holds each row's cache key (or NULL): rows whose key has a live entry in
-    their tenant's exact cache are not inserted; their ordinals and entries come back."""
-    types = ["text", "text", *JOB_ARRAY_TYPES]
-    names = f"request_hash, traceparent, {JOB_COLUMN_LIST}"
-    if lookup:
-        types, names = ["text", *types], f"cache_key, {names}"
-    statement = ("WITH job AS (SELECT * FROM unnest("
-                 + ", ".join(f"%s::{t}[]" for t in types)
-                 + f") WITH ORDINALITY AS j({names}, n)), ")
+    """One submission and its job per row of the group's document (a JSON array of one
+    object per row, `_FIELDS`), then the time. The submissions take their ids and tenants
+    from the jobs' own fields. With `lookup`, each row's cache key (or null) is probed
+    once, on the (tenant, key) index, for a live entry of the row's own tenant; rows
+    with one are not inserted, and their ordinals and entries come back."""
+    columns = ", ".join(f"{name} {kind}" for name, kind in _FIELDS)
+    statement = f"WITH job AS (SELECT * FROM json_to_recordset(%s::json) AS j({columns})), "
     source = "job"
     if lookup:
+        found = ", ".join(f"e.{column} AS {_HIT}{column}" for column in ANSWER_COLUMNS)
+        # LIMIT 1 (the key is unique within a tenant) keeps the probe a nested index
+        # lookup per row: the planner cannot turn it into a join over the whole table.
         statement += (
-            "looked AS (SELECT job.*, job.cache_key IS NOT NULL AND EXISTS (SELECT 1 FROM "
-            f"{ResultCacheEntry.__tablename__} e WHERE e.tenant_id = job.tenant_id AND "
+            f"looked AS (SELECT job.*, hit.* FROM job LEFT JOIN LATERAL (SELECT {found} "
+            f"FROM {ResultCacheEntry.__tablename__} e WHERE e.tenant_id = job.tenant_id "
             # An expired entry is never served, even before the sweeper removes it.
-            "e.cache_key = job.cache_key AND e.expires_at > now()) AS cached FROM job), ")
-        source = "looked WHERE NOT cached"
+            "AND e.cache_key = job.cache_key AND e.expires_at > now() LIMIT 1) hit ON true), ")
+        source = f"looked WHERE {_HIT}id IS NULL"
     statement += (
         "submitted AS (INSERT INTO submissions (id, tenant_id, kind, status, request_hash, "
         "total_jobs, created_at, traceparent) SELECT submission_id, tenant_id, 'job', "
@@ -178,10 +192,9 @@ def _statement(lookup: bool) -> str:
     if not lookup:
         return f"{statement} {insert_jobs}"
     # What the lookup found is read in the same statement (the same snapshot).
-    return (f"{statement}, inserted AS ({insert_jobs}) SELECT looked.n, "
-            + ", ".join(f"e.{column}" for column in ANSWER_COLUMNS)
-            + f" FROM looked JOIN {ResultCacheEntry.__tablename__} e ON e.tenant_id = "
-            "looked.tenant_id AND e.cache_key = looked.cache_key WHERE looked.cached")
+    return (f"{statement}, inserted AS ({insert_jobs}) SELECT n, "
+            + ", ".join(f"{_HIT}{column}" for column in ANSWER_COLUMNS)
+            + f" FROM looked WHERE {_HIT}id IS NOT NULL")
 
 
 _INSERT = _statement(lookup=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -230,22 +230,23 @@ def _copy_jobs(session: Session,
 
 def job_rows(rows: Iterable[tuple[uuid.UUID, uuid.UUID, uuid.UUID, NewJob]],
              hits: Mapping[uuid.UUID, CachedAnswer], now: datetime,
-             flight_keys: Sequence[str | None] | None = None
-             ) -> Iterator[tuple[Any, ...]]:
-    """Each job's values in `JOB_COLUMNS` order, its documents serialised once; its
-    single-flight key from `flight_keys` (one per row) when given."""
+             flight_keys: Sequence[str | None] | None = None,
+             document: Callable[[Any], Any] = json_text) -> Iterator[tuple[Any, ...]]:
+    """Each job's values in `JOB_COLUMNS` order, each of its documents (the jsonb
+    columns) as `document` makes it: serialised once by default; its single-flight key
+    from `flight_keys` (one per row) when given."""
     for n, (job_id, submission_id, tenant_id, job) in enumerate(rows):
         yield (job_id, submission_id, tenant_id, job.line_no, job.custom_id, job.model,
-               json_text(job.request), json_text(job.tags or {}), job.priority,
+               document(job.request), document(job.tags or {}), job.priority,
                job.estimated_tokens, _initial_status(job, job_id in hits),
-               None if job.error is None else json_text(job.error),
+               None if job.error is None else document(job.error),
                now if job.error or job_id in hits else None,
                now + job.complete_within if job.complete_within else None,
                flight_keys[n] if flight_keys is not None
                else None if job.error or not job.single_flight
                else single_flight_key(str(tenant_id), job.model, job.request),
-               job.cache_mode, None if job.input_row is None else json_text(job.input_row),
-               None if job.route is None else json_text(job.route),
+               job.cache_mode, None if job.input_row is None else document(job.input_row),
+               None if job.route is None else document(job.route),
                job.client_retry_count)
 
 
@@ -253,7 +254,7 @@ JOB_COLUMNS = (Job.__tablename__, (
     "id", "submission_id", "tenant_id", "line_no", "custom_id", "model", "request", "tags",
     "priority", "estimated_tokens", "status", "error", "finished_at", "deadline_at",
     "single_flight_key", "cache_mode", "input_row", "route", "client_retry_count"))
-# Each column's type, for statements that take the columns as arrays.
+# Each column's SQL type, for statements that take the rows as parameters.
 JOB_ARRAY_TYPES = ("uuid", "uuid", "uuid", "int", "text", "text", "jsonb", "jsonb", "int",
                    "int", "text", "jsonb", "timestamptz", "timestamptz", "text", "text",
                    "jsonb", "jsonb", "int")

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -27,7 +28,7 @@ from intake.limits import IntakeLimits
 from intake.schema import JobRequest
 from intake.service import jobs_for_requests
 from models.single_jobs import StoredSingleJob
-from models.submissions import NewJob
+from models.submissions import NewJob, insert_submission
 from models.tables import Job, LedgerEntry, Result, ResultCacheEntry, Submission
 from models.tenants import TenantRef, ensure_tenant
 from penny.database import connect_async
@@ -310,3 +311,27 @@ def test_the_writer_closes_its_connection_when_idle_and_when_its_loop_ends(
     assert other_backends(runtime) == before
     with runtime.sessions() as session:
         assert session.execute(select(func.count()).select_from(Job)).scalar_one() == 2
+
+
+def test_a_job_is_stored_as_bulk_intake_stores_it(runtime: Runtime, tenant: TenantRef
+                                                   ) -> None:
+    """The group's JSON document against bulk intake's COPY: the same columns come out,
+    documents, nulls and the deadline included."""
+    asked = replace(job(runtime, 9), custom_id="c-9", tags={"team": "x", "n": "1"},
+                    priority=-3, complete_within=timedelta(hours=2), client_retry_count=1,
+                    route={"mode": "auto", "tier": "small"})
+    columns = (Job.model, Job.request, Job.tags, Job.priority, Job.estimated_tokens,
+               Job.status, Job.error, Job.finished_at, Job.cache_mode, Job.custom_id,
+               Job.single_flight_key, Job.input_row, Job.route, Job.client_retry_count)
+    grouped = asyncio.run(writer_of(runtime).submit(tenant, asked, "h")).job_id
+    with runtime.sessions() as session:
+        bulk = insert_submission(session, tenant_id=tenant.id, kind="bulk", request_hash="b",
+                                 jobs=[asked], idempotency_key=None)
+        session.commit()
+        assert bulk is not None
+        rows = {row[0]: row[1:] for row in session.execute(
+            select(Job.id, *columns, Job.deadline_at - Job.created_at))}
+    assert rows[grouped][:-1] == rows[bulk.job_ids[0]][:-1]
+    assert rows[grouped][2] == {"team": "x", "n": "1"} and rows[grouped][6] is None
+    # Two hours from when each was queued (give or take the moment between the two).
+    assert abs(rows[grouped][-1] - timedelta(hours=2)) < timedelta(seconds=5)
