@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
@@ -33,6 +34,7 @@ from intake.group_commit import GroupCommitWriter
 from intake.limits import IntakeLimits
 from observability import tracing
 from observability.queue_collector import queue_registry
+from penny.database import connect_async
 from penny.runtime import Runtime
 from storage.s3_sources import SourcePolicy
 from tenancy.keys import AdminKeys
@@ -53,8 +55,11 @@ def create_app(runtime: Runtime, presence: WorkerPresence | None = None) -> Fast
     app.state.s3_sources = SourcePolicy.from_config(settings.tenant_s3_sources)
     # The model identities are read once, here: intake looks jobs up under them.
     app.state.result_cache = cache_policy(settings)
-    app.state.group_commit = (GroupCommitWriter(runtime.sessions, app.state.result_cache)
-                              if settings.intake_group_commit else None)
+    app.state.group_commit = (
+        GroupCommitWriter(runtime.sessions, app.state.result_cache,
+                          functools.partial(connect_async, runtime.database_url,
+                                            settings.report_feature_tag))
+        if settings.intake_group_commit else None)
     app.state.max_tokens_caps = CapsCache(settings, runtime.sessions)
     app.state.started_at = datetime.now(UTC)
     app.state.worker_presence = presence or HeartbeatPresence(runtime.sessions, settings)

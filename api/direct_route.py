@@ -53,6 +53,12 @@ class DirectCreateRoute(JsonBodyRoute):
         self._model: type[BaseModel] = model
         self._header = dependant.header_params[0].alias.lower()
 
+    async def shortcut(self, document: Any, request: Request, tenant: Any) -> Response | None:
+        """The answer to a body the model would accept, made without the model by a
+        subclass that checks the same rules in a cheaper way; None (always, here): the
+        model validates the body and the endpoint answers."""
+        return None
+
     async def answer(self, request: Request, generic: _Handler) -> Response:
         overrides = getattr(self.dependency_overrides_provider, "dependency_overrides", None)
         if (request.method != "POST" or overrides or self._header in request.headers
@@ -61,6 +67,9 @@ class DirectCreateRoute(JsonBodyRoute):
             return await generic(request)
         document = await request.json()  # parsed and checked already (JsonBodyRoute)
         tenant = await self._tenant_of(request)  # before the body, as FastAPI orders it
+        shortcut = await self.shortcut(document, request, tenant)
+        if shortcut is not None:
+            return shortcut
         try:
             body = self._model.model_validate(document)
         except ValidationError:

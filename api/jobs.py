@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -20,12 +22,14 @@ from api.deps import (
 )
 from api.direct_route import DirectCreateRoute
 from api.errors import error_responses
-from api.intake_caps import prepared_jobs, prepared_jobs_async
+from api.intake_caps import CapsCache, client_retry_count, prepared_jobs, prepared_jobs_async
 from api.json_body import JsonBodyRoute
 from api.links import links, read_by_id
 from api.schemas import BulkAccepted, BulkJobsRequest, JobAccepted, JobOut, SubmissionOut
 from api.webhooks import checked_callback
+from intake.fast_jobs import plain_job
 from intake.group_commit import GroupCommitWriter
+from intake.max_tokens_caps import JobCaps
 from intake.schema import JobRequest
 from intake.service import body_hash, jobs_for_bulk, jobs_for_requests, request_hash, submit
 from models.batches import progress_of
@@ -64,23 +68,63 @@ async def create_job(
                                      jobs_for_requests([body], limits_of(request)))
     payload_hash = (request_hash(body.model_dump(mode="json")) if idempotency_key
                     else body_hash(await request.body()))
-    writer: GroupCommitWriter | None = request.app.state.group_commit
-    policy = policy_of(request)
-    if (writer is not None and idempotency_key is None and policy.max_queued_jobs is None
-            and tenant.name not in policy.budgets):
-        stored = await writer.submit(tenant, jobs[0], payload_hash)
-        return _accepted(JobAccepted(id=str(stored.job_id),
-                                     status="succeeded" if stored.from_cache else "queued",
-                                     submission_id=str(stored.submission_id)), replayed=False)
+    writer = _group_writer(request, tenant) if idempotency_key is None else None
+    if writer is not None:
+        return await _group_committed(writer, tenant, jobs[0], payload_hash)
     answer, replayed = await run_in_threadpool(_create_job, request, tenant, idempotency_key,
                                                jobs, payload_hash)
     return _accepted(answer, replayed)
 
 
+def _group_writer(request: Request, tenant: TenantRef) -> GroupCommitWriter | None:
+    """The group-commit writer, when a submission of `tenant` without an Idempotency-Key
+    may take it: nothing to count or lock per tenant (no queued-jobs limit, no budget)."""
+    writer: GroupCommitWriter | None = request.app.state.group_commit
+    policy = policy_of(request)
+    if writer is None or policy.max_queued_jobs is not None or tenant.name in policy.budgets:
+        return None
+    return writer
+
+
+async def _group_committed(writer: GroupCommitWriter, tenant: TenantRef, job: NewJob,
+                           payload_hash: str) -> Response:
+    stored = await writer.submit(tenant, job, payload_hash)
+    return _accepted(JobAccepted(id=str(stored.job_id),
+                                 status="succeeded" if stored.from_cache else "queued",
+                                 submission_id=str(stored.submission_id)), replayed=False)
+
+
+async def _create_plain_job(document: Any, request: Request, tenant: TenantRef
+                            ) -> Response | None:
+    """`create_job` for a plain body (`intake.fast_jobs`: a prompt or chat messages and
+    the common fields), built without the pydantic model: the same job, with the
+    tenant's caps and the retry header, to the group writer. None when the body is not
+    plain or not valid, or the job needs more than the group writer (then `create_job`
+    takes it, and words any error)."""
+    writer = _group_writer(request, tenant)
+    caps_cache: CapsCache = request.app.state.max_tokens_caps
+    caps = caps_cache.known(tenant.id)  # unknown: read in the thread pool by create_job
+    if writer is None or caps is None:
+        return None
+    job = plain_job(document, 0, limits_of(request),
+                    caps=JobCaps(caps, caps_cache.feature_tag) if caps else None)
+    if job is None:
+        return None
+    retries = client_retry_count(request)
+    if retries is not None:
+        job = replace(job, client_retry_count=retries)
+    return await _group_committed(writer, tenant, job, body_hash(await request.body()))
+
+
+class _SingleJobRoute(DirectCreateRoute):
+    async def shortcut(self, document: Any, request: Request, tenant: Any) -> Response | None:
+        return await _create_plain_job(document, request, tenant)
+
+
 # Every single job comes this way: past FastAPI's generic handling when nothing is unusual.
 router.add_api_route(
     "/jobs", create_job, methods=["POST"], status_code=202, response_model=JobAccepted,
-    route_class_override=DirectCreateRoute, responses={
+    route_class_override=_SingleJobRoute, responses={
         **replayed_response(JobAccepted), **links(
             202, GetJob=read_by_id("/v1/jobs/{job_id}", "job_id"),
             GetSubmission=read_by_id("/v1/submissions/{submission_id}", "submission_id",

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 from sqlalchemy import func, select, text
@@ -129,24 +128,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def query_costs(sessions: object, count: int) -> dict[str, float]:
+def query_costs(sessions: object, database_url: str, count: int) -> dict[str, float]:
     """Seconds per call of the group writer's statements for a group of one job,
-    interleaved call by call in one transaction (rolled back): the insert alone (cache
-    off) and the insert that looks the job's key up in the same statement (cache on: a
-    miss, inserted; a hit, its answer read and nothing inserted, which a second step then
-    writes); a trivial query beside them is the floor of a round trip."""
-    from sqlalchemy import select as select_
+    interleaved call by call on the writer's kind of connection, inside one transaction
+    (rolled back): the insert alone (cache off) and the insert that looks the job's key up
+    in the same statement (cache on: a miss, inserted; a hit, its answer read and nothing
+    inserted, which a second step then writes); a trivial query beside them is the floor
+    of a round trip."""
+    import asyncio
 
     from cache.model_identity import cache_policy
     from intake.limits import IntakeLimits
     from intake.schema import JobRequest
     from intake.service import jobs_for_requests
-    from models.submissions import (
+    from models.single_jobs import (
         SingleJobSubmission,
-        insert_single_job_misses,
-        insert_single_job_submissions,
+        single_job_submission,
+        write_single_jobs,
     )
     from models.tenants import ensure_tenant
+    from penny.database import connect_async
     from penny.settings import Settings
 
     settings = Settings()
@@ -162,8 +163,7 @@ def query_costs(sessions: object, count: int) -> dict[str, float]:
         body = JobRequest.model_validate(
             job_body(label, next(numbered) if number is None else number))
         job = jobs_for_requests([body], limits)[0]
-        return [SingleJobSubmission(tenant_id, job, "h",
-                                    policy.key(job.model, job.request) if looked_up else None)]
+        return [single_job_submission(tenant_id, job, "h", policy if looked_up else None)]
 
     # Each call's group is built before its clock starts: only the statement is timed.
     groups: dict[str, Callable[[], list[SingleJobSubmission]]] = {
@@ -174,21 +174,25 @@ def query_costs(sessions: object, count: int) -> dict[str, float]:
         "insert with the lookup, a hit (its answer read)": lambda: group(MODES[2], 0,
                                                                          looked_up=True),
     }
-    calls: dict[str, Callable[[Any, list[SingleJobSubmission]], object]] = {
-        "a round trip (SELECT 1)": lambda s, _: s.execute(select_(1)).scalar_one(),
-        "insert, cache off": lambda s, one: insert_single_job_submissions(s, one, {}),
-        "insert with the lookup, a miss": insert_single_job_misses,
-        "insert with the lookup, a hit (its answer read)": insert_single_job_misses,
-    }
-    spent = dict.fromkeys(calls, 0.0)
-    with sessions() as session:  # type: ignore[operator]
-        for _ in range(count):
-            for name, call in calls.items():
-                one = groups[name]()
-                started = time.perf_counter()
-                call(session, one)
-                spent[name] += time.perf_counter() - started
-        session.rollback()
+    spent = dict.fromkeys(groups, 0.0)
+
+    async def measure() -> None:
+        connection = await connect_async(database_url)
+        try:
+            async with connection.transaction(force_rollback=True):
+                for _ in range(count):
+                    for name, make in groups.items():
+                        one = make()
+                        started = time.perf_counter()
+                        if one:
+                            await write_single_jobs(connection, one)
+                        else:
+                            await connection.execute("SELECT 1")
+                        spent[name] += time.perf_counter() - started
+        finally:
+            await connection.close()
+
+    asyncio.run(measure())
     return {name: total / count for name, total in spent.items()}
 
 
@@ -232,7 +236,7 @@ def main() -> None:
                   for mode in MODES}
         prefill(settings, runtime.sessions, bodies[MODES[2]])
         latencies = post_interleaved(urls, bodies, args.concurrency)
-        queries = query_costs(runtime.sessions, args.requests)
+        queries = query_costs(runtime.sessions, runtime.database_url, args.requests)
     finally:
         for process in servers.values():
             process.terminate()

@@ -1,11 +1,20 @@
 """Group commit for single-job submissions: concurrent `POST /v1/jobs` requests are written
-by one thread, many per transaction, so they share its statements and its commit (a
-commit waits for the WAL to reach disk; one per job capped intake at a few hundred jobs
-a second).
+many per statement, so they share its round trip and its commit (a commit waits for the
+WAL to reach disk; one per job capped intake at a few hundred jobs a second).
+
+The writer is a task on the requests' own event loop with a connection of its own in
+autocommit: while one group's statement is out, the submissions that arrive wait in a
+list, and the next statement takes them all. One statement is one transaction, so a group
+costs one round trip (no BEGIN, no COMMIT) and no thread, queue or wake-up between the
+loop and a writer. Each event loop that submits gets its own writer and connection (a
+test client may run several loops in turn); a writer with nothing to write for
+`IDLE_SECONDS` closes its connection and ends, as it does when its loop shuts down.
 
 Nothing is answered before it is durable: a request's future resolves only after the
-transaction holding its job has committed. A group whose transaction fails is written
-again one submission per transaction, so one bad job fails alone.
+statement holding its job has returned, committed. A group whose statement fails is
+written again one submission per statement, so one bad job fails alone. Jobs the exact
+cache answers are written (succeeded, with their results and ledger rows) in a
+transaction of their own in the thread pool, beside the next groups.
 
 Only submissions that need nothing per request from the database go this way: no
 Idempotency-Key (a replay must read the original), no queued-jobs limit and no budget
@@ -16,184 +25,198 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
-import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection
+from psycopg import AsyncConnection
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.keys import CachePolicy
-from models.submissions import (
-    NewJob,
+from models.result_cache import CachedAnswer
+from models.single_jobs import (
     SingleJobSubmission,
     StoredSingleJob,
-    insert_single_job_misses,
     insert_single_job_submissions,
-    lookup_keys,
+    single_job_submission,
+    write_single_jobs,
 )
+from models.submissions import NewJob
 from models.tenants import TenantRef
 from observability import metrics
 from observability.tracing import current_traceparent
 from penny.database import connection_is_dead
 
-# Past this many waiting submissions a transaction is cut: its statements stay small and
-# the first in line does not wait behind a long tail.
+# Past this many waiting submissions a statement is cut: it stays small and the first in
+# line does not wait behind a long tail.
 MAX_GROUP = 256
-# The thread ends after this long with nothing to write (and starts again on demand), so
-# an app that is dropped leaves no thread behind.
+# A writer ends (closing its connection) after this long with nothing to write, and
+# starts again on demand.
 IDLE_SECONDS = 5.0
+
+Connect = Callable[[], Awaitable[AsyncConnection[Any]]]
 
 
 @dataclass
 class _Pending:
     entry: SingleJobSubmission
-    loop: asyncio.AbstractEventLoop
     future: asyncio.Future[StoredSingleJob]
 
 
 class GroupCommitWriter:
-    def __init__(self, sessions: sessionmaker[Session], cache: CachePolicy | None) -> None:
+    def __init__(self, sessions: sessionmaker[Session], cache: CachePolicy | None,
+                 connect: Connect) -> None:
+        """`connect` opens an autocommit connection (`penny.database.connect_async`);
+        `sessions` write the jobs the exact cache answers."""
         self._sessions = sessions
         self._cache = cache
-        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        # The writer thread's own session on a connection it keeps while it runs: no
-        # session made, no pool checkout and return, per group. Only that thread uses it.
-        self._session: Session | None = None
+        self._connect = connect
+        self._writers: dict[asyncio.AbstractEventLoop, _LoopWriter] = {}
 
     async def submit(self, tenant: TenantRef, job: NewJob, payload_hash: str
                      ) -> StoredSingleJob:
         """Queue one single-job submission; return once it is committed."""
-        key = lookup_keys([job], self._cache)[0]
+        entry = single_job_submission(tenant.id, job, payload_hash, self._cache,
+                                      current_traceparent())
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[StoredSingleJob] = loop.create_future()
-        entry = SingleJobSubmission(tenant.id, job, payload_hash, key, current_traceparent())
-        self._queue.put(_Pending(entry, loop, future))
-        self._ensure_running()
-        return await future
+        writer = self._writers.get(loop)
+        if writer is None:
+            # Loops a test client ran and closed leave no writer behind.
+            for closed in [other for other in self._writers if other.is_closed()]:
+                del self._writers[closed]
+            writer = self._writers[loop] = _LoopWriter(loop, self._connect, self._sessions)
+        return await writer.submit(entry)
 
-    def _ensure_running(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="group-commit",
-                                                daemon=True)
-                self._thread.start()
 
-    def _run(self) -> None:
-        while True:
-            try:
-                first = self._queue.get(timeout=IDLE_SECONDS)
-            except queue.Empty:
-                with self._lock:
-                    if self._queue.empty():  # a submit now starts a new thread
-                        self._thread = None
-                        self._let_go()
-                        return
-                continue
-            group = [first]
-            while len(group) < MAX_GROUP:
-                try:
-                    group.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._write(group)
+class _LoopWriter:
+    """The writer of one event loop; only that loop touches it."""
 
-    def _write(self, group: list[_Pending]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, connect: Connect,
+                 sessions: sessionmaker[Session]) -> None:
+        self._loop = loop
+        self._connect = connect
+        self._sessions = sessions
+        self._pending: list[_Pending] = []
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None  # set while idle
+        self._connection: AsyncConnection[Any] | None = None
+        self._hit_writes: set[asyncio.Task[None]] = set()
+
+    def submit(self, entry: SingleJobSubmission) -> asyncio.Future[StoredSingleJob]:
+        future: asyncio.Future[StoredSingleJob] = self._loop.create_future()
+        self._pending.append(_Pending(entry, future))
+        if self._task is None:
+            self._task = self._loop.create_task(self._run(), name="group-commit")
+        elif self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        return future
+
+    async def _run(self) -> None:
         try:
-            stored = self._commit([p.entry for p in group])
+            while await self._more():
+                group = self._pending[:MAX_GROUP]
+                del self._pending[:MAX_GROUP]
+                await self._write(group)
+        finally:
+            # No await from the last look at the list to here: a submission that came
+            # meanwhile would have been seen there.
+            self._task = None
+            await self._let_go()
+
+    async def _more(self) -> bool:
+        """Whether there is a group to write, waiting up to IDLE_SECONDS for one."""
+        if self._pending:
+            return True
+        wake = self._wake = self._loop.create_future()
+        timer = self._loop.call_later(IDLE_SECONDS, _settle, wake)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
+        return bool(self._pending)
+
+    async def _write(self, group: list[_Pending]) -> None:
+        try:
+            stored, found = await self._statement([p.entry for p in group])
         except Exception as error:
             if len(group) == 1:
-                group[0].loop.call_soon_threadsafe(_reject, group[0].future, error)
+                _reject(group[0].future, error)
                 return
             # One bad row (or a connection lost) must not fail the others: one by one.
             for pending in group:
-                self._write([pending])
+                await self._write([pending])
             return
-        # One wake-up per event loop for the whole group, not one per request.
-        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[StoredSingleJob],
-                                                            StoredSingleJob]]] = {}
-        for pending, result in zip(group, stored, strict=True):
-            answers.setdefault(pending.loop, []).append((pending.future, result))
-        for loop, resolved in answers.items():
-            loop.call_soon_threadsafe(_resolve, resolved)
-        metrics.record_exact_cache_hits(
-            p.entry.job.model for p, s in zip(group, stored, strict=True) if s.from_cache)
+        for pending, one in zip(group, stored, strict=True):
+            if one is not None:
+                _resolve(pending.future, one)
+        if found:
+            hits = [group[position] for position in found]
+            task = self._loop.create_task(self._write_hits(hits, list(found.values())))
+            self._hit_writes.add(task)  # kept until done: the loop holds tasks weakly
+            task.add_done_callback(self._hit_writes.discard)
 
-    def _commit(self, entries: Sequence[SingleJobSubmission]) -> list[StoredSingleJob]:
-        session = self._session
-        if session is not None and _closed_by_server(session):
-            self._let_go()  # as the pool does at checkout: a fresh connection instead
-            session = None
-        if session is None:
-            engine = self._sessions.kw["bind"]
-            session = self._session = self._sessions(bind=engine.connect())
+    async def _statement(self, entries: Sequence[SingleJobSubmission]
+                         ) -> tuple[list[StoredSingleJob | None], dict[int, CachedAnswer]]:
+        connection = self._connection
+        if connection is not None and connection_is_dead(connection):
+            # The server ended it while it waited (a restart, a terminated backend, an
+            # idle timeout): a fresh one instead, as the pool does at checkout.
+            await self._let_go()
+            connection = None
+        if connection is None:
+            connection = self._connection = await self._connect()
         try:
-            if all(entry.cache_key is None for entry in entries):
-                stored = insert_single_job_submissions(session, entries, {})
-            else:
-                stored = _insert_looking_up(session, entries)
-            session.commit()
+            return await write_single_jobs(connection, entries)
         except BaseException:
-            # Whatever failed (a row, the connection), the next group starts afresh.
-            self._let_go()
+            if connection.broken or connection.closed:
+                await self._let_go()
             raise
+
+    async def _write_hits(self, hits: list[_Pending], answers: list[CachedAnswer]) -> None:
+        """The entries the cache answered, written succeeded in one transaction in the
+        thread pool (one by one if that fails, so one bad job fails alone)."""
+        try:
+            stored = await asyncio.to_thread(self._commit_hits, [p.entry for p in hits],
+                                             answers)
+        except Exception as error:
+            if len(hits) == 1:
+                _reject(hits[0].future, error)
+                return
+            for pending, answer in zip(hits, answers, strict=True):
+                await self._write_hits([pending], [answer])
+            return
+        for pending, one in zip(hits, stored, strict=True):
+            _resolve(pending.future, one)
+        metrics.record_exact_cache_hits(p.entry.job.model for p in hits)
+
+    def _commit_hits(self, entries: list[SingleJobSubmission], answers: list[CachedAnswer]
+                     ) -> list[StoredSingleJob]:
+        keyed = {(entry.tenant_id, answer.cache_key): answer
+                 for entry, answer in zip(entries, answers, strict=True)}
+        with self._sessions() as session:
+            stored = insert_single_job_submissions(session, entries, keyed)
+            session.commit()
         return stored
 
-    def _let_go(self) -> None:
-        """Roll back and close the thread's session, and close its connection for real:
-        handed back to the pool it came from, it would stay open there unused if that
-        pool has been disposed meanwhile (an engine disposed while the thread idled)."""
-        session, self._session = self._session, None
-        if session is None:
-            return
-        connection = session.get_bind()
-        # Closing what already failed may fail again; the pool then discards it.
-        with contextlib.suppress(Exception):
-            session.close()
-        with contextlib.suppress(Exception):
-            assert isinstance(connection, Connection)
-            connection.invalidate()
-            connection.close()
+    async def _let_go(self) -> None:
+        """Close the connection (closing one that already failed may fail again)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
 
-def _closed_by_server(session: Session) -> bool:
-    """Whether the server ended the kept connection while it waited for a group (a
-    restart, a terminated backend, an idle timeout), asking nothing of the server."""
-    connection = session.get_bind()
-    assert isinstance(connection, Connection)
-    if connection.invalidated or connection.closed:
-        return True
-    return connection_is_dead(connection.connection.dbapi_connection)
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
-def _insert_looking_up(session: Session, entries: Sequence[SingleJobSubmission]
-                       ) -> list[StoredSingleJob]:
-    """The misses go in with the lookup itself, one statement for the group; only the
-    entries found take a second step, which writes them succeeded with the answers that
-    statement read. All in the caller's transaction."""
-    stored, found = insert_single_job_misses(session, entries)
-    if found:
-        hits = [entries[position] for position in found]
-        answers = {(entry.tenant_id, answer.cache_key): answer
-                   for entry, answer in zip(hits, found.values(), strict=True)}
-        for position, one in zip(found, insert_single_job_submissions(session, hits, answers),
-                                 strict=True):
-            stored[position] = one
-    done = [one for one in stored if one is not None]
-    assert len(done) == len(entries), "every entry is stored once"
-    return done
-
-
-def _resolve(resolved: list[tuple[asyncio.Future[StoredSingleJob], StoredSingleJob]]
-             ) -> None:
-    for future, result in resolved:
-        if not future.cancelled():  # the client went away; the job is queued all the same
-            future.set_result(result)
+def _resolve(future: asyncio.Future[StoredSingleJob], result: StoredSingleJob) -> None:
+    if not future.done():  # the client went away; the job is stored all the same
+        future.set_result(result)
 
 
 def _reject(future: asyncio.Future[StoredSingleJob], error: BaseException) -> None:
-    if not future.cancelled():
+    if not future.done():
         future.set_exception(error)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 from cache.keys import CacheMode, CachePolicy
 from coalescer.single_flight import single_flight_key, single_flight_keys
 from models.fast_rows import copy_rows, json_text, time_ordered_ids
-from models.result_cache import ANSWER_COLUMNS, CachedAnswer, answer_of_row, record_cache_hits
+from models.result_cache import CachedAnswer, record_cache_hits
 from models.status import TERMINAL_JOB_STATUSES, JobStatus, SubmissionStatus
-from models.tables import Job, LedgerEntry, Result, ResultCacheEntry, StoredFile, Submission
+from models.tables import Job, LedgerEntry, Result, StoredFile, Submission
 from observability.tracing import current_traceparent
 
 
@@ -217,105 +217,6 @@ def insert_jobs(
     return InsertedJobs(job_ids, frozenset(hits))
 
 
-@dataclass(frozen=True)
-class SingleJobSubmission:
-    """One single-job submission of a group written in one transaction."""
-
-    tenant_id: uuid.UUID
-    job: NewJob
-    request_hash: str
-    cache_key: str | None
-    # The intake request's trace context (taken where the request is handled: the group
-    # is written on another thread).
-    traceparent: str | None = None
-
-
-@dataclass(frozen=True)
-class StoredSingleJob:
-    """A single-job submission written by `insert_single_job_submissions`: all its
-    request is answered with."""
-
-    submission_id: uuid.UUID
-    job_id: uuid.UUID
-    from_cache: bool
-
-
-def insert_single_job_submissions(
-    session: Session, entries: Sequence[SingleJobSubmission],
-    answers: Mapping[tuple[uuid.UUID, str], CachedAnswer],
-) -> list[StoredSingleJob]:
-    """Insert many single-job submissions (no idempotency key) and their jobs in one
-    statement of fixed text (psycopg prepares it after a few uses): the arrays travel as
-    one parameter each, whatever the group's size. Nothing comes back from the database,
-    so nothing is read back, and no ORM object is made for rows only their ids answer
-    for. `answers` holds the exact cache's live entries by (tenant, key). The caller
-    commits."""
-    now = datetime.now(UTC)
-    stored = [StoredSingleJob(submission_id=uuid.uuid4(), job_id=uuid.uuid4(),
-                              from_cache=entry.cache_key is not None
-                              and (entry.tenant_id, entry.cache_key) in answers)
-              for entry in entries]
-    hits = {s.job_id: answers[(e.tenant_id, e.cache_key)]
-            for s, e in zip(stored, entries, strict=True)
-            if s.from_cache and e.cache_key is not None}
-    with _driver_cursor(session) as cursor:
-        cursor.execute(_INSERT_SINGLE_JOB_SUBMISSIONS,
-                       _single_job_parameters(stored, entries, hits, now))
-    for one, entry in zip(stored, entries, strict=True):
-        if one.from_cache:
-            record_cache_hits(session, entry.tenant_id, one.submission_id,
-                              {one.job_id: hits[one.job_id]})
-    return stored
-
-
-def insert_single_job_misses(
-    session: Session, entries: Sequence[SingleJobSubmission],
-) -> tuple[list[StoredSingleJob | None], dict[int, CachedAnswer]]:
-    """Insert, as queued, the single-job submissions the exact cache has no live entry
-    for, and read the answers of the others, in one statement: with the cache on, a group
-    of misses (the common case) costs the same round trip as with it off. Returns what
-    was stored (None where a live entry was found) and the answers found by position:
-    only they need a second step (`insert_single_job_submissions` with those answers).
-    Tenant-scoped: a key is looked for only among its own tenant's entries. The caller
-    commits."""
-    now = datetime.now(UTC)
-    fresh = [StoredSingleJob(submission_id=uuid.uuid4(), job_id=uuid.uuid4(),
-                             from_cache=False) for _ in entries]
-    with _driver_cursor(session) as cursor:
-        cursor.execute(_INSERT_SINGLE_JOB_MISSES,
-                       [[e.cache_key for e in entries],
-                        *_single_job_parameters(fresh, entries, {}, now)])
-        # Ordinals count from 1.
-        found = {row[0] - 1: answer_of_row(row[1:]) for row in cursor.fetchall()}
-    stored: list[StoredSingleJob | None] = list(fresh)
-    for position in found:
-        stored[position] = None
-    return stored, found
-
-
-def _driver_cursor(session: Session) -> Any:
-    """A cursor on the session's own connection (same transaction), past the ORM's
-    execution and row machinery, which cost several times these statements."""
-    driver = session.connection().connection.driver_connection
-    assert driver is not None
-    return driver.cursor()
-
-
-def _single_job_parameters(stored: Sequence[StoredSingleJob],
-                           entries: Sequence[SingleJobSubmission],
-                           hits: Mapping[uuid.UUID, CachedAnswer], now: datetime
-                           ) -> list[Any]:
-    """The parameters `_single_job_statement` takes, after any of its own: request
-    hashes, traceparents, one array per job column, then the time."""
-    columns: list[list[Any]] = [[] for _ in _JOB_COLUMNS[1]]
-    for row in _job_rows([(s.job_id, s.submission_id, e.tenant_id, e.job)
-                          for s, e in zip(stored, entries, strict=True)], hits, now):
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    return [[e.request_hash for e in entries], [e.traceparent for e in entries], *columns,
-            now]
-
-
 def _copy_jobs(session: Session,
                rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, NewJob]],
                hits: Mapping[uuid.UUID, CachedAnswer],
@@ -324,76 +225,40 @@ def _copy_jobs(session: Session,
     a row per statement through the ORM's executemany cost ~0.3 ms of CPU per job, more
     than everything else intake does."""
     # SQL now() cannot ride along in a COPY
-    copy_rows(session, _JOB_COLUMNS, _job_rows(rows, hits, datetime.now(UTC), flight_keys))
+    copy_rows(session, JOB_COLUMNS, job_rows(rows, hits, datetime.now(UTC), flight_keys))
 
 
-def _job_rows(rows: Iterable[tuple[uuid.UUID, uuid.UUID, uuid.UUID, NewJob]],
-              hits: Mapping[uuid.UUID, CachedAnswer], now: datetime,
-              flight_keys: Sequence[str | None] | None = None
-              ) -> Iterator[tuple[Any, ...]]:
-    """Each job's values in `_JOB_COLUMNS` order, its documents serialised once; its
-    single-flight key from `flight_keys` (one per row) when given."""
+def job_rows(rows: Iterable[tuple[uuid.UUID, uuid.UUID, uuid.UUID, NewJob]],
+             hits: Mapping[uuid.UUID, CachedAnswer], now: datetime,
+             flight_keys: Sequence[str | None] | None = None,
+             document: Callable[[Any], Any] = json_text) -> Iterator[tuple[Any, ...]]:
+    """Each job's values in `JOB_COLUMNS` order, each of its documents (the jsonb
+    columns) as `document` makes it: serialised once by default; its single-flight key
+    from `flight_keys` (one per row) when given."""
     for n, (job_id, submission_id, tenant_id, job) in enumerate(rows):
         yield (job_id, submission_id, tenant_id, job.line_no, job.custom_id, job.model,
-               json_text(job.request), json_text(job.tags or {}), job.priority,
+               document(job.request), document(job.tags or {}), job.priority,
                job.estimated_tokens, _initial_status(job, job_id in hits),
-               None if job.error is None else json_text(job.error),
+               None if job.error is None else document(job.error),
                now if job.error or job_id in hits else None,
                now + job.complete_within if job.complete_within else None,
                flight_keys[n] if flight_keys is not None
                else None if job.error or not job.single_flight
                else single_flight_key(str(tenant_id), job.model, job.request),
-               job.cache_mode, None if job.input_row is None else json_text(job.input_row),
-               None if job.route is None else json_text(job.route),
+               job.cache_mode, None if job.input_row is None else document(job.input_row),
+               None if job.route is None else document(job.route),
                job.client_retry_count)
 
 
-_JOB_COLUMNS = (Job.__tablename__, (
+JOB_COLUMNS = (Job.__tablename__, (
     "id", "submission_id", "tenant_id", "line_no", "custom_id", "model", "request", "tags",
     "priority", "estimated_tokens", "status", "error", "finished_at", "deadline_at",
     "single_flight_key", "cache_mode", "input_row", "route", "client_retry_count"))
-_JOB_ARRAY_TYPES = ("uuid", "uuid", "uuid", "int", "text", "text", "jsonb", "jsonb", "int",
-                    "int", "text", "jsonb", "timestamptz", "timestamptz", "text", "text",
-                    "jsonb", "jsonb", "int")
-_COLUMN_LIST = ", ".join(_JOB_COLUMNS[1])
-
-
-def _single_job_statement(lookup: bool) -> str:
-    """One submission and its job per row of the arrays. The submissions take their ids
-    and tenants from the jobs' own arrays (one job each, in order). With `lookup`, a
-    first array holds each row's cache key (or NULL): rows whose key has a live entry in
-    their tenant's exact cache are not inserted; their ordinals and entries come back."""
-    types = ["text", "text", *_JOB_ARRAY_TYPES]
-    names = f"request_hash, traceparent, {_COLUMN_LIST}"
-    if lookup:
-        types, names = ["text", *types], f"cache_key, {names}"
-    statement = ("WITH job AS (SELECT * FROM unnest("
-                 + ", ".join(f"%s::{t}[]" for t in types)
-                 + f") WITH ORDINALITY AS j({names}, n)), ")
-    source = "job"
-    if lookup:
-        statement += (
-            "looked AS (SELECT job.*, job.cache_key IS NOT NULL AND EXISTS (SELECT 1 FROM "
-            f"{ResultCacheEntry.__tablename__} e WHERE e.tenant_id = job.tenant_id AND "
-            # An expired entry is never served, even before the sweeper removes it.
-            "e.cache_key = job.cache_key AND e.expires_at > now()) AS cached FROM job), ")
-        source = "looked WHERE NOT cached"
-    statement += (
-        "submitted AS (INSERT INTO submissions (id, tenant_id, kind, status, request_hash, "
-        "total_jobs, created_at, traceparent) SELECT submission_id, tenant_id, 'job', "
-        f"'open', request_hash, 1, %s::timestamptz, traceparent FROM {source})")
-    insert_jobs = f"INSERT INTO jobs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {source}"
-    if not lookup:
-        return f"{statement} {insert_jobs}"
-    # What the lookup found is read in the same statement (the same snapshot).
-    return (f"{statement}, inserted AS ({insert_jobs}) SELECT looked.n, "
-            + ", ".join(f"e.{column}" for column in ANSWER_COLUMNS)
-            + f" FROM looked JOIN {ResultCacheEntry.__tablename__} e ON e.tenant_id = "
-            "looked.tenant_id AND e.cache_key = looked.cache_key WHERE looked.cached")
-
-
-_INSERT_SINGLE_JOB_SUBMISSIONS = _single_job_statement(lookup=False)
-_INSERT_SINGLE_JOB_MISSES = _single_job_statement(lookup=True)
+# Each column's SQL type, for statements that take the rows as parameters.
+JOB_ARRAY_TYPES = ("uuid", "uuid", "uuid", "int", "text", "text", "jsonb", "jsonb", "int",
+                   "int", "text", "jsonb", "timestamptz", "timestamptz", "text", "text",
+                   "jsonb", "jsonb", "int")
+JOB_COLUMN_LIST = ", ".join(JOB_COLUMNS[1])
 
 
 def _initial_status(job: NewJob, from_cache: bool) -> JobStatus:

@@ -11,9 +11,10 @@ import select
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -122,12 +123,27 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10,
     `penny.report_feature_tag`: the ledger's rollup trigger reads it. Only a tag other than
     the trigger's own default (`feature`) is sent, so a connection pooler that refuses
     startup options (PgBouncer does, by default) sees none unless one is configured."""
-    connect_args = ({"options": f"-c penny.report_feature_tag={feature_tag}"}
-                    if feature_tag and feature_tag != DEFAULT_FEATURE_TAG else {})
     engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
-                           connect_args=connect_args)
+                           connect_args=_startup_options(feature_tag))
     event.listen(engine, "checkout", _refuse_dead_connection)
     return engine
+
+
+def _startup_options(feature_tag: str | None) -> dict[str, Any]:
+    return ({"options": f"-c penny.report_feature_tag={feature_tag}"}
+            if feature_tag and feature_tag != DEFAULT_FEATURE_TAG else {})
+
+
+async def connect_async(url: str, feature_tag: str | None = None
+                        ) -> psycopg.AsyncConnection[Any]:
+    """A connection of its own (outside the engine's pool) for a coroutine on the event
+    loop, in autocommit: each statement is its own transaction, committed before it
+    returns, with no BEGIN or COMMIT round trip. Same server and startup options as
+    `make_engine(url, feature_tag=...)`."""
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+    return await psycopg.AsyncConnection.connect(conninfo, autocommit=True,
+                                                 **_startup_options(feature_tag))
 
 
 def connection_is_dead(dbapi_connection: Any) -> bool:

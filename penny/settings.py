@@ -175,8 +175,9 @@ class Settings(BaseSettings):
     intake_group_commit: bool = True
     """Write concurrent single-job submissions (`POST /v1/jobs` without an
     Idempotency-Key, for a tenant with no queued-jobs limit or budget) several to a
-    transaction, each answered once its transaction has committed. Off: one transaction
-    per request."""
+    transaction, each answered once its transaction has committed. The writer holds one
+    connection of its own per API worker process (beside the pool) while it has work.
+    Off: one transaction per request."""
     redis_url: str | None = None
     """Redis URL of the Celery broker (distributed mode). Unset: no broker; the
     coalescer and one worker per model run in-process."""

@@ -125,7 +125,7 @@ def test_with_tracing_off_nothing_is_stored(
 def test_single_jobs_written_by_group_commit_keep_their_own_trace(
     spans: InMemorySpanExporter, runtime: Runtime
 ) -> None:
-    """Single jobs are written several to a transaction on another thread: each
+    """Single jobs are written several to a statement by the group writer: each
     submission still carries the context of the request that sent it."""
     traces = [f"{n:032x}" for n in (0xA1, 0xB2)]
     with LiveServer(create_app(runtime)) as server, httpx.Client(base_url=server.url) as http:

@@ -6,6 +6,7 @@ must get the same answer: the same status, the same error body, the same job sto
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+import api.jobs
 from api.app import create_app
 from api.direct_route import DirectCreateRoute
 from api.json_body import JsonBodyRoute
+from intake.fast_jobs import plain_job as fast_plain_job
 from models.tables import Job
 from penny.runtime import Runtime, open_runtime
 from tests.support import make_settings
@@ -128,3 +131,52 @@ def routes(app: FastAPI) -> Iterator[list[APIRoute]]:
 def test_only_the_single_job_route_goes_the_direct_way(routes: list[APIRoute]) -> None:
     direct = [(r.path, sorted(r.methods)) for r in routes if isinstance(r, DirectCreateRoute)]
     assert direct == [("/v1/jobs", ["POST"])]
+
+
+PLAIN: list[tuple[dict[str, Any], dict[str, str]]] = [
+    (GOOD, {}),
+    ({"prompt": "Write an essay.", "max_tokens": 100, "metadata": {"feature": "essay"}}, {}),
+    ({"messages": [{"role": "system", "content": "Be brief."},
+                   {"role": "user", "content": "Why is the sky blue?"}],
+      "temperature": 0.5, "seed": 3, "top_p": 0.9, "priority": 5, "custom_id": "c-1",
+      "metadata": {"team": "x"}, "cache": "off"}, {}),
+    ({"prompt": "Again?", "temperature": 1}, {"x-stainless-retry-count": "2"}),
+]
+STORED = (Job.model, Job.request, Job.tags, Job.priority, Job.estimated_tokens, Job.status,
+          Job.cache_mode, Job.custom_id, Job.single_flight_key, Job.client_retry_count,
+          Job.deadline_at, Job.route)
+
+
+def test_a_plain_job_is_stored_as_the_general_way_stores_it(
+    app: FastAPI, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain bodies skip the request model (`intake.fast_jobs`) once the tenant's caps are
+    known; what they store is what the model's way stores, caps and retry header too."""
+    built: list[object] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        job = fast_plain_job(*args, **kwargs)
+        built.append(job)
+        return job
+
+    monkeypatch.setattr(api.jobs, "plain_job", counted)
+    with TestClient(app) as client:
+        cap = client.put("/v1/max-tokens-caps", json={"feature": "essay", "max_tokens": 4})
+        assert cap.status_code == 200, cap.text
+        # The first job reads the tenant's caps (the model's way, off the event loop).
+        assert client.post("/v1/jobs", json=GOOD).status_code == 202
+        direct = [client.post("/v1/jobs", json=body, headers=headers)
+                  for body, headers in PLAIN]
+        generic_way(app)
+        generic = [client.post("/v1/jobs", json=body, headers=headers)
+                   for body, headers in PLAIN]
+    assert len(built) == len(PLAIN) and all(job is not None for job in built)
+    assert [r.status_code for r in direct + generic] == [202] * (2 * len(PLAIN))
+    with runtime.sessions() as session:
+        rows = {row[0]: tuple(row[1:]) for row in session.execute(
+            select(Job.id, *STORED))}
+    for one, other in zip(direct, generic, strict=True):
+        assert rows[uuid.UUID(one.json()["id"])] == rows[uuid.UUID(other.json()["id"])]
+    capped = rows[uuid.UUID(direct[1].json()["id"])]
+    assert capped[1]["sampling"]["max_tokens"] == 4  # the cap applies the plain way too
+    assert rows[uuid.UUID(direct[3].json()["id"])][9] == 2  # the retry header's count
