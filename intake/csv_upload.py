@@ -180,10 +180,11 @@ def _write_chunk(session: Session, submission_id: uuid.UUID, tenant: TenantRef,
     answers = find_cached_answers(session, tenant.id, wanted) if wanted else {}
     inserted = insert_jobs(session, submission_id, tenant.id, chunk.jobs,
                            CacheLookup(chunk.keys, answers, chunk.flight_keys))
+    hits = inserted.from_cache
     for job, job_id in zip(chunk.jobs, inserted.ids, strict=True):
         if job.error is not None:
             continue
-        if job_id in inserted.from_cache:
+        if hits and job_id in hits:  # hashing a UUID is a Python call: skip it for none
             tally.from_cache += 1
             tally.hit_models[job.model] += 1
             continue

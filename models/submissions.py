@@ -210,15 +210,21 @@ def insert_jobs(
         hits = {job_id: cached.answers[key]
                 for job_id, key in zip(job_ids, cached.keys, strict=True)
                 if key is not None and key in cached.answers}
-    _copy_jobs(session, [(job_id, submission_id, tenant_id, job)
+    # The ids every row shares go as text, converted once: psycopg's UUID dumper is
+    # Python, called for each value.
+    submission, tenant = str(submission_id), str(tenant_id)
+    _copy_jobs(session, [(job_id, submission, tenant, job)
                          for job_id, job in zip(job_ids, jobs, strict=True)], hits,
                None if cached is None else cached.single_flight)
     record_cache_hits(session, tenant_id, submission_id, hits)
     return InsertedJobs(job_ids, frozenset(hits))
 
 
-def _copy_jobs(session: Session,
-               rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, NewJob]],
+# A job row's ids (job, submission, tenant), each a UUID or its text, then the job.
+_JobRow = tuple[uuid.UUID, uuid.UUID | str, uuid.UUID | str, NewJob]
+
+
+def _copy_jobs(session: Session, rows: Sequence[_JobRow],
                hits: Mapping[uuid.UUID, CachedAnswer],
                flight_keys: Sequence[str | None] | None = None) -> None:
     """COPY (job id, submission id, tenant id, job) rows, each document serialised once:
@@ -228,19 +234,20 @@ def _copy_jobs(session: Session,
     copy_rows(session, JOB_COLUMNS, job_rows(rows, hits, datetime.now(UTC), flight_keys))
 
 
-def job_rows(rows: Iterable[tuple[uuid.UUID, uuid.UUID, uuid.UUID, NewJob]],
-             hits: Mapping[uuid.UUID, CachedAnswer], now: datetime,
-             flight_keys: Sequence[str | None] | None = None,
+def job_rows(rows: Iterable[_JobRow], hits: Mapping[uuid.UUID, CachedAnswer],
+             now: datetime, flight_keys: Sequence[str | None] | None = None,
              document: Callable[[Any], Any] = json_text) -> Iterator[tuple[Any, ...]]:
     """Each job's values in `JOB_COLUMNS` order, each of its documents (the jsonb
     columns) as `document` makes it: serialised once by default; its single-flight key
     from `flight_keys` (one per row) when given."""
     for n, (job_id, submission_id, tenant_id, job) in enumerate(rows):
+        # Hashing a UUID is a Python call: most chunks have no hits to look in.
+        hit = bool(hits) and job_id in hits
         yield (job_id, submission_id, tenant_id, job.line_no, job.custom_id, job.model,
                document(job.request), document(job.tags or {}), job.priority,
-               job.estimated_tokens, _initial_status(job, job_id in hits),
+               job.estimated_tokens, _initial_status(job, hit),
                None if job.error is None else document(job.error),
-               now if job.error or job_id in hits else None,
+               now if job.error or hit else None,
                now + job.complete_within if job.complete_within else None,
                flight_keys[n] if flight_keys is not None
                else None if job.error or not job.single_flight

@@ -193,10 +193,13 @@ class Job(Base):
         ),
         Index("ix_jobs_leader", "leader_job_id",
               postgresql_where=text("leader_job_id IS NOT NULL")),
-        # ... and every queued copy of a request it has just batched.
+        # ... and every queued copy of a request it has just batched: looked up by
+        # equality only, so a hash index (every queued job enters it; as a B-tree, its
+        # random digests cost a walk of comparisons each and outgrew memory on big files).
         Index(
             "ix_jobs_queued_key",
             "single_flight_key",
+            postgresql_using="hash",
             postgresql_where=text("status = 'queued' AND single_flight_key IS NOT NULL"),
         ),
         # Per-tenant limits: queued jobs, and the budget's reservation for unfinished ones;

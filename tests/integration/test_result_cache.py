@@ -21,7 +21,7 @@ from api.app import create_app
 from cache.model_identity import cache_policy
 from coalescer.planning import PlannedBatch
 from models.queue import claim_batch, claim_queued_jobs, create_batches, record_batch
-from models.result_cache import sweep_result_cache
+from models.result_cache import find_cached_answers, sweep_result_cache
 from models.tables import Batch, Job, ResultCacheEntry
 from penny.runtime import Runtime, open_runtime
 from penny.settings import Settings
@@ -579,3 +579,25 @@ def test_a_bulk_submission_sets_the_cache_mode_of_jobs_that_name_none(
     refused = client.post("/v1/jobs/bulk", headers=ACME,
                           json={"cache": "sometimes", "jobs": [job("x")]})
     assert refused.status_code == 422 and "cache" in refused.text
+
+
+def test_a_lookup_finds_hex_keys_and_any_other_text_alike(
+    keyed: tuple[Runtime, TestClient]
+) -> None:
+    """Keys penny makes (hex digests) travel as an array literal written in one piece;
+    any other text is quoted by the driver: both find their entries, and only theirs."""
+    runtime, client = keyed
+    posted = client.post("/v1/jobs/bulk", json={"jobs": [job("One?"), job("Two?")]},
+                         headers=ACME)
+    assert posted.status_code == 202
+    assert run_queued(runtime) == 2
+    hex_key, other = sorted(entry.cache_key for entry in entries(runtime))
+    odd = 'a,"b} NULL\\'
+    with runtime.sessions() as session:
+        session.execute(update(ResultCacheEntry).where(ResultCacheEntry.cache_key == other)
+                        .values(cache_key=odd))
+        tenant_id = session.execute(select(ResultCacheEntry.tenant_id)).scalars().first()
+        assert tenant_id is not None
+        assert set(find_cached_answers(session, tenant_id, [hex_key])) == {hex_key}
+        assert set(find_cached_answers(session, tenant_id, [odd, hex_key])) == {odd, hex_key}
+        assert find_cached_answers(session, tenant_id, [other, "NULL"]) == {}
