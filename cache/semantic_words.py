@@ -107,9 +107,9 @@ DIRECTIONS: dict[str, tuple[str, int]] = {
     **dict.fromkeys(("worse", "worst", "bad", "unsafe", "harmful", "unhealthy", "damage",
                      "dangerous", "harm", "harms", "hurt", "hurts"), ("good", -1)),
     **dict.fromkeys(("before", "earlier", "earliest", "prior", "until"), ("time", -1)),
-    **dict.fromkeys(("after", "later", "latest"), ("time", 1)),
+    **dict.fromkeys(("after", "later"), ("time", 1)),
     **dict.fromkeys(("first", "initial"), ("order", -1)),
-    **dict.fromkeys(("last", "final"), ("order", 1)),
+    **dict.fromkeys(("last", "final", "latest"), ("order", 1)),
     **dict.fromkeys(("minimum", "min", "minimal"), ("bound", -1)),
     # A limit is most often a maximum ("speed limit", "weight limit").
     **dict.fromkeys(("maximum", "max", "maximal", "limit", "limits"), ("bound", 1)),
@@ -337,6 +337,18 @@ SYNONYMS: tuple[frozenset[str], ...] = tuple(_words(group) for group in (
     "easy easier simple",
     "begin beginning start",
     "schedule timetable",
+    # A measure and the adjective that asks for it: "how deep" / "what depth".
+    "deep depth",
+    "long length",
+    "far distance",
+    "high height",
+    "tall height",
+    "wide width",
+    "heavy weight",
+    "fast speed",
+    "big size",
+    "old age",
+    "travel travels traveled travelled ride rides commute",
 ))
 # "How long is the warranty?" asks for its period.
 DURATION_NOUNS = frozenset({"period", "duration", "length"})
@@ -350,6 +362,7 @@ PHRASES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("come", "with"), "include"), (("comes", "with"), "include"),
     (("make", "up"), "in"), (("makes", "up"), "in"),
     (("number", "of"), "of"),
+    (("most", "recent"), "last"), (("get", "to"), "reach"), (("gets", "to"), "reach"),
     (("united", "states"), "US"), (("usa",), "US"), (("united", "kingdom"), "UK"),
     (("cash", "machine"), "ATM"),
     (("money", "back"), "refund"),

@@ -417,3 +417,17 @@ def test_a_preposition_is_no_content_word() -> None:
 ])
 def test_everyday_synonyms_ask_the_same(cached: str, asked: str) -> None:
     assert verify(cached, asked) is None
+
+
+def test_a_measure_is_asked_by_its_adjective() -> None:
+    assert verify("How deep should I plant tulip bulbs?",
+                  "At what depth should tulip bulbs be planted?") is None
+    assert verify("How deep should I plant tulip bulbs?",
+                  "At what depth should tulip bulbs be watered?") == Rejection.ACTION
+
+
+def test_most_recent_and_latest_are_last() -> None:
+    assert verify("How do I undo the last git commit?",
+                  "How can I undo my most recent commit in git?") is None
+    assert verify("How do I undo the last git commit?",
+                  "How do I undo the oldest git commit?") == Rejection.COMPARISON
