@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import itertools
 import re
 import unicodedata
@@ -501,6 +502,7 @@ def _term(word: str) -> str:
     return word
 
 
+@functools.lru_cache(maxsize=8192)  # words recur across questions; stemming is pure
 def _stem(word: str) -> str:
     """A word without one inflectional ending ("shipped" -> "ship", "studies" -> "study")
     or the ending of a noun of action ("replacement" -> "replace")."""
@@ -691,7 +693,9 @@ def _wording_disagreement(cached: QuestionFacts, asked: QuestionFacts) -> Reject
 
 def _unaccounted(facts: QuestionFacts, other: QuestionFacts) -> set[str]:
     """The content words of one question that the other has in no form and no synonym."""
-    return {w for w in facts.terms if not any(_same_word(w, o) for o in other.terms)}
+    theirs = set(other.terms)
+    return {w for w in facts.terms
+            if w not in theirs and not any(_same_word(w, o) for o in theirs)}
 
 
 def _qualifiers(facts: QuestionFacts, unaccounted: set[str]) -> dict[str, str]:
