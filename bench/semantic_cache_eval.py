@@ -16,7 +16,10 @@
    (their misses and false hits were studied), so those sets now flatter them. The fourth
    held-out set (new domains again) was written and committed by someone who had not read
    the rules, while they were being changed for the third, and scored only once they were
-   done: it is the set that says how the rules generalise. All are reported. Each set's unserved paraphrases are counted by the rule that refused them.
+   done: it said how the rules generalise (47.5% recall before that round, 52.0% after, one
+   false hit). The rules have since been shaped on it too, so it is no longer held out
+   either. All are reported. Each set's unserved paraphrases are counted by the rule that
+   refused them.
    Beyond the labelled pairs, each paraphrase is also asked against every near-miss of
    its own question and the paraphrases of one question against each other (pairs with
    both sides reworded), and a verification is timed (what it adds to a lookup for each
