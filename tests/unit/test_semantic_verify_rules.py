@@ -431,3 +431,10 @@ def test_most_recent_and_latest_are_last() -> None:
                   "How can I undo my most recent commit in git?") is None
     assert verify("How do I undo the last git commit?",
                   "How do I undo the oldest git commit?") == Rejection.COMPARISON
+
+
+def test_a_comparison_worded_as_a_noun_is_its_comparative() -> None:
+    assert verify("Is Venus hotter than Mercury?",
+                  "Does Venus have a higher temperature than Mercury?") is None
+    assert verify("Is Venus hotter than Mercury?",
+                  "Does Venus have a lower temperature than Mercury?") == Rejection.COMPARISON
