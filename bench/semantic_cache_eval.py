@@ -16,8 +16,12 @@
    (their misses and false hits were studied), so those sets now flatter them. The fourth
    held-out set (new domains again) was written and committed by someone who had not read
    the rules, while they were being changed for the third, and scored only once they were
-   done: it is the set that says how the rules generalise. All are reported. Each set's
-   unserved paraphrases are counted by the rule that refused them.
+   done: it said how the rules generalise (47.5% recall before that round, 52.0% after, one
+   false hit). The rules have since been shaped on it too, so it is no longer held out
+   either. The fifth held-out set was written the same way, by someone who had not read
+   the rules, while they were being changed for the fourth, and scored once they were
+   done. All are reported. Each set's unserved paraphrases are counted by the rule that
+   refused them.
    Beyond the labelled pairs, each paraphrase is also asked against every near-miss of
    its own question and the paraphrases of one question against each other (pairs with
    both sides reworded), and a verification is timed (what it adds to a lookup for each
@@ -421,12 +425,14 @@ def main() -> None:
     heldout2 = load_pairs(PAIRS / "heldout2.txt")
     heldout3 = load_pairs(PAIRS / "heldout3.txt")
     heldout4 = load_pairs(PAIRS / "heldout4.txt")
-    every = heldout + heldout2 + heldout3 + heldout4 + dev
+    heldout5 = load_pairs(PAIRS / "heldout5.txt")
+    every = heldout + heldout2 + heldout3 + heldout4 + heldout5 + dev
     lines: list[str] = []
     notes: list[str] = []
     judged = judge_verdicts(served_by_rules(every, threshold)) if args.judge else None
     for name, pairs in (("held-out", heldout), ("held-out 2", heldout2),
                         ("held-out 3", heldout3), ("held-out 4", heldout4),
+                        ("held-out 5", heldout5),
                         ("development", dev), ("all", every)):
         out = quality(name, pairs, threshold, judged)
         split = out.index("NOTES")

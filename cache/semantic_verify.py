@@ -18,6 +18,11 @@ plain rules can read:
   word swapped, added or dropped ("cats" for "dogs");
 - comparison direction: a different set of directed words (bigger/smaller, before/after,
   first/last, minimum/maximum; "less expensive" reads as "cheaper");
+- qualifier: a noun both questions name, narrowed by a word on one side only while the
+  other has every content word accounted for ("a potato" / "a sweet potato"), or narrowed
+  by different words on the two sides ("my home insurance" / "my car insurance"). When
+  both questions are reworded, such a word is often the one change that matters, and the
+  rules that compare whole sentences no longer see it;
 - language: another language (an answer in English does not serve a question in French);
 - action: the same content words but one replaced by another that is no form of it,
   however the small words around it changed ("What year did the Berlin Wall fall?" and
@@ -58,6 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import itertools
 import re
 import unicodedata
@@ -78,6 +84,7 @@ from cache.semantic_words import (
     FUNCTION_WORDS,
     GENERIC_NAMES,
     LENGTH_UNITS,
+    LOOSE_WORDS,
     MAKING_VERBS,
     MANNER_NOUNS,
     MEASURE_VERBS,
@@ -88,6 +95,7 @@ from cache.semantic_words import (
     NOUN_SUFFIXES,
     NUMBER_WORDS,
     ORDERING,
+    PHRASE_OPENERS,
     PHRASES,
     POSITIONS,
     PREPOSITIONS,
@@ -494,6 +502,7 @@ def _term(word: str) -> str:
     return word
 
 
+@functools.lru_cache(maxsize=8192)  # words recur across questions; stemming is pure
 def _stem(word: str) -> str:
     """A word without one inflectional ending ("shipped" -> "ship", "studies" -> "study")
     or the ending of a noun of action ("replacement" -> "replace")."""
@@ -677,7 +686,54 @@ def _wording_disagreement(cached: QuestionFacts, asked: QuestionFacts) -> Reject
     if _replaced_term(cached.terms, asked.terms,
                       manner="manner" in (cached.asks, asked.asks)):
         return Rejection.ACTION
+    if _qualified_otherwise(cached, asked):
+        return Rejection.ENTITIES
     return None
+
+
+def _unaccounted(facts: QuestionFacts, other: QuestionFacts) -> set[str]:
+    """The content words of one question that the other has in no form and no synonym."""
+    theirs = set(other.terms)
+    return {w for w in facts.terms
+            if w not in theirs and not any(_same_word(w, o) for o in theirs)}
+
+
+def _qualifiers(facts: QuestionFacts, unaccounted: set[str]) -> dict[str, str]:
+    """Each term that a word of this question alone qualifies, with that word: "a sweet
+    potato", "the kitchen sink", "my health insurance". The qualifier opens a noun phrase
+    (after a determiner, a preposition or a quantifier) and is a plain word: no number, no
+    name, no directed word (the comparison rule reads those), no "-ing" form ("drinking
+    coffee" is an action, not a kind of coffee), and no word that rewording brings and takes
+    away (LOOSE_WORDS)."""
+    words = _canonical(facts.tokens)
+    names = set(facts.entities) | set(facts.named)
+
+    def named(word: str) -> bool:
+        return word in names or (word.endswith("s") and word[:-1] in names)
+
+    found: dict[str, str] = {}
+    for before, word, head in zip(words, words[1:], words[2:], strict=False):
+        if (before in PHRASE_OPENERS and word in unaccounted and head in facts.terms
+                and head not in unaccounted and not named(word) and not named(head)
+                and _number(word) is None and _number(head) is None
+                and not _is_directed(word) and not _is_directed(head)
+                and word not in GENERIC_NAMES and word not in LOOSE_WORDS
+                and not word.endswith("ing")):
+            found[head] = word
+    return found
+
+
+def _qualified_otherwise(a: QuestionFacts, b: QuestionFacts) -> bool:
+    """Whether a term both questions name is narrowed by a word on one side only while the
+    other side has every content word accounted for ("a potato" / "a sweet potato"), or
+    narrowed by different words on the two sides ("the kitchen sink" / "the bathroom
+    sink"). With both questions reworded, such a word is often the one change that
+    matters, and the rules that compare whole sentences no longer see it."""
+    loose_a, loose_b = _unaccounted(a, b), _unaccounted(b, a)
+    qualified_a, qualified_b = _qualifiers(a, loose_a), _qualifiers(b, loose_b)
+    if (qualified_a and not loose_b) or (qualified_b and not loose_a):
+        return True
+    return any(_same_word(x, y) for x in qualified_a for y in qualified_b)
 
 
 def _names(entities: tuple[str, ...]) -> frozenset[str]:

@@ -63,6 +63,13 @@ UNITS = {
     **dict.fromkeys(("mb", "megabyte", "megabytes"), "MB"),
     **dict.fromkeys(("tb", "terabyte", "terabytes"), "TB"),
     **dict.fromkeys(("mph",), "mph"),
+    **dict.fromkeys(("teaspoon", "teaspoons", "tsp"), "tsp"),
+    **dict.fromkeys(("tablespoon", "tablespoons", "tbsp"), "tbsp"),
+    **dict.fromkeys(("pint", "pints"), "pint"),
+    **dict.fromkeys(("quart", "quarts"), "quart"),
+    **dict.fromkeys(("psi",), "psi"),
+    **dict.fromkeys(("watt", "watts"), "W"),
+    **dict.fromkeys(("volt", "volts"), "V"),
     **dict.fromkeys(("square", "sq"), "square"),
 }
 # "second" is an ordinal more often than a unit; it counts as a unit only after a number.
@@ -100,9 +107,9 @@ DIRECTIONS: dict[str, tuple[str, int]] = {
     **dict.fromkeys(("worse", "worst", "bad", "unsafe", "harmful", "unhealthy", "damage",
                      "dangerous", "harm", "harms", "hurt", "hurts"), ("good", -1)),
     **dict.fromkeys(("before", "earlier", "earliest", "prior", "until"), ("time", -1)),
-    **dict.fromkeys(("after", "later", "latest"), ("time", 1)),
+    **dict.fromkeys(("after", "later"), ("time", 1)),
     **dict.fromkeys(("first", "initial"), ("order", -1)),
-    **dict.fromkeys(("last", "final"), ("order", 1)),
+    **dict.fromkeys(("last", "final", "latest"), ("order", 1)),
     **dict.fromkeys(("minimum", "min", "minimal"), ("bound", -1)),
     # A limit is most often a maximum ("speed limit", "weight limit").
     **dict.fromkeys(("maximum", "max", "maximal", "limit", "limits"), ("bound", 1)),
@@ -183,7 +190,7 @@ WORD_CHARS = re.compile(r"[^\W_]", re.UNICODE)
 FUNCTION_WORDS = STOPWORDS["en"] | _words(
     """about am been being could would will shall might may must if so such some its it's im
     i'm way need needed okay ok right just also really please tell know like there's what's
-    considered regarded""")
+    considered regarded through via across along onto upon toward towards""")
 
 # After "to", the words that make it a preposition ("to the airport"), not an infinitive.
 DETERMINERS = frozenset({
@@ -284,6 +291,64 @@ SYNONYMS: tuple[frozenset[str], ...] = tuple(_words(group) for group in (
     "rise rises rose risen",
     "wear wears wore worn",
     "build builds built construct constructs constructed construction",
+    # General-purpose synonyms of everyday questions, not drawn from any one pair: each
+    # group holds words a reworded question uses for one another.
+    "show shows showed shown display displays displayed list lists listed view views",
+    "see sees saw seen view views check checks checked",
+    "move moves moved transfer transfers transferred",
+    "adult adults grown-up grown-ups grown",
+    "average mean typical usual normal standard",
+    "size sizes diameter dimension dimensions",
+    "unused leftover remaining spare",
+    "next following upcoming",
+    "insurance policy coverage cover covers covered",
+    "need needs needed require requires required requirement",
+    "help helps helped assist assists",
+    "stop stops stopped prevent prevents prevented avoid avoids",
+    "use uses used usage utilize utilise",
+    "remove removes removed delete deletes deleted",
+    "change changes changed alter alters",
+    "get gets got obtain obtains obtained receive receives received",
+    "find finds found locate locates located",
+    "want wants wanted wish",
+    "quick quickly fast rapid rapidly",
+    "big large huge",
+    "small little tiny",
+    "often frequently frequency",
+    "right correct proper best ideal",
+    "way method methods",
+    "rule rules regulation regulations",
+    "job jobs work employment",
+    "house houses home homes",
+    "trip trips journey journeys",
+    "bag bags luggage baggage suitcase suitcases",
+    "leave leaves left depart departs departed departure",
+    "arrive arrives arrived arrival",
+    "include includes included contain contains contained",
+    "happen happens happened occur occurs occurred",
+    "buy buys bought get",
+    "cheque cheques check checks",
+    "phone phones telephone mobile cell",
+    "kind kinds type types sort sorts",
+    "allowed permitted legal legally law",
+    "damage damages damaged harm harms harmed",
+    "danger dangerous risk risky unsafe",
+    "hard difficult",
+    "easy easier simple",
+    "begin beginning start",
+    "schedule timetable",
+    # A measure and the adjective that asks for it: "how deep" / "what depth".
+    "deep depth",
+    "long length",
+    "far distance",
+    "high height",
+    "tall height",
+    "wide width",
+    "heavy weight",
+    "fast speed",
+    "big size",
+    "old age",
+    "travel travels traveled travelled ride rides commute",
 ))
 # "How long is the warranty?" asks for its period.
 DURATION_NOUNS = frozenset({"period", "duration", "length"})
@@ -297,6 +362,18 @@ PHRASES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("come", "with"), "include"), (("comes", "with"), "include"),
     (("make", "up"), "in"), (("makes", "up"), "in"),
     (("number", "of"), "of"),
+    (("most", "recent"), "last"),
+    # A comparison worded as a noun: "a higher temperature" is "hotter".
+    (("higher", "temperature"), "hotter"), (("lower", "temperature"), "colder"),
+    (("greater", "length"), "longer"), (("greater", "height"), "taller"),
+    (("greater", "depth"), "deeper"), (("greater", "weight"), "heavier"),
+    (("higher", "speed"), "faster"), (("lower", "speed"), "slower"),
+    (("higher", "price"), "pricier"), (("lower", "price"), "cheaper"),
+    (("larger", "number"), "more"), (("greater", "number"), "more"),
+    (("smaller", "number"), "fewer"),
+    (("largest", "number"), "most"), (("greatest", "number"), "most"),
+    (("highest", "number"), "most"), (("smallest", "number"), "fewest"),
+    (("get", "to"), "reach"), (("gets", "to"), "reach"),
     (("united", "states"), "US"), (("usa",), "US"), (("united", "kingdom"), "UK"),
     (("cash", "machine"), "ATM"),
     (("money", "back"), "refund"),
@@ -321,3 +398,17 @@ GENERIC_NAMES = frozenset({"mount", "mt", "ocean"})
 
 WH_WORDS = frozenset({"who", "whom", "when", "where", "what"})
 PREPOSITIONS = frozenset({"in", "at", "on", "by", "for", "from"})
+
+# Words that open a noun phrase: a word after one of them and before a shared noun
+# qualifies that noun ("a sweet potato", "of salt water", "many black squares").
+PHRASE_OPENERS = DETERMINERS | PREPOSITIONS | frozenset({
+    "of", "to", "with", "into", "about", "over", "under", "many", "much", "each", "every",
+    "per", "some", "any", "these", "those",
+})
+
+# Words that a reworded question brings or drops without changing what it asks: they
+# never count as narrowing a noun ("the recommended pressure", "keeps running").
+LOOSE_WORDS = frozenset({
+    "recommended", "usual", "during", "between", "while", "keep", "keeps", "put", "use",
+    "used", "using",
+})

@@ -373,3 +373,68 @@ def test_second_is_an_ordinal_unless_it_follows_a_number_or_per() -> None:
                   "Which is the second tallest building in Asia?") == Rejection.NUMBERS
     assert read_question("How far does light travel per second?").units == frozenset({"s"})
     assert read_question("Is a 30 second plank enough?").numbers == frozenset({"30"})
+
+
+@pytest.mark.parametrize(("cached", "asked"), [
+    # A word narrowing a noun on one side only, both questions reworded.
+    ("At 200 degrees Celsius, how long does a potato need to bake?",
+     "How long should I bake a sweet potato at 200 degrees Celsius?"),
+    # The same noun narrowed by different words.
+    ("Will my home insurance pay for damage from a flood?",
+     "Does my car insurance cover flood damage?"),
+])
+def test_a_noun_narrowed_on_one_side_or_otherwise_is_another_thing(
+        cached: str, asked: str) -> None:
+    assert verify(cached, asked) == Rejection.ENTITIES
+
+
+def test_a_word_that_only_rewords_does_not_narrow_a_noun() -> None:
+    assert verify("What is the recommended tire pressure for a bicycle?",
+                  "What tire pressure should a bicycle have?") is None
+    assert verify("Is coffee bad for your heart?",
+                  "Is drinking coffee harmful to the heart?") is None
+
+
+def test_spoons_are_units() -> None:
+    assert verify("How many garlic cloves make a teaspoon of minced garlic?",
+                  "How many cloves of garlic make a tablespoon of minced garlic?") \
+        == Rejection.UNITS
+
+
+def test_a_preposition_is_no_content_word() -> None:
+    # "through" for "with" leaves the changed verb the only change.
+    assert verify("Can I deposit a check through the mobile app?",
+                  "Can I cash a check with the mobile app?") == Rejection.ACTION
+
+
+@pytest.mark.parametrize(("cached", "asked"), [
+    ("How do I show hidden files in Linux?", "How do I list hidden files in Linux?"),
+    ("What is the average distance from Mars to the Sun?",
+     "What is the mean distance from Mars to the Sun?"),
+    ("Does my homeowners insurance cover flood damage?",
+     "Does my homeowners policy cover flood damage?"),
+    ("How often should I feed an adult cat?", "How often should I feed a grown-up cat?"),
+])
+def test_everyday_synonyms_ask_the_same(cached: str, asked: str) -> None:
+    assert verify(cached, asked) is None
+
+
+def test_a_measure_is_asked_by_its_adjective() -> None:
+    assert verify("How deep should I plant tulip bulbs?",
+                  "At what depth should tulip bulbs be planted?") is None
+    assert verify("How deep should I plant tulip bulbs?",
+                  "At what depth should tulip bulbs be watered?") == Rejection.ACTION
+
+
+def test_most_recent_and_latest_are_last() -> None:
+    assert verify("How do I undo the last git commit?",
+                  "How can I undo my most recent commit in git?") is None
+    assert verify("How do I undo the last git commit?",
+                  "How do I undo the oldest git commit?") == Rejection.COMPARISON
+
+
+def test_a_comparison_worded_as_a_noun_is_its_comparative() -> None:
+    assert verify("Is Venus hotter than Mercury?",
+                  "Does Venus have a higher temperature than Mercury?") is None
+    assert verify("Is Venus hotter than Mercury?",
+                  "Does Venus have a lower temperature than Mercury?") == Rejection.COMPARISON
