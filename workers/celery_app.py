@@ -140,7 +140,8 @@ def _consume(settings: Settings, model: str, runtime: Runtime, loglevel: str) ->
     queues = f"{queue_for_worker(worker_id)},{queue_for(model)}"
     log.info("worker %s consuming %s", worker_id, queues)
     # Say hello only once the engine is up: the coalescer routes to live workers only.
-    with Presence(runtime.sessions, worker_id, model, settings.worker_heartbeat_seconds):
+    with Presence(runtime.sessions, worker_id, model, settings.worker_heartbeat_seconds,
+                  retry_seconds=settings.database_retry_seconds):
         app.worker_main([
             "worker", "--pool=solo", "--concurrency=1", "-Q", queues,
             "-n", f"penny-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",

@@ -10,6 +10,7 @@ from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.retrying import with_retries
 from models.workers import heartbeat, remove_worker
 
 log = logging.getLogger(__name__)
@@ -17,14 +18,20 @@ log = logging.getLogger(__name__)
 
 class Presence:
     def __init__(self, sessions: sessionmaker[Session], worker_id: str, model: str,
-                 interval_seconds: float) -> None:
+                 interval_seconds: float, retry_seconds: float) -> None:
         self._sessions, self._worker_id, self._model = sessions, worker_id, model
-        self._interval = interval_seconds
+        self._interval, self._retry_seconds = interval_seconds, retry_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="presence", daemon=True)
 
     def __enter__(self) -> Presence:
-        self._beat()
+        # The first beat comes after the engine has loaded, seconds after the start-up
+        # migration found the database: a Postgres restarting in between is waited out,
+        # as a claim waits it out, rather than ending the worker with its engine.
+        with_retries(self._sessions,
+                     lambda session: heartbeat(session, self._worker_id, self._model),
+                     within_seconds=self._retry_seconds,
+                     what=f"the first heartbeat of worker {self._worker_id}")
         self._thread.start()
         return self
 

@@ -21,10 +21,11 @@ from coalescer.runner import Coalescer
 from models.queue import claim_batch
 from models.retrying import with_retries
 from models.status import BatchStatus
-from models.tables import Batch, Tenant
+from models.tables import Batch, Tenant, Worker
 from penny.runtime import Runtime, open_runtime
 from tests.services import PrivatePostgres
 from tests.support import make_settings
+from workers.presence import Presence
 
 
 class Doorbells:
@@ -122,3 +123,21 @@ def test_an_error_about_the_statement_is_not_retried(private_runtime: Runtime) -
         with_retries(private_runtime.sessions, duplicate_tenant, within_seconds=60.0,
                      what="inserting", sleep=lambda _: None)
     assert tries == [1]
+
+
+def test_a_worker_that_says_hello_while_postgres_restarts_waits_for_it(
+    private_runtime: Runtime, postgres: PrivatePostgres
+) -> None:
+    """A worker's first heartbeat comes after its engine loaded: a Postgres crash in
+    between is waited out, not the end of the worker."""
+    postgres.stop("immediate")
+    restarter = threading.Timer(1.0, postgres.start)
+    restarter.start()
+    try:
+        with (Presence(private_runtime.sessions, "worker-hello", "some-model",
+                       interval_seconds=3600, retry_seconds=60.0),
+              private_runtime.sessions() as session):
+            assert session.execute(select(Worker.model).where(
+                Worker.id == "worker-hello")).scalar_one() == "some-model"
+    finally:
+        restarter.join()
