@@ -873,18 +873,24 @@ def _compared(facts: QuestionFacts) -> list[str]:
     return out
 
 
-def _exchanged(x: list[str], y: list[str]) -> bool:
-    """Whether y is x with the two sides of its comparison exchanged: x = S + P + M + Q + E
-    and y = S + Q + M + P + E, P and Q different, the comparing word in M and in neither
-    side. A phrase moved to the other end ("In winter, is Portugal warmer than Spain?") is
-    no exchange of the sides."""
+def _differing_window(x: list[str], y: list[str]) -> tuple[list[str], list[str]]:
+    """The runs of x and y between their common beginning and common end (x and y of the
+    same length)."""
     start = 0
     while start < len(x) and x[start] == y[start]:
         start += 1
     end = len(x)
     while end > start and x[end - 1] == y[end - 1]:
         end -= 1
-    window, other = x[start:end], y[start:end]
+    return x[start:end], y[start:end]
+
+
+def _exchanged(x: list[str], y: list[str]) -> bool:
+    """Whether y is x with the two sides of its comparison exchanged: x = S + P + M + Q + E
+    and y = S + Q + M + P + E, P and Q different, the comparing word in M and in neither
+    side. A phrase moved to the other end ("In winter, is Portugal warmer than Spain?") is
+    no exchange of the sides."""
+    window, other = _differing_window(x, y)
     for p_len in range(1, len(window)):
         for q_len in range(1, len(window) - p_len + 1):
             p, q = window[:p_len], window[len(window) - q_len:]
@@ -961,13 +967,7 @@ def _moved_phrase(x: list[str], y: list[str]) -> bool:
     y = S + Q + P + E."""
     if sorted(x) != sorted(y):
         return False
-    start = 0
-    while start < len(x) and x[start] == y[start]:
-        start += 1
-    end = len(x)
-    while end > start and x[end - 1] == y[end - 1]:
-        end -= 1
-    window, other = x[start:end], y[start:end]
+    window, other = _differing_window(x, y)
     return any(other == window[cut:] + window[:cut] for cut in range(1, len(window)))
 
 
